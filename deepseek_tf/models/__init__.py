@@ -1,0 +1,38 @@
+"""Model builders. One explicit dict maps `model.kind` to its builder."""
+from __future__ import annotations
+
+from typing import Callable
+
+import keras
+
+from deepseek_tf.config import Config
+from deepseek_tf.models.backbones import build_backbone
+from deepseek_tf.models.dual_encoder import DualEncoder
+from deepseek_tf.models.encoder import Encoder
+
+
+def build_encoder(config: Config, vocab_size: int, name: str) -> Encoder:
+    m = config.model
+    return Encoder(build_backbone(m, vocab_size), pooling=m.pooling, projection_dim=m.projection_dim,
+                   normalize=m.normalize, name=name)
+
+
+def build_dual_encoder(config: Config, vocab_size: int) -> keras.Model:
+    t = config.train
+    query = build_encoder(config, vocab_size, "query_encoder")
+    doc = None if config.model.shared_towers else build_encoder(config, vocab_size, "doc_encoder")
+    return DualEncoder(query, doc, loss=t.loss, temperature=t.temperature, symmetric=t.symmetric,
+                       margin=t.margin, name="dual_encoder")
+
+
+MODEL_BUILDERS: dict[str, Callable[[Config, int], keras.Model]] = {
+    "dual_encoder": build_dual_encoder,
+}
+
+
+def build_model(config: Config, vocab_size: int) -> keras.Model:
+    if config.model.kind not in MODEL_BUILDERS:
+        from deepseek_tf.errors import ConfigError
+
+        raise ConfigError(f"model.kind {config.model.kind!r} is not available yet")
+    return MODEL_BUILDERS[config.model.kind](config, vocab_size)

