@@ -14,7 +14,12 @@ def _import_tensorflow_quietly() -> None:
     try:
         with open(_os.devnull, "w") as devnull:
             _os.dup2(devnull.fileno(), 2)
-            import tensorflow  # noqa: F401
+            import tensorflow
+
+            # Probing the platforms here (cuInit on machines without a GPU prints an
+            # error line) does not initialise the runtime, so logical devices can still
+            # be configured afterwards.
+            tensorflow.config.list_physical_devices("GPU")
     finally:
         _os.dup2(saved, 2)
         _os.close(saved)
