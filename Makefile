@@ -7,7 +7,8 @@ DATA    ?= ../shared/data/cranfield
 CONFIG  ?= configs/cranfield_minilm.yaml
 WORKDIR ?= runs/$(basename $(notdir $(CONFIG)))
 MODEL   ?= $(WORKDIR)/model
-QUANT   ?= dynamic
+# Exports use the trained model when there is one, else the pretrained preset.
+EXPORT_MODEL ?= $(if $(wildcard $(MODEL)/model.keras),$(MODEL),all-MiniLM-L6-v2)
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
 .DEFAULT_GOAL := help
@@ -40,15 +41,17 @@ train:  ## train: make train CONFIG=configs/x.yaml [WORKDIR=runs/x]
 evaluate:  ## evaluate: make evaluate MODEL=runs/x/model [DATA=dir]
 	$(PYTHON) -m deepseek_tf.evaluate --model $(MODEL) --dataset $(DATA) --split test --output $(WORKDIR)/report.json
 
-export-savedmodel:  ## export a SavedModel: make export-savedmodel MODEL=runs/x/model
-	$(PYTHON) -m deepseek_tf.export --model $(MODEL) --format saved_model --output export/saved_model
+export-savedmodel:  ## export a SavedModel: make export-savedmodel [MODEL=runs/x/model]
+	$(PYTHON) -m deepseek_tf.export --model $(EXPORT_MODEL) --format saved_model --output export/saved_model
 
-export-tflite:  ## export TFLite: make export-tflite MODEL=runs/x/model [QUANT=dynamic]
-	$(PYTHON) -m deepseek_tf.export --model $(MODEL) --format tflite --quantize $(QUANT) --dataset $(DATA) --output export/model
+export-tflite:  ## TFLite towers in every quantization mode + report: make export-tflite [MODEL=runs/x/model]
+	$(PYTHON) -m deepseek_tf.export --model $(EXPORT_MODEL) --format tflite --report --dataset $(DATA) --output export/model
 
-bench:  ## performance benchmarks (installs the bench extra)
+bench: $(BIN)/activate  ## benchmarks vs sentence-transformers and faiss -> bench/results.{md,json} + README table
+	@# torch first, pinned: the CPU wheel from this machine's disk (a bare `torch` pulls GBs of CUDA)
+	$(PYTHON) -m pip install -q torch==2.13.0
 	$(PYTHON) -m pip install -q -e ".[bench]"
-	$(PYTHON) -m deepseek_tf.bench --dataset $(DATA)
+	$(PYTHON) -m deepseek_tf.bench --dataset $(DATA) --output-dir bench $(BENCH_ARGS)
 
 clean:  ## remove build and run outputs (keeps .venv)
 	rm -rf runs build *.egg-info .pytest_cache export/tiny export/saved_model export/model*

@@ -40,6 +40,14 @@ class ModelConfig:
     normalize: bool = True
     shared_towers: bool = True
     trainable: bool = True
+    # Cross-encoder only: "full" reads [CLS] q [SEP] d [SEP] through one backbone; "light" lets
+    # query tokens attend over document tokens from the (frozen or trainable) towers.
+    interaction: str = "full"  # full | light
+    interaction_heads: int = 4  # light: attention heads of the query-over-document layer
+    # full: "dense" = Dense(1) on the pooled pair; "cosine" = cos(mean of query-segment tokens,
+    # mean of document-segment tokens) / train.temperature + a zero-initialised Dense(1), so a
+    # sentence-transformers checkpoint starts out ranking like the bi-encoder it came from.
+    score_head: str = "dense"  # dense | cosine
 
 
 @dataclass(frozen=True)
@@ -51,6 +59,21 @@ class DataConfig:
     min_label: int = 1  # qrels below this grade are not used as positives
     use_title: bool = True
     shuffle_buffer: int = 10000
+    # Cross-encoder training: negatives mined from a first-stage retriever's top-k
+    # ("bm25" or a retriever MODEL: trained model dir / preset), judged positives excluded.
+    negatives_from: str = "bm25"
+    mine_top_k: int = 30
+    num_negatives: int = 3  # per positive; one group = 1 positive + num_negatives documents
+    # Dual encoder: one mined hard negative per pair (source: negatives_from, from its top
+    # mine_top_k), skipping the mine_skip_top best ranks and any document scoring above
+    # (1 − mine_margin)·score(positive); judged-relevant documents are never taken.
+    mine_negatives: bool = False
+    mine_skip_top: int = 3
+    mine_margin: float = 0.05
+    # Dev set for early stopping / best checkpoint: qrels/{dev_split}.tsv, or else this
+    # fraction of the training queries held out (0 = no dev evaluation).
+    dev_fraction: float = 0.0
+    dev_max_docs: int = 20000  # dev ranking corpus: judged docs + a seeded sample up to this
 
 
 @dataclass(frozen=True)
@@ -72,6 +95,12 @@ class TrainConfig:
     strategy: str = "mirrored"  # mirrored | one_device | multi_worker
     seed: int = 42
     checkpoint_every: Optional[int] = None  # steps; None: end of every epoch
+    label_smoothing: float = 0.0  # infonce: ε of the smoothed targets
+    mask_duplicates: bool = True  # infonce: pairs sharing a query/document are not negatives
+    gather_across_replicas: bool = True  # infonce: negatives from every replica's batch
+    accumulation_steps: int = 1  # micro-batches per batch (GradCache: same loss as the batch)
+    mixed_precision: str = "none"  # none | auto (bf16 on CPU, fp16 on GPU) | mixed_bfloat16 | mixed_float16
+    patience: Optional[int] = None  # epochs without dev nDCG@10 gain before stopping; None: never
 
 
 @dataclass(frozen=True)
@@ -100,8 +129,11 @@ class Config:
 CHOICES: dict[str, tuple[str, ...]] = {
     "model.kind": ("dual_encoder", "cross_encoder"),
     "model.pooling": ("mean", "cls"),
-    "train.loss": ("infonce", "contrastive", "triplet"),
+    "train.loss": ("infonce", "contrastive", "triplet", "bce", "ranknet", "hinge", "listwise"),
+    "model.interaction": ("full", "light"),
+    "model.score_head": ("dense", "cosine"),
     "train.strategy": ("mirrored", "one_device", "multi_worker"),
+    "train.mixed_precision": ("none", "auto", "mixed_bfloat16", "mixed_float16"),
     "export.quantize": ("none", "float16", "dynamic", "int8"),
 }
 

@@ -40,7 +40,9 @@ class BeirDataset:
     def doc_text(self, doc_id: str, use_title: bool = True) -> str:
         doc = self.corpus[doc_id]
         title, text = doc.get("title", ""), doc.get("text", "")
-        if use_title and title and not text.startswith(title):
+        # BEIR's convention: title + " " + text even when the text repeats the title (Cranfield's
+        # does): all-MiniLM-L6-v2 gets its reference nDCG@10 0.403 this way (0.393 on text alone).
+        if use_title and title:
             return f"{title} {text}".strip()
         return text or title
 
@@ -118,6 +120,9 @@ def load_beir(directory: str | Path, split: str = "test", unknown_ids: str = "er
         text = normalize_text(row.get("text"))
         if not text:
             dropped["empty queries"] = dropped.get("empty queries", 0) + 1
+            continue
+        if str(row["_id"]) in queries:  # first one wins, as for documents
+            dropped["duplicate query ids"] = dropped.get("duplicate query ids", 0) + 1
             continue
         queries[str(row["_id"])] = text
     qrels_path = directory / "qrels" / f"{split}.tsv"

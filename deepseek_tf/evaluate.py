@@ -1,11 +1,13 @@
 """Evaluation: `python -m deepseek_tf.evaluate --model MODEL --dataset DIR [...]`.
 
-Every reported figure comes from pytrec_eval (trec_eval's own code).
+Every reported figure comes from pytrec_eval (trec_eval's own code). Systems: `dense` (the
+model, exact search), `bm25` (`--baseline bm25`) and `hybrid` (both fused by reciprocal rank).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import resource
 import sys
 import time
 from pathlib import Path
@@ -16,13 +18,24 @@ from deepseek_tf.data import BeirDataset, load_beir
 from deepseek_tf.errors import UserError, cli_entry
 
 METRIC_KEYS = ("ndcg@10", "mrr@10", "recall@10", "recall@100", "p@10", "map")
+COST_KEYS = ("latency_ms_p50", "latency_ms_p95", "docs_per_s", "peak_rss_mb")
+CURVE_MAX_K = 100
 Run = dict[str, dict[str, float]]  # query id -> {doc id: score}
+
+
+def _trec_order(docs: dict[str, float]) -> list[tuple[str, float]]:
+    # trec_eval ranks by score descending, ties by doc id descending; cuts must agree with it
+    return sorted(docs.items(), key=lambda x: (x[1], x[0]), reverse=True)
 
 
 def trec_metrics(qrels: dict[str, dict[str, int]], run: Run) -> tuple[dict[str, float], dict[str, dict]]:
     """(mean metrics, per-query metrics) exactly as trec_eval computes them.
 
-    MRR@10 is trec_eval's recip_rank on the run cut to each query's 10 best documents.
+    nDCG@10 = DCG@10 / IDCG@10 with DCG@10 = sum_{i<=10} rel_i / log2(i + 1) (graded rel_i);
+    MRR@10 = 1 / rank of the first relevant document if it is in the top 10, else 0
+    (trec_eval's recip_rank on the run cut to each query's 10 best documents, in trec_eval's
+    order); Recall@k = relevant in top k / all relevant; P@10 = relevant in top 10 / 10;
+    MAP = mean over relevant documents of precision at their ranks.
     Queries with no judgments are not scored (as trec_eval); queries judged but absent
     from the run score 0.
     """
@@ -33,8 +46,7 @@ def trec_metrics(qrels: dict[str, dict[str, int]], run: Run) -> tuple[dict[str, 
     measures = {"ndcg_cut.10", "recall.10", "recall.100", "P.10", "map"}
     per_query = pytrec_eval.RelevanceEvaluator(qrels, measures).evaluate(
         {q: d if d else {"__none__": 0.0} for q, d in full.items()})
-    top10 = {q: dict(sorted(d.items(), key=lambda x: (-x[1], x[0]))[:10]) or {"__none__": 0.0}
-             for q, d in full.items()}
+    top10 = {q: dict(_trec_order(d)[:10]) or {"__none__": 0.0} for q, d in full.items()}
     rr = pytrec_eval.RelevanceEvaluator(qrels, {"recip_rank"}).evaluate(top10)
     rows = {}
     for q, m in per_query.items():
@@ -45,9 +57,37 @@ def trec_metrics(qrels: dict[str, dict[str, int]], run: Run) -> tuple[dict[str, 
     return means, rows
 
 
+def recall_curve(qrels: dict[str, dict[str, int]], run: Run, max_k: int = CURVE_MAX_K) -> list[float]:
+    """Mean Recall@k for k = 1..max_k, from trec_eval's recall.k (absent queries count 0)."""
+    import pytrec_eval
+
+    full = {q: run.get(q) or {"__none__": 0.0} for q in qrels}
+    ks = list(range(1, max_k + 1))
+    per_query = pytrec_eval.RelevanceEvaluator(qrels, {"recall." + ",".join(map(str, ks))}).evaluate(full)
+    return [float(np.mean([m[f"recall_{k}"] for m in per_query.values()])) for k in ks]
+
+
+def drop_identical_ids(run: Run) -> Run:
+    """BEIR's convention (ignore_identical_ids): a retrieved doc whose id equals the query id is dropped."""
+    return {q: {d: s for d, s in docs.items() if d != q} for q, docs in run.items()}
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process so far, in MiB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _latency_stats(latencies: dict[str, float], n_docs: int, index_s: float) -> dict:
+    values = list(latencies.values())
+    return {"latency_ms_p50": float(np.percentile(values, 50)) if values else None,
+            "latency_ms_p95": float(np.percentile(values, 95)) if values else None,
+            "docs_per_s": n_docs / max(index_s, 1e-9), "index_s": index_s, "latency_ms": latencies}
+
+
 def dense_run(embedder, ds: BeirDataset, top_k: int = 100, batch_size: int = 64,
               use_title: bool = True) -> tuple[Run, dict[str, float]]:
-    """Encodes the corpus, then answers each judged query alone (so latency is per query)."""
+    """Encodes the corpus (length-sorted batches), then answers each judged query alone, so
+    latency is per query (encode + search). stats["latency_ms"] holds each query's latency."""
     from deepseek_tf.index import exact_search
 
     doc_ids = list(ds.corpus)
@@ -55,37 +95,116 @@ def dense_run(embedder, ds: BeirDataset, top_k: int = 100, batch_size: int = 64,
     start = time.perf_counter()
     doc_vecs = embedder.encode_docs(texts, batch_size, progress=sys.stderr.isatty())
     encode_s = time.perf_counter() - start
-    run, latencies = {}, []
+    run, latencies = {}, {}
     qids = [q for q in ds.qrels if q in ds.queries]
-    embedder.encode_queries([ds.queries[qids[0]]])  # warm-up: trace/compile once
+    if qids:
+        embedder.encode_queries([ds.queries[qids[0]]])  # warm-up: trace/compile once
     for q in qids:
         t0 = time.perf_counter()
         vec = embedder.encode_queries([ds.queries[q]])
         scores, idx = exact_search(vec, doc_vecs, top_k)
-        latencies.append((time.perf_counter() - t0) * 1000)
+        latencies[q] = (time.perf_counter() - t0) * 1000
         run[q] = {doc_ids[j]: float(s) for s, j in zip(scores[0], idx[0])}
-    stats = {"latency_ms_p50": float(np.percentile(latencies, 50)),
-             "latency_ms_p95": float(np.percentile(latencies, 95)),
-             "docs_per_s": len(texts) / max(encode_s, 1e-9)}
+    return run, _latency_stats(latencies, len(texts), encode_s)
+
+
+def hybrid_run(dense: tuple[Run, dict], bm25: tuple[Run, dict], top_k: int = 100,
+               rrf_k: int = 60) -> tuple[Run, dict]:
+    """Reciprocal-rank fusion of a dense and a BM25 run; per-query latency is both systems' plus fusion."""
+    from deepseek_tf.bm25 import reciprocal_rank_fusion
+
+    run, latencies = {}, {}
+    (d_run, d_stats), (b_run, b_stats) = dense, bm25
+    for q in d_run.keys() | b_run.keys():
+        t0 = time.perf_counter()
+        run.update(reciprocal_rank_fusion([{q: d_run.get(q, {})}, {q: b_run.get(q, {})}], rrf_k, top_k))
+        latencies[q] = ((time.perf_counter() - t0) * 1000 + d_stats["latency_ms"].get(q, 0.0)
+                        + b_stats["latency_ms"].get(q, 0.0))
+    stats = _latency_stats(latencies, 0, 1.0)
+    index_s = d_stats["index_s"] + b_stats["index_s"]  # both indexes must be built
+    stats["docs_per_s"], stats["index_s"] = d_stats["docs_per_s"] * d_stats["index_s"] / max(index_s, 1e-9), index_s
+    stats["rrf_k"] = rrf_k
     return run, stats
 
 
-def evaluate(model: str, dataset: str, split: str = "test", top_k: int = 100,
-             batch_size: int = 64) -> dict[str, dict]:
-    """Evaluates MODEL on a BEIR-layout dataset; returns {system name: figures}."""
-    from deepseek_tf.embedders import load_embedder
+def dataset_warnings(ds: BeirDataset) -> list[str]:
+    """One line per kind of bad input that was dropped (counted), plus judged queries with no relevant doc."""
+    lines = [f"dropped {count} {what}" for what, count in ds.dropped.items()]
+    no_rel = sum(1 for docs in ds.qrels.values() if not any(g > 0 for g in docs.values()))
+    if no_rel:
+        lines.append(f"{no_rel} judged queries have no relevant document (they score 0, as in trec_eval)")
+    return lines
 
+
+def _score(name: str, qrels, run: Run, stats: dict, extra: dict) -> dict:
+    means, per_query = trec_metrics(qrels, run)
+    for q, ms in stats.pop("latency_ms").items():
+        if q in per_query:
+            per_query[q]["latency_ms"] = ms
+    return {**means, **stats, "peak_rss_mb": peak_rss_mb(), **extra,
+            "recall_curve": recall_curve(qrels, run), "per_query": per_query}
+
+
+def evaluate(model: str | None, dataset: str, split: str = "test", top_k: int = 100,
+             batch_size: int = 64, baseline: str | None = None, ignore_identical_ids: bool = False,
+             rrf_k: int = 60, bm25_args: dict | None = None, verbose: bool = True,
+             rerank: str | None = None, rerank_fusion: float | None = None) -> dict[str, dict]:
+    """Evaluates MODEL (and BM25 / hybrid with baseline="bm25"); returns {system name: figures}.
+
+    Each system's figures: METRIC_KEYS, queries, latency p50/p95 (ms, per query), docs_per_s
+    (indexing), peak_rss_mb (process peak so far; systems run bm25, dense, hybrid in that order),
+    recall_curve (mean Recall@1..100), per_query, warnings (bad input that was dropped).
+    """
+    if baseline not in (None, "bm25"):
+        raise UserError(f"--baseline {baseline!r}: only 'bm25' is supported")
+    if model is None and baseline is None:
+        raise UserError("nothing to evaluate: give --model and/or --baseline bm25")
+    if rerank is not None:
+        from deepseek_tf.rerank import check_reranker_spec
+
+        check_reranker_spec(rerank, rerank_fusion)
     ds = load_beir(dataset, split, unknown_ids="drop")
-    for what, count in ds.dropped.items():
-        print(f"warning: {dataset}: dropped {count} {what}", file=sys.stderr)
-    embedder = load_embedder(model)
-    run, stats = dense_run(embedder, ds, top_k, batch_size)
-    means, per_query = trec_metrics(ds.qrels, run)
-    return {"dense": {**means, **stats, "model": model, "per_query": per_query}}
+    warnings = dataset_warnings(ds)
+    if verbose:
+        for line in warnings:
+            print(f"warning: {dataset}: {line}", file=sys.stderr)
+    if not ds.qrels:
+        raise UserError(f"{dataset}: no judged queries left in split {split!r} after dropping bad input")
+    if verbose and warnings:
+        print(f"{len(warnings)} warning(s); evaluating the remaining {len(ds.qrels)} queries", file=sys.stderr)
+    fix = drop_identical_ids if ignore_identical_ids else (lambda run: run)
+    common = {"warnings": warnings, "ignore_identical_ids": ignore_identical_ids}
+    results: dict[str, dict] = {}
+    bm25 = dense = None
+    if baseline == "bm25":  # first, so its peak RSS is not the dense model's
+        from deepseek_tf.bm25 import bm25_run
+
+        bm25 = bm25_run(ds, top_k, **(bm25_args or {}))
+        bm25_config = bm25[1].pop("bm25")
+        results["bm25"] = _score("bm25", ds.qrels, fix(bm25[0]), dict(bm25[1]), {**common, "bm25": bm25_config})
+    if model is not None:
+        from deepseek_tf.embedders import load_embedder
+
+        embedder = load_embedder(model)
+        dense = dense_run(embedder, ds, top_k, batch_size)
+        results = {"dense": _score("dense", ds.qrels, fix(dense[0]), dict(dense[1]), {**common, "model": model}),
+                   **results}
+    if bm25 is not None and dense is not None:
+        run, stats = hybrid_run(dense, bm25, top_k, rrf_k)
+        results["hybrid"] = _score("hybrid", ds.qrels, fix(run), stats, {**common, "model": model})
+    if rerank is not None:  # cross-encoder over the dense top-k (BM25's when there is no --model)
+        from deepseek_tf.rerank import rerank_system
+
+        name, first = ("dense", dense) if dense is not None else ("bm25", bm25)
+        for suffix, run, stats in rerank_system(rerank, ds, first[0], first[1], top_k, rerank_fusion,
+                                                progress=verbose and sys.stderr.isatty()):
+            results[name + suffix] = _score(name + suffix, ds.qrels, fix(run), stats,
+                                            {**common, "model": model, "reranker": rerank})
+    return results
 
 
 def format_table(results: dict[str, dict]) -> str:
-    cols = list(METRIC_KEYS) + ["queries", "latency_ms_p50", "latency_ms_p95", "docs_per_s"]
+    cols = list(METRIC_KEYS) + ["queries"] + list(COST_KEYS)
     lines = ["| system | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
     for name, r in results.items():
         cells = [f"{r[c]:.4f}" if c in METRIC_KEYS else
@@ -95,16 +214,67 @@ def format_table(results: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+def plot_recall_curves(results: dict[str, dict], path: str | Path, title: str = "") -> None:
+    """PNG of mean Recall@k (k = 1..100) for every system, written atomically."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    for name, r in results.items():
+        curve = r["recall_curve"]
+        ax.plot(range(1, len(curve) + 1), curve, label=f"{name} (R@10 {r['recall@10']:.3f}, "
+                                                       f"R@100 {r['recall@100']:.3f})", linewidth=2)
+    ax.set_xscale("log")
+    ax.set_xticks([1, 2, 5, 10, 20, 50, 100], labels=["1", "2", "5", "10", "20", "50", "100"])
+    ax.set_xlim(1, CURVE_MAX_K)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("k (documents retrieved)")
+    ax.set_ylabel("mean Recall@k (trec_eval)")
+    ax.set_title(title or "Recall@k")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    fig.savefig(tmp, format="png")
+    plt.close(fig)
+    tmp.replace(path)
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m deepseek_tf.evaluate",
-                                description="Evaluate a retriever on a BEIR-layout dataset with trec_eval metrics.")
-    p.add_argument("--model", required=True, help="trained model/ dir, SavedModel dir, .tflite file or preset name")
+                                description="Evaluate a retriever on a BEIR-layout dataset with trec_eval metrics; "
+                                            "optionally against BM25 and a BM25+dense hybrid.")
+    p.add_argument("--model", help="trained model/ dir, SavedModel dir, .tflite file or preset name "
+                                   "(may be left out with --baseline bm25)")
     p.add_argument("--dataset", required=True, help="BEIR-layout directory (corpus.jsonl, queries.jsonl, qrels/)")
     p.add_argument("--split", default="test", help="qrels split (default: test)")
+    p.add_argument("--baseline", choices=["bm25"], help="also evaluate BM25 and, with --model, the hybrid (RRF)")
     p.add_argument("--top-k", type=int, default=100, help="documents retrieved per query (default: 100)")
+    p.add_argument("--rerank", metavar="MODEL", help="cross-encoder (trained model/ dir or its SavedModel) that "
+                                                     "rescores the first stage's top-k: adds a '+rerank' row")
+    p.add_argument("--rerank-fusion", type=float, metavar="W", help="also a '+rerank+fusion' row ordered by "
+                   "W·z(cross-encoder) + (1−W)·z(first stage), z standardised per query (0..1)")
     p.add_argument("--batch-size", type=int, default=64, help="encoding batch size (default: 64)")
+    p.add_argument("--rrf-k", type=int, default=60, help="reciprocal-rank fusion constant (default: 60)")
+    p.add_argument("--bm25-k1", type=float, default=1.5, help="BM25 k1 (default: 1.5, bm25s's default)")
+    p.add_argument("--bm25-b", type=float, default=0.75, help="BM25 b (default: 0.75)")
+    p.add_argument("--bm25-method", default="lucene", choices=["lucene", "robertson", "atire", "bm25l", "bm25+"],
+                   help="BM25 variant (default: lucene)")
+    p.add_argument("--ignore-identical-ids", action="store_true",
+                   help="drop a retrieved doc whose id equals the query id (BEIR's convention)")
     p.add_argument("--output", help="write the report as JSON here")
+    p.add_argument("--plot", help="write Recall@k curves (k=1..100) for every system to this PNG")
     return p.parse_args(argv)
+
+
+def _write_json(path: str | Path, obj) -> None:
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2))
+    tmp.replace(path)
 
 
 @cli_entry
@@ -112,13 +282,30 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.top_k < 1:
         raise UserError("--top-k must be >= 1")
-    results = evaluate(args.model, args.dataset, args.split, args.top_k, args.batch_size)
+    if args.rrf_k < 0:
+        raise UserError("--rrf-k must be >= 0")
+    for flag in ("output", "plot"):
+        target = getattr(args, flag)
+        if target and not Path(target).resolve().parent.is_dir():
+            raise UserError(f"--{flag} {target}: directory {Path(target).parent} does not exist")
+    bm25_args = {"k1": args.bm25_k1, "b": args.bm25_b, "method": args.bm25_method}
+    results = evaluate(args.model, args.dataset, args.split, args.top_k, args.batch_size, args.baseline,
+                       args.ignore_identical_ids, args.rrf_k, bm25_args, rerank=args.rerank,
+                       rerank_fusion=args.rerank_fusion)
     print(format_table(results))
+    if "bm25" in results:
+        c = results["bm25"]["bm25"]
+        print(f"bm25: bm25s method={c['method']} k1={c['k1']} b={c['b']}, {c['stemmer']} stemmer, "
+              f"stop words={c['stopwords']}, title+text")
+    for name, r in results.items():
+        if "rerank_latency_ms_p50" in r:
+            print(f"{name}: reranking {r['rerank_depth']} docs/query takes p50 {r['rerank_latency_ms_p50']:.0f} ms, "
+                  f"p95 {r['rerank_latency_ms_p95']:.0f} ms ({r['rerank_pairs_per_s']:.1f} pairs/s); "
+                  "the row's latency is first stage + reranking")
     if args.output:
-        out = Path(args.output)
-        tmp = out.with_name(out.name + ".tmp")
-        tmp.write_text(json.dumps(results, indent=2))
-        tmp.replace(out)
+        _write_json(args.output, results)
+    if args.plot:
+        plot_recall_curves(results, args.plot, f"{Path(args.dataset).name} ({args.split})")
     return 0
 
 

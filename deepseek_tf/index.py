@@ -1,13 +1,24 @@
-"""Exact inner-product search in TensorFlow, in corpus chunks so memory stays bounded."""
+"""Vector indexes: exact inner-product search in TensorFlow (default, in corpus chunks so
+memory stays bounded) and optional faiss-cpu indexes (flat, IVF, HNSW; extra `faiss`).
+
+Every index is saved with the fingerprint of the model that made its vectors, and loading it
+with another model's fingerprint is refused. `python -m deepseek_tf.index --bench` measures
+exact search at 1M x 384 against faiss.IndexFlatIP.
+"""
 from __future__ import annotations
 
+import argparse
 import json
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 
-from deepseek_tf.errors import UserError
+from deepseek_tf.errors import UserError, cli_entry
+
+KINDS = ("exact", "flat", "ivf", "hnsw")
 
 
 @tf.function(reduce_retracing=True)
@@ -21,20 +32,21 @@ def exact_search(queries: np.ndarray, docs: np.ndarray, k: int, chunk_size: int 
     """Top-k by dot product: (scores (q, k), indices (q, k)), best first.
 
     Scores at most query_batch × chunk_size at once, merging running top-k lists,
-    so a 1M-document corpus never yields a 1M × Q score matrix.
+    so a 1M-document corpus never yields a 1M × Q score matrix (at the defaults the
+    largest score block is 1024 × 65536 float32 = 256 MiB).
     """
     n = docs.shape[0]
     k = min(k, n)
     all_scores = np.zeros((len(queries), k), np.float32)
     all_idx = np.zeros((len(queries), k), np.int64)
     for qs in range(0, len(queries), query_batch):
-        q = tf.constant(queries[qs:qs + query_batch], tf.float32)
+        q = tf.constant(queries[qs:qs + query_batch], tf.float32)  # (qb, dim)
         best_s = tf.fill([tf.shape(q)[0], 0], 0.0)
         best_i = tf.zeros([tf.shape(q)[0], 0], tf.int64)
         for start in range(0, n, chunk_size):
-            chunk = tf.constant(docs[start:start + chunk_size], tf.float32)
+            chunk = tf.constant(docs[start:start + chunk_size], tf.float32)  # (chunk, dim)
             s, i = _chunk_topk(q, chunk, tf.constant(min(k, chunk.shape[0])))
-            merged_s = tf.concat([best_s, s], axis=1)
+            merged_s = tf.concat([best_s, s], axis=1)  # (qb, <= 2k)
             merged_i = tf.concat([best_i, tf.cast(i, tf.int64) + start], axis=1)
             top = tf.math.top_k(merged_s, k=min(k, merged_s.shape[1]))
             best_s = top.values
@@ -44,30 +56,226 @@ def exact_search(queries: np.ndarray, docs: np.ndarray, k: int, chunk_size: int 
     return all_scores, all_idx
 
 
+def _write_dir(directory: Path, files: dict) -> None:
+    """Writes {name: writer(path)} into DIRECTORY; index.json goes last, so a crash mid-way
+    leaves no index.json (an unusable index is never mistaken for a complete one)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "index.json").unlink(missing_ok=True)
+    for name, write in files.items():
+        tmp = directory / f".{name}.tmp"
+        write(tmp)
+        tmp.replace(directory / name)
+
+
 class ExactIndex:
     """Document vectors + ids, saved with the fingerprint of the model that made them."""
 
-    def __init__(self, vectors: np.ndarray, ids: list[str], fingerprint: str = ""):
+    kind = "exact"
+
+    def __init__(self, vectors: np.ndarray, ids: list[str], fingerprint: str = "", meta: dict | None = None):
         self.vectors, self.ids, self.fingerprint = vectors.astype(np.float32), list(ids), fingerprint
+        self.meta = dict(meta or {})  # e.g. the corpus hash, checked by the search CLI
 
     def search(self, queries: np.ndarray, k: int = 10) -> list[list[tuple[str, float]]]:
         scores, idx = exact_search(queries, self.vectors, k)
         return [[(self.ids[j], float(s)) for s, j in zip(row_s, row_i)] for row_s, row_i in zip(scores, idx)]
 
+    def _meta(self) -> dict:
+        return {"kind": self.kind, "ids": self.ids, "fingerprint": self.fingerprint,
+                "dim": int(self.vectors.shape[1]) if self.vectors.ndim == 2 else 0, **self.meta}
+
     def save(self, directory: str | Path) -> None:
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        np.save(directory / "vectors.npy", self.vectors)
-        (directory / "index.json").write_text(json.dumps({"ids": self.ids, "fingerprint": self.fingerprint}))
+        def save_npy(path: Path) -> None:
+            with path.open("wb") as f:  # np.save on a path would append ".npy"
+                np.save(f, self.vectors)
+
+        _write_dir(Path(directory), {"vectors.npy": save_npy,
+                                     "index.json": lambda p: p.write_text(json.dumps(self._meta()))})
 
     @classmethod
     def load(cls, directory: str | Path, fingerprint: str | None = None) -> "ExactIndex":
-        directory = Path(directory)
-        meta_path = directory / "index.json"
-        if not meta_path.is_file():
-            raise UserError(f"no index in {directory}")
+        meta = _read_meta(Path(directory), fingerprint)
+        return cls(np.load(Path(directory) / "vectors.npy"), meta["ids"], meta["fingerprint"], _extra(meta))
+
+
+class FaissIndex:
+    """faiss-cpu inner-product index: "flat" (exact), "ivf" (IVF-Flat) or "hnsw" (HNSW-Flat).
+
+    ivf: nlist cells (default 4·sqrt(n)), nprobe cells searched per query (default 16);
+    hnsw: M links per node (default 32), efSearch (default 128). Approximate kinds trade
+    recall for speed; `python -m deepseek_tf.index --bench --faiss ivf hnsw` measures it.
+    """
+
+    def __init__(self, kind: str, index, ids: list[str], fingerprint: str = "", params: dict | None = None,
+                 meta: dict | None = None):
+        self.kind, self.index, self.ids, self.fingerprint = kind, index, list(ids), fingerprint
+        self.params, self.meta = dict(params or {}), dict(meta or {})
+
+    @classmethod
+    def build(cls, vectors: np.ndarray, ids: list[str], kind: str = "flat", fingerprint: str = "",
+              nlist: int | None = None, nprobe: int = 16, hnsw_m: int = 32, ef_search: int = 128,
+              meta: dict | None = None) -> "FaissIndex":
+        faiss = _faiss()
+        vectors = np.ascontiguousarray(vectors, np.float32)  # (n, dim)
+        n, dim = vectors.shape
+        if kind == "flat":
+            index, params = faiss.IndexFlatIP(dim), {}
+        elif kind == "ivf":
+            nlist = nlist or max(1, min(int(4 * np.sqrt(n)), n // 39))  # faiss wants >= 39 points per cell
+            index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
+            index.train(vectors)
+            index.nprobe, params = min(nprobe, nlist), {"nlist": nlist, "nprobe": min(nprobe, nlist)}
+        elif kind == "hnsw":
+            index = faiss.IndexHNSWFlat(dim, hnsw_m, faiss.METRIC_INNER_PRODUCT)
+            index.hnsw.efSearch, params = ef_search, {"M": hnsw_m, "efSearch": ef_search}
+        else:
+            raise UserError(f"index kind {kind!r} is not one of {', '.join(KINDS)}")
+        index.add(vectors)
+        return cls(kind, index, ids, fingerprint, params, meta)
+
+    def search_arrays(self, queries: np.ndarray, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
+        return self.index.search(np.ascontiguousarray(queries, np.float32), min(k, len(self.ids)))
+
+    def search(self, queries: np.ndarray, k: int = 10) -> list[list[tuple[str, float]]]:
+        scores, idx = self.search_arrays(queries, k)
+        return [[(self.ids[j], float(s)) for s, j in zip(row_s, row_i) if j >= 0]
+                for row_s, row_i in zip(scores, idx)]
+
+    def save(self, directory: str | Path) -> None:
+        faiss = _faiss()
+
+        meta = {"kind": self.kind, "ids": self.ids, "dim": self.index.d, "fingerprint": self.fingerprint,
+                "params": self.params, **self.meta}
+        _write_dir(Path(directory), {"index.faiss": lambda p: faiss.write_index(self.index, str(p)),
+                                     "index.json": lambda p: p.write_text(json.dumps(meta))})
+
+    @classmethod
+    def load(cls, directory: str | Path, fingerprint: str | None = None) -> "FaissIndex":
+        faiss = _faiss()
+        meta = _read_meta(Path(directory), fingerprint)
+        index = faiss.read_index(str(Path(directory) / "index.faiss"))
+        params = meta.get("params", {})
+        if "nprobe" in params:
+            index.nprobe = params["nprobe"]
+        if "efSearch" in params:
+            index.hnsw.efSearch = params["efSearch"]
+        return cls(meta["kind"], index, meta["ids"], meta["fingerprint"], params, _extra(meta))
+
+
+def _faiss():
+    try:
+        import faiss
+    except ImportError:
+        raise UserError("faiss is not installed: pip install 'deepseek_tf[faiss]' (or use --index-type exact)") from None
+    return faiss
+
+
+def _extra(meta: dict) -> dict:
+    return {k: v for k, v in meta.items() if k not in ("kind", "ids", "fingerprint", "dim", "params")}
+
+
+def _read_meta(directory: Path, fingerprint: str | None) -> dict:
+    meta_path = directory / "index.json"
+    if not meta_path.is_file():
+        raise UserError(f"no index in {directory}")
+    try:
         meta = json.loads(meta_path.read_text())
-        if fingerprint is not None and meta["fingerprint"] != fingerprint:
-            raise UserError(f"{directory}: index was built with another model "
-                            f"(fingerprint {meta['fingerprint']} != {fingerprint}); rebuild it")
-        return cls(np.load(directory / "vectors.npy"), meta["ids"], meta["fingerprint"])
+    except json.JSONDecodeError:
+        raise UserError(f"{meta_path}: corrupt index metadata; rebuild the index") from None
+    if fingerprint is not None and meta.get("fingerprint") != fingerprint:
+        raise UserError(f"{directory}: index was built with another model "
+                        f"(fingerprint {meta.get('fingerprint')} != {fingerprint}); rebuild it")
+    return meta
+
+
+def build_index(vectors: np.ndarray, ids: list[str], kind: str = "exact", fingerprint: str = "",
+                meta: dict | None = None, **params) -> ExactIndex | FaissIndex:
+    if len(ids) != len(vectors):
+        raise UserError(f"{len(ids)} ids for {len(vectors)} vectors")
+    if kind == "exact":
+        return ExactIndex(vectors, ids, fingerprint, meta)
+    return FaissIndex.build(vectors, ids, kind, fingerprint, meta=meta, **params)
+
+
+def load_index(directory: str | Path, fingerprint: str | None = None) -> ExactIndex | FaissIndex:
+    """Loads whichever kind was saved in DIRECTORY; refuses another model's index."""
+    kind = _read_meta(Path(directory), fingerprint).get("kind", "exact")
+    return ExactIndex.load(directory, fingerprint) if kind == "exact" else FaissIndex.load(directory, fingerprint)
+
+
+# ---------------------------------------------------------------------------- benchmark
+def random_unit_vectors(n: int, dim: int, seed: int, block: int = 100_000) -> np.ndarray:
+    """(n, dim) float32 rows uniform on the unit sphere, made in blocks (no float64 copy)."""
+    rng = np.random.default_rng(seed)
+    out = np.empty((n, dim), np.float32)
+    for s in range(0, n, block):
+        x = rng.standard_normal((min(block, n - s), dim), dtype=np.float32)
+        out[s:s + len(x)] = x / np.linalg.norm(x, axis=1, keepdims=True)
+    return out
+
+
+def _rss_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def bench(n: int = 1_000_000, dim: int = 384, queries: int = 1000, k: int = 10,
+          faiss_kinds: tuple[str, ...] = (), chunk_size: int = 65536) -> dict:
+    """Exact TF search vs faiss.IndexFlatIP (and optional IVF/HNSW) on random unit vectors."""
+    docs, q = random_unit_vectors(n, dim, 0), random_unit_vectors(queries, dim, 1)
+    out = {"n": n, "dim": dim, "queries": queries, "k": k, "chunk_size": chunk_size,
+           "rss_mb_after_data": _rss_mb()}
+    exact_search(q[:2], docs[:chunk_size], k)  # trace once, outside the timing
+    t0 = time.perf_counter()
+    s_tf, i_tf = exact_search(q, docs, k, chunk_size=chunk_size)
+    out["exact_tf_s"] = time.perf_counter() - t0
+    out["peak_rss_mb_after_exact"] = _rss_mb()
+    out["exact_largest_score_block_mb"] = min(queries, 1024) * min(n, chunk_size) * 4 / 2**20
+    for kind in ("flat",) + tuple(faiss_kinds):
+        t0 = time.perf_counter()
+        index = FaissIndex.build(docs, [str(i) for i in range(n)], kind)
+        built = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        s_f, i_f = index.search_arrays(q, k)
+        out[kind] = {"build_s": built, "search_s": time.perf_counter() - t0,
+                     "rows_equal_to_exact": float(np.mean(np.all(i_f == i_tf, axis=1))),
+                     "recall@10_vs_exact": float(np.mean([len(set(a) & set(b)) / k for a, b in zip(i_f, i_tf)])),
+                     "max_abs_score_diff": float(np.max(np.abs(s_f - s_tf))), **index.params}
+        del index
+    out["peak_rss_mb"] = _rss_mb()
+    return out
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m deepseek_tf.index",
+                                description="Benchmark exact TensorFlow search against faiss on random unit vectors.")
+    p.add_argument("--bench", action="store_true", required=True, help="run the benchmark")
+    p.add_argument("--n", type=int, default=1_000_000, help="documents (default: 1,000,000)")
+    p.add_argument("--dim", type=int, default=384, help="dimension (default: 384)")
+    p.add_argument("--queries", type=int, default=1000, help="queries (default: 1000)")
+    p.add_argument("--k", type=int, default=10, help="neighbours per query (default: 10)")
+    p.add_argument("--chunk-size", type=int, default=65536, help="corpus rows scored at once (default: 65536)")
+    p.add_argument("--faiss", nargs="*", default=[], choices=["ivf", "hnsw"], help="also time these faiss kinds")
+    p.add_argument("--output", help="write the figures as JSON here")
+    return p.parse_args(argv)
+
+
+@cli_entry
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if min(args.n, args.dim, args.queries, args.k, args.chunk_size) < 1:
+        raise UserError("--n, --dim, --queries, --k and --chunk-size must be >= 1")
+    _faiss()
+    result = bench(args.n, args.dim, args.queries, args.k, tuple(args.faiss), args.chunk_size)
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.output:
+        tmp = Path(args.output).with_name(Path(args.output).name + ".tmp")
+        tmp.write_text(text)
+        tmp.replace(args.output)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -4,24 +4,69 @@ from __future__ import annotations
 import tensorflow as tf
 
 
-def infonce(q: tf.Tensor, d: tf.Tensor, neg: tf.Tensor | None = None, temperature: float = 0.05,
-            symmetric: bool = False) -> tf.Tensor:
+def positive_mask(q_keys: tf.Tensor, d_keys: tf.Tensor, q_keys_all: tf.Tensor, d_keys_all: tf.Tensor,
+                  neg_keys_all: tf.Tensor | None = None) -> tf.Tensor:
+    """True where candidate j is also a positive of query i, so it must not count as a negative.
+
+    For local pairs (q_i, d_i) and candidate pairs (q'_j, d'_j) (all replicas), candidate
+    document d'_j is another positive of q_i when q_i = q'_j (same query, another judged
+    document) or d_i = d'_j (the same document twice). A hard negative n_k is dropped for
+    q_i when n_k = d_i. Keys are any int64 identity of the text (e.g. a hash).
+    Returns (B, C) bool with C = B_all (+ N_neg), diagonal positives included.
+    """
+    same = tf.logical_or(q_keys[:, None] == q_keys_all[None, :], d_keys[:, None] == d_keys_all[None, :])
+    if neg_keys_all is not None:
+        same = tf.concat([same, d_keys[:, None] == neg_keys_all[None, :]], axis=1)  # (B, B_all + N)
+    return same
+
+
+def infonce(q: tf.Tensor, d: tf.Tensor, neg: tf.Tensor | None = None, temperature: float | tf.Tensor = 0.05,
+            symmetric: bool = False, offset: int | tf.Tensor = 0, mask: tf.Tensor | None = None,
+            label_smoothing: float = 0.0, q_all: tf.Tensor | None = None) -> tf.Tensor:
     """In-batch softmax cross-entropy (InfoNCE; MultipleNegativesRankingLoss; NT-Xent).
 
-    loss = -1/B Σ_i log( exp(q_i·d_i/τ) / Σ_j exp(q_i·c_j/τ) ),  c = [d; neg]
+    With candidates c = [d; neg] and s_ij = q_i·c_j / τ, the positive of q_i being
+    c_{o+i} (o = `offset`, the first row of this replica's pairs in a gathered `d`):
+
+        loss = −1/B Σ_i [ (1−ε) log p_i,o+i + ε/K_i Σ_{j valid} log p_ij ],
+        p_ij = exp(s_ij) / Σ_{j' valid} exp(s_ij')
 
     Every other document in the batch (and every hard negative) is a negative for q_i.
-    With `symmetric`, the doc→query direction (over d only) is averaged in.
+    `mask` (B, C) True marks candidates that are other positives of q_i (see
+    `positive_mask`): they leave the softmax (valid = ¬mask, plus the own positive), so
+    two pairs of one query do not push each other apart. ε = `label_smoothing` spreads
+    mass over the K_i valid candidates. `temperature` may be a tensor (learned τ).
+    With `symmetric`, the doc→query direction (d_i against all queries `q_all`, default q,
+    masked by the pair block of `mask`) is averaged in.
     """
-    candidates = d if neg is None else tf.concat([d, neg], axis=0)  # (B or 2B, dim)
-    logits = tf.matmul(q, candidates, transpose_b=True) / temperature  # (B, C)
-    labels = tf.range(tf.shape(q)[0])
-    loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits))
+    candidates = d if neg is None else tf.concat([d, neg], axis=0)  # (C, dim)
+    labels = tf.range(tf.shape(q)[0]) + offset  # (B,)
+    loss = _softmax_ce(tf.matmul(q, candidates, transpose_b=True) / temperature, labels, mask,
+                       label_smoothing)
     if symmetric:
-        logits_d = tf.matmul(d, q, transpose_b=True) / temperature  # (B, B)
-        loss_d = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits_d))
-        loss = 0.5 * (loss + loss_d)
+        # Pair j is a positive of pair i (shared query or document text) in both directions,
+        # so the pair block of `mask` serves the doc→query direction unchanged.
+        q_all = q if q_all is None else q_all
+        d_local = d[offset:offset + tf.shape(q)[0]]  # (B, dim): this replica's positives
+        pair_mask = None if mask is None else mask[:, :tf.shape(d)[0]]  # (B, B_all)
+        logits_d = tf.matmul(d_local, q_all, transpose_b=True) / temperature  # (B, B_all)
+        loss = 0.5 * (loss + _softmax_ce(logits_d, labels, pair_mask, label_smoothing))
     return loss
+
+
+def _softmax_ce(logits: tf.Tensor, labels: tf.Tensor, mask: tf.Tensor | None, smoothing: float) -> tf.Tensor:
+    """Mean over rows of −[(1−ε) log p_label + ε/K Σ_valid log p]; masked columns are excluded."""
+    logits = tf.cast(logits, tf.float32)
+    own = tf.one_hot(labels, tf.shape(logits)[1], on_value=True, off_value=False)  # (B, C)
+    valid = tf.ones_like(own) if mask is None else tf.logical_or(tf.logical_not(mask), own)
+    logits = tf.where(valid, logits, tf.fill(tf.shape(logits), -1e9))
+    log_p = tf.nn.log_softmax(logits, axis=-1)  # (B, C)
+    nll = -tf.reduce_sum(tf.where(own, log_p, 0.0), axis=-1)  # (B,)
+    if smoothing:
+        k = tf.reduce_sum(tf.cast(valid, tf.float32), axis=-1)  # (B,)
+        uniform = -tf.reduce_sum(tf.where(valid, log_p, 0.0), axis=-1) / k
+        nll = (1.0 - smoothing) * nll + smoothing * uniform
+    return tf.reduce_mean(nll)
 
 
 def contrastive(q: tf.Tensor, d: tf.Tensor, labels: tf.Tensor, margin: float = 0.5) -> tf.Tensor:
@@ -43,3 +88,65 @@ def triplet(q: tf.Tensor, pos: tf.Tensor, neg: tf.Tensor, margin: float = 0.5) -
     d_pos = tf.norm(q - pos, axis=-1)  # (B,)
     d_neg = tf.norm(q - neg, axis=-1)  # (B,)
     return tf.reduce_mean(tf.nn.relu(d_pos - d_neg + margin))
+
+
+# ------------------------------------------------------------ cross-encoder (reranker) losses
+# Shapes: scores and grades are (B, n): one row per query group of n scored documents.
+# Grades are graded judgments (0 = not relevant … max_grade = complete answer), never flattened.
+
+
+def pointwise_bce(scores: tf.Tensor, grades: tf.Tensor, max_grade: float = 4.0) -> tf.Tensor:
+    """Binary cross-entropy on logits against graded targets scaled to [0, 1].
+
+    loss = −1/N Σ_i [ t_i log σ(s_i) + (1 − t_i) log(1 − σ(s_i)) ],  t_i = min(g_i / max_grade, 1)
+    """
+    s = tf.reshape(tf.cast(scores, tf.float32), [-1])
+    t = tf.clip_by_value(tf.reshape(tf.cast(grades, tf.float32), [-1]) / max_grade, 0.0, 1.0)
+    return tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels=t, logits=s))
+
+
+def _ordered_pairs(scores: tf.Tensor, grades: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """(s_i − s_j, 1[g_i > g_j]) for every ordered pair within a group: (B, n, n) each."""
+    s = tf.cast(scores, tf.float32)
+    g = tf.cast(grades, tf.float32)
+    diff = s[:, :, None] - s[:, None, :]  # (B, n, n)
+    better = tf.cast(g[:, :, None] > g[:, None, :], tf.float32)  # (B, n, n)
+    return diff, better
+
+
+def ranknet(scores: tf.Tensor, grades: tf.Tensor) -> tf.Tensor:
+    """RankNet logistic pairwise loss (Burges et al. 2005) over pairs with different grades.
+
+    loss = 1/|P| Σ_{(i,j) ∈ P} log(1 + exp(−(s_i − s_j))),  P = {(i, j) in a group : g_i > g_j}
+    """
+    diff, better = _ordered_pairs(scores, grades)
+    total = tf.reduce_sum(better * tf.nn.softplus(-diff))
+    return total / tf.maximum(tf.reduce_sum(better), 1.0)
+
+
+def pairwise_hinge(scores: tf.Tensor, grades: tf.Tensor, margin: float = 1.0) -> tf.Tensor:
+    """Pairwise margin (hinge) loss over pairs with different grades.
+
+    loss = 1/|P| Σ_{(i,j) ∈ P} max(0, margin − (s_i − s_j)),  P = {(i, j) in a group : g_i > g_j}
+    """
+    diff, better = _ordered_pairs(scores, grades)
+    total = tf.reduce_sum(better * tf.nn.relu(margin - diff))
+    return total / tf.maximum(tf.reduce_sum(better), 1.0)
+
+
+def listwise_softmax(scores: tf.Tensor, grades: tf.Tensor) -> tf.Tensor:
+    """Softmax cross-entropy over each group (ListNet top-1 with graded gains).
+
+    loss = −1/B Σ_b Σ_i p_bi log softmax(s_b)_i,  p_bi = (2^{g_bi} − 1) / Σ_j (2^{g_bj} − 1)
+
+    With one positive and k ungraded negatives this is −log softmax(s)_pos, the usual
+    "1 positive + k negatives" loss; with several graded documents the better ones get
+    more of the target mass. Groups with no relevant document contribute 0.
+    """
+    s = tf.cast(scores, tf.float32)
+    gain = tf.pow(2.0, tf.cast(grades, tf.float32)) - 1.0  # (B, n)
+    total = tf.reduce_sum(gain, axis=-1, keepdims=True)  # (B, 1)
+    p = gain / tf.maximum(total, 1e-9)
+    per_group = -tf.reduce_sum(p * tf.nn.log_softmax(s, axis=-1), axis=-1)  # (B,)
+    has_pos = tf.cast(total[:, 0] > 0, tf.float32)
+    return tf.reduce_sum(per_group * has_pos) / tf.maximum(tf.reduce_sum(has_pos), 1.0)

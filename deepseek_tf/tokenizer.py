@@ -1,16 +1,27 @@
 """BERT WordPiece tokenization with tensorflow-text, usable in tf.data and in exported graphs.
 
 Only ops that TFLite can run with the tensorflow-text registrar are used:
-`FastBertNormalizer` (lower-casing, NFD accent stripping) and `FastWordpieceTokenizer`
-with end-to-end BERT pre-tokenization (whitespace/punctuation split, one token per CJK
-character). Truncation goes through `RaggedTensor.to_tensor(shape=...)` because slicing
-a ragged tensor adds `RaggedRange`, which TFLite cannot run.
+`FastBertNormalizer` and `FastWordpieceTokenizer` with end-to-end BERT pre-tokenization
+(whitespace/punctuation split, one token per CJK character). Truncation goes through
+`RaggedTensor.to_tensor(shape=...)` because slicing a ragged tensor adds `RaggedRange`,
+which TFLite cannot run.
+
+Parity with Hugging Face: the stock `FastBertNormalizer(lower_case_nfd_strip_accents=True)`
+case-folds with ICU NFKC_Casefold, so it folds full-width 'ＡＢＣ' to 'abc', 'ß' to 'ss' and
+'①' to '1', and turns zero-width/format characters into spaces. Checkpoints trained with
+`BertTokenizer` (and their `tokenizer.json`) do none of that: they drop control/format
+characters, map whitespace to ' ', NFD-decompose, drop combining marks and lower-case. The
+same op takes its per-codepoint table as a flatbuffer (`model_buffer`), so we build that
+table here with HF's rules (`hf_normalizer_model`) and the graph stays TFLite-friendly.
 """
 from __future__ import annotations
 
+import functools
+import unicodedata
 from pathlib import Path
 from typing import Iterable
 
+import numpy as np
 import tensorflow as tf
 import tensorflow_text as tft
 
@@ -34,19 +45,22 @@ def build_vocab(texts: Iterable[str], vocab_size: int = 8000, lowercase: bool = 
     """Learns a WordPiece vocabulary from texts with tensorflow-text's BERT vocab builder.
 
     CJK characters are split one per token before counting (as BERT does), so every
-    Chinese character seen in the data gets its own entry.
+    Chinese character seen in the data gets its own entry. Texts go through the same
+    normalizer as `Tokenizer` (the builder's own would case-fold 'ß' to 'ss', and the
+    tokenizer would then never find 'ß' words in the vocabulary).
     """
     from tensorflow_text.tools.wordpiece_vocab import bert_vocab_from_dataset as bvd
 
     texts = [t for t in texts if t]
     if not texts:
         raise UserError("cannot build a vocabulary from an empty set of texts")
-    ds = tf.data.Dataset.from_tensor_slices(texts).batch(1000)
+    normalizer = tft.FastBertNormalizer(model_buffer=hf_normalizer_model(bool(lowercase)))
+    ds = tf.data.Dataset.from_tensor_slices(texts).batch(1000).map(normalizer.normalize)
     vocab = bvd.bert_vocab_from_dataset(
         ds,
         vocab_size=vocab_size,
         reserved_tokens=list(SPECIAL_TOKENS),
-        bert_tokenizer_params={"lower_case": lowercase},
+        bert_tokenizer_params={"lower_case": False},  # already normalized above
         learn_params={},
     )
     # FastWordpieceTokenizer needs every single character also as a suffix piece so any
@@ -58,19 +72,177 @@ def save_vocab(vocab: list[str], path: str | Path) -> None:
     Path(path).write_text("\n".join(vocab) + "\n", encoding="utf-8")
 
 
+# ---------------------------------------------------------------- HF-parity normalizer
+# Unicode White_Space (Rust `char::is_whitespace`, what HF's BertNormalizer uses).
+_WHITESPACE = frozenset(map(chr, [9, 10, 11, 12, 13, 32, 0x85, 0xA0, 0x1680, *range(0x2000, 0x200B),
+                                  0x2028, 0x2029, 0x202F, 0x205F, 0x3000]))
+# HF's BertNormalizer decides "mark" and "control" with Unicode 8-era tables: these Mn/Cf
+# codepoints (assigned later) pass through it unchanged. U+1734 was Mn then (HF drops it),
+# U+166D and U+111C9 punctuation (HF splits there). tests/test_tokenizer_parity.py checks all
+# of these tables against HF, codepoint by codepoint.
+_HF_KEEPS = (
+    "7FD 890-891 898-89F 8CA-8E2 9FE AFA-AFF B55 C04 C3C D00 D3B-D3C D81 EBA 180F "
+    "1885-1886 1ABF-1ACE 1DF6-1DFB A82C A8C5 A8FF A9BD 10D24-10D27 10EAB-10EAC "
+    "10F46-10F50 10F82-10F85 11070 11073-11074 110C2 110CD 111C9 111CF 1123E 1133B "
+    "11438-1143F 11442-11444 11446 1145E 1182F-11837 11839-1183A 1193B-1193C 1193E 11943 "
+    "119D4-119D7 119DA-119DB 119E0 11A01-11A0A 11A33-11A38 11A3B-11A3E 11A47 11A51-11A56 "
+    "11A59-11A5B 11A8A-11A96 11A98-11A99 11C30-11C36 11C38-11C3D 11C3F 11C92-11CA7 "
+    "11CAA-11CB0 11CB2-11CB3 11CB5-11CB6 11D31-11D36 11D3A 11D3C-11D3D 11D3F-11D45 11D47 "
+    "11D90-11D91 11D95 11D97 11EF3-11EF4 13430-13438 16F4F 16FE4 1CF00-1CF2D 1CF30-1CF46 "
+    "1E000-1E006 1E008-1E018 1E01B-1E021 1E023-1E024 1E026-1E02A 1E130-1E136 1E2AE "
+    "1E2EC-1E2EF 1E944-1E94A "
+)
+# And these it does not split on (newer punctuation, CJK Extension E) while the word-piece
+# pre-tokenizer would: they become a private-use character, which keeps the word whole and
+# (being in no vocabulary) makes it [UNK], as HF does.
+_HF_NO_SPLIT = (
+    "61D 9FD A76 C77 C84 1B7D-1B7E 2E43-2E4F 2E52-2E5D 10EAD 10F55-10F59 10F86-10F89 "
+    "1144B-1144F 1145A-1145B 1145D 11660-1166C 116B9 1183B 11944-11946 119E2 11A3F-11A46 "
+    "11A9A-11A9C 11A9E-11AA2 11C41-11C45 11C70-11C71 11EF7-11EF8 11FFF 12FF1-12FF2 "
+    "16E97-16E9A 16FE2 1E95E-1E95F 2B820-2B91F "
+)
+_HF_SPECIAL = {"\u1734": "", "\u166d": " \u166d ", "\U000111c9": " \U000111c9 "}
+
+
+def _codepoint_set(spec: str) -> frozenset[str]:
+    chars = set()
+    for item in spec.split():
+        lo, _, hi = item.partition("-")
+        chars.update(map(chr, range(int(lo, 16), int(hi or lo, 16) + 1)))
+    return frozenset(chars)
+
+
+_HF_KEEP_SET = _codepoint_set(_HF_KEEPS)
+_HF_NO_SPLIT_SET = _codepoint_set(_HF_NO_SPLIT)
+# tokenizer-side data layout of FastBertNormalizer (tensorflow_text fast_bert_normalizer.h)
+_DIFFERENT = 0x40000000
+_LEN_BITS = 6
+
+
+def hf_normalize_char(char: str, lowercase: bool = True) -> str:
+    """One codepoint through HF `BertNormalizer(clean_text, strip_accents=lowercase, lowercase)`.
+
+    Order as in HF: drop NUL, U+FFFD and other-category characters (C*) except tab/newline/CR,
+    map whitespace to ' ', then NFD and drop non-spacing marks (Mn; HF keeps Mc and Me), then
+    lower-case. Unassigned (Cn) codepoints are left as they are: Python's Unicode tables may be
+    older than HF's, and a newly assigned emoji must not vanish. CJK characters get their own
+    tokens in the word-piece pre-tokenizer, so no spacing is added here.
+    """
+    category = unicodedata.category(char)
+    if category == "Cn":
+        return char
+    if char in _HF_SPECIAL and (lowercase or char != "\u1734"):  # U+1734: dropped as an accent
+        return _HF_SPECIAL[char]
+    if char in _HF_NO_SPLIT_SET:
+        return "\ue000"
+    if char in _HF_KEEP_SET or (ord(char) > 0xFFFF and category == "Co"):
+        return char  # 131k supplementary private-use codepoints would bloat the table (HF drops them)
+    if char not in "\t\n\r" and (char in "\x00\ufffd" or category[0] == "C"):
+        return ""
+    if char in _WHITESPACE:
+        return " "
+    if lowercase:
+        decomposed = unicodedata.normalize("NFD", char)
+        char = "".join(c for c in decomposed if unicodedata.category(c) != "Mn" or c in _HF_KEEP_SET)
+        char = char.lower()
+    return char
+
+
+def _darts_trie(keys: dict[bytes, int]) -> np.ndarray:
+    """A darts-clone double-array trie (the layout tensorflow-text reads) mapping keys to values.
+
+    Keys are UTF-8 codepoints, so no key is a prefix of another. An inner node with base b
+    keeps its child for byte c at slot b ^ c (first b that fits, scanning forward);
+    a key node keeps its value in a free slot that is also its base. All bases differ, so a
+    slot whose label matches the byte looked up can only be a child of the node traversed.
+    """
+    inner = sorted({k[:i] for k in keys for i in range(len(k))}, key=lambda p: (len(p), p))
+    children: dict[bytes, list[int]] = {p: [] for p in inner}
+    for node in inner[1:] + list(keys):
+        children[node[:-1]].append(node[-1])
+    size = (len(inner) + 2) * 256 + len(keys)  # upper bound: one block per inner node
+    units = np.zeros(size, np.uint32)
+    used = np.zeros(size, bool)
+    used[0] = True  # the root's own unit
+    pos, base = {b"": 0}, 256
+    for node in inner:
+        labels = np.asarray(children[node] + [0])  # slot b ^ 0 = b is reserved: b is a base
+        # First fit at or after the previous base (siblings come in order), 4096 candidates at a time.
+        while True:
+            window = np.arange(base, base + 4096)[:, None] ^ labels[None, :]  # (4096, children)
+            fits = np.flatnonzero(~used[np.minimum(window, size - 1)].any(axis=1) & (window < size).all(1))
+            if fits.size:
+                base += int(fits[0])
+                break
+            base += 4096
+        used[base ^ labels] = True
+        for byte in children[node]:
+            pos[node + bytes([byte])] = base ^ byte
+        units[pos[node]] = ((pos[node] ^ base) << 10) | (node[-1] if node else 0)
+    at = np.array([pos[k] for k in keys], np.uint32)  # (n_keys,) each key node's slot
+    slots = np.flatnonzero(~used)[:len(keys)].astype(np.uint32)  # its value slot = its base
+    units[at] = ((at ^ slots) << 10) | 0x100 | np.array([k[-1] for k in keys], np.uint32)  # 0x100: has a value
+    units[slots] = np.array(list(keys.values()), np.uint32) | 0x80000000  # top bit: value unit, never a label
+    units = units[:max(int(slots.max(initial=0)), int(np.flatnonzero(used).max())) + 1]
+    assert len(units) < (1 << 21), "offsets must fit 21 bits"
+    return units
+
+
+@functools.lru_cache(maxsize=2)
+def hf_normalizer_model(lowercase: bool = True) -> bytes:
+    """FastBertNormalizer flatbuffer whose per-codepoint table is `hf_normalize_char`."""
+    import flatbuffers
+
+    keys: dict[bytes, int] = {}
+    pool = bytearray()
+    offsets: dict[str, int] = {}
+    zero_data = 0
+    # Planes 4-13 are unassigned and 15-16 private use: hf_normalize_char leaves both alone.
+    for cp in (*range(0x40000), *range(0xE0000, 0xF0000)):
+        if 0xD800 <= cp <= 0xDFFF:
+            continue  # surrogates cannot occur in UTF-8
+        char = chr(cp)
+        norm = hf_normalize_char(char, lowercase)
+        if norm == char:
+            continue
+        data = _DIFFERENT
+        if norm:
+            if norm not in offsets:
+                offsets[norm] = len(pool)
+                pool += norm.encode("utf-8")
+            data |= len(norm.encode("utf-8")) | (offsets[norm] << _LEN_BITS)
+        if cp == 0:
+            zero_data = data  # a trie cannot hold the empty key
+        else:
+            keys[char.encode("utf-8")] = data
+    trie = _darts_trie(keys)
+    builder = flatbuffers.Builder(trie.nbytes + len(pool) + 1024)
+    pool_vec = builder.CreateNumpyVector(np.frombuffer(bytes(pool) or b" ", np.uint8))
+    trie_vec = builder.CreateNumpyVector(trie)
+    builder.StartObject(4)  # table FastBertNormalizerModel (fast_bert_normalizer_model.fbs)
+    builder.PrependBoolSlot(0, lowercase, False)
+    builder.PrependUOffsetTRelativeSlot(1, trie_vec, 0)
+    builder.PrependInt32Slot(2, zero_data, 0)
+    builder.PrependUOffsetTRelativeSlot(3, pool_vec, 0)
+    builder.Finish(builder.EndObject())
+    return bytes(builder.Output())
+
+
 class Tokenizer(tf.Module):
     """Raw strings -> {"token_ids", "padding_mask", "segment_ids"} padded to the batch's longest.
 
     Args:
       vocab: WordPiece vocabulary (list of tokens, index = id).
-      lowercase: lower-case and strip accents (uncased BERT models).
+      lowercase: lower-case and strip accents (uncased BERT models); either way text is
+        cleaned as HF's BertNormalizer does (control/format characters dropped).
     """
 
     def __init__(self, vocab: list[str], lowercase: bool = True, name: str | None = None):
         super().__init__(name=name)
         self.vocab = list(vocab)
         self.lowercase = lowercase
-        self.normalizer = tft.FastBertNormalizer(lower_case_nfd_strip_accents=lowercase)
+        # HF BertNormalizer rules (see module docstring); cased vocabularies still get cleaned.
+        self.normalizer = tft.FastBertNormalizer(model_buffer=hf_normalizer_model(bool(lowercase)))
         self.wordpiece = tft.FastWordpieceTokenizer(
             vocab=self.vocab,
             token_out_type=tf.int32,
@@ -93,8 +265,7 @@ class Tokenizer(tf.Module):
     def word_ids(self, texts: tf.Tensor, max_tokens: int) -> tuple[tf.Tensor, tf.Tensor]:
         """Word pieces without special tokens, truncated: (ids (batch, n), lengths (batch,))."""
         texts = tf.reshape(tf.convert_to_tensor(texts, tf.string), [-1])
-        if self.lowercase:
-            texts = self.normalizer.normalize(texts)
+        texts = self.normalizer.normalize(texts)
         ragged = self.wordpiece.tokenize(texts)  # (batch, None)
         dense = ragged.to_tensor(default_value=self.pad_id, shape=[None, max_tokens])
         lengths = tf.minimum(tf.cast(ragged.row_lengths(), tf.int32), max_tokens)

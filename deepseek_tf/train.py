@@ -1,17 +1,23 @@
 """Training: `python -m deepseek_tf.train --config FILE [--set k=v ...] [--workdir DIR]`.
 
-Writes WORKDIR/{config.yaml, checkpoints/, logs/, model/, history.json}; resumes from
-the last checkpoint when WORKDIR already holds one.
+Writes WORKDIR/{config.yaml, checkpoints/, logs/, model/, history.json} (and best/ with
+best.json when a dev set is configured); resumes from the last checkpoint when WORKDIR
+already holds one: step count, learning-rate schedule, optimizer moments and the position
+in the (seeded) data stream all continue where they stopped.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
+import random
 import sys
+import time
 from pathlib import Path
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from deepseek_tf import data as data_lib
@@ -24,7 +30,7 @@ from deepseek_tf.tokenizer import Tokenizer, build_vocab, read_vocab, save_vocab
 
 @keras.saving.register_keras_serializable(package="deepseek_tf")
 class WarmupExponentialDecay(keras.optimizers.schedules.LearningRateSchedule):
-    """Linear warm-up to `peak` over `warmup_steps`, then peak·rate^((step − warmup)/decay_steps)."""
+    """lr(s) = peak·(s + 1)/W for s < W, then peak·rate^((s − W)/decay_steps)  (W = warmup_steps)."""
 
     def __init__(self, peak: float, warmup_steps: int, decay_steps: int, decay_rate: float):
         self.peak, self.warmup_steps = peak, warmup_steps
@@ -43,6 +49,7 @@ class WarmupExponentialDecay(keras.optimizers.schedules.LearningRateSchedule):
 
 
 def make_strategy(name: str) -> tf.distribute.Strategy:
+    """mirrored: all local devices; multi_worker: the cluster in TF_CONFIG; one_device."""
     if name == "mirrored":
         return tf.distribute.MirroredStrategy()
     if name == "multi_worker":
@@ -50,14 +57,70 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
     return tf.distribute.OneDeviceStrategy("/cpu:0" if not tf.config.list_physical_devices("GPU") else "/gpu:0")
 
 
-def load_training_pairs(config: Config) -> data_lib.Pairs:
-    d = config.data
+def precision_policy(name: str) -> str | None:
+    """The Keras dtype policy for `train.mixed_precision` (None: float32)."""
+    if name == "auto":
+        return "mixed_float16" if tf.config.list_physical_devices("GPU") else "mixed_bfloat16"
+    return None if name == "none" else name
+
+
+# ---------------------------------------------------------------------------- data
+def split_dev(ds: data_lib.BeirDataset, fraction: float, seed: int):
+    """(train, dev) with `fraction` of the judged queries (seeded choice) held out as dev."""
+    qids = sorted(ds.qrels)
+    random.Random(seed).shuffle(qids)
+    n_dev = max(1, round(fraction * len(qids)))
+    if n_dev >= len(qids):
+        raise ConfigError(f"data.dev_fraction={fraction} leaves no training queries")
+    dev_ids = set(qids[:n_dev])
+    pick = lambda keep: {q: docs for q, docs in ds.qrels.items() if (q in dev_ids) == keep}
+    return (data_lib.BeirDataset(ds.corpus, ds.queries, pick(False), ds.dropped),
+            data_lib.BeirDataset(ds.corpus, ds.queries, pick(True), ds.dropped))
+
+
+def limit_corpus(ds: data_lib.BeirDataset, max_docs: int, seed: int) -> data_lib.BeirDataset:
+    """Judged documents plus a seeded sample of the rest, at most `max_docs` in all."""
+    if len(ds.corpus) <= max_docs:
+        return ds
+    judged = {d for docs in ds.qrels.values() for d in docs if d in ds.corpus}
+    rest = sorted(set(ds.corpus) - judged)
+    keep = judged | set(random.Random(seed).sample(rest, max(0, min(len(rest), max_docs - len(judged)))))
+    return data_lib.BeirDataset({d: ds.corpus[d] for d in ds.corpus if d in keep}, ds.queries, ds.qrels,
+                                ds.dropped)
+
+
+def load_training_data(config: Config) -> tuple[data_lib.Pairs, data_lib.BeirDataset | None,
+                                                 data_lib.BeirDataset | None]:
+    """(pairs, train BEIR set or None, dev BEIR set or None); bm25/MODEL negatives are mined here."""
+    d, seed = config.data, config.train.seed
     if d.pairs:
-        return data_lib.read_pairs(d.pairs)
-    if d.dataset:
-        ds = data_lib.load_beir(d.dataset, d.train_split)
-        return data_lib.pairs_from_beir(ds, d.min_label, d.use_title)
-    raise ConfigError("config: set data.pairs (a pairs file) or data.dataset (a BEIR directory)")
+        if d.mine_negatives or d.dev_fraction or d.dev_split:
+            raise ConfigError("data.mine_negatives and dev sets need data.dataset (a BEIR directory)")
+        return data_lib.read_pairs(d.pairs), None, None
+    if not d.dataset:
+        raise ConfigError("config: set data.pairs (a pairs file) or data.dataset (a BEIR directory)")
+    ds = data_lib.load_beir(d.dataset, d.train_split, unknown_ids="drop")
+    for what, count in ds.dropped.items():
+        print(f"warning: {d.dataset}: dropped {count} {what}", file=sys.stderr)
+    dev = None
+    if d.dev_split:
+        dev = data_lib.load_beir(d.dataset, d.dev_split, unknown_ids="drop")
+    elif d.dev_fraction > 0:
+        ds, dev = split_dev(ds, d.dev_fraction, seed)
+    if dev is not None:
+        dev = limit_corpus(dev, d.dev_max_docs, seed)
+        print(f"dev: {len(dev.qrels)} queries, {len(dev.corpus)} documents", file=sys.stderr)
+    if d.mine_negatives and d.negatives_from != "self":
+        from deepseek_tf.mining import mine
+
+        mined = mine(ds, d.negatives_from, d.mine_top_k, d.mine_skip_top, d.mine_margin, d.min_label, seed,
+                     d.use_title)
+        return mined.pairs, ds, dev
+    return data_lib.pairs_from_beir(ds, d.min_label, d.use_title), ds, dev
+
+
+def load_training_pairs(config: Config) -> data_lib.Pairs:
+    return load_training_data(config)[0]
 
 
 def prepare_tokenizer(config: Config, pairs: data_lib.Pairs, out_dir: Path) -> Tokenizer:
@@ -79,6 +142,7 @@ def prepare_tokenizer(config: Config, pairs: data_lib.Pairs, out_dir: Path) -> T
     return Tokenizer(vocab, m.lowercase)
 
 
+# ---------------------------------------------------------------------------- model
 def _make_optimizer(config: Config, total_steps: int) -> keras.optimizers.Optimizer:
     t = config.train
     schedule = WarmupExponentialDecay(t.learning_rate, int(total_steps * t.warmup_ratio),
@@ -86,67 +150,192 @@ def _make_optimizer(config: Config, total_steps: int) -> keras.optimizers.Optimi
     return keras.optimizers.AdamW(learning_rate=schedule, weight_decay=t.weight_decay, clipnorm=t.clipnorm)
 
 
+def set_dropout(model: keras.Model, rate: float) -> int:
+    """Sets every Dropout layer's rate (pretrained backbones keep their own otherwise)."""
+    layers = [layer for layer in model._flatten_layers() if isinstance(layer, keras.layers.Dropout)]
+    for layer in layers:
+        layer.rate = rate
+    return len(layers)
+
+
+def dev_ndcg(embedder, config: Config, dev: data_lib.BeirDataset) -> float:
+    """nDCG@10 (trec_eval) of exact dot-product search over the dev corpus."""
+    from deepseek_tf.evaluate import trec_metrics
+
+    doc_ids = list(dev.corpus)
+    docs = embedder.encode_docs([dev.doc_text(x, config.data.use_title) for x in doc_ids], config.eval.batch_size)
+    qids = sorted(q for q in dev.qrels if q in dev.queries)
+    scores = embedder.encode_queries([dev.queries[q] for q in qids], config.eval.batch_size) @ docs.T
+    top = np.argsort(-scores, axis=1, kind="stable")[:, :100]
+    run = {q: {doc_ids[j]: float(scores[i, j]) for j in top[i]} for i, q in enumerate(qids)}
+    return trec_metrics(dev.qrels, run)[0]["ndcg@10"]
+
+
 class _Checkpointer(keras.callbacks.Callback):
-    def __init__(self, manager: tf.train.CheckpointManager):
+    """Saves at every epoch end and, with `every`, each `every` steps (numbered by step)."""
+
+    def __init__(self, manager: tf.train.CheckpointManager, every: int | None = None):
         super().__init__()
-        self.manager = manager
+        self.manager, self.every = manager, every
+
+    def _step(self) -> int:
+        return int(self.model.optimizer.iterations.numpy())
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.every and self._step() % self.every == 0:
+            self.manager.save(checkpoint_number=self._step())
 
     def on_epoch_end(self, epoch, logs=None):
-        self.manager.save(checkpoint_number=epoch + 1)
+        self.manager.save(checkpoint_number=self._step())
 
 
+class DevEvaluator(keras.callbacks.Callback):
+    """After each epoch: dev nDCG@10 into the logs, best weights kept, early stop after
+    `patience` epochs without a gain. Its state lives in best.json, so it survives a resume."""
+
+    def __init__(self, evaluate, best_dir: Path, patience: int | None, model_ref):
+        super().__init__()
+        self.evaluate, self.patience = evaluate, patience
+        self.best_dir = best_dir
+        self.state_path = best_dir / "best.json"
+        self.state = json.loads(self.state_path.read_text()) if self.state_path.is_file() else {
+            "dev_ndcg@10": -1.0, "epoch": 0, "step": 0, "wait": 0}
+        self.manager = tf.train.CheckpointManager(tf.train.Checkpoint(model=model_ref), str(best_dir), max_to_keep=1)
+
+    def exhausted(self) -> bool:
+        return self.patience is not None and self.state["wait"] >= self.patience
+
+    def on_epoch_end(self, epoch, logs=None):
+        score = self.evaluate()
+        if logs is not None:
+            logs["dev_ndcg@10"] = score
+        step = int(self.model.optimizer.iterations.numpy())
+        if score > self.state["dev_ndcg@10"]:
+            self.manager.save(checkpoint_number=step)
+            self.state = {"dev_ndcg@10": score, "epoch": epoch + 1, "step": step, "wait": 0}
+        else:
+            self.state["wait"] += 1
+        tmp = self.state_path.with_name("best.json.tmp")
+        tmp.write_text(json.dumps(self.state, indent=2))
+        tmp.replace(self.state_path)
+        print(f"\nepoch {epoch + 1}: dev nDCG@10 {score:.4f} (best {self.state['dev_ndcg@10']:.4f} "
+              f"at epoch {self.state['epoch']})", file=sys.stderr)
+        if self.exhausted():
+            self.model.stop_training = True
+
+
+# ---------------------------------------------------------------------------- training
 def train(config: Config, workdir: str | Path, verbose: int = 1) -> dict:
     """Trains per `config` into `workdir`; returns the history dict."""
+    if config.model.kind == "cross_encoder":  # groups of 1 positive + k mined negatives (rerank.py)
+        from deepseek_tf.rerank import train_cross_encoder
+
+        return train_cross_encoder(config, workdir, verbose)
     workdir = Path(workdir)
-    t = config.train
-    if t.batch_size < 1 or t.epochs < 1:
-        raise ConfigError("train.batch_size and train.epochs must be >= 1")
+    t, d = config.train, config.data
+    if t.batch_size < 1 or t.epochs < 1 or t.accumulation_steps < 1:
+        raise ConfigError("train.batch_size, train.epochs and train.accumulation_steps must be >= 1")
+    if not 0.0 <= t.label_smoothing < 1.0 or not 0.0 <= d.dev_fraction < 1.0:
+        raise ConfigError("train.label_smoothing and data.dev_fraction must be in [0, 1)")
+    # MultiWorkerMirroredStrategy must exist before any other TensorFlow op runs.
+    strategy = make_strategy(t.strategy)
+    replicas = strategy.num_replicas_in_sync
+    if t.batch_size % (replicas * t.accumulation_steps):
+        raise ConfigError(f"train.batch_size ({t.batch_size}) must be a multiple of replicas ({replicas}) "
+                          f"x train.accumulation_steps ({t.accumulation_steps})")
     workdir.mkdir(parents=True, exist_ok=True)
     save_config(config, workdir / "config.yaml")
     keras.utils.set_random_seed(t.seed)
 
-    pairs = load_training_pairs(config)
+    pairs, train_ds, dev = load_training_data(config)
     tokenizer = prepare_tokenizer(config, pairs, workdir)
     steps = t.steps_per_epoch or len(pairs) // t.batch_size
     if steps < 1:
         raise UserError(f"only {len(pairs)} training pairs: fewer than one batch of {t.batch_size}")
-    dataset = data_lib.pair_dataset(
-        pairs, tokenizer, t.batch_size, config.model.query_max_length, config.model.doc_max_length,
-        seed=t.seed, shuffle_buffer=config.data.shuffle_buffer,
-    ).repeat()
 
-    strategy = make_strategy(t.strategy)
+    policy = precision_policy(t.mixed_precision)
+    previous_policy = keras.config.dtype_policy()
     with strategy.scope():
-        model = build_model(config, tokenizer.vocab_size)
+        try:  # layers take the policy when built; later code (evaluation, tests) keeps float32
+            if policy:
+                keras.config.set_dtype_policy(policy)
+            model = build_model(config, tokenizer.vocab_size)
+        finally:
+            keras.config.set_dtype_policy(previous_policy)
+        if backbone_kind(config.model.backbone) != "scratch":
+            set_dropout(model, config.model.dropout)
+        model.accumulation_steps = t.accumulation_steps
         optimizer = _make_optimizer(config, steps * t.epochs)
         model.compile(optimizer=optimizer)
-        model(next(iter(dataset.take(1))))  # build variables before restoring
-        optimizer.build(model.trainable_variables)
-        checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
+        # build variables before restoring (eager tokenizer calls: in multi-worker mode an
+        # eager iterator over a nested tf.data element hands back tuples, not dicts)
+        model({"query": tokenizer(tf.constant(pairs.queries[:2]), config.model.query_max_length),
+               "doc": tokenizer(tf.constant(pairs.docs[:2]), config.model.doc_max_length)})
+        model.optimizer.build(model.trainable_variables)
+        checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
     manager = tf.train.CheckpointManager(checkpoint, str(workdir / "checkpoints"), max_to_keep=2)
-    initial_epoch = 0
     if manager.latest_checkpoint:
         checkpoint.restore(manager.latest_checkpoint).expect_partial()
-        initial_epoch = int(optimizer.iterations.numpy()) // steps
-        print(f"resuming from {manager.latest_checkpoint} (step {int(optimizer.iterations.numpy())})",
+        print(f"resuming from {manager.latest_checkpoint} (step {int(model.optimizer.iterations.numpy())})",
               file=sys.stderr)
+    elif d.mine_negatives and d.negatives_from == "self":
+        pairs = _mine_with_model(model, tokenizer, config, train_ds)
+
+    callbacks: list[keras.callbacks.Callback] = []
+    evaluator = None
+    if dev is not None:
+        from deepseek_tf.embedders import KerasEmbedder
+
+        embedder = KerasEmbedder(model, tokenizer, config.model.query_max_length, config.model.doc_max_length, "dev")
+        evaluator = DevEvaluator(lambda: dev_ndcg(embedder, config, dev), workdir / "best", t.patience, model)
+        callbacks.append(evaluator)  # first: the others see dev_ndcg@10 in the logs
+    callbacks += [_Checkpointer(manager, t.checkpoint_every), keras.callbacks.TensorBoard(str(workdir / "logs"))]
 
     history_path = workdir / "history.json"
     previous = json.loads(history_path.read_text()) if history_path.is_file() else {}
-    history = {k: list(v) for k, v in previous.items()}
-    if initial_epoch < t.epochs:
-        result = model.fit(
-            dataset, epochs=t.epochs, initial_epoch=initial_epoch, steps_per_epoch=steps, verbose=verbose,
-            callbacks=[_Checkpointer(manager), keras.callbacks.TensorBoard(str(workdir / "logs"))],
-        )
+    history = {k: list(v) for k, v in previous.items() if k not in ("steps", "best", "train_seconds")}
+    start = time.perf_counter()
+    total = steps * t.epochs
+    done = int(model.optimizer.iterations.numpy())
+    while done < total and not (evaluator and evaluator.exhausted()):
+        # A resume mid-epoch first finishes that epoch; the data stream skips what was seen.
+        epoch, into = divmod(done, steps)
+        dataset = data_lib.pair_dataset(
+            pairs, tokenizer, t.batch_size, config.model.query_max_length, config.model.doc_max_length,
+            seed=t.seed, shuffle_buffer=d.shuffle_buffer).repeat().skip(done)
+        result = model.fit(dataset, epochs=epoch + 1 if into else t.epochs, initial_epoch=epoch,
+                           steps_per_epoch=steps - into if into else steps, verbose=verbose, callbacks=callbacks)
         for k, v in result.history.items():
             history.setdefault(k, []).extend(float(x) for x in v)
+        done = int(model.optimizer.iterations.numpy())
+        if model.stop_training:
+            break
     if any(not math.isfinite(x) for x in history.get("loss", [])):
         raise UserError("training diverged: loss is not finite (lower train.learning_rate?)")
-    history["steps"] = [int(optimizer.iterations.numpy())]
-    history_path.write_text(json.dumps(history, indent=2))
+    history["steps"] = [done]
+    history["train_seconds"] = [round(time.perf_counter() - start, 1)]
+    if evaluator is not None and evaluator.manager.latest_checkpoint:
+        # model/ holds the weights of the best dev epoch, not the last one
+        tf.train.Checkpoint(model=model).restore(evaluator.manager.latest_checkpoint).expect_partial()
+        history["best"] = [evaluator.state]
+    tmp = history_path.with_name("history.json.tmp")
+    tmp.write_text(json.dumps(history, indent=2))
+    tmp.replace(history_path)
     save_trained_model(model, tokenizer, config, workdir / "model")
     return history
+
+
+def _mine_with_model(model, tokenizer: Tokenizer, config: Config, train_ds) -> data_lib.Pairs:
+    """data.negatives_from=self: negatives from the model about to be trained (its start point)."""
+    from deepseek_tf.embedders import KerasEmbedder
+    from deepseek_tf.mining import mine
+
+    d = config.data
+    if train_ds is None:
+        raise ConfigError("data.mine_negatives needs data.dataset (a BEIR directory)")
+    embedder = KerasEmbedder(model, tokenizer, config.model.query_max_length, config.model.doc_max_length, "self")
+    return mine(train_ds, "self", d.mine_top_k, d.mine_skip_top, d.mine_margin, d.min_label, config.train.seed,
+                d.use_title, embedder=embedder).pairs
 
 
 def save_trained_model(model: keras.Model, tokenizer: Tokenizer, config: Config, out: Path) -> None:
@@ -180,7 +369,9 @@ def main(argv: list[str] | None = None) -> int:
     workdir = args.workdir or f"runs/{Path(args.config).stem}"
     history = train(config, workdir, verbose=0 if args.quiet else 1)
     loss = history.get("loss", [float("nan")])[-1]
-    print(f"trained {history['steps'][0]} steps, final loss {loss:.4f}; model in {Path(workdir) / 'model'}")
+    best = history.get("best", [{}])[0]
+    extra = f", best dev nDCG@10 {best['dev_ndcg@10']:.4f} (epoch {best['epoch']})" if best else ""
+    print(f"trained {history['steps'][0]} steps, final loss {loss:.4f}{extra}; model in {Path(workdir) / 'model'}")
     return 0
 
 

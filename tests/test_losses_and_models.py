@@ -36,3 +36,126 @@ def test_mean_pooling_ignores_padding():
     seq = tf.constant([[[1.0, 2.0], [3.0, 4.0], [100.0, 100.0]]])  # (1, 3, 2)
     mask = tf.constant([[True, True, False]])
     np.testing.assert_allclose(MeanPooling()(seq, mask).numpy(), [[2.0, 3.0]])  # mean of first two rows
+
+
+# ------------------------------------------------------------------ InfoNCE options
+def test_infonce_masks_duplicate_positives():
+    # q0 and q1 are the same query (two judged documents): each row's other column is masked,
+    # so each row has a single valid candidate, its own positive, and loss = -log 1 = 0.
+    q = tf.constant([[1.0, 0.0], [1.0, 0.0]])
+    d = tf.constant([[1.0, 0.0], [0.0, 1.0]])
+    mask = losses.positive_mask(tf.constant([7, 7], tf.int64), tf.constant([1, 2], tf.int64),
+                                tf.constant([7, 7], tf.int64), tf.constant([1, 2], tf.int64))
+    np.testing.assert_array_equal(mask.numpy(), [[True, True], [True, True]])
+    assert losses.infonce(q, d, temperature=1.0, mask=mask).numpy() == pytest.approx(0.0, abs=1e-6)
+    # unmasked, row 0: logits [1, 0] -> log(1 + e^-1) = 0.313262; row 1: logits [1, 0], positive
+    # is column 1 (logit 0) -> log(1 + e) = 1.313262; mean 0.813262
+    assert losses.infonce(q, d, temperature=1.0).numpy() == pytest.approx(0.813262, abs=1e-6)
+
+
+def test_positive_mask_same_document_and_hard_negative():
+    # pairs (qa, d1), (qb, d1), (qc, d2); hard negatives [d2, d3]
+    qk, dk = tf.constant([1, 2, 3], tf.int64), tf.constant([10, 10, 20], tf.int64)
+    mask = losses.positive_mask(qk, dk, qk, dk, tf.constant([20, 30], tf.int64)).numpy()
+    np.testing.assert_array_equal(mask, [[True, True, False, False, False],
+                                         [True, True, False, False, False],
+                                         [False, False, True, True, False]])  # n0 = d2 is q_c's positive
+
+
+def test_infonce_label_smoothing_hand_computed():
+    # logits I (τ=1): log p = [-0.313262, -1.313262]; ε=0.2, K=2:
+    # 0.8·0.313262 + 0.2·(0.313262 + 1.313262)/2 = 0.250610 + 0.162652 = 0.413262
+    assert losses.infonce(I2, I2, temperature=1.0, label_smoothing=0.2).numpy() == pytest.approx(0.413262, abs=1e-6)
+
+
+def test_infonce_symmetric_hand_computed():
+    # q = [[1,0],[1,0]], d = I: q→d rows: log(1+e^-1)=0.313262, log(1+e)=1.313262 (mean 0.813262);
+    # d→q: d0·q = [1, 1] -> log 2; d1·q = [0, 0] -> log 2; mean 0.693147. Average 0.753205
+    q = tf.constant([[1.0, 0.0], [1.0, 0.0]])
+    assert losses.infonce(q, I2, temperature=1.0, symmetric=True).numpy() == pytest.approx(0.753205, abs=1e-6)
+
+
+def test_infonce_offset_scores_a_slice_against_all_documents():
+    # A replica holding rows 2:4 of the batch, scored against all 4 documents, gives the
+    # mean of those rows of the full-batch per-row losses.
+    rng = np.random.default_rng(0)
+    q = tf.constant(rng.normal(size=(4, 3)), tf.float32)
+    d = tf.constant(rng.normal(size=(4, 3)), tf.float32)
+    rows = [losses.infonce(q[i:i + 1], d, temperature=0.5, offset=i).numpy() for i in range(4)]
+    assert np.mean(rows) == pytest.approx(losses.infonce(q, d, temperature=0.5).numpy(), abs=1e-6)
+    assert losses.infonce(q[2:], d, temperature=0.5, offset=2).numpy() == pytest.approx(np.mean(rows[2:]), abs=1e-6)
+
+
+def test_infonce_temperature_can_be_a_tensor_with_gradient():
+    tau = tf.Variable(1.0)
+    with tf.GradientTape() as tape:
+        loss = losses.infonce(I2, I2, temperature=tau)
+    # L = log(1 + e^(-1/τ)); dL/dτ = e^(-1/τ)/(1 + e^(-1/τ)) · (1/τ²) = σ(-1) = 0.268941 at τ=1
+    assert tape.gradient(loss, tau).numpy() == pytest.approx(0.268941, abs=1e-6)
+
+
+def _tiny_dual_encoder(**kwargs):
+    from deepseek_tf.config import config_from_dict
+    from deepseek_tf.models import build_model
+
+    config = config_from_dict({"model": {"num_layers": 1, "hidden_dim": 8, "intermediate_dim": 16, "num_heads": 2,
+                                         "max_position": 32, "dropout": kwargs.pop("dropout", 0.0)},
+                               "train": kwargs})
+    return build_model(config, 50)
+
+
+def _batch(n=8, seed=0):
+    rng = np.random.default_rng(seed)
+    ids = lambda length: {"token_ids": tf.constant(rng.integers(5, 50, size=(n, length)), tf.int32),
+                          "padding_mask": tf.ones((n, length), tf.bool),
+                          "segment_ids": tf.zeros((n, length), tf.int32)}
+    return {"query": ids(4), "doc": ids(6)}
+
+
+def test_text_keys_ignore_padding_and_tell_texts_apart():
+    from deepseek_tf.models.dual_encoder import text_keys
+
+    a = {"token_ids": tf.constant([[2, 9, 3, 0], [2, 8, 3, 0]]), "padding_mask": tf.constant([[True, True, True, False]] * 2)}
+    b = {"token_ids": tf.constant([[2, 9, 3]]), "padding_mask": tf.constant([[True, True, True]])}
+    ka, kb = text_keys(a).numpy(), text_keys(b).numpy()
+    assert ka[0] == kb[0] and ka[0] != ka[1]
+
+
+def test_learned_temperature_is_a_trained_weight_and_reloads(tmp_path):
+    import keras
+
+    model = _tiny_dual_encoder(learn_temperature=True, temperature=0.1)
+    x = _batch()
+    y = model(x)
+    assert float(model.current_temperature()) == pytest.approx(0.1, rel=1e-5)
+    with tf.GradientTape() as tape:
+        loss = model.compute_loss(x=x, y_pred=model(x))
+    grad = tape.gradient(loss, model.logit_scale)
+    assert grad is not None and np.isfinite(grad.numpy()) and abs(float(grad)) > 0
+    model.logit_scale.assign(np.log(1 / 0.07))
+    model.save(tmp_path / "m.keras")
+    again = keras.models.load_model(tmp_path / "m.keras", compile=False)
+    assert float(again.current_temperature()) == pytest.approx(0.07, rel=1e-5)
+    np.testing.assert_allclose(again(x)["query"], y["query"], atol=1e-6)
+
+
+@pytest.mark.parametrize("extra", [{}, {"symmetric": True, "learn_temperature": True}])
+def test_grad_cache_accumulation_equals_the_big_batch(extra):
+    """accumulation_steps=2 (GradCache) takes the same SGD step as the whole batch at once."""
+    import keras
+
+    x = _batch(8)
+    big = _tiny_dual_encoder(temperature=0.5, **extra)
+    small = _tiny_dual_encoder(temperature=0.5, **extra)
+    big(x), small(x)
+    small.set_weights(big.get_weights())
+    small.accumulation_steps = 2
+    init = [w.copy() for w in big.get_weights()]
+    step_losses = []
+    for m in (big, small):
+        m.compile(optimizer=keras.optimizers.SGD(learning_rate=1.0))
+        step_losses.append(float(m.train_on_batch(x)))
+    assert step_losses[0] == pytest.approx(step_losses[1], abs=1e-6)
+    for a, b in zip(big.get_weights(), small.get_weights()):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    assert any(not np.allclose(a, w) for a, w in zip(big.get_weights(), init))  # a real step was taken

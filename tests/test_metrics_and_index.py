@@ -43,3 +43,127 @@ def test_index_save_load_refuses_other_model(tmp_path):
     assert again.search(np.array([[0, 1, 0]], np.float32), k=2)[0][0] == ("b", 1.0)
     with pytest.raises(UserError, match="built with another model"):
         ExactIndex.load(tmp_path, fingerprint="zzz")
+
+
+# ---------------------------------------------------------------------------- trec_eval parity
+def test_trec_metrics_match_pytrec_eval_on_multi_query_run():
+    import pytrec_eval
+
+    qrels = {"q1": {"a": 2, "b": 1, "c": 0, "z": 1},  # z is never retrieved
+             "q2": {"d": 1},
+             "q3": {"e": 3, "f": 1},
+             "q4": {"g": 1}}  # absent from the run: scores 0 (pytrec_eval alone would leave it out)
+    run = {"q1": {"c": 0.9, "a": 0.8, "x": 0.7, "b": 0.6},
+           "q2": {**{f"n{i}": 1.0 - i / 100 for i in range(12)}, "d": 0.5},  # relevant at rank 13
+           "q3": {"f": 0.9, "y": 0.8, "e": 0.7},
+           "q9": {"a": 1.0}}  # not judged: not scored
+    means, per_query = trec_metrics(qrels, run)
+    ref = pytrec_eval.RelevanceEvaluator(qrels, {"ndcg_cut.10", "recall.10", "recall.100", "P.10", "map",
+                                                 "recip_rank"}).evaluate(run)
+    names = {"ndcg@10": "ndcg_cut_10", "recall@10": "recall_10", "recall@100": "recall_100", "p@10": "P_10",
+             "map": "map"}
+    assert set(per_query) == {"q1", "q2", "q3", "q4"} and means["queries"] == 4
+    for q in ("q1", "q2", "q3"):
+        for ours, theirs in names.items():
+            assert per_query[q][ours] == pytest.approx(ref[q][theirs], abs=1e-12), (q, ours)
+    # recip_rank is not cut by trec_eval; ours is MRR@10: equal where the first relevant is in the top 10
+    assert per_query["q1"]["mrr@10"] == ref["q1"]["recip_rank"] == 0.5
+    assert per_query["q3"]["mrr@10"] == ref["q3"]["recip_rank"] == 1.0
+    assert ref["q2"]["recip_rank"] == pytest.approx(1 / 13) and per_query["q2"]["mrr@10"] == 0.0
+    assert all(v == 0.0 for v in per_query["q4"].values())
+    for k in names:
+        assert means[k] == pytest.approx(sum(per_query[q][k] for q in per_query) / 4)
+    # q1 by hand: ranks c(0) a(2) x b(1); DCG = 2/log2(3) + 1/log2(5) = 1.69255;
+    # IDCG = 2 + 1/log2(3) + 1/log2(4) = 3.13093; recall@10 = 2/3 (z missed)
+    assert per_query["q1"]["ndcg@10"] == pytest.approx(1.69255 / 3.13093, abs=1e-5)
+    assert per_query["q1"]["recall@10"] == pytest.approx(2 / 3)
+
+
+def test_mrr_cut_breaks_ties_as_trec_eval():
+    # 11 documents tie; trec_eval orders ties by doc id descending, so "rel" (> "a...") comes first
+    # and the top-10 cut must keep it: MRR@10 = 1
+    qrels = {"q": {"rel": 1}}
+    run = {"q": {**{f"a{i:02d}": 1.0 for i in range(10)}, "rel": 1.0}}
+    means, _ = trec_metrics(qrels, run)
+    assert means["mrr@10"] == 1.0 and means["p@10"] == pytest.approx(0.1)
+
+
+def test_recall_curve_matches_cut_metrics():
+    from deepseek_tf.evaluate import recall_curve
+
+    qrels = {"q1": {"a": 1, "b": 1}, "q2": {"c": 1}}
+    run = {"q1": {"a": 0.9, "x": 0.8, "b": 0.7}, "q2": {"y": 0.5}}
+    curve = recall_curve(qrels, run)
+    # q1: R@1 = 1/2, R@3 = 1; q2: 0 throughout -> means 0.25, 0.25, 0.5, 0.5, ...
+    assert len(curve) == 100 and curve[:4] == [0.25, 0.25, 0.5, 0.5] and curve[-1] == 0.5
+
+
+# ---------------------------------------------------------------------------- exact search and faiss
+def test_exact_search_never_scores_more_than_one_block(monkeypatch):
+    import deepseek_tf.index as index_mod
+
+    shapes = []
+    real = index_mod._chunk_topk
+
+    def spy(q, chunk, k):
+        shapes.append((int(q.shape[0]), int(chunk.shape[0])))
+        return real(q, chunk, k)
+
+    monkeypatch.setattr(index_mod, "_chunk_topk", spy)
+    rng = np.random.default_rng(1)
+    docs, queries = rng.normal(size=(1000, 8)).astype(np.float32), rng.normal(size=(50, 8)).astype(np.float32)
+    _, idx = index_mod.exact_search(queries, docs, k=5, chunk_size=300, query_batch=20)
+    # 3 query batches (20, 20, 10) x 4 chunks (300, 300, 300, 100): at most a 20 x 300 score block
+    assert len(shapes) == 12 and max(q for q, _ in shapes) == 20 and max(c for _, c in shapes) == 300
+    np.testing.assert_array_equal(idx, np.argsort(-(queries @ docs.T), axis=1)[:, :5])
+
+
+def _unit(rng, n, dim):
+    x = rng.normal(size=(n, dim)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def test_exact_top10_equals_faiss_flat_ip():
+    faiss = pytest.importorskip("faiss")
+    rng = np.random.default_rng(0)
+    docs, queries = _unit(rng, 20000, 64), _unit(rng, 200, 64)
+    scores, idx = exact_search(queries, docs, k=10, chunk_size=4096)
+    flat = faiss.IndexFlatIP(64)
+    flat.add(docs)
+    f_scores, f_idx = flat.search(queries, 10)
+    np.testing.assert_allclose(scores, f_scores, atol=1e-5)
+    differ = idx != f_idx
+    # equal row for row; a swap is only tolerated between documents whose scores tie to float32 rounding
+    assert differ.sum() <= 2, differ.sum()
+    rows = np.nonzero(differ.any(axis=1))[0]
+    for r in rows:
+        assert set(idx[r]) == set(f_idx[r]) or abs(scores[r, -1] - f_scores[r, -1]) < 1e-6
+
+
+@pytest.mark.parametrize("kind", ["flat", "ivf", "hnsw"])
+def test_faiss_index_save_load_and_fingerprint(tmp_path, kind):
+    pytest.importorskip("faiss")
+    from deepseek_tf.index import build_index, load_index
+
+    rng = np.random.default_rng(2)
+    docs = _unit(rng, 2000, 16)
+    ids = [f"d{i}" for i in range(2000)]
+    index = build_index(docs, ids, kind, fingerprint="m1", meta={"corpus_sha256": "c1"})
+    queries = docs[:5]  # each document's best match is itself (unit vectors, score 1)
+    before = index.search(queries, k=3)
+    index.save(tmp_path / "ix")
+    again = load_index(tmp_path / "ix", fingerprint="m1")
+    assert again.kind == kind and again.meta == {"corpus_sha256": "c1"} and again.params == index.params
+    assert again.search(queries, k=3) == before
+    assert [hits[0][0] for hits in before] == ids[:5] and before[0][0][1] == pytest.approx(1.0, abs=1e-5)
+    with pytest.raises(UserError, match="built with another model"):
+        load_index(tmp_path / "ix", fingerprint="m2")
+
+
+def test_index_without_metadata_is_refused(tmp_path):
+    from deepseek_tf.index import load_index
+
+    ExactIndex(np.eye(3, dtype=np.float32), ["a", "b", "c"], "f").save(tmp_path / "ix")
+    (tmp_path / "ix" / "index.json").unlink()  # as after a crash mid-save: index.json is written last
+    with pytest.raises(UserError, match="no index in"):
+        load_index(tmp_path / "ix", "f")

@@ -7,6 +7,7 @@ import keras
 
 from deepseek_tf.config import Config
 from deepseek_tf.models.backbones import build_backbone
+from deepseek_tf.models.cross_encoder import build_cross_encoder
 from deepseek_tf.models.dual_encoder import DualEncoder
 from deepseek_tf.models.encoder import Encoder
 
@@ -22,11 +23,14 @@ def build_dual_encoder(config: Config, vocab_size: int) -> keras.Model:
     query = build_encoder(config, vocab_size, "query_encoder")
     doc = None if config.model.shared_towers else build_encoder(config, vocab_size, "doc_encoder")
     return DualEncoder(query, doc, loss=t.loss, temperature=t.temperature, symmetric=t.symmetric,
-                       margin=t.margin, name="dual_encoder")
+                       margin=t.margin, learn_temperature=t.learn_temperature,
+                       label_smoothing=t.label_smoothing, mask_duplicates=t.mask_duplicates,
+                       gather_across_replicas=t.gather_across_replicas, name="dual_encoder")
 
 
 MODEL_BUILDERS: dict[str, Callable[[Config, int], keras.Model]] = {
     "dual_encoder": build_dual_encoder,
+    "cross_encoder": build_cross_encoder,
 }
 
 

@@ -55,7 +55,9 @@ def vocab_path(spec: str) -> Path | None:
     if kind == "hf":
         path = checkpoint_dir(spec) / "vocab.txt"
     elif kind == "hub":
-        path = Path(spec.removeprefix("hub:")) / "assets" / "vocab.txt"
+        from deepseek_tf.models.hub import resolve_handle
+
+        path = Path(resolve_handle(spec)) / "assets" / "vocab.txt"  # TF Hub BERTs ship it there
     else:
         return None
     return path if path.is_file() else None

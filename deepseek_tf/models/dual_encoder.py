@@ -1,10 +1,27 @@
 """Dual encoder (two-tower retriever): query and document towers, shared or separate."""
 from __future__ import annotations
 
+import math
+
 import keras
 import tensorflow as tf
+from keras.src.losses.loss import unscale_loss_for_distribution
 
 from deepseek_tf import losses
+
+_KEY_LENGTH = 8192  # longest token sequence `text_keys` can identify (BERT stops at 512)
+
+
+def text_keys(ids: dict) -> tf.Tensor:
+    """One int64 identity per tokenized text: Σ_t id_t·c_t (mod 2⁶⁴) with fixed random c_t.
+
+    Equal keys mean the model sees the same input, whatever the batch padding (pad id 0
+    adds nothing). Used to mask duplicate positives; a collision has odds ~2⁻⁶⁴.
+    """
+    token_ids = tf.where(tf.cast(ids["padding_mask"], tf.bool), ids["token_ids"], 0)  # (B, T)
+    coefs = tf.random.stateless_uniform([_KEY_LENGTH], seed=[20, 26], minval=None, maxval=None,
+                                        dtype=tf.int64)[:tf.shape(token_ids)[1]]  # (T,)
+    return tf.reduce_sum(tf.cast(token_ids, tf.int64) * coefs[None, :], axis=1)  # (B,)
 
 
 @keras.saving.register_keras_serializable(package="deepseek_tf")
@@ -14,10 +31,20 @@ class DualEncoder(keras.Model):
     Inputs to `call` are {"query": ids, "doc": ids[, "neg": ids]}, each ids a dict of
     token_ids / padding_mask / segment_ids. With `doc_encoder=None` the towers share
     weights (the usual choice when queries and documents are the same language).
+
+    InfoNCE options: `learn_temperature` makes log(1/τ) a weight (as CLIP, capped at
+    τ ≥ 0.01); `mask_duplicates` keeps pairs sharing a query or document text out of each
+    other's negatives; `gather_across_replicas` scores each replica's queries against the
+    documents (and hard negatives) of every replica, so N devices train exactly like one
+    device on the global batch. `accumulation_steps` > 1 (set by the trainer, not saved)
+    splits each batch into micro-batches GradCache-style (Gao et al. 2021): the loss is
+    the loss of the whole batch, so gradients equal the big-batch gradients.
     """
 
     def __init__(self, query_encoder, doc_encoder=None, loss: str = "infonce",
-                 temperature: float = 0.05, symmetric: bool = False, margin: float = 0.5, **kwargs):
+                 temperature: float = 0.05, symmetric: bool = False, margin: float = 0.5,
+                 learn_temperature: bool = False, label_smoothing: float = 0.0,
+                 mask_duplicates: bool = True, gather_across_replicas: bool = True, **kwargs):
         super().__init__(**kwargs)
         self.query_encoder = query_encoder
         self.doc_encoder = doc_encoder
@@ -25,10 +52,26 @@ class DualEncoder(keras.Model):
         self.temperature = temperature
         self.symmetric = symmetric
         self.margin = margin
+        self.learn_temperature = learn_temperature
+        self.label_smoothing = label_smoothing
+        self.mask_duplicates = mask_duplicates
+        self.gather_across_replicas = gather_across_replicas
+        self.accumulation_steps = 1
+        self.logit_scale = None
+        if learn_temperature:
+            self.logit_scale = self.add_weight(
+                shape=(), name="logit_scale", dtype="float32",
+                initializer=keras.initializers.Constant(math.log(1.0 / temperature)))
 
     @property
     def doc_tower(self):
         return self.doc_encoder if self.doc_encoder is not None else self.query_encoder
+
+    def current_temperature(self) -> tf.Tensor | float:
+        """τ = exp(−clip(logit_scale, 0, ln 100)) when learned, else the fixed value."""
+        if self.logit_scale is None:
+            return self.temperature
+        return tf.exp(-tf.clip_by_value(tf.convert_to_tensor(self.logit_scale), 0.0, math.log(100.0)))
 
     def call(self, inputs, training=None):
         out = {"query": self.query_encoder(inputs["query"], training=training)}
@@ -38,10 +81,36 @@ class DualEncoder(keras.Model):
             out["neg"] = self.doc_tower(inputs["neg"], training=training)
         return out
 
+    # ------------------------------------------------------------------ loss
+    def _infonce(self, x, q, d, neg) -> tf.Tensor:
+        keys = None
+        if self.mask_duplicates and x is not None:
+            keys = {k: text_keys(x[k]) for k in ("query", "doc", "neg") if k in x}  # (B,) each
+        local = {"d": d, "neg": neg, "q": q if self.symmetric else None}
+        local = {k: v for k, v in local.items() if v is not None}
+        gathered, gathered_keys, offset = local, keys, 0
+        ctx = tf.distribute.get_replica_context()
+        if self.gather_across_replicas and ctx is not None and ctx.num_replicas_in_sync > 1:
+            # all_gather's gradient sums the upstream gradients of every replica and hands each
+            # replica the slice of its own rows, so d(Σ_r loss_r)/d(local docs) is exact.
+            # (Nested values are packed into one tensor: one call per dtype.)
+            gathered = ctx.all_gather(local, axis=0)
+            if keys is not None:
+                gathered_keys = ctx.all_gather(keys, axis=0)
+            sizes = ctx.all_gather(tf.shape(q)[:1], axis=0)  # (replicas,)
+            offset = tf.reduce_sum(sizes[:ctx.replica_id_in_sync_group])
+        mask = None
+        if keys is not None:
+            g = gathered_keys
+            mask = losses.positive_mask(keys["query"], keys["doc"], g["query"], g["doc"], g.get("neg"))
+        return losses.infonce(q, gathered["d"], gathered.get("neg"), temperature=self.current_temperature(),
+                              symmetric=self.symmetric, offset=offset, mask=mask,
+                              label_smoothing=self.label_smoothing, q_all=gathered.get("q"))
+
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         q, d, neg = y_pred["query"], y_pred["doc"], y_pred.get("neg")  # (batch, dim) each
         if self.loss_name == "infonce":
-            loss = losses.infonce(q, d, neg, temperature=self.temperature, symmetric=self.symmetric)
+            loss = self._infonce(x, q, d, neg)
         elif self.loss_name == "triplet":
             if neg is None:
                 neg = tf.roll(d, shift=1, axis=0)  # the next pair's document as negative
@@ -54,6 +123,65 @@ class DualEncoder(keras.Model):
         # Keras sums gradients over replicas; each replica contributes loss / n_replicas.
         return loss / tf.cast(tf.distribute.get_strategy().num_replicas_in_sync, loss.dtype)
 
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Keras takes one batch from the stream and `strategy.reduce`s it to build state;
+        # MultiWorkerMirroredStrategy cannot reduce a nested batch, and the taken batch would
+        # shift the data stream. The trainer builds model and optimizer up front, so when
+        # nothing is left to build, skip it.
+        nothing_to_build = (all(layer.built for layer in self._flatten_layers())
+                            and self.optimizer is not None and self.optimizer.built
+                            and self._compile_metrics is None and self._compile_loss is None)
+        if not nothing_to_build:
+            super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+
+    # ------------------------------------------------------------------ GradCache
+    def _seed_states(self) -> list:
+        return [sg.state for layer in self._flatten_layers() for sg in getattr(layer, "_seed_generators", [])]
+
+    def train_step(self, data):
+        logs = self._train_step(data)
+        strategy = tf.distribute.get_strategy()
+        if (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+                and strategy.extended._in_multi_worker_mode()):
+            # Keras reduces logs across workers with reduce(MEAN, axis=0), which needs a batch axis
+            logs = {key: tf.reshape(value, [1]) for key, value in logs.items()}
+        return logs
+
+    def _train_step(self, data):
+        k = self.accumulation_steps
+        if k <= 1:
+            return super().train_step(data)
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        chunks = [tf.nest.map_structure(lambda t, i=i: tf.split(t, k, axis=0)[i], x) for i in range(k)]
+        seeds = self._seed_states()
+        # Pass 1: embeddings of every micro-batch, no graph kept. Dropout seeds are recorded
+        # so pass 2 draws the same masks and the two passes compute the same function.
+        states, outs = [], []
+        for chunk in chunks:
+            states.append([tf.identity(s) for s in seeds])
+            outs.append(tf.nest.map_structure(tf.stop_gradient, self(chunk, training=True)))
+        y_pred = {key: tf.concat([o[key] for o in outs], axis=0) for key in outs[0]}  # (B, dim)
+        weights = self.trainable_weights
+        with tf.GradientTape() as tape:
+            tape.watch(y_pred)
+            loss = self._compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True)
+            self._loss_tracker.update_state(unscale_loss_for_distribution(loss),
+                                            sample_weight=tf.shape(tf.nest.flatten(x)[0])[0])
+            scaled = self.optimizer.scale_loss(loss)
+        emb_grads, direct = tape.gradient(scaled, (y_pred, weights))  # direct: e.g. logit_scale
+        grads = list(direct)
+        # Pass 2: per micro-batch, backpropagate d loss / d embedding through the towers.
+        for i, chunk in enumerate(chunks):
+            for var, value in zip(seeds, states[i]):
+                var.assign(value)
+            with tf.GradientTape() as tape:
+                out = self(chunk, training=True)
+                surrogate = tf.add_n([tf.reduce_sum(out[key] * tf.split(emb_grads[key], k, axis=0)[i])
+                                      for key in out])
+            grads = [_add_grads(a, b) for a, b in zip(grads, tape.gradient(surrogate, weights))]
+        self.optimizer.apply_gradients(zip(grads, weights))
+        return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+
     def get_config(self):
         return {
             "name": self.name,
@@ -64,6 +192,10 @@ class DualEncoder(keras.Model):
             "temperature": self.temperature,
             "symmetric": self.symmetric,
             "margin": self.margin,
+            "learn_temperature": self.learn_temperature,
+            "label_smoothing": self.label_smoothing,
+            "mask_duplicates": self.mask_duplicates,
+            "gather_across_replicas": self.gather_across_replicas,
         }
 
     @classmethod
@@ -73,3 +205,15 @@ class DualEncoder(keras.Model):
         if config.get("doc_encoder") is not None:
             config["doc_encoder"] = keras.saving.deserialize_keras_object(config["doc_encoder"])
         return cls(**config)
+
+
+def _add_grads(a, b):
+    """Sums two gradients, keeping sparse (embedding) gradients sparse."""
+    if a is None:
+        return b
+    if b is None:
+        return a
+    if isinstance(a, tf.IndexedSlices) and isinstance(b, tf.IndexedSlices):
+        return tf.IndexedSlices(tf.concat([a.values, b.values], 0), tf.concat([a.indices, b.indices], 0),
+                                a.dense_shape)
+    return tf.convert_to_tensor(a) + tf.convert_to_tensor(b)

@@ -10,7 +10,8 @@ class MeanPooling(keras.layers.Layer):
     """Mean of token vectors over the attention mask: sum_t m_t h_t / max(sum_t m_t, 1)."""
 
     def call(self, sequence, mask):
-        mask = ops.cast(mask, sequence.dtype)[:, :, None]  # (batch, seq, 1)
+        # expand_dims, not [:, :, None]: TFLite's StridedSlice cannot add axes (new_axis_mask).
+        mask = ops.expand_dims(ops.cast(mask, sequence.dtype), -1)  # (batch, seq, 1)
         total = ops.sum(sequence * mask, axis=1)  # (batch, hidden)
         count = ops.maximum(ops.sum(mask, axis=1), 1e-9)  # (batch, 1)
         return total / count

@@ -1,0 +1,163 @@
+"""Hard-negative mining: `python -m deepseek_tf.mining --dataset DIR --output pairs.tsv [...]`.
+
+For every judged training pair (q, d⁺) one negative is chosen from the source's top-k for q
+(BM25 via `bm25s`, or a dense model's top-k), with three guards against false negatives
+(unjudged relevant documents are common near the top of any ranking):
+
+  * the `skip_top` best ranks are never taken;
+  * a candidate n must score s(q, n) ≤ s(q, d⁺) − margin·|s(q, d⁺)| (NV-Retriever's
+    "TopK-PercPos": with margin 0.05, at most 95% of the positive's score);
+  * a document judged relevant to q (grade ≥ min_label) is never taken.
+
+Pairs of one query take different candidates in turn. When no candidate survives, a
+seeded random unjudged document is used, so every pair gets a negative (and the count of
+such fall-backs is reported). The output is a pairs file (query, doc_content, neg_doc,
+label) that `data.pairs` reads directly.
+"""
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from deepseek_tf.data import BeirDataset, Pairs, load_beir
+from deepseek_tf.errors import UserError, cli_entry
+
+
+@dataclass
+class MinedPairs:
+    pairs: Pairs
+    pair_ids: list[tuple[str, str, str]]  # (query id, positive doc id, negative doc id)
+    fallbacks: int  # pairs whose negative is a random unjudged document
+
+
+def score_matrix_bm25(ds: BeirDataset, qids: list[str], doc_ids: list[str], use_title: bool = True) -> np.ndarray:
+    """BM25 (bm25s, Lucene variant, k1=1.5, b=0.75, Snowball stemming, English stop words)
+    score of every document for every query: (queries, docs)."""
+    import bm25s
+    import Stemmer
+
+    stemmer = Stemmer.Stemmer("english")
+    texts = [ds.doc_text(d, use_title) for d in doc_ids]
+    bm25 = bm25s.BM25()
+    bm25.index(bm25s.tokenize(texts, stopwords="en", stemmer=stemmer, show_progress=False), show_progress=False)
+    tokens = bm25s.tokenize([ds.queries[q] for q in qids], stopwords="en", stemmer=stemmer,
+                            return_ids=False, show_progress=False)
+    return np.stack([bm25.get_scores(t) if t else np.zeros(len(doc_ids), np.float32) for t in tokens])
+
+
+def score_matrix_dense(embedder, ds: BeirDataset, qids: list[str], doc_ids: list[str],
+                       use_title: bool = True, batch_size: int = 64) -> np.ndarray:
+    """Dot products of the embedder's query and document vectors: (queries, docs)."""
+    docs = embedder.encode_docs([ds.doc_text(d, use_title) for d in doc_ids], batch_size,
+                                progress=sys.stderr.isatty())
+    queries = embedder.encode_queries([ds.queries[q] for q in qids], batch_size)
+    return queries @ docs.T
+
+
+def mine_negatives(ds: BeirDataset, scores: np.ndarray, qids: list[str], doc_ids: list[str],
+                   top_k: int = 30, skip_top: int = 3, margin: float = 0.05, min_label: int = 1,
+                   seed: int = 42, use_title: bool = True) -> MinedPairs:
+    """One guarded hard negative per (query, judged positive); `scores` is (queries, docs)."""
+    if top_k <= skip_top:
+        raise UserError(f"mining: top_k ({top_k}) must exceed skip_top ({skip_top})")
+    rng = random.Random(seed)
+    column = {d: j for j, d in enumerate(doc_ids)}
+    queries, docs, negs, labels, ids = [], [], [], [], []
+    fallbacks = 0
+    for row, qid in enumerate(qids):
+        judged = ds.qrels.get(qid, {})
+        relevant = {d for d, g in judged.items() if g >= min_label}
+        order = np.argsort(-scores[row], kind="stable")[:top_k]  # best first
+        ranked = [doc_ids[j] for j in order[skip_top:] if doc_ids[j] not in relevant]
+        turn = rng.randrange(max(len(ranked), 1))
+        for pos in sorted(relevant):
+            if pos not in column:
+                continue
+            ceiling = scores[row, column[pos]] - margin * abs(scores[row, column[pos]])
+            allowed = [d for d in ranked if scores[row, column[d]] <= ceiling]
+            if allowed:
+                neg = allowed[turn % len(allowed)]
+                turn += 1
+            else:
+                fallbacks += 1
+                pool = [d for d in doc_ids if d not in relevant]
+                if not pool:
+                    raise UserError(f"mining: every document is relevant to query {qid!r}; no negative")
+                neg = rng.choice(pool)
+            queries.append(ds.queries[qid])
+            docs.append(ds.doc_text(pos, use_title))
+            negs.append(ds.doc_text(neg, use_title))
+            labels.append(int(judged[pos]))
+            ids.append((qid, pos, neg))
+    if not queries:
+        raise UserError(f"mining: no judgments with relevance >= {min_label}")
+    return MinedPairs(Pairs(queries, docs, negs, labels), ids, fallbacks)
+
+
+def mine(ds: BeirDataset, source: str = "bm25", top_k: int = 30, skip_top: int = 3, margin: float = 0.05,
+         min_label: int = 1, seed: int = 42, use_title: bool = True, embedder=None) -> MinedPairs:
+    """Mines negatives for every judged query of `ds`; `embedder` (or the MODEL spec in
+    `source`) scores densely, `source="bm25"` uses BM25."""
+    qids = sorted(q for q in ds.qrels if q in ds.queries)
+    doc_ids = list(ds.corpus)
+    if embedder is None and source != "bm25":
+        from deepseek_tf.embedders import load_embedder
+
+        embedder = load_embedder(source)
+    if embedder is None:
+        scores = score_matrix_bm25(ds, qids, doc_ids, use_title)
+    else:
+        scores = score_matrix_dense(embedder, ds, qids, doc_ids, use_title)
+    mined = mine_negatives(ds, scores, qids, doc_ids, top_k, skip_top, margin, min_label, seed, use_title)
+    print(f"mining ({source}): {len(mined.pairs)} pairs, {mined.fallbacks} with a random negative "
+          f"(no top-{top_k} candidate passed the guards)", file=sys.stderr)
+    return mined
+
+
+def write_pairs(pairs: Pairs, path: str | Path) -> None:
+    """TSV with query, doc_content, neg_doc, label (what `data.pairs` reads); atomic."""
+    import pandas as pd
+
+    path = Path(path)
+    frame = pd.DataFrame({"query": pairs.queries, "doc_content": pairs.docs, "neg_doc": pairs.negs,
+                          "label": pairs.labels})
+    tmp = path.with_name(path.name + ".tmp")
+    frame.to_csv(tmp, sep="\t", index=False)
+    tmp.replace(path)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m deepseek_tf.mining",
+                                description="Mine hard negatives for dual-encoder training pairs.")
+    p.add_argument("--dataset", required=True, help="BEIR-layout directory")
+    p.add_argument("--split", default="train", help="qrels split whose queries are mined (default: train)")
+    p.add_argument("--source", default="bm25", help="'bm25' or a MODEL (trained model dir, SavedModel, preset)")
+    p.add_argument("--top-k", type=int, default=30, help="candidates per query (default: 30)")
+    p.add_argument("--skip-top", type=int, default=3, help="best ranks never taken (default: 3)")
+    p.add_argument("--margin", type=float, default=0.05,
+                   help="negative score <= positive score - margin*|positive score| (default: 0.05)")
+    p.add_argument("--min-label", type=int, default=1, help="grade from which a judgment is relevant")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--output", required=True, help="pairs TSV to write")
+    return p.parse_args(argv)
+
+
+@cli_entry
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.top_k < 1 or args.skip_top < 0:
+        raise UserError("--top-k must be >= 1 and --skip-top >= 0")
+    ds = load_beir(args.dataset, args.split, unknown_ids="drop")
+    mined = mine(ds, args.source, args.top_k, args.skip_top, args.margin, args.min_label, args.seed)
+    write_pairs(mined.pairs, args.output)
+    print(f"wrote {len(mined.pairs)} pairs with negatives to {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

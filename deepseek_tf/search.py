@@ -1,0 +1,146 @@
+"""Search a corpus: `python -m deepseek_tf.search --model MODEL --corpus FILE [--index DIR] --query TEXT`.
+
+Without --index the corpus is encoded and searched exactly in memory. With --index DIR the
+index is built and saved there on first use and reused afterwards; an index built with
+another model (fingerprint) or from another corpus file (content hash) is refused.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+import time
+from pathlib import Path
+
+from deepseek_tf.errors import UserError, cli_entry
+
+INDEX_TYPES = ("exact", "flat", "ivf", "hnsw")
+
+
+def read_corpus(path: str | Path) -> tuple[list[str], list[str], dict[str, int]]:
+    """(ids, texts, dropped) from a BEIR corpus.jsonl (`_id, title, text`) or a .txt file
+    (one document per line, id = line number); duplicate ids and empty texts are dropped and counted."""
+    from deepseek_tf.data import _read_jsonl, normalize_text
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"missing corpus file: {path}")
+    if path.suffix == ".jsonl":
+        rows = [(str(r["_id"]), normalize_text(r.get("title")), normalize_text(r.get("text")))
+                for r in _read_jsonl(path)]
+    else:
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except UnicodeDecodeError as e:
+            raise UserError(f"{path}: not UTF-8 (byte {e.start})") from None
+        rows = [(str(i), "", normalize_text(line)) for i, line in enumerate(lines, 1)]
+    ids, texts, seen, dropped = [], [], set(), {}
+    for doc_id, title, text in rows:
+        what = "duplicate doc ids" if doc_id in seen else ("empty docs" if not (title or text) else None)
+        if what:
+            dropped[what] = dropped.get(what, 0) + 1
+            continue
+        seen.add(doc_id)
+        ids.append(doc_id)
+        texts.append(f"{title} {text}".strip())  # BEIR's convention, as data.BeirDataset.doc_text
+    if not ids:
+        raise UserError(f"{path}: no documents")
+    return ids, texts, dropped
+
+
+def file_hash(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
+
+
+def open_index(embedder, corpus: str | Path, index_dir: str | Path | None = None, index_type: str | None = None,
+               rebuild: bool = False, batch_size: int = 64, verbose: bool = True):
+    """(index, texts by id): reuses INDEX_DIR when it matches the model and corpus, else builds it."""
+    from deepseek_tf.index import build_index, load_index
+
+    ids, texts, dropped = read_corpus(corpus)
+    say = (lambda m: print(m, file=sys.stderr)) if verbose else (lambda m: None)
+    for what, count in dropped.items():
+        say(f"warning: {corpus}: dropped {count} {what}")
+    corpus_hash = file_hash(corpus)
+    if index_dir is not None and (Path(index_dir) / "index.json").is_file() and not rebuild:
+        index = load_index(index_dir, embedder.fingerprint)
+        if index.meta.get("corpus_sha256") != corpus_hash:
+            raise UserError(f"{index_dir}: index was built from another corpus than {corpus}; "
+                            f"pass --rebuild to rebuild it")
+        if index_type is not None and index.kind != index_type:
+            raise UserError(f"{index_dir}: index is '{index.kind}', not '{index_type}'; pass --rebuild to rebuild it")
+        say(f"reusing {index.kind} index {index_dir} ({len(index.ids)} documents)")
+        return index, dict(zip(ids, texts))
+    start = time.perf_counter()
+    vectors = embedder.encode_docs(texts, batch_size, progress=sys.stderr.isatty())  # (n, dim)
+    took = time.perf_counter() - start
+    say(f"encoded {len(texts)} documents in {took:.1f} s ({len(texts) / max(took, 1e-9):.1f} docs/s)")
+    index = build_index(vectors, ids, index_type or "exact", embedder.fingerprint,
+                        meta={"corpus_sha256": corpus_hash, "corpus": str(corpus)})
+    if index_dir is not None:
+        index.save(index_dir)
+        say(f"saved {index.kind} index to {index_dir}")
+    return index, dict(zip(ids, texts))
+
+
+def search(model: str, corpus: str | Path, queries: list[str], top_k: int = 10, index_dir: str | None = None,
+           index_type: str | None = None, rebuild: bool = False, verbose: bool = True) -> list[dict]:
+    """[{query, latency_ms, hits: [{id, score, text}]}] for each query, best hit first."""
+    from deepseek_tf.embedders import load_embedder
+
+    queries = [q.strip() for q in queries]
+    if not queries or not all(queries):
+        raise UserError("--query must be a non-empty text")
+    embedder = load_embedder(model)
+    index, texts = open_index(embedder, corpus, index_dir, index_type, rebuild, verbose=verbose)
+    out = []
+    for q in queries:
+        t0 = time.perf_counter()
+        hits = index.search(embedder.encode_queries([q]), top_k)[0]
+        out.append({"query": q, "latency_ms": (time.perf_counter() - t0) * 1000,
+                    "hits": [{"id": d, "score": s, "text": texts.get(d, "")} for d, s in hits]})
+    return out
+
+
+def format_results(results: list[dict], width: int = 100) -> str:
+    lines = []
+    for r in results:
+        lines.append(f"query: {r['query']}  ({r['latency_ms']:.1f} ms)")
+        for rank, h in enumerate(r["hits"], 1):
+            text = h["text"] if len(h["text"]) <= width else h["text"][:width - 1] + "…"
+            lines.append(f"{rank:3d}. {h['score']:.4f}  {h['id']}  {text}")
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m deepseek_tf.search",
+                                description="Answer queries over a corpus with a retriever (exact or faiss index).")
+    p.add_argument("--model", required=True, help="trained model/ dir, SavedModel dir, .tflite file or preset name")
+    p.add_argument("--corpus", required=True, help="corpus.jsonl (_id, title, text) or .txt (one document per line)")
+    p.add_argument("--index", help="index directory: built and saved on first use, reused afterwards")
+    p.add_argument("--index-type", choices=INDEX_TYPES,
+                   help="exact (TensorFlow, default for a new index) or a faiss index: flat, ivf, hnsw")
+    p.add_argument("--rebuild", action="store_true", help="rebuild --index even if one is there")
+    p.add_argument("--query", action="append", required=True, help="query text (repeat for several)")
+    p.add_argument("--top-k", type=int, default=10, help="results per query (default: 10)")
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
+    return p.parse_args(argv)
+
+
+@cli_entry
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.top_k < 1:
+        raise UserError("--top-k must be >= 1")
+    results = search(args.model, args.corpus, args.query, args.top_k, args.index, args.index_type, args.rebuild)
+    print(json.dumps(results, indent=2, ensure_ascii=False) if args.json else format_results(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

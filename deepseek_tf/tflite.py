@@ -1,0 +1,334 @@
+"""TFLite export: one raw-string `.tflite` file per dual-encoder tower (or one per cross-encoder), verified.
+
+Each tower becomes `PREFIX.query.tflite` / `PREFIX.doc.tflite` with a metadata file beside
+it (`PREFIX.query.json`, ...); a cross-encoder becomes `PREFIX.tflite` with a
+`score(query, doc)` signature. The graph is the SavedModel endpoint (tokenizer included)
+converted with `allow_custom_ops=True`: the tensorflow-text kernels (FastBertNormalize,
+FastWordpieceTokenizeWithOffsets, RaggedTensorToTensor) are resolved at run time by
+`tensorflow_text.tflite_registrar.SELECT_TFTEXT_OPS`. That registrar is compiled against
+TensorFlow's own TFLite runtime, so files run in
+`tensorflow.lite.python.interpreter.InterpreterWithCustomOps`; ai-edge-litert ships a separate
+runtime whose interpreter cannot take these kernels.
+
+A conversion that merely succeeds proves nothing (a wrongly frozen graph gives -inf), so
+every file is run on held texts and compared with the Keras model before it is written.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from deepseek_tf.embedders import Embedder
+from deepseek_tf.errors import UserError
+
+QUANT_MODES = ("none", "float16", "dynamic", "int8")
+TOWERS = ("query", "doc")
+# Per mode: (check, bound). "max_abs_diff" must stay <= bound; "min_cosine" >= bound.
+# Set from measurements on all-MiniLM-L6-v2 and the tiny test model (README "Export").
+TOLERANCES: dict[str, tuple[str, float]] = {
+    "none": ("max_abs_diff", 1e-4),
+    "float16": ("min_cosine", 0.999),
+    "dynamic": ("min_cosine", 0.98),
+    "int8": ("min_cosine", 0.95),
+}
+CALIBRATION_TEXTS = 64  # per tower, for --quantize int8
+
+
+def tower_paths(output: str | Path) -> dict[str, Path]:
+    """`export/minilm` or `export/minilm.tflite` -> {"query": export/minilm.query.tflite, ...}."""
+    output = Path(output)
+    prefix = output.with_suffix("") if output.suffix == ".tflite" else output
+    return {t: prefix.with_name(f"{prefix.name}.{t}.tflite") for t in TOWERS}
+
+
+def meta_path(tflite_path: str | Path) -> Path:
+    return Path(tflite_path).with_suffix(".json")
+
+
+@contextlib.contextmanager
+def _native_stderr_silenced():
+    """TFLite's C++ side prints INFO lines on fd 2 (XNNPACK delegate created, quantizer flags),
+    which would break the CLI's one-line errors; failures still arrive as Python exceptions."""
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def _interpreter(model_content: bytes, num_threads: int | None = None):
+    """TF's TFLite interpreter with the tensorflow-text kernels registered."""
+    import tensorflow_text as tft
+    from tensorflow.lite.python.interpreter import InterpreterWithCustomOps
+
+    with warnings.catch_warnings(), _native_stderr_silenced():  # "deprecated": see module docstring
+        warnings.simplefilter("ignore")
+        return InterpreterWithCustomOps(model_content=model_content, num_threads=num_threads,
+                                        custom_op_registerers=tft.tflite_registrar.SELECT_TFTEXT_OPS)
+
+
+class _Runner:
+    """One interpreter with a string[N] input; re-allocates only when the batch size changes."""
+
+    def __init__(self, model_content: bytes, num_threads: int | None = None):
+        self.interpreter = _interpreter(model_content, num_threads)
+        inputs, outputs = self.interpreter.get_input_details(), self.interpreter.get_output_details()
+        if len(inputs) != 1 or inputs[0]["dtype"] not in (np.bytes_, np.object_) or len(outputs) != 1:
+            raise UserError("not a deepseek_tf TFLite tower (expected one string input, one output)")
+        if list(inputs[0]["shape_signature"]) != [-1]:
+            raise UserError(f"TFLite input has shape {list(inputs[0]['shape_signature'])}, expected [-1] (any batch)")
+        self.input, self.output = inputs[0]["index"], outputs[0]["index"]
+        self.batch = -1
+
+    def __call__(self, texts: list[str]) -> np.ndarray:
+        if len(texts) != self.batch:  # the batch dimension is dynamic (shape_signature [-1])
+            with _native_stderr_silenced():  # delegates are (re)applied here
+                self.interpreter.resize_tensor_input(self.input, [len(texts)])
+                self.interpreter.allocate_tensors()
+            self.batch = len(texts)
+        self.interpreter.set_tensor(self.input, np.array([t.encode("utf-8") for t in texts], dtype=object))
+        self.interpreter.invoke()
+        return np.array(self.interpreter.get_tensor(self.output), np.float32)  # (N, D), a copy
+
+
+class TFLiteEmbedder(Embedder):
+    """Runs exported `.tflite` towers on raw strings.
+
+    `path` is either tower's file; the metadata JSON beside it names the other tower's
+    file, so `PREFIX.query.tflite` alone loads the pair. A file without metadata serves
+    both towers.
+    """
+
+    def __init__(self, path: str | Path, num_threads: int | None = None):
+        path = Path(path)
+        if not path.is_file():
+            raise UserError(f"TFLite file not found: {path}")
+        self.name = path.name
+        self.meta = json.loads(meta_path(path).read_text()) if meta_path(path).is_file() else {}
+        files = {t: path.with_name(n) for t, n in self.meta.get("tower_files", {}).items()}
+        files = {t: files.get(t, path) for t in TOWERS}
+        missing = [str(f) for f in files.values() if not f.is_file()]
+        if missing:
+            raise UserError(f"{path}: its metadata names {missing[0]}, which is missing")
+        blobs = {t: f.read_bytes() for t, f in files.items()}
+        self.fingerprint = _blob_hash(blobs["query"] + blobs["doc"])
+        self.runners = {"query": _Runner(blobs["query"], num_threads)}
+        self.runners["doc"] = (self.runners["query"] if files["doc"] == files["query"]
+                               else _Runner(blobs["doc"], num_threads))
+
+    def _encode(self, texts: list[str], tower: str) -> np.ndarray:
+        return self.runners[tower](texts)
+
+
+def _blob_hash(blob: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def convert(saved_model: str | Path, signature: str, quantize: str = "none",
+            calibration: list[dict[str, str]] | None = None) -> bytes:
+    """One SavedModel endpoint -> .tflite bytes.
+
+    int8 is full-integer post-training quantization (weights and activations, calibrated
+    on `calibration` samples, each {input name: text}) with float32 output and string input: the tokenizer ops have
+    no integer kernels, so the converter keeps them (and any op without an int8 kernel)
+    in float instead of demanding TFLITE_BUILTINS_INT8 everywhere.
+    """
+    import tensorflow_text as tft
+
+    if quantize not in QUANT_MODES:
+        raise UserError(f"--quantize must be one of {', '.join(QUANT_MODES)}, got {quantize!r}")
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model), signature_keys=[signature])
+    converter.allow_custom_ops = True  # the tensorflow-text kernels, registered at run time
+    if quantize != "none":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if quantize == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    if quantize == "int8":
+        if not calibration:
+            raise UserError("--quantize int8 needs calibration texts (--dataset DIR)")
+        converter.representative_dataset = lambda: ({name: tf.constant([text]) for name, text in sample.items()}
+                                                    for sample in calibration)
+        # The calibrator runs the float model, tokenizer included, so it needs the kernels too.
+        converter.target_spec._experimental_custom_op_registerers = tft.tflite_registrar.SELECT_TFTEXT_OPS
+    try:
+        with warnings.catch_warnings(), _native_stderr_silenced():  # the int8 calibrator: deprecated Interpreter
+            warnings.simplefilter("ignore")
+            return converter.convert()
+    except Exception as e:  # the converter raises assorted types with multi-line messages
+        raise UserError(f"TFLite conversion of {signature} ({quantize}) failed: "
+                        f"{str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}") from None
+
+
+def compare(want: np.ndarray, got: np.ndarray) -> dict[str, float]:
+    """Row-wise agreement: max |want - got| and cos(want_i, got_i) = w·g / (|w| |g|)."""
+    want, got = np.asarray(want, np.float64), np.asarray(got, np.float64)
+    cos = np.sum(want * got, -1) / np.maximum(np.linalg.norm(want, axis=-1) * np.linalg.norm(got, axis=-1), 1e-12)
+    return {"max_abs_diff": float(np.max(np.abs(want - got))), "min_cosine": float(np.min(cos)),
+            "mean_cosine": float(np.mean(cos))}
+
+
+def verify(runner: _Runner, want: np.ndarray, texts: list[str], quantize: str,
+           tolerance: float | None = None) -> dict:
+    """Runs `texts` as one batch and one at a time; all rows must agree with `want` (Keras)."""
+    got = runner(texts)  # (N, D)
+    if not np.all(np.isfinite(got)):
+        return {"passed": False, "reason": "non-finite outputs", **compare(want, np.nan_to_num(got))}
+    single = np.concatenate([runner([t]) for t in texts])  # batch of 1: checks the dynamic batch too
+    figures = compare(want, got)
+    alone = compare(want, single)
+    check, bound = TOLERANCES[quantize]
+    bound = bound if tolerance is None else tolerance
+    worst = (max(figures[check], alone[check]) if check == "max_abs_diff"
+             else min(figures[check], alone[check]))
+    passed = worst <= bound if check == "max_abs_diff" else worst >= bound
+    return {"passed": bool(passed), "check": check, "bound": bound, "worst": worst, **figures,
+            "batch_of_one_max_abs_diff": alone["max_abs_diff"]}
+
+
+def calibration_texts(dataset: str | Path | None, n: int = CALIBRATION_TEXTS) -> dict[str, list[str]] | None:
+    """A fixed sample of queries and documents from a BEIR dir (seeded, so exports repeat)."""
+    if dataset is None:
+        return None
+    from deepseek_tf.data import _read_jsonl, normalize_text
+
+    directory = Path(dataset)
+    if not (directory / "corpus.jsonl").is_file() or not (directory / "queries.jsonl").is_file():
+        raise UserError(f"--dataset {dataset}: needs corpus.jsonl and queries.jsonl")
+    rows = _read_jsonl(directory / "corpus.jsonl")
+    docs = [normalize_text(f"{r.get('title') or ''} {r.get('text') or ''}") for r in rows]
+    queries = [normalize_text(r.get("text")) for r in _read_jsonl(directory / "queries.jsonl")]
+    rng = np.random.default_rng(0)
+    pick = lambda xs: [xs[i] for i in rng.permutation(len(xs))[:n] if xs[i]]
+    return {"query": pick(queries), "doc": pick(docs)}
+
+
+def write_tflite(saved_model: str | Path, reference: Embedder, output: str | Path, quantize: str,
+                 check_texts: list[str], base_meta: dict, calibration: dict[str, list[str]] | None = None,
+                 tolerance: float | None = None) -> dict:
+    """Converts both towers, verifies them, then writes files + metadata (all or nothing)."""
+    paths = tower_paths(output)
+    if quantize == "int8" and not calibration:
+        raise UserError("--quantize int8 needs --dataset DIR (texts to calibrate activations on)")
+    blobs, checks = {}, {}
+    for tower in TOWERS:
+        start = time.perf_counter()
+        samples = [{"text": t} for t in (calibration or {}).get(tower, [])]
+        blobs[tower] = convert(saved_model, f"encode_{tower}", quantize, samples)
+        want = reference.encode(check_texts, tower)
+        checks[tower] = verify(_Runner(blobs[tower]), want, check_texts, quantize, tolerance)
+        checks[tower]["convert_s"] = round(time.perf_counter() - start, 2)
+        if not checks[tower]["passed"]:
+            c = checks[tower]
+            sign = "<=" if c.get("check") == "max_abs_diff" else ">="
+            what = c.get("check", c.get("reason"))
+            raise UserError(f"export check failed: {tower} tower ({quantize}) {what} {c.get('worst', float('nan')):.4g}, "
+                            f"needs {sign} {c.get('bound', 0):.4g}; nothing written")
+    names = {t: p.name for t, p in paths.items()}
+    written = {}
+    for tower, path in paths.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        meta = {**base_meta, "format": "tflite", "tower": tower, "quantization": quantize,
+                "tower_files": names, "max_length": base_meta[f"{tower}_max_length"],
+                "size_bytes": len(blobs[tower]), "checks": checks, "checks_passed": True,
+                "check_texts": len(check_texts), "calibration_texts": len((calibration or {}).get(tower, [])),
+                "runtime": "tensorflow.lite InterpreterWithCustomOps + tensorflow_text SELECT_TFTEXT_OPS"}
+        for target, data in ((path, blobs[tower]), (meta_path(path), json.dumps(meta, indent=2).encode())):
+            tmp = target.with_name(target.name + ".tmp")
+            tmp.write_bytes(data)
+            written[tmp] = target
+    for tmp, target in written.items():
+        tmp.replace(target)
+    return {"paths": {t: str(p) for t, p in paths.items()}, "checks": checks,
+            "size_bytes": {t: len(b) for t, b in blobs.items()}}
+
+
+# ---------------------------------------------------------------- cross-encoder: one file
+class TFLiteScorer:
+    """A cross-encoder `.tflite` file: `scorer(queries, docs) -> (N,)` on raw strings.
+
+    Callable on string tensors or lists, so it drops into `rerank.Reranker` as a score_fn.
+    """
+
+    def __init__(self, source: str | Path | bytes, num_threads: int | None = None):
+        if not isinstance(source, bytes):
+            if not Path(source).is_file():
+                raise UserError(f"TFLite file not found: {source}")
+            source = Path(source).read_bytes()
+        self.interpreter = _interpreter(source, num_threads)
+        signatures = self.interpreter.get_signature_list()
+        if "score" not in signatures or sorted(signatures["score"]["inputs"]) != ["doc", "query"]:
+            raise UserError("not a cross-encoder TFLite file (no score(query, doc) signature)")
+        self.runner = self.interpreter.get_signature_runner("score")  # resizes inputs per call
+
+    def __call__(self, queries, docs) -> np.ndarray:
+        as_bytes = lambda xs: np.array([x if isinstance(x, bytes) else str(x).encode("utf-8")
+                                        for x in (xs.numpy() if hasattr(xs, "numpy") else xs)], dtype=object)
+        with _native_stderr_silenced():  # the signature runner re-allocates when N changes
+            out = self.runner(query=as_bytes(queries), doc=as_bytes(docs))
+        return np.array(next(iter(out.values())), np.float32).reshape(-1)  # (N,)
+
+
+def verify_scores(scorer: TFLiteScorer, want: np.ndarray, queries: list[str], docs: list[str], quantize: str,
+                  tolerance: float | None = None) -> dict:
+    """Scores are logits, not unit vectors: float32 must match to max |diff|; quantized files
+    must keep the ordering, measured as Pearson r = cos(want - mean, got - mean) over the pairs."""
+    got = scorer(queries, docs)
+    single = np.concatenate([scorer([q], [d]) for q, d in zip(queries, docs)])  # batch of 1
+    diff = float(max(np.max(np.abs(want - got)), np.max(np.abs(want - single))))
+    centred = lambda x: (np.asarray(x, np.float64) - np.mean(x))[None]
+    pearson = min(compare(centred(want), centred(out))["min_cosine"] for out in (got, single))
+    check, bound = TOLERANCES[quantize]
+    bound = bound if tolerance is None else tolerance
+    worst = diff if check == "max_abs_diff" else pearson
+    passed = np.all(np.isfinite(got)) and (worst <= bound if check == "max_abs_diff" else worst >= bound)
+    return {"passed": bool(passed), "check": check if check == "max_abs_diff" else "pearson", "bound": bound,
+            "worst": worst, "max_abs_diff": diff, "pearson": pearson, "pairs": len(queries)}
+
+
+def write_cross_tflite(saved_model: str | Path, reference, output: str | Path, quantize: str,
+                       check_texts: list[str], base_meta: dict, calibration: dict[str, list[str]] | None = None,
+                       tolerance: float | None = None) -> dict:
+    """Converts a cross-encoder SavedModel's `score` endpoint to PREFIX.tflite (+ PREFIX.json).
+
+    `reference` is a `rerank.Reranker` on the Keras model; held pairs are every check text
+    against every other, so short/long, Chinese and empty strings meet in both slots.
+    """
+    output = Path(output)
+    path = output if output.suffix == ".tflite" else output.with_name(output.name + ".tflite")
+    if quantize == "int8" and not calibration:
+        raise UserError("--quantize int8 needs --dataset DIR (texts to calibrate activations on)")
+    cal = calibration or {"query": [], "doc": []}
+    cal_pairs = [{"query": q, "doc": d} for q, d in zip(cal["query"], cal["doc"])]  # sampled independently
+    blob = convert(saved_model, "score", quantize, cal_pairs)
+    queries = [q for q in check_texts for _ in check_texts]
+    docs = [d for _ in check_texts for d in check_texts]
+    check = verify_scores(TFLiteScorer(blob), reference.score_pairs(queries, docs), queries, docs,
+                          quantize, tolerance)
+    if not check["passed"]:
+        sign = "<=" if check["check"] == "max_abs_diff" else ">="
+        raise UserError(f"export check failed: cross-encoder ({quantize}) {check['check']} {check['worst']:.4g}, "
+                        f"needs {sign} {check['bound']:.4g}; nothing written")
+    meta = {**base_meta, "format": "tflite", "kind": "cross_encoder", "quantization": quantize,
+            "size_bytes": len(blob), "checks": {"score": check}, "checks_passed": True,
+            "calibration_pairs": len(cal_pairs),
+            "runtime": "tensorflow.lite InterpreterWithCustomOps + tensorflow_text SELECT_TFTEXT_OPS"}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for target, data in ((path, blob), (meta_path(path), json.dumps(meta, indent=2).encode())):
+        target.with_name(target.name + ".tmp").write_bytes(data)
+    for target in (path, meta_path(path)):
+        target.with_name(target.name + ".tmp").replace(target)
+    return {"paths": {"score": str(path)}, "checks": {"score": check}, "size_bytes": {"score": len(blob)}}

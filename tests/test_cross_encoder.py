@@ -1,0 +1,244 @@
+"""Cross-encoder reranker: losses by hand, mined training groups, save/reload parity,
+learning on a fixed batch, and the retrieve -> rerank -> export path on the tiny dataset."""
+import json
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import ROOT, run_cli
+from deepseek_tf import losses
+from deepseek_tf.config import config_from_dict, load_config
+from deepseek_tf.errors import ConfigError
+
+TINY = ROOT / "configs" / "cross_encoder_tiny.yaml"
+VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "summer", "dress", "laptop", "light", "cotton",
+         "tent", "camping", "coffee", "espresso", "shoes", "running", "for", "a", "the", "best"]
+
+
+# ------------------------------------------------------------------ losses, by hand
+def test_pointwise_bce_uses_graded_targets():
+    # logits 0 -> σ = 0.5; targets 4/4 = 1 and 0/4 = 0: each term is log 2
+    assert losses.pointwise_bce(tf.constant([[0.0, 0.0]]), tf.constant([[4, 0]])).numpy() == pytest.approx(np.log(2))
+    # grade 2 -> target 0.5; logit 2: softplus(2) − 0.5·2 = 2.126928 − 1 = 1.126928
+    assert losses.pointwise_bce(tf.constant([[2.0]]), tf.constant([[2]])).numpy() == pytest.approx(1.126928, abs=1e-6)
+    # grade 1 is not grade 4: flattening to binary would give softplus(−2) = 0.126928 for both
+    low = losses.pointwise_bce(tf.constant([[2.0]]), tf.constant([[1]])).numpy()
+    assert low == pytest.approx(2.126928 - 0.25 * 2, abs=1e-6)
+
+
+def test_ranknet_and_hinge_over_graded_pairs():
+    s, g = tf.constant([[1.0, 0.0, 2.0]]), tf.constant([[2, 0, 1]])
+    # ordered pairs g_i > g_j: (0,1) diff 1, (0,2) diff −1, (2,1) diff 2
+    # RankNet: [softplus(−1) + softplus(1) + softplus(−2)] / 3 = (0.313262 + 1.313262 + 0.126928) / 3
+    assert losses.ranknet(s, g).numpy() == pytest.approx(1.753452 / 3, abs=1e-6)
+    # hinge, margin 1: max(0, 1−1) + max(0, 1+1) + max(0, 1−2) = 2, over 3 pairs
+    assert losses.pairwise_hinge(s, g, margin=1.0).numpy() == pytest.approx(2 / 3, abs=1e-6)
+    # a group whose documents all share one grade has no pairs: loss 0, not NaN
+    assert losses.ranknet(s, tf.constant([[1, 1, 1]])).numpy() == 0.0
+
+
+def test_listwise_softmax_one_positive_and_graded():
+    # 1 positive + 2 negatives, logits [2, 0, 0]: −log(e²/(e² + 2)) = log(1 + 2e⁻²) = 0.239545
+    assert losses.listwise_softmax(tf.constant([[2.0, 0.0, 0.0]]), tf.constant([[1, 0, 0]])).numpy() == \
+        pytest.approx(0.239545, abs=1e-6)
+    # grades [2, 1, 0] -> gains [3, 1, 0] -> targets [3/4, 1/4, 0]; equal logits: log softmax = −log 3
+    assert losses.listwise_softmax(tf.zeros((1, 3)), tf.constant([[2, 1, 0]])).numpy() == \
+        pytest.approx(np.log(3), abs=1e-6)
+    # a group with no relevant document is left out of the mean (it would otherwise be 0/0)
+    two = losses.listwise_softmax(tf.constant([[2.0, 0.0, 0.0], [5.0, 1.0, 0.0]]), tf.constant([[1, 0, 0], [0, 0, 0]]))
+    assert two.numpy() == pytest.approx(0.239545, abs=1e-6)
+
+
+# ------------------------------------------------------------------ config
+def test_config_validates_interaction_and_loss():
+    with pytest.raises(ConfigError, match="model.interaction"):
+        config_from_dict({"model": {"kind": "cross_encoder", "interaction": "heavy"}})
+    from deepseek_tf.models import build_model
+
+    config = config_from_dict({"model": {"kind": "cross_encoder", "num_layers": 1, "hidden_dim": 8,
+                                         "num_heads": 2, "intermediate_dim": 16},
+                               "train": {"loss": "triplet"}})
+    with pytest.raises(ConfigError, match="cross-encoder takes"):
+        build_model(config, 20)
+
+
+# ------------------------------------------------------------------ training data
+def test_mined_negatives_exclude_judged_positives(tiny_beir):
+    from deepseek_tf.data import load_beir
+    from deepseek_tf.rerank import build_groups, mine_negatives
+
+    ds = load_beir(tiny_beir, "train")
+    pools = mine_negatives(ds, "bm25", top_k=10)
+    assert set(pools) == set(ds.qrels)
+    for q, pool in pools.items():
+        assert not set(pool) & {d for d, g in ds.qrels[q].items() if g >= 1}
+    groups = build_groups(ds, pools, num_negatives=3, rounds=2, seed=1)
+    positives = sum(1 for docs in ds.qrels.values() for g in docs.values() if g >= 1)
+    assert len(groups) == 2 * positives  # two rounds over every (query, positive)
+    assert all(len(row) == 4 for row in groups.docs)
+    # column 0 keeps the judged grade (2 or 1 in the fixture), never flattened; negatives are 0
+    assert sorted({row[0] for row in groups.grades}) == [1, 2]
+    assert all(g == 0 for row in groups.grades for g in row[1:])
+    assert build_groups(ds, pools, 3, rounds=2, seed=1).docs == groups.docs  # seeded
+
+
+def test_group_batch_is_query_document_pairs():
+    from deepseek_tf.rerank import tokenize_groups
+    from deepseek_tf.tokenizer import Tokenizer
+
+    tok = Tokenizer(VOCAB)
+    fn = tokenize_groups(tok, "full", 16, 32)
+    x, y = fn({"query": tf.constant(["summer dress"]), "docs": tf.constant([["light cotton dress", "tent"]])},
+              tf.constant([[2, 0]]))
+    assert y.shape == (1, 2)
+    ids = x["token_ids"].numpy()
+    v = {t: i for i, t in enumerate(VOCAB)}
+    # row 0: [CLS] summer dress [SEP] light cotton dress [SEP]; row 1 pairs the same query with "tent"
+    assert ids[0].tolist() == [v["[CLS]"], v["summer"], v["dress"], v["[SEP]"], v["light"], v["cotton"],
+                               v["dress"], v["[SEP]"]]
+    assert x["segment_ids"].numpy()[0].tolist() == [0, 0, 0, 0, 1, 1, 1, 1]
+    assert ids[1, :5].tolist() == [v["[CLS]"], v["summer"], v["dress"], v["[SEP]"], v["tent"]]
+    light, _ = tokenize_groups(tok, "light", 16, 32)({"query": tf.constant(["summer dress"]),
+                                                      "docs": tf.constant([["light cotton dress", "tent"]])},
+                                                     tf.constant([[2, 0]]))
+    assert light["query"]["token_ids"].shape[0] == 2 and light["doc"]["token_ids"].shape[0] == 2
+
+
+# ------------------------------------------------------------------ models
+def _tiny_model(interaction: str, loss: str = "listwise", head: str = "dense"):
+    from deepseek_tf.models import build_model
+
+    config = load_config(TINY, [f"model.interaction={interaction}", f"train.loss={loss}", f"model.score_head={head}"])
+    keras_model = build_model(config, len(VOCAB))
+    from deepseek_tf.tokenizer import Tokenizer
+
+    return keras_model, Tokenizer(VOCAB), config
+
+
+@pytest.mark.parametrize("interaction,head", [("full", "dense"), ("full", "cosine"), ("light", "dense")])
+def test_save_reload_gives_same_scores(interaction, head, tmp_path):
+    import keras
+
+    from deepseek_tf.rerank import Reranker
+
+    model, tok, config = _tiny_model(interaction, head=head)
+    queries = ["summer dress", "camping tent", "coffee"]
+    docs = ["light cotton dress", "the best tent for camping", "espresso coffee"]
+    before = Reranker.from_keras(model, tok, config).score_pairs(queries, docs)
+    path = tmp_path / "m.keras"
+    model.save(path)
+    loaded = keras.models.load_model(path, compile=False)
+    assert type(loaded) is type(model) and loaded.get_config() == model.get_config()
+    after = Reranker.from_keras(loaded, tok, config).score_pairs(queries, docs)
+    np.testing.assert_allclose(after, before, atol=1e-6)
+    assert len(set(np.round(before, 6))) == 3  # really depends on the pair
+
+
+def test_cosine_head_starts_as_segment_cosine():
+    # zero-initialised Dense: score = cos(mean of [CLS] q [SEP] states, mean of d [SEP] states) / τ
+    from deepseek_tf.rerank import tokenize_groups
+
+    model, tok, config = _tiny_model("full", head="cosine")
+    x, _ = tokenize_groups(tok, "full", 16, 32)({"query": tf.constant(["summer dress"]),
+                                                 "docs": tf.constant([["light cotton dress", "tent"]])},
+                                                tf.constant([[1, 0]]))
+    seq = model.backbone(x, training=False)["sequence_output"].numpy()  # (2, len, hidden)
+    mask, seg = x["padding_mask"].numpy(), x["segment_ids"].numpy()
+    want = []
+    for i in range(2):
+        q = seq[i][mask[i] & (seg[i] == 0)].mean(0)
+        d = seq[i][mask[i] & (seg[i] == 1)].mean(0)
+        want.append(q @ d / np.linalg.norm(q) / np.linalg.norm(d) / config.train.temperature)
+    np.testing.assert_allclose(model(x, training=False).numpy(), want, rtol=1e-5, atol=1e-5)
+
+
+def test_training_fits_a_fixed_batch():
+    import keras
+
+    from deepseek_tf.rerank import tokenize_groups
+
+    model, tok, config = _tiny_model("full")
+    batch = {"query": tf.constant(["summer dress", "camping tent"]),
+             "docs": tf.constant([["light cotton dress", "tent", "coffee"], ["camping tent", "dress", "shoes"]])}
+    x, y = tokenize_groups(tok, "full", 16, 32)(batch, tf.constant([[2, 0, 0], [1, 0, 0]]))
+    model.compile(optimizer=keras.optimizers.Adam(3e-3))
+    first = model.train_on_batch(x, y)
+    for _ in range(25):
+        last = model.train_on_batch(x, y)
+    assert first == pytest.approx(np.log(3), abs=0.3)  # near chance at start: −log(1/3)
+    assert last < 0.5 * first
+    scores = model(x, training=False).numpy().reshape(2, 3)
+    assert (scores[:, 0] > scores[:, 1:].max(axis=1)).all()  # each positive now ranks first
+
+
+# ------------------------------------------------------------------ pipeline
+def test_rerank_run_rescoring_order_and_latency():
+    from deepseek_tf.data import BeirDataset
+    from deepseek_tf.rerank import Reranker, rerank_run
+
+    corpus = {f"d{i}": {"title": "", "text": "x" * (i + 1)} for i in range(5)}
+    ds = BeirDataset(corpus, {"q": "query"}, {"q": {"d0": 1}})
+    # a stand-in cross-encoder: score = document length
+    fake = Reranker(lambda q, d: tf.cast(tf.strings.length(d), tf.float32), "len", batch_size=2)
+    first = {"q": {"d0": 0.9, "d1": 0.8, "d2": 0.7, "d3": 0.1, "d4": 0.0}}
+    run, stats = rerank_run(fake, ds, first, top_k=3)
+    assert run == {"q": {"d0": 1.0, "d1": 2.0, "d2": 3.0}}  # only the first stage's top 3, rescored
+    assert stats["rerank_depth"] == 3 and stats["latency_ms_p50"] > 0 and set(stats["latency_ms"]) == {"q"}
+
+
+def test_fusion_of_standardised_scores():
+    from deepseek_tf.rerank import fuse
+
+    first, ce = {"q": {"a": 3.0, "b": 1.0}}, {"q": {"a": 0.0, "b": 2.0}}
+    # z_first: mean 2, std 1 -> a +1, b −1; z_ce: mean 1, std 1 -> a −1, b +1
+    # w = 0.75: a = 0.75·(−1) + 0.25·(+1) = −0.5, b = +0.5; w = 1 is the cross-encoder's order
+    assert fuse(first, ce, 0.75) == {"q": {"a": pytest.approx(-0.5), "b": pytest.approx(0.5)}}
+    assert fuse(first, ce, 0.0) == {"q": {"a": pytest.approx(1.0), "b": pytest.approx(-1.0)}}
+
+
+@pytest.fixture(scope="module")
+def ce_run(tiny_beir, tmp_path_factory):
+    from deepseek_tf.train import train
+
+    workdir = tmp_path_factory.mktemp("ce_run")
+    history = train(load_config(TINY, [f"data.dataset={tiny_beir}"]), workdir, verbose=0)
+    assert history["steps"] == [6]
+    return workdir
+
+
+def test_evaluate_rerank_rows_side_by_side(tiny_run, ce_run, tiny_beir, tmp_path):
+    out = tmp_path / "report.json"
+    proc = run_cli("deepseek_tf.evaluate", "--model", str(tiny_run / "model"), "--dataset", str(tiny_beir),
+                   "--rerank", str(ce_run / "model"), "--top-k", "10", "--rerank-fusion", "0.5",
+                   "--output", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert "| dense |" in proc.stdout and "| dense+rerank |" in proc.stdout and "p95" in proc.stdout
+    report = json.loads(out.read_text())
+    dense, reranked = report["dense"], report["dense+rerank"]
+    # reranking permutes the same top-10: recall at depth >= 10 cannot change
+    assert reranked["recall@100"] == pytest.approx(dense["recall@100"])
+    assert report["dense+rerank+fusion"]["recall@100"] == pytest.approx(dense["recall@100"])
+    assert reranked["rerank_depth"] == 10 and reranked["rerank_latency_ms_p95"] >= reranked["rerank_latency_ms_p50"] > 0
+    assert reranked["latency_ms_p50"] > dense["latency_ms_p50"]  # end to end: first stage + reranking
+    bad = run_cli("deepseek_tf.evaluate", "--model", str(tiny_run / "model"), "--dataset", str(tiny_beir),
+                  "--rerank", str(tiny_run / "model"))
+    assert bad.returncode == 1 and "not a cross-encoder" in bad.stderr and "Traceback" not in bad.stderr
+    bad = run_cli("deepseek_tf.evaluate", "--model", str(tiny_run / "model"), "--dataset", str(tiny_beir),
+                  "--rerank", str(ce_run / "model"), "--rerank-fusion", "2")
+    assert bad.returncode == 1 and "--rerank-fusion must be in [0, 1]" in bad.stderr
+
+
+def test_saved_model_score_endpoint_matches_keras(ce_run, tmp_path):
+    from deepseek_tf.export import export_saved_model
+    from deepseek_tf.rerank import Reranker
+
+    meta = export_saved_model(ce_run / "model", tmp_path / "ce_sm")
+    assert meta["kind"] == "cross_encoder" and meta["checks"]["score_max_abs_diff"] <= 1e-5
+    queries, docs = ["summer dress", "轻便笔记本", ""], ["light summer dress", "tent", "coffee beans"]
+    keras_scores = Reranker.load(str(ce_run / "model")).score_pairs(queries, docs)
+    loaded = tf.saved_model.load(str(tmp_path / "ce_sm"))
+    np.testing.assert_allclose(loaded.score(tf.constant(queries), tf.constant(docs)).numpy(), keras_scores, atol=1e-5)
+    # the SavedModel also works as --rerank MODEL
+    np.testing.assert_allclose(Reranker.load(str(tmp_path / "ce_sm")).score_pairs(queries, docs), keras_scores,
+                               atol=1e-5)

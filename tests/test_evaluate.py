@@ -1,0 +1,93 @@
+import json
+
+import pytest
+
+from conftest import run_cli
+from deepseek_tf.errors import UserError
+from deepseek_tf.evaluate import METRIC_KEYS, drop_identical_ids, evaluate, hybrid_run, main
+
+SPEC_KEYS = METRIC_KEYS + ("queries", "latency_ms_p50", "latency_ms_p95", "docs_per_s")
+
+
+def test_cli_dense_bm25_hybrid_rows_json_and_plot(tiny_run, tiny_beir, tmp_path):
+    out, png = tmp_path / "r.json", tmp_path / "r.png"
+    proc = run_cli("deepseek_tf.evaluate", "--model", str(tiny_run / "model"), "--dataset", str(tiny_beir),
+                   "--baseline", "bm25", "--output", str(out), "--plot", str(png))
+    assert proc.returncode == 0, proc.stderr
+    rows = [line.split("|")[1].strip() for line in proc.stdout.splitlines() if line.startswith("| ")]
+    assert rows == ["system", "dense", "bm25", "hybrid"]
+    report = json.loads(out.read_text())
+    assert list(report) == ["dense", "bm25", "hybrid"]
+    for name, r in report.items():
+        for key in SPEC_KEYS + ("peak_rss_mb",):
+            assert r[key] is not None and r[key] >= 0, (name, key)
+        assert r["queries"] == 6 and set(r["per_query"]) == {f"q-{t}-2" for t in
+                                                             ("dress", "laptop", "phone", "shoes", "coffee", "tent")}
+        assert all("latency_ms" in m for m in r["per_query"].values())
+        curve = r["recall_curve"]  # mean Recall@1..100, the plotted figures
+        assert len(curve) == 100 and curve == sorted(curve)
+        assert curve[9] == pytest.approx(r["recall@10"]) and curve[99] == pytest.approx(r["recall@100"])
+        assert r["latency_ms_p50"] <= r["latency_ms_p95"]
+    # fused: each query pays for both systems
+    assert report["hybrid"]["latency_ms_p50"] >= report["bm25"]["latency_ms_p50"]
+    assert report["bm25"]["bm25"]["method"] == "lucene"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+
+
+def _write(directory, corpus, queries, qrels):
+    (directory / "qrels").mkdir(parents=True)
+    (directory / "corpus.jsonl").write_text("".join(json.dumps(r) + "\n" for r in corpus))
+    (directory / "queries.jsonl").write_text("".join(json.dumps(r) + "\n" for r in queries))
+    (directory / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(
+        f"{q}\t{d}\t{s}\n" for q, d, s in qrels))
+    return directory
+
+
+def test_bad_input_is_counted_and_the_rest_evaluated(tmp_path, capsys):
+    corpus = [{"_id": "d1", "title": "wing", "text": "wing flutter at transonic speed"},
+              {"_id": "d1", "title": "dup", "text": "a duplicate id"},
+              {"_id": "d2", "title": "", "text": ""},
+              {"_id": "d3", "title": "nozzle", "text": "nozzle heat transfer"}]
+    queries = [{"_id": "q1", "text": "wing flutter"}, {"_id": "q1", "text": "again"},
+               {"_id": "q2", "text": "  "}, {"_id": "q3", "text": "heat transfer in nozzles"}]
+    qrels = [("q1", "d1", 2), ("q1", "d2", 1), ("q1", "missing", 1), ("q2", "d3", 1), ("q3", "d3", 1),
+             ("q3", "d1", 0)]
+    results = evaluate(None, str(_write(tmp_path / "bad", corpus, queries, qrels)), baseline="bm25")
+    err = capsys.readouterr().err.splitlines()
+    # d1 dup, d2 empty, q1 dup, q2 empty; unknown: (q1,d2) empty doc, (q1,missing), (q2,d3) empty query
+    expected = ["dropped 1 duplicate doc ids", "dropped 1 empty docs", "dropped 1 empty queries",
+                "dropped 1 duplicate query ids", "dropped 3 judgments with unknown ids"]
+    assert sorted(results["bm25"]["warnings"]) == sorted(expected)
+    assert sum(line.startswith("warning: ") for line in err) == 5
+    assert "5 warning(s); evaluating the remaining 2 queries" in err
+    r = results["bm25"]
+    assert list(results) == ["bm25"] and r["queries"] == 2
+    assert r["per_query"]["q1"]["ndcg@10"] == 1.0 and r["per_query"]["q3"]["mrr@10"] == 1.0
+
+
+def test_empty_and_unusable_qrels_stop_with_one_line(tmp_path, capsys):
+    corpus = [{"_id": "d1", "text": "wing"}]
+    queries = [{"_id": "q1", "text": "wing"}]
+    empty = _write(tmp_path / "empty", corpus, queries, [])
+    with pytest.raises(UserError, match="no judgments"):
+        evaluate(None, str(empty), baseline="bm25")
+    unknown = _write(tmp_path / "unknown", corpus, queries, [("q1", "nope", 1)])
+    with pytest.raises(UserError, match="no judged queries left"):
+        evaluate(None, str(unknown), baseline="bm25", verbose=False)
+    assert main(["--dataset", str(tmp_path / "missing"), "--baseline", "bm25"]) == 1
+    assert capsys.readouterr().err.splitlines() == [f"error: dataset directory not found: {tmp_path / 'missing'}"]
+
+
+def test_identical_ids_dropped_only_on_request():
+    run = {"1": {"1": 0.9, "2": 0.5}, "2": {"1": 0.3}}
+    assert drop_identical_ids(run) == {"1": {"2": 0.5}, "2": {"1": 0.3}}
+
+
+def test_hybrid_fuses_and_adds_latencies():
+    dense = ({"q": {"a": 0.9, "b": 0.8}}, {"latency_ms": {"q": 10.0}, "index_s": 2.0, "docs_per_s": 50.0})
+    bm25 = ({"q": {"b": 7.0, "c": 1.0}}, {"latency_ms": {"q": 1.0}, "index_s": 0.5, "docs_per_s": 200.0})
+    run, stats = hybrid_run(dense, bm25, top_k=10, rrf_k=60)
+    # b: 1/62 + 1/61, a: 1/61, c: 1/62
+    assert list(run["q"]) == ["b", "a", "c"] and run["q"]["b"] == pytest.approx(1 / 62 + 1 / 61)
+    assert 11.0 <= stats["latency_ms"]["q"] < 12.0  # 10 + 1 ms + fusion time
+    assert stats["docs_per_s"] == pytest.approx(100 / 2.5)  # 100 docs indexed twice in 2 + 0.5 s
