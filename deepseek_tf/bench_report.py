@@ -170,8 +170,8 @@ def render_markdown(results: dict) -> str:
         "",
         f"Encode: {s.get('texts', 0):,} corpus texts, {s.get('tokens', 0):,} tokens (mean "
         f"{s.get('mean_tokens', 0):.1f}, max length {s.get('max_length')}), batch size {s.get('batch_size')}, "
-        f"length-sorted batches padded per batch, {s.get('rounds', 1)} interleaved rounds. Matmul rate: TF float32 {mm.get('n')}² matmul, best of "
-        f"3, {mm.get('tf_flops', 0) / 1e9:,.0f} GFLOP/s{torch_rate}. Share = tokens/s × FLOPs/token ÷ "
+        f"length-sorted batches padded per batch, {s.get('rounds', 1)} interleaved rounds. Matmul rate: TF float32 {mm.get('n')}² matmul, best "
+        f"seen before and during the rounds, {mm.get('tf_flops', 0) / 1e9:,.0f} GFLOP/s{torch_rate}. Share = tokens/s × FLOPs/token ÷ "
         f"matmul FLOP/s, FLOPs/token = 6 × (8H² + 4HI + 4LH) = {s.get('flops_per_token', 0) / 1e6:.1f} M "
         f"(H 384, I 1536, L = Σn²/Σn = {s.get('token_weighted_length', 0):.0f}; multiply-add = 2 FLOPs; "
         f"{s.get('flops_per_token_at_128', 0) / 1e6:.1f} M at L = 128).",

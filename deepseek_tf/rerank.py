@@ -136,10 +136,9 @@ def train_cross_encoder(config: Config, workdir: str | Path, verbose: int = 1) -
 
     import keras
 
+    from deepseek_tf.config import save_config
     from deepseek_tf.models import build_model
     from deepseek_tf.train import _Checkpointer, _make_optimizer, make_strategy, prepare_tokenizer, save_trained_model
-
-    from deepseek_tf.config import save_config
 
     workdir, d, t = Path(workdir), config.data, config.train
     if not d.dataset:

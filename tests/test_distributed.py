@@ -24,9 +24,6 @@ import keras
 from deepseek_tf.config import config_from_dict
 from deepseek_tf.models import build_model
 
-train_cfg = json.loads(sys.argv[1])
-config = config_from_dict({"model": {"num_layers": 1, "hidden_dim": 8, "intermediate_dim": 16, "num_heads": 2,
-                                     "max_position": 32, "dropout": 0.0}, "train": train_cfg})
 rng = np.random.default_rng(0)
 def ids(rows, length):
     return {"token_ids": tf.constant(rows, tf.int32), "padding_mask": tf.ones((len(rows), length), tf.bool),
@@ -37,63 +34,76 @@ docs = rng.integers(5, 50, size=(8, 6))
 docs[6] = docs[2]  # one document judged for two queries
 x = {"query": ids(queries, 4), "doc": ids(docs, 6), "neg": ids(rng.integers(5, 50, size=(8, 6)), 6)}
 
-keras.utils.set_random_seed(1)
 strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-with strategy.scope():
-    model = build_model(config, 50)
-    model(x)
-reference = build_model(config, 50)
-reference(x)
-reference.set_weights(model.get_weights())
+results = []
+for train_cfg in json.loads(sys.argv[1]):
+    config = config_from_dict({"model": {"num_layers": 1, "hidden_dim": 8, "intermediate_dim": 16, "num_heads": 2,
+                                         "max_position": 32, "dropout": 0.0}, "train": train_cfg})
+    keras.utils.set_random_seed(1)
+    with strategy.scope():
+        model = build_model(config, 50)
+        model(x)
+    reference = build_model(config, 50)
+    reference(x)
+    reference.set_weights(model.get_weights())
 
-def dense(grads, weights):
-    return [tf.zeros_like(w) if g is None else tf.convert_to_tensor(g) for g, w in zip(grads, weights)]
+    def dense(grads, weights):
+        return [tf.zeros_like(w) if g is None else tf.convert_to_tensor(g) for g, w in zip(grads, weights)]
 
-with tf.GradientTape() as tape:
-    loss_one = reference.compute_loss(x=x, y_pred=reference(x, training=False))
-grads_one = dense(tape.gradient(loss_one, reference.trainable_weights), reference.trainable_weights)
-
-@tf.function
-def replica_step(xr):
     with tf.GradientTape() as tape:
-        loss = model.compute_loss(x=xr, y_pred=model(xr, training=False))
-    return loss, dense(tape.gradient(loss, model.trainable_weights), model.trainable_weights)
+        loss_one = reference.compute_loss(x=x, y_pred=reference(x, training=False))
+    grads_one = dense(tape.gradient(loss_one, reference.trainable_weights), reference.trainable_weights)
 
-half = lambda ctx: tf.nest.map_structure(lambda t: t[4 * ctx.replica_id_in_sync_group:4 * (ctx.replica_id_in_sync_group + 1)], x)
-per_replica = strategy.experimental_distribute_values_from_function(half)
-loss_r, grads_r = strategy.run(replica_step, args=(per_replica,))
-# Keras sums replica gradients (and each replica's loss is already divided by 2)
-loss_two = strategy.reduce("SUM", loss_r, axis=None)
-grads_two = [strategy.reduce("SUM", g, axis=None) for g in grads_r]
-print(json.dumps({
-    "loss_one": float(loss_one), "loss_two": float(loss_two),
-    "max_grad_diff": max(float(tf.reduce_max(tf.abs(a - b))) for a, b in zip(grads_one, grads_two)),
-    "max_grad": max(float(tf.reduce_max(tf.abs(a))) for a in grads_one),
-    "replicas": strategy.num_replicas_in_sync}))
+    @tf.function
+    def replica_step(xr):
+        with tf.GradientTape() as tape:
+            loss = model.compute_loss(x=xr, y_pred=model(xr, training=False))
+        return loss, dense(tape.gradient(loss, model.trainable_weights), model.trainable_weights)
+
+    half = lambda ctx: tf.nest.map_structure(lambda t: t[4 * ctx.replica_id_in_sync_group:4 * (ctx.replica_id_in_sync_group + 1)], x)
+    per_replica = strategy.experimental_distribute_values_from_function(half)
+    loss_r, grads_r = strategy.run(replica_step, args=(per_replica,))
+    # Keras sums replica gradients (and each replica's loss is already divided by 2)
+    loss_two = strategy.reduce("SUM", loss_r, axis=None)
+    grads_two = [strategy.reduce("SUM", g, axis=None) for g in grads_r]
+    results.append({
+        "loss_one": float(loss_one), "loss_two": float(loss_two),
+        "max_grad_diff": max(float(tf.reduce_max(tf.abs(a - b))) for a, b in zip(grads_one, grads_two)),
+        "max_grad": max(float(tf.reduce_max(tf.abs(a))) for a in grads_one),
+        "replicas": strategy.num_replicas_in_sync})
+print(json.dumps(results))
 """
 
 
-def _run_gather(train_cfg: dict) -> dict:
-    proc = subprocess.run([sys.executable, "-c", GATHER_SCRIPT, json.dumps(train_cfg)], capture_output=True,
+CASES = [
+    {"temperature": 0.5},
+    {"temperature": 0.5, "symmetric": True, "learn_temperature": True, "label_smoothing": 0.1},
+    {"temperature": 0.5, "gather_across_replicas": False},
+]
+
+
+@pytest.fixture(scope="module")
+def gather_results() -> list[dict]:
+    """One fresh process (2 logical CPUs) runs every case: one TensorFlow start-up, not three."""
+    proc = subprocess.run([sys.executable, "-c", GATHER_SCRIPT, json.dumps(CASES)], capture_output=True,
                           text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize("train_cfg", [
-    {"temperature": 0.5},
-    {"temperature": 0.5, "symmetric": True, "learn_temperature": True, "label_smoothing": 0.1},
-])
-def test_two_replicas_match_one_replica_on_the_global_batch(train_cfg):
-    r = _run_gather(train_cfg)
+@pytest.mark.parametrize("case", [0, 1])
+def test_two_replicas_match_one_replica_on_the_global_batch(gather_results, case):
+    # batch of 8 (a repeated query and a repeated document across the two halves, hard negatives):
+    # replicas hold rows 0-3 and 4-7; summed replica losses/gradients = the 1-replica values
+    r = gather_results[case]
     assert r["replicas"] == 2
     assert r["loss_two"] == pytest.approx(r["loss_one"], abs=1e-5)
     assert r["max_grad"] > 1e-3 and r["max_grad_diff"] <= 1e-5
 
 
-def test_without_gathering_two_replicas_differ():
+def test_without_gathering_two_replicas_differ(gather_results):
     # The check above can fail: each replica alone sees only half the negatives.
-    r = _run_gather({"temperature": 0.5, "gather_across_replicas": False})
+    r = gather_results[2]
     assert abs(r["loss_two"] - r["loss_one"]) > 1e-3
 
 
