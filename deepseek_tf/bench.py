@@ -199,7 +199,7 @@ def bench_encoders(texts: list[str], args, workdir: Path, matmul: dict) -> tuple
                 matmul[key] = max(matmul.get(key, 0.0), again[key])
         idx = np.arange(r, len(texts), rounds)
         part = [texts[i] for i in idx]
-        for system, kind, fn in systems:
+        for system, kind, fn in (systems if r % 2 == 0 else systems[::-1]):  # no system always goes first
             log(f"  encode round {r + 1}/{rounds}: {system} ...")
             start = time.perf_counter()
             out = np.asarray(fn(part), np.float32)  # (len(part), dim)
