@@ -179,7 +179,7 @@ def train_cross_encoder(config: Config, workdir: str | Path, verbose: int = 1) -
     history = json.loads(history_path.read_text()) if history_path.is_file() else {}
     if initial_epoch < t.epochs:
         result = model.fit(dataset, epochs=t.epochs, initial_epoch=initial_epoch, steps_per_epoch=steps,
-                           verbose=verbose, callbacks=[_Checkpointer(manager),
+                           shuffle=False, verbose=verbose, callbacks=[_Checkpointer(manager),
                                                        keras.callbacks.TensorBoard(str(workdir / "logs"))])
         for k, v in result.history.items():
             history.setdefault(k, []).extend(float(x) for x in v)

@@ -304,7 +304,8 @@ def train(config: Config, workdir: str | Path, verbose: int = 1) -> dict:
             pairs, tokenizer, t.batch_size, config.model.query_max_length, config.model.doc_max_length,
             seed=t.seed, shuffle_buffer=d.shuffle_buffer).repeat().skip(done)
         result = model.fit(dataset, epochs=epoch + 1 if into else t.epochs, initial_epoch=epoch,
-                           steps_per_epoch=steps - into if into else steps, verbose=verbose, callbacks=callbacks)
+                           steps_per_epoch=steps - into if into else steps, verbose=verbose, callbacks=callbacks,
+                           shuffle=False)  # the tf.data pipeline shuffles with the seed
         for k, v in result.history.items():
             history.setdefault(k, []).extend(float(x) for x in v)
         done = int(model.optimizer.iterations.numpy())

@@ -1,8 +1,14 @@
 """Text encoder: a transformer backbone, pooling, optional projection, optional L2 norm."""
 from __future__ import annotations
 
+import warnings
+
 import keras
 from keras import ops
+
+# keras-hub's BertBackbone carries a pooler ("pooled_dense") that mean pooling never uses;
+# Keras would warn on every training run that it gets no gradients.
+warnings.filterwarnings("ignore", message=r"Gradients do not exist for variables \['pooled_dense")
 
 
 @keras.saving.register_keras_serializable(package="deepseek_tf")
