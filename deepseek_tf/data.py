@@ -38,13 +38,16 @@ class BeirDataset:
     dropped: dict[str, int] = field(default_factory=dict)  # what was dropped and how often
 
     def doc_text(self, doc_id: str, use_title: bool = True) -> str:
-        doc = self.corpus[doc_id]
-        title, text = doc.get("title", ""), doc.get("text", "")
-        # BEIR's convention: title + " " + text even when the text repeats the title (Cranfield's
-        # does): all-MiniLM-L6-v2 gets its reference nDCG@10 0.403 this way (0.393 on text alone).
-        if use_title and title:
-            return f"{title} {text}".strip()
-        return text or title
+        return join_title(self.corpus[doc_id], use_title)
+
+
+def join_title(doc: dict[str, str], use_title: bool = True) -> str:
+    """BEIR's convention: title + " " + text even when the text repeats the title (Cranfield's
+    does): all-MiniLM-L6-v2 gets its reference nDCG@10 0.403 this way (0.393 on text alone)."""
+    title, text = doc.get("title", ""), doc.get("text", "")
+    if use_title and title:
+        return f"{title} {text}".strip()
+    return text or title
 
 
 def _read_jsonl(path: Path, id_key: str = "_id") -> list[dict]:
@@ -66,6 +69,26 @@ def _read_jsonl(path: Path, id_key: str = "_id") -> list[dict]:
     except UnicodeDecodeError as e:
         raise UserError(f"{path}: not UTF-8 (byte {e.start})") from None
     return rows
+
+
+def read_corpus(path: Path) -> tuple[dict[str, dict[str, str]], dict[str, int]]:
+    """corpus.jsonl -> ({doc id: {"title", "text"}}, dropped counts).
+
+    The first of duplicate ids wins; documents with neither title nor text are dropped.
+    """
+    corpus: dict[str, dict[str, str]] = {}
+    dropped: dict[str, int] = {}
+    for row in _read_jsonl(path):
+        doc_id = str(row["_id"])
+        if doc_id in corpus:
+            dropped["duplicate doc ids"] = dropped.get("duplicate doc ids", 0) + 1
+            continue
+        title, text = normalize_text(row.get("title")), normalize_text(row.get("text"))
+        if not title and not text:
+            dropped["empty docs"] = dropped.get("empty docs", 0) + 1
+            continue
+        corpus[doc_id] = {"title": title, "text": text}
+    return corpus, dropped
 
 
 def read_qrels(path: Path) -> dict[str, dict[str, int]]:
@@ -103,18 +126,7 @@ def load_beir(directory: str | Path, split: str = "test", unknown_ids: str = "er
     directory = Path(directory)
     if not directory.is_dir():
         raise UserError(f"dataset directory not found: {directory}")
-    corpus: dict[str, dict[str, str]] = {}
-    dropped: dict[str, int] = {}
-    for row in _read_jsonl(directory / "corpus.jsonl"):
-        doc_id = str(row["_id"])
-        if doc_id in corpus:
-            dropped["duplicate doc ids"] = dropped.get("duplicate doc ids", 0) + 1
-            continue
-        title, text = normalize_text(row.get("title")), normalize_text(row.get("text"))
-        if not title and not text:
-            dropped["empty docs"] = dropped.get("empty docs", 0) + 1
-            continue
-        corpus[doc_id] = {"title": title, "text": text}
+    corpus, dropped = read_corpus(directory / "corpus.jsonl")
     queries: dict[str, str] = {}
     for row in _read_jsonl(directory / "queries.jsonl"):
         text = normalize_text(row.get("text"))

@@ -21,29 +21,23 @@ INDEX_TYPES = ("exact", "flat", "ivf", "hnsw")
 def read_corpus(path: str | Path) -> tuple[list[str], list[str], dict[str, int]]:
     """(ids, texts, dropped) from a BEIR corpus.jsonl (`_id, title, text`) or a .txt file
     (one document per line, id = line number); duplicate ids and empty texts are dropped and counted."""
-    from deepseek_tf.data import _read_jsonl, normalize_text
+    from deepseek_tf.data import join_title, normalize_text, read_corpus as read_jsonl_corpus
 
     path = Path(path)
     if not path.is_file():
         raise UserError(f"missing corpus file: {path}")
     if path.suffix == ".jsonl":
-        rows = [(str(r["_id"]), normalize_text(r.get("title")), normalize_text(r.get("text")))
-                for r in _read_jsonl(path)]
+        corpus, dropped = read_jsonl_corpus(path)
+        ids = list(corpus)
+        texts = [join_title(corpus[i]) for i in ids]
     else:
         try:
-            lines = path.read_text(encoding="utf-8").splitlines()
+            lines = [normalize_text(line) for line in path.read_text(encoding="utf-8").splitlines()]
         except UnicodeDecodeError as e:
             raise UserError(f"{path}: not UTF-8 (byte {e.start})") from None
-        rows = [(str(i), "", normalize_text(line)) for i, line in enumerate(lines, 1)]
-    ids, texts, seen, dropped = [], [], set(), {}
-    for doc_id, title, text in rows:
-        what = "duplicate doc ids" if doc_id in seen else ("empty docs" if not (title or text) else None)
-        if what:
-            dropped[what] = dropped.get(what, 0) + 1
-            continue
-        seen.add(doc_id)
-        ids.append(doc_id)
-        texts.append(f"{title} {text}".strip())  # BEIR's convention, as data.BeirDataset.doc_text
+        ids = [str(i) for i, line in enumerate(lines, 1) if line]
+        texts = [line for line in lines if line]
+        dropped = {"empty docs": len(lines) - len(ids)} if len(ids) < len(lines) else {}
     if not ids:
         raise UserError(f"{path}: no documents")
     return ids, texts, dropped
