@@ -70,6 +70,9 @@ class DataConfig:
     mine_negatives: bool = False
     mine_skip_top: int = 3
     mine_margin: float = 0.05
+    # Add (title, body) pairs from the corpus itself (every document with both; see
+    # data.title_dataset): in-domain training signal without judgments. Mined like the rest.
+    title_pairs: bool = False
     # Dev set for early stopping / best checkpoint: qrels/{dev_split}.tsv, or else this
     # fraction of the training queries held out (0 = no dev evaluation).
     dev_fraction: float = 0.0
@@ -100,6 +103,8 @@ class TrainConfig:
     gather_across_replicas: bool = True  # infonce: negatives from every replica's batch
     accumulation_steps: int = 1  # micro-batches per batch (GradCache: same loss as the batch)
     mixed_precision: str = "none"  # none | auto (bf16 on CPU, fp16 on GPU) | mixed_bfloat16 | mixed_float16
+    # infonce: weight each pair by its graded judgment / the mean grade (nDCG's gains)
+    grade_weighting: bool = False
     patience: Optional[int] = None  # epochs without dev nDCG@10 gain before stopping; None: never
 
 

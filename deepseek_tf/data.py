@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
 import tensorflow as tf
 
 from deepseek_tf.errors import UserError
@@ -241,6 +242,41 @@ def pairs_from_beir(ds: BeirDataset, min_label: int = 1, use_title: bool = True)
     return Pairs(queries, docs, None, labels)
 
 
+def grade_weights(labels: list[int]) -> list[float]:
+    """Per-pair loss weights grade / mean grade (mean weight 1, so the loss scale and the
+    learning rate keep their meaning): a grade-4 judgment counts four times a grade-1 one,
+    as it does in nDCG's gain."""
+    if not labels or min(labels) <= 0:
+        raise UserError("train.grade_weighting needs a positive graded label on every training pair")
+    mean = sum(labels) / len(labels)
+    return [g / mean for g in labels]
+
+
+def title_dataset(ds: BeirDataset) -> BeirDataset:
+    """The corpus as its own training set: each document's title is a pseudo-query whose one
+    relevant document is the document's body (an in-domain signal that needs no judgments,
+    as in title/body pre-training). A body that opens with its title loses that prefix,
+    else the pair is a copy task. Documents without both a title and a body are left out."""
+    bodies, queries, qrels = {}, {}, {}
+    for doc_id, doc in ds.corpus.items():
+        title, text = doc.get("title", "").strip(), doc.get("text", "").strip()
+        if title and text.startswith(title):
+            text = text[len(title):].strip()
+        if text:
+            bodies[doc_id] = {"title": "", "text": text}
+        if title and text:
+            queries[f"title:{doc_id}"] = title
+            qrels[f"title:{doc_id}"] = {doc_id: 1}
+    return BeirDataset(bodies, queries, qrels)
+
+
+def concat_pairs(a: Pairs, b: Pairs) -> Pairs:
+    if (a.negs is None) != (b.negs is None) or (a.labels is None) != (b.labels is None):
+        raise UserError("cannot mix training pairs with and without negatives/labels")
+    join = lambda x, y: None if x is None else list(x) + list(y)
+    return Pairs(a.queries + b.queries, a.docs + b.docs, join(a.negs, b.negs), join(a.labels, b.labels))
+
+
 # ---------------------------------------------------------------------------- tf.data
 def pair_dataset(
     pairs: Pairs,
@@ -252,11 +288,15 @@ def pair_dataset(
     shuffle: bool = True,
     shuffle_buffer: int = 10000,
     drop_remainder: bool = True,
+    weights: list[float] | None = None,
 ) -> tf.data.Dataset:
-    """Batches of {"query": ids, "doc": ids[, "neg": ids]} for dual-encoder training."""
+    """Batches of {"query": ids, "doc": ids[, "neg": ids][, "weight": (batch,)]} for dual-encoder
+    training; `weights` are per-pair loss weights (see `grade_weights`)."""
     columns = {"query": pairs.queries, "doc": pairs.docs}
     if pairs.negs is not None:
         columns["neg"] = pairs.negs
+    if weights is not None:
+        columns["weight"] = np.asarray(weights, np.float32)
     ds = tf.data.Dataset.from_tensor_slices(columns)
     if shuffle:
         ds = ds.shuffle(min(shuffle_buffer, len(pairs)), seed=seed, reshuffle_each_iteration=True)
@@ -264,7 +304,7 @@ def pair_dataset(
     lengths = {"query": query_max_length, "doc": doc_max_length, "neg": doc_max_length}
 
     def tokenize(batch):
-        return {k: tokenizer(v, lengths[k]) for k, v in batch.items()}
+        return {k: tokenizer(v, lengths[k]) if k in lengths else v for k, v in batch.items()}
 
     return ds.map(tokenize, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 

@@ -22,7 +22,8 @@ def positive_mask(q_keys: tf.Tensor, d_keys: tf.Tensor, q_keys_all: tf.Tensor, d
 
 def infonce(q: tf.Tensor, d: tf.Tensor, neg: tf.Tensor | None = None, temperature: float | tf.Tensor = 0.05,
             symmetric: bool = False, offset: int | tf.Tensor = 0, mask: tf.Tensor | None = None,
-            label_smoothing: float = 0.0, q_all: tf.Tensor | None = None) -> tf.Tensor:
+            label_smoothing: float = 0.0, q_all: tf.Tensor | None = None,
+            weights: tf.Tensor | None = None) -> tf.Tensor:
     """In-batch softmax cross-entropy (InfoNCE; MultipleNegativesRankingLoss; NT-Xent).
 
     With candidates c = [d; neg] and s_ij = q_i·c_j / τ, the positive of q_i being
@@ -38,11 +39,14 @@ def infonce(q: tf.Tensor, d: tf.Tensor, neg: tf.Tensor | None = None, temperatur
     mass over the K_i valid candidates. `temperature` may be a tensor (learned τ).
     With `symmetric`, the doc→query direction (d_i against all queries `q_all`, default q,
     masked by the pair block of `mask`) is averaged in.
+    `weights` (B,) scale each pair's term: loss = 1/B Σ_i w_i ℓ_i (graded judgments: w_i =
+    grade_i / mean grade, normalised over the whole training set so that the sum over
+    replicas stays the global loss).
     """
     candidates = d if neg is None else tf.concat([d, neg], axis=0)  # (C, dim)
     labels = tf.range(tf.shape(q)[0]) + offset  # (B,)
     loss = _softmax_ce(tf.matmul(q, candidates, transpose_b=True) / temperature, labels, mask,
-                       label_smoothing)
+                       label_smoothing, weights)
     if symmetric:
         # Pair j is a positive of pair i (shared query or document text) in both directions,
         # so the pair block of `mask` serves the doc→query direction unchanged.
@@ -50,12 +54,13 @@ def infonce(q: tf.Tensor, d: tf.Tensor, neg: tf.Tensor | None = None, temperatur
         d_local = d[offset:offset + tf.shape(q)[0]]  # (B, dim): this replica's positives
         pair_mask = None if mask is None else mask[:, :tf.shape(d)[0]]  # (B, B_all)
         logits_d = tf.matmul(d_local, q_all, transpose_b=True) / temperature  # (B, B_all)
-        loss = 0.5 * (loss + _softmax_ce(logits_d, labels, pair_mask, label_smoothing))
+        loss = 0.5 * (loss + _softmax_ce(logits_d, labels, pair_mask, label_smoothing, weights))
     return loss
 
 
-def _softmax_ce(logits: tf.Tensor, labels: tf.Tensor, mask: tf.Tensor | None, smoothing: float) -> tf.Tensor:
-    """Mean over rows of −[(1−ε) log p_label + ε/K Σ_valid log p]; masked columns are excluded."""
+def _softmax_ce(logits: tf.Tensor, labels: tf.Tensor, mask: tf.Tensor | None, smoothing: float,
+                weights: tf.Tensor | None = None) -> tf.Tensor:
+    """Mean over rows of −w·[(1−ε) log p_label + ε/K Σ_valid log p]; masked columns are excluded."""
     logits = tf.cast(logits, tf.float32)
     own = tf.one_hot(labels, tf.shape(logits)[1], on_value=True, off_value=False)  # (B, C)
     valid = tf.ones_like(own) if mask is None else tf.logical_or(tf.logical_not(mask), own)
@@ -66,6 +71,8 @@ def _softmax_ce(logits: tf.Tensor, labels: tf.Tensor, mask: tf.Tensor | None, sm
         k = tf.reduce_sum(tf.cast(valid, tf.float32), axis=-1)  # (B,)
         uniform = -tf.reduce_sum(tf.where(valid, log_p, 0.0), axis=-1) / k
         nll = (1.0 - smoothing) * nll + smoothing * uniform
+    if weights is not None:
+        nll = nll * tf.cast(weights, nll.dtype)  # (B,)
     return tf.reduce_mean(nll)
 
 

@@ -113,10 +113,16 @@ def load_training_data(config: Config) -> tuple[data_lib.Pairs, data_lib.BeirDat
     if d.mine_negatives and d.negatives_from != "self":
         from deepseek_tf.mining import mine
 
-        mined = mine(ds, d.negatives_from, d.mine_top_k, d.mine_skip_top, d.mine_margin, d.min_label, seed,
-                     d.use_title)
-        return mined.pairs, ds, dev
-    return data_lib.pairs_from_beir(ds, d.min_label, d.use_title), ds, dev
+        pairs = mine(ds, d.negatives_from, d.mine_top_k, d.mine_skip_top, d.mine_margin, d.min_label, seed,
+                     d.use_title).pairs
+        if d.title_pairs:
+            pairs = data_lib.concat_pairs(pairs, mine(data_lib.title_dataset(ds), d.negatives_from, d.mine_top_k,
+                                                      d.mine_skip_top, d.mine_margin, 1, seed, False).pairs)
+        return pairs, ds, dev
+    pairs = data_lib.pairs_from_beir(ds, d.min_label, d.use_title)
+    if d.title_pairs and not d.mine_negatives:
+        pairs = data_lib.concat_pairs(pairs, data_lib.pairs_from_beir(data_lib.title_dataset(ds), 1, False))
+    return pairs, ds, dev
 
 
 def load_training_pairs(config: Config) -> data_lib.Pairs:
@@ -281,6 +287,11 @@ def train(config: Config, workdir: str | Path, verbose: int = 1) -> dict:
     elif d.mine_negatives and d.negatives_from == "self":
         pairs = _mine_with_model(model, tokenizer, config, train_ds)
 
+    weights = None
+    if t.grade_weighting:
+        if t.loss != "infonce":
+            raise ConfigError("train.grade_weighting works with train.loss: infonce")
+        weights = data_lib.grade_weights(pairs.labels or [])
     callbacks: list[keras.callbacks.Callback] = []
     evaluator = None
     if dev is not None:
@@ -302,7 +313,7 @@ def train(config: Config, workdir: str | Path, verbose: int = 1) -> dict:
         epoch, into = divmod(done, steps)
         dataset = data_lib.pair_dataset(
             pairs, tokenizer, t.batch_size, config.model.query_max_length, config.model.doc_max_length,
-            seed=t.seed, shuffle_buffer=d.shuffle_buffer).repeat().skip(done)
+            seed=t.seed, shuffle_buffer=d.shuffle_buffer, weights=weights).repeat().skip(done)
         result = model.fit(dataset, epochs=epoch + 1 if into else t.epochs, initial_epoch=epoch,
                            steps_per_epoch=steps - into if into else steps, verbose=verbose, callbacks=callbacks,
                            shuffle=False)  # the tf.data pipeline shuffles with the seed
@@ -335,8 +346,13 @@ def _mine_with_model(model, tokenizer: Tokenizer, config: Config, train_ds) -> d
     if train_ds is None:
         raise ConfigError("data.mine_negatives needs data.dataset (a BEIR directory)")
     embedder = KerasEmbedder(model, tokenizer, config.model.query_max_length, config.model.doc_max_length, "self")
-    return mine(train_ds, "self", d.mine_top_k, d.mine_skip_top, d.mine_margin, d.min_label, config.train.seed,
-                d.use_title, embedder=embedder).pairs
+    pairs = mine(train_ds, "self", d.mine_top_k, d.mine_skip_top, d.mine_margin, d.min_label, config.train.seed,
+                 d.use_title, embedder=embedder).pairs
+    if d.title_pairs:
+        pairs = data_lib.concat_pairs(pairs, mine(data_lib.title_dataset(train_ds), "self", d.mine_top_k,
+                                                  d.mine_skip_top, d.mine_margin, 1, config.train.seed, False,
+                                                  embedder=embedder).pairs)
+    return pairs
 
 
 def save_trained_model(model: keras.Model, tokenizer: Tokenizer, config: Config, out: Path) -> None:

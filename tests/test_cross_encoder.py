@@ -116,7 +116,8 @@ def _tiny_model(interaction: str, loss: str = "listwise", head: str = "dense"):
     return keras_model, Tokenizer(VOCAB), config
 
 
-@pytest.mark.parametrize("interaction,head", [("full", "dense"), ("full", "cosine"), ("light", "dense")])
+@pytest.mark.parametrize("interaction,head", [("full", "dense"), ("full", "cosine"), ("light", "dense"),
+                                              ("light", "cosine")])
 def test_save_reload_gives_same_scores(interaction, head, tmp_path):
     import keras
 
@@ -151,6 +152,28 @@ def test_cosine_head_starts_as_segment_cosine():
         d = seq[i][mask[i] & (seg[i] == 1)].mean(0)
         want.append(q @ d / np.linalg.norm(q) / np.linalg.norm(d) / config.train.temperature)
     np.testing.assert_allclose(model(x, training=False).numpy(), want, rtol=1e-5, atol=1e-5)
+
+
+def test_light_cosine_reranker_from_a_trained_dual_encoder_starts_at_its_ranking(tiny_run):
+    # model.backbone = the dual encoder's model/ dir: its tower's weights, its vocab; with the
+    # zero-initialised head the light cross-encoder's score is exactly q·d / τ of the retriever.
+    from deepseek_tf.embedders import load_embedder
+    from deepseek_tf.models import build_model
+    from deepseek_tf.rerank import Reranker
+    from deepseek_tf.train import prepare_tokenizer
+
+    run = tiny_run / "model"
+    config = load_config(TINY, [f"model.backbone={run}", "model.interaction=light", "model.score_head=cosine",
+                                "model.trainable=false"])
+    retriever = load_embedder(str(run))  # configs/tiny.yaml: same lengths (16, 64) as the reranker's
+    tok = prepare_tokenizer(config, None, run)  # reads run/vocab.txt
+    model = build_model(config, tok.vocab_size)
+    queries = ["summer dress", "camping tent", "light laptop"]
+    docs = ["a light cotton summer dress", "tent for camping", "espresso coffee"]
+    want = np.sum(retriever.encode_queries(queries) * retriever.encode_docs(docs), axis=1) / config.train.temperature
+    got = Reranker.from_keras(model, tok, config).score_pairs(queries, docs)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    assert model.backbone.trainable is False
 
 
 def test_training_fits_a_fixed_batch():

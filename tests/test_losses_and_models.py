@@ -53,6 +53,14 @@ def test_infonce_masks_duplicate_positives():
     assert losses.infonce(q, d, temperature=1.0).numpy() == pytest.approx(0.813262, abs=1e-6)
 
 
+def test_infonce_pair_weights_hand_computed():
+    # q = [[1,0],[1,0]], d = I, τ = 1: per-row losses 0.313262 and 1.313262 (see above);
+    # weights [1.5, 0.5]: (1.5·0.313262 + 0.5·1.313262) / 2 = (0.469893 + 0.656631) / 2 = 0.563262
+    q = tf.constant([[1.0, 0.0], [1.0, 0.0]])
+    got = losses.infonce(q, I2, temperature=1.0, weights=tf.constant([1.5, 0.5]))
+    assert got.numpy() == pytest.approx(0.563262, abs=1e-6)
+
+
 def test_positive_mask_same_document_and_hard_negative():
     # pairs (qa, d1), (qb, d1), (qc, d2); hard negatives [d2, d3]
     qk, dk = tf.constant([1, 2, 3], tf.int64), tf.constant([10, 10, 20], tf.int64)

@@ -29,7 +29,9 @@ PRESETS: dict[str, Callable[[], Path]] = {
 
 
 def backbone_kind(spec: str) -> str:
-    """'scratch' | 'hf' (preset or HF checkpoint dir) | 'hub' (TF Hub handle)."""
+    """'scratch' | 'hf' (preset or HF checkpoint dir) | 'hub' (TF Hub handle) | 'trained' (a
+    deepseek_tf dual encoder's model/ dir: its query tower's transformer, e.g. to start a
+    reranker from a fine-tuned retriever)."""
     if spec == "scratch":
         return "scratch"
     if spec in PRESETS:
@@ -41,8 +43,10 @@ def backbone_kind(spec: str) -> str:
         return "hf"
     if (path / "saved_model.pb").is_file():
         return "hub"
+    if (path / "model.keras").is_file() and (path / "vocab.txt").is_file():
+        return "trained"
     raise UserError(f"model.backbone: {spec!r} is not 'scratch', a preset ({', '.join(PRESETS)}), "
-                    "a Hugging Face checkpoint directory or a TF Hub handle")
+                    "a Hugging Face checkpoint directory, a TF Hub handle or a trained dual encoder's model/ dir")
 
 
 def checkpoint_dir(spec: str) -> Path:
@@ -54,6 +58,8 @@ def vocab_path(spec: str) -> Path | None:
     kind = backbone_kind(spec)
     if kind == "hf":
         path = checkpoint_dir(spec) / "vocab.txt"
+    elif kind == "trained":
+        path = Path(spec) / "vocab.txt"
     elif kind == "hub":
         from deepseek_tf.models.hub import resolve_handle
 
@@ -83,9 +89,25 @@ def build_backbone(cfg: ModelConfig, vocab_size: int) -> keras.layers.Layer:
             backbone = keras_hub.models.BertBackbone.from_preset(str(directory))
         except Exception as e:  # keras-hub raises assorted types for unreadable checkpoints
             raise UserError(f"cannot load BERT checkpoint {directory}: {str(e).splitlines()[0]}") from None
+    elif kind == "trained":
+        backbone = _trained_backbone(Path(cfg.backbone))
     else:
         from deepseek_tf.models.hub import HubBackbone
 
         backbone = HubBackbone(cfg.backbone.removeprefix("hub:"), trainable=cfg.trainable)
     backbone.trainable = cfg.trainable
     return backbone
+
+
+def _trained_backbone(path: Path) -> keras.layers.Layer:
+    """The query tower's transformer of a trained deepseek_tf dual encoder (weights included)."""
+    import deepseek_tf.models  # noqa: F401  (registers the serializable classes)
+
+    try:
+        model = keras.models.load_model(path / "model.keras", compile=False)
+    except Exception as e:
+        raise UserError(f"model.backbone: cannot load {path}/model.keras ({str(e).splitlines()[0]})") from None
+    encoder = getattr(model, "query_encoder", None)
+    if encoder is None:
+        raise UserError(f"model.backbone: {path} is not a dual encoder (no query tower to start from)")
+    return encoder.backbone

@@ -63,7 +63,7 @@ class _RankingModel(keras.Model):
         outputs = self.backbone(
             {"token_ids": ids["token_ids"], "padding_mask": ids["padding_mask"],
              "segment_ids": ids.get("segment_ids", ops.zeros_like(ids["token_ids"]))},
-            training=training,
+            training=training and self.backbone.trainable,  # a frozen tower drops no units
         )
         return outputs["sequence_output"]  # (batch, seq, hidden)
 
@@ -140,10 +140,17 @@ class LightCrossEncoder(_RankingModel):
 
     h = LayerNorm(Q + MHA(Q, D, D)),  score = w · mean_{query tokens}(h) + b
     with Q, D the tower's token states of query and document; padding masked both sides.
+    head "cosine" adds cos(mean Q, mean D) / temperature — the bi-encoder's own score — and
+    starts w, b at 0, so a (fine-tuned) bi-encoder tower starts out ranking exactly as its
+    dual encoder does and the interaction learns a correction on top.
     """
 
-    def __init__(self, backbone, num_heads: int = 4, **kwargs):
+    def __init__(self, backbone, num_heads: int = 4, head: str = "dense", temperature: float = 0.05, **kwargs):
         super().__init__(backbone, **kwargs)
+        if head not in ("dense", "cosine"):
+            raise ValueError(f"head must be 'dense' or 'cosine', got {head!r}")
+        self.head_kind = head
+        self.temperature = temperature
         hidden = backbone.hidden_dim
         if hidden % num_heads:
             raise ValueError(f"interaction_heads ({num_heads}) must divide the hidden size ({hidden})")
@@ -151,7 +158,8 @@ class LightCrossEncoder(_RankingModel):
         self.attention = keras.layers.MultiHeadAttention(num_heads, hidden // num_heads, name="query_over_doc")
         self.norm = keras.layers.LayerNormalization(epsilon=1e-6, name="interaction_norm")
         self.mean_pool = MeanPooling()
-        self.head = keras.layers.Dense(1, name="score")
+        self.head = keras.layers.Dense(1, kernel_initializer="zeros" if head == "cosine" else "glorot_uniform",
+                                       name="score")
 
     def build(self, input_shape=None):
         hidden = self.backbone.hidden_dim
@@ -172,10 +180,17 @@ class LightCrossEncoder(_RankingModel):
         attended = self.attention(q, d, d, attention_mask=mask, training=training)
         h = self.norm(q + attended)  # (batch, q_len, hidden)
         pooled = self.mean_pool(h, q_mask)  # (batch, hidden)
-        return ops.cast(self.head(pooled)[:, 0], "float32")  # (batch,)
+        score = ops.cast(self.head(pooled)[:, 0], "float32")  # (batch,)
+        if self.head_kind == "cosine":
+            unit = lambda v: v / ops.maximum(ops.norm(v, axis=-1, keepdims=True), 1e-12)
+            q_vec = unit(ops.cast(self.mean_pool(q, q_mask), "float32"))  # (batch, hidden)
+            d_vec = unit(ops.cast(self.mean_pool(d, d_mask), "float32"))  # (batch, hidden)
+            score = score + ops.sum(q_vec * d_vec, axis=-1) / self.temperature
+        return score
 
     def get_config(self):
-        return {**super().get_config(), "num_heads": self.num_heads}
+        return {**super().get_config(), "num_heads": self.num_heads, "head": self.head_kind,
+                "temperature": self.temperature}
 
 
 def build_cross_encoder(config, vocab_size: int) -> keras.Model:
@@ -193,6 +208,7 @@ def build_cross_encoder(config, vocab_size: int) -> keras.Model:
     common = dict(loss=loss, margin=t.margin, max_grade=4.0)
     backbone = build_backbone(m, vocab_size)
     if m.interaction == "light":
-        return LightCrossEncoder(backbone, num_heads=m.interaction_heads, name="light_cross_encoder", **common)
+        return LightCrossEncoder(backbone, num_heads=m.interaction_heads, head=m.score_head,
+                                 temperature=t.temperature, name="light_cross_encoder", **common)
     return CrossEncoder(backbone, pooling=m.pooling, head=m.score_head, temperature=t.temperature,
                         name="cross_encoder", **common)

@@ -105,7 +105,8 @@ class DualEncoder(keras.Model):
             mask = losses.positive_mask(keys["query"], keys["doc"], g["query"], g["doc"], g.get("neg"))
         return losses.infonce(q, gathered["d"], gathered.get("neg"), temperature=self.current_temperature(),
                               symmetric=self.symmetric, offset=offset, mask=mask,
-                              label_smoothing=self.label_smoothing, q_all=gathered.get("q"))
+                              label_smoothing=self.label_smoothing, q_all=gathered.get("q"),
+                              weights=None if x is None else x.get("weight"))
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         q, d, neg = y_pred["query"], y_pred["doc"], y_pred.get("neg")  # (batch, dim) each
