@@ -220,7 +220,8 @@ def bench_encoders(texts: list[str], args, workdir: Path, matmul: dict) -> tuple
 
 # ------------------------------------------------------------------------ training
 def bench_training(dataset: Path, batch_size: int, steps: int, max_length: int, workdir: Path) -> dict:
-    """Examples/s of `steps` training steps (after one warm-up step) for us and for ST's fit."""
+    """Examples/s of `steps` training steps (after one warm-up step; steps < 0: the rest of one
+    epoch over the training pairs) for us and for ST's fit."""
     import keras
 
     from deepseek_tf import data as data_lib
@@ -235,7 +236,8 @@ def bench_training(dataset: Path, batch_size: int, steps: int, max_length: int, 
         "data": {"dataset": str(dataset)},
         "train": {"batch_size": batch_size, "learning_rate": 2e-5, "temperature": 0.05}})
     pairs = load_training_pairs(config)
-    steps = max(1, min(steps, len(pairs) // batch_size - 1))
+    epoch = len(pairs) // batch_size - 1  # one epoch of batches after the warm-up step
+    steps = epoch if steps < 0 else max(1, min(steps, epoch))
     out = {"pairs": len(pairs), "batch_size": batch_size, "steps": steps}
 
     tokenizer = Tokenizer.from_file(vocab_path(PRESET))
@@ -343,7 +345,7 @@ def run(args) -> dict:
             if row.get("measured"):
                 row["matmul_share"] = row["tokens_per_s"] * stats["flops_per_token"] / results["matmul"]["tf_flops"]
         results["encode"], results["encode_stats"] = rows, stats
-        if args.train_steps > 0:
+        if args.train_steps != 0:
             log("training ...")
             train_batch = args.train_batch_size or (8 if args.quick else args.batch_size)
             results["training"] = bench_training(Path(args.dataset), train_batch, 1 if args.quick else args.train_steps,
@@ -370,10 +372,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=32, help="encode batch size (default: 32)")
     p.add_argument("--max-length", type=int, default=256, help="max tokens per text (default: 256)")
     p.add_argument("--docs", type=int, default=0, help="encode only the first N corpus texts (0: all)")
-    p.add_argument("--train-steps", type=int, default=5, help="timed training steps per system (0: skip)")
+    p.add_argument("--train-steps", type=int, default=-1,
+                   help="timed training steps per system (default -1: one epoch of the train pairs; 0: skip)")
     p.add_argument("--train-batch-size", type=int, default=0, help="training batch size (default: --batch-size)")
     p.add_argument("--rounds", type=int, default=4, help="interleaved rounds the encode texts are split into")
-    p.add_argument("--no-xla", dest="xla", action="store_false", help="skip the Keras + XLA encode row")
+    p.add_argument("--xla", action="store_true",
+                   help="add a Keras + XLA encode row (slower than the plain graph on CPU; see README)")
     p.add_argument("--quick", action="store_true", help="smoke run: 64 texts, 1 training step of 8, small search")
     return p.parse_args(argv)
 

@@ -70,6 +70,7 @@ class DataConfig:
     mine_negatives: bool = False
     mine_skip_top: int = 3
     mine_margin: float = 0.05
+    hard_negatives: int = 1  # dual encoder: mined negatives per pair (each joins the candidates)
     # Add (title, body) pairs from the corpus itself (every document with both; see
     # data.title_dataset): in-domain training signal without judgments. Mined like the rest.
     title_pairs: bool = False

@@ -156,7 +156,8 @@ def load_beir(directory: str | Path, split: str = "test", unknown_ids: str = "er
 # ---------------------------------------------------------------------------- pairs
 @dataclass
 class Pairs:
-    """Training pairs; `negs` (hard negatives) and `labels` (graded 0-4) are optional."""
+    """Training pairs; `negs` (hard negatives: one text per pair, or a list of k texts per
+    pair) and `labels` (graded 0-4) are optional."""
 
     queries: list[str]
     docs: list[str]
@@ -294,7 +295,7 @@ def pair_dataset(
     training; `weights` are per-pair loss weights (see `grade_weights`)."""
     columns = {"query": pairs.queries, "doc": pairs.docs}
     if pairs.negs is not None:
-        columns["neg"] = pairs.negs
+        columns["neg"] = pairs.negs  # (N,) or (N, k)
     if weights is not None:
         columns["weight"] = np.asarray(weights, np.float32)
     ds = tf.data.Dataset.from_tensor_slices(columns)
@@ -304,7 +305,14 @@ def pair_dataset(
     lengths = {"query": query_max_length, "doc": doc_max_length, "neg": doc_max_length}
 
     def tokenize(batch):
-        return {k: tokenizer(v, lengths[k]) if k in lengths else v for k, v in batch.items()}
+        out = {k: tokenizer(v, lengths[k]) if k in lengths and v.shape.rank == 1 else v for k, v in batch.items()}
+        if "neg" in batch and batch["neg"].shape.rank == 2:
+            # k negatives per pair: (batch, k) texts -> (batch, k, length) ids, so splits along the
+            # batch axis (replicas, GradCache micro-batches) keep each pair's negatives with it
+            flat = tokenizer(tf.reshape(batch["neg"], [-1]), lengths["neg"])
+            shape = tf.shape(batch["neg"])
+            out["neg"] = {name: tf.reshape(t, tf.concat([shape, tf.shape(t)[1:]], 0)) for name, t in flat.items()}
+        return out
 
     return ds.map(tokenize, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 

@@ -31,8 +31,8 @@ from deepseek_tf.errors import UserError, cli_entry
 @dataclass
 class MinedPairs:
     pairs: Pairs
-    pair_ids: list[tuple[str, str, str]]  # (query id, positive doc id, negative doc id)
-    fallbacks: int  # pairs whose negative is a random unjudged document
+    pair_ids: list[tuple]  # (query id, positive doc id, negative doc id or a tuple of them)
+    fallbacks: int  # negatives that are a random unjudged document
 
 
 def score_matrix_bm25(ds: BeirDataset, qids: list[str], doc_ids: list[str], use_title: bool = True) -> np.ndarray:
@@ -61,10 +61,13 @@ def score_matrix_dense(embedder, ds: BeirDataset, qids: list[str], doc_ids: list
 
 def mine_negatives(ds: BeirDataset, scores: np.ndarray, qids: list[str], doc_ids: list[str],
                    top_k: int = 30, skip_top: int = 3, margin: float = 0.05, min_label: int = 1,
-                   seed: int = 42, use_title: bool = True) -> MinedPairs:
-    """One guarded hard negative per (query, judged positive); `scores` is (queries, docs)."""
+                   seed: int = 42, use_title: bool = True, per_pair: int = 1) -> MinedPairs:
+    """`per_pair` guarded hard negatives per (query, judged positive); `scores` is (queries, docs).
+    With per_pair 1 a pair's negative is a string, else a list of distinct documents."""
     if top_k <= skip_top:
         raise UserError(f"mining: top_k ({top_k}) must exceed skip_top ({skip_top})")
+    if per_pair < 1:
+        raise UserError(f"mining: negatives per pair must be >= 1, got {per_pair}")
     rng = random.Random(seed)
     column = {d: j for j, d in enumerate(doc_ids)}
     queries, docs, negs, labels, ids = [], [], [], [], []
@@ -80,27 +83,32 @@ def mine_negatives(ds: BeirDataset, scores: np.ndarray, qids: list[str], doc_ids
                 continue
             ceiling = scores[row, column[pos]] - margin * abs(scores[row, column[pos]])
             allowed = [d for d in ranked if scores[row, column[d]] <= ceiling]
-            if allowed:
-                neg = allowed[turn % len(allowed)]
-                turn += 1
-            else:
+            chosen: list[str] = []
+            for _ in range(per_pair):
+                candidates = [d for d in allowed if d not in chosen]
+                if candidates:
+                    chosen.append(candidates[turn % len(candidates)])
+                    turn += 1
+                    continue
                 fallbacks += 1
-                pool = [d for d in doc_ids if d not in relevant]
+                pool = [d for d in doc_ids if d not in relevant and d not in chosen]
                 if not pool:
-                    raise UserError(f"mining: every document is relevant to query {qid!r}; no negative")
-                neg = rng.choice(pool)
+                    raise UserError(f"mining: too few documents not relevant to query {qid!r} for "
+                                    f"{per_pair} negatives")
+                chosen.append(rng.choice(pool))
+            texts = [ds.doc_text(n, use_title) for n in chosen]
             queries.append(ds.queries[qid])
             docs.append(ds.doc_text(pos, use_title))
-            negs.append(ds.doc_text(neg, use_title))
+            negs.append(texts[0] if per_pair == 1 else texts)
             labels.append(int(judged[pos]))
-            ids.append((qid, pos, neg))
+            ids.append((qid, pos, chosen[0] if per_pair == 1 else tuple(chosen)))
     if not queries:
         raise UserError(f"mining: no judgments with relevance >= {min_label}")
     return MinedPairs(Pairs(queries, docs, negs, labels), ids, fallbacks)
 
 
 def mine(ds: BeirDataset, source: str = "bm25", top_k: int = 30, skip_top: int = 3, margin: float = 0.05,
-         min_label: int = 1, seed: int = 42, use_title: bool = True, embedder=None) -> MinedPairs:
+         min_label: int = 1, seed: int = 42, use_title: bool = True, embedder=None, per_pair: int = 1) -> MinedPairs:
     """Mines negatives for every judged query of `ds`; `embedder` (or the MODEL spec in
     `source`) scores densely, `source="bm25"` uses BM25."""
     qids = sorted(q for q in ds.qrels if q in ds.queries)
@@ -113,8 +121,8 @@ def mine(ds: BeirDataset, source: str = "bm25", top_k: int = 30, skip_top: int =
         scores = score_matrix_bm25(ds, qids, doc_ids, use_title)
     else:
         scores = score_matrix_dense(embedder, ds, qids, doc_ids, use_title)
-    mined = mine_negatives(ds, scores, qids, doc_ids, top_k, skip_top, margin, min_label, seed, use_title)
-    print(f"mining ({source}): {len(mined.pairs)} pairs, {mined.fallbacks} with a random negative "
+    mined = mine_negatives(ds, scores, qids, doc_ids, top_k, skip_top, margin, min_label, seed, use_title, per_pair)
+    print(f"mining ({source}): {len(mined.pairs)} pairs × {per_pair} negatives, {mined.fallbacks} random "
           f"(no top-{top_k} candidate passed the guards)", file=sys.stderr)
     return mined
 

@@ -114,10 +114,11 @@ def load_training_data(config: Config) -> tuple[data_lib.Pairs, data_lib.BeirDat
         from deepseek_tf.mining import mine
 
         pairs = mine(ds, d.negatives_from, d.mine_top_k, d.mine_skip_top, d.mine_margin, d.min_label, seed,
-                     d.use_title).pairs
+                     d.use_title, per_pair=d.hard_negatives).pairs
         if d.title_pairs:
             pairs = data_lib.concat_pairs(pairs, mine(data_lib.title_dataset(ds), d.negatives_from, d.mine_top_k,
-                                                      d.mine_skip_top, d.mine_margin, 1, seed, False).pairs)
+                                                      d.mine_skip_top, d.mine_margin, 1, seed, False,
+                                                      per_pair=d.hard_negatives).pairs)
         return pairs, ds, dev
     pairs = data_lib.pairs_from_beir(ds, d.min_label, d.use_title)
     if d.title_pairs and not d.mine_negatives:
@@ -140,7 +141,7 @@ def prepare_tokenizer(config: Config, pairs: data_lib.Pairs, out_dir: Path) -> T
     elif (path := vocab_path(m.backbone)) is not None:
         vocab = read_vocab(path)
     elif backbone_kind(m.backbone) == "scratch":
-        texts = pairs.queries + pairs.docs + (pairs.negs or [])
+        texts = pairs.queries + pairs.docs + [t for n in (pairs.negs or []) for t in ([n] if isinstance(n, str) else n)]
         vocab = build_vocab(texts, m.vocab_size, m.lowercase)
     else:
         raise ConfigError(f"model.vocab: backbone {m.backbone!r} ships no vocab.txt; set model.vocab")
@@ -347,11 +348,11 @@ def _mine_with_model(model, tokenizer: Tokenizer, config: Config, train_ds) -> d
         raise ConfigError("data.mine_negatives needs data.dataset (a BEIR directory)")
     embedder = KerasEmbedder(model, tokenizer, config.model.query_max_length, config.model.doc_max_length, "self")
     pairs = mine(train_ds, "self", d.mine_top_k, d.mine_skip_top, d.mine_margin, d.min_label, config.train.seed,
-                 d.use_title, embedder=embedder).pairs
+                 d.use_title, embedder=embedder, per_pair=d.hard_negatives).pairs
     if d.title_pairs:
         pairs = data_lib.concat_pairs(pairs, mine(data_lib.title_dataset(train_ds), "self", d.mine_top_k,
                                                   d.mine_skip_top, d.mine_margin, 1, config.train.seed, False,
-                                                  embedder=embedder).pairs)
+                                                  embedder=embedder, per_pair=d.hard_negatives).pairs)
     return pairs
 
 

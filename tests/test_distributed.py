@@ -32,7 +32,8 @@ queries = rng.integers(5, 50, size=(8, 4))
 queries[5] = queries[1]  # one query with two judged documents, on different replicas
 docs = rng.integers(5, 50, size=(8, 6))
 docs[6] = docs[2]  # one document judged for two queries
-x = {"query": ids(queries, 4), "doc": ids(docs, 6), "neg": ids(rng.integers(5, 50, size=(8, 6)), 6)}
+neg_rows = rng.integers(5, 50, size=(8, 6))
+x = {"query": ids(queries, 4), "doc": ids(docs, 6), "neg": ids(neg_rows, 6)}
 
 strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
 results = []
@@ -41,6 +42,10 @@ for train_cfg in json.loads(sys.argv[1]):
     x.pop("weight", None)
     if train_cfg.pop("weighted", False):
         x["weight"] = tf.constant(rng.uniform(0.25, 2.0, size=8), tf.float32)
+    # "two_negatives": two hard negatives per pair, (8, 2, length) ids, split along the pairs
+    x["neg"] = ids(neg_rows, 6)
+    if train_cfg.pop("two_negatives", False):
+        x["neg"] = {k: tf.reshape(v, [8, 2, 6]) for k, v in ids(rng.integers(5, 50, size=(16, 6)), 6).items()}
     config = config_from_dict({"model": {"num_layers": 1, "hidden_dim": 8, "intermediate_dim": 16, "num_heads": 2,
                                          "max_position": 32, "dropout": 0.0}, "train": train_cfg})
     keras.utils.set_random_seed(1)
@@ -84,6 +89,7 @@ CASES = [
     {"temperature": 0.5, "symmetric": True, "learn_temperature": True, "label_smoothing": 0.1},
     {"temperature": 0.5, "gather_across_replicas": False},
     {"temperature": 0.5, "symmetric": True, "weighted": True},
+    {"temperature": 0.5, "two_negatives": True},
 ]
 
 
@@ -96,7 +102,7 @@ def gather_results() -> list[dict]:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize("case", [0, 1, 3])
+@pytest.mark.parametrize("case", [0, 1, 3, 4])
 def test_two_replicas_match_one_replica_on_the_global_batch(gather_results, case):
     # batch of 8 (a repeated query and a repeated document across the two halves, hard negatives):
     # replicas hold rows 0-3 and 4-7; summed replica losses/gradients = the 1-replica values

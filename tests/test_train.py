@@ -131,6 +131,40 @@ def test_mined_negatives_guards(tiny_beir):
     assert all(neg not in ("p1", "p2") for _, _, neg in got.pair_ids)
 
 
+def test_several_mined_negatives_per_pair_are_distinct_and_guarded():
+    from deepseek_tf.data import BeirDataset
+    from deepseek_tf.mining import mine_negatives
+
+    corpus = {k: {"title": "", "text": k} for k in ("p1", "a", "b", "c", "p2", "e")}
+    toy = BeirDataset(corpus, {"q": "q"}, {"q": {"p1": 2, "p2": 1}})
+    scores = np.array([[1.0, 0.99, 0.9, 0.6, 0.5, 0.1]])  # as above: p1 may take b, c, e; p2 only e
+    got = mine_negatives(toy, scores, ["q"], list(corpus), top_k=6, skip_top=2, margin=0.05, per_pair=2)
+    negs = {pos: neg for _, pos, neg in got.pair_ids}
+    assert len(set(negs["p1"])) == 2 and set(negs["p1"]) <= {"b", "c", "e"}
+    # p2: e, then nothing else passes the guards -> one random unjudged document (a, b or c)
+    assert negs["p2"][0] == "e" and negs["p2"][1] in {"a", "b", "c"} and got.fallbacks == 1
+    assert got.pairs.negs[0] == list(negs[got.pair_ids[0][1]])  # texts, in the same order
+
+
+def test_k_negatives_per_pair_join_the_candidates_pair_major():
+    from deepseek_tf import losses
+    from deepseek_tf.data import Pairs, pair_dataset
+    from deepseek_tf.models import build_model
+    from deepseek_tf.tokenizer import Tokenizer
+
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "b", "c", "d"]
+    pairs = Pairs(["a", "b"], ["a b", "b c"], [["c", "d d"], ["d", "a c"]])
+    batch = next(iter(pair_dataset(pairs, Tokenizer(vocab), 2, 8, 8, shuffle=False)))
+    assert batch["neg"]["token_ids"].shape[:2] == (2, 2)  # (pairs, k, length)
+    config = _config(None, "train.mask_duplicates=false")
+    model = build_model(config, len(vocab))
+    out = model(batch)
+    flat = {k: tf.reshape(v, [4, -1]) for k, v in batch["neg"].items()}
+    np.testing.assert_allclose(out["neg"].numpy(), model.doc_tower(flat).numpy(), atol=1e-6)  # rows c, dd, d, ac
+    want = losses.infonce(out["query"], out["doc"], out["neg"], temperature=config.train.temperature)
+    assert float(model.compute_loss(x=batch, y_pred=out)) == pytest.approx(float(want), abs=1e-6)
+
+
 def test_mining_cli_writes_pairs_the_trainer_reads(tiny_beir, tmp_path):
     from deepseek_tf.data import read_pairs
 

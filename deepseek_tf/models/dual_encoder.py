@@ -78,14 +78,14 @@ class DualEncoder(keras.Model):
         if "doc" in inputs:
             out["doc"] = self.doc_tower(inputs["doc"], training=training)
         if "neg" in inputs:
-            out["neg"] = self.doc_tower(inputs["neg"], training=training)
+            out["neg"] = self.doc_tower(flat_negatives(inputs["neg"]), training=training)  # (B·k, dim)
         return out
 
     # ------------------------------------------------------------------ loss
     def _infonce(self, x, q, d, neg) -> tf.Tensor:
         keys = None
         if self.mask_duplicates and x is not None:
-            keys = {k: text_keys(x[k]) for k in ("query", "doc", "neg") if k in x}  # (B,) each
+            keys = {k: text_keys(flat_negatives(x[k])) for k in ("query", "doc", "neg") if k in x}  # (B,) / (B·k,)
         local = {"d": d, "neg": neg, "q": q if self.symmetric else None}
         local = {k: v for k, v in local.items() if v is not None}
         gathered, gathered_keys, offset = local, keys, 0
@@ -206,6 +206,13 @@ class DualEncoder(keras.Model):
         if config.get("doc_encoder") is not None:
             config["doc_encoder"] = keras.saving.deserialize_keras_object(config["doc_encoder"])
         return cls(**config)
+
+
+def flat_negatives(ids: dict) -> dict:
+    """k hard negatives per pair come as (batch, k, length) ids: -> (batch·k, length), pair-major."""
+    if ids["token_ids"].shape.rank != 3:
+        return ids
+    return {name: tf.reshape(t, [-1, tf.shape(t)[-1]]) for name, t in ids.items()}
 
 
 def _add_grads(a, b):
