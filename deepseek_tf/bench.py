@@ -247,9 +247,9 @@ def bench_training(dataset: Path, batch_size: int, steps: int, max_length: int, 
         model.compile(optimizer=keras.optimizers.AdamW(2e-5, weight_decay=0.01, clipnorm=1.0))
         model(next(iter(ds.take(1))))
     log("  training: deepseek_tf ...")
-    model.fit(ds, epochs=1, steps_per_epoch=1, verbose=0)  # traces train_step
+    model.fit(ds, epochs=1, steps_per_epoch=1, verbose=0, shuffle=False)  # traces train_step
     start = time.perf_counter()
-    model.fit(ds, epochs=1, steps_per_epoch=steps, verbose=0)
+    model.fit(ds, epochs=1, steps_per_epoch=steps, verbose=0, shuffle=False)  # tf.data shuffles
     out["ours_examples_per_s"] = steps * batch_size / (time.perf_counter() - start)
     del model
 
