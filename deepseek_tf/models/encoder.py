@@ -15,10 +15,12 @@ warnings.filterwarnings("ignore", message=r"Gradients do not exist for variables
 class MeanPooling(keras.layers.Layer):
     """Mean of token vectors over the attention mask: sum_t m_t h_t / max(sum_t m_t, 1)."""
 
-    def call(self, sequence, mask):
+    def call(self, sequence, mask, divide: bool = True):
         # expand_dims, not [:, :, None]: TFLite's StridedSlice cannot add axes (new_axis_mask).
         mask = ops.expand_dims(ops.cast(mask, sequence.dtype), -1)  # (batch, seq, 1)
         total = ops.sum(sequence * mask, axis=1)  # (batch, hidden)
+        if not divide:  # the caller L2-normalises: 1/count would cancel
+            return total
         count = ops.maximum(ops.sum(mask, axis=1), 1e-9)  # (batch, 1)
         return total / count
 
@@ -65,15 +67,20 @@ class Encoder(keras.layers.Layer):
             training=training,
         )
         sequence = outputs["sequence_output"]  # (batch, seq, hidden)
+        # No division in the exported graph when the output is L2-normalised: the norm cancels a
+        # mean's 1/count, and x·rsqrt(Σx²) replaces x/‖x‖. TFLite's full-int8 DIV kernel rejects a
+        # raw 0 divisor even where the zero point makes it a non-zero value, so a calibrated
+        # model could fail on some lengths; float results are unchanged (to rounding).
+        cancel = self.normalize and self.projection is None
         if self.pooling == "mean":
-            pooled = self.mean_pool(sequence, inputs["padding_mask"])  # (batch, hidden)
+            pooled = self.mean_pool(sequence, inputs["padding_mask"], divide=not cancel)  # (batch, hidden)
         else:
             pooled = sequence[:, 0, :]
         if self.projection is not None:
             pooled = self.projection(pooled)  # (batch, projection_dim)
         pooled = ops.cast(pooled, "float32")
         if self.normalize:
-            pooled = pooled / ops.maximum(ops.norm(pooled, axis=-1, keepdims=True), 1e-12)
+            pooled = pooled * ops.rsqrt(ops.maximum(ops.sum(ops.square(pooled), axis=-1, keepdims=True), 1e-24))
         return pooled
 
     def get_config(self):
