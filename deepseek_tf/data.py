@@ -304,15 +304,16 @@ def pair_dataset(
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
     lengths = {"query": query_max_length, "doc": doc_max_length, "neg": doc_max_length}
 
+    def ids(texts, length):
+        if texts.shape.rank == 1:
+            return tokenizer(texts, length)
+        # k negatives per pair: (batch, k) texts -> (batch, k, length) ids, so splits along the
+        # batch axis (replicas, GradCache micro-batches) keep each pair's negatives with it
+        flat = tokenizer(tf.reshape(texts, [-1]), length)
+        return {name: tf.reshape(t, tf.concat([tf.shape(texts), tf.shape(t)[1:]], 0)) for name, t in flat.items()}
+
     def tokenize(batch):
-        out = {k: tokenizer(v, lengths[k]) if k in lengths and v.shape.rank == 1 else v for k, v in batch.items()}
-        if "neg" in batch and batch["neg"].shape.rank == 2:
-            # k negatives per pair: (batch, k) texts -> (batch, k, length) ids, so splits along the
-            # batch axis (replicas, GradCache micro-batches) keep each pair's negatives with it
-            flat = tokenizer(tf.reshape(batch["neg"], [-1]), lengths["neg"])
-            shape = tf.shape(batch["neg"])
-            out["neg"] = {name: tf.reshape(t, tf.concat([shape, tf.shape(t)[1:]], 0)) for name, t in flat.items()}
-        return out
+        return {k: ids(v, lengths[k]) if k in lengths else v for k, v in batch.items()}
 
     return ds.map(tokenize, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 

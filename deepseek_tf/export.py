@@ -135,8 +135,12 @@ def export_saved_model(model_dir: str | Path, output: str | Path, tolerance: flo
         shutil.rmtree(tmp, ignore_errors=True)
         raise UserError(f"export check failed: SavedModel differs from Keras by {max(checks.values()):.2e} "
                         f"> tolerance {tolerance:.0e}; nothing written")
-    meta = {"format": "saved_model", **_base_meta(tokenizer, config, reference), "tolerance": tolerance,
-            "checks": checks, "checks_passed": True}
+    return publish(tmp, output, {"format": "saved_model", **_base_meta(tokenizer, config, reference),
+                                 "tolerance": tolerance, "checks": checks, "checks_passed": True})
+
+
+def publish(tmp: Path, output: Path, meta: dict) -> dict:
+    """A checked export in `tmp`: writes its deepseek_export.json, then swaps it in for `output`."""
     (tmp / "deepseek_export.json").write_text(json.dumps(meta, indent=2))
     shutil.rmtree(output, ignore_errors=True)
     tmp.rename(output)

@@ -362,12 +362,12 @@ def export_cross_encoder(model, tokenizer, config: Config, output: str | Path, t
     Checked against the Keras model on held (query, doc) pairs; nothing is written when the
     largest difference exceeds `tolerance`.
     """
-    import json
     import shutil
 
     import keras
 
     from deepseek_tf.config import config_to_dict
+    from deepseek_tf.export import publish
 
     output = Path(output)
     reference = Reranker.from_keras(model, tokenizer, config)
@@ -391,11 +391,7 @@ def export_cross_encoder(model, tokenizer, config: Config, output: str | Path, t
         shutil.rmtree(tmp, ignore_errors=True)
         raise UserError(f"export check failed: SavedModel score differs from Keras by {diff:.2e} "
                         f"> tolerance {tolerance:.0e}; nothing written")
-    meta = {"format": "saved_model", "kind": "cross_encoder", "endpoints": ["score"],
-            "pair_max_length": config.model.doc_max_length, "tolerance": tolerance,
-            "checks": {"score_max_abs_diff": diff}, "checks_passed": True,
-            "model_config": config_to_dict(config)["model"]}
-    (tmp / "deepseek_export.json").write_text(json.dumps(meta, indent=2))
-    shutil.rmtree(output, ignore_errors=True)
-    tmp.rename(output)
-    return meta
+    return publish(tmp, output, {"format": "saved_model", "kind": "cross_encoder", "endpoints": ["score"],
+                                 "pair_max_length": config.model.doc_max_length, "tolerance": tolerance,
+                                 "checks": {"score_max_abs_diff": diff}, "checks_passed": True,
+                                 "model_config": config_to_dict(config)["model"]})

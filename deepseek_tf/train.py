@@ -111,19 +111,31 @@ def load_training_data(config: Config) -> tuple[data_lib.Pairs, data_lib.BeirDat
         dev = limit_corpus(dev, d.dev_max_docs, seed)
         print(f"dev: {len(dev.qrels)} queries, {len(dev.corpus)} documents", file=sys.stderr)
     if d.mine_negatives and d.negatives_from != "self":
-        from deepseek_tf.mining import mine
-
-        pairs = mine(ds, d.negatives_from, d.mine_top_k, d.mine_skip_top, d.mine_margin, d.min_label, seed,
-                     d.use_title, per_pair=d.hard_negatives).pairs
-        if d.title_pairs:
-            pairs = data_lib.concat_pairs(pairs, mine(data_lib.title_dataset(ds), d.negatives_from, d.mine_top_k,
-                                                      d.mine_skip_top, d.mine_margin, 1, seed, False,
-                                                      per_pair=d.hard_negatives).pairs)
-        return pairs, ds, dev
+        return mined_pairs(ds, config, d.negatives_from), ds, dev
     pairs = data_lib.pairs_from_beir(ds, d.min_label, d.use_title)
     if d.title_pairs and not d.mine_negatives:
         pairs = data_lib.concat_pairs(pairs, data_lib.pairs_from_beir(data_lib.title_dataset(ds), 1, False))
     return pairs, ds, dev
+
+
+def mined_pairs(ds: data_lib.BeirDataset, config: Config, source: str, embedder=None) -> data_lib.Pairs:
+    """The judged pairs of `ds` with `data.hard_negatives` mined negatives each, plus (with
+    `data.title_pairs`) the corpus's title/body pairs mined the same way. A MODEL `source` is
+    loaded once for both."""
+    from deepseek_tf.mining import mine
+
+    d, seed = config.data, config.train.seed
+    if embedder is None and source != "bm25":
+        from deepseek_tf.embedders import load_embedder
+
+        embedder = load_embedder(source)
+    pairs = mine(ds, source, d.mine_top_k, d.mine_skip_top, d.mine_margin, d.min_label, seed, d.use_title,
+                 embedder=embedder, per_pair=d.hard_negatives).pairs
+    if d.title_pairs:
+        titles = mine(data_lib.title_dataset(ds), source, d.mine_top_k, d.mine_skip_top, d.mine_margin, 1, seed,
+                      False, embedder=embedder, per_pair=d.hard_negatives).pairs
+        pairs = data_lib.concat_pairs(pairs, titles)
+    return pairs
 
 
 def load_training_pairs(config: Config) -> data_lib.Pairs:
@@ -341,19 +353,11 @@ def train(config: Config, workdir: str | Path, verbose: int = 1) -> dict:
 def _mine_with_model(model, tokenizer: Tokenizer, config: Config, train_ds) -> data_lib.Pairs:
     """data.negatives_from=self: negatives from the model about to be trained (its start point)."""
     from deepseek_tf.embedders import KerasEmbedder
-    from deepseek_tf.mining import mine
 
-    d = config.data
     if train_ds is None:
         raise ConfigError("data.mine_negatives needs data.dataset (a BEIR directory)")
     embedder = KerasEmbedder(model, tokenizer, config.model.query_max_length, config.model.doc_max_length, "self")
-    pairs = mine(train_ds, "self", d.mine_top_k, d.mine_skip_top, d.mine_margin, d.min_label, config.train.seed,
-                 d.use_title, embedder=embedder, per_pair=d.hard_negatives).pairs
-    if d.title_pairs:
-        pairs = data_lib.concat_pairs(pairs, mine(data_lib.title_dataset(train_ds), "self", d.mine_top_k,
-                                                  d.mine_skip_top, d.mine_margin, 1, config.train.seed, False,
-                                                  embedder=embedder, per_pair=d.hard_negatives).pairs)
-    return pairs
+    return mined_pairs(train_ds, config, "self", embedder)
 
 
 def save_trained_model(model: keras.Model, tokenizer: Tokenizer, config: Config, out: Path) -> None:

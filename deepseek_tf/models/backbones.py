@@ -101,12 +101,9 @@ def build_backbone(cfg: ModelConfig, vocab_size: int) -> keras.layers.Layer:
 
 def _trained_backbone(path: Path) -> keras.layers.Layer:
     """The query tower's transformer of a trained deepseek_tf dual encoder (weights included)."""
-    import deepseek_tf.models  # noqa: F401  (registers the serializable classes)
+    from deepseek_tf.embedders import load_trained
 
-    try:
-        model = keras.models.load_model(path / "model.keras", compile=False)
-    except Exception as e:
-        raise UserError(f"model.backbone: cannot load {path}/model.keras ({str(e).splitlines()[0]})") from None
+    model, _, _ = load_trained(path)
     encoder = getattr(model, "query_encoder", None)
     if encoder is None:
         raise UserError(f"model.backbone: {path} is not a dual encoder (no query tower to start from)")

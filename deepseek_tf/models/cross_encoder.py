@@ -39,6 +39,12 @@ def ranking_loss(name: str, scores: tf.Tensor, grades: tf.Tensor, margin: float 
     raise ValueError(f"cross-encoder loss must be one of {', '.join(RANKING_LOSSES)}, got {name!r}")
 
 
+def _cosine(a, b):
+    """Row-wise cosine in float32: (batch, hidden) × 2 -> (batch,)."""
+    unit = lambda v: v / ops.maximum(ops.norm(v, axis=-1, keepdims=True), 1e-12)
+    return ops.sum(unit(ops.cast(a, "float32")) * unit(ops.cast(b, "float32")), axis=-1)
+
+
 class _RankingModel(keras.Model):
     """Shared loss plumbing and config for both cross-encoder variants."""
 
@@ -124,9 +130,7 @@ class CrossEncoder(_RankingModel):
             in_doc = ops.cast(inputs["segment_ids"], "bool")
             q = self.mean_pool(sequence, ops.logical_and(mask, ops.logical_not(in_doc)))  # (batch, hidden)
             d = self.mean_pool(sequence, ops.logical_and(mask, in_doc))  # (batch, hidden)
-            q = ops.cast(q, "float32") / ops.maximum(ops.norm(ops.cast(q, "float32"), axis=-1, keepdims=True), 1e-12)
-            d = ops.cast(d, "float32") / ops.maximum(ops.norm(ops.cast(d, "float32"), axis=-1, keepdims=True), 1e-12)
-            score = score + ops.sum(q * d, axis=-1) / self.temperature
+            score = score + _cosine(q, d) / self.temperature
         return score
 
     def get_config(self):
@@ -182,10 +186,7 @@ class LightCrossEncoder(_RankingModel):
         pooled = self.mean_pool(h, q_mask)  # (batch, hidden)
         score = ops.cast(self.head(pooled)[:, 0], "float32")  # (batch,)
         if self.head_kind == "cosine":
-            unit = lambda v: v / ops.maximum(ops.norm(v, axis=-1, keepdims=True), 1e-12)
-            q_vec = unit(ops.cast(self.mean_pool(q, q_mask), "float32"))  # (batch, hidden)
-            d_vec = unit(ops.cast(self.mean_pool(d, d_mask), "float32"))  # (batch, hidden)
-            score = score + ops.sum(q_vec * d_vec, axis=-1) / self.temperature
+            score = score + _cosine(self.mean_pool(q, q_mask), self.mean_pool(d, d_mask)) / self.temperature
         return score
 
     def get_config(self):
