@@ -256,6 +256,10 @@ def train(config: Config, workdir: str | Path, verbose: int = 1) -> dict:
         raise ConfigError("train.batch_size, train.epochs and train.accumulation_steps must be >= 1")
     if not 0.0 <= t.label_smoothing < 1.0 or not 0.0 <= d.dev_fraction < 1.0:
         raise ConfigError("train.label_smoothing and data.dev_fraction must be in [0, 1)")
+    if t.grade_weighting and t.loss != "infonce":
+        raise ConfigError("train.grade_weighting works with train.loss: infonce")
+    if d.hard_negatives < 1:
+        raise ConfigError(f"data.hard_negatives must be >= 1, got {d.hard_negatives}")
     # MultiWorkerMirroredStrategy must exist before any other TensorFlow op runs.
     strategy = make_strategy(t.strategy)
     replicas = strategy.num_replicas_in_sync
@@ -302,8 +306,6 @@ def train(config: Config, workdir: str | Path, verbose: int = 1) -> dict:
 
     weights = None
     if t.grade_weighting:
-        if t.loss != "infonce":
-            raise ConfigError("train.grade_weighting works with train.loss: infonce")
         weights = data_lib.grade_weights(pairs.labels or [])
     callbacks: list[keras.callbacks.Callback] = []
     evaluator = None

@@ -195,3 +195,14 @@ def test_bad_accumulation_is_a_config_error(tiny_beir, tmp_path):
 
     with pytest.raises(ConfigError, match="multiple of"):
         train(_config(tiny_beir, "train.accumulation_steps=3"), tmp_path, verbose=0)
+
+
+@pytest.mark.parametrize("override,message", [("data.hard_negatives=0", "hard_negatives must be >= 1"),
+                                              ("train.loss=triplet", "grade_weighting works with")])
+def test_bad_new_training_options_fail_before_anything_is_written(tiny_beir, tmp_path, override, message):
+    from deepseek_tf.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        train(_config(tiny_beir, "train.grade_weighting=true", "data.mine_negatives=true", override),
+              tmp_path / "run", verbose=0)
+    assert not (tmp_path / "run").exists()
