@@ -70,6 +70,10 @@ class DataConfig:
     mine_negatives: bool = False
     mine_skip_top: int = 3
     mine_margin: float = 0.05
+    # Where a pair's negatives come from when the window has too few under the ceiling:
+    # "random" unjudged documents, or "below": the best-ranked ones under the ceiling
+    # past the window (score > 0), random only after those run out.
+    mine_fallback: str = "random"
     hard_negatives: int = 1  # dual encoder: mined negatives per pair (each joins the candidates)
     # Add (title, body) pairs from the corpus itself (every document with both; see
     # data.title_dataset): in-domain training signal without judgments. Mined like the rest.
@@ -141,6 +145,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "train.strategy": ("mirrored", "one_device", "multi_worker"),
     "train.mixed_precision": ("none", "auto", "mixed_bfloat16", "mixed_float16"),
     "export.quantize": ("none", "float16", "dynamic", "int8"),
+    "data.mine_fallback": ("random", "below"),
 }
 
 

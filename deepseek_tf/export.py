@@ -51,9 +51,13 @@ HELD_TEXTS = CHECK_TEXTS + LONG_TEXTS
 
 
 def build_archive(model, tokenizer, query_max_length: int, doc_max_length: int):
-    """An ExportArchive whose endpoints tokenize raw strings and call the towers."""
+    """An ExportArchive whose endpoints tokenize raw strings and call the towers (attention
+    masks switched to additive biases, see `additive_attention_masks`)."""
     import keras
 
+    from deepseek_tf.models.encoder import additive_attention_masks
+
+    additive_attention_masks(model)
     archive = keras.export.ExportArchive()
     archive.track(model)
     archive.track(tokenizer)  # keeps the tensorflow-text lookup tables alive in the graph

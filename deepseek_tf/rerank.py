@@ -368,8 +368,10 @@ def export_cross_encoder(model, tokenizer, config: Config, output: str | Path, t
 
     from deepseek_tf.config import config_to_dict
     from deepseek_tf.export import publish
+    from deepseek_tf.models.encoder import additive_attention_masks
 
     output = Path(output)
+    additive_attention_masks(model)  # as the dual-encoder export: no broadcast SELECTs in the graph
     reference = Reranker.from_keras(model, tokenizer, config)
     archive = keras.export.ExportArchive()
     archive.track(model)

@@ -130,10 +130,10 @@ def mined_pairs(ds: data_lib.BeirDataset, config: Config, source: str, embedder=
 
         embedder = load_embedder(source)
     pairs = mine(ds, source, d.mine_top_k, d.mine_skip_top, d.mine_margin, d.min_label, seed, d.use_title,
-                 embedder=embedder, per_pair=d.hard_negatives).pairs
+                 embedder=embedder, per_pair=d.hard_negatives, fallback=d.mine_fallback).pairs
     if d.title_pairs:
         titles = mine(data_lib.title_dataset(ds), source, d.mine_top_k, d.mine_skip_top, d.mine_margin, 1, seed,
-                      False, embedder=embedder, per_pair=d.hard_negatives).pairs
+                      False, embedder=embedder, per_pair=d.hard_negatives, fallback=d.mine_fallback).pairs
         pairs = data_lib.concat_pairs(pairs, titles)
     return pairs
 

@@ -61,6 +61,17 @@ def test_tflite_matches_keras_on_raw_strings(exported, mode):
         np.testing.assert_allclose(emb.encode([texts[k]], tower)[0], got[k], atol=1e-5)
 
 
+def test_tflite_attention_has_no_float_select(exported):
+    # A broadcast SELECT_V2 over attention scores runs on TFLite's slow reference kernel; the
+    # export adds the mask instead. (The tokenizer's integer SELECTs place [SEP]: cheap.)
+    interpreter = TFLiteEmbedder(exported["paths"]["dynamic"]).runners["doc"].interpreter
+    tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
+    ops = interpreter._get_ops_details()
+    selects = [op for op in ops if op["op_name"] in ("SELECT", "SELECT_V2")]
+    assert any(op["op_name"] == "BATCH_MATMUL" for op in ops)
+    assert [tensors[op["outputs"][0]]["dtype"] for op in selects if tensors[op["outputs"][0]]["dtype"] != np.int32] == []
+
+
 def test_each_tower_keeps_its_max_length(exported):
     # Shared towers: same weights, but the query file truncates at 16 tokens and the doc file at 64.
     emb = TFLiteEmbedder(exported["paths"]["none"])

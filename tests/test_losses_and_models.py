@@ -120,6 +120,31 @@ def _batch(n=8, seed=0):
     return {"query": ids(4), "doc": ids(6)}
 
 
+@pytest.mark.parametrize("dropout", [0.0, 0.1])  # Keras: dot_product_attention / explicit softmax path
+def test_additive_attention_masks_match_keras_and_drop_the_selects(dropout):
+    from collections import Counter
+
+    from deepseek_tf.models.encoder import additive_attention_masks
+
+    model = _tiny_dual_encoder(dropout=dropout)
+    batch = _batch()["doc"]
+    batch["padding_mask"] = tf.constant([[True] * (6 - i % 3) + [False] * (i % 3) for i in range(8)])  # 0-2 pads
+
+    def run():
+        fn = tf.function(lambda ids: model.doc_tower(ids, training=False))
+        ops = Counter(op.type for op in fn.get_concrete_function(batch).graph.get_operations())
+        return fn(batch).numpy(), ops["SelectV2"]
+
+    want, selects = run()
+    assert additive_attention_masks(model) == 1  # one transformer layer
+    got, left = run()
+    np.testing.assert_allclose(got, want, atol=1e-6)
+    assert selects - left == (2 if dropout else 1)  # where() around the softmax / inside dot_product_attention
+    # A padded text encodes as the same text without its padding.
+    short = {k: v[2:3, :4] for k, v in batch.items()}  # row 2 has 2 pads: 4 real tokens
+    np.testing.assert_allclose(model.doc_tower(short, training=False).numpy()[0], got[2], atol=1e-6)
+
+
 def test_text_keys_ignore_padding_and_tell_texts_apart():
     from deepseek_tf.models.dual_encoder import text_keys
 

@@ -8,6 +8,7 @@ import tensorflow as tf
 
 from conftest import ROOT, run_cli
 from deepseek_tf.config import load_config
+from deepseek_tf.errors import UserError
 from deepseek_tf.train import WarmupExponentialDecay, train
 
 
@@ -144,6 +145,26 @@ def test_several_mined_negatives_per_pair_are_distinct_and_guarded():
     # p2: e, then nothing else passes the guards -> one random unjudged document (a, b or c)
     assert negs["p2"][0] == "e" and negs["p2"][1] in {"a", "b", "c"} and got.fallbacks == 1
     assert got.pairs.negs[0] == list(negs[got.pair_ids[0][1]])  # texts, in the same order
+
+
+def test_below_fallback_takes_the_nearest_documents_under_the_ceiling_past_the_window():
+    from deepseek_tf.data import BeirDataset
+    from deepseek_tf.mining import mine_negatives
+
+    corpus = {k: {"title": "", "text": k} for k in ("p1", "a", "b", "c", "p2", "e", "z")}
+    toy = BeirDataset(corpus, {"q": "q"}, {"q": {"p1": 2, "p2": 1}})
+    # Ranking p1 1.0, a .99, b .9, c .6, p2 .5, e .1, z 0 (no overlap). Window top 4 with
+    # skip 2: candidates b, c. p2's ceiling is .475: b and c score above it, so with
+    # fallback "below" p2 takes e (best under the ceiling past the window), then z scores 0
+    # and is left to the random fallback.
+    scores = np.array([[1.0, 0.99, 0.9, 0.6, 0.5, 0.1, 0.0]])
+    got = mine_negatives(toy, scores, ["q"], list(corpus), top_k=4, skip_top=2, margin=0.05, per_pair=2,
+                         fallback="below")
+    negs = {pos: neg for _, pos, neg in got.pair_ids}
+    assert set(negs["p1"]) == {"b", "c"}  # both inside the window, under p1's ceiling .95
+    assert negs["p2"][0] == "e" and negs["p2"][1] in {"a", "b", "c", "z"} and got.fallbacks == 2
+    with pytest.raises(UserError, match="fallback must be"):
+        mine_negatives(toy, scores, ["q"], list(corpus), fallback="nearest")
 
 
 def test_k_negatives_per_pair_join_the_candidates_pair_major():
