@@ -82,8 +82,8 @@ def mine_negatives(ds: BeirDataset, scores: np.ndarray, qids: list[str], doc_ids
     for row, qid in enumerate(qids):
         judged = ds.qrels.get(qid, {})
         relevant = {d for d, g in judged.items() if g >= min_label}
-        order = np.argsort(-scores[row], kind="stable")[:top_k]  # best first
-        ranked = [doc_ids[j] for j in order[skip_top:] if doc_ids[j] not in relevant]
+        order = np.argsort(-scores[row], kind="stable")  # (docs,) best first
+        ranked = [doc_ids[j] for j in order[skip_top:top_k] if doc_ids[j] not in relevant]
         turn = rng.randrange(max(len(ranked), 1))
         for pos in sorted(relevant):
             if pos not in column:
@@ -91,7 +91,7 @@ def mine_negatives(ds: BeirDataset, scores: np.ndarray, qids: list[str], doc_ids
             ceiling = scores[row, column[pos]] - margin * abs(scores[row, column[pos]])
             allowed = [d for d in ranked if scores[row, column[d]] <= ceiling]
             chosen: list[str] = []
-            below = None  # the ranking past the window, computed once and only when needed
+            below = None  # the ranking past the window under this positive's ceiling, when needed
             for _ in range(per_pair):
                 candidates = [d for d in allowed if d not in chosen]
                 if candidates:
@@ -101,8 +101,7 @@ def mine_negatives(ds: BeirDataset, scores: np.ndarray, qids: list[str], doc_ids
                 fallbacks += 1
                 if fallback == "below":
                     if below is None:
-                        deep = np.argsort(-scores[row], kind="stable")[top_k:]
-                        below = [doc_ids[j] for j in deep if 0 < scores[row, j] <= ceiling
+                        below = [doc_ids[j] for j in order[top_k:] if 0 < scores[row, j] <= ceiling
                                  and doc_ids[j] not in relevant]
                     nearest = next((d for d in below if d not in chosen), None)
                     if nearest is not None:

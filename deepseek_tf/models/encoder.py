@@ -100,7 +100,6 @@ class Encoder(keras.layers.Layer):
         return cls(**config)
 
 
-
 def _additive_attention(self, query, key, value, attention_mask=None, training=None,
                         return_attention_scores=False, use_causal_mask=False):
     """MultiHeadAttention's attention with the mask added to the scores as a bias.
