@@ -48,6 +48,10 @@ class ModelConfig:
     # mean of document-segment tokens) / train.temperature + a zero-initialised Dense(1), so a
     # sentence-transformers checkpoint starts out ranking like the bi-encoder it came from.
     score_head: str = "dense"  # dense | cosine
+    # Cross-encoder: rank by score + first_stage_weight · z, z the first stage's score standardised
+    # over the query's top-k candidates. Training puts the same term in the loss (data.negatives_from
+    # is the first stage), so the cross-encoder learns a correction to the retriever. 0 = off.
+    first_stage_weight: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -102,6 +106,9 @@ class TrainConfig:
     margin: float = 0.5
     strategy: str = "mirrored"  # mirrored | one_device | multi_worker
     seed: int = 42
+    # > 1: train this many runs (seeds seed, seed + 1, …) and average their weights into one
+    # model, a uniform model soup (deepseek_tf/soup.py); needs a pretrained backbone.
+    soup: int = 1
     checkpoint_every: Optional[int] = None  # steps; None: end of every epoch
     label_smoothing: float = 0.0  # infonce: ε of the smoothed targets
     mask_duplicates: bool = True  # infonce: pairs sharing a query/document are not negatives

@@ -1,16 +1,12 @@
-"""Retrieve -> rerank: cross-encoder training data, training, and reranking a first-stage run.
+"""Retrieve -> rerank: reranking a first-stage run with a trained cross-encoder, score
+fusion, the `evaluate --rerank` systems, and the cross-encoder's SavedModel export.
 
-Training data are groups of 1 judged positive + k negatives per query. Negatives come from
-a first-stage retriever's top-k (BM25, or a dual encoder / preset given as a MODEL), with
-every judged positive of that query removed; judged non-relevant documents (grade 0) are
-kept in the pool, since they are the hardest true negatives. Grades stay graded (0-4).
-`train.py` hands `model.kind: cross_encoder` configs to `train_cross_encoder` here.
+Training the cross-encoder (mined groups, `train_cross_encoder`) is in `rerank_train.py`.
 """
 from __future__ import annotations
 
-import sys
+import json
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,180 +14,20 @@ import tensorflow as tf
 
 from deepseek_tf import data as data_lib
 from deepseek_tf.config import Config
-from deepseek_tf.errors import ConfigError, UserError
+from deepseek_tf.errors import UserError
 
 Run = dict[str, dict[str, float]]  # query id -> {doc id: score}
 
 
-# ---------------------------------------------------------------------------- training data
-def mine_negatives(ds: data_lib.BeirDataset, source: str = "bm25", top_k: int = 30,
-                   use_title: bool = True, min_label: int = 1) -> dict[str, list[str]]:
-    """Per judged query: the first stage's top-k doc ids minus that query's judged positives.
-
-    A judged positive is any document with grade >= min_label; grade-0 judgments are
-    added to the pool even if the retriever missed them (known non-relevant, lexically close).
-    """
-    qids = sorted(q for q in ds.qrels if q in ds.queries)
-    doc_ids = list(ds.corpus)
-    texts = [ds.doc_text(d, use_title) for d in doc_ids]
-    queries = [ds.queries[q] for q in qids]
-    if source == "bm25":
-        from deepseek_tf.bm25 import BM25Index
-
-        hits = BM25Index().index(doc_ids, texts).search(queries, top_k)
-        ranked = [[d for d, _ in row] for row in hits]
-    else:
-        from deepseek_tf.embedders import load_embedder
-        from deepseek_tf.index import exact_search
-
-        embedder = load_embedder(source)
-        doc_vecs = embedder.encode_docs(texts, progress=sys.stderr.isatty())
-        _, idx = exact_search(embedder.encode_queries(queries), doc_vecs, top_k)
-        ranked = [[doc_ids[j] for j in row] for row in idx]
-    pools = {}
-    for q, row in zip(qids, ranked):
-        judged = ds.qrels[q]
-        pool = [d for d in row if judged.get(d, 0) < min_label]
-        pool += [d for d, g in sorted(judged.items()) if g == 0 and d not in pool and d in ds.corpus]
-        pools[q] = pool
-    return pools
-
-
-@dataclass
-class Groups:
-    """Training groups: each query with n documents (column 0 the positive) and their grades."""
-
-    queries: list[str]
-    docs: list[list[str]]  # (G, n)
-    grades: list[list[int]]  # (G, n)
-
-    def __len__(self) -> int:
-        return len(self.queries)
-
-
-def build_groups(ds: data_lib.BeirDataset, pools: dict[str, list[str]], num_negatives: int,
-                 min_label: int = 1, use_title: bool = True, rounds: int = 1, seed: int = 42) -> Groups:
-    """`rounds` passes over every (query, positive); each pass samples fresh negatives.
-
-    Negatives are drawn without replacement from the query's pool (with replacement if the
-    pool is smaller than k; from the rest of the corpus if it is empty). A pool document's
-    grade is its judgment, 0 when unjudged.
-    """
-    if num_negatives < 1:
-        raise ConfigError("data.num_negatives must be >= 1 for a cross-encoder")
-    rng = np.random.default_rng(seed)
-    all_ids = list(ds.corpus)
-    queries, docs, grades = [], [], []
-    for _ in range(rounds):
-        for q in sorted(pools):
-            judged = ds.qrels[q]
-            positives = [(d, g) for d, g in sorted(judged.items()) if g >= min_label and d in ds.corpus]
-            pool = pools[q] or [d for d in all_ids if judged.get(d, 0) < min_label]
-            for d, g in positives:
-                picks = rng.choice(len(pool), num_negatives, replace=len(pool) < num_negatives)
-                negs = [pool[i] for i in picks]
-                queries.append(ds.queries[q])
-                docs.append([ds.doc_text(x, use_title) for x in [d] + negs])
-                grades.append([g] + [judged.get(x, 0) for x in negs])
-    if not queries:
-        raise UserError(f"no judgments with relevance >= {min_label} to train on")
-    return Groups(queries, docs, grades)
-
-
-def tokenize_groups(tokenizer, interaction: str, query_max_length: int, pair_max_length: int):
-    """A tf.data map: {"query": (B,), "docs": (B, n)}, grades -> (model inputs for B·n pairs, grades)."""
-
-    def fn(batch, grades):
-        n = tf.shape(batch["docs"])[1]
-        queries = tf.repeat(batch["query"], n)  # (B·n,) query i repeated for its n docs
-        docs = tf.reshape(batch["docs"], [-1])  # (B·n,)
-        if interaction == "light":
-            x = {"query": tokenizer(queries, query_max_length), "doc": tokenizer(docs, pair_max_length)}
-        else:
-            x = tokenizer.pairs(queries, docs, pair_max_length)
-        return x, tf.cast(grades, tf.float32)
-
-    return fn
-
-
-def group_dataset(groups: Groups, tokenizer, config: Config, shuffle: bool = True) -> tf.data.Dataset:
-    m, t = config.model, config.train
-    ds = tf.data.Dataset.from_tensor_slices(({"query": groups.queries, "docs": groups.docs}, groups.grades))
-    if shuffle:
-        ds = ds.shuffle(min(config.data.shuffle_buffer, len(groups)), seed=t.seed)
-    ds = ds.batch(t.batch_size, drop_remainder=True)
-    fn = tokenize_groups(tokenizer, m.interaction, m.query_max_length, m.doc_max_length)
-    return ds.map(fn, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
-
-
-# ---------------------------------------------------------------------------- training
-def train_cross_encoder(config: Config, workdir: str | Path, verbose: int = 1) -> dict:
-    """`model.kind: cross_encoder`: mines negatives, trains on groups, writes WORKDIR/model/.
-
-    Same workdir layout, checkpointing and resume as dual-encoder training (train.py).
-    `train.batch_size` counts groups, so a step scores batch_size × (1 + num_negatives) pairs.
-    """
-    import json
-    import math
-
-    import keras
-
-    from deepseek_tf.config import save_config
-    from deepseek_tf.models import build_model
-    from deepseek_tf.train import _Checkpointer, _make_optimizer, make_strategy, prepare_tokenizer, save_trained_model
-
-    workdir, d, t = Path(workdir), config.data, config.train
-    if not d.dataset:
-        raise ConfigError("config: a cross-encoder trains on a BEIR directory; set data.dataset")
-    workdir.mkdir(parents=True, exist_ok=True)
-    save_config(config, workdir / "config.yaml")
-    keras.utils.set_random_seed(t.seed)
-    ds = data_lib.load_beir(d.dataset, d.train_split, unknown_ids="drop")
-    for what, count in ds.dropped.items():
-        print(f"warning: {d.dataset}: dropped {count} {what}", file=sys.stderr)
-    start = time.perf_counter()
-    pools = mine_negatives(ds, d.negatives_from, d.mine_top_k, d.use_title, d.min_label)
-    groups = build_groups(ds, pools, d.num_negatives, d.min_label, d.use_title, rounds=t.epochs, seed=t.seed)
-    print(f"{len(groups) // t.epochs} groups per epoch (1 positive + {d.num_negatives} negatives from "
-          f"{d.negatives_from} top-{d.mine_top_k}), mined in {time.perf_counter() - start:.1f}s", file=sys.stderr)
-    # A scratch vocabulary is learned from every query and document text.
-    flat = data_lib.Pairs(list(ds.queries.values()), [ds.doc_text(x, d.use_title) for x in ds.corpus])
-    tokenizer = prepare_tokenizer(config, flat, workdir)
-    steps = t.steps_per_epoch or len(groups) // t.epochs // t.batch_size
-    if steps < 1:
-        raise UserError(f"only {len(groups) // t.epochs} groups: fewer than one batch of {t.batch_size}")
-    dataset = group_dataset(groups, tokenizer, config).repeat()
-
-    with make_strategy(t.strategy).scope():
-        model = build_model(config, tokenizer.vocab_size)
-        optimizer = _make_optimizer(config, steps * t.epochs)
-        model.compile(optimizer=optimizer)
-        model(next(iter(dataset.take(1)))[0])  # build variables before restoring
-        optimizer.build(model.trainable_variables)
-        checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
-    manager = tf.train.CheckpointManager(checkpoint, str(workdir / "checkpoints"), max_to_keep=2)
-    initial_epoch = 0
-    if manager.latest_checkpoint:
-        checkpoint.restore(manager.latest_checkpoint).expect_partial()
-        initial_epoch = int(optimizer.iterations.numpy()) // steps
-        print(f"resuming from {manager.latest_checkpoint}", file=sys.stderr)
-    history_path = workdir / "history.json"
-    history = json.loads(history_path.read_text()) if history_path.is_file() else {}
-    if initial_epoch < t.epochs:
-        result = model.fit(dataset, epochs=t.epochs, initial_epoch=initial_epoch, steps_per_epoch=steps,
-                           shuffle=False, verbose=verbose, callbacks=[_Checkpointer(manager),
-                                                       keras.callbacks.TensorBoard(str(workdir / "logs"))])
-        for k, v in result.history.items():
-            history.setdefault(k, []).extend(float(x) for x in v)
-    if any(not math.isfinite(x) for x in history.get("loss", [])):
-        raise UserError("training diverged: loss is not finite (lower train.learning_rate?)")
-    history["steps"] = [int(optimizer.iterations.numpy())]
-    history_path.write_text(json.dumps(history, indent=2))
-    save_trained_model(model, tokenizer, config, workdir / "model")
-    return history
-
-
 # ---------------------------------------------------------------------------- reranking
+def standardised(docs: dict[str, float]) -> dict[str, float]:
+    """z(d) = (s(d) − mean) / std over one query's candidates (std 0 -> 1)."""
+    values = np.array(list(docs.values()), np.float64)
+    std = values.std() if len(values) else 0.0
+    mean = values.mean() if len(values) else 0.0
+    return {d: float((s - mean) / (std if std > 0 else 1.0)) for d, s in docs.items()}
+
+
 def _tflite_safe_segments(ids: dict) -> dict:
     """Same segment ids (0 up to the first [SEP], then 1 inside the mask), built by a cumulative sum.
 
@@ -204,10 +40,15 @@ def _tflite_safe_segments(ids: dict) -> dict:
 
 
 class Reranker:
-    """Scores (query, document) pairs with a trained cross-encoder `model/` dir or its SavedModel."""
+    """Scores (query, document) pairs with a trained cross-encoder `model/` dir or its SavedModel.
 
-    def __init__(self, score_fn, name: str, batch_size: int = 32):
+    first_stage_weight: the model's `model.first_stage_weight` (0 for a TFLite file); when > 0 a
+    reranked list is ordered by score + weight · z(first-stage score), as in training.
+    """
+
+    def __init__(self, score_fn, name: str, batch_size: int = 32, first_stage_weight: float = 0.0):
         self._score_fn, self.name, self.batch_size = score_fn, name, batch_size
+        self.first_stage_weight = first_stage_weight
 
     @classmethod
     def from_keras(cls, model, tokenizer, config: Config, name: str = "cross_encoder") -> "Reranker":
@@ -220,7 +61,7 @@ class Reranker:
         else:
             def fn(q, d):
                 return model(_tflite_safe_segments(tokenizer.pairs(q, d, m.doc_max_length)), training=False)
-        return cls(tf.function(fn, input_signature=[spec, spec]), name)
+        return cls(tf.function(fn, input_signature=[spec, spec]), name, first_stage_weight=m.first_stage_weight)
 
     @classmethod
     def load(cls, spec: str) -> "Reranker":
@@ -236,7 +77,10 @@ class Reranker:
             loaded = tf.saved_model.load(str(path))
             if not hasattr(loaded, "score") or hasattr(loaded, "encode_query"):
                 raise UserError(f"--rerank {spec}: SavedModel is not a cross-encoder export (no lone 'score')")
-            reranker = cls(loaded.score, path.name)
+            meta_path = path / "deepseek_export.json"
+            meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+            weight = float(meta.get("model_config", {}).get("first_stage_weight", 0.0))
+            reranker = cls(loaded.score, path.name, first_stage_weight=weight)
             reranker.loaded = loaded  # the endpoint's variables live as long as this object
             return reranker
         if path.suffix == ".tflite" and path.is_file():  # deepseek_tf.export --format tflite
@@ -261,7 +105,8 @@ class Reranker:
 
 def rerank_run(reranker: Reranker, ds: data_lib.BeirDataset, first_stage: Run, top_k: int = 100,
                use_title: bool = True, progress: bool = False) -> tuple[Run, dict[str, float]]:
-    """Rescores each query's top-k first-stage documents.
+    """Rescores each query's top-k first-stage documents (adding the first-stage prior for a
+    reranker trained with one, see `Reranker`).
 
     stats: latency_ms (per query, reranking only) and its p50/p95, docs_per_s (pairs scored per second).
     """
@@ -282,6 +127,9 @@ def rerank_run(reranker: Reranker, ds: data_lib.BeirDataset, first_stage: Run, t
         latencies[q] = (time.perf_counter() - t0) * 1000
         pairs += len(ids)
         run[q] = {d: float(s) for d, s in zip(ids, scores)}
+        if reranker.first_stage_weight:
+            z = standardised(dict(top))
+            run[q] = {d: s + reranker.first_stage_weight * z[d] for d, s in run[q].items()}
     values = list(latencies.values())
     stats = {"latency_ms_p50": float(np.percentile(values, 50)) if values else None,
              "latency_ms_p95": float(np.percentile(values, 95)) if values else None,

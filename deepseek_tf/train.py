@@ -8,7 +8,6 @@ in the (seeded) data stream all continue where they stopped.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
 import random
@@ -246,8 +245,14 @@ class DevEvaluator(keras.callbacks.Callback):
 # ---------------------------------------------------------------------------- training
 def train(config: Config, workdir: str | Path, verbose: int = 1) -> dict:
     """Trains per `config` into `workdir`; returns the history dict."""
-    if config.model.kind == "cross_encoder":  # groups of 1 positive + k mined negatives (rerank.py)
-        from deepseek_tf.rerank import train_cross_encoder
+    if config.train.soup < 1:
+        raise ConfigError(f"train.soup must be >= 1, got {config.train.soup}")
+    if config.train.soup > 1:  # N seeded runs averaged into one model (soup.py)
+        from deepseek_tf.soup import train_soup
+
+        return train_soup(config, workdir, verbose)
+    if config.model.kind == "cross_encoder":  # groups of 1 positive + k mined negatives (rerank_train.py)
+        from deepseek_tf.rerank_train import train_cross_encoder
 
         return train_cross_encoder(config, workdir, verbose)
     workdir = Path(workdir)

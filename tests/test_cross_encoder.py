@@ -66,7 +66,7 @@ def test_config_validates_interaction_and_loss():
 # ------------------------------------------------------------------ training data
 def test_mined_negatives_exclude_judged_positives(tiny_beir):
     from deepseek_tf.data import load_beir
-    from deepseek_tf.rerank import build_groups, mine_negatives
+    from deepseek_tf.rerank_train import build_groups, mine_negatives
 
     ds = load_beir(tiny_beir, "train")
     pools = mine_negatives(ds, "bm25", top_k=10)
@@ -84,7 +84,7 @@ def test_mined_negatives_exclude_judged_positives(tiny_beir):
 
 
 def test_group_batch_is_query_document_pairs():
-    from deepseek_tf.rerank import tokenize_groups
+    from deepseek_tf.rerank_train import tokenize_groups
     from deepseek_tf.tokenizer import Tokenizer
 
     tok = Tokenizer(VOCAB)
@@ -138,7 +138,7 @@ def test_save_reload_gives_same_scores(interaction, head, tmp_path):
 
 def test_cosine_head_starts_as_segment_cosine():
     # zero-initialised Dense: score = cos(mean of [CLS] q [SEP] states, mean of d [SEP] states) / τ
-    from deepseek_tf.rerank import tokenize_groups
+    from deepseek_tf.rerank_train import tokenize_groups
 
     model, tok, config = _tiny_model("full", head="cosine")
     x, _ = tokenize_groups(tok, "full", 16, 32)({"query": tf.constant(["summer dress"]),
@@ -179,7 +179,7 @@ def test_light_cosine_reranker_from_a_trained_dual_encoder_starts_at_its_ranking
 def test_training_fits_a_fixed_batch():
     import keras
 
-    from deepseek_tf.rerank import tokenize_groups
+    from deepseek_tf.rerank_train import tokenize_groups
 
     model, tok, config = _tiny_model("full")
     batch = {"query": tf.constant(["summer dress", "camping tent"]),
@@ -218,6 +218,49 @@ def test_fusion_of_standardised_scores():
     # w = 0.75: a = 0.75·(−1) + 0.25·(+1) = −0.5, b = +0.5; w = 1 is the cross-encoder's order
     assert fuse(first, ce, 0.75) == {"q": {"a": pytest.approx(-0.5), "b": pytest.approx(0.5)}}
     assert fuse(first, ce, 0.0) == {"q": {"a": pytest.approx(1.0), "b": pytest.approx(-1.0)}}
+
+
+def test_first_stage_prior_in_groups_loss_and_reranking():
+    import keras
+
+    from deepseek_tf.data import BeirDataset
+    from deepseek_tf.rerank import Reranker, rerank_run
+    from deepseek_tf.rerank_train import build_groups, group_dataset, tokenize_groups
+
+    corpus = {d: {"title": "", "text": t} for d, t in
+              [("a", "light cotton dress"), ("b", "tent"), ("c", "coffee"), ("p", "summer dress")]}
+    ds = BeirDataset(corpus, {"q": "summer dress"}, {"q": {"p": 2}})
+    # first-stage top-3 scores a 3, b 1, c 2: mean 2, std √(2/3) = 0.816497 -> z a +1.224745,
+    # b −1.224745, c 0; the positive p is outside the top-3 and gets the lowest z (b's)
+    first = {"q": {"a": 3.0, "c": 2.0, "b": 1.0}}
+    groups = build_groups(ds, {"q": ["a", "c", "b"]}, num_negatives=3, first=first, first_stage_weight=2.0)
+    z = {"a": 1.224745, "b": -1.224745, "c": 0.0, "p": -1.224745}
+    negs = groups.docs[0][1:]
+    ids = {v["text"]: k for k, v in corpus.items()}
+    assert groups.priors[0] == pytest.approx([2.0 * z[ids[t]] for t in ["summer dress"] + negs], abs=1e-6)
+    assert build_groups(ds, {"q": ["a", "c", "b"]}, 3).priors is None  # weight 0: no prior
+
+    # the loss sees score + prior: scores 0 with priors [2, 0, 0] = listwise on logits [2, 0, 0]
+    model, tok, _ = _tiny_model("full")
+    batch = {"query": tf.constant(["summer dress"]), "docs": tf.constant([["light cotton dress", "tent", "coffee"]])}
+    x, grades = tokenize_groups(tok, "full", 16, 32)(batch, tf.constant([[1, 0, 0]]))
+    zero = tf.zeros((3,))
+    with_prior = model.compute_loss(x, {"grades": grades, "prior": tf.constant([[2.0, 0.0, 0.0]])}, zero)
+    assert float(with_prior) == pytest.approx(0.239545, abs=1e-6)  # log(1 + 2e⁻²), as by hand above
+    assert float(model.compute_loss(x, grades, zero)) == pytest.approx(np.log(3), abs=1e-6)
+    # and fit takes the groups' (inputs, {"grades", "prior"}) batches
+    data = group_dataset(groups, tok, config_from_dict({"model": {"kind": "cross_encoder", "doc_max_length": 32},
+                                                        "train": {"batch_size": 1}}))
+    _, y = next(iter(data))
+    np.testing.assert_allclose(y["prior"].numpy(), [groups.priors[0]], atol=1e-6)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    assert np.isfinite(model.fit(data, epochs=1, verbose=0).history["loss"][0])
+
+    # reranking adds weight · z(first stage) over the reranked top-k: a stand-in scorer gives
+    # every document 0.5, so the order is the first stage's and the scores are 0.5 + 2·z
+    flat = Reranker(lambda q, d: tf.fill(tf.shape(d), 0.5), "flat", first_stage_weight=2.0)
+    run, _ = rerank_run(flat, ds, first, top_k=3)
+    assert run["q"] == {d: pytest.approx(0.5 + 2.0 * z[d], abs=1e-6) for d in "abc"}
 
 
 @pytest.fixture(scope="module")

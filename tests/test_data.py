@@ -1,4 +1,3 @@
-import numpy as np
 import pytest
 
 from deepseek_tf.data import load_beir, normalize_text, pair_dataset, pairs_from_beir, read_pairs

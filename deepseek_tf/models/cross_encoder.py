@@ -59,8 +59,14 @@ class _RankingModel(keras.Model):
         self.max_grade = max_grade
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        grades = tf.cast(y, tf.float32)  # (B, n)
+        # y: grades (B, n), or {"grades", "prior"} when the ranking score is
+        # cross-encoder + first-stage prior (model.first_stage_weight): the loss then sees
+        # that sum, so the cross-encoder learns what the first stage gets wrong.
+        prior = y.get("prior") if isinstance(y, dict) else None
+        grades = tf.cast(y["grades"] if isinstance(y, dict) else y, tf.float32)  # (B, n)
         scores = tf.reshape(y_pred, tf.shape(grades))  # (B·n,) -> (B, n)
+        if prior is not None:
+            scores = scores + tf.cast(prior, scores.dtype)
         loss = ranking_loss(self.loss_name, scores, grades, self.margin, self.max_grade)
         # Keras sums gradients over replicas; each replica contributes loss / n_replicas.
         return loss / tf.cast(tf.distribute.get_strategy().num_replicas_in_sync, loss.dtype)

@@ -1,0 +1,219 @@
+"""Cross-encoder training: groups of 1 judged positive + k negatives from a first stage.
+
+Negatives come from a first-stage retriever's top-k (BM25, or a dual encoder / preset given
+as a MODEL), with every judged positive of that query removed; judged non-relevant documents
+(grade 0) are kept in the pool, since they are the hardest true negatives. Grades stay graded
+(0-4). With `model.first_stage_weight` each document also carries the first stage's
+standardised score, which the loss adds to the cross-encoder's (see `Groups.priors`).
+`train.py` hands `model.kind: cross_encoder` configs to `train_cross_encoder` here; reranking
+with the result is in `rerank.py`.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from deepseek_tf import data as data_lib
+from deepseek_tf.config import Config
+from deepseek_tf.errors import ConfigError, UserError
+from deepseek_tf.rerank import Run, standardised
+
+
+# ---------------------------------------------------------------------------- training data
+def first_stage_top_k(ds: data_lib.BeirDataset, source: str = "bm25", top_k: int = 30,
+                      use_title: bool = True) -> Run:
+    """Per judged query: {doc id: score} of the first stage's (BM25 or a retriever MODEL) top-k."""
+    qids = sorted(q for q in ds.qrels if q in ds.queries)
+    doc_ids = list(ds.corpus)
+    texts = [ds.doc_text(d, use_title) for d in doc_ids]
+    queries = [ds.queries[q] for q in qids]
+    if source == "bm25":
+        from deepseek_tf.bm25 import BM25Index
+
+        hits = BM25Index().index(doc_ids, texts).search(queries, top_k)
+        return {q: {d: float(s) for d, s in row} for q, row in zip(qids, hits)}
+    from deepseek_tf.embedders import load_embedder
+    from deepseek_tf.index import exact_search
+
+    embedder = load_embedder(source)
+    doc_vecs = embedder.encode_docs(texts, progress=sys.stderr.isatty())
+    scores, idx = exact_search(embedder.encode_queries(queries), doc_vecs, top_k)
+    return {q: {doc_ids[j]: float(s) for j, s in zip(row, srow)} for q, row, srow in zip(qids, idx, scores)}
+
+
+def mine_negatives(ds: data_lib.BeirDataset, source: str = "bm25", top_k: int = 30,
+                   use_title: bool = True, min_label: int = 1, first: Run | None = None) -> dict[str, list[str]]:
+    """Per judged query: the first stage's top-k doc ids minus that query's judged positives.
+
+    A judged positive is any document with grade >= min_label; grade-0 judgments are
+    added to the pool even if the retriever missed them (known non-relevant, lexically close).
+    `first`: an already computed `first_stage_top_k` (each query's docs in rank order).
+    """
+    first = first if first is not None else first_stage_top_k(ds, source, top_k, use_title)
+    pools = {}
+    for q, docs in first.items():
+        judged = ds.qrels[q]
+        pool = [d for d in docs if judged.get(d, 0) < min_label]
+        pool += [d for d, g in sorted(judged.items()) if g == 0 and d not in pool and d in ds.corpus]
+        pools[q] = pool
+    return pools
+
+
+@dataclass
+class Groups:
+    """Training groups: each query with n documents (column 0 the positive) and their grades."""
+
+    queries: list[str]
+    docs: list[list[str]]  # (G, n)
+    grades: list[list[int]]  # (G, n)
+    # first_stage_weight · z(first-stage score); a document outside the first stage's top-k
+    # gets the lowest z of that query's top-k (it would not have been a candidate). None = off.
+    priors: list[list[float]] | None = None  # (G, n)
+
+    def __len__(self) -> int:
+        return len(self.queries)
+
+
+def build_groups(ds: data_lib.BeirDataset, pools: dict[str, list[str]], num_negatives: int,
+                 min_label: int = 1, use_title: bool = True, rounds: int = 1, seed: int = 42,
+                 first: Run | None = None, first_stage_weight: float = 0.0) -> Groups:
+    """`rounds` passes over every (query, positive); each pass samples fresh negatives.
+
+    Negatives are drawn without replacement from the query's pool (with replacement if the
+    pool is smaller than k; from the rest of the corpus if it is empty). A pool document's
+    grade is its judgment, 0 when unjudged. With `first` and a non-zero weight, each document
+    also gets its prior (see `Groups.priors`).
+    """
+    zs = {q: standardised(docs) for q, docs in first.items()} if first and first_stage_weight else None
+    if num_negatives < 1:
+        raise ConfigError("data.num_negatives must be >= 1 for a cross-encoder")
+    rng = np.random.default_rng(seed)
+    all_ids = list(ds.corpus)
+    queries, docs, grades, priors = [], [], [], []
+    for _ in range(rounds):
+        for q in sorted(pools):
+            judged = ds.qrels[q]
+            positives = [(d, g) for d, g in sorted(judged.items()) if g >= min_label and d in ds.corpus]
+            pool = pools[q] or [d for d in all_ids if judged.get(d, 0) < min_label]
+            for d, g in positives:
+                picks = rng.choice(len(pool), num_negatives, replace=len(pool) < num_negatives)
+                negs = [pool[i] for i in picks]
+                queries.append(ds.queries[q])
+                docs.append([ds.doc_text(x, use_title) for x in [d] + negs])
+                grades.append([g] + [judged.get(x, 0) for x in negs])
+                if zs is not None:
+                    z = zs.get(q, {})
+                    floor = min(z.values(), default=0.0)
+                    priors.append([first_stage_weight * z.get(x, floor) for x in [d] + negs])
+    if not queries:
+        raise UserError(f"no judgments with relevance >= {min_label} to train on")
+    return Groups(queries, docs, grades, priors if zs is not None else None)
+
+
+def tokenize_groups(tokenizer, interaction: str, query_max_length: int, pair_max_length: int):
+    """A tf.data map: {"query": (B,), "docs": (B, n)}, grades -> (model inputs for B·n pairs, grades)."""
+
+    def fn(batch, grades):
+        n = tf.shape(batch["docs"])[1]
+        queries = tf.repeat(batch["query"], n)  # (B·n,) query i repeated for its n docs
+        docs = tf.reshape(batch["docs"], [-1])  # (B·n,)
+        if interaction == "light":
+            x = {"query": tokenizer(queries, query_max_length), "doc": tokenizer(docs, pair_max_length)}
+        else:
+            x = tokenizer.pairs(queries, docs, pair_max_length)
+        return x, tf.cast(grades, tf.float32)
+
+    return fn
+
+
+def group_dataset(groups: Groups, tokenizer, config: Config, shuffle: bool = True) -> tf.data.Dataset:
+    """Batches of groups -> (pair inputs, grades), or (pair inputs, {"grades", "prior"}) with priors."""
+    m, t = config.model, config.train
+    y = groups.grades if groups.priors is None else (groups.grades, groups.priors)
+    ds = tf.data.Dataset.from_tensor_slices(({"query": groups.queries, "docs": groups.docs}, y))
+    if shuffle:
+        ds = ds.shuffle(min(config.data.shuffle_buffer, len(groups)), seed=t.seed)
+    ds = ds.batch(t.batch_size, drop_remainder=True)
+    fn = tokenize_groups(tokenizer, m.interaction, m.query_max_length, m.doc_max_length)
+    if groups.priors is not None:
+        tokenize = fn
+
+        def fn(batch, y):
+            x, grades = tokenize(batch, y[0])
+            return x, {"grades": grades, "prior": tf.cast(y[1], tf.float32)}
+
+    return ds.map(fn, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
+# ---------------------------------------------------------------------------- training
+def train_cross_encoder(config: Config, workdir: str | Path, verbose: int = 1) -> dict:
+    """`model.kind: cross_encoder`: mines negatives, trains on groups, writes WORKDIR/model/.
+
+    Same workdir layout, checkpointing and resume as dual-encoder training (train.py).
+    `train.batch_size` counts groups, so a step scores batch_size × (1 + num_negatives) pairs.
+    """
+    import math
+
+    import keras
+
+    from deepseek_tf.config import save_config
+    from deepseek_tf.models import build_model
+    from deepseek_tf.train import _Checkpointer, _make_optimizer, make_strategy, prepare_tokenizer, save_trained_model
+
+    workdir, d, t = Path(workdir), config.data, config.train
+    if not d.dataset:
+        raise ConfigError("config: a cross-encoder trains on a BEIR directory; set data.dataset")
+    workdir.mkdir(parents=True, exist_ok=True)
+    save_config(config, workdir / "config.yaml")
+    keras.utils.set_random_seed(t.seed)
+    ds = data_lib.load_beir(d.dataset, d.train_split, unknown_ids="drop")
+    for what, count in ds.dropped.items():
+        print(f"warning: {d.dataset}: dropped {count} {what}", file=sys.stderr)
+    start = time.perf_counter()
+    first = first_stage_top_k(ds, d.negatives_from, d.mine_top_k, d.use_title)
+    pools = mine_negatives(ds, d.negatives_from, d.mine_top_k, d.use_title, d.min_label, first=first)
+    groups = build_groups(ds, pools, d.num_negatives, d.min_label, d.use_title, rounds=t.epochs, seed=t.seed,
+                          first=first, first_stage_weight=config.model.first_stage_weight)
+    print(f"{len(groups) // t.epochs} groups per epoch (1 positive + {d.num_negatives} negatives from "
+          f"{d.negatives_from} top-{d.mine_top_k}), mined in {time.perf_counter() - start:.1f}s", file=sys.stderr)
+    # A scratch vocabulary is learned from every query and document text.
+    flat = data_lib.Pairs(list(ds.queries.values()), [ds.doc_text(x, d.use_title) for x in ds.corpus])
+    tokenizer = prepare_tokenizer(config, flat, workdir)
+    steps = t.steps_per_epoch or len(groups) // t.epochs // t.batch_size
+    if steps < 1:
+        raise UserError(f"only {len(groups) // t.epochs} groups: fewer than one batch of {t.batch_size}")
+    dataset = group_dataset(groups, tokenizer, config).repeat()
+
+    with make_strategy(t.strategy).scope():
+        model = build_model(config, tokenizer.vocab_size)
+        optimizer = _make_optimizer(config, steps * t.epochs)
+        model.compile(optimizer=optimizer)
+        model(next(iter(dataset.take(1)))[0])  # build variables before restoring
+        optimizer.build(model.trainable_variables)
+        checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
+    manager = tf.train.CheckpointManager(checkpoint, str(workdir / "checkpoints"), max_to_keep=2)
+    initial_epoch = 0
+    if manager.latest_checkpoint:
+        checkpoint.restore(manager.latest_checkpoint).expect_partial()
+        initial_epoch = int(optimizer.iterations.numpy()) // steps
+        print(f"resuming from {manager.latest_checkpoint}", file=sys.stderr)
+    history_path = workdir / "history.json"
+    history = json.loads(history_path.read_text()) if history_path.is_file() else {}
+    if initial_epoch < t.epochs:
+        result = model.fit(dataset, epochs=t.epochs, initial_epoch=initial_epoch, steps_per_epoch=steps,
+                           shuffle=False, verbose=verbose, callbacks=[_Checkpointer(manager),
+                                                       keras.callbacks.TensorBoard(str(workdir / "logs"))])
+        for k, v in result.history.items():
+            history.setdefault(k, []).extend(float(x) for x in v)
+    if any(not math.isfinite(x) for x in history.get("loss", [])):
+        raise UserError("training diverged: loss is not finite (lower train.learning_rate?)")
+    history["steps"] = [int(optimizer.iterations.numpy())]
+    history_path.write_text(json.dumps(history, indent=2))
+    save_trained_model(model, tokenizer, config, workdir / "model")
+    return history
