@@ -163,8 +163,8 @@ def train_cross_encoder(config: Config, workdir: str | Path, verbose: int = 1) -
     import keras
 
     from deepseek_tf.config import save_config
-    from deepseek_tf.models import build_model
-    from deepseek_tf.train import _Checkpointer, _make_optimizer, make_strategy, prepare_tokenizer, save_trained_model
+    from deepseek_tf.train import (_Checkpointer, _make_optimizer, build_in_policy, float32_copy, make_strategy,
+                                   precision_policy, prepare_tokenizer, save_trained_model)
 
     workdir, d, t = Path(workdir), config.data, config.train
     if not d.dataset:
@@ -190,11 +190,13 @@ def train_cross_encoder(config: Config, workdir: str | Path, verbose: int = 1) -
         raise UserError(f"only {len(groups) // t.epochs} groups: fewer than one batch of {t.batch_size}")
     dataset = group_dataset(groups, tokenizer, config).repeat()
 
+    policy = precision_policy(t.mixed_precision)
+    sample = next(iter(dataset.take(1)))[0]
     with make_strategy(t.strategy).scope():
-        model = build_model(config, tokenizer.vocab_size)
+        model = build_in_policy(config, tokenizer.vocab_size, policy)
         optimizer = _make_optimizer(config, steps * t.epochs)
         model.compile(optimizer=optimizer)
-        model(next(iter(dataset.take(1)))[0])  # build variables before restoring
+        model(sample)  # build variables before restoring
         optimizer.build(model.trainable_variables)
         checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
     manager = tf.train.CheckpointManager(checkpoint, str(workdir / "checkpoints"), max_to_keep=2)
@@ -215,5 +217,7 @@ def train_cross_encoder(config: Config, workdir: str | Path, verbose: int = 1) -
         raise UserError("training diverged: loss is not finite (lower train.learning_rate?)")
     history["steps"] = [int(optimizer.iterations.numpy())]
     history_path.write_text(json.dumps(history, indent=2))
+    if policy:  # served and exported in float32 (see train.float32_copy)
+        model = float32_copy(model, config, tokenizer.vocab_size, sample)
     save_trained_model(model, tokenizer, config, workdir / "model")
     return history

@@ -63,6 +63,20 @@ def precision_policy(name: str) -> str | None:
     return None if name == "none" else name
 
 
+def build_in_policy(config: Config, vocab_size: int, policy: str | None) -> keras.Model:
+    """`build_model` under a Keras dtype policy (None: the current one), then restores the global one.
+
+    Layers take the policy when built; later code (evaluation, export, tests) keeps float32.
+    """
+    previous = keras.config.dtype_policy()
+    try:
+        if policy:
+            keras.config.set_dtype_policy(policy)
+        return build_model(config, vocab_size)
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
 # ---------------------------------------------------------------------------- data
 def split_dev(ds: data_lib.BeirDataset, fraction: float, seed: int):
     """(train, dev) with `fraction` of the judged queries (seeded choice) held out as dev."""
@@ -282,14 +296,8 @@ def train(config: Config, workdir: str | Path, verbose: int = 1) -> dict:
         raise UserError(f"only {len(pairs)} training pairs: fewer than one batch of {t.batch_size}")
 
     policy = precision_policy(t.mixed_precision)
-    previous_policy = keras.config.dtype_policy()
     with strategy.scope():
-        try:  # layers take the policy when built; later code (evaluation, tests) keeps float32
-            if policy:
-                keras.config.set_dtype_policy(policy)
-            model = build_model(config, tokenizer.vocab_size)
-        finally:
-            keras.config.set_dtype_policy(previous_policy)
+        model = build_in_policy(config, tokenizer.vocab_size, policy)
         if backbone_kind(config.model.backbone) != "scratch":
             set_dropout(model, config.model.dropout)
         model.accumulation_steps = t.accumulation_steps
@@ -297,8 +305,9 @@ def train(config: Config, workdir: str | Path, verbose: int = 1) -> dict:
         model.compile(optimizer=optimizer)
         # build variables before restoring (eager tokenizer calls: in multi-worker mode an
         # eager iterator over a nested tf.data element hands back tuples, not dicts)
-        model({"query": tokenizer(tf.constant(pairs.queries[:2]), config.model.query_max_length),
-               "doc": tokenizer(tf.constant(pairs.docs[:2]), config.model.doc_max_length)})
+        sample = {"query": tokenizer(tf.constant(pairs.queries[:2]), config.model.query_max_length),
+                  "doc": tokenizer(tf.constant(pairs.docs[:2]), config.model.doc_max_length)}
+        model(sample)
         model.optimizer.build(model.trainable_variables)
         checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
     manager = tf.train.CheckpointManager(checkpoint, str(workdir / "checkpoints"), max_to_keep=2)
@@ -353,8 +362,24 @@ def train(config: Config, workdir: str | Path, verbose: int = 1) -> dict:
     tmp = history_path.with_name("history.json.tmp")
     tmp.write_text(json.dumps(history, indent=2))
     tmp.replace(history_path)
+    if policy:  # serve, evaluate and export in float32: same weights, no bfloat16 rounding
+        model = float32_copy(model, config, tokenizer.vocab_size, sample)
     save_trained_model(model, tokenizer, config, workdir / "model")
     return history
+
+
+def float32_copy(model: keras.Model, config: Config, vocab_size: int, sample: dict) -> keras.Model:
+    """`model` rebuilt under the float32 policy, holding `model`'s weights.
+
+    Mixed precision changes only the compute dtype (variables stay float32), so the copy has
+    exactly the trained weights; `sample` (one batch of inputs) builds its variables.
+    """
+    copy = build_in_policy(config, vocab_size, "float32")
+    if backbone_kind(config.model.backbone) != "scratch":
+        set_dropout(copy, config.model.dropout)
+    copy(sample)
+    copy.set_weights(model.get_weights())
+    return copy
 
 
 def _mine_with_model(model, tokenizer: Tokenizer, config: Config, train_ds) -> data_lib.Pairs:

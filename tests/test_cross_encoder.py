@@ -273,6 +273,24 @@ def ce_run(tiny_beir, tmp_path_factory):
     return workdir
 
 
+def test_mixed_precision_training_saves_a_float32_reranker(tiny_beir, tmp_path):
+    """train.mixed_precision applies to cross-encoders too (it was silently ignored)."""
+    import keras
+
+    from deepseek_tf.train import train
+
+    base = [f"data.dataset={tiny_beir}", "train.epochs=1", "train.steps_per_epoch=2"]
+    history = train(load_config(TINY, base + ["train.mixed_precision=mixed_bfloat16"]), tmp_path, verbose=0)
+    assert history["steps"] == [2] and np.all(np.isfinite(history["loss"]))
+    # same seed in float32: a different loss shows the bf16 run computed in bfloat16
+    full = train(load_config(TINY, base), tmp_path / "fp32", verbose=0)
+    assert full["loss"][0] != history["loss"][0] and full["loss"][0] == pytest.approx(history["loss"][0], rel=0.05)
+    assert keras.config.dtype_policy().name == "float32"  # the global policy is restored
+    model = keras.models.load_model(tmp_path / "model" / "model.keras", compile=False)
+    policies = {layer.dtype_policy.name for layer in model._flatten_layers()}
+    assert policies == {"float32"}
+
+
 def test_evaluate_rerank_rows_side_by_side(tiny_run, ce_run, tiny_beir, tmp_path):
     out = tmp_path / "report.json"
     proc = run_cli("deepseek_tf.evaluate", "--model", str(tiny_run / "model"), "--dataset", str(tiny_beir),

@@ -208,7 +208,34 @@ def test_mined_hard_negatives_with_grad_cache_and_bf16(tiny_beir, tmp_path):
     assert history["steps"] == [2] and np.all(np.isfinite(history["loss"]))
     assert keras.config.dtype_policy().name == "float32"  # the global policy is restored
     model = keras.models.load_model(tmp_path / "model" / "model.keras", compile=False)
-    assert model.query_encoder.backbone.dtype_policy.name == "mixed_bfloat16" and model.learn_temperature
+    # trained in bfloat16, saved as float32 (float32_copy below) with the learned temperature
+    assert model.query_encoder.backbone.dtype_policy.name == "float32" and model.learn_temperature
+
+
+def test_float32_copy_keeps_mixed_precision_weights(tiny_beir):
+    from deepseek_tf.models import build_model
+    from deepseek_tf.tokenizer import Tokenizer
+    from deepseek_tf.train import float32_copy
+
+    config = _config(tiny_beir)
+    tokenizer = Tokenizer(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "wing", "flow", "heat"])
+    sample = {k: tokenizer(tf.constant(["wing flow", "heat"]), 8) for k in ("query", "doc")}
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        mixed = build_model(config, tokenizer.vocab_size)
+    finally:
+        keras.config.set_dtype_policy("float32")
+    mixed(sample)
+    copy = float32_copy(mixed, config, tokenizer.vocab_size, sample)
+    assert {layer.dtype_policy.name for layer in copy._flatten_layers()} == {"float32"}
+    assert "mixed_bfloat16" in {layer.dtype_policy.name for layer in mixed._flatten_layers()}
+    for a, b in zip(mixed.get_weights(), copy.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    want = mixed.query_encoder(sample["query"], training=False)
+    got = copy.query_encoder(sample["query"], training=False)
+    # bfloat16 keeps ~3 significant digits: the same unit vectors to about 1e-2, not exactly
+    assert not np.array_equal(got.numpy(), want.numpy())
+    np.testing.assert_allclose(got.numpy(), want.numpy(), atol=3e-2)
 
 
 def test_bad_accumulation_is_a_config_error(tiny_beir, tmp_path):
