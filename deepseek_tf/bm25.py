@@ -26,9 +26,14 @@ class BM25Index:
 
     def __init__(self, k1: float = 1.5, b: float = 0.75, method: str = "lucene", language: str = "english",
                  stopwords: str | None = "en"):
+        import logging
+
         import bm25s
         import Stemmer
 
+        # bm25s sets its logger to DEBUG; once anything installs a root handler (TensorBoard
+        # does, during training) its "Building index" lines would reach the user's terminal.
+        logging.getLogger("bm25s").setLevel(logging.WARNING)
         if method not in METHODS:
             raise UserError(f"BM25 method {method!r} is not one of {', '.join(METHODS)}")
         self.k1, self.b, self.method, self.language, self.stopwords = k1, b, method, language, stopwords

@@ -57,3 +57,14 @@ def test_bm25_on_cranfield_matches_reference():
     assert means["ndcg@10"] == pytest.approx(0.383, abs=0.01)  # SPEC's reference (trec_eval); we get 0.3832
     assert stats["bm25"] == {"k1": 1.5, "b": 0.75, "method": "lucene", "stemmer": "snowball-english",
                              "stopwords": "en"}
+
+
+def test_bm25s_debug_lines_stay_quiet():
+    """bm25s sets its own logger to DEBUG; with a root handler installed (TensorBoard installs
+    one during training) its "Building index" lines reached the terminal between soup members."""
+    import logging
+
+    from deepseek_tf.bm25 import BM25Index
+
+    BM25Index().index(["a", "b"], ["wing flow", "heat transfer"])
+    assert not logging.getLogger("bm25s").isEnabledFor(logging.DEBUG)
