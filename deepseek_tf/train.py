@@ -182,9 +182,13 @@ def _make_optimizer(config: Config, total_steps: int) -> keras.optimizers.Optimi
     return keras.optimizers.AdamW(learning_rate=schedule, weight_decay=t.weight_decay, clipnorm=t.clipnorm)
 
 
+def _dropout_layers(model: keras.Model) -> list[keras.layers.Dropout]:
+    return [layer for layer in model._flatten_layers() if isinstance(layer, keras.layers.Dropout)]
+
+
 def set_dropout(model: keras.Model, rate: float) -> int:
     """Sets every Dropout layer's rate (pretrained backbones keep their own otherwise)."""
-    layers = [layer for layer in model._flatten_layers() if isinstance(layer, keras.layers.Dropout)]
+    layers = _dropout_layers(model)
     for layer in layers:
         layer.rate = rate
     return len(layers)
@@ -375,8 +379,8 @@ def float32_copy(model: keras.Model, config: Config, vocab_size: int, sample: di
     exactly the trained weights; `sample` (one batch of inputs) builds its variables.
     """
     copy = build_in_policy(config, vocab_size, "float32")
-    if backbone_kind(config.model.backbone) != "scratch":
-        set_dropout(copy, config.model.dropout)
+    for mine, theirs in zip(_dropout_layers(copy), _dropout_layers(model), strict=True):
+        mine.rate = theirs.rate  # the rates it trained with (set_dropout or the checkpoint's own)
     copy(sample)
     copy.set_weights(model.get_weights())
     return copy

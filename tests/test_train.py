@@ -213,21 +213,20 @@ def test_mined_hard_negatives_with_grad_cache_and_bf16(tiny_beir, tmp_path):
 
 
 def test_float32_copy_keeps_mixed_precision_weights(tiny_beir):
-    from deepseek_tf.models import build_model
     from deepseek_tf.tokenizer import Tokenizer
-    from deepseek_tf.train import float32_copy
+    from deepseek_tf.train import build_in_policy, float32_copy, set_dropout
 
     config = _config(tiny_beir)
     tokenizer = Tokenizer(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "wing", "flow", "heat"])
     sample = {k: tokenizer(tf.constant(["wing flow", "heat"]), 8) for k in ("query", "doc")}
-    keras.config.set_dtype_policy("mixed_bfloat16")
-    try:
-        mixed = build_model(config, tokenizer.vocab_size)
-    finally:
-        keras.config.set_dtype_policy("float32")
+    mixed = build_in_policy(config, tokenizer.vocab_size, "mixed_bfloat16")
+    assert keras.config.dtype_policy().name == "float32"  # the global policy is restored
     mixed(sample)
+    assert set_dropout(mixed, 0.3) > 0
     copy = float32_copy(mixed, config, tokenizer.vocab_size, sample)
     assert {layer.dtype_policy.name for layer in copy._flatten_layers()} == {"float32"}
+    # the dropout rates it trained with travel too (config.model.dropout is 0.0 here)
+    assert {layer.rate for layer in copy._flatten_layers() if isinstance(layer, keras.layers.Dropout)} == {0.3}
     assert "mixed_bfloat16" in {layer.dtype_policy.name for layer in mixed._flatten_layers()}
     for a, b in zip(mixed.get_weights(), copy.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
