@@ -68,6 +68,9 @@ class DataConfig:
     negatives_from: str = "bm25"
     mine_top_k: int = 30
     num_negatives: int = 3  # per positive; one group = 1 positive + num_negatives documents
+    # Up to this many of those slots hold the query's judged positives graded below the group's
+    # positive, so a graded loss (listwise, ranknet, hinge) learns the grades, not just judged > not.
+    lower_graded: int = 0
     # Dual encoder: one mined hard negative per pair (source: negatives_from, from its top
     # mine_top_k), skipping the mine_skip_top best ranks and any document scoring above
     # (1 − mine_margin)·score(positive); judged-relevant documents are never taken.

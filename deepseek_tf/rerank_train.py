@@ -82,8 +82,12 @@ class Groups:
 
 def build_groups(ds: data_lib.BeirDataset, pools: dict[str, list[str]], num_negatives: int,
                  min_label: int = 1, use_title: bool = True, rounds: int = 1, seed: int = 42,
-                 first: Run | None = None, first_stage_weight: float = 0.0) -> Groups:
+                 first: Run | None = None, first_stage_weight: float = 0.0, lower_graded: int = 0) -> Groups:
     """`rounds` passes over every (query, positive); each pass samples fresh negatives.
+
+    lower_graded: up to this many of the group's num_negatives slots go to the query's judged
+    positives graded below the group's positive (sampled), so a graded loss sees grade 4 > 2 > 0
+    and not only "judged > unjudged"; a positive with fewer lower-graded ones gets more negatives.
 
     Negatives are drawn without replacement from the query's pool (with replacement if the
     pool is smaller than k; from the rest of the corpus if it is empty). A pool document's
@@ -93,6 +97,8 @@ def build_groups(ds: data_lib.BeirDataset, pools: dict[str, list[str]], num_nega
     zs = {q: standardised(docs) for q, docs in first.items()} if first and first_stage_weight else None
     if num_negatives < 1:
         raise ConfigError("data.num_negatives must be >= 1 for a cross-encoder")
+    if not 0 <= lower_graded <= num_negatives:
+        raise ConfigError(f"data.lower_graded must be in [0, data.num_negatives = {num_negatives}], got {lower_graded}")
     rng = np.random.default_rng(seed)
     all_ids = list(ds.corpus)
     queries, docs, grades, priors = [], [], [], []
@@ -102,8 +108,11 @@ def build_groups(ds: data_lib.BeirDataset, pools: dict[str, list[str]], num_nega
             positives = [(d, g) for d, g in sorted(judged.items()) if g >= min_label and d in ds.corpus]
             pool = pools[q] or [d for d in all_ids if judged.get(d, 0) < min_label]
             for d, g in positives:
-                picks = rng.choice(len(pool), num_negatives, replace=len(pool) < num_negatives)
-                negs = [pool[i] for i in picks]
+                lower = [x for x, h in positives if h < g]
+                n_lower = min(lower_graded, len(lower))
+                picks = rng.choice(len(pool), num_negatives - n_lower, replace=len(pool) < num_negatives - n_lower)
+                negs = [lower[i] for i in rng.choice(len(lower), n_lower, replace=False)] if n_lower else []
+                negs += [pool[i] for i in picks]
                 queries.append(ds.queries[q])
                 docs.append([ds.doc_text(x, use_title) for x in [d] + negs])
                 grades.append([g] + [judged.get(x, 0) for x in negs])
@@ -179,7 +188,8 @@ def train_cross_encoder(config: Config, workdir: str | Path, verbose: int = 1) -
     first = first_stage_top_k(ds, d.negatives_from, d.mine_top_k, d.use_title)
     pools = mine_negatives(ds, d.negatives_from, d.mine_top_k, d.use_title, d.min_label, first=first)
     groups = build_groups(ds, pools, d.num_negatives, d.min_label, d.use_title, rounds=t.epochs, seed=t.seed,
-                          first=first, first_stage_weight=config.model.first_stage_weight)
+                          first=first, first_stage_weight=config.model.first_stage_weight,
+                          lower_graded=d.lower_graded)
     print(f"{len(groups) // t.epochs} groups per epoch (1 positive + {d.num_negatives} negatives from "
           f"{d.negatives_from} top-{d.mine_top_k}), mined in {time.perf_counter() - start:.1f}s", file=sys.stderr)
     # A scratch vocabulary is learned from every query and document text.

@@ -83,6 +83,28 @@ def test_mined_negatives_exclude_judged_positives(tiny_beir):
     assert build_groups(ds, pools, 3, rounds=2, seed=1).docs == groups.docs  # seeded
 
 
+def test_lower_graded_positives_join_groups_with_their_grades():
+    from deepseek_tf.data import BeirDataset
+    from deepseek_tf.losses import listwise_softmax
+    from deepseek_tf.rerank_train import build_groups
+
+    corpus = {d: {"title": "", "text": d} for d in ["p4", "p2", "p1", "n1", "n2", "n3"]}
+    ds = BeirDataset(corpus, {"q": "query"}, {"q": {"p4": 4, "p2": 2, "p1": 1, "n3": 0}})
+    groups = build_groups(ds, {"q": ["n1", "n2", "n3"]}, num_negatives=3, seed=0, lower_graded=2)
+    by_head = {docs[0]: (docs, grades) for docs, grades in zip(groups.docs, groups.grades)}
+    # p4 takes both lower-graded positives (2 and 1) and one negative; p2 takes p1 and two
+    # negatives; p1 has nothing graded below it: three negatives. The group size stays 4.
+    assert sorted(by_head["p4"][1]) == [0, 1, 2, 4] and set(by_head["p4"][0][1:3]) == {"p2", "p1"}
+    assert by_head["p2"][1][:2] == [2, 1] and by_head["p2"][0][1] == "p1"
+    assert by_head["p1"][1] == [1, 0, 0, 0] and not set(by_head["p1"][0][1:]) - {"n1", "n2", "n3"}
+    # listwise on grades [4, 2, 1, 0] and equal scores: targets (15, 3, 1, 0)/19, loss = ln 4
+    loss = listwise_softmax(tf.zeros([1, 4]), tf.constant([[4.0, 2.0, 1.0, 0.0]]))
+    assert float(loss) == pytest.approx(np.log(4.0), abs=1e-6)
+    assert build_groups(ds, {"q": ["n1", "n2", "n3"]}, 3, seed=0).grades == [[g, 0, 0, 0] for g in (1, 2, 4)]
+    with pytest.raises(ConfigError, match="lower_graded"):
+        build_groups(ds, {"q": ["n1"]}, num_negatives=1, lower_graded=2)
+
+
 def test_group_batch_is_query_document_pairs():
     from deepseek_tf.rerank_train import tokenize_groups
     from deepseek_tf.tokenizer import Tokenizer
