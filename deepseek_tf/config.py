@@ -40,6 +40,9 @@ class ModelConfig:
     normalize: bool = True
     shared_towers: bool = True
     trainable: bool = True
+    # Freeze the embeddings and the first N transformer layers (keras-hub BERT backbones): fewer
+    # weights to fit on a few hundred queries, and no backward pass below layer N (faster steps).
+    frozen_layers: int = 0
     # Cross-encoder only: "full" reads [CLS] q [SEP] d [SEP] through one backbone; "light" lets
     # query tokens attend over document tokens from the (frozen or trainable) towers.
     interaction: str = "full"  # full | light

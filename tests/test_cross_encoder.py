@@ -348,3 +348,28 @@ def test_saved_model_score_endpoint_matches_keras(ce_run, tmp_path):
     # the SavedModel also works as --rerank MODEL
     np.testing.assert_allclose(Reranker.load(str(tmp_path / "ce_sm")).score_pairs(queries, docs), keras_scores,
                                atol=1e-5)
+
+
+def test_frozen_layers_keep_embeddings_and_bottom_blocks_fixed():
+    import keras
+
+    from deepseek_tf.models import build_model
+    from deepseek_tf.rerank_train import tokenize_groups
+    from deepseek_tf.tokenizer import Tokenizer
+
+    config = load_config(TINY, ["model.frozen_layers=1"])  # tiny: 2 transformer layers
+    model, tok = build_model(config, len(VOCAB)), Tokenizer(VOCAB)
+    batch = {"query": tf.constant(["summer dress"]), "docs": tf.constant([["light cotton dress", "coffee"]])}
+    x, grades = tokenize_groups(tok, "full", 16, 32)(batch, tf.constant([[1, 0]]))
+    model(x)
+    backbone = model.backbone
+    frozen = backbone.get_layer("token_embedding").weights + backbone.transformer_layers[0].weights
+    trained = backbone.transformer_layers[1].weights
+    before = [w.numpy().copy() for w in frozen + trained]
+    model.compile(optimizer=keras.optimizers.Adam(1e-2))
+    model.train_on_batch(x, grades)
+    after = [w.numpy() for w in frozen + trained]
+    assert all(np.array_equal(a, b) for a, b in zip(before[:len(frozen)], after[:len(frozen)]))
+    assert any(not np.array_equal(a, b) for a, b in zip(before[len(frozen):], after[len(frozen):]))
+    with pytest.raises(ConfigError, match="frozen_layers must be in"):
+        build_model(load_config(TINY, ["model.frozen_layers=3"]), len(VOCAB))
