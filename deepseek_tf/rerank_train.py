@@ -217,6 +217,8 @@ def train_cross_encoder(config: Config, workdir: str | Path, verbose: int = 1) -
         print(f"resuming from {manager.latest_checkpoint}", file=sys.stderr)
     history_path = workdir / "history.json"
     history = json.loads(history_path.read_text()) if history_path.is_file() else {}
+    history.pop("train_seconds", None)
+    fit_start = time.perf_counter()
     if initial_epoch < t.epochs:
         result = model.fit(dataset, epochs=t.epochs, initial_epoch=initial_epoch, steps_per_epoch=steps,
                            shuffle=False, verbose=verbose, callbacks=[_Checkpointer(manager),
@@ -226,6 +228,7 @@ def train_cross_encoder(config: Config, workdir: str | Path, verbose: int = 1) -
     if any(not math.isfinite(x) for x in history.get("loss", [])):
         raise UserError("training diverged: loss is not finite (lower train.learning_rate?)")
     history["steps"] = [int(optimizer.iterations.numpy())]
+    history["train_seconds"] = [round(time.perf_counter() - fit_start, 1)]  # fit alone, as train.py's
     history_path.write_text(json.dumps(history, indent=2))
     if policy:  # served and exported in float32 (see train.float32_copy)
         model = float32_copy(model, config, tokenizer.vocab_size, sample)

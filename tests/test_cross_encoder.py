@@ -292,6 +292,7 @@ def ce_run(tiny_beir, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("ce_run")
     history = train(load_config(TINY, [f"data.dataset={tiny_beir}"]), workdir, verbose=0)
     assert history["steps"] == [6]
+    assert history["train_seconds"][0] > 0  # fit's wall time, as dual-encoder runs record it
     return workdir
 
 
