@@ -110,7 +110,8 @@ def build_groups(ds: data_lib.BeirDataset, pools: dict[str, list[str]], num_nega
             for d, g in positives:
                 lower = [x for x, h in positives if h < g]
                 n_lower = min(lower_graded, len(lower))
-                picks = rng.choice(len(pool), num_negatives - n_lower, replace=len(pool) < num_negatives - n_lower)
+                k = num_negatives - n_lower  # mined negatives fill the rest of the group
+                picks = rng.choice(len(pool), k, replace=len(pool) < k)
                 negs = [lower[i] for i in rng.choice(len(lower), n_lower, replace=False)] if n_lower else []
                 negs += [pool[i] for i in picks]
                 queries.append(ds.queries[q])
