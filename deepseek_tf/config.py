@@ -74,6 +74,10 @@ class DataConfig:
     # Up to this many of those slots hold the query's judged positives graded below the group's
     # positive, so a graded loss (listwise, ranknet, hinge) learns the grades, not just judged > not.
     lower_graded: int = 0
+    # Up to this many of a query's judged positives share one group (with num_negatives mined
+    # negatives, plus more where a query has fewer positives left), so one forward pass over the
+    # negatives serves several positives; pair with train.loss: multi_positive. 1 = one per group.
+    positives_per_group: int = 1
     # Dual encoder: one mined hard negative per pair (source: negatives_from, from its top
     # mine_top_k), skipping the mine_skip_top best ranks and any document scoring above
     # (1 − mine_margin)·score(positive); judged-relevant documents are never taken.
@@ -152,7 +156,8 @@ class Config:
 CHOICES: dict[str, tuple[str, ...]] = {
     "model.kind": ("dual_encoder", "cross_encoder"),
     "model.pooling": ("mean", "cls"),
-    "train.loss": ("infonce", "contrastive", "triplet", "bce", "ranknet", "hinge", "listwise"),
+    "train.loss": ("infonce", "contrastive", "triplet", "bce", "ranknet", "hinge", "listwise",
+                   "multi_positive"),
     "model.interaction": ("full", "light"),
     "model.score_head": ("dense", "cosine"),
     "train.strategy": ("mirrored", "one_device", "multi_worker"),

@@ -157,3 +157,23 @@ def listwise_softmax(scores: tf.Tensor, grades: tf.Tensor) -> tf.Tensor:
     per_group = -tf.reduce_sum(p * tf.nn.log_softmax(s, axis=-1), axis=-1)  # (B,)
     has_pos = tf.cast(total[:, 0] > 0, tf.float32)
     return tf.reduce_sum(per_group * has_pos) / tf.maximum(tf.reduce_sum(has_pos), 1.0)
+
+
+def multi_positive_softmax(scores: tf.Tensor, grades: tf.Tensor) -> tf.Tensor:
+    """Softmax of each relevant document against the documents of its group graded below it.
+
+    loss = 1/|R| Σ_{(b,i) ∈ R} −log [ exp(s_bi) / (exp(s_bi) + Σ_{j : g_bj < g_bi} exp(s_bj)) ],
+    R = {(b, i) : g_bi > 0}
+
+    Other names: multi-positive InfoNCE; localized contrastive estimation (Gao et al. 2021) with
+    several positives; SupCon's L_out with lower grades as the negatives. With one relevant
+    document per group it is listwise_softmax's −log softmax(s)_pos; a group of P positives and
+    k negatives gives P such terms from one scoring pass, and grade 3 also outranks grade 1.
+    Equal grades never compete. Groups with no relevant document contribute nothing.
+    """
+    diff, better = _ordered_pairs(scores, grades)  # (B, n, n): s_i − s_j, 1[g_i > g_j]
+    # −log(e^{s_i} / (e^{s_i} + Σ_j e^{s_j})) = log(1 + Σ_j e^{−(s_i − s_j)}) over j graded below i
+    rivals = tf.where(better > 0, -diff, tf.fill(tf.shape(diff), -float("inf")))  # (B, n, n)
+    term = tf.reduce_logsumexp(tf.concat([tf.zeros_like(diff[:, :, :1]), rivals], axis=-1), axis=-1)  # (B, n)
+    relevant = tf.cast(tf.cast(grades, tf.float32) > 0, tf.float32)  # (B, n)
+    return tf.reduce_sum(term * relevant) / tf.maximum(tf.reduce_sum(relevant), 1.0)

@@ -67,7 +67,7 @@ def mine_negatives(ds: data_lib.BeirDataset, source: str = "bm25", top_k: int = 
 
 @dataclass
 class Groups:
-    """Training groups: each query with n documents (column 0 the positive) and their grades."""
+    """Training groups: each query with n documents (its positives first) and their grades."""
 
     queries: list[str]
     docs: list[list[str]]  # (G, n)
@@ -82,12 +82,16 @@ class Groups:
 
 def build_groups(ds: data_lib.BeirDataset, pools: dict[str, list[str]], num_negatives: int,
                  min_label: int = 1, use_title: bool = True, rounds: int = 1, seed: int = 42,
-                 first: Run | None = None, first_stage_weight: float = 0.0, lower_graded: int = 0) -> Groups:
+                 first: Run | None = None, first_stage_weight: float = 0.0, lower_graded: int = 0,
+                 positives_per_group: int = 1) -> Groups:
     """`rounds` passes over every (query, positive); each pass samples fresh negatives.
 
     lower_graded: up to this many of the group's num_negatives slots go to the query's judged
     positives graded below the group's positive (sampled), so a graded loss sees grade 4 > 2 > 0
     and not only "judged > unjudged"; a positive with fewer lower-graded ones gets more negatives.
+    positives_per_group P > 1: each pass shuffles a query's positives into chunks of up to P;
+    a group is a chunk + num_negatives + (P − chunk size) negatives, so every group has
+    P + num_negatives documents, positives first.
 
     Negatives are drawn without replacement from the query's pool (with replacement if the
     pool is smaller than k; from the rest of the corpus if it is empty). A pool document's
@@ -99,6 +103,12 @@ def build_groups(ds: data_lib.BeirDataset, pools: dict[str, list[str]], num_nega
         raise ConfigError("data.num_negatives must be >= 1 for a cross-encoder")
     if not 0 <= lower_graded <= num_negatives:
         raise ConfigError(f"data.lower_graded must be in [0, data.num_negatives = {num_negatives}], got {lower_graded}")
+    if positives_per_group < 1:
+        raise ConfigError(f"data.positives_per_group must be >= 1, got {positives_per_group}")
+    if positives_per_group > 1 and lower_graded:
+        raise ConfigError("data.lower_graded needs data.positives_per_group: 1 (larger groups already "
+                          "hold a query's positives of several grades)")
+    size = positives_per_group
     rng = np.random.default_rng(seed)
     all_ids = list(ds.corpus)
     queries, docs, grades, priors = [], [], [], []
@@ -107,20 +117,27 @@ def build_groups(ds: data_lib.BeirDataset, pools: dict[str, list[str]], num_nega
             judged = ds.qrels[q]
             positives = [(d, g) for d, g in sorted(judged.items()) if g >= min_label and d in ds.corpus]
             pool = pools[q] or [d for d in all_ids if judged.get(d, 0) < min_label]
-            for d, g in positives:
+            if size > 1:
+                order = rng.permutation(len(positives))
+                chunks = [[positives[i] for i in order[s:s + size]] for s in range(0, len(positives), size)]
+            else:
+                chunks = [[p] for p in positives]
+            for chunk in chunks:
+                g = chunk[0][1]
                 lower = [x for x, h in positives if h < g]
                 n_lower = min(lower_graded, len(lower))
-                k = num_negatives - n_lower  # mined negatives fill the rest of the group
+                k = num_negatives + size - len(chunk) - n_lower  # mined negatives fill the rest
                 picks = rng.choice(len(pool), k, replace=len(pool) < k)
                 negs = [lower[i] for i in rng.choice(len(lower), n_lower, replace=False)] if n_lower else []
                 negs += [pool[i] for i in picks]
+                ids = [d for d, _ in chunk] + negs
                 queries.append(ds.queries[q])
-                docs.append([ds.doc_text(x, use_title) for x in [d] + negs])
-                grades.append([g] + [judged.get(x, 0) for x in negs])
+                docs.append([ds.doc_text(x, use_title) for x in ids])
+                grades.append([h for _, h in chunk] + [judged.get(x, 0) for x in negs])
                 if zs is not None:
                     z = zs.get(q, {})
                     floor = min(z.values(), default=0.0)
-                    priors.append([first_stage_weight * z.get(x, floor) for x in [d] + negs])
+                    priors.append([first_stage_weight * z.get(x, floor) for x in ids])
     if not queries:
         raise UserError(f"no judgments with relevance >= {min_label} to train on")
     return Groups(queries, docs, grades, priors if zs is not None else None)
@@ -190,8 +207,9 @@ def train_cross_encoder(config: Config, workdir: str | Path, verbose: int = 1) -
     pools = mine_negatives(ds, d.negatives_from, d.mine_top_k, d.use_title, d.min_label, first=first)
     groups = build_groups(ds, pools, d.num_negatives, d.min_label, d.use_title, rounds=t.epochs, seed=t.seed,
                           first=first, first_stage_weight=config.model.first_stage_weight,
-                          lower_graded=d.lower_graded)
-    print(f"{len(groups) // t.epochs} groups per epoch (1 positive + {d.num_negatives} negatives from "
+                          lower_graded=d.lower_graded, positives_per_group=d.positives_per_group)
+    print(f"{len(groups) // t.epochs} groups per epoch (up to {d.positives_per_group} positive(s) + "
+          f"{d.num_negatives} negatives from "
           f"{d.negatives_from} top-{d.mine_top_k}), mined in {time.perf_counter() - start:.1f}s", file=sys.stderr)
     # A scratch vocabulary is learned from every query and document text.
     flat = data_lib.Pairs(list(ds.queries.values()), [ds.doc_text(x, d.use_title) for x in ds.corpus])

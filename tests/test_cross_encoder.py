@@ -50,6 +50,30 @@ def test_listwise_softmax_one_positive_and_graded():
     assert two.numpy() == pytest.approx(0.239545, abs=1e-6)
 
 
+def test_multi_positive_softmax_contrasts_each_positive_with_lower_grades():
+    # scores [2, 1, 0, 0], grades [2, 1, 0, 0]:
+    #   grade 2 vs {1, 0, 0}: log(1 + e⁻¹ + 2e⁻²) = log(1.638550) = 0.493812
+    #   grade 1 vs {0, 0}:    log(1 + 2e⁻¹)       = log(1.735759) = 0.551445;  mean 0.522628
+    loss = losses.multi_positive_softmax(tf.constant([[2.0, 1.0, 0.0, 0.0]]), tf.constant([[2, 1, 0, 0]]))
+    assert loss.numpy() == pytest.approx(0.522628, abs=1e-6)
+    # one positive: the listwise −log softmax(s)_pos (0.239545 as above)
+    one = losses.multi_positive_softmax(tf.constant([[2.0, 0.0, 0.0]]), tf.constant([[1, 0, 0]]))
+    assert one.numpy() == pytest.approx(0.239545, abs=1e-6)
+    # equal grades never compete: doc 1's score 5 is not in doc 0's denominator
+    # (log 2 + log(1 + e⁻⁵)) / 2 = (0.693147 + 0.006715) / 2; ListNet would push doc 0 below doc 1
+    same = losses.multi_positive_softmax(tf.constant([[0.0, 5.0, 0.0]]), tf.constant([[1, 1, 0]]))
+    assert same.numpy() == pytest.approx(0.349931, abs=1e-6)
+    # the mean runs over relevant documents, not groups; an all-negative group adds nothing
+    two = losses.multi_positive_softmax(tf.constant([[2.0, 1.0, 0.0, 0.0], [3.0, 1.0, 0.0, 0.0]]),
+                                        tf.constant([[2, 1, 0, 0], [0, 0, 0, 0]]))
+    assert two.numpy() == pytest.approx(0.522628, abs=1e-6)
+    # gradients stay finite with the masked (−inf) rivals
+    s = tf.Variable([[2.0, 1.0, 0.0, 0.0]])
+    with tf.GradientTape() as tape:
+        value = losses.multi_positive_softmax(s, tf.constant([[2, 1, 0, 0]]))
+    assert np.isfinite(tape.gradient(value, s).numpy()).all()
+
+
 # ------------------------------------------------------------------ config
 def test_config_validates_interaction_and_loss():
     with pytest.raises(ConfigError, match="model.interaction"):
@@ -103,6 +127,32 @@ def test_lower_graded_positives_join_groups_with_their_grades():
     assert build_groups(ds, {"q": ["n1", "n2", "n3"]}, 3, seed=0).grades == [[g, 0, 0, 0] for g in (1, 2, 4)]
     with pytest.raises(ConfigError, match="lower_graded"):
         build_groups(ds, {"q": ["n1"]}, num_negatives=1, lower_graded=2)
+
+
+def test_positives_share_groups_of_fixed_size():
+    from deepseek_tf.data import BeirDataset
+    from deepseek_tf.rerank_train import build_groups
+
+    corpus = {d: {"title": "", "text": d} for d in ["p4", "p2", "p1", "n1", "n2", "n3", "n4"]}
+    ds = BeirDataset(corpus, {"q": "query"}, {"q": {"p4": 4, "p2": 2, "p1": 1, "n4": 0}})
+    pools = {"q": ["n1", "n2", "n3", "n4"]}
+    groups = build_groups(ds, pools, num_negatives=2, seed=0, rounds=2, positives_per_group=2)
+    # 3 positives in chunks of 2 + 1 per round -> 2 groups a round, each 2 + 2 = 4 documents;
+    # the 1-positive group fills its spare slot with a third negative
+    assert len(groups) == 4 and all(len(row) == 4 for row in groups.docs)
+    for r in range(2):
+        rows = groups.grades[2 * r:2 * r + 2]
+        heads = sorted(g for row in rows for g in row if g > 0)
+        assert heads == [1, 2, 4]  # every positive once per round, grade kept
+        assert sorted(sum(g > 0 for g in row) for row in rows) == [1, 2]
+        for docs, grades in zip(groups.docs[2 * r:2 * r + 2], rows):
+            n_pos = sum(g > 0 for g in grades)
+            assert all(g > 0 for g in grades[:n_pos])  # positives first
+            assert set(docs[n_pos:]) <= {"n1", "n2", "n3", "n4"}
+    with pytest.raises(ConfigError, match="positives_per_group"):
+        build_groups(ds, pools, num_negatives=2, positives_per_group=0)
+    with pytest.raises(ConfigError, match="lower_graded"):
+        build_groups(ds, pools, num_negatives=2, positives_per_group=2, lower_graded=1)
 
 
 def test_group_batch_is_query_document_pairs():
@@ -215,6 +265,27 @@ def test_training_fits_a_fixed_batch():
     assert last < 0.5 * first
     scores = model(x, training=False).numpy().reshape(2, 3)
     assert (scores[:, 0] > scores[:, 1:].max(axis=1)).all()  # each positive now ranks first
+
+
+def test_multi_positive_training_learns_the_grade_order():
+    import keras
+
+    from deepseek_tf.rerank_train import tokenize_groups
+
+    model, tok, _ = _tiny_model("full", loss="multi_positive")
+    # one group with two positives of different grades and two negatives
+    batch = {"query": tf.constant(["summer dress"]),
+             "docs": tf.constant([["light cotton dress", "summer shoes", "tent", "coffee"]])}
+    x, y = tokenize_groups(tok, "full", 16, 32)(batch, tf.constant([[2, 1, 0, 0]]))
+    model.compile(optimizer=keras.optimizers.Adam(3e-3))
+    first = model.train_on_batch(x, y)
+    for _ in range(25):
+        last = model.train_on_batch(x, y)
+    # near chance at start: equal scores give (log 4 + log 3) / 2 = 1.242453
+    assert first == pytest.approx(1.242453, abs=0.3)
+    assert last < 0.5 * first
+    scores = model(x, training=False).numpy()
+    assert scores[0] > scores[1] > scores[2:].max()  # grade 2 > grade 1 > negatives
 
 
 # ------------------------------------------------------------------ pipeline

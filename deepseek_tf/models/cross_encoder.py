@@ -10,7 +10,7 @@ Two interactions, both built from YAML (`model.kind: cross_encoder`, `model.inte
   attend over document tokens (multi-head attention), a residual + LayerNorm follows, the
   result is mean-pooled over the query and scored by Dense(1).
 
-Training inputs are groups: x holds n = 1 + k documents per query flattened to B·n rows,
+Training inputs are groups: x holds n documents per query (positives first) flattened to B·n rows,
 y the graded judgments (B, n); `compute_loss` reshapes the scores to (B, n).
 """
 from __future__ import annotations
@@ -22,7 +22,7 @@ from keras import ops
 from deepseek_tf import losses
 from deepseek_tf.models.encoder import MeanPooling
 
-RANKING_LOSSES = ("bce", "ranknet", "hinge", "listwise")
+RANKING_LOSSES = ("bce", "ranknet", "hinge", "listwise", "multi_positive")
 
 
 def ranking_loss(name: str, scores: tf.Tensor, grades: tf.Tensor, margin: float = 1.0,
@@ -36,6 +36,8 @@ def ranking_loss(name: str, scores: tf.Tensor, grades: tf.Tensor, margin: float 
         return losses.pairwise_hinge(scores, grades, margin)
     if name == "listwise":
         return losses.listwise_softmax(scores, grades)
+    if name == "multi_positive":
+        return losses.multi_positive_softmax(scores, grades)
     raise ValueError(f"cross-encoder loss must be one of {', '.join(RANKING_LOSSES)}, got {name!r}")
 
 
