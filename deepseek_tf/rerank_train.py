@@ -80,6 +80,19 @@ class Groups:
         return len(self.queries)
 
 
+def check_group_shape(num_negatives: int, lower_graded: int = 0, positives_per_group: int = 1) -> None:
+    """ConfigError on a group layout build_groups cannot fill (checked before any mining)."""
+    if num_negatives < 1:
+        raise ConfigError("data.num_negatives must be >= 1 for a cross-encoder")
+    if not 0 <= lower_graded <= num_negatives:
+        raise ConfigError(f"data.lower_graded must be in [0, data.num_negatives = {num_negatives}], got {lower_graded}")
+    if positives_per_group < 1:
+        raise ConfigError(f"data.positives_per_group must be >= 1, got {positives_per_group}")
+    if positives_per_group > 1 and lower_graded:
+        raise ConfigError("data.lower_graded needs data.positives_per_group: 1 (larger groups already "
+                          "hold a query's positives of several grades)")
+
+
 def build_groups(ds: data_lib.BeirDataset, pools: dict[str, list[str]], num_negatives: int,
                  min_label: int = 1, use_title: bool = True, rounds: int = 1, seed: int = 42,
                  first: Run | None = None, first_stage_weight: float = 0.0, lower_graded: int = 0,
@@ -99,15 +112,7 @@ def build_groups(ds: data_lib.BeirDataset, pools: dict[str, list[str]], num_nega
     also gets its prior (see `Groups.priors`).
     """
     zs = {q: standardised(docs) for q, docs in first.items()} if first and first_stage_weight else None
-    if num_negatives < 1:
-        raise ConfigError("data.num_negatives must be >= 1 for a cross-encoder")
-    if not 0 <= lower_graded <= num_negatives:
-        raise ConfigError(f"data.lower_graded must be in [0, data.num_negatives = {num_negatives}], got {lower_graded}")
-    if positives_per_group < 1:
-        raise ConfigError(f"data.positives_per_group must be >= 1, got {positives_per_group}")
-    if positives_per_group > 1 and lower_graded:
-        raise ConfigError("data.lower_graded needs data.positives_per_group: 1 (larger groups already "
-                          "hold a query's positives of several grades)")
+    check_group_shape(num_negatives, lower_graded, positives_per_group)
     size = positives_per_group
     rng = np.random.default_rng(seed)
     all_ids = list(ds.corpus)
@@ -117,7 +122,7 @@ def build_groups(ds: data_lib.BeirDataset, pools: dict[str, list[str]], num_nega
             judged = ds.qrels[q]
             positives = [(d, g) for d, g in sorted(judged.items()) if g >= min_label and d in ds.corpus]
             pool = pools[q] or [d for d in all_ids if judged.get(d, 0) < min_label]
-            if size > 1:
+            if size > 1:  # size 1 skips the shuffle: a seed keeps drawing the groups it drew before
                 order = rng.permutation(len(positives))
                 chunks = [[positives[i] for i in order[s:s + size]] for s in range(0, len(positives), size)]
             else:
@@ -196,6 +201,7 @@ def train_cross_encoder(config: Config, workdir: str | Path, verbose: int = 1) -
     workdir, d, t = Path(workdir), config.data, config.train
     if not d.dataset:
         raise ConfigError("config: a cross-encoder trains on a BEIR directory; set data.dataset")
+    check_group_shape(d.num_negatives, d.lower_graded, d.positives_per_group)  # before minutes of mining
     workdir.mkdir(parents=True, exist_ok=True)
     save_config(config, workdir / "config.yaml")
     keras.utils.set_random_seed(t.seed)

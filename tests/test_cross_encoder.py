@@ -155,6 +155,15 @@ def test_positives_share_groups_of_fixed_size():
         build_groups(ds, pools, num_negatives=2, positives_per_group=2, lower_graded=1)
 
 
+def test_bad_group_layout_fails_before_mining_and_writes_nothing(tiny_beir, tmp_path):
+    from deepseek_tf.rerank_train import train_cross_encoder
+
+    config = load_config(TINY, [f"data.dataset={tiny_beir}", "data.positives_per_group=2", "data.lower_graded=1"])
+    with pytest.raises(ConfigError, match="lower_graded needs"):
+        train_cross_encoder(config, tmp_path / "run", verbose=0)
+    assert not (tmp_path / "run").exists()
+
+
 def test_group_batch_is_query_document_pairs():
     from deepseek_tf.rerank_train import tokenize_groups
     from deepseek_tf.tokenizer import Tokenizer
