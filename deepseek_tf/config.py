@@ -46,6 +46,9 @@ class ModelConfig:
     # Cross-encoder only: "full" reads [CLS] q [SEP] d [SEP] through one backbone; "light" lets
     # query tokens attend over document tokens from the (frozen or trainable) towers.
     interaction: str = "full"  # full | light
+    # full: the bottom N layers attend within the query and within the document only (late
+    # interaction), so they read each text as the bi-encoder tower did; 0 = all layers joint.
+    local_layers: int = 0
     interaction_heads: int = 4  # light: attention heads of the query-over-document layer
     # full: "dense" = Dense(1) on the pooled pair; "cosine" = cos(mean of query-segment tokens,
     # mean of document-segment tokens) / train.temperature + a zero-initialised Dense(1), so a

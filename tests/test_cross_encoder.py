@@ -454,3 +454,74 @@ def test_frozen_layers_keep_embeddings_and_bottom_blocks_fixed():
     assert any(not np.array_equal(a, b) for a, b in zip(before[len(frozen):], after[len(frozen):]))
     with pytest.raises(ConfigError, match="frozen_layers must be in"):
         build_model(load_config(TINY, ["model.frozen_layers=3"]), len(VOCAB))
+
+
+def _pair_states(model, tok, queries, doc):
+    from deepseek_tf.rerank_train import tokenize_groups
+
+    x, _ = tokenize_groups(tok, "full", 16, 32)({"query": tf.constant(queries),
+                                                 "docs": tf.constant([[doc]] * len(queries))},
+                                                tf.constant([[1]] * len(queries)))
+    seq = (model._late_sequence(x, False) if model.local_layers else model._sequence(x, False)).numpy()
+    seg, mask = x["segment_ids"].numpy(), x["padding_mask"].numpy().astype(bool)
+    return [seq[i][mask[i] & (seg[i] == 1)] for i in range(len(queries))], x  # document-token states
+
+
+def test_local_layers_read_the_document_alone_then_the_pair():
+    from deepseek_tf.models import build_model
+    from deepseek_tf.tokenizer import Tokenizer
+
+    tok = Tokenizer(VOCAB)
+    queries = ["summer dress", "the best running shoes for a camping"]  # 2 and 7 tokens
+    doc = "light cotton dress for the summer"
+    # tiny: 2 layers. All local: the document's states cannot depend on the query, even on its
+    # length (positions restart in the document).
+    model = build_model(load_config(TINY, ["model.local_layers=2"]), len(VOCAB))
+    (a, b), x = _pair_states(model, tok, queries, doc)
+    np.testing.assert_allclose(a, b, atol=1e-5)
+    assert model.get_config()["local_layers"] == 2
+    # One local layer: the top layer mixes the pair again, so the query changes the document.
+    model.local_layers = 1
+    (a, b), _ = _pair_states(model, tok, queries, doc)
+    assert np.abs(a - b).max() > 1e-3
+    # Zero: the plain backbone, and the same forward as _late_sequence with no local layer.
+    model.local_layers = 0
+    np.testing.assert_allclose(model._late_sequence(x, False), model._sequence(x, False), atol=1e-5)
+    with pytest.raises(ConfigError, match="local_layers must be in"):
+        build_model(load_config(TINY, ["model.local_layers=3"]), len(VOCAB))
+    with pytest.raises(ConfigError, match="local_layers is for interaction: full"):
+        build_model(load_config(TINY, ["model.local_layers=1", "model.interaction=light"]), len(VOCAB))
+
+
+def test_local_layers_save_reload_gives_same_scores(tmp_path):
+    import keras
+
+    from deepseek_tf.models import build_model
+    from deepseek_tf.rerank import Reranker
+    from deepseek_tf.tokenizer import Tokenizer
+
+    config = load_config(TINY, ["model.local_layers=1", "model.score_head=cosine"])
+    model, tok = build_model(config, len(VOCAB)), Tokenizer(VOCAB)
+    queries, docs = ["summer dress", "camping tent", "coffee"], ["light cotton dress", "the best tent", "espresso"]
+    before = Reranker.from_keras(model, tok, config).score_pairs(queries, docs)
+    model.save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras", compile=False)
+    assert loaded.local_layers == 1 and loaded.get_config() == model.get_config()
+    np.testing.assert_allclose(Reranker.from_keras(loaded, tok, config).score_pairs(queries, docs), before,
+                               atol=1e-6)
+
+
+def test_mixed_precision_reaches_a_trained_model_backbone(tiny_run):
+    # A dual encoder's model/ dir loads in the float32 it was saved in; under mixed_bfloat16 the
+    # reranker's backbone must compute in bfloat16 too (it used to stay float32: 1.75x slower
+    # MiniLM steps), holding the same float32 weights.
+    from deepseek_tf.embedders import load_trained
+    from deepseek_tf.train import build_in_policy
+
+    run = tiny_run / "model"
+    config = load_config(TINY, [f"model.backbone={run}"])
+    tower = load_trained(run)[0].query_encoder.backbone
+    for policy, compute in (("mixed_bfloat16", "bfloat16"), (None, "float32")):
+        backbone = build_in_policy(config, tower.vocabulary_size, policy).backbone
+        assert {layer.compute_dtype for layer in backbone.transformer_layers} == {compute}
+        assert all(np.array_equal(a, b) for a, b in zip(backbone.get_weights(), tower.get_weights(), strict=True))

@@ -105,11 +105,23 @@ class CrossEncoder(_RankingModel):
         with q̄, d̄ the means of the segment-0 ([CLS] query [SEP]) and segment-1 (document [SEP])
         token states and w, b starting at 0, so a bi-encoder checkpoint starts from its own ranking
         and training learns the interaction on top.
+      local_layers: the bottom N transformer layers attend within each segment only (query to
+        query, document to document; PreTTR / MORES style late interaction), and document
+        positions restart at 1 as in the tower's `[CLS] document [SEP]`. Those layers then read
+        each text as the bi-encoder checkpoint did, so the pair starts nearer to its ranking;
+        the layers above see the whole pair. 0 = every layer sees the whole pair (plain BERT).
     """
 
     def __init__(self, backbone, pooling: str = "mean", head: str = "dense", temperature: float = 0.05,
-                 **kwargs):
+                 local_layers: int = 0, **kwargs):
         super().__init__(backbone, **kwargs)
+        if local_layers:
+            blocks = getattr(backbone, "transformer_layers", None)
+            if blocks is None:
+                raise ValueError("local_layers needs a keras-hub BERT backbone")
+            if not 0 <= local_layers <= len(blocks):
+                raise ValueError(f"local_layers must be in [0, {len(blocks)}], got {local_layers}")
+        self.local_layers = local_layers
         if pooling not in ("mean", "cls"):
             raise ValueError(f"pooling must be 'mean' or 'cls', got {pooling!r}")
         if head not in ("dense", "cosine"):
@@ -126,8 +138,30 @@ class CrossEncoder(_RankingModel):
             self.head.build((None, self.backbone.hidden_dim))
         self.built = True
 
+    def _late_sequence(self, ids, training):
+        """The keras-hub BertBackbone forward, with segment-local attention below `local_layers`."""
+        bb = self.backbone
+        training = training and bb.trainable
+        token_ids, segments = ids["token_ids"], ops.cast(ids["segment_ids"], "int32")  # (batch, seq)
+        index = ops.cumsum(ops.ones_like(segments), axis=1) - 1  # 0, 1, 2, ...
+        query_len = ops.sum((1 - segments) * ops.cast(ids["padding_mask"], "int32"), axis=1, keepdims=True)
+        positions = ops.where(segments > 0, index - query_len + 1, index) if self.local_layers else index
+        table = bb.position_embedding.position_embeddings  # (max_position, hidden)
+        x = bb.embeddings_add((bb.token_embedding(token_ids),
+                               ops.cast(ops.take(table, positions, axis=0), bb.compute_dtype),
+                               bb.segment_embedding(segments)))
+        x = bb.embeddings_dropout(bb.embeddings_layer_norm(x), training=training)
+        same_segment = ops.equal(segments[:, :, None], segments[:, None, :])  # (batch, seq, seq)
+        for i, block in enumerate(bb.transformer_layers):
+            x = block(x, padding_mask=ids["padding_mask"],
+                      attention_mask=same_segment if i < self.local_layers else None, training=training)
+        return x  # (batch, seq, hidden)
+
     def call(self, inputs, training=None):
-        sequence = self._sequence(inputs, training)  # (batch, seq, hidden)
+        if self.local_layers:
+            sequence = self._late_sequence(inputs, training)  # (batch, seq, hidden)
+        else:
+            sequence = self._sequence(inputs, training)
         if self.pooling == "mean":
             pooled = self.mean_pool(sequence, inputs["padding_mask"])  # (batch, hidden)
         else:
@@ -143,7 +177,7 @@ class CrossEncoder(_RankingModel):
 
     def get_config(self):
         return {**super().get_config(), "pooling": self.pooling, "head": self.head_kind,
-                "temperature": self.temperature}
+                "temperature": self.temperature, "local_layers": self.local_layers}
 
 
 @keras.saving.register_keras_serializable(package="deepseek_tf")
@@ -217,7 +251,16 @@ def build_cross_encoder(config, vocab_size: int) -> keras.Model:
     common = dict(loss=loss, margin=t.margin, max_grade=4.0)
     backbone = build_backbone(m, vocab_size)
     if m.interaction == "light":
+        if m.local_layers:
+            from deepseek_tf.errors import ConfigError
+
+            raise ConfigError("model.local_layers is for interaction: full (light already reads each text alone)")
         return LightCrossEncoder(backbone, num_heads=m.interaction_heads, head=m.score_head,
                                  temperature=t.temperature, name="light_cross_encoder", **common)
+    if m.local_layers and not 0 <= m.local_layers <= len(getattr(backbone, "transformer_layers", [])):
+        from deepseek_tf.errors import ConfigError
+
+        raise ConfigError(f"model.local_layers must be in [0, {len(getattr(backbone, 'transformer_layers', []))}] "
+                          f"for this backbone (a keras-hub BERT), got {m.local_layers}")
     return CrossEncoder(backbone, pooling=m.pooling, head=m.score_head, temperature=t.temperature,
-                        name="cross_encoder", **common)
+                        local_layers=m.local_layers, name="cross_encoder", **common)
