@@ -101,13 +101,19 @@ def build_backbone(cfg: ModelConfig, vocab_size: int) -> keras.layers.Layer:
     return backbone
 
 
-def freeze_bottom(backbone: keras.layers.Layer, num_layers: int) -> None:
-    """Marks the embeddings and the first `num_layers` transformer layers non-trainable."""
+def bert_blocks(backbone: keras.layers.Layer, key: str, num_layers: int) -> list:
+    """The backbone's transformer layers, after checking that `key` (a layer count) fits them."""
     blocks = getattr(backbone, "transformer_layers", None)
     if blocks is None:
-        raise ConfigError("model.frozen_layers needs a keras-hub BERT backbone (scratch, HF or a trained model dir)")
+        raise ConfigError(f"{key} needs a keras-hub BERT backbone (scratch, HF or a trained model dir)")
     if not 0 <= num_layers <= len(blocks):
-        raise ConfigError(f"model.frozen_layers must be in [0, {len(blocks)}] for this backbone, got {num_layers}")
+        raise ConfigError(f"{key} must be in [0, {len(blocks)}] for this backbone, got {num_layers}")
+    return blocks
+
+
+def freeze_bottom(backbone: keras.layers.Layer, num_layers: int) -> None:
+    """Marks the embeddings and the first `num_layers` transformer layers non-trainable."""
+    blocks = bert_blocks(backbone, "model.frozen_layers", num_layers)
     embeddings = [layer for layer in backbone.layers if "embedding" in layer.name]  # token/position/segment + norm
     for layer in embeddings + list(blocks[:num_layers]):
         layer.trainable = False

@@ -116,11 +116,9 @@ class CrossEncoder(_RankingModel):
                  local_layers: int = 0, **kwargs):
         super().__init__(backbone, **kwargs)
         if local_layers:
-            blocks = getattr(backbone, "transformer_layers", None)
-            if blocks is None:
-                raise ValueError("local_layers needs a keras-hub BERT backbone")
-            if not 0 <= local_layers <= len(blocks):
-                raise ValueError(f"local_layers must be in [0, {len(blocks)}], got {local_layers}")
+            from deepseek_tf.models.backbones import bert_blocks
+
+            bert_blocks(backbone, "model.local_layers", local_layers)
         self.local_layers = local_layers
         if pooling not in ("mean", "cls"):
             raise ValueError(f"pooling must be 'mean' or 'cls', got {pooling!r}")
@@ -257,10 +255,5 @@ def build_cross_encoder(config, vocab_size: int) -> keras.Model:
             raise ConfigError("model.local_layers is for interaction: full (light already reads each text alone)")
         return LightCrossEncoder(backbone, num_heads=m.interaction_heads, head=m.score_head,
                                  temperature=t.temperature, name="light_cross_encoder", **common)
-    if m.local_layers and not 0 <= m.local_layers <= len(getattr(backbone, "transformer_layers", [])):
-        from deepseek_tf.errors import ConfigError
-
-        raise ConfigError(f"model.local_layers must be in [0, {len(getattr(backbone, 'transformer_layers', []))}] "
-                          f"for this backbone (a keras-hub BERT), got {m.local_layers}")
     return CrossEncoder(backbone, pooling=m.pooling, head=m.score_head, temperature=t.temperature,
                         local_layers=m.local_layers, name="cross_encoder", **common)
