@@ -525,3 +525,23 @@ def test_mixed_precision_reaches_a_trained_model_backbone(tiny_run):
         backbone = build_in_policy(config, tower.vocabulary_size, policy).backbone
         assert {layer.compute_dtype for layer in backbone.transformer_layers} == {compute}
         assert all(np.array_equal(a, b) for a, b in zip(backbone.get_weights(), tower.get_weights(), strict=True))
+
+
+def test_model_dropout_reaches_a_pretrained_reranker_backbone(tiny_run, tiny_beir, tmp_path, monkeypatch):
+    # model.dropout was ignored for cross-encoders on a pretrained backbone: they trained with the
+    # rates saved in the backbone, 0.1 here (the dual-encoder path already applied it).
+    import keras
+
+    from deepseek_tf.train import _dropout_layers, train
+
+    seen, fit = [], keras.Model.fit
+
+    def spy(self, *args, **kwargs):
+        seen.append({layer.rate for layer in _dropout_layers(self)})
+        return fit(self, *args, **kwargs)
+
+    monkeypatch.setattr(keras.Model, "fit", spy)
+    base = [f"data.dataset={tiny_beir}", f"model.backbone={tiny_run / 'model'}", "train.epochs=1",
+            "train.steps_per_epoch=1"]
+    train(load_config(TINY, base + ["model.dropout=0.25"]), tmp_path, verbose=0)
+    assert seen == [{0.25}]
