@@ -195,9 +195,8 @@ def train_cross_encoder(config: Config, workdir: str | Path, verbose: int = 1) -
     import keras
 
     from deepseek_tf.config import save_config
-    from deepseek_tf.models.backbones import backbone_kind
     from deepseek_tf.train import (_Checkpointer, _make_optimizer, build_in_policy, float32_copy, make_strategy,
-                                   precision_policy, prepare_tokenizer, save_trained_model, set_dropout)
+                                   precision_policy, prepare_tokenizer, save_trained_model)
 
     workdir, d, t = Path(workdir), config.data, config.train
     if not d.dataset:
@@ -230,8 +229,6 @@ def train_cross_encoder(config: Config, workdir: str | Path, verbose: int = 1) -
     sample = next(iter(dataset.take(1)))[0]
     with make_strategy(t.strategy).scope():
         model = build_in_policy(config, tokenizer.vocab_size, policy)
-        if backbone_kind(config.model.backbone) != "scratch":  # pretrained: its own rates otherwise
-            set_dropout(model, config.model.dropout)
         optimizer = _make_optimizer(config, steps * t.epochs)
         model.compile(optimizer=optimizer)
         model(sample)  # build variables before restoring

@@ -67,14 +67,19 @@ def build_in_policy(config: Config, vocab_size: int, policy: str | None) -> kera
     """`build_model` under a Keras dtype policy (None: the current one), then restores the global one.
 
     Layers take the policy when built; later code (evaluation, export, tests) keeps float32.
+    A pretrained backbone comes with the dropout rates it was saved with: `model.dropout`
+    replaces them here, so the dual-encoder and cross-encoder trainers apply it alike.
     """
     previous = keras.config.dtype_policy()
     try:
         if policy:
             keras.config.set_dtype_policy(policy)
-        return build_model(config, vocab_size)
+        model = build_model(config, vocab_size)
     finally:
         keras.config.set_dtype_policy(previous)
+    if backbone_kind(config.model.backbone) != "scratch":
+        set_dropout(model, config.model.dropout)
+    return model
 
 
 # ---------------------------------------------------------------------------- data
@@ -302,8 +307,6 @@ def train(config: Config, workdir: str | Path, verbose: int = 1) -> dict:
     policy = precision_policy(t.mixed_precision)
     with strategy.scope():
         model = build_in_policy(config, tokenizer.vocab_size, policy)
-        if backbone_kind(config.model.backbone) != "scratch":
-            set_dropout(model, config.model.dropout)
         model.accumulation_steps = t.accumulation_steps
         optimizer = _make_optimizer(config, steps * t.epochs)
         model.compile(optimizer=optimizer)

@@ -253,3 +253,16 @@ def test_bad_new_training_options_fail_before_anything_is_written(tiny_beir, tmp
         train(_config(tiny_beir, "train.grade_weighting=true", "data.mine_negatives=true", override),
               tmp_path / "run", verbose=0)
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("yaml", ["tiny.yaml", "cross_encoder_tiny.yaml"])
+def test_build_in_policy_gives_a_pretrained_backbone_model_dropout(tiny_run, tiny_beir, yaml):
+    # the tiny run's tower was saved with dropout 0.1; both trainers build through here, so
+    # model.dropout must replace the saved rates for a dual encoder and a cross-encoder alike
+    from deepseek_tf.train import _dropout_layers, build_in_policy
+
+    vocab_size = sum(1 for _ in open(tiny_run / "model" / "vocab.txt"))
+    config = load_config(ROOT / "configs" / yaml, [f"data.dataset={tiny_beir}", f"model.backbone={tiny_run / 'model'}",
+                                                   "model.dropout=0.25"])
+    model = build_in_policy(config, vocab_size, None)
+    assert {layer.rate for layer in _dropout_layers(model)} == {0.25}
