@@ -131,6 +131,9 @@ class TrainConfig:
     # infonce: weight each pair by its graded judgment / the mean grade (nDCG's gains)
     grade_weighting: bool = False
     patience: Optional[int] = None  # epochs without dev nDCG@10 gain before stopping; None: never
+    # in (0, 1): keep an exponential moving average of the weights (avg = m·avg + (1 − m)·w after
+    # each step) and save it instead of the last step's weights (Polyak averaging); None: off
+    ema_momentum: Optional[float] = None
 
 
 @dataclass(frozen=True)
@@ -154,6 +157,9 @@ class Config:
     export: ExportConfig = field(default_factory=ExportConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
 
+
+# Numeric keys that must lie strictly between two bounds, checked at load time too.
+OPEN_INTERVALS: dict[str, tuple[float, float]] = {"train.ema_momentum": (0.0, 1.0)}
 
 # Closed sets of values, checked at load time so a typo fails before training starts.
 CHOICES: dict[str, tuple[str, ...]] = {
@@ -213,6 +219,9 @@ def _build(cls: type, raw: Any, prefix: str, source: str) -> Any:
             kwargs[name] = _build(tp, raw[name], key + ".", source)
         else:
             value = _check_type(raw[name], tp, key, source)
+            bounds = OPEN_INTERVALS.get(key)
+            if bounds and value is not None and not bounds[0] < value < bounds[1]:
+                raise ConfigError(f"{source}: '{key}' must be in ({bounds[0]:g}, {bounds[1]:g}), got {value!r}")
             if key in CHOICES and value not in CHOICES[key]:
                 raise ConfigError(
                     f"{source}: '{key}' must be one of {', '.join(CHOICES[key])}, got {value!r}"

@@ -184,7 +184,10 @@ def _make_optimizer(config: Config, total_steps: int) -> keras.optimizers.Optimi
     t = config.train
     schedule = WarmupExponentialDecay(t.learning_rate, int(total_steps * t.warmup_ratio),
                                       t.decay_steps, t.decay_rate)
-    return keras.optimizers.AdamW(learning_rate=schedule, weight_decay=t.weight_decay, clipnorm=t.clipnorm)
+    ema = t.ema_momentum  # in (0, 1), checked when the config loads
+    # With use_ema, Keras's fit ends by writing the average into the model's weights.
+    return keras.optimizers.AdamW(learning_rate=schedule, weight_decay=t.weight_decay, clipnorm=t.clipnorm,
+                                  use_ema=ema is not None, ema_momentum=ema if ema is not None else 0.99)
 
 
 def _dropout_layers(model: keras.Model) -> list[keras.layers.Dropout]:

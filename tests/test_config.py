@@ -43,6 +43,10 @@ def test_unknown_section_and_wrong_type_and_choice(tmp_path):
         load_config(_write(tmp_path, {"train": {"batch_size": True}}))
     with pytest.raises(ConfigError, match="'model.pooling' must be one of mean, cls"):
         load_config(_write(tmp_path, {"model": {"pooling": "max"}}))
+    for bad in (1.0, 0, -0.5):  # an EMA needs 0 < m < 1
+        with pytest.raises(ConfigError, match=r"'train.ema_momentum' must be in \(0, 1\)"):
+            load_config(_write(tmp_path, {"train": {"ema_momentum": bad}}))
+    assert load_config(_write(tmp_path, {"train": {"ema_momentum": 0.99}})).train.ema_momentum == 0.99
 
 
 def test_overrides_are_typed_and_checked(tmp_path):

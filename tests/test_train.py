@@ -9,7 +9,7 @@ import tensorflow as tf
 from conftest import ROOT, run_cli
 from deepseek_tf.config import load_config
 from deepseek_tf.errors import UserError
-from deepseek_tf.train import WarmupExponentialDecay, train
+from deepseek_tf.train import WarmupExponentialDecay, _make_optimizer, train
 
 
 def _config(tiny_beir, *overrides):
@@ -30,6 +30,30 @@ def test_warmup_then_exponential_decay_values():
     np.testing.assert_allclose([float(lr(s)) for s in (4, 14, 24, 9)], [1e-3, 5e-4, 2.5e-4, 7.0710678e-4], rtol=1e-6)
     again = WarmupExponentialDecay.from_config(lr.get_config())
     assert float(again(14)) == pytest.approx(5e-4)
+
+
+def test_ema_momentum_leaves_the_moving_average_in_the_weights():
+    w = keras.Variable([1.0, 2.0])
+    optimizer = _make_optimizer(load_config(ROOT / "configs/tiny.yaml", ["train.ema_momentum=0.5"]), 10)
+    optimizer.build([w])
+    seen = []
+    for grad in ([1.0, -1.0], [0.5, 0.5]):
+        optimizer.apply_gradients([(tf.constant(grad), w)])
+        seen.append(w.numpy().copy())
+    # the first step copies the weights (avg = w1); the second: avg = 0.5·w1 + 0.5·w2
+    optimizer.finalize_variable_values([w])  # what Keras's fit calls when it ends
+    np.testing.assert_allclose(w.numpy(), 0.5 * seen[0] + 0.5 * seen[1], rtol=1e-6)
+    assert not np.allclose(w.numpy(), seen[1])
+    plain = _make_optimizer(load_config(ROOT / "configs/tiny.yaml"), 10)
+    assert not plain.use_ema
+
+
+def test_ema_momentum_reaches_the_saved_model(tiny_beir, tmp_path):
+    """Same seed and data, with and without an EMA: the saved weights differ only with it."""
+    train(_config(tiny_beir, "train.epochs=1"), tmp_path / "plain", verbose=0)
+    train(_config(tiny_beir, "train.epochs=1", "train.ema_momentum=0.5"), tmp_path / "ema", verbose=0)
+    plain, ema = _weights(tmp_path / "plain"), _weights(tmp_path / "ema")
+    assert any(not np.allclose(a, b) for a, b in zip(plain, ema))
 
 
 def test_same_seed_same_weights(tiny_beir, tmp_path):
