@@ -23,7 +23,7 @@ from deepseek_tf import data as data_lib
 from deepseek_tf.config import Config, load_config, save_config
 from deepseek_tf.errors import ConfigError, UserError, cli_entry
 from deepseek_tf.models import build_model
-from deepseek_tf.models.backbones import backbone_kind, vocab_path
+from deepseek_tf.models.backbones import backbone_kind, check_layer_keys, vocab_path
 from deepseek_tf.tokenizer import Tokenizer, build_vocab, read_vocab, save_vocab
 
 
@@ -297,6 +297,7 @@ def train(config: Config, workdir: str | Path, verbose: int = 1) -> dict:
     if t.batch_size % (replicas * t.accumulation_steps):
         raise ConfigError(f"train.batch_size ({t.batch_size}) must be a multiple of replicas ({replicas}) "
                           f"x train.accumulation_steps ({t.accumulation_steps})")
+    check_layer_keys(config.model)  # before anything is written or mined
     workdir.mkdir(parents=True, exist_ok=True)
     save_config(config, workdir / "config.yaml")
     keras.utils.set_random_seed(t.seed)

@@ -164,6 +164,24 @@ def test_bad_group_layout_fails_before_mining_and_writes_nothing(tiny_beir, tmp_
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("overrides, message", [
+    (["model.local_layers=3"], "local_layers must be in"),  # tiny: 2 transformer layers
+    (["model.frozen_layers=3"], "frozen_layers must be in"),
+    (["model.local_layers=1", "model.interaction=light"], "local_layers is for interaction: full"),
+])
+def test_bad_layer_counts_fail_before_mining_and_write_nothing(tiny_beir, tmp_path, monkeypatch, overrides, message):
+    from deepseek_tf import rerank_train
+
+    def mining(*args, **kwargs):
+        raise AssertionError("mined before checking the layer counts")
+
+    monkeypatch.setattr(rerank_train, "first_stage_top_k", mining)
+    config = load_config(TINY, [f"data.dataset={tiny_beir}", *overrides])
+    with pytest.raises(ConfigError, match=message):
+        rerank_train.train_cross_encoder(config, tmp_path / "run", verbose=0)
+    assert not (tmp_path / "run").exists()
+
+
 def test_group_batch_is_query_document_pairs():
     from deepseek_tf.rerank_train import tokenize_groups
     from deepseek_tf.tokenizer import Tokenizer

@@ -8,7 +8,7 @@ import tensorflow as tf
 
 from conftest import ROOT, run_cli
 from deepseek_tf.config import load_config
-from deepseek_tf.errors import UserError
+from deepseek_tf.errors import ConfigError, UserError
 from deepseek_tf.train import WarmupExponentialDecay, _make_optimizer, train
 
 
@@ -54,6 +54,12 @@ def test_ema_momentum_reaches_the_saved_model(tiny_beir, tmp_path):
     train(_config(tiny_beir, "train.epochs=1", "train.ema_momentum=0.5"), tmp_path / "ema", verbose=0)
     plain, ema = _weights(tmp_path / "plain"), _weights(tmp_path / "ema")
     assert any(not np.allclose(a, b) for a, b in zip(plain, ema))
+
+
+def test_bad_frozen_layers_fail_before_the_workdir_is_written(tiny_beir, tmp_path):
+    with pytest.raises(ConfigError, match="frozen_layers must be in"):  # tiny: 2 transformer layers
+        train(_config(tiny_beir, "model.frozen_layers=3"), tmp_path / "run", verbose=0)
+    assert not (tmp_path / "run").exists()
 
 
 def test_same_seed_same_weights(tiny_beir, tmp_path):
