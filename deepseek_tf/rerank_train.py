@@ -195,15 +195,14 @@ def train_cross_encoder(config: Config, workdir: str | Path, verbose: int = 1) -
     import keras
 
     from deepseek_tf.config import save_config
-    from deepseek_tf.models.backbones import check_layer_keys
-    from deepseek_tf.train import (_Checkpointer, _make_optimizer, build_in_policy, float32_copy, make_strategy,
-                                   precision_policy, prepare_tokenizer, save_trained_model)
+    from deepseek_tf.train import (_Checkpointer, _make_optimizer, build_in_policy, check_layer_keys, float32_copy,
+                                   make_strategy, precision_policy, prepare_tokenizer, save_trained_model)
 
     workdir, d, t = Path(workdir), config.data, config.train
     if not d.dataset:
         raise ConfigError("config: a cross-encoder trains on a BEIR directory; set data.dataset")
     check_group_shape(d.num_negatives, d.lower_graded, d.positives_per_group)  # before minutes of mining
-    check_layer_keys(config.model)
+    check_layer_keys(config)
     workdir.mkdir(parents=True, exist_ok=True)
     save_config(config, workdir / "config.yaml")
     keras.utils.set_random_seed(t.seed)

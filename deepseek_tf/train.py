@@ -23,7 +23,7 @@ from deepseek_tf import data as data_lib
 from deepseek_tf.config import Config, load_config, save_config
 from deepseek_tf.errors import ConfigError, UserError, cli_entry
 from deepseek_tf.models import build_model
-from deepseek_tf.models.backbones import backbone_kind, check_layer_keys, vocab_path
+from deepseek_tf.models.backbones import backbone_kind, vocab_path
 from deepseek_tf.tokenizer import Tokenizer, build_vocab, read_vocab, save_vocab
 
 
@@ -190,6 +190,17 @@ def _make_optimizer(config: Config, total_steps: int) -> keras.optimizers.Optimi
                                   use_ema=ema is not None, ema_momentum=ema if ema is not None else 0.99)
 
 
+def check_layer_keys(config: Config) -> None:
+    """Checks model.frozen_layers / model.local_layers by building the model once and dropping it.
+
+    Trainers call it before they write or mine anything, so a bad count costs one backbone load,
+    not minutes of mining and a half-written workdir; the builder stays the one place the rules
+    live. It draws from Keras's random state, so it runs before the trainer seeds it.
+    """
+    if config.model.frozen_layers or config.model.local_layers:
+        build_model(config, vocab_size=2)  # the vocabulary size plays no part in these checks
+
+
 def _dropout_layers(model: keras.Model) -> list[keras.layers.Dropout]:
     return [layer for layer in model._flatten_layers() if isinstance(layer, keras.layers.Dropout)]
 
@@ -297,7 +308,7 @@ def train(config: Config, workdir: str | Path, verbose: int = 1) -> dict:
     if t.batch_size % (replicas * t.accumulation_steps):
         raise ConfigError(f"train.batch_size ({t.batch_size}) must be a multiple of replicas ({replicas}) "
                           f"x train.accumulation_steps ({t.accumulation_steps})")
-    check_layer_keys(config.model)  # before anything is written or mined
+    check_layer_keys(config)  # before anything is written or mined
     workdir.mkdir(parents=True, exist_ok=True)
     save_config(config, workdir / "config.yaml")
     keras.utils.set_random_seed(t.seed)

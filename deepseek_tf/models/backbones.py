@@ -101,22 +101,6 @@ def build_backbone(cfg: ModelConfig, vocab_size: int) -> keras.layers.Layer:
     return backbone
 
 
-def check_layer_keys(cfg: ModelConfig) -> None:
-    """Checks model.frozen_layers and model.local_layers against the backbone's layer count.
-
-    Trainers call it before they write or mine anything, so a bad count costs seconds (one
-    backbone load), not minutes of mining and a half-written workdir. It draws from Keras's
-    random state, so it runs before the trainer seeds it.
-    """
-    if not (cfg.frozen_layers or cfg.local_layers):
-        return
-    if cfg.kind == "cross_encoder" and cfg.local_layers and cfg.interaction == "light":
-        raise ConfigError("model.local_layers is for interaction: full (light already reads each text alone)")
-    backbone = build_backbone(cfg, vocab_size=2)  # checks frozen_layers; the vocabulary size is irrelevant here
-    if cfg.kind == "cross_encoder" and cfg.local_layers:
-        bert_blocks(backbone, "model.local_layers", cfg.local_layers)
-
-
 def bert_blocks(backbone: keras.layers.Layer, key: str, num_layers: int) -> list:
     """The backbone's transformer layers, after checking that `key` (a layer count) fits them."""
     blocks = getattr(backbone, "transformer_layers", None)
