@@ -99,6 +99,10 @@ class DataConfig:
     # fraction of the training queries held out (0 = no dev evaluation).
     dev_fraction: float = 0.0
     dev_max_docs: int = 20000  # dev ranking corpus: judged docs + a seeded sample up to this
+    # Dual encoder distillation: a trained cross-encoder (model/ dir or its SavedModel) scores
+    # each pair's positive and hard negatives once before training; train.loss: margin_mse (or
+    # train.distill_weight > 0) makes the student's score margins regress its margins.
+    teacher: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -134,6 +138,9 @@ class TrainConfig:
     # in (0, 1): keep an exponential moving average of the weights (avg = m·avg + (1 − m)·w after
     # each step) and save it instead of the last step's weights (Polyak averaging); None: off
     ema_momentum: Optional[float] = None
+    # Dual encoder with data.teacher: loss = train.loss + distill_weight · margin_mse
+    # (train.loss: margin_mse distills alone).
+    distill_weight: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -166,7 +173,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "model.kind": ("dual_encoder", "cross_encoder"),
     "model.pooling": ("mean", "cls"),
     "train.loss": ("infonce", "contrastive", "triplet", "bce", "ranknet", "hinge", "listwise",
-                   "multi_positive"),
+                   "multi_positive", "margin_mse"),
     "model.interaction": ("full", "light"),
     "model.score_head": ("dense", "cosine"),
     "train.strategy": ("mirrored", "one_device", "multi_worker"),

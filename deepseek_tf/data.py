@@ -290,14 +290,18 @@ def pair_dataset(
     shuffle_buffer: int = 10000,
     drop_remainder: bool = True,
     weights: list[float] | None = None,
+    teacher: np.ndarray | None = None,
 ) -> tf.data.Dataset:
-    """Batches of {"query": ids, "doc": ids[, "neg": ids][, "weight": (batch,)]} for dual-encoder
-    training; `weights` are per-pair loss weights (see `grade_weights`)."""
+    """Batches of {"query": ids, "doc": ids[, "neg": ids][, "weight": (batch,)][, "teacher": (batch, k)]}
+    for dual-encoder training; `weights` are per-pair loss weights (see `grade_weights`), `teacher`
+    a teacher's margins per pair and hard negative (see `rerank.teacher_margins`)."""
     columns = {"query": pairs.queries, "doc": pairs.docs}
     if pairs.negs is not None:
         columns["neg"] = pairs.negs  # (N,) or (N, k)
     if weights is not None:
         columns["weight"] = np.asarray(weights, np.float32)
+    if teacher is not None:
+        columns["teacher"] = np.asarray(teacher, np.float32).reshape(len(pairs), -1)  # (N, k)
     ds = tf.data.Dataset.from_tensor_slices(columns)
     if shuffle:
         ds = ds.shuffle(min(shuffle_buffer, len(pairs)), seed=seed, reshuffle_each_iteration=True)

@@ -97,6 +97,27 @@ def triplet(q: tf.Tensor, pos: tf.Tensor, neg: tf.Tensor, margin: float = 0.5) -
     return tf.reduce_mean(tf.nn.relu(d_pos - d_neg + margin))
 
 
+
+def margin_mse(q: tf.Tensor, pos: tf.Tensor, neg: tf.Tensor, teacher: tf.Tensor,
+               temperature: float | tf.Tensor = 0.05) -> tf.Tensor:
+    """Margin-MSE distillation (Hofstätter et al. 2020): the student's score margins regress
+    the teacher's.
+
+    loss = 1/(B·k) Σ_i Σ_j ( (s(q_i, p_i) − s(q_i, n_ij)) − t_ij )²,  s(q, d) = q·d / τ
+
+    `neg` is (B·k, dim), pair-major (n_i1 … n_ik for each pair i); `teacher` (B, k) holds the
+    teacher's margins t_ij = S(q_i, p_i) − S(q_i, n_ij), e.g. a cross-encoder's scores. Only
+    differences are matched, so the student keeps its own score offset. Dividing by τ puts a
+    cosine student on the scale of a teacher that scores cos/τ (the `cosine` score head).
+    """
+    teacher = tf.cast(teacher, tf.float32)
+    k = tf.shape(teacher)[1]
+    q, pos, neg = (tf.cast(x, tf.float32) for x in (q, pos, neg))
+    neg = tf.reshape(neg, [tf.shape(q)[0], k, -1])  # (B, k, dim)
+    s_pos = tf.reduce_sum(q * pos, axis=-1, keepdims=True)  # (B, 1)
+    s_neg = tf.einsum("bd,bkd->bk", q, neg)  # (B, k)
+    return tf.reduce_mean(tf.square((s_pos - s_neg) / temperature - teacher))
+
 # ------------------------------------------------------------ cross-encoder (reranker) losses
 # Shapes: scores and grades are (B, n): one row per query group of n scored documents.
 # Grades are graded judgments (0 = not relevant … max_grade = complete answer), never flattened.

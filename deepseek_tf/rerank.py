@@ -89,11 +89,16 @@ class Reranker:
             return cls(TFLiteScorer(path), path.name)
         raise UserError(f"--rerank {spec!r}: not a trained cross-encoder model dir or its SavedModel")
 
-    def score_pairs(self, queries: list[str], docs: list[str]) -> np.ndarray:
+    def score_pairs(self, queries: list[str], docs: list[str], progress: bool = False) -> np.ndarray:
         """Scores row i = score(queries[i], docs[i]); length-sorted batches keep padding small."""
         out = np.zeros(len(docs), np.float32)
         order = sorted(range(len(docs)), key=lambda i: len(docs[i]))
-        for s in range(0, len(order), self.batch_size):
+        starts = range(0, len(order), self.batch_size)
+        if progress:
+            from tqdm import tqdm
+
+            starts = tqdm(starts, desc="teacher scoring", unit="batch", leave=False)
+        for s in starts:
             idx = order[s:s + self.batch_size]
             out[idx] = np.asarray(self._score_fn(tf.constant([queries[i] for i in idx]),
                                                  tf.constant([docs[i] for i in idx])))

@@ -201,6 +201,9 @@ def train_cross_encoder(config: Config, workdir: str | Path, verbose: int = 1) -
     workdir, d, t = Path(workdir), config.data, config.train
     if not d.dataset:
         raise ConfigError("config: a cross-encoder trains on a BEIR directory; set data.dataset")
+    if d.teacher or t.distill_weight:
+        raise ConfigError("data.teacher / train.distill_weight distill a cross-encoder into a dual encoder; "
+                          "a cross-encoder does not take them")
     check_group_shape(d.num_negatives, d.lower_graded, d.positives_per_group)  # before minutes of mining
     check_layer_keys(config)
     workdir.mkdir(parents=True, exist_ok=True)

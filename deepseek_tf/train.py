@@ -20,6 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from deepseek_tf import data as data_lib
+from deepseek_tf import distill
 from deepseek_tf.config import Config, load_config, save_config
 from deepseek_tf.errors import ConfigError, UserError, cli_entry
 from deepseek_tf.models import build_model
@@ -302,6 +303,7 @@ def train(config: Config, workdir: str | Path, verbose: int = 1) -> dict:
         raise ConfigError("train.grade_weighting works with train.loss: infonce")
     if d.hard_negatives < 1:
         raise ConfigError(f"data.hard_negatives must be >= 1, got {d.hard_negatives}")
+    distill.check_distillation(config)
     # MultiWorkerMirroredStrategy must exist before any other TensorFlow op runs.
     strategy = make_strategy(t.strategy)
     replicas = strategy.num_replicas_in_sync
@@ -343,6 +345,7 @@ def train(config: Config, workdir: str | Path, verbose: int = 1) -> dict:
     weights = None
     if t.grade_weighting:
         weights = data_lib.grade_weights(pairs.labels or [])
+    teacher = distill.load_teacher_margins(d.teacher, pairs, workdir, verbose) if d.teacher else None
     callbacks: list[keras.callbacks.Callback] = []
     evaluator = None
     if dev is not None:
@@ -364,7 +367,7 @@ def train(config: Config, workdir: str | Path, verbose: int = 1) -> dict:
         epoch, into = divmod(done, steps)
         dataset = data_lib.pair_dataset(
             pairs, tokenizer, t.batch_size, config.model.query_max_length, config.model.doc_max_length,
-            seed=t.seed, shuffle_buffer=d.shuffle_buffer, weights=weights).repeat().skip(done)
+            seed=t.seed, shuffle_buffer=d.shuffle_buffer, weights=weights, teacher=teacher).repeat().skip(done)
         result = model.fit(dataset, epochs=epoch + 1 if into else t.epochs, initial_epoch=epoch,
                            steps_per_epoch=steps - into if into else steps, verbose=verbose, callbacks=callbacks,
                            shuffle=False)  # the tf.data pipeline shuffles with the seed

@@ -25,7 +25,8 @@ def build_dual_encoder(config: Config, vocab_size: int) -> keras.Model:
     return DualEncoder(query, doc, loss=t.loss, temperature=t.temperature, symmetric=t.symmetric,
                        margin=t.margin, learn_temperature=t.learn_temperature,
                        label_smoothing=t.label_smoothing, mask_duplicates=t.mask_duplicates,
-                       gather_across_replicas=t.gather_across_replicas, name="dual_encoder")
+                       gather_across_replicas=t.gather_across_replicas, distill_weight=t.distill_weight,
+                       name="dual_encoder")
 
 
 MODEL_BUILDERS: dict[str, Callable[[Config, int], keras.Model]] = {

@@ -239,7 +239,7 @@ def build_cross_encoder(config, vocab_size: int) -> keras.Model:
     from deepseek_tf.models.backbones import build_backbone
 
     m, t = config.model, config.train
-    if t.loss in ("contrastive", "triplet"):
+    if t.loss in ("contrastive", "triplet", "margin_mse"):
         from deepseek_tf.errors import ConfigError
 
         raise ConfigError(f"train.loss {t.loss!r} is for dual encoders; a cross-encoder takes "

@@ -39,12 +39,17 @@ class DualEncoder(keras.Model):
     device on the global batch. `accumulation_steps` > 1 (set by the trainer, not saved)
     splits each batch into micro-batches GradCache-style (Gao et al. 2021): the loss is
     the loss of the whole batch, so gradients equal the big-batch gradients.
+
+    Distillation: loss "margin_mse" trains on a teacher's score margins alone (inputs carry
+    "teacher": (batch, k), one margin per hard negative; see `losses.margin_mse`);
+    `distill_weight` w > 0 adds w · margin_mse to the loss named.
     """
 
     def __init__(self, query_encoder, doc_encoder=None, loss: str = "infonce",
                  temperature: float = 0.05, symmetric: bool = False, margin: float = 0.5,
                  learn_temperature: bool = False, label_smoothing: float = 0.0,
-                 mask_duplicates: bool = True, gather_across_replicas: bool = True, **kwargs):
+                 mask_duplicates: bool = True, gather_across_replicas: bool = True,
+                 distill_weight: float = 0.0, **kwargs):
         super().__init__(**kwargs)
         self.query_encoder = query_encoder
         self.doc_encoder = doc_encoder
@@ -56,6 +61,7 @@ class DualEncoder(keras.Model):
         self.label_smoothing = label_smoothing
         self.mask_duplicates = mask_duplicates
         self.gather_across_replicas = gather_across_replicas
+        self.distill_weight = distill_weight
         self.accumulation_steps = 1
         self.logit_scale = None
         if learn_temperature:
@@ -108,9 +114,17 @@ class DualEncoder(keras.Model):
                               label_smoothing=self.label_smoothing, q_all=gathered.get("q"),
                               weights=None if x is None else x.get("weight"))
 
+    def _margin_mse(self, x, q, d, neg) -> tf.Tensor:
+        if x is None or "teacher" not in x or neg is None:
+            raise ValueError("margin_mse needs hard negatives and the teacher's margins "
+                             "(inputs 'neg' and 'teacher'; set data.teacher)")
+        return losses.margin_mse(q, d, neg, x["teacher"], self.current_temperature())
+
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         q, d, neg = y_pred["query"], y_pred["doc"], y_pred.get("neg")  # (batch, dim) each
-        if self.loss_name == "infonce":
+        if self.loss_name == "margin_mse":
+            loss = self._margin_mse(x, q, d, neg)
+        elif self.loss_name == "infonce":
             loss = self._infonce(x, q, d, neg)
         elif self.loss_name == "triplet":
             if neg is None:
@@ -121,6 +135,8 @@ class DualEncoder(keras.Model):
             loss = losses.contrastive(q, d, labels, margin=self.margin)
         else:
             raise ValueError(f"unknown loss {self.loss_name!r}")
+        if self.distill_weight and self.loss_name != "margin_mse":
+            loss = loss + self.distill_weight * self._margin_mse(x, q, d, neg)
         # Keras sums gradients over replicas; each replica contributes loss / n_replicas.
         return loss / tf.cast(tf.distribute.get_strategy().num_replicas_in_sync, loss.dtype)
 
@@ -197,6 +213,7 @@ class DualEncoder(keras.Model):
             "label_smoothing": self.label_smoothing,
             "mask_duplicates": self.mask_duplicates,
             "gather_across_replicas": self.gather_across_replicas,
+            "distill_weight": self.distill_weight,
         }
 
     @classmethod
