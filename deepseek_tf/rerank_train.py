@@ -184,6 +184,20 @@ def group_dataset(groups: Groups, tokenizer, config: Config, shuffle: bool = Tru
 
 
 # ---------------------------------------------------------------------------- training
+def check_cross_encoder_config(config: Config) -> None:
+    """The checks that need no data, run before anything is written or mined (also for each soup member)."""
+    from deepseek_tf.train import check_layer_keys
+
+    d, t = config.data, config.train
+    if not d.dataset:
+        raise ConfigError("config: a cross-encoder trains on a BEIR directory; set data.dataset")
+    if d.teacher or t.distill_weight:
+        raise ConfigError("data.teacher / train.distill_weight distill a cross-encoder into a dual encoder; "
+                          "a cross-encoder does not take them")
+    check_group_shape(d.num_negatives, d.lower_graded, d.positives_per_group)
+    check_layer_keys(config)
+
+
 def train_cross_encoder(config: Config, workdir: str | Path, verbose: int = 1) -> dict:
     """`model.kind: cross_encoder`: mines negatives, trains on groups, writes WORKDIR/model/.
 
@@ -195,17 +209,10 @@ def train_cross_encoder(config: Config, workdir: str | Path, verbose: int = 1) -
     import keras
 
     from deepseek_tf.config import save_config
-    from deepseek_tf.train import (_Checkpointer, _make_optimizer, build_in_policy, check_layer_keys, float32_copy,
-                                   make_strategy, precision_policy, prepare_tokenizer, save_trained_model)
+    from deepseek_tf.train import (_Checkpointer, _make_optimizer, build_in_policy, float32_copy, make_strategy, precision_policy, prepare_tokenizer, save_trained_model)
 
     workdir, d, t = Path(workdir), config.data, config.train
-    if not d.dataset:
-        raise ConfigError("config: a cross-encoder trains on a BEIR directory; set data.dataset")
-    if d.teacher or t.distill_weight:
-        raise ConfigError("data.teacher / train.distill_weight distill a cross-encoder into a dual encoder; "
-                          "a cross-encoder does not take them")
-    check_group_shape(d.num_negatives, d.lower_graded, d.positives_per_group)  # before minutes of mining
-    check_layer_keys(config)
+    check_cross_encoder_config(config)  # before minutes of mining
     workdir.mkdir(parents=True, exist_ok=True)
     save_config(config, workdir / "config.yaml")
     keras.utils.set_random_seed(t.seed)

@@ -49,7 +49,7 @@ def train_soup(config: Config, workdir: str | Path, verbose: int = 1) -> dict:
     """
     from deepseek_tf.embedders import load_trained
     from deepseek_tf.models.backbones import backbone_kind
-    from deepseek_tf.train import save_trained_model, train
+    from deepseek_tf.train import check_config, save_trained_model, train
 
     if config.train.soup < 2:
         raise ConfigError(f"train.soup must be >= 2 for a soup, got {config.train.soup}")
@@ -59,6 +59,7 @@ def train_soup(config: Config, workdir: str | Path, verbose: int = 1) -> dict:
     if config.model.projection_dim:
         raise ConfigError("train.soup: model.projection_dim gives every seed a differently initialised "
                           "projection; soups need members that start from the same weights")
+    check_config(member_configs(config)[0])  # a bad member setting fails before the soup's dir is written
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     save_config(config, workdir / "config.yaml")

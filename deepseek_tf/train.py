@@ -191,6 +191,25 @@ def _make_optimizer(config: Config, total_steps: int) -> keras.optimizers.Optimi
                                   use_ema=ema is not None, ema_momentum=ema if ema is not None else 0.99)
 
 
+def check_config(config: Config) -> None:
+    """The checks that need no data, before anything is written (by `train` and, for its members,
+    by a soup). For a dual encoder they run no TensorFlow op: MultiWorkerMirroredStrategy comes first."""
+    if config.model.kind == "cross_encoder":
+        from deepseek_tf.rerank_train import check_cross_encoder_config
+
+        return check_cross_encoder_config(config)
+    t, d = config.train, config.data
+    if t.batch_size < 1 or t.epochs < 1 or t.accumulation_steps < 1:
+        raise ConfigError("train.batch_size, train.epochs and train.accumulation_steps must be >= 1")
+    if not 0.0 <= t.label_smoothing < 1.0 or not 0.0 <= d.dev_fraction < 1.0:
+        raise ConfigError("train.label_smoothing and data.dev_fraction must be in [0, 1)")
+    if t.grade_weighting and t.loss != "infonce":
+        raise ConfigError("train.grade_weighting works with train.loss: infonce")
+    if d.hard_negatives < 1:
+        raise ConfigError(f"data.hard_negatives must be >= 1, got {d.hard_negatives}")
+    distill.check_distillation(config)
+
+
 def check_layer_keys(config: Config) -> None:
     """Checks model.frozen_layers / model.local_layers by building the model once and dropping it.
 
@@ -295,15 +314,7 @@ def train(config: Config, workdir: str | Path, verbose: int = 1) -> dict:
         return train_cross_encoder(config, workdir, verbose)
     workdir = Path(workdir)
     t, d = config.train, config.data
-    if t.batch_size < 1 or t.epochs < 1 or t.accumulation_steps < 1:
-        raise ConfigError("train.batch_size, train.epochs and train.accumulation_steps must be >= 1")
-    if not 0.0 <= t.label_smoothing < 1.0 or not 0.0 <= d.dev_fraction < 1.0:
-        raise ConfigError("train.label_smoothing and data.dev_fraction must be in [0, 1)")
-    if t.grade_weighting and t.loss != "infonce":
-        raise ConfigError("train.grade_weighting works with train.loss: infonce")
-    if d.hard_negatives < 1:
-        raise ConfigError(f"data.hard_negatives must be >= 1, got {d.hard_negatives}")
-    distill.check_distillation(config)
+    check_config(config)
     # MultiWorkerMirroredStrategy must exist before any other TensorFlow op runs.
     strategy = make_strategy(t.strategy)
     replicas = strategy.num_replicas_in_sync

@@ -67,3 +67,20 @@ def test_tiny_soup_is_the_mean_of_its_members(tiny_run, tiny_beir, tmp_path):
     for got, want in zip(load_trained(tmp_path / "model")[0].get_weights(), soup.get_weights()):
         np.testing.assert_array_equal(got, want)
     assert json.loads((tmp_path / "history.json").read_text())["members"][1]["seed"] == 43
+
+
+@pytest.mark.parametrize("yaml,override,message", [
+    ("tiny.yaml", "data.hard_negatives=0", "hard_negatives must be >= 1"),
+    ("tiny.yaml", "train.loss=margin_mse", "need data.teacher"),
+    ("cross_encoder_tiny.yaml", "data.num_negatives=0", "num_negatives must be >= 1"),
+])
+def test_a_bad_member_setting_fails_before_the_soup_writes_anything(tiny_run, tiny_beir, tmp_path, yaml, override,
+                                                                    message):
+    from deepseek_tf.train import train
+
+    # each member would refuse it; the soup used to write its config.yaml first
+    config = load_config(ROOT / "configs" / yaml, [f"data.dataset={tiny_beir}", f"model.backbone={tiny_run / 'model'}",
+                                                   "train.soup=2", override])
+    with pytest.raises(ConfigError, match=message):
+        train(config, tmp_path / "soup", verbose=0)
+    assert not (tmp_path / "soup").exists()
