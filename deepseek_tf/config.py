@@ -93,7 +93,8 @@ class DataConfig:
     mine_fallback: str = "random"
     hard_negatives: int = 1  # dual encoder: mined negatives per pair (each joins the candidates)
     # Add (title, body) pairs from the corpus itself (every document with both; see
-    # data.title_dataset): in-domain training signal without judgments. Mined like the rest.
+    # data.title_dataset): in-domain training signal without judgments. Mined like the rest
+    # (dual encoder: pairs; cross-encoder: groups of the same size as the judged ones).
     title_pairs: bool = False
     # Dev set for early stopping / best checkpoint: qrels/{dev_split}.tsv, or else this
     # fraction of the training queries held out (0 = no dev evaluation).

@@ -148,6 +148,27 @@ def build_groups(ds: data_lib.BeirDataset, pools: dict[str, list[str]], num_nega
     return Groups(queries, docs, grades, priors if zs is not None else None)
 
 
+def concat_groups(a: Groups, b: Groups) -> Groups:
+    if (a.priors is None) != (b.priors is None):
+        raise ValueError("cannot join groups with and without first-stage priors")
+    return Groups(a.queries + b.queries, a.docs + b.docs, a.grades + b.grades,
+                  None if a.priors is None else a.priors + b.priors)
+
+
+def corpus_title_groups(ds: data_lib.BeirDataset, config: Config) -> Groups:
+    """`data.title_pairs` for a cross-encoder: each document's title as a pseudo-query for its own
+    body (`data.title_dataset`, grade 1), with negatives mined from the same first stage over the
+    bodies, like the judged groups. In-domain pairs that need no judgments and no test query."""
+    d, t = config.data, config.train
+    titles = data_lib.title_dataset(ds)
+    first = first_stage_top_k(titles, d.negatives_from, d.mine_top_k, use_title=False)
+    pools = mine_negatives(titles, d.negatives_from, d.mine_top_k, use_title=False, min_label=1, first=first)
+    # seed + 1: the title groups draw their own negatives, the judged groups stay as without them
+    return build_groups(titles, pools, d.num_negatives, 1, False, rounds=t.epochs, seed=t.seed + 1, first=first,
+                        first_stage_weight=config.model.first_stage_weight,
+                        positives_per_group=d.positives_per_group)  # the judged groups' size
+
+
 def tokenize_groups(tokenizer, interaction: str, query_max_length: int, pair_max_length: int):
     """A tf.data map: {"query": (B,), "docs": (B, n)}, grades -> (model inputs for B·n pairs, grades)."""
 
@@ -209,7 +230,8 @@ def train_cross_encoder(config: Config, workdir: str | Path, verbose: int = 1) -
     import keras
 
     from deepseek_tf.config import save_config
-    from deepseek_tf.train import (_Checkpointer, _make_optimizer, build_in_policy, float32_copy, make_strategy, precision_policy, prepare_tokenizer, save_trained_model)
+    from deepseek_tf.train import (_Checkpointer, _make_optimizer, build_in_policy, float32_copy, make_strategy,
+                                   precision_policy, prepare_tokenizer, save_trained_model)
 
     workdir, d, t = Path(workdir), config.data, config.train
     check_cross_encoder_config(config)  # before minutes of mining
@@ -225,7 +247,12 @@ def train_cross_encoder(config: Config, workdir: str | Path, verbose: int = 1) -
     groups = build_groups(ds, pools, d.num_negatives, d.min_label, d.use_title, rounds=t.epochs, seed=t.seed,
                           first=first, first_stage_weight=config.model.first_stage_weight,
                           lower_graded=d.lower_graded, positives_per_group=d.positives_per_group)
-    print(f"{len(groups) // t.epochs} groups per epoch (up to {d.positives_per_group} positive(s) + "
+    titles = ""
+    if d.title_pairs:
+        title_groups = corpus_title_groups(ds, config)
+        titles = f", {len(title_groups) // t.epochs} of them title/body"
+        groups = concat_groups(groups, title_groups)
+    print(f"{len(groups) // t.epochs} groups per epoch{titles} (up to {d.positives_per_group} positive(s) + "
           f"{d.num_negatives} negatives from "
           f"{d.negatives_from} top-{d.mine_top_k}), mined in {time.perf_counter() - start:.1f}s", file=sys.stderr)
     # A scratch vocabulary is learned from every query and document text.

@@ -155,6 +155,33 @@ def test_positives_share_groups_of_fixed_size():
         build_groups(ds, pools, num_negatives=2, positives_per_group=2, lower_graded=1)
 
 
+@pytest.mark.parametrize("per_group", [1, 2])
+def test_title_groups_pair_each_title_with_its_own_body(tiny_beir, per_group):
+    from deepseek_tf.data import load_beir
+    from deepseek_tf.rerank_train import corpus_title_groups
+
+    ds = load_beir(tiny_beir, "train")
+    config = load_config(TINY, [f"data.dataset={tiny_beir}", "data.title_pairs=true",
+                                f"data.positives_per_group={per_group}", "train.epochs=1"])
+    groups = corpus_title_groups(ds, config)
+    assert len(groups) == len(ds.corpus) == 24  # one group per document: the fixture's all have a title
+    by_title = {doc["title"]: doc["text"] for doc in ds.corpus.values()}
+    for query, docs, grades in zip(groups.queries, groups.docs, groups.grades):
+        # e.g. "dress 0" -> its body, grade 1, then negatives; the same size as a judged group
+        assert docs[0] == by_title[query] and grades[0] == 1 and grades[1:] == [0] * (len(docs) - 1)
+        assert len(docs) == per_group + 3 and docs[0] not in docs[1:]
+
+
+def test_title_pairs_add_groups_to_cross_encoder_training(tiny_beir, tmp_path, capfd):
+    from deepseek_tf.train import train
+
+    config = load_config(TINY, [f"data.dataset={tiny_beir}", "data.title_pairs=true", "train.epochs=1",
+                                "train.steps_per_epoch=1"])
+    train(config, tmp_path, verbose=0)
+    # 12 train queries × 4 judged documents = 48 judged groups + 24 title groups
+    assert "72 groups per epoch, 24 of them title/body" in capfd.readouterr().err
+
+
 def test_bad_group_layout_fails_before_mining_and_writes_nothing(tiny_beir, tmp_path):
     from deepseek_tf.rerank_train import train_cross_encoder
 
