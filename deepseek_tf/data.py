@@ -294,7 +294,7 @@ def pair_dataset(
 ) -> tf.data.Dataset:
     """Batches of {"query": ids, "doc": ids[, "neg": ids][, "weight": (batch,)][, "teacher": (batch, k)]}
     for dual-encoder training; `weights` are per-pair loss weights (see `grade_weights`), `teacher`
-    a teacher's margins per pair and hard negative (see `rerank.teacher_margins`)."""
+    a teacher's margins per pair and hard negative (see `distill.teacher_margins`)."""
     columns = {"query": pairs.queries, "doc": pairs.docs}
     if pairs.negs is not None:
         columns["neg"] = pairs.negs  # (N,) or (N, k)

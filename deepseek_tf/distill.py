@@ -49,9 +49,9 @@ def check_distillation(config: Config) -> None:
         if not (d.mine_negatives or d.pairs):
             raise ConfigError("data.teacher scores hard negatives: set data.mine_negatives (or a pairs file with neg_doc)")
         try:
-            check_reranker_spec(d.teacher)
+            check_reranker_spec(d.teacher, name="data.teacher")
         except UserError as e:
-            raise ConfigError(str(e).replace("--rerank", "data.teacher")) from None
+            raise ConfigError(str(e)) from None
 
 
 def load_teacher_margins(spec: str, pairs: data_lib.Pairs, workdir: Path, verbose: int) -> np.ndarray:

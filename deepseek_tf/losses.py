@@ -97,7 +97,6 @@ def triplet(q: tf.Tensor, pos: tf.Tensor, neg: tf.Tensor, margin: float = 0.5) -
     return tf.reduce_mean(tf.nn.relu(d_pos - d_neg + margin))
 
 
-
 def margin_mse(q: tf.Tensor, pos: tf.Tensor, neg: tf.Tensor, teacher: tf.Tensor,
                temperature: float | tf.Tensor = 0.05) -> tf.Tensor:
     """Margin-MSE distillation (Hofstätter et al. 2020): the student's score margins regress
@@ -117,6 +116,7 @@ def margin_mse(q: tf.Tensor, pos: tf.Tensor, neg: tf.Tensor, teacher: tf.Tensor,
     s_pos = tf.reduce_sum(q * pos, axis=-1, keepdims=True)  # (B, 1)
     s_neg = tf.einsum("bd,bkd->bk", q, neg)  # (B, k)
     return tf.reduce_mean(tf.square((s_pos - s_neg) / temperature - teacher))
+
 
 # ------------------------------------------------------------ cross-encoder (reranker) losses
 # Shapes: scores and grades are (B, n): one row per query group of n scored documents.

@@ -97,7 +97,7 @@ class Reranker:
         if progress:
             from tqdm import tqdm
 
-            starts = tqdm(starts, desc="teacher scoring", unit="batch", leave=False)
+            starts = tqdm(starts, desc="scoring pairs", unit="batch", leave=False)
         for s in starts:
             idx = order[s:s + self.batch_size]
             out[idx] = np.asarray(self._score_fn(tf.constant([queries[i] for i in idx]),
@@ -192,8 +192,9 @@ def rerank_system(spec: str, ds: data_lib.BeirDataset, first_stage: Run, first_s
     return systems
 
 
-def check_reranker_spec(spec: str, fusion: float | None = None) -> None:
-    """Cheap up-front check of --rerank MODEL [--rerank-fusion W] (before minutes of first-stage work)."""
+def check_reranker_spec(spec: str, fusion: float | None = None, name: str = "--rerank") -> None:
+    """Cheap up-front check of --rerank MODEL [--rerank-fusion W] (before minutes of first-stage work);
+    `name` is the option or config key the errors name."""
     if fusion is not None and not 0.0 <= fusion <= 1.0:
         raise UserError(f"--rerank-fusion must be in [0, 1], got {fusion}")
     path = Path(spec)
@@ -202,9 +203,9 @@ def check_reranker_spec(spec: str, fusion: float | None = None) -> None:
 
         kind = load_config(path / "config.yaml").model.kind
         if kind != "cross_encoder":
-            raise UserError(f"--rerank {spec}: a {kind} model, not a cross-encoder")
+            raise UserError(f"{name} {spec}: a {kind} model, not a cross-encoder")
     elif not (path / "saved_model.pb").is_file() and not (path.suffix == ".tflite" and path.is_file()):
-        raise UserError(f"--rerank {spec!r}: not a trained cross-encoder model dir or its SavedModel")
+        raise UserError(f"{name} {spec!r}: not a trained cross-encoder model dir or its SavedModel")
 
 
 # ---------------------------------------------------------------------------- export
