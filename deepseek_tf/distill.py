@@ -8,6 +8,7 @@ precise one without reading the pairs together at query time.
 """
 from __future__ import annotations
 
+import hashlib
 import sys
 import time
 from pathlib import Path
@@ -20,17 +21,25 @@ from deepseek_tf.errors import ConfigError, UserError
 from deepseek_tf.rerank import Reranker, check_reranker_spec
 
 
-def teacher_margins(reranker: Reranker, pairs: data_lib.Pairs, progress: bool = False) -> np.ndarray:
+def _negatives(pairs: data_lib.Pairs) -> list[list[str]]:
+    return [[n] if isinstance(n, str) else list(n) for n in pairs.negs or []]  # (N, k)
+
+
+def teacher_margins(reranker: Reranker | None, pairs: data_lib.Pairs, progress: bool = False,
+                    known: dict[tuple[str, str], float] | None = None) -> np.ndarray:
     """(N, k) margins S(q_i, p_i) − S(q_i, n_ij) of a cross-encoder teacher for each training pair
     and each of its k hard negatives (`losses.margin_mse`'s targets); each distinct (query,
-    document) pair is scored once."""
+    document) pair is scored once, and not at all when `known` (updated in place) has its score."""
     if pairs.negs is None:
         raise UserError("distillation needs hard negatives: set data.mine_negatives or give neg_doc")
-    negs = [[n] if isinstance(n, str) else list(n) for n in pairs.negs]  # (N, k)
-    wanted = {(q, d) for q, p, ns in zip(pairs.queries, pairs.docs, negs) for d in [p, *ns]}
-    keys = sorted(wanted)
-    scores = reranker.score_pairs([q for q, _ in keys], [d for _, d in keys], progress=progress)
-    score = dict(zip(keys, scores.tolist()))
+    negs = _negatives(pairs)
+    score = {} if known is None else known
+    missing = sorted({(q, d) for q, p, ns in zip(pairs.queries, pairs.docs, negs) for d in [p, *ns]} - score.keys())
+    if missing:
+        if reranker is None:
+            raise ValueError(f"{len(missing)} pairs have no known score and there is no teacher to score them")
+        scores = reranker.score_pairs([q for q, _ in missing], [d for _, d in missing], progress=progress)
+        score.update(zip(missing, scores.tolist()))
     return np.array([[score[(q, p)] - score[(q, n)] for n in ns]
                      for q, p, ns in zip(pairs.queries, pairs.docs, negs)], np.float32)
 
@@ -54,18 +63,39 @@ def check_distillation(config: Config) -> None:
             raise ConfigError(str(e)) from None
 
 
-def load_teacher_margins(spec: str, pairs: data_lib.Pairs, workdir: Path, verbose: int) -> np.ndarray:
-    """The teacher's (N, k) margins for `pairs`, scored once per workdir (a resume reads them back)."""
-    cache = workdir / "teacher_margins.npy"
+def _pair_key(query: str, doc: str) -> str:
+    return hashlib.sha1(f"{query}\x00{doc}".encode()).hexdigest()
+
+
+def load_teacher_margins(spec: str, pairs: data_lib.Pairs, cache_dir: Path, verbose: int) -> np.ndarray:
+    """The teacher's (N, k) margins for `pairs`. Its scores are cached per (query, document) text in
+    CACHE_DIR/teacher_scores.npz with the teacher's weights fingerprint, so a resume scores nothing
+    again and a soup's members (one cache in the soup's dir) score only the pairs new to them;
+    another teacher, or retrained weights, starts the cache afresh."""
+    from deepseek_tf.embedders import weights_fingerprint
+
+    cache, fingerprint = cache_dir / "teacher_scores.npz", weights_fingerprint(Path(spec))
+    by_key: dict[str, float] = {}
     if cache.is_file():
-        margins = np.load(cache)
-        if len(margins) == len(pairs):
-            return margins
-    start = time.perf_counter()
-    margins = teacher_margins(Reranker.load(spec), pairs, progress=bool(verbose))
-    with open(cache.with_name("teacher_margins.tmp.npy"), "wb") as f:  # no half-written cache on a kill
-        np.save(f, margins)
-    cache.with_name("teacher_margins.tmp.npy").replace(cache)
-    print(f"teacher {spec}: {margins.size} margins (mean {margins.mean():.2f}, std {margins.std():.2f}) "
+        with np.load(cache) as f:
+            if str(f["teacher"]) == fingerprint:
+                by_key = dict(zip(f["key"].tolist(), f["score"].tolist()))
+            else:
+                print(f"teacher {spec}: weights differ from those of {cache}; scoring afresh", file=sys.stderr)
+    wanted = {(q, d) for q, p, ns in zip(pairs.queries, pairs.docs, _negatives(pairs)) for d in [p, *ns]}
+    known = {qd: by_key[k] for qd in wanted if (k := _pair_key(*qd)) in by_key}
+    if len(known) == len(wanted):
+        return teacher_margins(None, pairs, known=known)
+    start, cached = time.perf_counter(), len(known)
+    margins = teacher_margins(Reranker.load(spec), pairs, progress=bool(verbose), known=known)
+    by_key.update((_pair_key(*qd), s) for qd, s in known.items())
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_name("teacher_scores.tmp.npz")
+    with open(tmp, "wb") as f:  # no half-written cache on a kill
+        np.savez(f, key=np.array(list(by_key), str), score=np.array(list(by_key.values()), np.float32),
+                 teacher=np.array(fingerprint))
+    tmp.replace(cache)
+    print(f"teacher {spec}: scored {len(wanted) - cached} pairs ({cached} cached), {margins.size} margins"
+          f" (mean {margins.mean():.2f}, std {margins.std():.2f}) "
           f"in {time.perf_counter() - start:.1f}s", file=sys.stderr)
     return margins

@@ -73,7 +73,7 @@ class SavedModelEmbedder(Embedder):
 
     def __init__(self, path: Path):
         self.name, self.loaded = path.name, tf.saved_model.load(str(path))
-        self.fingerprint = _dir_fingerprint(path)
+        self.fingerprint = weights_fingerprint(path)
         for sig in ("encode_query", "encode_doc"):
             if not hasattr(self.loaded, sig):
                 raise UserError(f"{path}: SavedModel has no '{sig}' endpoint (not a deepseek_tf export?)")
@@ -83,10 +83,11 @@ class SavedModelEmbedder(Embedder):
         return np.asarray(fn(tf.constant(texts)))
 
 
-def _dir_fingerprint(path: Path) -> str:
-    """Hash of the weight files: an index built with other weights is refused."""
+def weights_fingerprint(path: Path) -> str:
+    """Hash of a model dir's weight files (or of one model file): an index built with other
+    weights is refused, a teacher's cached scores are not reused for another teacher."""
     h = hashlib.sha256()
-    for f in sorted(path.rglob("*")):
+    for f in [path] if path.is_file() else sorted(path.rglob("*")):
         if f.is_file() and f.suffix in (".keras", ".pb", ".index", ".tflite", ".txt") or "variables.data" in f.name:
             h.update(f.name.encode())
             h.update(str(f.stat().st_size).encode())
@@ -143,7 +144,7 @@ def load_embedder(spec: str) -> Embedder:
     if (path / "model.keras").is_file():
         model, tokenizer, config = load_trained(path)
         return KerasEmbedder(model, tokenizer, config.model.query_max_length, config.model.doc_max_length,
-                             name=path.parent.name or path.name, fingerprint=_dir_fingerprint(path))
+                             name=path.parent.name or path.name, fingerprint=weights_fingerprint(path))
     if (path / "saved_model.pb").is_file():
         return SavedModelEmbedder(path)
     raise UserError(f"--model {spec!r}: not a trained model dir, a SavedModel, a .tflite file "

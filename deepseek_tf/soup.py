@@ -69,7 +69,7 @@ def train_soup(config: Config, workdir: str | Path, verbose: int = 1) -> dict:
         mdir = workdir / "members" / f"seed{seed}"
         if verbose:
             print(f"soup member {i + 1}/{config.train.soup} (seed {seed}) -> {mdir}", file=sys.stderr)
-        history = train(member, mdir, verbose)  # a finished member resumes at its end: no steps
+        history = train(member, mdir, verbose, shared_dir=workdir)  # a finished member resumes at its end
         members.append({"seed": seed, "steps": history["steps"][0],
                         "loss": history.get("loss", [float("nan")])[-1]})
         loaded.append(load_trained(mdir / "model"))

@@ -300,8 +300,10 @@ class DevEvaluator(keras.callbacks.Callback):
 
 
 # ---------------------------------------------------------------------------- training
-def train(config: Config, workdir: str | Path, verbose: int = 1) -> dict:
-    """Trains per `config` into `workdir`; returns the history dict."""
+def train(config: Config, workdir: str | Path, verbose: int = 1, shared_dir: str | Path | None = None) -> dict:
+    """Trains per `config` into `workdir`; returns the history dict. `shared_dir` (default: workdir)
+    holds what runs of one recipe can share: a soup passes its own dir, so its members score
+    their distillation teacher's pairs once between them."""
     if config.train.soup < 1:
         raise ConfigError(f"train.soup must be >= 1, got {config.train.soup}")
     if config.train.soup > 1:  # N seeded runs averaged into one model (soup.py)
@@ -356,7 +358,7 @@ def train(config: Config, workdir: str | Path, verbose: int = 1) -> dict:
     weights = None
     if t.grade_weighting:
         weights = data_lib.grade_weights(pairs.labels or [])
-    teacher = distill.load_teacher_margins(d.teacher, pairs, workdir, verbose) if d.teacher else None
+    teacher = distill.load_teacher_margins(d.teacher, pairs, Path(shared_dir or workdir), verbose) if d.teacher else None
     callbacks: list[keras.callbacks.Callback] = []
     evaluator = None
     if dev is not None:

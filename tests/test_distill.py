@@ -53,6 +53,40 @@ def test_teacher_margins_score_each_distinct_pair_once():
     assert len(seen) == len(set(seen)) == 8
 
 
+def test_teacher_scores_are_cached_by_pair_text_and_by_teacher_weights(tmp_path, monkeypatch):
+    from deepseek_tf.distill import load_teacher_margins
+    from deepseek_tf.rerank import Reranker
+
+    scored = []
+
+    def fn(q, d):  # score = length of the document text
+        scored.extend(d.numpy().tolist())
+        return tf.cast(tf.strings.length(d), tf.float32)
+
+    monkeypatch.setattr(Reranker, "load", classmethod(lambda cls, spec: Reranker(fn, "len", batch_size=4)))
+    teacher = tmp_path / "teacher"
+    teacher.mkdir()
+    (teacher / "model.keras").write_bytes(b"weights v1")
+
+    def margins(pairs):
+        scored.clear()
+        return load_teacher_margins(str(teacher), pairs, tmp_path / "run", verbose=0)
+
+    a = data_lib.Pairs(["q1", "q2"], ["aaaa", "bbbbbb"], [["b", "cc"], ["b", "ddd"]])
+    np.testing.assert_allclose(margins(a), [[3, 2], [5, 3]])  # 4 − 1, 4 − 2 | 6 − 1, 6 − 3
+    assert len(scored) == 6
+    np.testing.assert_allclose(margins(a), [[3, 2], [5, 3]])  # a resume scores nothing again
+    assert scored == []
+    # as many pairs, other texts: q1's three pairs come from the cache, q3's are scored
+    # (a cache matched by length alone handed back a's margins)
+    b = data_lib.Pairs(["q1", "q3"], ["aaaa", "eeeee"], [["b", "cc"], ["b", "ffffffff"]])
+    np.testing.assert_allclose(margins(b), [[3, 2], [4, -3]])  # 5 − 1, 5 − 8
+    assert sorted(scored) == [b"b", b"eeeee", b"ffffffff"]
+    (teacher / "model.keras").write_bytes(b"weights v2")  # a retrained teacher: nothing is reused
+    margins(b)
+    assert len(scored) == 6
+
+
 def test_pair_dataset_keeps_each_teacher_row_with_its_pair():
     class Tok:  # a stand-in tokenizer: one token per text, its first character's code
         def __call__(self, texts, length):
@@ -120,6 +154,28 @@ def test_cross_encoder_does_not_take_a_teacher(tiny_beir, teacher, tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+def test_a_distilled_soup_scores_each_teacher_pair_once(tiny_beir, tiny_run, teacher, tmp_path, monkeypatch):
+    from deepseek_tf.rerank import Reranker
+
+    calls = []
+    score_pairs = Reranker.score_pairs
+
+    def counting(self, queries, docs, progress=False):
+        calls.append(len(queries))
+        return score_pairs(self, queries, docs, progress)
+
+    monkeypatch.setattr(Reranker, "score_pairs", counting)
+    config = _config(tiny_beir, f"data.teacher={teacher}", "train.distill_weight=0.1", "train.soup=2",
+                     f"model.backbone={tiny_run / 'model'}", "train.epochs=1", "train.steps_per_epoch=2")
+    train(config, tmp_path / "soup", verbose=0)
+    with np.load(tmp_path / "soup" / "teacher_scores.npz") as f:
+        cached = len(f["key"])
+    # the members' mined negatives overlap (measured: 111 pairs scored for the first, 43 new
+    # ones of the second's 113); no pair is scored twice, each member scores its new ones
+    assert len(calls) == 2 and sum(calls) == cached and 0 < calls[1] < calls[0]
+    assert not list((tmp_path / "soup" / "members").glob("*/teacher_scores.npz"))
+
+
 def _student_margins(workdir, config):
     """The saved student's margins (s(q,p) − s(q,n)) / τ on the pairs it trained on, in training order."""
     from deepseek_tf.embedders import KerasEmbedder, load_trained
@@ -133,13 +189,27 @@ def _student_margins(workdir, config):
     return ((q * p).sum(-1)[:, None] - np.einsum("nd,nkd->nk", q, negs)) / config.train.temperature
 
 
+def _cached_margins(teacher, config, workdir):
+    """The run's teacher margins, read back from its cache: the teacher is not loaded again."""
+    from deepseek_tf.distill import load_teacher_margins
+    from deepseek_tf.rerank import Reranker
+    from deepseek_tf.train import load_training_pairs
+
+    def refuse(cls, spec):
+        raise AssertionError(f"the teacher {spec} was loaded again: the run's scores were not cached")
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(Reranker, "load", classmethod(refuse))
+        return load_teacher_margins(str(teacher), load_training_pairs(config), workdir, verbose=0)
+
+
 def test_margin_mse_training_brings_the_students_margins_to_the_teachers(tiny_beir, teacher, tmp_path):
     errors, corr = {}, {}
     for name, lr in (("untrained", "1.0e-12"), ("trained", "3.0e-3")):
         config = _config(tiny_beir, "train.loss=margin_mse", f"data.teacher={teacher}",
                          f"train.learning_rate={lr}", "train.epochs=4")
         train(config, tmp_path / name, verbose=0)
-        target = np.load(tmp_path / name / "teacher_margins.npy")  # (N, k), scored once in the run
+        target = _cached_margins(teacher, config, tmp_path / name)  # (N, k), scored once in the run
         assert target.shape == (len(target), 2) and np.abs(target).max() > 0.1
         student = _student_margins(tmp_path / name, config)
         errors[name] = float(np.mean((student - target) ** 2))
