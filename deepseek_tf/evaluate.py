@@ -57,6 +57,34 @@ def trec_metrics(qrels: dict[str, dict[str, int]], run: Run) -> tuple[dict[str, 
     return means, rows
 
 
+def paired_comparison(base: dict[str, float], other: dict[str, float], samples: int = 10_000,
+                      seed: int = 0) -> dict:
+    """How sure a difference between two systems is, over the queries both scored.
+
+    delta = mean_q (other_q − base_q); ci95 = the 2.5th and 97.5th percentiles of delta over
+    `samples` bootstrap resamples of the queries (paired percentile bootstrap); p = two-sided
+    paired randomization (sign-flip, permutation) test: the share of the 2^n sign assignments
+    of the per-query differences whose |mean| reaches |delta| (exact for n <= 16 queries, else
+    `samples` random assignments, counting the observed one, as Smucker et al. 2007 recommend
+    for IR). A p near 1 says the two systems cannot be told apart on these queries.
+    """
+    queries = sorted(base.keys() & other.keys())
+    d = np.array([other[q] - base[q] for q in queries], np.float64)  # (n,)
+    if len(d) == 0:
+        return {"delta": 0.0, "ci95": [0.0, 0.0], "p": 1.0, "queries": 0}
+    rng = np.random.default_rng(seed)
+    boot = d[rng.integers(0, len(d), size=(samples, len(d)))].mean(1)  # (samples,)
+    observed = abs(d.mean()) - 1e-12  # ties count as reaching it
+    if len(d) <= 16:
+        signs = 1 - 2 * ((np.arange(2 ** len(d))[:, None] >> np.arange(len(d))) & 1)  # (2^n, n)
+        p = float(np.mean(np.abs((signs * d).mean(1)) >= observed))
+    else:
+        signs = rng.choice([-1.0, 1.0], size=(samples, len(d)))
+        p = float((np.sum(np.abs((signs * d).mean(1)) >= observed) + 1) / (samples + 1))
+    return {"delta": float(d.mean()), "ci95": [float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))],
+            "p": p, "queries": len(d)}
+
+
 def recall_curve(qrels: dict[str, dict[str, int]], run: Run, max_k: int = CURVE_MAX_K) -> list[float]:
     """Mean Recall@k for k = 1..max_k, from trec_eval's recall.k (absent queries count 0)."""
     import pytrec_eval
@@ -153,7 +181,8 @@ def evaluate(model: str | None, dataset: str, split: str = "test", top_k: int = 
 
     Each system's figures: METRIC_KEYS, queries, latency p50/p95 (ms, per query), docs_per_s
     (indexing), peak_rss_mb (process peak so far; systems run bm25, dense, hybrid in that order),
-    recall_curve (mean Recall@1..100), per_query, warnings (bad input that was dropped).
+    recall_curve (mean Recall@1..100), per_query, warnings (bad input that was dropped), vs (the
+    paired difference from the first stage, per metric, with its 95% CI and p: add_comparisons).
     """
     if baseline not in (None, "bm25"):
         raise UserError(f"--baseline {baseline!r}: only 'bm25' is supported")
@@ -200,7 +229,30 @@ def evaluate(model: str | None, dataset: str, split: str = "test", top_k: int = 
                                                 progress=verbose and sys.stderr.isatty()):
             results[name + suffix] = _score(name + suffix, ds.qrels, fix(run), stats,
                                             {**common, "model": model, "reranker": rerank})
+    add_comparisons(results)
     return results
+
+
+def add_comparisons(results: dict[str, dict]) -> None:
+    """Adds results[name]["vs"]: each system against the first stage it builds on (`dense` when
+    there is one, else `bm25`; `dense` itself against `bm25`), per metric (`paired_comparison`)."""
+    ref = "dense" if "dense" in results else "bm25"
+    for name, r in results.items():
+        base = {"bm25": None, "dense": "bm25"}.get(name, ref)
+        if base in results:
+            r["vs"] = {"system": base, **{k: paired_comparison(
+                {q: m[k] for q, m in results[base]["per_query"].items()},
+                {q: m[k] for q, m in r["per_query"].items()}) for k in METRIC_KEYS}}
+
+
+def format_comparisons(results: dict[str, dict], metric: str = "ndcg@10") -> list[str]:
+    lines = []
+    for name, r in results.items():
+        if "vs" in r:
+            c = r["vs"][metric]
+            lines.append(f"{name} vs {r['vs']['system']}: {metric} {c['delta']:+.4f} (95% CI {c['ci95'][0]:+.4f} to "
+                         f"{c['ci95'][1]:+.4f}; paired randomization p = {c['p']:.4f}; {c['queries']} queries)")
+    return lines
 
 
 def format_table(results: dict[str, dict]) -> str:
@@ -293,6 +345,8 @@ def main(argv: list[str] | None = None) -> int:
                        args.ignore_identical_ids, args.rrf_k, bm25_args, rerank=args.rerank,
                        rerank_fusion=args.rerank_fusion)
     print(format_table(results))
+    for line in format_comparisons(results):
+        print(line)
     if "bm25" in results:
         c = results["bm25"]["bm25"]
         print(f"bm25: bm25s method={c['method']} k1={c['k1']} b={c['b']}, {c['stemmer']} stemmer, "

@@ -453,6 +453,9 @@ def test_evaluate_rerank_rows_side_by_side(tiny_run, ce_run, tiny_beir, tmp_path
     assert report["dense+rerank+fusion"]["recall@100"] == pytest.approx(dense["recall@100"])
     assert reranked["rerank_depth"] == 10 and reranked["rerank_latency_ms_p95"] >= reranked["rerank_latency_ms_p50"] > 0
     assert reranked["latency_ms_p50"] > dense["latency_ms_p50"]  # end to end: first stage + reranking
+    # both reranked rows against the first stage they reorder, printed with their 95% CI
+    assert {report[n]["vs"]["system"] for n in ("dense+rerank", "dense+rerank+fusion")} == {"dense"}
+    assert "vs" not in dense and "dense+rerank+fusion vs dense: ndcg@10 " in proc.stdout
     bad = run_cli("deepseek_tf.evaluate", "--model", str(tiny_run / "model"), "--dataset", str(tiny_beir),
                   "--rerank", str(tiny_run / "model"))
     assert bad.returncode == 1 and "not a cross-encoder" in bad.stderr and "Traceback" not in bad.stderr

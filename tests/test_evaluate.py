@@ -4,7 +4,7 @@ import pytest
 
 from conftest import run_cli
 from deepseek_tf.errors import UserError
-from deepseek_tf.evaluate import METRIC_KEYS, drop_identical_ids, evaluate, hybrid_run, main
+from deepseek_tf.evaluate import METRIC_KEYS, drop_identical_ids, evaluate, hybrid_run, main, paired_comparison
 
 SPEC_KEYS = METRIC_KEYS + ("queries", "latency_ms_p50", "latency_ms_p95", "docs_per_s")
 
@@ -31,7 +31,29 @@ def test_cli_dense_bm25_hybrid_rows_json_and_plot(tiny_run, tiny_beir, tmp_path)
     # fused: each query pays for both systems
     assert report["hybrid"]["latency_ms_p50"] >= report["bm25"]["latency_ms_p50"]
     assert report["bm25"]["bm25"]["method"] == "lucene"
+    # each system against the first stage it builds on, from the per-query figures above
+    assert "vs" not in report["bm25"] and report["dense"]["vs"]["system"] == "bm25"
+    hybrid = report["hybrid"]["vs"]
+    assert hybrid["system"] == "dense" and hybrid["ndcg@10"]["delta"] == pytest.approx(
+        report["hybrid"]["ndcg@10"] - report["dense"]["ndcg@10"])
+    assert f"hybrid vs dense: ndcg@10 {hybrid['ndcg@10']['delta']:+.4f} (95% CI" in proc.stdout
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+
+
+def test_paired_comparison_by_hand():
+    base = {"a": 0.0, "b": 0.0, "c": 0.0, "unjudged": 0.9}
+    # differences 0.1, 0.2, 0.3 (mean 0.2) on the 3 shared queries; of the 8 sign assignments only
+    # +++ and −−− reach |mean| 0.2: p = 2/8. Every resample lies between 0.1 and 0.3.
+    c = paired_comparison(base, {"a": 0.1, "b": 0.2, "c": 0.3})
+    assert c["delta"] == pytest.approx(0.2) and c["p"] == 0.25 and c["queries"] == 3
+    assert 0.1 - 1e-9 <= c["ci95"][0] < 0.2 < c["ci95"][1] <= 0.3 + 1e-9
+    # differences 0 and 1: resampled means 0, 0.5, 1 with chances 1/4, 1/2, 1/4 -> CI [0, 1];
+    # every sign assignment gives |mean| 0.5: p = 1
+    c = paired_comparison({"a": 0.0, "b": 0.0}, {"a": 0.0, "b": 1.0})
+    assert c["ci95"] == [0.0, 1.0] and c["p"] == 1.0
+    # 40 queries, each +0.05: the sampled test counts only the observed assignment among 10,001
+    c = paired_comparison({str(i): 0.5 for i in range(40)}, {str(i): 0.55 for i in range(40)})
+    assert c["ci95"] == pytest.approx([0.05, 0.05]) and c["p"] == pytest.approx(1 / 10_001)
 
 
 def _write(directory, corpus, queries, qrels):
