@@ -81,6 +81,10 @@ class DataConfig:
     # negatives, plus more where a query has fewer positives left), so one forward pass over the
     # negatives serves several positives; pair with train.loss: multi_positive. 1 = one per group.
     positives_per_group: int = 1
+    # This share of a group's mined negatives comes from the first negatives_top_depth of the
+    # query's pool (the first stage's best non-positives), the rest from past them; 0 = uniform.
+    negatives_top_share: float = 0.0
+    negatives_top_depth: int = 20
     # Dual encoder: one mined hard negative per pair (source: negatives_from, from its top
     # mine_top_k), skipping the mine_skip_top best ranks and any document scoring above
     # (1 − mine_margin)·score(positive); judged-relevant documents are never taken.

@@ -93,10 +93,21 @@ def check_group_shape(num_negatives: int, lower_graded: int = 0, positives_per_g
                           "hold a query's positives of several grades)")
 
 
+def _sample(rng: np.random.Generator, pool: list[str], k: int, top_share: float, top_depth: int) -> list[str]:
+    """k of the pool (in first-stage order): uniformly, or round(k · top_share) from its first
+    top_depth and the rest from the documents past them (the whole pool where a part is empty)."""
+    if not top_share:
+        return [pool[i] for i in rng.choice(len(pool), k, replace=len(pool) < k)]
+    n_top = round(k * top_share)
+    top, rest = pool[:top_depth], pool[top_depth:] or pool
+    return ([top[i] for i in rng.choice(len(top), n_top, replace=len(top) < n_top)]
+            + [rest[i] for i in rng.choice(len(rest), k - n_top, replace=len(rest) < k - n_top)])
+
+
 def build_groups(ds: data_lib.BeirDataset, pools: dict[str, list[str]], num_negatives: int,
                  min_label: int = 1, use_title: bool = True, rounds: int = 1, seed: int = 42,
                  first: Run | None = None, first_stage_weight: float = 0.0, lower_graded: int = 0,
-                 positives_per_group: int = 1) -> Groups:
+                 positives_per_group: int = 1, top_share: float = 0.0, top_depth: int = 20) -> Groups:
     """`rounds` passes over every (query, positive); each pass samples fresh negatives.
 
     lower_graded: up to this many of the group's num_negatives slots go to the query's judged
@@ -107,7 +118,9 @@ def build_groups(ds: data_lib.BeirDataset, pools: dict[str, list[str]], num_nega
     P + num_negatives documents, positives first.
 
     Negatives are drawn without replacement from the query's pool (with replacement if the
-    pool is smaller than k; from the rest of the corpus if it is empty). A pool document's
+    pool is smaller than k; from the rest of the corpus if it is empty). top_share > 0: that share
+    of them (rounded) comes from the pool's first top_depth documents (the first stage's best
+    non-positives: the ones that decide nDCG@10), the rest from the pool past them. A pool document's
     grade is its judgment, 0 when unjudged. With `first` and a non-zero weight, each document
     also gets its prior (see `Groups.priors`).
     """
@@ -132,9 +145,8 @@ def build_groups(ds: data_lib.BeirDataset, pools: dict[str, list[str]], num_nega
                 lower = [x for x, h in positives if h < g]
                 n_lower = min(lower_graded, len(lower))
                 k = num_negatives + size - len(chunk) - n_lower  # mined negatives fill the rest
-                picks = rng.choice(len(pool), k, replace=len(pool) < k)
                 negs = [lower[i] for i in rng.choice(len(lower), n_lower, replace=False)] if n_lower else []
-                negs += [pool[i] for i in picks]
+                negs += _sample(rng, pool, k, top_share, top_depth)
                 ids = [d for d, _ in chunk] + negs
                 queries.append(ds.queries[q])
                 docs.append([ds.doc_text(x, use_title) for x in ids])
@@ -216,6 +228,10 @@ def check_cross_encoder_config(config: Config) -> None:
         raise ConfigError("data.teacher / train.distill_weight distill a cross-encoder into a dual encoder; "
                           "a cross-encoder does not take them")
     check_group_shape(d.num_negatives, d.lower_graded, d.positives_per_group)
+    if not 0.0 <= d.negatives_top_share <= 1.0:
+        raise ConfigError(f"data.negatives_top_share must be in [0, 1], got {d.negatives_top_share}")
+    if d.negatives_top_depth < 1:
+        raise ConfigError(f"data.negatives_top_depth must be >= 1, got {d.negatives_top_depth}")
     check_layer_keys(config)
 
 
@@ -246,7 +262,8 @@ def train_cross_encoder(config: Config, workdir: str | Path, verbose: int = 1) -
     pools = mine_negatives(ds, d.negatives_from, d.mine_top_k, d.use_title, d.min_label, first=first)
     groups = build_groups(ds, pools, d.num_negatives, d.min_label, d.use_title, rounds=t.epochs, seed=t.seed,
                           first=first, first_stage_weight=config.model.first_stage_weight,
-                          lower_graded=d.lower_graded, positives_per_group=d.positives_per_group)
+                          lower_graded=d.lower_graded, positives_per_group=d.positives_per_group,
+                          top_share=d.negatives_top_share, top_depth=d.negatives_top_depth)
     titles = ""
     if d.title_pairs:
         title_groups = corpus_title_groups(ds, config)

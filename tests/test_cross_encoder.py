@@ -107,6 +107,24 @@ def test_mined_negatives_exclude_judged_positives(tiny_beir):
     assert build_groups(ds, pools, 3, rounds=2, seed=1).docs == groups.docs  # seeded
 
 
+def test_top_share_draws_that_share_of_negatives_from_the_pool_head():
+    from deepseek_tf.data import BeirDataset
+    from deepseek_tf.rerank_train import build_groups
+
+    pool = ["t1", "t2", "t3", "r1", "r2", "r3", "r4", "r5"]  # first-stage order, positives removed
+    corpus = {d: {"title": "", "text": d} for d in ["p1", "p2", "p3", *pool]}
+    ds = BeirDataset(corpus, {"q": "query"}, {"q": {"p1": 1, "p2": 2, "p3": 1}})
+    groups = build_groups(ds, {"q": pool}, num_negatives=4, seed=0, rounds=20, top_share=0.5, top_depth=3)
+    # round(4 · 0.5) = 2 of the top 3, then 2 of the 5 past them, each part without replacement
+    for docs in groups.docs:
+        assert set(docs[1:3]) < {"t1", "t2", "t3"} and set(docs[3:]) < {"r1", "r2", "r3", "r4", "r5"}
+        assert len(set(docs[1:])) == 4
+    # uniform draws (the default) take a top-3 document as 4 · 3/8 = 1.5 of the 4 on average
+    uniform = build_groups(ds, {"q": pool}, num_negatives=4, seed=0, rounds=20)
+    share = np.mean([sum(d.startswith("t") for d in docs[1:]) for docs in uniform.docs])
+    assert 1.2 < share < 1.8
+
+
 def test_lower_graded_positives_join_groups_with_their_grades():
     from deepseek_tf.data import BeirDataset
     from deepseek_tf.losses import listwise_softmax
@@ -195,6 +213,8 @@ def test_bad_group_layout_fails_before_mining_and_writes_nothing(tiny_beir, tmp_
     (["model.local_layers=3"], "local_layers must be in"),  # tiny: 2 transformer layers
     (["model.frozen_layers=3"], "frozen_layers must be in"),
     (["model.local_layers=1", "model.interaction=light"], "local_layers is for interaction: full"),
+    (["data.negatives_top_share=1.5"], "negatives_top_share must be in"),
+    (["data.negatives_top_depth=0"], "negatives_top_depth must be >= 1"),
 ])
 def test_bad_layer_counts_fail_before_mining_and_write_nothing(tiny_beir, tmp_path, monkeypatch, overrides, message):
     from deepseek_tf import rerank_train
