@@ -16,8 +16,8 @@ import numpy as np
 
 from deepseek_tf.data import BeirDataset, load_beir
 from deepseek_tf.errors import UserError, cli_entry
+from deepseek_tf.significance import METRIC_KEYS, add_comparisons, compare_reports, format_comparisons
 
-METRIC_KEYS = ("ndcg@10", "mrr@10", "recall@10", "recall@100", "p@10", "map")
 COST_KEYS = ("latency_ms_p50", "latency_ms_p95", "docs_per_s", "peak_rss_mb")
 CURVE_MAX_K = 100
 Run = dict[str, dict[str, float]]  # query id -> {doc id: score}
@@ -55,34 +55,6 @@ def trec_metrics(qrels: dict[str, dict[str, int]], run: Run) -> tuple[dict[str, 
     means = {k: float(np.mean([r[k] for r in rows.values()])) if rows else 0.0 for k in METRIC_KEYS}
     means["queries"] = len(rows)
     return means, rows
-
-
-def paired_comparison(base: dict[str, float], other: dict[str, float], samples: int = 10_000,
-                      seed: int = 0) -> dict:
-    """How sure a difference between two systems is, over the queries both scored.
-
-    delta = mean_q (other_q − base_q); ci95 = the 2.5th and 97.5th percentiles of delta over
-    `samples` bootstrap resamples of the queries (paired percentile bootstrap); p = two-sided
-    paired randomization (sign-flip, permutation) test: the share of the 2^n sign assignments
-    of the per-query differences whose |mean| reaches |delta| (exact for n <= 16 queries, else
-    `samples` random assignments, counting the observed one, as Smucker et al. 2007 recommend
-    for IR). A p near 1 says the two systems cannot be told apart on these queries.
-    """
-    queries = sorted(base.keys() & other.keys())
-    d = np.array([other[q] - base[q] for q in queries], np.float64)  # (n,)
-    if len(d) == 0:
-        return {"delta": 0.0, "ci95": [0.0, 0.0], "p": 1.0, "queries": 0}
-    rng = np.random.default_rng(seed)
-    boot = d[rng.integers(0, len(d), size=(samples, len(d)))].mean(1)  # (samples,)
-    observed = abs(d.mean()) - 1e-12  # ties count as reaching it
-    if len(d) <= 16:
-        signs = 1 - 2 * ((np.arange(2 ** len(d))[:, None] >> np.arange(len(d))) & 1)  # (2^n, n)
-        p = float(np.mean(np.abs((signs * d).mean(1)) >= observed))
-    else:
-        signs = rng.choice([-1.0, 1.0], size=(samples, len(d)))
-        p = float((np.sum(np.abs((signs * d).mean(1)) >= observed) + 1) / (samples + 1))
-    return {"delta": float(d.mean()), "ci95": [float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))],
-            "p": p, "queries": len(d)}
 
 
 def recall_curve(qrels: dict[str, dict[str, int]], run: Run, max_k: int = CURVE_MAX_K) -> list[float]:
@@ -233,28 +205,6 @@ def evaluate(model: str | None, dataset: str, split: str = "test", top_k: int = 
     return results
 
 
-def add_comparisons(results: dict[str, dict]) -> None:
-    """Adds results[name]["vs"]: each system against the first stage it builds on (`dense` when
-    there is one, else `bm25`; `dense` itself against `bm25`), per metric (`paired_comparison`)."""
-    ref = "dense" if "dense" in results else "bm25"
-    for name, r in results.items():
-        base = {"bm25": None, "dense": "bm25"}.get(name, ref)
-        if base in results:
-            r["vs"] = {"system": base, **{k: paired_comparison(
-                {q: m[k] for q, m in results[base]["per_query"].items()},
-                {q: m[k] for q, m in r["per_query"].items()}) for k in METRIC_KEYS}}
-
-
-def format_comparisons(results: dict[str, dict], metric: str = "ndcg@10") -> list[str]:
-    lines = []
-    for name, r in results.items():
-        if "vs" in r:
-            c = r["vs"][metric]
-            lines.append(f"{name} vs {r['vs']['system']}: {metric} {c['delta']:+.4f} (95% CI {c['ci95'][0]:+.4f} to "
-                         f"{c['ci95'][1]:+.4f}; paired randomization p = {c['p']:.4f}; {c['queries']} queries)")
-    return lines
-
-
 def format_table(results: dict[str, dict]) -> str:
     cols = list(METRIC_KEYS) + ["queries"] + list(COST_KEYS)
     lines = ["| system | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
@@ -301,7 +251,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                             "optionally against BM25 and a BM25+dense hybrid.")
     p.add_argument("--model", help="trained model/ dir, SavedModel dir, .tflite file or preset name "
                                    "(may be left out with --baseline bm25)")
-    p.add_argument("--dataset", required=True, help="BEIR-layout directory (corpus.jsonl, queries.jsonl, qrels/)")
+    p.add_argument("--dataset", help="BEIR-layout directory (corpus.jsonl, queries.jsonl, qrels/); required "
+                                     "unless --compare")
     p.add_argument("--split", default="test", help="qrels split (default: test)")
     p.add_argument("--baseline", choices=["bm25"], help="also evaluate BM25 and, with --model, the hybrid (RRF)")
     p.add_argument("--top-k", type=int, default=100, help="documents retrieved per query (default: 100)")
@@ -317,6 +268,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="BM25 variant (default: lucene)")
     p.add_argument("--ignore-identical-ids", action="store_true",
                    help="drop a retrieved doc whose id equals the query id (BEIR's convention)")
+    p.add_argument("--compare", nargs=2, metavar=("BASE.json[:SYSTEM]", "OTHER.json[:SYSTEM]"),
+                   help="compare two saved reports (--output files; default system: each one's first) query by "
+                        "query: difference, 95%% CI and paired randomization p per metric; evaluates nothing")
     p.add_argument("--output", help="write the report as JSON here")
     p.add_argument("--plot", help="write Recall@k curves (k=1..100) for every system to this PNG")
     return p.parse_args(argv)
@@ -329,9 +283,26 @@ def _write_json(path: str | Path, obj) -> None:
     tmp.replace(path)
 
 
+def compare_main(base_spec: str, other_spec: str) -> int:
+    from deepseek_tf.significance import load_report_system
+
+    (base_name, base), (other_name, other) = load_report_system(base_spec), load_report_system(other_spec)
+    print(f"{other_name} vs {base_name}, query by query:")
+    print("| metric | base | other | difference | 95% CI | p |\n|---|---|---|---|---|---|")
+    for metric, c in compare_reports(base, other).items():
+        print(f"| {metric} | {base[metric]:.4f} | {other[metric]:.4f} | {c['delta']:+.4f} | "
+              f"{c['ci95'][0]:+.4f} to {c['ci95'][1]:+.4f} | {c['p']:.4f} |")
+    print(f"{c['queries']} queries in both (paired bootstrap CI, 10,000 resamples; two-sided paired randomization test)")
+    return 0
+
+
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.compare:
+        return compare_main(*args.compare)
+    if not args.dataset:
+        raise UserError("--dataset is required (a BEIR-layout directory), unless --compare")
     if args.top_k < 1:
         raise UserError("--top-k must be >= 1")
     if args.rrf_k < 0:

@@ -4,7 +4,8 @@ import pytest
 
 from conftest import run_cli
 from deepseek_tf.errors import UserError
-from deepseek_tf.evaluate import METRIC_KEYS, drop_identical_ids, evaluate, hybrid_run, main, paired_comparison
+from deepseek_tf.evaluate import METRIC_KEYS, drop_identical_ids, evaluate, hybrid_run, main
+from deepseek_tf.significance import paired_comparison
 
 SPEC_KEYS = METRIC_KEYS + ("queries", "latency_ms_p50", "latency_ms_p95", "docs_per_s")
 
@@ -54,6 +55,30 @@ def test_paired_comparison_by_hand():
     # 40 queries, each +0.05: the sampled test counts only the observed assignment among 10,001
     c = paired_comparison({str(i): 0.5 for i in range(40)}, {str(i): 0.55 for i in range(40)})
     assert c["ci95"] == pytest.approx([0.05, 0.05]) and c["p"] == pytest.approx(1 / 10_001)
+
+
+def test_compare_two_saved_reports(tmp_path, capsys):
+    def report(path, system, per_query):  # the shape `evaluate --output` writes
+        rows = {q: {k: v for k in METRIC_KEYS} for q, v in per_query.items()}
+        means = {k: sum(per_query.values()) / len(per_query) for k in METRIC_KEYS}
+        path.write_text(json.dumps({system: {**means, "per_query": rows}}))
+        return str(path)
+
+    base = report(tmp_path / "a.json", "dense", {"q1": 0.0, "q2": 0.0, "q3": 0.0})
+    other = report(tmp_path / "b.json", "dense", {"q1": 0.1, "q2": 0.2, "q3": 0.3, "q4": 1.0})
+    assert main(["--compare", base, f"{other}:dense"]) == 0
+    out = capsys.readouterr().out
+    # differences 0.1, 0.2, 0.3 on the 3 shared queries: mean +0.2, exact sign-flip p = 2/8
+    assert f"{other}:dense vs {base}:dense" in out and "3 queries in both" in out
+    assert "| ndcg@10 | 0.0000 | 0.4000 | +0.2000 | " in out and out.count("| 0.2500 |") == len(METRIC_KEYS)
+    for args, message in ((["--compare", base, f"{other}:hybrid"], "no system 'hybrid' (it has dense)"),
+                          (["--compare", base, str(tmp_path / "none.json")], "none.json: no such file"),
+                          (["--model", "all-MiniLM-L6-v2"], "--dataset is required")):
+        assert main(args) == 1
+        assert message in capsys.readouterr().err
+    report(tmp_path / "c.json", "dense", {"other": 0.5})
+    assert main(["--compare", base, str(tmp_path / "c.json")]) == 1
+    assert "share no query" in capsys.readouterr().err
 
 
 def _write(directory, corpus, queries, qrels):
