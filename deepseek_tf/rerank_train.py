@@ -228,11 +228,27 @@ def check_cross_encoder_config(config: Config) -> None:
         raise ConfigError("data.teacher / train.distill_weight distill a cross-encoder into a dual encoder; "
                           "a cross-encoder does not take them")
     check_group_shape(d.num_negatives, d.lower_graded, d.positives_per_group)
+    if not 0.0 <= d.dev_fraction < 1.0:
+        raise ConfigError(f"data.dev_fraction must be in [0, 1), got {d.dev_fraction}")
     if not 0.0 <= d.negatives_top_share <= 1.0:
         raise ConfigError(f"data.negatives_top_share must be in [0, 1], got {d.negatives_top_share}")
     if d.negatives_top_depth < 1:
         raise ConfigError(f"data.negatives_top_depth must be >= 1, got {d.negatives_top_depth}")
     check_layer_keys(config)
+
+
+def dev_rerank_ndcg(model, tokenizer, config: Config, dev: data_lib.BeirDataset, first: Run,
+                    fusion: float = 0.5) -> tuple[float, dict[str, float]]:
+    """(nDCG@10 of the dev queries' first-stage top-k reranked by the model being trained,
+    {"dev_fused_ndcg@10": the same fused with the first stage, `rerank.fuse` at W = fusion}):
+    the first decides the best epoch, the second is logged beside it."""
+    from deepseek_tf.evaluate import trec_metrics
+    from deepseek_tf.rerank import Reranker, fuse, rerank_run
+
+    run, _ = rerank_run(Reranker.from_keras(model, tokenizer, config), dev, first, config.data.mine_top_k,
+                        config.data.use_title)
+    fused = trec_metrics(dev.qrels, fuse(first, run, fusion))[0]["ndcg@10"]
+    return trec_metrics(dev.qrels, run)[0]["ndcg@10"], {"dev_fused_ndcg@10": fused}
 
 
 def train_cross_encoder(config: Config, workdir: str | Path, verbose: int = 1) -> dict:
@@ -246,8 +262,8 @@ def train_cross_encoder(config: Config, workdir: str | Path, verbose: int = 1) -
     import keras
 
     from deepseek_tf.config import save_config
-    from deepseek_tf.train import (_Checkpointer, _make_optimizer, build_in_policy, float32_copy, make_strategy,
-                                   precision_policy, prepare_tokenizer, save_trained_model)
+    from deepseek_tf.train import (DevEvaluator, _Checkpointer, _make_optimizer, build_in_policy, float32_copy,
+                                   make_strategy, precision_policy, prepare_tokenizer, save_trained_model, split_dev)
 
     workdir, d, t = Path(workdir), config.data, config.train
     check_cross_encoder_config(config)  # before minutes of mining
@@ -257,8 +273,19 @@ def train_cross_encoder(config: Config, workdir: str | Path, verbose: int = 1) -
     ds = data_lib.load_beir(d.dataset, d.train_split, unknown_ids="drop")
     for what, count in ds.dropped.items():
         print(f"warning: {d.dataset}: dropped {count} {what}", file=sys.stderr)
+    dev = None
+    if d.dev_split:
+        dev = data_lib.load_beir(d.dataset, d.dev_split, unknown_ids="drop")
+    elif d.dev_fraction > 0:
+        ds, dev = split_dev(ds, d.dev_fraction, t.seed)
     start = time.perf_counter()
-    first = first_stage_top_k(ds, d.negatives_from, d.mine_top_k, d.use_title)
+    # one first-stage pass: the training queries' pools and the dev queries' candidates
+    both = ds if dev is None else data_lib.BeirDataset(ds.corpus, ds.queries, {**dev.qrels, **ds.qrels}, ds.dropped)
+    first = first_stage_top_k(both, d.negatives_from, d.mine_top_k, d.use_title)
+    dev_first = None if dev is None else {q: first.pop(q) for q in dev.qrels if q in first and q not in ds.qrels}
+    if dev is not None:
+        print(f"dev: {len(dev_first)} queries, their {d.negatives_from} top-{d.mine_top_k} reranked after each epoch",
+              file=sys.stderr)
     pools = mine_negatives(ds, d.negatives_from, d.mine_top_k, d.use_title, d.min_label, first=first)
     groups = build_groups(ds, pools, d.num_negatives, d.min_label, d.use_title, rounds=t.epochs, seed=t.seed,
                           first=first, first_stage_weight=config.model.first_stage_weight,
@@ -298,17 +325,26 @@ def train_cross_encoder(config: Config, workdir: str | Path, verbose: int = 1) -
     history_path = workdir / "history.json"
     history = json.loads(history_path.read_text()) if history_path.is_file() else {}
     history.pop("train_seconds", None)
+    callbacks = [_Checkpointer(manager), keras.callbacks.TensorBoard(str(workdir / "logs"))]
+    evaluator = None
+    if dev is not None:  # first: the others see dev_ndcg@10 in the logs
+        evaluator = DevEvaluator(lambda: dev_rerank_ndcg(model, tokenizer, config, dev, dev_first),
+                                 workdir / "best", t.patience, model)
+        callbacks.insert(0, evaluator)
     fit_start = time.perf_counter()
-    if initial_epoch < t.epochs:
+    if initial_epoch < t.epochs and not (evaluator and evaluator.exhausted()):
         result = model.fit(dataset, epochs=t.epochs, initial_epoch=initial_epoch, steps_per_epoch=steps,
-                           shuffle=False, verbose=verbose, callbacks=[_Checkpointer(manager),
-                                                       keras.callbacks.TensorBoard(str(workdir / "logs"))])
+                           shuffle=False, verbose=verbose, callbacks=callbacks)
         for k, v in result.history.items():
             history.setdefault(k, []).extend(float(x) for x in v)
     if any(not math.isfinite(x) for x in history.get("loss", [])):
         raise UserError("training diverged: loss is not finite (lower train.learning_rate?)")
     history["steps"] = [int(optimizer.iterations.numpy())]
     history["train_seconds"] = [round(time.perf_counter() - fit_start, 1)]  # fit alone, as train.py's
+    if evaluator is not None and evaluator.manager.latest_checkpoint:
+        # model/ holds the weights of the best dev epoch, not the last one
+        tf.train.Checkpoint(model=model).restore(evaluator.manager.latest_checkpoint).expect_partial()
+        history["best"] = [evaluator.state]
     history_path.write_text(json.dumps(history, indent=2))
     if policy:  # served and exported in float32 (see train.float32_copy)
         model = float32_copy(model, config, tokenizer.vocab_size, sample)

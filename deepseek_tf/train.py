@@ -266,7 +266,8 @@ class _Checkpointer(keras.callbacks.Callback):
 
 class DevEvaluator(keras.callbacks.Callback):
     """After each epoch: dev nDCG@10 into the logs, best weights kept, early stop after
-    `patience` epochs without a gain. Its state lives in best.json, so it survives a resume."""
+    `patience` epochs without a gain. Its state lives in best.json, so it survives a resume.
+    `evaluate` returns the dev nDCG@10, or (it, {other figure: value}) to log beside it."""
 
     def __init__(self, evaluate, best_dir: Path, patience: int | None, model_ref):
         super().__init__()
@@ -281,9 +282,12 @@ class DevEvaluator(keras.callbacks.Callback):
         return self.patience is not None and self.state["wait"] >= self.patience
 
     def on_epoch_end(self, epoch, logs=None):
-        score = self.evaluate()
+        score, extra = self.evaluate(), {}
+        if isinstance(score, tuple):  # (dev nDCG@10, other figures to log beside it)
+            score, extra = score
         if logs is not None:
             logs["dev_ndcg@10"] = score
+            logs.update(extra)
         step = int(self.model.optimizer.iterations.numpy())
         if score > self.state["dev_ndcg@10"]:
             self.manager.save(checkpoint_number=step)

@@ -200,6 +200,29 @@ def test_title_pairs_add_groups_to_cross_encoder_training(tiny_beir, tmp_path, c
     assert "72 groups per epoch, 24 of them title/body" in capfd.readouterr().err
 
 
+def test_dev_queries_are_held_out_and_reranked_after_each_epoch(tiny_beir, tmp_path, capfd):
+    from deepseek_tf.data import load_beir
+    from deepseek_tf.evaluate import trec_metrics
+    from deepseek_tf.rerank import Reranker, rerank_run
+    from deepseek_tf.rerank_train import first_stage_top_k
+    from deepseek_tf.train import split_dev, train
+
+    config = load_config(TINY, [f"data.dataset={tiny_beir}", "data.dev_fraction=0.5", "train.epochs=4",
+                                "train.steps_per_epoch=2", "train.learning_rate=1.0e-2"])
+    history = train(config, tmp_path, verbose=0)
+    err = capfd.readouterr().err
+    # 6 of the 12 train queries held out: 6 × 4 judged groups are left to train on
+    assert "dev: 6 queries" in err and "24 groups per epoch" in err
+    assert len(history["dev_ndcg@10"]) == len(history["dev_fused_ndcg@10"]) == 4
+    # measured: 0.9408, 0.9460, 0.8968, 0.9062: the best epoch (2) is not the last
+    best = history["best"][0]
+    assert best["dev_ndcg@10"] == max(history["dev_ndcg@10"]) > history["dev_ndcg@10"][-1] and best["epoch"] < 4
+    # model/ holds the best epoch: reranking the dev queries' BM25 top-10 with it gives that figure
+    _, dev = split_dev(load_beir(tiny_beir, "train"), 0.5, seed=42)
+    run, _ = rerank_run(Reranker.load(str(tmp_path / "model")), dev, first_stage_top_k(dev, "bm25", 10), 10)
+    assert trec_metrics(dev.qrels, run)[0]["ndcg@10"] == pytest.approx(best["dev_ndcg@10"], abs=1e-6)
+
+
 def test_bad_group_layout_fails_before_mining_and_writes_nothing(tiny_beir, tmp_path):
     from deepseek_tf.rerank_train import train_cross_encoder
 
