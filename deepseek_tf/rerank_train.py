@@ -267,22 +267,25 @@ def train_cross_encoder(config: Config, workdir: str | Path, verbose: int = 1) -
 
     workdir, d, t = Path(workdir), config.data, config.train
     check_cross_encoder_config(config)  # before minutes of mining
-    workdir.mkdir(parents=True, exist_ok=True)
-    save_config(config, workdir / "config.yaml")
-    keras.utils.set_random_seed(t.seed)
     ds = data_lib.load_beir(d.dataset, d.train_split, unknown_ids="drop")
     for what, count in ds.dropped.items():
         print(f"warning: {d.dataset}: dropped {count} {what}", file=sys.stderr)
     dev = None
     if d.dev_split:
         dev = data_lib.load_beir(d.dataset, d.dev_split, unknown_ids="drop")
+        if dev.qrels.keys() & ds.qrels.keys():  # before minutes of mining
+            raise UserError(f"data.dev_split {d.dev_split}: {len(dev.qrels.keys() & ds.qrels.keys())} of its "
+                            f"queries are also in data.train_split {d.train_split}")
     elif d.dev_fraction > 0:
         ds, dev = split_dev(ds, d.dev_fraction, t.seed)
+    workdir.mkdir(parents=True, exist_ok=True)
+    save_config(config, workdir / "config.yaml")
+    keras.utils.set_random_seed(t.seed)
     start = time.perf_counter()
     # one first-stage pass: the training queries' pools and the dev queries' candidates
     both = ds if dev is None else data_lib.BeirDataset(ds.corpus, ds.queries, {**dev.qrels, **ds.qrels}, ds.dropped)
     first = first_stage_top_k(both, d.negatives_from, d.mine_top_k, d.use_title)
-    dev_first = None if dev is None else {q: first.pop(q) for q in dev.qrels if q in first and q not in ds.qrels}
+    dev_first = None if dev is None else {q: first.pop(q) for q in dev.qrels if q in first}
     if dev is not None:
         print(f"dev: {len(dev_first)} queries, their {d.negatives_from} top-{d.mine_top_k} reranked after each epoch",
               file=sys.stderr)

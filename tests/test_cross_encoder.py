@@ -9,7 +9,7 @@ import tensorflow as tf
 from conftest import ROOT, run_cli
 from deepseek_tf import losses
 from deepseek_tf.config import config_from_dict, load_config
-from deepseek_tf.errors import ConfigError
+from deepseek_tf.errors import ConfigError, UserError
 
 TINY = ROOT / "configs" / "cross_encoder_tiny.yaml"
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "summer", "dress", "laptop", "light", "cotton",
@@ -221,6 +221,11 @@ def test_dev_queries_are_held_out_and_reranked_after_each_epoch(tiny_beir, tmp_p
     _, dev = split_dev(load_beir(tiny_beir, "train"), 0.5, seed=42)
     run, _ = rerank_run(Reranker.load(str(tmp_path / "model")), dev, first_stage_top_k(dev, "bm25", 10), 10)
     assert trec_metrics(dev.qrels, run)[0]["ndcg@10"] == pytest.approx(best["dev_ndcg@10"], abs=1e-6)
+    # a dev split that shares queries with the training split is refused before anything is written
+    config = load_config(TINY, [f"data.dataset={tiny_beir}", "data.dev_split=train"])
+    with pytest.raises(UserError, match="data.dev_split train: 12 of its queries are also in data.train_split"):
+        train(config, tmp_path / "overlap", verbose=0)
+    assert not (tmp_path / "overlap").exists()
 
 
 def test_bad_group_layout_fails_before_mining_and_writes_nothing(tiny_beir, tmp_path):
