@@ -6,6 +6,7 @@ PYTHON  := $(BIN)/python
 DATA    ?= ../shared/data/cranfield
 CONFIG  ?= configs/cranfield_minilm.yaml
 WORKDIR ?= runs/$(basename $(notdir $(CONFIG)))
+FUSION  ?= 0.5
 MODEL   ?= $(WORKDIR)/model
 # Exports use the trained model when there is one, else the pretrained preset.
 EXPORT_MODEL ?= $(if $(wildcard $(MODEL)/model.keras),$(MODEL),all-MiniLM-L6-v2)
@@ -38,8 +39,9 @@ smoke: $(BIN)/activate  ## tiny end-to-end run: train -> evaluate -> export (und
 train:  ## train: make train CONFIG=configs/x.yaml [WORKDIR=runs/x]
 	$(PYTHON) -m deepseek_tf.train --config $(CONFIG) --workdir $(WORKDIR)
 
-evaluate:  ## evaluate: make evaluate MODEL=runs/x/model [DATA=dir]
-	$(PYTHON) -m deepseek_tf.evaluate --model $(MODEL) --dataset $(DATA) --split test --output $(WORKDIR)/report.json
+evaluate:  ## evaluate: make evaluate MODEL=runs/x/model [DATA=dir] [RERANK=runs/ce/model [FUSION=0.5]]
+	$(PYTHON) -m deepseek_tf.evaluate --model $(MODEL) --dataset $(DATA) --split test --output $(WORKDIR)/report.json \
+		$(if $(RERANK),--rerank $(RERANK) --top-k 100 --rerank-fusion $(FUSION))
 
 export-savedmodel:  ## export a SavedModel: make export-savedmodel [MODEL=runs/x/model]
 	$(PYTHON) -m deepseek_tf.export --model $(EXPORT_MODEL) --format saved_model --output export/saved_model
