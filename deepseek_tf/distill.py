@@ -25,6 +25,11 @@ def _negatives(pairs: data_lib.Pairs) -> list[list[str]]:
     return [[n] if isinstance(n, str) else list(n) for n in pairs.negs or []]  # (N, k)
 
 
+def _wanted(pairs: data_lib.Pairs) -> set[tuple[str, str]]:
+    """Every distinct (query, document) a pair's margins need: its positive and its negatives."""
+    return {(q, d) for q, p, ns in zip(pairs.queries, pairs.docs, _negatives(pairs)) for d in [p, *ns]}
+
+
 def teacher_margins(reranker: Reranker | None, pairs: data_lib.Pairs, progress: bool = False,
                     known: dict[tuple[str, str], float] | None = None) -> np.ndarray:
     """(N, k) margins S(q_i, p_i) − S(q_i, n_ij) of a cross-encoder teacher for each training pair
@@ -34,7 +39,7 @@ def teacher_margins(reranker: Reranker | None, pairs: data_lib.Pairs, progress: 
         raise UserError("distillation needs hard negatives: set data.mine_negatives or give neg_doc")
     negs = _negatives(pairs)
     score = {} if known is None else known
-    missing = sorted({(q, d) for q, p, ns in zip(pairs.queries, pairs.docs, negs) for d in [p, *ns]} - score.keys())
+    missing = sorted(_wanted(pairs) - score.keys())
     if missing:
         if reranker is None:
             raise ValueError(f"{len(missing)} pairs have no known score and there is no teacher to score them")
@@ -82,7 +87,7 @@ def load_teacher_margins(spec: str, pairs: data_lib.Pairs, cache_dir: Path, verb
                 by_key = dict(zip(f["key"].tolist(), f["score"].tolist()))
             else:
                 print(f"teacher {spec}: weights differ from those of {cache}; scoring afresh", file=sys.stderr)
-    wanted = {(q, d) for q, p, ns in zip(pairs.queries, pairs.docs, _negatives(pairs)) for d in [p, *ns]}
+    wanted = _wanted(pairs)
     known = {qd: by_key[k] for qd in wanted if (k := _pair_key(*qd)) in by_key}
     if len(known) == len(wanted):
         return teacher_margins(None, pairs, known=known)
