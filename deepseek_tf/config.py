@@ -103,6 +103,9 @@ class DataConfig:
     # Dev set for early stopping / best checkpoint: qrels/{dev_split}.tsv, or else this
     # fraction of the training queries held out (0 = no dev evaluation).
     dev_fraction: float = 0.0
+    # Which queries dev_fraction holds out. Not train.seed: a soup's members (seeds seed + i)
+    # and both stages of a pipeline must hold out the same queries for the dev figure to be honest.
+    dev_seed: int = 42
     dev_max_docs: int = 20000  # dev ranking corpus: judged docs + a seeded sample up to this
     # Dual encoder distillation: a trained cross-encoder (model/ dir or its SavedModel) scores
     # each pair's positive and hard negatives once before training; train.loss: margin_mse (or

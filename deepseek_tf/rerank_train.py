@@ -277,7 +277,7 @@ def train_cross_encoder(config: Config, workdir: str | Path, verbose: int = 1) -
             raise UserError(f"data.dev_split {d.dev_split}: {len(dev.qrels.keys() & ds.qrels.keys())} of its "
                             f"queries are also in data.train_split {d.train_split}")
     elif d.dev_fraction > 0:
-        ds, dev = split_dev(ds, d.dev_fraction, t.seed)
+        ds, dev = split_dev(ds, d.dev_fraction, d.dev_seed)
     workdir.mkdir(parents=True, exist_ok=True)
     save_config(config, workdir / "config.yaml")
     keras.utils.set_random_seed(t.seed)

@@ -125,9 +125,9 @@ def load_training_data(config: Config) -> tuple[data_lib.Pairs, data_lib.BeirDat
     if d.dev_split:
         dev = data_lib.load_beir(d.dataset, d.dev_split, unknown_ids="drop")
     elif d.dev_fraction > 0:
-        ds, dev = split_dev(ds, d.dev_fraction, seed)
+        ds, dev = split_dev(ds, d.dev_fraction, d.dev_seed)
     if dev is not None:
-        dev = limit_corpus(dev, d.dev_max_docs, seed)
+        dev = limit_corpus(dev, d.dev_max_docs, d.dev_seed)
         print(f"dev: {len(dev.qrels)} queries, {len(dev.corpus)} documents", file=sys.stderr)
     if d.mine_negatives and d.negatives_from != "self":
         return mined_pairs(ds, config, d.negatives_from), ds, dev

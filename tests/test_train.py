@@ -114,6 +114,17 @@ def test_dev_early_stopping_keeps_the_best_epoch(tiny_beir, tmp_path):
     assert again["steps"] == [4]
 
 
+def test_dev_queries_follow_data_dev_seed_not_the_training_seed(tiny_beir):
+    from deepseek_tf.train import load_training_data
+
+    def dev_queries(*overrides):
+        return set(load_training_data(_config(tiny_beir, "data.dev_fraction=0.25", *overrides))[2].qrels)
+
+    # a soup's members (seeds 42, 43, ...) and the two stages of a pipeline hold out the same queries
+    assert len(dev_queries()) == 3 and dev_queries("train.seed=43") == dev_queries()
+    assert dev_queries("data.dev_seed=7") != dev_queries()
+
+
 def test_best_checkpoint_is_what_model_dir_holds(tiny_beir, tmp_path):
     from deepseek_tf.train import DevEvaluator
 
