@@ -263,21 +263,18 @@ def train_cross_encoder(config: Config, workdir: str | Path, verbose: int = 1) -
 
     from deepseek_tf.config import save_config
     from deepseek_tf.train import (DevEvaluator, _Checkpointer, _make_optimizer, build_in_policy, float32_copy,
-                                   make_strategy, precision_policy, prepare_tokenizer, save_trained_model, split_dev)
+                                   make_strategy, precision_policy, prepare_tokenizer, save_trained_model,
+                                   split_train_dev)
 
     workdir, d, t = Path(workdir), config.data, config.train
     check_cross_encoder_config(config)  # before minutes of mining
     ds = data_lib.load_beir(d.dataset, d.train_split, unknown_ids="drop")
     for what, count in ds.dropped.items():
         print(f"warning: {d.dataset}: dropped {count} {what}", file=sys.stderr)
-    dev = None
-    if d.dev_split:
-        dev = data_lib.load_beir(d.dataset, d.dev_split, unknown_ids="drop")
-        if dev.qrels.keys() & ds.qrels.keys():  # before minutes of mining
-            raise UserError(f"data.dev_split {d.dev_split}: {len(dev.qrels.keys() & ds.qrels.keys())} of its "
-                            f"queries are also in data.train_split {d.train_split}")
-    elif d.dev_fraction > 0:
-        ds, dev = split_dev(ds, d.dev_fraction, d.dev_seed)
+    ds, dev = split_train_dev(ds, config)
+    if dev is not None and dev.qrels.keys() & ds.qrels.keys():  # before minutes of mining
+        raise UserError(f"data.dev_split {d.dev_split}: {len(dev.qrels.keys() & ds.qrels.keys())} of its "
+                        f"queries are also in data.train_split {d.train_split}")
     workdir.mkdir(parents=True, exist_ok=True)
     save_config(config, workdir / "config.yaml")
     keras.utils.set_random_seed(t.seed)
@@ -344,10 +341,8 @@ def train_cross_encoder(config: Config, workdir: str | Path, verbose: int = 1) -
         raise UserError("training diverged: loss is not finite (lower train.learning_rate?)")
     history["steps"] = [int(optimizer.iterations.numpy())]
     history["train_seconds"] = [round(time.perf_counter() - fit_start, 1)]  # fit alone, as train.py's
-    if evaluator is not None and evaluator.manager.latest_checkpoint:
-        # model/ holds the weights of the best dev epoch, not the last one
-        tf.train.Checkpoint(model=model).restore(evaluator.manager.latest_checkpoint).expect_partial()
-        history["best"] = [evaluator.state]
+    if evaluator is not None:
+        evaluator.restore_best(model, history)
     history_path.write_text(json.dumps(history, indent=2))
     if policy:  # served and exported in float32 (see train.float32_copy)
         model = float32_copy(model, config, tokenizer.vocab_size, sample)

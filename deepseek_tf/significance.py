@@ -51,9 +51,7 @@ def add_comparisons(results: dict[str, dict], metrics: tuple[str, ...] = METRIC_
     for name, r in results.items():
         base = {"bm25": None, "dense": "bm25"}.get(name, ref)
         if base in results:
-            r["vs"] = {"system": base, **{k: paired_comparison(
-                {q: m[k] for q, m in results[base]["per_query"].items()},
-                {q: m[k] for q, m in r["per_query"].items()}) for k in metrics}}
+            r["vs"] = {"system": base, **compare_reports(results[base], r, metrics)}
 
 
 def load_report_system(spec: str) -> tuple[str, dict]:
@@ -76,7 +74,8 @@ def load_report_system(spec: str) -> tuple[str, dict]:
 
 
 def compare_reports(base: dict, other: dict, metrics: tuple[str, ...] = METRIC_KEYS) -> dict[str, dict]:
-    """Per metric, `paired_comparison` of two systems' per-query figures (base first)."""
+    """Per metric, `paired_comparison` of two systems' per-query figures (base first): one
+    report's systems (`add_comparisons`) or two saved reports (`--compare`)."""
     shared = base["per_query"].keys() & other["per_query"].keys()
     if not shared:
         raise UserError("--compare: the two reports share no query (another dataset or split?)")

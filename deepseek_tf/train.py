@@ -97,6 +97,18 @@ def split_dev(ds: data_lib.BeirDataset, fraction: float, seed: int):
             data_lib.BeirDataset(ds.corpus, ds.queries, pick(True), ds.dropped))
 
 
+def split_train_dev(ds: data_lib.BeirDataset, config: Config
+                    ) -> tuple[data_lib.BeirDataset, data_lib.BeirDataset | None]:
+    """(training set, dev set or None): qrels/{data.dev_split}.tsv, or data.dev_fraction of the
+    training queries held out (chosen by data.dev_seed, so a soup's members hold out the same ones)."""
+    d = config.data
+    if d.dev_split:
+        return ds, data_lib.load_beir(d.dataset, d.dev_split, unknown_ids="drop")
+    if d.dev_fraction > 0:
+        return split_dev(ds, d.dev_fraction, d.dev_seed)
+    return ds, None
+
+
 def limit_corpus(ds: data_lib.BeirDataset, max_docs: int, seed: int) -> data_lib.BeirDataset:
     """Judged documents plus a seeded sample of the rest, at most `max_docs` in all."""
     if len(ds.corpus) <= max_docs:
@@ -121,11 +133,7 @@ def load_training_data(config: Config) -> tuple[data_lib.Pairs, data_lib.BeirDat
     ds = data_lib.load_beir(d.dataset, d.train_split, unknown_ids="drop")
     for what, count in ds.dropped.items():
         print(f"warning: {d.dataset}: dropped {count} {what}", file=sys.stderr)
-    dev = None
-    if d.dev_split:
-        dev = data_lib.load_beir(d.dataset, d.dev_split, unknown_ids="drop")
-    elif d.dev_fraction > 0:
-        ds, dev = split_dev(ds, d.dev_fraction, d.dev_seed)
+    ds, dev = split_train_dev(ds, config)
     if dev is not None:
         dev = limit_corpus(dev, d.dev_max_docs, d.dev_seed)
         print(f"dev: {len(dev.qrels)} queries, {len(dev.corpus)} documents", file=sys.stderr)
@@ -278,6 +286,12 @@ class DevEvaluator(keras.callbacks.Callback):
             "dev_ndcg@10": -1.0, "epoch": 0, "step": 0, "wait": 0}
         self.manager = tf.train.CheckpointManager(tf.train.Checkpoint(model=model_ref), str(best_dir), max_to_keep=1)
 
+    def restore_best(self, model, history: dict) -> None:
+        """model/ holds the weights of the best dev epoch, not the last one; history["best"] says which."""
+        if self.manager.latest_checkpoint:
+            tf.train.Checkpoint(model=model).restore(self.manager.latest_checkpoint).expect_partial()
+            history["best"] = [self.state]
+
     def exhausted(self) -> bool:
         return self.patience is not None and self.state["wait"] >= self.patience
 
@@ -397,10 +411,8 @@ def train(config: Config, workdir: str | Path, verbose: int = 1, shared_dir: str
         raise UserError("training diverged: loss is not finite (lower train.learning_rate?)")
     history["steps"] = [done]
     history["train_seconds"] = [round(time.perf_counter() - start, 1)]
-    if evaluator is not None and evaluator.manager.latest_checkpoint:
-        # model/ holds the weights of the best dev epoch, not the last one
-        tf.train.Checkpoint(model=model).restore(evaluator.manager.latest_checkpoint).expect_partial()
-        history["best"] = [evaluator.state]
+    if evaluator is not None:
+        evaluator.restore_best(model, history)
     tmp = history_path.with_name("history.json.tmp")
     tmp.write_text(json.dumps(history, indent=2))
     tmp.replace(history_path)
