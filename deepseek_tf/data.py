@@ -92,14 +92,18 @@ def read_corpus(path: Path) -> tuple[dict[str, dict[str, str]], dict[str, int]]:
     return corpus, dropped
 
 
-def read_qrels(path: Path) -> dict[str, dict[str, int]]:
+def _read_lines(path: Path, what: str) -> list[str]:
     if not path.is_file():
-        raise UserError(f"missing qrels file: {path}")
-    qrels: dict[str, dict[str, int]] = {}
+        raise UserError(f"missing {what}: {path}")
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        return path.read_text(encoding="utf-8").splitlines()
     except UnicodeDecodeError as e:
         raise UserError(f"{path}: not UTF-8 (byte {e.start})") from None
+
+
+def read_qrels(path: Path) -> dict[str, dict[str, int]]:
+    lines = _read_lines(path, "qrels file")
+    qrels: dict[str, dict[str, int]] = {}
     for lineno, line in enumerate(lines, 1):
         parts = line.split("\t") if "\t" in line else line.split()
         if not parts or not line.strip():
@@ -151,6 +155,42 @@ def load_beir(directory: str | Path, split: str = "test", unknown_ids: str = "er
         dropped["judgments with unknown ids"] = len(unknown)
     qrels = {q: docs for q, docs in qrels.items() if docs}
     return BeirDataset(corpus=corpus, queries=queries, qrels=qrels, dropped=dropped)
+
+
+# ---------------------------------------------------------------------------- runs
+def read_run(path: str | Path) -> dict[str, dict[str, float]]:
+    """A TREC run file (`qid Q0 docid rank score tag`, whitespace-separated, as trec_eval reads
+    it): {query id: {doc id: score}}. The rank column is ignored; the score orders."""
+    path = Path(path)
+    lines = _read_lines(path, "run file")
+    run: dict[str, dict[str, float]] = {}
+    for lineno, line in enumerate(lines, 1):
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) != 6:
+            raise UserError(f"{path}:{lineno}: expected 'qid Q0 docid rank score tag', got {line!r}")
+        try:
+            score = float(parts[4])
+        except ValueError:
+            raise UserError(f"{path}:{lineno}: score {parts[4]!r} is not a number") from None
+        if score != score:
+            raise UserError(f"{path}:{lineno}: score is NaN")
+        if parts[2] in run.setdefault(parts[0], {}):
+            raise UserError(f"{path}:{lineno}: document {parts[2]!r} listed twice for query {parts[0]!r}")
+        run[parts[0]][parts[2]] = score
+    if not run:
+        raise UserError(f"{path}: no lines")
+    return run
+
+
+def write_run(run: dict[str, dict[str, float]], path: str | Path, tag: str = "deepseek_tf") -> None:
+    """Writes `run` as a TREC run file, each query's documents by score descending (rank from 1)."""
+    lines = []
+    for q in sorted(run):
+        ranked = sorted(run[q].items(), key=lambda kv: (-kv[1], kv[0]))
+        lines += [f"{q} Q0 {d} {rank} {score:.6f} {tag}" for rank, (d, score) in enumerate(ranked, 1)]
+    Path(path).write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
 # ---------------------------------------------------------------------------- pairs

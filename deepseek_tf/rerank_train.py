@@ -28,8 +28,13 @@ from deepseek_tf.rerank import Run, standardised
 # ---------------------------------------------------------------------------- training data
 def first_stage_top_k(ds: data_lib.BeirDataset, source: str = "bm25", top_k: int = 30,
                       use_title: bool = True) -> Run:
-    """Per judged query: {doc id: score} of the first stage's (BM25 or a retriever MODEL) top-k."""
+    """Per judged query: {doc id: score} of the first stage's top-k. `source`: "bm25", a retriever
+    MODEL, or "run:PATH", a TREC run file (another system's results, or out-of-fold runs from
+    `python -m deepseek_tf.crossfit`, so training queries get candidates and scores from a
+    retriever that never saw them, as test queries do)."""
     qids = sorted(q for q in ds.qrels if q in ds.queries)
+    if source.startswith("run:"):
+        return run_top_k(data_lib.read_run(source[len("run:"):]), qids, ds, top_k, source)
     doc_ids = list(ds.corpus)
     texts = [ds.doc_text(d, use_title) for d in doc_ids]
     queries = [ds.queries[q] for q in qids]
@@ -45,6 +50,18 @@ def first_stage_top_k(ds: data_lib.BeirDataset, source: str = "bm25", top_k: int
     doc_vecs = embedder.encode_docs(texts, progress=sys.stderr.isatty())
     scores, idx = exact_search(embedder.encode_queries(queries), doc_vecs, top_k)
     return {q: {doc_ids[j]: float(s) for j, s in zip(row, srow)} for q, row, srow in zip(qids, idx, scores)}
+
+
+def run_top_k(run: Run, qids: list[str], ds: data_lib.BeirDataset, top_k: int, source: str) -> Run:
+    """Each of `qids`' top_k documents of a read run file; every query must be in it."""
+    missing = [q for q in qids if q not in run]
+    if missing:
+        raise UserError(f"{source[len('run:'):]}: {len(missing)} of the {len(qids)} judged queries are not in "
+                        f"the run (first: {missing[0]!r})")
+    unknown = sorted({d for q in qids for d in run[q] if d not in ds.corpus})
+    if unknown:
+        raise UserError(f"{source[len('run:'):]}: {len(unknown)} documents not in the corpus (first: {unknown[0]!r})")
+    return {q: dict(sorted(run[q].items(), key=lambda kv: (-kv[1], kv[0]))[:top_k]) for q in qids}
 
 
 def mine_negatives(ds: data_lib.BeirDataset, source: str = "bm25", top_k: int = 30,
@@ -234,6 +251,12 @@ def check_cross_encoder_config(config: Config) -> None:
         raise ConfigError(f"data.negatives_top_share must be in [0, 1], got {d.negatives_top_share}")
     if d.negatives_top_depth < 1:
         raise ConfigError(f"data.negatives_top_depth must be >= 1, got {d.negatives_top_depth}")
+    if d.negatives_from.startswith("run:"):
+        if d.title_pairs:
+            raise ConfigError("data.title_pairs needs a first stage that can search the titles (bm25 or a MODEL), "
+                              f"not a run file ({d.negatives_from})")
+        if not Path(d.negatives_from[len("run:"):]).is_file():
+            raise ConfigError(f"data.negatives_from: missing run file: {d.negatives_from[len('run:'):]}")
     check_layer_keys(config)
 
 

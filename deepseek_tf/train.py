@@ -215,6 +215,9 @@ def check_config(config: Config) -> None:
         raise ConfigError("train.grade_weighting works with train.loss: infonce")
     if d.hard_negatives < 1:
         raise ConfigError(f"data.hard_negatives must be >= 1, got {d.hard_negatives}")
+    if d.mine_negatives and d.negatives_from.startswith("run:"):
+        raise ConfigError("data.negatives_from: a run file serves cross-encoder training; a dual encoder mines "
+                          "from bm25, self or a MODEL")
     distill.check_distillation(config)
 
 

@@ -107,6 +107,50 @@ def test_mined_negatives_exclude_judged_positives(tiny_beir):
     assert build_groups(ds, pools, 3, rounds=2, seed=1).docs == groups.docs  # seeded
 
 
+def test_run_file_first_stage_gives_each_query_its_top_k(tiny_beir, tmp_path):
+    from deepseek_tf.data import load_beir, write_run
+    from deepseek_tf.rerank_train import first_stage_top_k, mine_negatives
+
+    ds = load_beir(tiny_beir, "train")
+    qids, docs = sorted(ds.qrels), sorted(ds.corpus)
+    # query i's scores: doc j gets (j * 7 + i) % len(docs), so each query has its own order
+    run = {q: {d: float((j * 7 + i) % len(docs)) for j, d in enumerate(docs)} for i, q in enumerate(qids)}
+    write_run(run, tmp_path / "r.trec")
+    first = first_stage_top_k(ds, f"run:{tmp_path / 'r.trec'}", top_k=3)
+    for q in qids:
+        want = sorted(run[q], key=lambda d: -run[q][d])[:3]
+        assert list(first[q]) == want and [first[q][d] for d in want] == [run[q][d] for d in want]
+    pools = mine_negatives(ds, "unused", first=first)
+    assert all(not set(pools[q]) & {d for d, g in ds.qrels[q].items() if g >= 1} for q in qids)
+    del run[qids[0]]
+    write_run(run, tmp_path / "short.trec")
+    with pytest.raises(UserError, match=f"short.trec: 1 of the {len(qids)} judged queries are not in the run"):
+        first_stage_top_k(ds, f"run:{tmp_path / 'short.trec'}", top_k=3)
+    run[qids[0]] = {"no-such-doc": 1.0}
+    write_run(run, tmp_path / "unknown.trec")
+    with pytest.raises(UserError, match="unknown.trec: 1 documents not in the corpus"):
+        first_stage_top_k(ds, f"run:{tmp_path / 'unknown.trec'}", top_k=3)
+
+
+def test_run_file_source_is_checked_before_anything_is_written(tiny_beir, tmp_path):
+    from deepseek_tf.rerank_train import train_cross_encoder
+    from deepseek_tf.train import train
+
+    (tmp_path / "r.trec").write_text("1 Q0 d1 1 1.0 t\n")
+    for overrides, message in [([f"data.negatives_from=run:{tmp_path / 'none.trec'}"], "missing run file"),
+                               ([f"data.negatives_from=run:{tmp_path / 'r.trec'}", "data.title_pairs=true"],
+                                "title_pairs needs a first stage that can search the titles")]:
+        config = load_config(TINY, [f"data.dataset={tiny_beir}", *overrides])
+        with pytest.raises(ConfigError, match=message):
+            train_cross_encoder(config, tmp_path / "run", verbose=0)
+        assert not (tmp_path / "run").exists()
+    dual = load_config(ROOT / "configs" / "tiny.yaml", [f"data.dataset={tiny_beir}", "data.mine_negatives=true",
+                                                        f"data.negatives_from=run:{tmp_path / 'r.trec'}"])
+    with pytest.raises(ConfigError, match="a run file serves cross-encoder training"):
+        train(dual, tmp_path / "dual", verbose=0)
+    assert not (tmp_path / "dual").exists()
+
+
 def test_top_share_draws_that_share_of_negatives_from_the_pool_head():
     from deepseek_tf.data import BeirDataset
     from deepseek_tf.rerank_train import build_groups

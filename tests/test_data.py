@@ -114,3 +114,24 @@ def test_title_dataset_pairs_titles_with_bodies():
     assert t.corpus["d"]["text"] == "a shock wave" and "c" not in t.corpus
     pairs = pairs_from_beir(t, 1, use_title=False)
     assert pairs.queries == ["wing flow .", "shock"] and pairs.docs == ["lift was measured", "a shock wave"]
+
+
+def test_run_file_round_trip_and_errors(tmp_path):
+    from deepseek_tf.data import read_run, write_run
+
+    run = {"q2": {"d1": 0.5, "d3": 2.0}, "q1": {"d9": -1.25}}
+    write_run(run, tmp_path / "r.trec", tag="t")
+    # by query, then score descending, ranks from 1: trec_eval's six columns
+    assert (tmp_path / "r.trec").read_text().splitlines() == [
+        "q1 Q0 d9 1 -1.250000 t", "q2 Q0 d3 1 2.000000 t", "q2 Q0 d1 2 0.500000 t"]
+    assert read_run(tmp_path / "r.trec") == run
+    bad = tmp_path / "bad.trec"
+    for text, message in [("q1 Q0 d1 1 0.5\n", r"bad.trec:1: expected 'qid Q0 docid rank score tag'"),
+                          ("q1 Q0 d1 1 0.5 t\nq1 Q0 d2 2 high t\n", r"bad.trec:2: score 'high' is not a number"),
+                          ("q1 Q0 d1 1 0.5 t\nq1 Q0 d1 2 0.4 t\n", r"bad.trec:2: document 'd1' listed twice"),
+                          ("\n", "no lines")]:
+        bad.write_text(text)
+        with pytest.raises(UserError, match=message):
+            read_run(bad)
+    with pytest.raises(UserError, match="missing run file"):
+        read_run(tmp_path / "none.trec")
