@@ -6,6 +6,7 @@ value is a `ConfigError` naming the dotted key and the file (exit code 2 on the 
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import types
 import typing
@@ -107,6 +108,10 @@ class DataConfig:
     # and both stages of a pipeline must hold out the same queries for the dev figure to be honest.
     dev_seed: int = 42
     dev_max_docs: int = 20000  # dev ranking corpus: judged docs + a seeded sample up to this
+    # Cross-fitting (python -m deepseek_tf.crossfit): with folds = K >= 2 the judged training
+    # queries are split into K parts (by dev_seed) and part `fold` is left out of training.
+    folds: int = 0
+    fold: int = 0
     # Dual encoder distillation: a trained cross-encoder (model/ dir or its SavedModel) scores
     # each pair's positive and hard negatives once before training; train.loss: margin_mse (or
     # train.distill_weight > 0) makes the student's score margins regress its margins.
@@ -289,3 +294,17 @@ def config_to_dict(config: Config) -> dict:
 
 def save_config(config: Config, path: str | Path) -> None:
     Path(path).write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False), encoding="utf-8")
+
+
+def add_run_arguments(p: argparse.ArgumentParser, config_help: str, set_example: str, workdir_help: str) -> None:
+    """--config, --set, --workdir and --quiet: the arguments every command that trains takes."""
+    p.add_argument("--config", required=True, help=config_help)
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help=f"override a config value, e.g. --set {set_example} (repeatable)")
+    p.add_argument("--workdir", default=None, help=workdir_help)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def config_and_workdir(args: argparse.Namespace, suffix: str = "") -> tuple[Config, str]:
+    """The config of `add_run_arguments`' arguments, and --workdir or runs/<config name><suffix>."""
+    return load_config(args.config, args.overrides), args.workdir or f"runs/{Path(args.config).stem}{suffix}"

@@ -236,7 +236,7 @@ def group_dataset(groups: Groups, tokenizer, config: Config, shuffle: bool = Tru
 # ---------------------------------------------------------------------------- training
 def check_cross_encoder_config(config: Config) -> None:
     """The checks that need no data, run before anything is written or mined (also for each soup member)."""
-    from deepseek_tf.train import check_layer_keys
+    from deepseek_tf.train import check_folds, check_layer_keys
 
     d, t = config.data, config.train
     if not d.dataset:
@@ -251,6 +251,7 @@ def check_cross_encoder_config(config: Config) -> None:
         raise ConfigError(f"data.negatives_top_share must be in [0, 1], got {d.negatives_top_share}")
     if d.negatives_top_depth < 1:
         raise ConfigError(f"data.negatives_top_depth must be >= 1, got {d.negatives_top_depth}")
+    check_folds(config)
     if d.negatives_from.startswith("run:"):
         if d.title_pairs:
             raise ConfigError("data.title_pairs needs a first stage that can search the titles (bm25 or a MODEL), "

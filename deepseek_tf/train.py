@@ -21,7 +21,7 @@ import tensorflow as tf
 
 from deepseek_tf import data as data_lib
 from deepseek_tf import distill
-from deepseek_tf.config import Config, load_config, save_config
+from deepseek_tf.config import Config, add_run_arguments, config_and_workdir, save_config
 from deepseek_tf.errors import ConfigError, UserError, cli_entry
 from deepseek_tf.models import build_model
 from deepseek_tf.models.backbones import backbone_kind, vocab_path
@@ -97,11 +97,30 @@ def split_dev(ds: data_lib.BeirDataset, fraction: float, seed: int):
             data_lib.BeirDataset(ds.corpus, ds.queries, pick(True), ds.dropped))
 
 
+def fold_split(qids, folds: int, seed: int) -> list[set[str]]:
+    """`folds` disjoint parts of the query ids (seeded shuffle, then every folds-th id)."""
+    order = sorted(qids)
+    random.Random(seed).shuffle(order)
+    return [set(order[i::folds]) for i in range(folds)]
+
+
+def check_folds(config: Config) -> None:
+    d = config.data
+    if d.folds == 1 or d.folds < 0 or (d.folds and not 0 <= d.fold < d.folds):
+        raise ConfigError(f"data.folds must be 0 (off) or >= 2 and data.fold in [0, folds), "
+                          f"got folds {d.folds}, fold {d.fold}")
+
+
 def split_train_dev(ds: data_lib.BeirDataset, config: Config
                     ) -> tuple[data_lib.BeirDataset, data_lib.BeirDataset | None]:
     """(training set, dev set or None): qrels/{data.dev_split}.tsv, or data.dev_fraction of the
-    training queries held out (chosen by data.dev_seed, so a soup's members hold out the same ones)."""
+    training queries held out (chosen by data.dev_seed, so a soup's members hold out the same ones).
+    With data.folds, part data.fold of the training queries is dropped first (cross-fitting)."""
     d = config.data
+    if d.folds:
+        held = fold_split(ds.qrels, d.folds, d.dev_seed)[d.fold]
+        ds = data_lib.BeirDataset(ds.corpus, ds.queries, {q: v for q, v in ds.qrels.items() if q not in held},
+                                  ds.dropped)
     if d.dev_split:
         return ds, data_lib.load_beir(d.dataset, d.dev_split, unknown_ids="drop")
     if d.dev_fraction > 0:
@@ -125,8 +144,8 @@ def load_training_data(config: Config) -> tuple[data_lib.Pairs, data_lib.BeirDat
     """(pairs, train BEIR set or None, dev BEIR set or None); bm25/MODEL negatives are mined here."""
     d, seed = config.data, config.train.seed
     if d.pairs:
-        if d.mine_negatives or d.dev_fraction or d.dev_split:
-            raise ConfigError("data.mine_negatives and dev sets need data.dataset (a BEIR directory)")
+        if d.mine_negatives or d.dev_fraction or d.dev_split or d.folds:
+            raise ConfigError("data.mine_negatives, dev sets and data.folds need data.dataset (a BEIR directory)")
         return data_lib.read_pairs(d.pairs), None, None
     if not d.dataset:
         raise ConfigError("config: set data.pairs (a pairs file) or data.dataset (a BEIR directory)")
@@ -215,6 +234,7 @@ def check_config(config: Config) -> None:
         raise ConfigError("train.grade_weighting works with train.loss: infonce")
     if d.hard_negatives < 1:
         raise ConfigError(f"data.hard_negatives must be >= 1, got {d.hard_negatives}")
+    check_folds(config)
     if d.mine_negatives and d.negatives_from.startswith("run:"):
         raise ConfigError("data.negatives_from: a run file serves cross-encoder training; a dual encoder mines "
                           "from bm25, self or a MODEL")
@@ -465,19 +485,14 @@ def save_trained_model(model: keras.Model, tokenizer: Tokenizer, config: Config,
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m deepseek_tf.train", description="Train a retrieval model from a YAML config.")
-    p.add_argument("--config", required=True, help="YAML config file (see configs/)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value, e.g. --set train.batch_size=8 (repeatable)")
-    p.add_argument("--workdir", default=None, help="output directory (default: runs/<config name>)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_run_arguments(p, "YAML config file (see configs/)", "train.batch_size=8",
+                      "output directory (default: runs/<config name>)")
     return p.parse_args(argv)
 
 
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    config = load_config(args.config, args.overrides)
-    workdir = args.workdir or f"runs/{Path(args.config).stem}"
+    config, workdir = config_and_workdir(parse_args(argv))
     history = train(config, workdir, verbose=0 if args.quiet else 1)
     loss = history.get("loss", [float("nan")])[-1]
     best = history.get("best", [{}])[0]
