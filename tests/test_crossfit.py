@@ -54,6 +54,13 @@ def test_crossfit_writes_each_query_from_the_model_that_left_it_out(tiny_beir, t
         want, _ = dense_run(load_embedder(str(tmp_path / "folds" / f"fold{i}" / "model")), held, 5)
         for q in part:
             assert list(run[q]) == list(want[q]) and list(run[q].values()) == pytest.approx(list(want[q].values()))
+    # the run feeds a cross-encoder: its candidates, and their scores as the first-stage prior
+    from deepseek_tf.train import train
+
+    ce = load_config(ROOT / "configs" / "cross_encoder_tiny.yaml",
+                     [f"data.dataset={tiny_beir}", f"data.negatives_from=run:{tmp_path / 'oof.trec'}",
+                      "data.mine_top_k=5", "model.first_stage_weight=1.0", "train.epochs=1", "train.steps_per_epoch=1"])
+    assert train(ce, tmp_path / "ce", verbose=0)["steps"] == [1]
     # a fold dir trained with another config is not silently reused
     other = load_config(TINY, [f"data.dataset={tiny_beir}", "train.epochs=1", "train.steps_per_epoch=3"])
     with pytest.raises(ConfigError, match="fold0 holds a model trained with another config"):
