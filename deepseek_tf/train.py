@@ -492,7 +492,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
-    config, workdir = config_and_workdir(parse_args(argv))
+    args = parse_args(argv)
+    config, workdir = config_and_workdir(args)
     history = train(config, workdir, verbose=0 if args.quiet else 1)
     loss = history.get("loss", [float("nan")])[-1]
     best = history.get("best", [{}])[0]
