@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import sys
 from pathlib import Path
 
@@ -67,11 +66,8 @@ def crossfit(config: Config, folds: int, workdir: str | Path, output: str | Path
         held = data_lib.BeirDataset(ds.corpus, ds.queries, {q: ds.qrels[q] for q in part}, ds.dropped)
         fold_run, _ = dense_run(load_embedder(str(fold_dir / "model")), held, top_k, use_title=d.use_title)
         run.update(fold_run)
-    output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(output.name + ".tmp")
-    data_lib.write_run(run, tmp, tag="crossfit")
-    os.replace(tmp, output)  # a stopped run leaves no half-written file under the real name
+    Path(output).parent.mkdir(parents=True, exist_ok=True)
+    data_lib.write_run(run, output, tag="crossfit")
     return run
 
 

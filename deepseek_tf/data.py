@@ -185,12 +185,16 @@ def read_run(path: str | Path) -> dict[str, dict[str, float]]:
 
 
 def write_run(run: dict[str, dict[str, float]], path: str | Path, tag: str = "deepseek_tf") -> None:
-    """Writes `run` as a TREC run file, each query's documents by score descending (rank from 1)."""
+    """Writes `run` as a TREC run file, each query's documents by score descending (rank from 1);
+    whole or not at all (a temporary file renamed into place)."""
     lines = []
     for q in sorted(run):
         ranked = sorted(run[q].items(), key=lambda kv: (-kv[1], kv[0]))
         lines += [f"{q} Q0 {d} {rank} {score:.6f} {tag}" for rank, (d, score) in enumerate(ranked, 1)]
-    Path(path).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    tmp.replace(path)
 
 
 # ---------------------------------------------------------------------------- pairs

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from deepseek_tf.data import BeirDataset, load_beir
+from deepseek_tf.data import BeirDataset, load_beir, write_run
 from deepseek_tf.errors import UserError, cli_entry
 from deepseek_tf.significance import METRIC_KEYS, add_comparisons, compare_reports, format_comparisons
 
@@ -148,13 +148,15 @@ def _score(name: str, qrels, run: Run, stats: dict, extra: dict) -> dict:
 def evaluate(model: str | None, dataset: str, split: str = "test", top_k: int = 100,
              batch_size: int = 64, baseline: str | None = None, ignore_identical_ids: bool = False,
              rrf_k: int = 60, bm25_args: dict | None = None, verbose: bool = True,
-             rerank: str | None = None, rerank_fusion: float | None = None) -> dict[str, dict]:
+             rerank: str | None = None, rerank_fusion: float | None = None,
+             runs_dir: str | Path | None = None) -> dict[str, dict]:
     """Evaluates MODEL (and BM25 / hybrid with baseline="bm25"); returns {system name: figures}.
 
     Each system's figures: METRIC_KEYS, queries, latency p50/p95 (ms, per query), docs_per_s
     (indexing), peak_rss_mb (process peak so far; systems run bm25, dense, hybrid in that order),
     recall_curve (mean Recall@1..100), per_query, warnings (bad input that was dropped), vs (the
     paired difference from the first stage, per metric, with its 95% CI and p: add_comparisons).
+    runs_dir: also write each system's ranking there as a TREC run file, RUNS_DIR/<system>.trec.
     """
     if baseline not in (None, "bm25"):
         raise UserError(f"--baseline {baseline!r}: only 'bm25' is supported")
@@ -173,35 +175,42 @@ def evaluate(model: str | None, dataset: str, split: str = "test", top_k: int = 
         raise UserError(f"{dataset}: no judged queries left in split {split!r} after dropping bad input")
     if verbose and warnings:
         print(f"{len(warnings)} warning(s); evaluating the remaining {len(ds.qrels)} queries", file=sys.stderr)
-    fix = drop_identical_ids if ignore_identical_ids else (lambda run: run)
     common = {"warnings": warnings, "ignore_identical_ids": ignore_identical_ids}
     results: dict[str, dict] = {}
+    runs: dict[str, Run] = {}
+
+    def score(name: str, run: Run, stats: dict, extra: dict) -> dict:
+        runs[name] = drop_identical_ids(run) if ignore_identical_ids else run
+        return _score(name, ds.qrels, runs[name], stats, {**common, **extra})
+
     bm25 = dense = None
     if baseline == "bm25":  # first, so its peak RSS is not the dense model's
         from deepseek_tf.bm25 import bm25_run
 
         bm25 = bm25_run(ds, top_k, **(bm25_args or {}))
         bm25_config = bm25[1].pop("bm25")
-        results["bm25"] = _score("bm25", ds.qrels, fix(bm25[0]), dict(bm25[1]), {**common, "bm25": bm25_config})
+        results["bm25"] = score("bm25", bm25[0], dict(bm25[1]), {"bm25": bm25_config})
     if model is not None:
         from deepseek_tf.embedders import load_embedder
 
         embedder = load_embedder(model)
         dense = dense_run(embedder, ds, top_k, batch_size)
-        results = {"dense": _score("dense", ds.qrels, fix(dense[0]), dict(dense[1]), {**common, "model": model}),
-                   **results}
+        results = {"dense": score("dense", dense[0], dict(dense[1]), {"model": model}), **results}
     if bm25 is not None and dense is not None:
         run, stats = hybrid_run(dense, bm25, top_k, rrf_k)
-        results["hybrid"] = _score("hybrid", ds.qrels, fix(run), stats, {**common, "model": model})
+        results["hybrid"] = score("hybrid", run, stats, {"model": model})
     if rerank is not None:  # cross-encoder over the dense top-k (BM25's when there is no --model)
         from deepseek_tf.rerank import rerank_system
 
         name, first = ("dense", dense) if dense is not None else ("bm25", bm25)
         for suffix, run, stats in rerank_system(rerank, ds, first[0], first[1], top_k, rerank_fusion,
                                                 progress=verbose and sys.stderr.isatty()):
-            results[name + suffix] = _score(name + suffix, ds.qrels, fix(run), stats,
-                                            {**common, "model": model, "reranker": rerank})
+            results[name + suffix] = score(name + suffix, run, stats, {"model": model, "reranker": rerank})
     add_comparisons(results)
+    if runs_dir is not None:
+        Path(runs_dir).mkdir(parents=True, exist_ok=True)
+        for name, run in runs.items():
+            write_run(run, Path(runs_dir) / f"{name}.trec", tag=name)
     return results
 
 
@@ -272,6 +281,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="compare two saved reports (--output files; default system: each one's first) query by "
                         "query: difference, 95%% CI and paired randomization p per metric; evaluates nothing")
     p.add_argument("--output", help="write the report as JSON here")
+    p.add_argument("--save-runs", metavar="DIR", help="write each system's ranking to DIR/<system>.trec "
+                                                      "(TREC run files: trec_eval, or a reranker's run:PATH)")
     p.add_argument("--plot", help="write Recall@k curves (k=1..100) for every system to this PNG")
     return p.parse_args(argv)
 
@@ -314,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
     bm25_args = {"k1": args.bm25_k1, "b": args.bm25_b, "method": args.bm25_method}
     results = evaluate(args.model, args.dataset, args.split, args.top_k, args.batch_size, args.baseline,
                        args.ignore_identical_ids, args.rrf_k, bm25_args, rerank=args.rerank,
-                       rerank_fusion=args.rerank_fusion)
+                       rerank_fusion=args.rerank_fusion, runs_dir=args.save_runs)
     print(format_table(results))
     for line in format_comparisons(results):
         print(line)

@@ -535,7 +535,7 @@ def test_evaluate_rerank_rows_side_by_side(tiny_run, ce_run, tiny_beir, tmp_path
     out = tmp_path / "report.json"
     proc = run_cli("deepseek_tf.evaluate", "--model", str(tiny_run / "model"), "--dataset", str(tiny_beir),
                    "--rerank", str(ce_run / "model"), "--top-k", "10", "--rerank-fusion", "0.5",
-                   "--output", str(out))
+                   "--output", str(out), "--save-runs", str(tmp_path / "runs"))
     assert proc.returncode == 0, proc.stderr
     assert "| dense |" in proc.stdout and "| dense+rerank |" in proc.stdout and "p95" in proc.stdout
     report = json.loads(out.read_text())
@@ -548,6 +548,17 @@ def test_evaluate_rerank_rows_side_by_side(tiny_run, ce_run, tiny_beir, tmp_path
     # both reranked rows against the first stage they reorder, printed with their 95% CI
     assert {report[n]["vs"]["system"] for n in ("dense+rerank", "dense+rerank+fusion")} == {"dense"}
     assert "vs" not in dense and "dense+rerank+fusion vs dense: ndcg@10 " in proc.stdout
+    # --save-runs: each system's ranking as a TREC run that trec_eval scores to the report's figures
+    from deepseek_tf.data import load_beir, read_run
+    from deepseek_tf.evaluate import trec_metrics
+
+    qrels = load_beir(tiny_beir, "test").qrels
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == [
+        "dense+rerank+fusion.trec", "dense+rerank.trec", "dense.trec"]
+    for name in ("dense", "dense+rerank", "dense+rerank+fusion"):
+        means, _ = trec_metrics(qrels, read_run(tmp_path / "runs" / f"{name}.trec"))
+        assert means["ndcg@10"] == pytest.approx(report[name]["ndcg@10"], abs=1e-4)
+        assert means["map"] == pytest.approx(report[name]["map"], abs=1e-4)
     bad = run_cli("deepseek_tf.evaluate", "--model", str(tiny_run / "model"), "--dataset", str(tiny_beir),
                   "--rerank", str(tiny_run / "model"))
     assert bad.returncode == 1 and "not a cross-encoder" in bad.stderr and "Traceback" not in bad.stderr
