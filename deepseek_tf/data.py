@@ -184,6 +184,21 @@ def read_run(path: str | Path) -> dict[str, dict[str, float]]:
     return run
 
 
+def load_run(path: str | Path, ds: BeirDataset, top_k: int) -> dict[str, dict[str, float]]:
+    """A run file's top_k documents for each judged query of `ds`; every judged query must be in
+    the file and every document in the corpus (the text is needed to rerank it)."""
+    run = read_run(path)
+    qids = sorted(q for q in ds.qrels if q in ds.queries)
+    missing = [q for q in qids if q not in run]
+    if missing:
+        raise UserError(f"{path}: {len(missing)} of the {len(qids)} judged queries are not in the run "
+                        f"(first: {missing[0]!r})")
+    unknown = sorted({d for q in qids for d in run[q] if d not in ds.corpus})
+    if unknown:
+        raise UserError(f"{path}: {len(unknown)} documents not in the corpus (first: {unknown[0]!r})")
+    return {q: dict(sorted(run[q].items(), key=lambda kv: (-kv[1], kv[0]))[:top_k]) for q in qids}
+
+
 def write_run(run: dict[str, dict[str, float]], path: str | Path, tag: str = "deepseek_tf") -> None:
     """Writes `run` as a TREC run file, each query's documents by score descending (rank from 1);
     whole or not at all (a temporary file renamed into place)."""

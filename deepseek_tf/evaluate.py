@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from deepseek_tf.data import BeirDataset, load_beir, write_run
+from deepseek_tf.data import BeirDataset, load_beir, load_run, write_run
 from deepseek_tf.errors import UserError, cli_entry
 from deepseek_tf.significance import METRIC_KEYS, add_comparisons, compare_reports, format_comparisons
 
@@ -149,7 +149,7 @@ def evaluate(model: str | None, dataset: str, split: str = "test", top_k: int = 
              batch_size: int = 64, baseline: str | None = None, ignore_identical_ids: bool = False,
              rrf_k: int = 60, bm25_args: dict | None = None, verbose: bool = True,
              rerank: str | None = None, rerank_fusion: float | None = None,
-             runs_dir: str | Path | None = None) -> dict[str, dict]:
+             runs_dir: str | Path | None = None, first_run: str | Path | None = None) -> dict[str, dict]:
     """Evaluates MODEL (and BM25 / hybrid with baseline="bm25"); returns {system name: figures}.
 
     Each system's figures: METRIC_KEYS, queries, latency p50/p95 (ms, per query), docs_per_s
@@ -157,11 +157,14 @@ def evaluate(model: str | None, dataset: str, split: str = "test", top_k: int = 
     recall_curve (mean Recall@1..100), per_query, warnings (bad input that was dropped), vs (the
     paired difference from the first stage, per metric, with its 95% CI and p: add_comparisons).
     runs_dir: also write each system's ranking there as a TREC run file, RUNS_DIR/<system>.trec.
+    first_run: a TREC run file scored as system `run` (another first stage: --rerank reranks it).
     """
     if baseline not in (None, "bm25"):
         raise UserError(f"--baseline {baseline!r}: only 'bm25' is supported")
-    if model is None and baseline is None:
-        raise UserError("nothing to evaluate: give --model and/or --baseline bm25")
+    if model is None and baseline is None and first_run is None:
+        raise UserError("nothing to evaluate: give --model, --run and/or --baseline bm25")
+    if model is not None and first_run is not None:
+        raise UserError("give one first stage: --model or --run, not both")
     if rerank is not None:
         from deepseek_tf.rerank import check_reranker_spec
 
@@ -183,27 +186,33 @@ def evaluate(model: str | None, dataset: str, split: str = "test", top_k: int = 
         runs[name] = drop_identical_ids(run) if ignore_identical_ids else run
         return _score(name, ds.qrels, runs[name], stats, {**common, **extra})
 
-    bm25 = dense = None
+    bm25 = first = None  # first: (name, (run, stats)) of the stage --rerank reorders
     if baseline == "bm25":  # first, so its peak RSS is not the dense model's
         from deepseek_tf.bm25 import bm25_run
 
         bm25 = bm25_run(ds, top_k, **(bm25_args or {}))
         bm25_config = bm25[1].pop("bm25")
         results["bm25"] = score("bm25", bm25[0], dict(bm25[1]), {"bm25": bm25_config})
+        first = ("bm25", bm25)
     if model is not None:
         from deepseek_tf.embedders import load_embedder
 
         embedder = load_embedder(model)
         dense = dense_run(embedder, ds, top_k, batch_size)
         results = {"dense": score("dense", dense[0], dict(dense[1]), {"model": model}), **results}
-    if bm25 is not None and dense is not None:
-        run, stats = hybrid_run(dense, bm25, top_k, rrf_k)
-        results["hybrid"] = score("hybrid", run, stats, {"model": model})
-    if rerank is not None:  # cross-encoder over the dense top-k (BM25's when there is no --model)
+        if bm25 is not None:
+            run, stats = hybrid_run(dense, bm25, top_k, rrf_k)
+            results["hybrid"] = score("hybrid", run, stats, {"model": model})
+        first = ("dense", dense)
+    if first_run is not None:  # another system's results: no latency or indexing figures to report
+        given = (load_run(first_run, ds, top_k), {"latency_ms": {}})
+        results = {"run": score("run", given[0], dict(given[1]), {"run": str(first_run)}), **results}
+        first = ("run", given)
+    if rerank is not None:  # cross-encoder over the first stage's top-k (BM25's when it is the only one)
         from deepseek_tf.rerank import rerank_system
 
-        name, first = ("dense", dense) if dense is not None else ("bm25", bm25)
-        for suffix, run, stats in rerank_system(rerank, ds, first[0], first[1], top_k, rerank_fusion,
+        name, (first_stage, first_stats) = first
+        for suffix, run, stats in rerank_system(rerank, ds, first_stage, first_stats, top_k, rerank_fusion,
                                                 progress=verbose and sys.stderr.isatty()):
             results[name + suffix] = score(name + suffix, run, stats, {"model": model, "reranker": rerank})
     add_comparisons(results)
@@ -262,6 +271,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                    "(may be left out with --baseline bm25)")
     p.add_argument("--dataset", help="BEIR-layout directory (corpus.jsonl, queries.jsonl, qrels/); required "
                                      "unless --compare")
+    p.add_argument("--run", metavar="FILE", help="a TREC run file (e.g. your production first stage) scored as "
+                   "system 'run' and, with --rerank, reranked; instead of --model")
     p.add_argument("--split", default="test", help="qrels split (default: test)")
     p.add_argument("--baseline", choices=["bm25"], help="also evaluate BM25 and, with --model, the hybrid (RRF)")
     p.add_argument("--top-k", type=int, default=100, help="documents retrieved per query (default: 100)")
@@ -325,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
     bm25_args = {"k1": args.bm25_k1, "b": args.bm25_b, "method": args.bm25_method}
     results = evaluate(args.model, args.dataset, args.split, args.top_k, args.batch_size, args.baseline,
                        args.ignore_identical_ids, args.rrf_k, bm25_args, rerank=args.rerank,
-                       rerank_fusion=args.rerank_fusion, runs_dir=args.save_runs)
+                       rerank_fusion=args.rerank_fusion, runs_dir=args.save_runs, first_run=args.run)
     print(format_table(results))
     for line in format_comparisons(results):
         print(line)

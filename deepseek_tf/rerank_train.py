@@ -34,7 +34,7 @@ def first_stage_top_k(ds: data_lib.BeirDataset, source: str = "bm25", top_k: int
     retriever that never saw them, as test queries do)."""
     qids = sorted(q for q in ds.qrels if q in ds.queries)
     if source.startswith("run:"):
-        return run_top_k(data_lib.read_run(source[len("run:"):]), qids, ds, top_k, source)
+        return data_lib.load_run(source[len("run:"):], ds, top_k)
     doc_ids = list(ds.corpus)
     texts = [ds.doc_text(d, use_title) for d in doc_ids]
     queries = [ds.queries[q] for q in qids]
@@ -50,18 +50,6 @@ def first_stage_top_k(ds: data_lib.BeirDataset, source: str = "bm25", top_k: int
     doc_vecs = embedder.encode_docs(texts, progress=sys.stderr.isatty())
     scores, idx = exact_search(embedder.encode_queries(queries), doc_vecs, top_k)
     return {q: {doc_ids[j]: float(s) for j, s in zip(row, srow)} for q, row, srow in zip(qids, idx, scores)}
-
-
-def run_top_k(run: Run, qids: list[str], ds: data_lib.BeirDataset, top_k: int, source: str) -> Run:
-    """Each of `qids`' top_k documents of a read run file; every query must be in it."""
-    missing = [q for q in qids if q not in run]
-    if missing:
-        raise UserError(f"{source[len('run:'):]}: {len(missing)} of the {len(qids)} judged queries are not in "
-                        f"the run (first: {missing[0]!r})")
-    unknown = sorted({d for q in qids for d in run[q] if d not in ds.corpus})
-    if unknown:
-        raise UserError(f"{source[len('run:'):]}: {len(unknown)} documents not in the corpus (first: {unknown[0]!r})")
-    return {q: dict(sorted(run[q].items(), key=lambda kv: (-kv[1], kv[0]))[:top_k]) for q in qids}
 
 
 def mine_negatives(ds: data_lib.BeirDataset, source: str = "bm25", top_k: int = 30,

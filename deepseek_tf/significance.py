@@ -46,10 +46,11 @@ def paired_comparison(base: dict[str, float], other: dict[str, float], samples: 
 
 def add_comparisons(results: dict[str, dict], metrics: tuple[str, ...] = METRIC_KEYS) -> None:
     """Adds results[name]["vs"]: each system against the first stage it builds on (`dense` when
-    there is one, else `bm25`; `dense` itself against `bm25`), per metric (`paired_comparison`)."""
-    ref = "dense" if "dense" in results else "bm25"
+    there is one, else a given `run`, else `bm25`; `dense` and `run` themselves against `bm25`),
+    per metric (`paired_comparison`)."""
+    ref = next((n for n in ("dense", "run") if n in results), "bm25")
     for name, r in results.items():
-        base = {"bm25": None, "dense": "bm25"}.get(name, ref)
+        base = {"bm25": None, "dense": "bm25", "run": "bm25"}.get(name, ref)
         if base in results:
             r["vs"] = {"system": base, **compare_reports(results[base], r, metrics)}
 

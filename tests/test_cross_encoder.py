@@ -559,6 +559,18 @@ def test_evaluate_rerank_rows_side_by_side(tiny_run, ce_run, tiny_beir, tmp_path
         means, _ = trec_metrics(qrels, read_run(tmp_path / "runs" / f"{name}.trec"))
         assert means["ndcg@10"] == pytest.approx(report[name]["ndcg@10"], abs=1e-4)
         assert means["map"] == pytest.approx(report[name]["map"], abs=1e-4)
+    # --run: the saved dense run as a given first stage scores and reranks as the model did
+    proc = run_cli("deepseek_tf.evaluate", "--run", str(tmp_path / "runs" / "dense.trec"), "--dataset", str(tiny_beir),
+                   "--rerank", str(ce_run / "model"), "--top-k", "10", "--rerank-fusion", "0.5",
+                   "--output", str(tmp_path / "given.json"))
+    assert proc.returncode == 0, proc.stderr
+    given = json.loads((tmp_path / "given.json").read_text())
+    assert list(given) == ["run", "run+rerank", "run+rerank+fusion"] and given["run+rerank"]["vs"]["system"] == "run"
+    for a, b in (("run", "dense"), ("run+rerank", "dense+rerank"), ("run+rerank+fusion", "dense+rerank+fusion")):
+        assert given[a]["ndcg@10"] == pytest.approx(report[b]["ndcg@10"], abs=1e-4)
+    bad = run_cli("deepseek_tf.evaluate", "--run", str(tmp_path / "runs" / "dense.trec"), "--model",
+                  str(tiny_run / "model"), "--dataset", str(tiny_beir))
+    assert bad.returncode == 1 and bad.stderr.strip() == "error: give one first stage: --model or --run, not both"
     bad = run_cli("deepseek_tf.evaluate", "--model", str(tiny_run / "model"), "--dataset", str(tiny_beir),
                   "--rerank", str(tiny_run / "model"))
     assert bad.returncode == 1 and "not a cross-encoder" in bad.stderr and "Traceback" not in bad.stderr
