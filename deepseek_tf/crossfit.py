@@ -28,8 +28,7 @@ from pathlib import Path
 from deepseek_tf import data as data_lib
 from deepseek_tf.config import Config, add_run_arguments, config_and_workdir, load_config
 from deepseek_tf.errors import ConfigError, cli_entry
-
-Run = dict[str, dict[str, float]]  # query id -> {doc id: score}
+from deepseek_tf.evaluate import Run
 
 
 def fold_config(config: Config, folds: int, fold: int) -> Config:
