@@ -66,7 +66,7 @@ def crossfit(config: Config, folds: int, workdir: str | Path, output: str | Path
             train(want, fold_dir, verbose)
         elif load_config(fold_dir / "config.yaml") != want:
             raise ConfigError(f"{fold_dir} holds a model trained with another config; give another --workdir")
-        held = data_lib.BeirDataset(ds.corpus, ds.queries, {q: ds.qrels[q] for q in part}, ds.dropped)
+        held = ds.judged_subset(part)
         fold_run, _ = dense_run(load_embedder(str(fold_dir / "model")), held, top_k, use_title=d.use_title)
         run.update(fold_run)
     Path(output).parent.mkdir(parents=True, exist_ok=True)

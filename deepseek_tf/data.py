@@ -41,6 +41,12 @@ class BeirDataset:
     def doc_text(self, doc_id: str, use_title: bool = True) -> str:
         return join_title(self.corpus[doc_id], use_title)
 
+    def judged_subset(self, qids) -> "BeirDataset":
+        """The same corpus and queries with only these queries' judgments (dev splits, folds)."""
+        keep = set(qids)
+        return BeirDataset(self.corpus, self.queries, {q: v for q, v in self.qrels.items() if q in keep},
+                           self.dropped)
+
 
 def join_title(doc: dict[str, str], use_title: bool = True) -> str:
     """BEIR's convention: title + " " + text even when the text repeats the title (Cranfield's
@@ -158,6 +164,14 @@ def load_beir(directory: str | Path, split: str = "test", unknown_ids: str = "er
 
 
 # ---------------------------------------------------------------------------- runs
+RUN_PREFIX = "run:"
+
+
+def run_file(source: str) -> str | None:
+    """The path in a "run:PATH" first-stage source (`data.negatives_from`), else None."""
+    return source[len(RUN_PREFIX):] if source.startswith(RUN_PREFIX) else None
+
+
 def read_run(path: str | Path) -> dict[str, dict[str, float]]:
     """A TREC run file (`qid Q0 docid rank score tag`, whitespace-separated, as trec_eval reads
     it): {query id: {doc id: score}}. The rank column is ignored; the score orders."""

@@ -33,8 +33,9 @@ def first_stage_top_k(ds: data_lib.BeirDataset, source: str = "bm25", top_k: int
     `python -m deepseek_tf.crossfit`, so training queries get candidates and scores from a
     retriever that never saw them, as test queries do)."""
     qids = sorted(q for q in ds.qrels if q in ds.queries)
-    if source.startswith("run:"):
-        return data_lib.load_run(source[len("run:"):], ds, top_k)
+    run_path = data_lib.run_file(source)
+    if run_path is not None:
+        return data_lib.load_run(run_path, ds, top_k)
     doc_ids = list(ds.corpus)
     texts = [ds.doc_text(d, use_title) for d in doc_ids]
     queries = [ds.queries[q] for q in qids]
@@ -240,12 +241,13 @@ def check_cross_encoder_config(config: Config) -> None:
     if d.negatives_top_depth < 1:
         raise ConfigError(f"data.negatives_top_depth must be >= 1, got {d.negatives_top_depth}")
     check_folds(config)
-    if d.negatives_from.startswith("run:"):
+    run_path = data_lib.run_file(d.negatives_from)
+    if run_path is not None:
         if d.title_pairs:
             raise ConfigError("data.title_pairs needs a first stage that can search the titles (bm25 or a MODEL), "
                               f"not a run file ({d.negatives_from})")
-        if not Path(d.negatives_from[len("run:"):]).is_file():
-            raise ConfigError(f"data.negatives_from: missing run file: {d.negatives_from[len('run:'):]}")
+        if not Path(run_path).is_file():
+            raise ConfigError(f"data.negatives_from: missing run file: {run_path}")
     check_layer_keys(config)
 
 

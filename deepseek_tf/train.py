@@ -91,10 +91,7 @@ def split_dev(ds: data_lib.BeirDataset, fraction: float, seed: int):
     n_dev = max(1, round(fraction * len(qids)))
     if n_dev >= len(qids):
         raise ConfigError(f"data.dev_fraction={fraction} leaves no training queries")
-    dev_ids = set(qids[:n_dev])
-    pick = lambda keep: {q: docs for q, docs in ds.qrels.items() if (q in dev_ids) == keep}
-    return (data_lib.BeirDataset(ds.corpus, ds.queries, pick(False), ds.dropped),
-            data_lib.BeirDataset(ds.corpus, ds.queries, pick(True), ds.dropped))
+    return ds.judged_subset(qids[n_dev:]), ds.judged_subset(qids[:n_dev])
 
 
 def fold_split(qids, folds: int, seed: int) -> list[set[str]]:
@@ -119,8 +116,7 @@ def split_train_dev(ds: data_lib.BeirDataset, config: Config
     d = config.data
     if d.folds:
         held = fold_split(ds.qrels, d.folds, d.dev_seed)[d.fold]
-        ds = data_lib.BeirDataset(ds.corpus, ds.queries, {q: v for q, v in ds.qrels.items() if q not in held},
-                                  ds.dropped)
+        ds = ds.judged_subset(q for q in ds.qrels if q not in held)
     if d.dev_split:
         return ds, data_lib.load_beir(d.dataset, d.dev_split, unknown_ids="drop")
     if d.dev_fraction > 0:
@@ -235,7 +231,7 @@ def check_config(config: Config) -> None:
     if d.hard_negatives < 1:
         raise ConfigError(f"data.hard_negatives must be >= 1, got {d.hard_negatives}")
     check_folds(config)
-    if d.mine_negatives and d.negatives_from.startswith("run:"):
+    if d.mine_negatives and data_lib.run_file(d.negatives_from) is not None:
         raise ConfigError("data.negatives_from: a run file serves cross-encoder training; a dual encoder mines "
                           "from bm25, self or a MODEL")
     distill.check_distillation(config)

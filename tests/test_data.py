@@ -135,3 +135,18 @@ def test_run_file_round_trip_and_errors(tmp_path):
             read_run(bad)
     with pytest.raises(UserError, match="missing run file"):
         read_run(tmp_path / "none.trec")
+
+
+def test_judged_subset_keeps_corpus_and_queries(tiny_beir):
+    ds = load_beir(tiny_beir, "test")
+    sub = ds.judged_subset(["q-dress-2", "not-a-query"])
+    assert sub.qrels == {"q-dress-2": ds.qrels["q-dress-2"]}
+    assert sub.corpus is ds.corpus and sub.queries is ds.queries
+    assert len(ds.qrels) == 6  # the original is untouched
+
+
+def test_run_file_source():
+    from deepseek_tf.data import run_file
+
+    assert run_file("run:runs/oof.trec") == "runs/oof.trec"
+    assert run_file("bm25") is None and run_file("runs/model") is None
