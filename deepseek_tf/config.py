@@ -151,6 +151,9 @@ class TrainConfig:
     # in (0, 1): keep an exponential moving average of the weights (avg = m·avg + (1 − m)·w after
     # each step) and save it instead of the last step's weights (Polyak averaging); None: off
     ema_momentum: Optional[float] = None
+    # in (0, 1): layer-wise learning-rate decay; layer i of L steps at lr·d^(L−1−i), the
+    # embeddings at lr·d^L, the head at lr (deepseek_tf/optim.py); None: one rate for all
+    layer_decay: Optional[float] = None
     # Dual encoder with data.teacher: loss = train.loss + distill_weight · margin_mse
     # (train.loss: margin_mse distills alone).
     distill_weight: float = 0.0
@@ -179,7 +182,8 @@ class Config:
 
 
 # Numeric keys that must lie strictly between two bounds, checked at load time too.
-OPEN_INTERVALS: dict[str, tuple[float, float]] = {"train.ema_momentum": (0.0, 1.0)}
+OPEN_INTERVALS: dict[str, tuple[float, float]] = {"train.ema_momentum": (0.0, 1.0),
+                                                  "train.layer_decay": (0.0, 1.0)}
 
 # Closed sets of values, checked at load time so a typo fails before training starts.
 CHOICES: dict[str, tuple[str, ...]] = {

@@ -25,6 +25,7 @@ from deepseek_tf.config import Config, add_run_arguments, config_and_workdir, sa
 from deepseek_tf.errors import ConfigError, UserError, cli_entry
 from deepseek_tf.models import build_model
 from deepseek_tf.models.backbones import backbone_kind, vocab_path
+from deepseek_tf.optim import LayerDecayAdamW
 from deepseek_tf.tokenizer import Tokenizer, build_vocab, read_vocab, save_vocab
 
 
@@ -210,8 +211,11 @@ def _make_optimizer(config: Config, total_steps: int) -> keras.optimizers.Optimi
                                       t.decay_steps, t.decay_rate)
     ema = t.ema_momentum  # in (0, 1), checked when the config loads
     # With use_ema, Keras's fit ends by writing the average into the model's weights.
-    return keras.optimizers.AdamW(learning_rate=schedule, weight_decay=t.weight_decay, clipnorm=t.clipnorm,
-                                  use_ema=ema is not None, ema_momentum=ema if ema is not None else 0.99)
+    kwargs = dict(learning_rate=schedule, weight_decay=t.weight_decay, clipnorm=t.clipnorm,
+                  use_ema=ema is not None, ema_momentum=ema if ema is not None else 0.99)
+    if t.layer_decay is not None:
+        return LayerDecayAdamW(layer_decay=t.layer_decay, **kwargs)
+    return keras.optimizers.AdamW(**kwargs)
 
 
 def check_config(config: Config) -> None:

@@ -47,6 +47,9 @@ def test_unknown_section_and_wrong_type_and_choice(tmp_path):
         with pytest.raises(ConfigError, match=r"'train.ema_momentum' must be in \(0, 1\)"):
             load_config(_write(tmp_path, {"train": {"ema_momentum": bad}}))
     assert load_config(_write(tmp_path, {"train": {"ema_momentum": 0.99}})).train.ema_momentum == 0.99
+    for bad in (1.0, 0, 1.5):  # layer-wise decay: 0 < d < 1 (None turns it off)
+        with pytest.raises(ConfigError, match=r"'train.layer_decay' must be in \(0, 1\)"):
+            load_config(_write(tmp_path, {"train": {"layer_decay": bad}}))
 
 
 def test_overrides_are_typed_and_checked(tmp_path):
