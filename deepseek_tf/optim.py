@@ -1,4 +1,5 @@
-"""AdamW with layer-wise learning-rate decay (LLRD) for BERT-style backbones.
+"""The optimizer both trainers build: AdamW on a warm-up + exponential-decay schedule, optionally
+with layer-wise learning-rate decay (LLRD) for BERT-style backbones.
 
 Layer-wise decay (Howard & Ruder 2018, "discriminative fine-tuning"; ELECTRA and BEiT call it
 layer-wise learning-rate decay): the top transformer layer and everything above it (pooler,
@@ -15,6 +16,9 @@ from __future__ import annotations
 import re
 
 import keras
+import tensorflow as tf
+
+from deepseek_tf.config import Config
 
 _LAYER = re.compile(r"transformer_layer_(\d+)/")
 _EMBEDDING = ("token_embedding/", "position_embedding/", "segment_embedding/", "embeddings_layer_norm/")
@@ -56,3 +60,38 @@ class LayerDecayAdamW(keras.optimizers.AdamW):
 
     def get_config(self):
         return {**super().get_config(), "layer_decay": self.layer_decay}
+
+
+@keras.saving.register_keras_serializable(package="deepseek_tf")
+class WarmupExponentialDecay(keras.optimizers.schedules.LearningRateSchedule):
+    """lr(s) = peak·(s + 1)/W for s < W, then peak·rate^((s − W)/decay_steps)  (W = warmup_steps)."""
+
+    def __init__(self, peak: float, warmup_steps: int, decay_steps: int, decay_rate: float):
+        self.peak, self.warmup_steps = peak, warmup_steps
+        self.decay_steps, self.decay_rate = decay_steps, decay_rate
+        self.decay = keras.optimizers.schedules.ExponentialDecay(peak, decay_steps, decay_rate)
+
+    def __call__(self, step):
+        step = tf.cast(step, tf.float32)
+        warm = float(max(self.warmup_steps, 1))
+        warmup_lr = self.peak * (step + 1.0) / warm
+        return tf.where(step < self.warmup_steps, warmup_lr, self.decay(step - self.warmup_steps))
+
+    def get_config(self):
+        return {"peak": self.peak, "warmup_steps": self.warmup_steps,
+                "decay_steps": self.decay_steps, "decay_rate": self.decay_rate}
+
+
+def make_optimizer(config: Config, total_steps: int) -> keras.optimizers.Optimizer:
+    """train.*'s AdamW (LayerDecayAdamW with train.layer_decay) on a WarmupExponentialDecay schedule
+    over total_steps."""
+    t = config.train
+    schedule = WarmupExponentialDecay(t.learning_rate, int(total_steps * t.warmup_ratio),
+                                      t.decay_steps, t.decay_rate)
+    ema = t.ema_momentum  # in (0, 1), checked when the config loads
+    # With use_ema, Keras's fit ends by writing the average into the model's weights.
+    kwargs = dict(learning_rate=schedule, weight_decay=t.weight_decay, clipnorm=t.clipnorm,
+                  use_ema=ema is not None, ema_momentum=ema if ema is not None else 0.99)
+    if t.layer_decay is not None:
+        return LayerDecayAdamW(layer_decay=t.layer_decay, **kwargs)
+    return keras.optimizers.AdamW(**kwargs)

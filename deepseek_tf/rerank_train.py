@@ -276,7 +276,8 @@ def train_cross_encoder(config: Config, workdir: str | Path, verbose: int = 1) -
     import keras
 
     from deepseek_tf.config import save_config
-    from deepseek_tf.train import (DevEvaluator, _Checkpointer, _make_optimizer, build_in_policy, float32_copy,
+    from deepseek_tf.optim import make_optimizer
+    from deepseek_tf.train import (DevEvaluator, _Checkpointer, build_in_policy, float32_copy,
                                    make_strategy, precision_policy, prepare_tokenizer, save_trained_model,
                                    split_train_dev)
 
@@ -325,7 +326,7 @@ def train_cross_encoder(config: Config, workdir: str | Path, verbose: int = 1) -
     sample = next(iter(dataset.take(1)))[0]
     with make_strategy(t.strategy).scope():
         model = build_in_policy(config, tokenizer.vocab_size, policy)
-        optimizer = _make_optimizer(config, steps * t.epochs)
+        optimizer = make_optimizer(config, steps * t.epochs)
         model.compile(optimizer=optimizer)
         model(sample)  # build variables before restoring
         optimizer.build(model.trainable_variables)

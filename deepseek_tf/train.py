@@ -25,28 +25,8 @@ from deepseek_tf.config import Config, add_run_arguments, config_and_workdir, sa
 from deepseek_tf.errors import ConfigError, UserError, cli_entry
 from deepseek_tf.models import build_model
 from deepseek_tf.models.backbones import backbone_kind, vocab_path
-from deepseek_tf.optim import LayerDecayAdamW
+from deepseek_tf.optim import make_optimizer
 from deepseek_tf.tokenizer import Tokenizer, build_vocab, read_vocab, save_vocab
-
-
-@keras.saving.register_keras_serializable(package="deepseek_tf")
-class WarmupExponentialDecay(keras.optimizers.schedules.LearningRateSchedule):
-    """lr(s) = peak·(s + 1)/W for s < W, then peak·rate^((s − W)/decay_steps)  (W = warmup_steps)."""
-
-    def __init__(self, peak: float, warmup_steps: int, decay_steps: int, decay_rate: float):
-        self.peak, self.warmup_steps = peak, warmup_steps
-        self.decay_steps, self.decay_rate = decay_steps, decay_rate
-        self.decay = keras.optimizers.schedules.ExponentialDecay(peak, decay_steps, decay_rate)
-
-    def __call__(self, step):
-        step = tf.cast(step, tf.float32)
-        warm = float(max(self.warmup_steps, 1))
-        warmup_lr = self.peak * (step + 1.0) / warm
-        return tf.where(step < self.warmup_steps, warmup_lr, self.decay(step - self.warmup_steps))
-
-    def get_config(self):
-        return {"peak": self.peak, "warmup_steps": self.warmup_steps,
-                "decay_steps": self.decay_steps, "decay_rate": self.decay_rate}
 
 
 def make_strategy(name: str) -> tf.distribute.Strategy:
@@ -205,19 +185,6 @@ def prepare_tokenizer(config: Config, pairs: data_lib.Pairs, out_dir: Path) -> T
 
 
 # ---------------------------------------------------------------------------- model
-def _make_optimizer(config: Config, total_steps: int) -> keras.optimizers.Optimizer:
-    t = config.train
-    schedule = WarmupExponentialDecay(t.learning_rate, int(total_steps * t.warmup_ratio),
-                                      t.decay_steps, t.decay_rate)
-    ema = t.ema_momentum  # in (0, 1), checked when the config loads
-    # With use_ema, Keras's fit ends by writing the average into the model's weights.
-    kwargs = dict(learning_rate=schedule, weight_decay=t.weight_decay, clipnorm=t.clipnorm,
-                  use_ema=ema is not None, ema_momentum=ema if ema is not None else 0.99)
-    if t.layer_decay is not None:
-        return LayerDecayAdamW(layer_decay=t.layer_decay, **kwargs)
-    return keras.optimizers.AdamW(**kwargs)
-
-
 def check_config(config: Config) -> None:
     """The checks that need no data, before anything is written (by `train` and, for its members,
     by a soup). For a dual encoder they run no TensorFlow op: MultiWorkerMirroredStrategy comes first."""
@@ -379,7 +346,7 @@ def train(config: Config, workdir: str | Path, verbose: int = 1, shared_dir: str
     with strategy.scope():
         model = build_in_policy(config, tokenizer.vocab_size, policy)
         model.accumulation_steps = t.accumulation_steps
-        optimizer = _make_optimizer(config, steps * t.epochs)
+        optimizer = make_optimizer(config, steps * t.epochs)
         model.compile(optimizer=optimizer)
         # build variables before restoring (eager tokenizer calls: in multi-worker mode an
         # eager iterator over a nested tf.data element hands back tuples, not dicts)

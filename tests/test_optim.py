@@ -6,8 +6,7 @@ import tensorflow as tf
 
 from conftest import ROOT
 from deepseek_tf.config import load_config
-from deepseek_tf.optim import LayerDecayAdamW, layer_scales
-from deepseek_tf.train import _make_optimizer
+from deepseek_tf.optim import LayerDecayAdamW, layer_scales, make_optimizer
 
 
 def test_layer_scales_by_depth():
@@ -61,8 +60,8 @@ def test_one_fit_step_moves_each_layer_by_its_scaled_rate(strategy):
 
 def test_config_selects_the_optimizer_and_it_round_trips():
     tiny = ROOT / "configs/tiny.yaml"
-    assert type(_make_optimizer(load_config(tiny), 10)) is keras.optimizers.AdamW
-    optimizer = _make_optimizer(load_config(tiny, ["train.layer_decay=0.8"]), 10)
+    assert type(make_optimizer(load_config(tiny), 10)) is keras.optimizers.AdamW
+    optimizer = make_optimizer(load_config(tiny, ["train.layer_decay=0.8"]), 10)
     assert isinstance(optimizer, LayerDecayAdamW) and optimizer.layer_decay == 0.8
     again = LayerDecayAdamW.from_config(optimizer.get_config())
     assert again.layer_decay == 0.8 and again.weight_decay == optimizer.weight_decay

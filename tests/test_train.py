@@ -9,7 +9,8 @@ import tensorflow as tf
 from conftest import ROOT, run_cli
 from deepseek_tf.config import load_config
 from deepseek_tf.errors import ConfigError, UserError
-from deepseek_tf.train import WarmupExponentialDecay, _make_optimizer, train
+from deepseek_tf.optim import WarmupExponentialDecay, make_optimizer
+from deepseek_tf.train import train
 
 
 def _config(tiny_beir, *overrides):
@@ -34,7 +35,7 @@ def test_warmup_then_exponential_decay_values():
 
 def test_ema_momentum_leaves_the_moving_average_in_the_weights():
     w = keras.Variable([1.0, 2.0])
-    optimizer = _make_optimizer(load_config(ROOT / "configs/tiny.yaml", ["train.ema_momentum=0.5"]), 10)
+    optimizer = make_optimizer(load_config(ROOT / "configs/tiny.yaml", ["train.ema_momentum=0.5"]), 10)
     optimizer.build([w])
     seen = []
     for grad in ([1.0, -1.0], [0.5, 0.5]):
@@ -44,7 +45,7 @@ def test_ema_momentum_leaves_the_moving_average_in_the_weights():
     optimizer.finalize_variable_values([w])  # what Keras's fit calls when it ends
     np.testing.assert_allclose(w.numpy(), 0.5 * seen[0] + 0.5 * seen[1], rtol=1e-6)
     assert not np.allclose(w.numpy(), seen[1])
-    plain = _make_optimizer(load_config(ROOT / "configs/tiny.yaml"), 10)
+    plain = make_optimizer(load_config(ROOT / "configs/tiny.yaml"), 10)
     assert not plain.use_ema
 
 
