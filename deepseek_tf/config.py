@@ -145,7 +145,8 @@ class TrainConfig:
     gather_across_replicas: bool = True  # infonce: negatives from every replica's batch
     accumulation_steps: int = 1  # micro-batches per batch (GradCache: same loss as the batch)
     mixed_precision: str = "none"  # none | auto (bf16 on CPU, fp16 on GPU) | mixed_bfloat16 | mixed_float16
-    # infonce: weight each pair by its graded judgment / the mean grade (nDCG's gains)
+    # infonce: weight each pair by its graded judgment / the mean grade (nDCG's gains); a
+    # cross-encoder's listwise loss: weight each group by its positive's grade
     grade_weighting: bool = False
     patience: Optional[int] = None  # epochs without dev nDCG@10 gain before stopping; None: never
     # in (0, 1): keep an exponential moving average of the weights (avg = m·avg + (1 − m)·w after

@@ -162,22 +162,30 @@ def pairwise_hinge(scores: tf.Tensor, grades: tf.Tensor, margin: float = 1.0) ->
     return total / tf.maximum(tf.reduce_sum(better), 1.0)
 
 
-def listwise_softmax(scores: tf.Tensor, grades: tf.Tensor) -> tf.Tensor:
+def listwise_softmax(scores: tf.Tensor, grades: tf.Tensor, grade_weighted: bool = False) -> tf.Tensor:
     """Softmax cross-entropy over each group (ListNet top-1 with graded gains).
 
-    loss = −1/B Σ_b Σ_i p_bi log softmax(s_b)_i,  p_bi = (2^{g_bi} − 1) / Σ_j (2^{g_bj} − 1)
+    loss = Σ_b w_b ℓ_b / Σ_b w_b,  ℓ_b = −Σ_i p_bi log softmax(s_b)_i,
+    p_bi = (2^{g_bi} − 1) / Σ_j (2^{g_bj} − 1)
 
-    With one positive and k ungraded negatives this is −log softmax(s)_pos, the usual
+    w_b = 1 for a group with a relevant document (groups without one contribute 0), or with
+    `grade_weighted` its top grade max_i g_bi, nDCG's (linear) gain for that document: a group
+    whose positive is graded 4 counts four times one graded 1.
+
+    With one positive and k ungraded negatives ℓ_b is −log softmax(s)_pos, the usual
     "1 positive + k negatives" loss; with several graded documents the better ones get
-    more of the target mass. Groups with no relevant document contribute 0.
+    more of the target mass.
     """
     s = tf.cast(scores, tf.float32)
-    gain = tf.pow(2.0, tf.cast(grades, tf.float32)) - 1.0  # (B, n)
+    g = tf.cast(grades, tf.float32)  # (B, n)
+    gain = tf.pow(2.0, g) - 1.0  # (B, n)
     total = tf.reduce_sum(gain, axis=-1, keepdims=True)  # (B, 1)
     p = gain / tf.maximum(total, 1e-9)
     per_group = -tf.reduce_sum(p * tf.nn.log_softmax(s, axis=-1), axis=-1)  # (B,)
-    has_pos = tf.cast(total[:, 0] > 0, tf.float32)
-    return tf.reduce_sum(per_group * has_pos) / tf.maximum(tf.reduce_sum(has_pos), 1.0)
+    weight = tf.cast(total[:, 0] > 0, tf.float32)  # (B,)
+    if grade_weighted:
+        weight = weight * tf.reduce_max(g, axis=-1)
+    return tf.reduce_sum(per_group * weight) / tf.maximum(tf.reduce_sum(weight), 1e-9)
 
 
 def multi_positive_softmax(scores: tf.Tensor, grades: tf.Tensor) -> tf.Tensor:

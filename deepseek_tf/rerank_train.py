@@ -234,6 +234,8 @@ def check_cross_encoder_config(config: Config) -> None:
         raise ConfigError("data.teacher / train.distill_weight distill a cross-encoder into a dual encoder; "
                           "a cross-encoder does not take them")
     check_group_shape(d.num_negatives, d.lower_graded, d.positives_per_group)
+    if t.grade_weighting and t.loss != "listwise":
+        raise ConfigError("train.grade_weighting: a cross-encoder weights its groups with train.loss: listwise")
     if not 0.0 <= d.dev_fraction < 1.0:
         raise ConfigError(f"data.dev_fraction must be in [0, 1), got {d.dev_fraction}")
     if not 0.0 <= d.negatives_top_share <= 1.0:

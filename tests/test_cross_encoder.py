@@ -50,6 +50,20 @@ def test_listwise_softmax_one_positive_and_graded():
     assert two.numpy() == pytest.approx(0.239545, abs=1e-6)
 
 
+def test_listwise_softmax_grade_weighted_groups():
+    # group 1: positive graded 3, logits [2, 0, 0] -> ℓ = 0.239545 (above), weight 3
+    # group 2: positive graded 1, logits [0, 0, 0] -> ℓ = log 3 = 1.098612, weight 1
+    # weighted: (3·0.239545 + 1.098612)/4 = 0.454312; unweighted mean: 0.669079
+    s, g = tf.constant([[2.0, 0.0, 0.0], [0.0, 0.0, 0.0]]), tf.constant([[3, 0, 0], [1, 0, 0]])
+    assert losses.listwise_softmax(s, g, grade_weighted=True).numpy() == pytest.approx(0.454312, abs=1e-6)
+    assert losses.listwise_softmax(s, g).numpy() == pytest.approx(0.669079, abs=1e-6)
+    # equal grades: the weights cancel; a group with no relevant document still counts 0
+    same = tf.constant([[2, 0, 0], [2, 0, 0], [0, 0, 0]])
+    s3 = tf.constant([[2.0, 0.0, 0.0], [0.0, 0.0, 0.0], [9.0, 0.0, 0.0]])
+    assert losses.listwise_softmax(s3, same, grade_weighted=True).numpy() == \
+        pytest.approx(losses.listwise_softmax(s3, same).numpy(), abs=1e-7)
+
+
 def test_multi_positive_softmax_contrasts_each_positive_with_lower_grades():
     # scores [2, 1, 0, 0], grades [2, 1, 0, 0]:
     #   grade 2 vs {1, 0, 0}: log(1 + e⁻¹ + 2e⁻²) = log(1.638550) = 0.493812
@@ -332,6 +346,22 @@ def _tiny_model(interaction: str, loss: str = "listwise", head: str = "dense"):
     from deepseek_tf.tokenizer import Tokenizer
 
     return keras_model, Tokenizer(VOCAB), config
+
+
+def test_grade_weighting_reaches_the_loss_and_the_config(tmp_path):
+    from deepseek_tf.models import build_model
+    from deepseek_tf.rerank_train import check_cross_encoder_config
+
+    config = load_config(TINY, ["train.loss=listwise", "train.grade_weighting=true"])
+    model = build_model(config, len(VOCAB))
+    again = type(model).from_config(model.get_config())
+    assert model.grade_weighting and again.grade_weighting
+    # the two groups of test_listwise_softmax_grade_weighted_groups: weighted 0.454312
+    grades = tf.constant([[3, 0, 0], [1, 0, 0]])
+    loss = model.compute_loss(y=grades, y_pred=tf.constant([2.0, 0.0, 0.0, 0.0, 0.0, 0.0]))
+    assert float(loss) == pytest.approx(0.454312, abs=1e-6)
+    with pytest.raises(ConfigError, match="grade_weighting.*listwise"):
+        check_cross_encoder_config(load_config(TINY, ["train.loss=ranknet", "train.grade_weighting=true"]))
 
 
 @pytest.mark.parametrize("interaction,head", [("full", "dense"), ("full", "cosine"), ("light", "dense"),

@@ -26,7 +26,7 @@ RANKING_LOSSES = ("bce", "ranknet", "hinge", "listwise", "multi_positive")
 
 
 def ranking_loss(name: str, scores: tf.Tensor, grades: tf.Tensor, margin: float = 1.0,
-                 max_grade: float = 4.0) -> tf.Tensor:
+                 max_grade: float = 4.0, grade_weighted: bool = False) -> tf.Tensor:
     """Dispatches `train.loss` to the group losses in `deepseek_tf.losses`; shapes (B, n)."""
     if name == "bce":
         return losses.pointwise_bce(scores, grades, max_grade)
@@ -35,7 +35,7 @@ def ranking_loss(name: str, scores: tf.Tensor, grades: tf.Tensor, margin: float 
     if name == "hinge":
         return losses.pairwise_hinge(scores, grades, margin)
     if name == "listwise":
-        return losses.listwise_softmax(scores, grades)
+        return losses.listwise_softmax(scores, grades, grade_weighted)
     if name == "multi_positive":
         return losses.multi_positive_softmax(scores, grades)
     raise ValueError(f"cross-encoder loss must be one of {', '.join(RANKING_LOSSES)}, got {name!r}")
@@ -51,7 +51,7 @@ class _RankingModel(keras.Model):
     """Shared loss plumbing and config for both cross-encoder variants."""
 
     def __init__(self, backbone, loss: str = "listwise", margin: float = 1.0, max_grade: float = 4.0,
-                 **kwargs):
+                 grade_weighting: bool = False, **kwargs):
         super().__init__(**kwargs)
         if loss not in RANKING_LOSSES:
             raise ValueError(f"cross-encoder loss must be one of {', '.join(RANKING_LOSSES)}, got {loss!r}")
@@ -59,6 +59,7 @@ class _RankingModel(keras.Model):
         self.loss_name = loss
         self.margin = margin
         self.max_grade = max_grade
+        self.grade_weighting = grade_weighting
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         # y: grades (B, n), or {"grades", "prior"} when the ranking score is
@@ -69,7 +70,7 @@ class _RankingModel(keras.Model):
         scores = tf.reshape(y_pred, tf.shape(grades))  # (B·n,) -> (B, n)
         if prior is not None:
             scores = scores + tf.cast(prior, scores.dtype)
-        loss = ranking_loss(self.loss_name, scores, grades, self.margin, self.max_grade)
+        loss = ranking_loss(self.loss_name, scores, grades, self.margin, self.max_grade, self.grade_weighting)
         # Keras sums gradients over replicas; each replica contributes loss / n_replicas.
         return loss / tf.cast(tf.distribute.get_strategy().num_replicas_in_sync, loss.dtype)
 
@@ -83,7 +84,8 @@ class _RankingModel(keras.Model):
 
     def get_config(self):
         return {"name": self.name, "backbone": keras.saving.serialize_keras_object(self.backbone),
-                "loss": self.loss_name, "margin": self.margin, "max_grade": self.max_grade}
+                "loss": self.loss_name, "margin": self.margin, "max_grade": self.max_grade,
+                "grade_weighting": self.grade_weighting}
 
     @classmethod
     def from_config(cls, config):
@@ -246,7 +248,7 @@ def build_cross_encoder(config, vocab_size: int) -> keras.Model:
                           f"{', '.join(RANKING_LOSSES)}")
     # "infonce" is the config default; for groups of 1 positive + k negatives it is "listwise".
     loss = t.loss if t.loss in RANKING_LOSSES else "listwise"
-    common = dict(loss=loss, margin=t.margin, max_grade=4.0)
+    common = dict(loss=loss, margin=t.margin, max_grade=4.0, grade_weighting=t.grade_weighting)
     backbone = build_backbone(m, vocab_size)
     if m.interaction == "light":
         if m.local_layers:
