@@ -6,7 +6,9 @@ import tensorflow as tf
 
 from conftest import ROOT
 from deepseek_tf.config import load_config
+from deepseek_tf.errors import ConfigError
 from deepseek_tf.optim import LayerDecayAdamW, layer_scales, make_optimizer
+from deepseek_tf.train import check_layer_keys
 
 
 def test_layer_scales_by_depth():
@@ -65,3 +67,11 @@ def test_config_selects_the_optimizer_and_it_round_trips():
     assert isinstance(optimizer, LayerDecayAdamW) and optimizer.layer_decay == 0.8
     again = LayerDecayAdamW.from_config(optimizer.get_config())
     assert again.layer_decay == 0.8 and again.weight_decay == optimizer.weight_decay
+
+
+def test_layer_decay_refuses_a_hub_backbone():
+    # a TF Hub SavedModel's variables carry no transformer_layer_N names: the decay would do nothing
+    with pytest.raises(ConfigError, match="layer_decay needs a keras-hub BERT backbone"):
+        check_layer_keys(load_config(ROOT / "configs/tiny.yaml", ["train.layer_decay=0.8",
+                                                                  "model.backbone=hub:some/handle"]))
+    check_layer_keys(load_config(ROOT / "configs/tiny.yaml", ["train.layer_decay=0.8"]))  # scratch BERT: fine
