@@ -348,7 +348,7 @@ def _tiny_model(interaction: str, loss: str = "listwise", head: str = "dense"):
     return keras_model, Tokenizer(VOCAB), config
 
 
-def test_grade_weighting_reaches_the_loss_and_the_config(tmp_path):
+def test_grade_weighting_reaches_the_loss_and_the_config():
     from deepseek_tf.models import build_model
     from deepseek_tf.rerank_train import check_cross_encoder_config
 
