@@ -78,6 +78,10 @@ class DataConfig:
     # Up to this many of those slots hold the query's judged positives graded below the group's
     # positive, so a graded loss (listwise, ranknet, hinge) learns the grades, not just judged > not.
     lower_graded: int = 0
+    # Up to this many of those slots hold the query's judged non-relevant documents (grade below
+    # min_label) in every group, instead of only when the pool draw finds them: an assessor's "no"
+    # marks the hardest negatives (on Cranfield, the paper the question was written from).
+    judged_negatives: int = 0
     # Up to this many of a query's judged positives share one group (with num_negatives mined
     # negatives, plus more where a query has fewer positives left), so one forward pass over the
     # negatives serves several positives; pair with train.loss: multi_positive. 1 = one per group.

@@ -86,12 +86,16 @@ class Groups:
         return len(self.queries)
 
 
-def check_group_shape(num_negatives: int, lower_graded: int = 0, positives_per_group: int = 1) -> None:
+def check_group_shape(num_negatives: int, lower_graded: int = 0, positives_per_group: int = 1,
+                      judged_negatives: int = 0) -> None:
     """ConfigError on a group layout build_groups cannot fill (checked before any mining)."""
     if num_negatives < 1:
         raise ConfigError("data.num_negatives must be >= 1 for a cross-encoder")
     if not 0 <= lower_graded <= num_negatives:
         raise ConfigError(f"data.lower_graded must be in [0, data.num_negatives = {num_negatives}], got {lower_graded}")
+    if judged_negatives < 0 or lower_graded + judged_negatives > num_negatives:
+        raise ConfigError(f"data.judged_negatives must be >= 0 and, with data.lower_graded ({lower_graded}), "
+                          f"at most data.num_negatives ({num_negatives}); got {judged_negatives}")
     if positives_per_group < 1:
         raise ConfigError(f"data.positives_per_group must be >= 1, got {positives_per_group}")
     if positives_per_group > 1 and lower_graded:
@@ -113,12 +117,15 @@ def _sample(rng: np.random.Generator, pool: list[str], k: int, top_share: float,
 def build_groups(ds: data_lib.BeirDataset, pools: dict[str, list[str]], num_negatives: int,
                  min_label: int = 1, use_title: bool = True, rounds: int = 1, seed: int = 42,
                  first: Run | None = None, first_stage_weight: float = 0.0, lower_graded: int = 0,
-                 positives_per_group: int = 1, top_share: float = 0.0, top_depth: int = 20) -> Groups:
+                 positives_per_group: int = 1, top_share: float = 0.0, top_depth: int = 20,
+                 judged_negatives: int = 0) -> Groups:
     """`rounds` passes over every (query, positive); each pass samples fresh negatives.
 
     lower_graded: up to this many of the group's num_negatives slots go to the query's judged
     positives graded below the group's positive (sampled), so a graded loss sees grade 4 > 2 > 0
     and not only "judged > unjudged"; a positive with fewer lower-graded ones gets more negatives.
+    judged_negatives: up to this many slots go to the query's judged non-relevant documents
+    (grade < min_label, sampled) in every group; the mined ones are then drawn from the rest of the pool.
     positives_per_group P > 1: each pass shuffles a query's positives into chunks of up to P;
     a group is a chunk + num_negatives + (P − chunk size) negatives, so every group has
     P + num_negatives documents, positives first.
@@ -131,7 +138,7 @@ def build_groups(ds: data_lib.BeirDataset, pools: dict[str, list[str]], num_nega
     also gets its prior (see `Groups.priors`).
     """
     zs = {q: standardised(docs) for q, docs in first.items()} if first and first_stage_weight else None
-    check_group_shape(num_negatives, lower_graded, positives_per_group)
+    check_group_shape(num_negatives, lower_graded, positives_per_group, judged_negatives)
     size = positives_per_group
     rng = np.random.default_rng(seed)
     all_ids = list(ds.corpus)
@@ -141,6 +148,7 @@ def build_groups(ds: data_lib.BeirDataset, pools: dict[str, list[str]], num_nega
             judged = ds.qrels[q]
             positives = [(d, g) for d, g in sorted(judged.items()) if g >= min_label and d in ds.corpus]
             pool = pools[q] or [d for d in all_ids if judged.get(d, 0) < min_label]
+            refused = [d for d, g in sorted(judged.items()) if g < min_label and d in ds.corpus]
             if size > 1:  # size 1 skips the shuffle: a seed keeps drawing the groups it drew before
                 order = rng.permutation(len(positives))
                 chunks = [[positives[i] for i in order[s:s + size]] for s in range(0, len(positives), size)]
@@ -150,9 +158,14 @@ def build_groups(ds: data_lib.BeirDataset, pools: dict[str, list[str]], num_nega
                 g = chunk[0][1]
                 lower = [x for x, h in positives if h < g]
                 n_lower = min(lower_graded, len(lower))
-                k = num_negatives + size - len(chunk) - n_lower  # mined negatives fill the rest
+                n_judged = min(judged_negatives, len(refused))
+                k = num_negatives + size - len(chunk) - n_lower - n_judged  # mined negatives fill the rest
                 negs = [lower[i] for i in rng.choice(len(lower), n_lower, replace=False)] if n_lower else []
-                negs += _sample(rng, pool, k, top_share, top_depth)
+                drawn = pool
+                if n_judged:  # the RNG is only touched when on, so other configs draw as before
+                    negs += [refused[i] for i in rng.choice(len(refused), n_judged, replace=False)]
+                    drawn = [d for d in pool if d not in negs] or pool
+                negs += _sample(rng, drawn, k, top_share, top_depth)
                 ids = [d for d, _ in chunk] + negs
                 queries.append(ds.queries[q])
                 docs.append([ds.doc_text(x, use_title) for x in ids])
@@ -233,7 +246,7 @@ def check_cross_encoder_config(config: Config) -> None:
     if d.teacher or t.distill_weight:
         raise ConfigError("data.teacher / train.distill_weight distill a cross-encoder into a dual encoder; "
                           "a cross-encoder does not take them")
-    check_group_shape(d.num_negatives, d.lower_graded, d.positives_per_group)
+    check_group_shape(d.num_negatives, d.lower_graded, d.positives_per_group, d.judged_negatives)
     if t.grade_weighting and t.loss != "listwise":
         raise ConfigError("train.grade_weighting: a cross-encoder weights its groups with train.loss: listwise")
     if not 0.0 <= d.dev_fraction < 1.0:
@@ -307,7 +320,8 @@ def train_cross_encoder(config: Config, workdir: str | Path, verbose: int = 1) -
     groups = build_groups(ds, pools, d.num_negatives, d.min_label, d.use_title, rounds=t.epochs, seed=t.seed,
                           first=first, first_stage_weight=config.model.first_stage_weight,
                           lower_graded=d.lower_graded, positives_per_group=d.positives_per_group,
-                          top_share=d.negatives_top_share, top_depth=d.negatives_top_depth)
+                          top_share=d.negatives_top_share, top_depth=d.negatives_top_depth,
+                          judged_negatives=d.judged_negatives)
     titles = ""
     if d.title_pairs:
         title_groups = corpus_title_groups(ds, config)

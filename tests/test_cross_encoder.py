@@ -205,6 +205,27 @@ def test_lower_graded_positives_join_groups_with_their_grades():
         build_groups(ds, {"q": ["n1"]}, num_negatives=1, lower_graded=2)
 
 
+def test_judged_negatives_join_every_group_once():
+    from deepseek_tf.data import BeirDataset
+    from deepseek_tf.rerank_train import build_groups
+
+    corpus = {d: {"title": "", "text": d} for d in ["p2", "p1", "j", "n1", "n2", "n3", "n4", "n5"]}
+    ds = BeirDataset(corpus, {"q": "query"}, {"q": {"p2": 2, "p1": 1, "j": 0}})
+    pool = ["j", "n1", "n2", "n3", "n4", "n5"]  # the judged "no" is also in the first stage's pool
+    groups = build_groups(ds, {"q": pool}, num_negatives=3, seed=0, rounds=10, judged_negatives=1)
+    # every group: its positive, the judged negative "j" once (never drawn again from the pool),
+    # and two mined negatives; grades stay [g, 0, 0, 0]
+    assert len(groups) == 20
+    for docs, grades in zip(groups.docs, groups.grades):
+        assert docs[1] == "j" and docs.count("j") == 1 and len(set(docs)) == 4
+        assert grades[1:] == [0, 0, 0] and grades[0] in (1, 2)
+    # off (the default), "j" only comes when the pool draw finds it: 3 of 6 per group on average
+    plain = build_groups(ds, {"q": pool}, num_negatives=3, seed=0, rounds=10)
+    assert 0 < sum("j" in docs for docs in plain.docs) < 20
+    with pytest.raises(ConfigError, match="judged_negatives"):
+        build_groups(ds, {"q": pool}, num_negatives=2, lower_graded=1, judged_negatives=2)
+
+
 def test_positives_share_groups_of_fixed_size():
     from deepseek_tf.data import BeirDataset
     from deepseek_tf.rerank_train import build_groups
