@@ -201,6 +201,9 @@ def check_config(config: Config) -> None:
         raise ConfigError("train.grade_weighting works with train.loss: infonce")
     if d.hard_negatives < 1:
         raise ConfigError(f"data.hard_negatives must be >= 1, got {d.hard_negatives}")
+    if d.judged_negatives:
+        raise ConfigError("data.judged_negatives fills cross-encoder groups; a dual encoder's negatives come from "
+                          "data.mine_negatives and the batch")
     check_folds(config)
     if d.mine_negatives and data_lib.run_file(d.negatives_from) is not None:
         raise ConfigError("data.negatives_from: a run file serves cross-encoder training; a dual encoder mines "

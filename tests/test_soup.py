@@ -73,6 +73,8 @@ def test_tiny_soup_is_the_mean_of_its_members(tiny_run, tiny_beir, tmp_path):
     ("tiny.yaml", "data.hard_negatives=0", "hard_negatives must be >= 1"),
     ("tiny.yaml", "train.loss=margin_mse", "need data.teacher"),
     ("cross_encoder_tiny.yaml", "data.num_negatives=0", "num_negatives must be >= 1"),
+    ("cross_encoder_tiny.yaml", "data.judged_negatives=-1", "judged_negatives must be >= 0"),
+    ("tiny.yaml", "data.judged_negatives=1", "judged_negatives fills cross-encoder groups"),
 ])
 def test_a_bad_member_setting_fails_before_the_soup_writes_anything(tiny_run, tiny_beir, tmp_path, yaml, override,
                                                                     message):
