@@ -10,6 +10,7 @@ import json
 import resource
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -148,7 +149,7 @@ def _score(name: str, qrels, run: Run, stats: dict, extra: dict) -> dict:
 def evaluate(model: str | None, dataset: str, split: str = "test", top_k: int = 100,
              batch_size: int = 64, baseline: str | None = None, ignore_identical_ids: bool = False,
              rrf_k: int = 60, bm25_args: dict | None = None, verbose: bool = True,
-             rerank: str | None = None, rerank_fusion: float | None = None,
+             rerank: str | None = None, rerank_fusion: float | Sequence[float] | None = None,
              runs_dir: str | Path | None = None, first_run: str | Path | None = None) -> dict[str, dict]:
     """Evaluates MODEL (and BM25 / hybrid with baseline="bm25"); returns {system name: figures}.
 
@@ -263,6 +264,13 @@ def plot_recall_curves(results: dict[str, dict], path: str | Path, title: str = 
     tmp.replace(path)
 
 
+def _weights(text: str) -> list[float]:
+    try:
+        return [float(w) for w in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected W or W1,W2,... (numbers in [0, 1]), got {text!r}") from None
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m deepseek_tf.evaluate",
                                 description="Evaluate a retriever on a BEIR-layout dataset with trec_eval metrics; "
@@ -278,8 +286,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--top-k", type=int, default=100, help="documents retrieved per query (default: 100)")
     p.add_argument("--rerank", metavar="MODEL", help="cross-encoder (trained model/ dir or its SavedModel) that "
                                                      "rescores the first stage's top-k: adds a '+rerank' row")
-    p.add_argument("--rerank-fusion", type=float, metavar="W", help="also a '+rerank+fusion' row ordered by "
-                   "W·z(cross-encoder) + (1−W)·z(first stage), z standardised per query (0..1)")
+    p.add_argument("--rerank-fusion", type=_weights, metavar="W[,W...]", help="also a '+rerank+fusion' row "
+                   "ordered by W·z(cross-encoder) + (1−W)·z(first stage), z standardised per query (0..1); "
+                   "several weights (e.g. 0.3,0.4,0.5 on a dev split) give one '+rerank+fusion@W' row each "
+                   "from the same scoring pass")
     p.add_argument("--batch-size", type=int, default=64, help="encoding batch size (default: 64)")
     p.add_argument("--rrf-k", type=int, default=60, help="reciprocal-rank fusion constant (default: 60)")
     p.add_argument("--bm25-k1", type=float, default=1.5, help="BM25 k1 (default: 1.5, bm25s's default)")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -163,18 +164,30 @@ def fuse(first_stage: Run, reranked: Run, weight: float) -> Run:
     return fused
 
 
+def fusion_weights(fusion: float | Sequence[float] | None) -> tuple[float, ...]:
+    """--rerank-fusion W or W1,W2,...: the weights as a tuple, each checked to lie in [0, 1]."""
+    weights = () if fusion is None else (fusion,) if isinstance(fusion, (int, float)) else tuple(fusion)
+    for w in weights:
+        if not 0.0 <= w <= 1.0:
+            raise UserError(f"--rerank-fusion must be in [0, 1], got {w:g}")
+    if len(set(weights)) != len(weights):
+        raise UserError(f"--rerank-fusion: a weight is given twice ({','.join(f'{w:g}' for w in weights)})")
+    return weights
+
+
 def rerank_system(spec: str, ds: data_lib.BeirDataset, first_stage: Run, first_stats: dict, top_k: int = 100,
-                  fusion: float | None = None, progress: bool = False) -> list[tuple[str, Run, dict]]:
+                  fusion: float | Sequence[float] | None = None,
+                  progress: bool = False) -> list[tuple[str, Run, dict]]:
     """The "<first stage>+rerank" system(s) for evaluate: [(name suffix, run, stats)].
 
     "+rerank" orders by the cross-encoder alone; with `fusion` = w, "+rerank+fusion" orders
-    by `fuse(first, reranked, w)` (same scoring pass, no extra cost).
+    by `fuse(first, reranked, w)` (same scoring pass, no extra cost). With several weights (a
+    sweep, e.g. to pick w on held-out queries) each gets its own "+rerank+fusion@w" row.
     stats["latency_ms"][q] = first-stage latency + reranking latency (the system a user runs);
     rerank_latency_ms_p50/p95 are the reranking stage alone; docs_per_s stays the first
     stage's indexing speed, rerank_pairs_per_s is the cross-encoder's scoring speed.
     """
-    if fusion is not None and not 0.0 <= fusion <= 1.0:
-        raise UserError(f"--rerank-fusion must be in [0, 1], got {fusion}")
+    weights = fusion_weights(fusion)
     reranker = Reranker.load(spec)
     run, stats = rerank_run(reranker, ds, first_stage, top_k, progress=progress)
     before = first_stats.get("latency_ms", {})
@@ -186,17 +199,16 @@ def rerank_system(spec: str, ds: data_lib.BeirDataset, first_stage: Run, first_s
               "rerank_latency_ms_p50": stats["latency_ms_p50"], "rerank_latency_ms_p95": stats["latency_ms_p95"],
               "rerank_pairs_per_s": stats["docs_per_s"], "rerank_depth": top_k}
     systems = [("+rerank", run, {**common, "latency_ms": latencies})]
-    if fusion is not None:
-        systems.append(("+rerank+fusion", fuse(first_stage, run, fusion),
-                        {**common, "rerank_fusion": fusion, "latency_ms": dict(latencies)}))
+    for w in weights:
+        name = "+rerank+fusion" if len(weights) == 1 else f"+rerank+fusion@{w:g}"
+        systems.append((name, fuse(first_stage, run, w), {**common, "rerank_fusion": w, "latency_ms": dict(latencies)}))
     return systems
 
 
-def check_reranker_spec(spec: str, fusion: float | None = None, name: str = "--rerank") -> None:
-    """Cheap up-front check of --rerank MODEL [--rerank-fusion W] (before minutes of first-stage work);
-    `name` is the option or config key the errors name."""
-    if fusion is not None and not 0.0 <= fusion <= 1.0:
-        raise UserError(f"--rerank-fusion must be in [0, 1], got {fusion}")
+def check_reranker_spec(spec: str, fusion: float | Sequence[float] | None = None, name: str = "--rerank") -> None:
+    """Cheap up-front check of --rerank MODEL [--rerank-fusion W[,W...]] (before minutes of first-stage
+    work); `name` is the option or config key the errors name."""
+    fusion_weights(fusion)
     path = Path(spec)
     if (path / "model.keras").is_file() and (path / "config.yaml").is_file():
         from deepseek_tf.config import load_config

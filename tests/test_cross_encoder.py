@@ -1,6 +1,7 @@
 """Cross-encoder reranker: losses by hand, mined training groups, save/reload parity,
 learning on a fixed batch, and the retrieve -> rerank -> export path on the tiny dataset."""
 import json
+import re
 
 import numpy as np
 import pytest
@@ -633,6 +634,34 @@ def test_evaluate_rerank_rows_side_by_side(tiny_run, ce_run, tiny_beir, tmp_path
     bad = run_cli("deepseek_tf.evaluate", "--model", str(tiny_run / "model"), "--dataset", str(tiny_beir),
                   "--rerank", str(ce_run / "model"), "--rerank-fusion", "2")
     assert bad.returncode == 1 and "--rerank-fusion must be in [0, 1]" in bad.stderr
+
+
+def test_evaluate_fusion_sweep_gives_one_row_per_weight(tiny_run, ce_run, tiny_beir, tmp_path):
+    """--rerank-fusion 0,0.5,1: one scoring pass, one '+rerank+fusion@W' row per weight (to pick W on a
+    dev split). W = 0 is the first stage's order over its own top-k and W = 1 the cross-encoder's."""
+    from deepseek_tf.data import load_beir, read_run
+    from deepseek_tf.evaluate import evaluate, trec_metrics
+    from deepseek_tf.rerank import fuse
+
+    report = evaluate(str(tiny_run / "model"), str(tiny_beir), top_k=10, rerank=str(ce_run / "model"),
+                      rerank_fusion=[0.0, 0.5, 1.0], verbose=False, runs_dir=tmp_path)
+    assert list(report) == ["dense", "dense+rerank", "dense+rerank+fusion@0", "dense+rerank+fusion@0.5",
+                            "dense+rerank+fusion@1"]
+    assert [report[f"dense+rerank+fusion@{w}"]["rerank_fusion"] for w in ("0", "0.5", "1")] == [0.0, 0.5, 1.0]
+    assert report["dense+rerank+fusion@0"]["ndcg@10"] == pytest.approx(report["dense"]["ndcg@10"], abs=1e-4)
+    assert report["dense+rerank+fusion@1"]["ndcg@10"] == pytest.approx(report["dense+rerank"]["ndcg@10"], abs=1e-4)
+    qrels = load_beir(tiny_beir, "test").qrels
+    fused = fuse(read_run(tmp_path / "dense.trec"), read_run(tmp_path / "dense+rerank.trec"), 0.5)
+    assert trec_metrics(qrels, fused)[0]["ndcg@10"] == pytest.approx(report["dense+rerank+fusion@0.5"]["ndcg@10"],
+                                                                     abs=1e-4)
+    for weights, message in (([0.5, 0.5], "a weight is given twice (0.5,0.5)"),
+                             ([0.3, 1.5], "--rerank-fusion must be in [0, 1], got 1.5")):
+        with pytest.raises(UserError, match=re.escape(message)):
+            evaluate(str(tiny_run / "model"), str(tiny_beir), rerank=str(ce_run / "model"), rerank_fusion=weights,
+                     verbose=False)
+    bad = run_cli("deepseek_tf.evaluate", "--model", str(tiny_run / "model"), "--dataset", str(tiny_beir),
+                  "--rerank", str(ce_run / "model"), "--rerank-fusion", "0.3,x")
+    assert bad.returncode == 2 and "expected W or W1,W2,..." in bad.stderr and "Traceback" not in bad.stderr
 
 
 def test_saved_model_score_endpoint_matches_keras(ce_run, tmp_path):
