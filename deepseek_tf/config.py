@@ -148,7 +148,7 @@ class TrainConfig:
     mask_duplicates: bool = True  # infonce: pairs sharing a query/document are not negatives
     gather_across_replicas: bool = True  # infonce: negatives from every replica's batch
     accumulation_steps: int = 1  # micro-batches per batch (GradCache: same loss as the batch)
-    mixed_precision: str = "none"  # none | auto (bf16 on CPU, fp16 on GPU) | mixed_bfloat16 | mixed_float16
+    mixed_precision: str = "none"  # none | auto (train.precision_policy) | mixed_bfloat16 | mixed_float16
     # infonce: weight each pair by its graded judgment / the mean grade (nDCG's gains); a
     # cross-encoder's listwise loss: weight each group by its positive's grade
     grade_weighting: bool = False

@@ -254,6 +254,29 @@ def test_mined_hard_negatives_with_grad_cache_and_bf16(tiny_beir, tmp_path):
     assert model.query_encoder.backbone.dtype_policy.name == "float32" and model.learn_temperature
 
 
+# /proc/cpuinfo excerpts: a 2-core AMD EPYC (Zen 2) VM, an Intel Sapphire Rapids VM, an Arm v8.6 core
+ZEN2 = "processor\t: 0\nvendor_id\t: AuthenticAMD\nflags\t\t: fpu sse4_2 avx avx2 fma bmi2 sha_ni\n"
+SAPPHIRE_RAPIDS = "flags\t\t: fpu avx2 avx512f avx512_vnni avx512_bf16 amx_bf16 amx_tile amx_int8\n"
+ARM_V86 = "processor\t: 0\nFeatures\t: fp asimd aes sha2 i8mm bf16\nCPU implementer\t: 0x41\n"
+
+
+def test_mixed_precision_auto_uses_bfloat16_only_where_the_cpu_has_it(capsys):
+    from deepseek_tf.train import cpu_has_native_bf16, precision_policy
+
+    assert [cpu_has_native_bf16(x) for x in (ZEN2, SAPPHIRE_RAPIDS, ARM_V86, "")] == [False, True, True, False]
+    # a flag name elsewhere on a line other than flags/Features does not count
+    assert not cpu_has_native_bf16("model name\t: bf16 amx_bf16 lookalike\nflags\t\t: avx2\n")
+    assert precision_policy("auto", SAPPHIRE_RAPIDS) == "mixed_bfloat16"
+    assert precision_policy("auto", ZEN2) is None and precision_policy("none", SAPPHIRE_RAPIDS) is None
+    assert capsys.readouterr().err == ""
+    # asked for explicitly, bfloat16 is kept on any CPU, with a one-line warning where it is emulated
+    assert precision_policy("mixed_bfloat16", SAPPHIRE_RAPIDS) == "mixed_bfloat16"
+    assert capsys.readouterr().err == ""
+    assert precision_policy("mixed_bfloat16", ZEN2) == "mixed_bfloat16"
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("warning: train.mixed_precision mixed_bfloat16 on a CPU without")
+
+
 def test_float32_copy_keeps_mixed_precision_weights(tiny_beir):
     from deepseek_tf.tokenizer import Tokenizer
     from deepseek_tf.train import build_in_policy, float32_copy, set_dropout
