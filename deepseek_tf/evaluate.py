@@ -150,7 +150,8 @@ def evaluate(model: str | None, dataset: str, split: str = "test", top_k: int = 
              batch_size: int = 64, baseline: str | None = None, ignore_identical_ids: bool = False,
              rrf_k: int = 60, bm25_args: dict | None = None, verbose: bool = True,
              rerank: str | None = None, rerank_fusion: float | Sequence[float] | None = None,
-             runs_dir: str | Path | None = None, first_run: str | Path | None = None) -> dict[str, dict]:
+             runs_dir: str | Path | None = None, first_run: str | Path | None = None,
+             dev: tuple[float, int] | None = None) -> dict[str, dict]:
     """Evaluates MODEL (and BM25 / hybrid with baseline="bm25"); returns {system name: figures}.
 
     Each system's figures: METRIC_KEYS, queries, latency p50/p95 (ms, per query), docs_per_s
@@ -159,6 +160,8 @@ def evaluate(model: str | None, dataset: str, split: str = "test", top_k: int = 
     paired difference from the first stage, per metric, with its 95% CI and p: add_comparisons).
     runs_dir: also write each system's ranking there as a TREC run file, RUNS_DIR/<system>.trec.
     first_run: a TREC run file scored as system `run` (another first stage: --rerank reranks it).
+    dev: (fraction, seed): score only the queries of `split` that training with data.dev_fraction
+    = fraction and data.dev_seed = seed holds out (`train.split_dev`), e.g. to pick a fusion weight.
     """
     if baseline not in (None, "bm25"):
         raise UserError(f"--baseline {baseline!r}: only 'bm25' is supported")
@@ -170,7 +173,13 @@ def evaluate(model: str | None, dataset: str, split: str = "test", top_k: int = 
         from deepseek_tf.rerank import check_reranker_spec
 
         check_reranker_spec(rerank, rerank_fusion)
+    if dev is not None and not 0.0 < dev[0] < 1.0:
+        raise UserError(f"--dev-fraction must be in (0, 1), got {dev[0]:g}")
     ds = load_beir(dataset, split, unknown_ids="drop")
+    if dev is not None:
+        from deepseek_tf.train import split_dev
+
+        ds = split_dev(ds, *dev)[1]
     warnings = dataset_warnings(ds)
     if verbose:
         for line in warnings:
@@ -282,6 +291,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--run", metavar="FILE", help="a TREC run file (e.g. your production first stage) scored as "
                    "system 'run' and, with --rerank, reranked; instead of --model")
     p.add_argument("--split", default="test", help="qrels split (default: test)")
+    p.add_argument("--dev-fraction", type=float, metavar="F", help="score only the queries of --split that "
+                   "training with data.dev_fraction F held out (with --split train: a dev set that both stages "
+                   "were trained without)")
+    p.add_argument("--dev-seed", type=int, default=42, help="data.dev_seed of that training (default: 42)")
     p.add_argument("--baseline", choices=["bm25"], help="also evaluate BM25 and, with --model, the hybrid (RRF)")
     p.add_argument("--top-k", type=int, default=100, help="documents retrieved per query (default: 100)")
     p.add_argument("--rerank", metavar="MODEL", help="cross-encoder (trained model/ dir or its SavedModel) that "
@@ -346,7 +359,8 @@ def main(argv: list[str] | None = None) -> int:
     bm25_args = {"k1": args.bm25_k1, "b": args.bm25_b, "method": args.bm25_method}
     results = evaluate(args.model, args.dataset, args.split, args.top_k, args.batch_size, args.baseline,
                        args.ignore_identical_ids, args.rrf_k, bm25_args, rerank=args.rerank,
-                       rerank_fusion=args.rerank_fusion, runs_dir=args.save_runs, first_run=args.run)
+                       rerank_fusion=args.rerank_fusion, runs_dir=args.save_runs, first_run=args.run,
+                       dev=None if args.dev_fraction is None else (args.dev_fraction, args.dev_seed))
     print(format_table(results))
     for line in format_comparisons(results):
         print(line)

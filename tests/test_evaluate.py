@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from conftest import run_cli
+from conftest import ROOT, run_cli
 from deepseek_tf.errors import UserError
 from deepseek_tf.evaluate import METRIC_KEYS, drop_identical_ids, evaluate, hybrid_run, main
 from deepseek_tf.significance import paired_comparison
@@ -138,3 +138,23 @@ def test_hybrid_fuses_and_adds_latencies():
     assert list(run["q"]) == ["b", "a", "c"] and run["q"]["b"] == pytest.approx(1 / 62 + 1 / 61)
     assert 11.0 <= stats["latency_ms"]["q"] < 12.0  # 10 + 1 ms + fusion time
     assert stats["docs_per_s"] == pytest.approx(100 / 2.5)  # 100 docs indexed twice in 2 + 0.5 s
+
+
+def test_dev_fraction_scores_the_queries_training_held_out(tiny_run, tiny_beir):
+    """--split train --dev-fraction F: exactly the dev queries a training run with data.dev_fraction F
+    (same data.dev_seed) held out, so a fusion weight can be picked on queries neither stage saw."""
+    from deepseek_tf.config import load_config
+    from deepseek_tf.data import load_beir
+    from deepseek_tf.train import split_train_dev
+
+    config = load_config(ROOT / "configs" / "tiny.yaml", [f"data.dataset={tiny_beir}", "data.dev_fraction=0.34",
+                                                          "data.dev_seed=7"])
+    trained_on, held_out = split_train_dev(load_beir(tiny_beir, "train", unknown_ids="drop"), config)
+    report = evaluate(str(tiny_run / "model"), str(tiny_beir), split="train", dev=(0.34, 7), verbose=False)
+    assert set(report["dense"]["per_query"]) == set(held_out.qrels) and report["dense"]["queries"] == 4
+    assert not set(held_out.qrels) & set(trained_on.qrels) and len(trained_on.qrels) == 8
+    other_seed = evaluate(str(tiny_run / "model"), str(tiny_beir), split="train", dev=(0.34, 8), verbose=False)
+    assert set(other_seed["dense"]["per_query"]) != set(held_out.qrels)
+    for bad in (0.0, 1.0):
+        with pytest.raises(UserError, match=r"--dev-fraction must be in \(0, 1\)"):
+            evaluate(str(tiny_run / "model"), str(tiny_beir), split="train", dev=(bad, 42), verbose=False)
