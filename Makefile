@@ -6,7 +6,8 @@ PYTHON  := $(BIN)/python
 DATA    ?= ../shared/data/cranfield
 CONFIG  ?= configs/cranfield_minilm.yaml
 WORKDIR ?= runs/$(basename $(notdir $(CONFIG)))
-FUSION  ?= 0.5
+# Reranker fusion weight W: picked on 30 held-out training queries (session 20, README Reranking).
+FUSION  ?= 0.3
 MODEL   ?= $(WORKDIR)/model
 # Exports use the trained model when there is one, else the pretrained preset.
 EXPORT_MODEL ?= $(if $(wildcard $(MODEL)/model.keras),$(MODEL),all-MiniLM-L6-v2)
@@ -44,7 +45,7 @@ smoke: $(BIN)/activate  ## tiny end-to-end run: train -> evaluate -> export (und
 train:  ## train: make train CONFIG=configs/x.yaml [WORKDIR=runs/x]
 	$(PYTHON) -m deepseek_tf.train --config $(CONFIG) --workdir $(WORKDIR)
 
-evaluate:  ## evaluate: make evaluate MODEL=runs/x/model [DATA=dir] [RERANK=runs/ce/model [FUSION=0.5]]
+evaluate:  ## evaluate: make evaluate MODEL=runs/x/model [DATA=dir] [RERANK=runs/ce/model [FUSION=0.3]]
 	$(PYTHON) -m deepseek_tf.evaluate --model $(MODEL) --dataset $(DATA) --split test --output $(WORKDIR)/report.json \
 		$(if $(RERANK),--rerank $(RERANK) --top-k 100 --rerank-fusion $(FUSION))
 
