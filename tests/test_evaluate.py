@@ -158,3 +158,7 @@ def test_dev_fraction_scores_the_queries_training_held_out(tiny_run, tiny_beir):
     for bad in (0.0, 1.0):
         with pytest.raises(UserError, match=r"--dev-fraction must be in \(0, 1\)"):
             evaluate(str(tiny_run / "model"), str(tiny_beir), split="train", dev=(bad, 42), verbose=False)
+    bad = run_cli("deepseek_tf.evaluate", "--model", str(tiny_run / "model"), "--dataset", str(tiny_beir),
+                  "--dev-seed", "7")
+    assert bad.returncode == 1
+    assert bad.stderr.strip() == "error: --dev-seed needs --dev-fraction (the dev split it seeds)"
