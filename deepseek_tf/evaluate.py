@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from deepseek_tf.config import DataConfig
 from deepseek_tf.data import BeirDataset, load_beir, load_run, write_run
 from deepseek_tf.errors import UserError, cli_entry
 from deepseek_tf.significance import METRIC_KEYS, add_comparisons, compare_reports, format_comparisons
@@ -294,7 +295,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--dev-fraction", type=float, metavar="F", help="score only the queries of --split that "
                    "training with data.dev_fraction F held out (with --split train: a dev set that both stages "
                    "were trained without)")
-    p.add_argument("--dev-seed", type=int, help="data.dev_seed of that training (default: 42)")
+    p.add_argument("--dev-seed", type=int, help=f"data.dev_seed of that training (default: {DataConfig.dev_seed})")
     p.add_argument("--baseline", choices=["bm25"], help="also evaluate BM25 and, with --model, the hybrid (RRF)")
     p.add_argument("--top-k", type=int, default=100, help="documents retrieved per query (default: 100)")
     p.add_argument("--rerank", metavar="MODEL", help="cross-encoder (trained model/ dir or its SavedModel) that "
@@ -358,7 +359,8 @@ def main(argv: list[str] | None = None) -> int:
             raise UserError(f"--{flag} {target}: directory {Path(target).parent} does not exist")
     if args.dev_seed is not None and args.dev_fraction is None:
         raise UserError("--dev-seed needs --dev-fraction (the dev split it seeds)")
-    dev = None if args.dev_fraction is None else (args.dev_fraction, 42 if args.dev_seed is None else args.dev_seed)
+    seed = DataConfig.dev_seed if args.dev_seed is None else args.dev_seed  # training's default split
+    dev = None if args.dev_fraction is None else (args.dev_fraction, seed)
     bm25_args = {"k1": args.bm25_k1, "b": args.bm25_b, "method": args.bm25_method}
     results = evaluate(args.model, args.dataset, args.split, args.top_k, args.batch_size, args.baseline,
                        args.ignore_identical_ids, args.rrf_k, bm25_args, rerank=args.rerank,

@@ -68,14 +68,13 @@ def precision_policy(name: str, cpuinfo: str | None = None) -> str | None:
     An explicit mixed_bfloat16 on a CPU without it is kept, with a warning: it is many times slower.
     """
     gpus = tf.config.list_physical_devices("GPU")
-    on_gpu = bool(gpus)
     if name == "auto":
-        if on_gpu:
+        if gpus:
             capabilities = [tf.config.experimental.get_device_details(g).get("compute_capability", (0, 0))
                             for g in gpus]
             return "mixed_bfloat16" if min(capabilities) >= (8, 0) else "mixed_float16"
         return "mixed_bfloat16" if cpu_has_native_bf16(cpuinfo) else None
-    if name == "mixed_bfloat16" and not on_gpu and not cpu_has_native_bf16(cpuinfo):
+    if name == "mixed_bfloat16" and not gpus and not cpu_has_native_bf16(cpuinfo):
         print("warning: train.mixed_precision mixed_bfloat16 on a CPU without native bfloat16 (no AMX, "
               "AVX512_BF16 or BF16 flag): emulated, several times slower than float32; use auto or none",
               file=sys.stderr)
