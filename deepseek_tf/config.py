@@ -149,6 +149,9 @@ class TrainConfig:
     gather_across_replicas: bool = True  # infonce: negatives from every replica's batch
     accumulation_steps: int = 1  # micro-batches per batch (GradCache: same loss as the batch)
     mixed_precision: str = "none"  # none | auto (train.precision_policy) | mixed_bfloat16 | mixed_float16
+    # auto | xla | none: compile the training step with XLA (train.jit_policy; auto: cross-encoders
+    # on CPUs in float32, where it was measured faster, and Keras's own choice on GPUs)
+    jit_compile: str = "auto"
     # infonce: weight each pair by its graded judgment / the mean grade (nDCG's gains); a
     # cross-encoder's listwise loss: weight each group by its positive's grade
     grade_weighting: bool = False
@@ -200,6 +203,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "model.score_head": ("dense", "cosine"),
     "train.strategy": ("mirrored", "one_device", "multi_worker"),
     "train.mixed_precision": ("none", "auto", "mixed_bfloat16", "mixed_float16"),
+    "train.jit_compile": ("auto", "xla", "none"),
     "export.quantize": ("none", "float16", "dynamic", "int8"),
     "data.mine_fallback": ("random", "below"),
 }

@@ -364,10 +364,12 @@ def pair_dataset(
     drop_remainder: bool = True,
     weights: list[float] | None = None,
     teacher: np.ndarray | None = None,
+    pad_multiple: int = 1,
 ) -> tf.data.Dataset:
     """Batches of {"query": ids, "doc": ids[, "neg": ids][, "weight": (batch,)][, "teacher": (batch, k)]}
     for dual-encoder training; `weights` are per-pair loss weights (see `grade_weights`), `teacher`
-    a teacher's margins per pair and hard negative (see `distill.teacher_margins`)."""
+    a teacher's margins per pair and hard negative (see `distill.teacher_margins`); ids are padded
+    to a multiple of `pad_multiple` (XLA: `Tokenizer.widen`)."""
     columns = {"query": pairs.queries, "doc": pairs.docs}
     if pairs.negs is not None:
         columns["neg"] = pairs.negs  # (N,) or (N, k)
@@ -383,10 +385,10 @@ def pair_dataset(
 
     def ids(texts, length):
         if texts.shape.rank == 1:
-            return tokenizer(texts, length)
+            return tokenizer(texts, length, pad_multiple)
         # k negatives per pair: (batch, k) texts -> (batch, k, length) ids, so splits along the
         # batch axis (replicas, GradCache micro-batches) keep each pair's negatives with it
-        flat = tokenizer(tf.reshape(texts, [-1]), length)
+        flat = tokenizer(tf.reshape(texts, [-1]), length, pad_multiple)
         return {name: tf.reshape(t, tf.concat([tf.shape(texts), tf.shape(t)[1:]], 0)) for name, t in flat.items()}
 
     def tokenize(batch):

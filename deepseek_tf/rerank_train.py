@@ -200,7 +200,8 @@ def corpus_title_groups(ds: data_lib.BeirDataset, config: Config) -> Groups:
                         positives_per_group=d.positives_per_group)  # the judged groups' size
 
 
-def tokenize_groups(tokenizer, interaction: str, query_max_length: int, pair_max_length: int):
+def tokenize_groups(tokenizer, interaction: str, query_max_length: int, pair_max_length: int,
+                    pad_multiple: int = 1):
     """A tf.data map: {"query": (B,), "docs": (B, n)}, grades -> (model inputs for B·n pairs, grades)."""
 
     def fn(batch, grades):
@@ -208,23 +209,26 @@ def tokenize_groups(tokenizer, interaction: str, query_max_length: int, pair_max
         queries = tf.repeat(batch["query"], n)  # (B·n,) query i repeated for its n docs
         docs = tf.reshape(batch["docs"], [-1])  # (B·n,)
         if interaction == "light":
-            x = {"query": tokenizer(queries, query_max_length), "doc": tokenizer(docs, pair_max_length)}
+            x = {"query": tokenizer(queries, query_max_length, pad_multiple),
+                 "doc": tokenizer(docs, pair_max_length, pad_multiple)}
         else:
-            x = tokenizer.pairs(queries, docs, pair_max_length)
+            x = tokenizer.pairs(queries, docs, pair_max_length, pad_multiple)
         return x, tf.cast(grades, tf.float32)
 
     return fn
 
 
-def group_dataset(groups: Groups, tokenizer, config: Config, shuffle: bool = True) -> tf.data.Dataset:
-    """Batches of groups -> (pair inputs, grades), or (pair inputs, {"grades", "prior"}) with priors."""
+def group_dataset(groups: Groups, tokenizer, config: Config, shuffle: bool = True,
+                  pad_multiple: int = 1) -> tf.data.Dataset:
+    """Batches of groups -> (pair inputs, grades), or (pair inputs, {"grades", "prior"}) with priors;
+    inputs padded to a multiple of `pad_multiple` (XLA: `Tokenizer.widen`)."""
     m, t = config.model, config.train
     y = groups.grades if groups.priors is None else (groups.grades, groups.priors)
     ds = tf.data.Dataset.from_tensor_slices(({"query": groups.queries, "docs": groups.docs}, y))
     if shuffle:
         ds = ds.shuffle(min(config.data.shuffle_buffer, len(groups)), seed=t.seed)
     ds = ds.batch(t.batch_size, drop_remainder=True)
-    fn = tokenize_groups(tokenizer, m.interaction, m.query_max_length, m.doc_max_length)
+    fn = tokenize_groups(tokenizer, m.interaction, m.query_max_length, m.doc_max_length, pad_multiple)
     if groups.priors is not None:
         tokenize = fn
 
@@ -292,9 +296,9 @@ def train_cross_encoder(config: Config, workdir: str | Path, verbose: int = 1) -
 
     from deepseek_tf.config import save_config
     from deepseek_tf.optim import make_optimizer
-    from deepseek_tf.train import (DevEvaluator, _Checkpointer, build_in_policy, float32_copy,
-                                   make_strategy, precision_policy, prepare_tokenizer, save_trained_model,
-                                   split_train_dev)
+    from deepseek_tf.train import (DevEvaluator, _Checkpointer, build_in_policy, float32_copy, jit_policy,
+                                   make_strategy, pad_multiple, precision_policy, prepare_tokenizer,
+                                   save_trained_model, split_train_dev)
 
     workdir, d, t = Path(workdir), config.data, config.train
     check_cross_encoder_config(config)  # before minutes of mining
@@ -336,14 +340,14 @@ def train_cross_encoder(config: Config, workdir: str | Path, verbose: int = 1) -
     steps = t.steps_per_epoch or len(groups) // t.epochs // t.batch_size
     if steps < 1:
         raise UserError(f"only {len(groups) // t.epochs} groups: fewer than one batch of {t.batch_size}")
-    dataset = group_dataset(groups, tokenizer, config).repeat()
-
     policy = precision_policy(t.mixed_precision)
+    jit = jit_policy(t.jit_compile, policy, t.strategy, config.model.kind)
+    dataset = group_dataset(groups, tokenizer, config, pad_multiple=pad_multiple(jit)).repeat()
     sample = next(iter(dataset.take(1)))[0]
     with make_strategy(t.strategy).scope():
         model = build_in_policy(config, tokenizer.vocab_size, policy)
         optimizer = make_optimizer(config, steps * t.epochs)
-        model.compile(optimizer=optimizer)
+        model.compile(optimizer=optimizer, jit_compile=jit)
         model(sample)  # build variables before restoring
         optimizer.build(model.trainable_variables)
         checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)

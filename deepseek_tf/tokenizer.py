@@ -272,8 +272,11 @@ class Tokenizer(tf.Module):
         longest = tf.reduce_max(tf.concat([lengths, [0]], 0))
         return dense[:, :longest], lengths
 
-    def __call__(self, texts: tf.Tensor, max_length: int = 128) -> dict[str, tf.Tensor]:
-        """`[CLS] text [SEP]`, truncated to max_length, padded to the batch's longest."""
+    def __call__(self, texts: tf.Tensor, max_length: int = 128, multiple: int = 1) -> dict[str, tf.Tensor]:
+        """`[CLS] text [SEP]`, truncated to max_length, padded to the batch's longest.
+
+        `multiple` > 1 pads further, to the next multiple of it (at most max_length): see `widen`.
+        """
         ids, lengths = self.word_ids(texts, max_length - 2)
         batch = tf.shape(ids)[0]
         cls = tf.fill([batch, 1], self.cls_id)
@@ -282,17 +285,16 @@ class Tokenizer(tf.Module):
         positions = tf.range(tf.shape(ids)[1])[None, :]
         ids = tf.where(positions == (lengths + 1)[:, None], self.sep_id, ids)
         mask = positions < (lengths + 2)[:, None]
-        return {
-            "token_ids": ids,
-            "padding_mask": mask,
-            "segment_ids": tf.zeros_like(ids),
-        }
+        out = {"token_ids": ids, "padding_mask": mask, "segment_ids": tf.zeros_like(ids)}
+        return self.widen(out, multiple, max_length)
 
-    def pairs(self, first: tf.Tensor, second: tf.Tensor, max_length: int = 256) -> dict[str, tf.Tensor]:
+    def pairs(self, first: tf.Tensor, second: tf.Tensor, max_length: int = 256,
+              multiple: int = 1) -> dict[str, tf.Tensor]:
         """`[CLS] first [SEP] second [SEP]` with segment ids 0/1 (cross-encoder input).
 
         The first text keeps at most a quarter of the budget if the pair is too long
         (queries are short, documents carry the content); the second gets the rest.
+        `multiple` > 1 pads to the next multiple of it (at most max_length): see `widen`.
         """
         budget = max_length - 3
         a, la = self.word_ids(first, max(budget // 4, 1))
@@ -318,4 +320,20 @@ class Tokenizer(tf.Module):
         ids = tf.where(positions == la_ + lb_ + 2, self.sep_id, ids)
         mask = positions < (la_ + lb_ + 3)
         segments = tf.cast((positions >= la_ + 2) & mask, tf.int32)
-        return {"token_ids": ids, "padding_mask": mask, "segment_ids": segments}
+        return self.widen({"token_ids": ids, "padding_mask": mask, "segment_ids": segments}, multiple, max_length)
+
+    def widen(self, ids: dict[str, tf.Tensor], multiple: int, max_length: int) -> dict[str, tf.Tensor]:
+        """Pads a tokenized batch (batch, width) to the next multiple of `multiple`, at most max_length.
+
+        Under XLA (`train.jit_compile`) every new input shape compiles the step again (tens of
+        seconds for a BERT); padding to multiples of 64 leaves a handful of widths. Padded
+        positions are masked, so the model's outputs do not change.
+        """
+        if multiple <= 1:
+            return ids
+        width = tf.shape(ids["token_ids"])[1]
+        target = tf.minimum(-(-width // multiple) * multiple, tf.maximum(width, max_length))
+        extra = [[0, 0], [0, target - width]]
+        return {"token_ids": tf.pad(ids["token_ids"], extra, constant_values=self.pad_id),
+                "padding_mask": tf.pad(ids["padding_mask"], extra, constant_values=False),
+                "segment_ids": tf.pad(ids["segment_ids"], extra)}

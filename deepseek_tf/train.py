@@ -81,6 +81,31 @@ def precision_policy(name: str, cpuinfo: str | None = None) -> str | None:
     return None if name == "none" else name
 
 
+# Under XLA, tokenized batches are padded to multiples of this width (Tokenizer.widen), so the
+# step compiles for a few shapes instead of once per batch width.
+XLA_PAD_MULTIPLE = 64
+
+
+def jit_policy(name: str, policy: str | None, strategy: str, kind: str) -> bool | str:
+    """Keras `jit_compile` for `train.jit_compile`, given the dtype policy, strategy and model kind.
+
+    auto: XLA for a cross-encoder on a CPU in float32, where it measured faster (9-11 s a step
+    against 11-15 s on a 2-core AMD EPYC, README); a dual encoder there gained nothing (24 s
+    against 25 s), so it stays off. On GPUs Keras's own "auto". Not with bfloat16 on CPUs (never
+    measured) nor multi_worker (its CPU collectives fail to compile). Keras's "auto" alone never
+    uses XLA on a CPU.
+    """
+    if name == "auto":
+        if tf.config.list_physical_devices("GPU"):
+            return "auto"
+        return policy is None and strategy != "multi_worker" and kind == "cross_encoder"
+    return name == "xla"
+
+
+def pad_multiple(jit: bool | str) -> int:
+    return 1 if jit is False else XLA_PAD_MULTIPLE
+
+
 def build_in_policy(config: Config, vocab_size: int, policy: str | None) -> keras.Model:
     """`build_model` under a Keras dtype policy (None: the current one), then restores the global one.
 
@@ -391,7 +416,8 @@ def train(config: Config, workdir: str | Path, verbose: int = 1, shared_dir: str
         model = build_in_policy(config, tokenizer.vocab_size, policy)
         model.accumulation_steps = t.accumulation_steps
         optimizer = make_optimizer(config, steps * t.epochs)
-        model.compile(optimizer=optimizer)
+        jit = jit_policy(t.jit_compile, policy, t.strategy, config.model.kind)
+        model.compile(optimizer=optimizer, jit_compile=jit)
         # build variables before restoring (eager tokenizer calls: in multi-worker mode an
         # eager iterator over a nested tf.data element hands back tuples, not dicts)
         sample = {"query": tokenizer(tf.constant(pairs.queries[:2]), config.model.query_max_length),
@@ -432,7 +458,8 @@ def train(config: Config, workdir: str | Path, verbose: int = 1, shared_dir: str
         epoch, into = divmod(done, steps)
         dataset = data_lib.pair_dataset(
             pairs, tokenizer, t.batch_size, config.model.query_max_length, config.model.doc_max_length,
-            seed=t.seed, shuffle_buffer=d.shuffle_buffer, weights=weights, teacher=teacher).repeat().skip(done)
+            seed=t.seed, shuffle_buffer=d.shuffle_buffer, weights=weights, teacher=teacher,
+            pad_multiple=pad_multiple(jit)).repeat().skip(done)
         result = model.fit(dataset, epochs=epoch + 1 if into else t.epochs, initial_epoch=epoch,
                            steps_per_epoch=steps - into if into else steps, verbose=verbose, callbacks=callbacks,
                            shuffle=False)  # the tf.data pipeline shuffles with the seed

@@ -411,6 +411,23 @@ def test_save_reload_gives_same_scores(interaction, head, tmp_path):
     assert len(set(np.round(before, 6))) == 3  # really depends on the pair
 
 
+@pytest.mark.parametrize("interaction,head", [("full", "dense"), ("full", "cosine"), ("light", "cosine")])
+def test_widened_batches_score_the_same(interaction, head):
+    """Padding to a multiple of 64 for XLA (Tokenizer.widen) is masked everywhere, heads included."""
+    from deepseek_tf.rerank_train import tokenize_groups
+
+    model, tok, config = _tiny_model(interaction, head=head)
+    batch = {"query": tf.constant(["summer dress", "coffee"]),
+             "docs": tf.constant([["light cotton dress", "tent"], ["espresso coffee", "dress"]])}
+    grades = tf.constant([[2, 0], [1, 0]])
+    x, _ = tokenize_groups(tok, interaction, 16, 32)(batch, grades)
+    wide, _ = tokenize_groups(tok, interaction, 16, 32, pad_multiple=64)(batch, grades)
+    widths = [t["token_ids"].shape[1] for t in ((wide,) if interaction == "full" else wide.values())]
+    assert set(widths) <= {16, 32} and widths != [t["token_ids"].shape[1] for t in
+                                                  ((x,) if interaction == "full" else x.values())]
+    np.testing.assert_allclose(model(wide).numpy(), model(x).numpy(), atol=1e-5)
+
+
 def test_cosine_head_starts_as_segment_cosine():
     # zero-initialised Dense: score = cos(mean of [CLS] q [SEP] states, mean of d [SEP] states) / τ
     from deepseek_tf.rerank_train import tokenize_groups

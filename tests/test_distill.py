@@ -89,7 +89,7 @@ def test_teacher_scores_are_cached_by_pair_text_and_by_teacher_weights(tmp_path,
 
 def test_pair_dataset_keeps_each_teacher_row_with_its_pair():
     class Tok:  # a stand-in tokenizer: one token per text, its first character's code
-        def __call__(self, texts, length):
+        def __call__(self, texts, length, multiple=1):
             ids = tf.strings.unicode_decode(tf.strings.substr(texts, 0, 1), "UTF-8").to_tensor()
             return {"token_ids": ids, "padding_mask": tf.ones_like(ids, tf.bool), "segment_ids": tf.zeros_like(ids)}
 

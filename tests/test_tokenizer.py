@@ -42,3 +42,21 @@ def test_build_vocab_from_mixed_chinese_english():
     ids = tok(tf.constant(["轻便笔记本"]), 16)["token_ids"].numpy()[0]
     pieces = [vocab[i] for i in ids]
     assert pieces == ["[CLS]", "轻", "便", "笔", "记", "本", "[SEP]"]
+
+
+def test_widen_pads_to_the_next_multiple_within_max_length():
+    tok = Tokenizer(VOCAB)
+    # "a b" -> [CLS] a b [SEP] = 4 wide; multiple 3 -> 6, masked and [PAD] (0) beyond the text
+    out = tok(tf.constant(["a b", "c"]), max_length=64, multiple=3)
+    np.testing.assert_array_equal(out["token_ids"], [[2, 5, 6, 3, 0, 0], [2, 7, 3, 0, 0, 0]])
+    np.testing.assert_array_equal(out["padding_mask"], [[1, 1, 1, 1, 0, 0], [1, 1, 1, 0, 0, 0]])
+    np.testing.assert_array_equal(out["segment_ids"], np.zeros((2, 6)))
+    # the next multiple (64) is past max_length 5: capped there, never cut below the text
+    assert tok(tf.constant(["a b c"]), max_length=5, multiple=64)["token_ids"].shape == (1, 5)
+    assert tok(tf.constant(["a b c"]), max_length=64, multiple=5)["token_ids"].shape == (1, 5)  # already a multiple
+    # pairs: the hand-checked 8-wide pair batch above, widened to 12 with max_length 12
+    pairs = tok.pairs(tf.constant(["hello", "a"]), tf.constant(["world ! a b", "c"]), max_length=12, multiple=6)
+    np.testing.assert_array_equal(pairs["token_ids"], [[2, 9, 3, 10, 11, 5, 6, 3, 0, 0, 0, 0],
+                                                       [2, 5, 3, 7, 3, 0, 0, 0, 0, 0, 0, 0]])
+    np.testing.assert_array_equal(pairs["segment_ids"][:, 6:], [[1, 1, 0, 0, 0, 0], [0, 0, 0, 0, 0, 0]])
+    np.testing.assert_array_equal(pairs["padding_mask"].numpy().sum(1), [8, 5])

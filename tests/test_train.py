@@ -331,3 +331,38 @@ def test_build_in_policy_gives_a_pretrained_backbone_model_dropout(tiny_run, tin
                                                    "model.dropout=0.25"])
     model = build_in_policy(config, vocab_size, None)
     assert {layer.rate for layer in _dropout_layers(model)} == {0.25}
+
+
+def test_jit_compile_auto_uses_xla_for_cross_encoders_on_cpus_in_float32_only(monkeypatch):
+    from deepseek_tf.train import XLA_PAD_MULTIPLE, jit_policy, pad_multiple
+
+    ce, de = ("mirrored", "cross_encoder"), ("mirrored", "dual_encoder")
+    assert jit_policy("auto", None, *ce) is True  # this test machine: CPU, float32
+    assert jit_policy("auto", None, *de) is False  # measured: no gain for the dual encoder
+    assert jit_policy("auto", "mixed_bfloat16", *ce) is False  # bfloat16 under XLA on a CPU: never measured
+    assert jit_policy("auto", None, "multi_worker", "cross_encoder") is False  # collectives fail to compile
+    assert jit_policy("xla", "mixed_bfloat16", *de) is True and jit_policy("none", None, *ce) is False
+    assert pad_multiple(False) == 1 and pad_multiple(True) == pad_multiple("auto") == XLA_PAD_MULTIPLE
+    monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind=None: ["GPU:0"] if kind == "GPU" else [])
+    assert jit_policy("auto", None, *de) == "auto"  # Keras decides on GPUs
+
+
+@pytest.mark.parametrize("kind", ["dual_encoder", "cross_encoder"])
+def test_xla_training_matches_the_plain_step(tiny_beir, tmp_path, kind, monkeypatch):
+    """train.jit_compile: xla compiles the same step (losses to float rounding) on widened batches."""
+    from deepseek_tf.train import train
+
+    asked = []
+    compile_ = keras.Model.compile
+    monkeypatch.setattr(keras.Model, "compile", lambda self, *a, **k: (asked.append(k.get("jit_compile")),
+                                                                         compile_(self, *a, **k))[1])
+    if kind == "dual_encoder":
+        configs = lambda jit: _config(tiny_beir, "train.epochs=1", "train.steps_per_epoch=3", f"train.jit_compile={jit}")
+    else:
+        configs = lambda jit: load_config(ROOT / "configs/cross_encoder_tiny.yaml", [
+            f"data.dataset={tiny_beir}", "model.dropout=0.0", "train.epochs=1", "train.steps_per_epoch=3",
+            f"train.jit_compile={jit}"])
+    xla = train(configs("xla"), tmp_path / "xla", verbose=0)
+    plain = train(configs("none"), tmp_path / "plain", verbose=0)
+    assert asked == [True, False]
+    assert xla["loss"][0] != 0 and xla["loss"][0] == pytest.approx(plain["loss"][0], rel=1e-4)
