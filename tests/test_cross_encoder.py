@@ -422,9 +422,8 @@ def test_widened_batches_score_the_same(interaction, head):
     grades = tf.constant([[2, 0], [1, 0]])
     x, _ = tokenize_groups(tok, interaction, 16, 32)(batch, grades)
     wide, _ = tokenize_groups(tok, interaction, 16, 32, pad_multiple=64)(batch, grades)
-    widths = [t["token_ids"].shape[1] for t in ((wide,) if interaction == "full" else wide.values())]
-    assert set(widths) <= {16, 32} and widths != [t["token_ids"].shape[1] for t in
-                                                  ((x,) if interaction == "full" else x.values())]
+    widths = lambda inputs: [t["token_ids"].shape[1] for t in ((inputs,) if interaction == "full" else inputs.values())]
+    assert set(widths(wide)) <= {16, 32} and widths(wide) != widths(x)
     np.testing.assert_allclose(model(wide).numpy(), model(x).numpy(), atol=1e-5)
 
 
