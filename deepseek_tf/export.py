@@ -21,8 +21,8 @@ import numpy as np
 import tensorflow as tf
 
 from deepseek_tf.errors import UserError, cli_entry
-from deepseek_tf.tflite import (QUANT_MODES, TOLERANCES, TFLiteEmbedder, calibration_texts, write_cross_tflite,
-                                write_tflite)
+from deepseek_tf.tflite import (QUANT_MODES, TOLERANCES, TFLiteEmbedder, calibration_texts, default_threads,
+                                write_cross_tflite, write_tflite)
 
 __all__ = ["CHECK_TEXTS", "HELD_TEXTS", "TFLiteEmbedder", "build_archive", "export_saved_model",
            "export_tflite", "quantization_report"]
@@ -301,7 +301,7 @@ def quantization_report(model: str | Path, dataset: str | Path, output: str | Pa
 
     report = {"model": str(model), "dataset": str(dataset), "split": split, "modes": rows, "failed": failed,
               "latency_texts": latency_texts, "cpu": f"{platform.machine()} x{os.cpu_count()}",
-              "runtime": "tensorflow.lite InterpreterWithCustomOps (default threads)",
+              "runtime": f"tensorflow.lite InterpreterWithCustomOps ({default_threads()} threads)",
               "tolerances": {m: list(TOLERANCES[m]) for m in modes}}
     report["markdown"] = format_report(report)
     out = Path(output)

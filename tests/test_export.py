@@ -72,6 +72,38 @@ def test_tflite_attention_has_no_float_select(exported):
     assert [tensors[op["outputs"][0]]["dtype"] for op in selects if tensors[op["outputs"][0]]["dtype"] != np.int32] == []
 
 
+def _spy_interpreter_threads(monkeypatch) -> list:
+    """Records the num_threads each TFLite interpreter is built with."""
+    from tensorflow.lite.python import interpreter as tfl
+
+    seen, real = [], tfl.InterpreterWithCustomOps.__init__
+
+    def spy(self, *args, **kwargs):
+        seen.append(kwargs.get("num_threads"))
+        real(self, *args, **kwargs)
+
+    monkeypatch.setattr(tfl.InterpreterWithCustomOps, "__init__", spy)
+    return seen
+
+
+def test_tflite_uses_the_allowed_cpus_by_default(exported, monkeypatch):
+    # TFLite's own default is one thread; ours is the process's CPU affinity (3 CPUs faked here).
+    import os
+
+    texts = HELD_TEXTS + FRESH
+    two = TFLiteEmbedder(exported["paths"]["none"], num_threads=2).encode(texts, "doc")
+    seen = _spy_interpreter_threads(monkeypatch)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2}, raising=False)
+    one = TFLiteEmbedder(exported["paths"]["none"], num_threads=1)
+    default = TFLiteEmbedder(exported["paths"]["none"])
+    assert seen == [1, 1, 3, 3]  # one interpreter per tower file
+    # threads split the work, not the sums: the same vectors
+    np.testing.assert_allclose(one.encode(texts, "doc"), two, atol=1e-6)
+    np.testing.assert_allclose(default.encode(texts, "doc"), two, atol=1e-6)
+    with pytest.raises(UserError, match="threads must be >= 1, got 0"):
+        TFLiteEmbedder(exported["paths"]["none"], num_threads=0)
+
+
 def test_each_tower_keeps_its_max_length(exported):
     # Shared towers: same weights, but the query file truncates at 16 tokens and the doc file at 64.
     emb = TFLiteEmbedder(exported["paths"]["none"])
@@ -160,7 +192,9 @@ def cross_model_dir(tiny_run, tmp_path_factory):
     return directory
 
 
-def test_cross_encoder_tflite_matches_keras(cross_model_dir, tmp_path):
+def test_cross_encoder_tflite_matches_keras(cross_model_dir, tmp_path, monkeypatch):
+    import os
+
     from deepseek_tf.export import export_tflite
     from deepseek_tf.rerank import Reranker
 
@@ -172,5 +206,8 @@ def test_cross_encoder_tflite_matches_keras(cross_model_dir, tmp_path):
     queries = ["防水帐篷", "summer dress", "", "espresso machine"]
     docs = ["两人 camping tent waterproof", "running shoes " * 40, "轻便笔记本", ""]
     want = Reranker.load(str(cross_model_dir)).score_pairs(queries, docs)
+    seen = _spy_interpreter_threads(monkeypatch)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
     got = Reranker.load(str(path)).score_pairs(queries, docs)  # the .tflite works as --rerank MODEL
     assert got.shape == (4,) and np.max(np.abs(got - want)) <= 1e-4
+    assert seen == [2]  # --rerank FILE.tflite scores on every allowed CPU
