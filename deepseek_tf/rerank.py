@@ -109,6 +109,18 @@ class Reranker:
         return self.score_pairs([query] * len(docs), docs)
 
 
+def rerank_query(reranker: Reranker, query: str, candidates: list[tuple[str, float]],
+                 texts: list[str]) -> dict[str, float]:
+    """One query's first-stage candidates [(doc id, score)] and their texts -> {doc id: reranked score}
+    (plus weight · z(first-stage score) for a reranker trained with that prior, see `Reranker`)."""
+    scores = reranker.score(query, texts)  # (len(candidates),)
+    out = {d: float(s) for (d, _), s in zip(candidates, scores)}
+    if reranker.first_stage_weight:
+        z = standardised(dict(candidates))
+        out = {d: s + reranker.first_stage_weight * z[d] for d, s in out.items()}
+    return out
+
+
 def rerank_run(reranker: Reranker, ds: data_lib.BeirDataset, first_stage: Run, top_k: int = 100,
                use_title: bool = True, progress: bool = False) -> tuple[Run, dict[str, float]]:
     """Rescores each query's top-k first-stage documents (adding the first-stage prior for a
@@ -127,15 +139,10 @@ def rerank_run(reranker: Reranker, ds: data_lib.BeirDataset, first_stage: Run, t
     run, latencies, pairs = {}, {}, 0
     for q in items:
         top = sorted(first_stage[q].items(), key=lambda x: (-x[1], x[0]))[:top_k]
-        ids = [d for d, _ in top]
         t0 = time.perf_counter()
-        scores = reranker.score(ds.queries[q], [ds.doc_text(d, use_title) for d in ids])
+        run[q] = rerank_query(reranker, ds.queries[q], top, [ds.doc_text(d, use_title) for d, _ in top])
         latencies[q] = (time.perf_counter() - t0) * 1000
-        pairs += len(ids)
-        run[q] = {d: float(s) for d, s in zip(ids, scores)}
-        if reranker.first_stage_weight:
-            z = standardised(dict(top))
-            run[q] = {d: s + reranker.first_stage_weight * z[d] for d, s in run[q].items()}
+        pairs += len(top)
     values = list(latencies.values())
     stats = {"latency_ms_p50": float(np.percentile(values, 50)) if values else None,
              "latency_ms_p95": float(np.percentile(values, 95)) if values else None,

@@ -680,6 +680,50 @@ def test_evaluate_fusion_sweep_gives_one_row_per_weight(tiny_run, ce_run, tiny_b
     assert bad.returncode == 2 and "expected W or W1,W2,..." in bad.stderr and "Traceback" not in bad.stderr
 
 
+def test_search_reranks_as_evaluate_does(tiny_run, ce_run, tiny_beir, tmp_path, capsys):
+    """search --rerank: the retriever's top-k rescored by the cross-encoder (and fused) gives each
+    query the scores evaluate's dense+rerank(+fusion) run gives it, best first, cut to --top-k."""
+    from deepseek_tf.data import load_beir
+    from deepseek_tf.evaluate import evaluate
+    from deepseek_tf.search import main, search
+
+    model, corpus, ce = str(tiny_run / "model"), tiny_beir / "corpus.jsonl", str(ce_run / "model")
+    evaluate(model, str(tiny_beir), top_k=10, rerank=ce, rerank_fusion=0.5, verbose=False, runs_dir=tmp_path / "runs")
+    from deepseek_tf.data import read_run
+
+    runs = {n: read_run(tmp_path / "runs" / f"{n}.trec") for n in ("dense", "dense+rerank", "dense+rerank+fusion")}
+    ds = load_beir(tiny_beir, "test")
+    qid = sorted(ds.qrels)[0]
+    plain = search(model, corpus, [ds.queries[qid]], top_k=10, verbose=False)[0]
+    assert {h["id"]: h["score"] for h in plain["hits"]} == pytest.approx(runs["dense"][qid], abs=1e-4)
+    for fusion, name in ((None, "dense+rerank"), (0.5, "dense+rerank+fusion")):
+        got = search(model, corpus, [ds.queries[qid]], top_k=4, rerank=ce, rerank_depth=10, fusion=fusion,
+                     verbose=False)[0]
+        want = sorted(runs[name][qid].items(), key=lambda x: -x[1])[:4]
+        assert [h["id"] for h in got["hits"]] == [d for d, _ in want]
+        assert [h["score"] for h in got["hits"]] == pytest.approx([s for _, s in want], abs=1e-4)
+        assert [h["reranker_score"] for h in got["hits"]] == pytest.approx(
+            [runs["dense+rerank"][qid][h["id"]] for h in got["hits"]], abs=1e-4)
+        assert [h["retriever_score"] for h in got["hits"]] == pytest.approx(
+            [runs["dense"][qid][h["id"]] for h in got["hits"]], abs=1e-4)
+        assert got["latency_ms"] > got["rerank_ms"] > 0
+    args = ["--model", model, "--corpus", str(corpus), "--query", "espresso machine", "--top-k", "2",
+            "--rerank", ce, "--rerank-depth", "5", "--rerank-fusion", "0.3"]
+    assert main(args) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "reranking" in lines[0] and [l.split()[0] for l in lines[1:]] == ["1.", "2."]
+    # bad input: one line, exit 1, and no index written
+    ix = tmp_path / "ix"
+    for extra, message in ((["--rerank-depth", "1"], "--rerank-depth (1) must be >= --top-k (2)"),
+                           (["--rerank-fusion", "1.5"], "--rerank-fusion must be in [0, 1], got 1.5"),
+                           (["--rerank", model], "a dual_encoder model, not a cross-encoder")):
+        assert main(args + ["--index", str(ix)] + extra) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0] and not ix.exists()
+    assert main(args[:8] + ["--rerank-fusion", "0.3"]) == 1  # fusion without --rerank
+    assert capsys.readouterr().err.strip() == "error: --rerank-fusion needs --rerank CROSS_ENCODER"
+
+
 def test_saved_model_score_endpoint_matches_keras(ce_run, tmp_path):
     from deepseek_tf.export import export_saved_model
     from deepseek_tf.rerank import Reranker
