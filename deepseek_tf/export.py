@@ -157,7 +157,10 @@ class _Prepared:
     def __init__(self, spec: str | Path, loaded: tuple | None = None):
         self.model, self.tokenizer, self.config = loaded or load_for_export(spec)
         if self.config.model.kind != "dual_encoder":
-            raise UserError(f"--format tflite exports dual encoders; {spec} is a {self.config.model.kind}")
+            # export_tflite sends cross-encoders elsewhere; only the tower report lands here
+            raise UserError(f"--report measures dual-encoder towers and {spec} is a {self.config.model.kind}: "
+                            f"export it with --quantize MODE and score the file with "
+                            f"`evaluate --rerank FILE.tflite` (README, Reranking)")
         m = self.config.model
         self.reference = _reference(self.model, self.tokenizer, self.config)
         self.base_meta = _base_meta(self.tokenizer, self.config, self.reference)

@@ -192,6 +192,16 @@ def cross_model_dir(tiny_run, tmp_path_factory):
     return directory
 
 
+def test_report_on_a_cross_encoder_is_one_line(cross_model_dir, tiny_beir, tmp_path):
+    proc = run_cli("deepseek_tf.export", "--model", str(cross_model_dir), "--format", "tflite", "--report",
+                   "--dataset", str(tiny_beir), "--output", str(tmp_path / "ce"))
+    assert proc.returncode == 1
+    lines = [l for l in proc.stderr.splitlines() if l.strip()]
+    assert len(lines) == 1 and lines[0].startswith(f"error: --report measures dual-encoder towers and "
+                                                   f"{cross_model_dir} is a cross_encoder"), proc.stderr
+    assert "evaluate --rerank FILE.tflite" in lines[0] and not any(tmp_path.iterdir())
+
+
 def test_cross_encoder_tflite_matches_keras(cross_model_dir, tmp_path, monkeypatch):
     import os
 
