@@ -683,14 +683,12 @@ def test_evaluate_fusion_sweep_gives_one_row_per_weight(tiny_run, ce_run, tiny_b
 def test_search_reranks_as_evaluate_does(tiny_run, ce_run, tiny_beir, tmp_path, capsys):
     """search --rerank: the retriever's top-k rescored by the cross-encoder (and fused) gives each
     query the scores evaluate's dense+rerank(+fusion) run gives it, best first, cut to --top-k."""
-    from deepseek_tf.data import load_beir
+    from deepseek_tf.data import load_beir, read_run
     from deepseek_tf.evaluate import evaluate
     from deepseek_tf.search import main, search
 
     model, corpus, ce = str(tiny_run / "model"), tiny_beir / "corpus.jsonl", str(ce_run / "model")
     evaluate(model, str(tiny_beir), top_k=10, rerank=ce, rerank_fusion=0.5, verbose=False, runs_dir=tmp_path / "runs")
-    from deepseek_tf.data import read_run
-
     runs = {n: read_run(tmp_path / "runs" / f"{n}.trec") for n in ("dense", "dense+rerank", "dense+rerank+fusion")}
     ds = load_beir(tiny_beir, "test")
     qid = sorted(ds.qrels)[0]
