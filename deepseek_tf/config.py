@@ -148,8 +148,8 @@ class TrainConfig:
     mask_duplicates: bool = True  # infonce: pairs sharing a query/document are not negatives
     gather_across_replicas: bool = True  # infonce: negatives from every replica's batch
     accumulation_steps: int = 1  # micro-batches per batch (GradCache: same loss as the batch)
-    mixed_precision: str = "none"  # none | auto (train.precision_policy) | mixed_bfloat16 | mixed_float16
-    # auto | xla | none: compile the training step with XLA (train.jit_policy; auto: cross-encoders
+    mixed_precision: str = "none"  # none | auto (compute.precision_policy) | mixed_bfloat16 | mixed_float16
+    # auto | xla | none: compile the training step with XLA (compute.jit_policy; auto: cross-encoders
     # on CPUs in float32, where it was measured faster, and Keras's own choice on GPUs)
     jit_compile: str = "auto"
     # infonce: weight each pair by its graded judgment / the mean grade (nDCG's gains); a

@@ -296,9 +296,10 @@ def train_cross_encoder(config: Config, workdir: str | Path, verbose: int = 1) -
 
     from deepseek_tf.config import save_config
     from deepseek_tf.optim import make_optimizer
-    from deepseek_tf.train import (DevEvaluator, _Checkpointer, build_in_policy, float32_copy, jit_policy,
-                                   make_strategy, pad_multiple, precision_policy, prepare_tokenizer,
-                                   save_trained_model, split_train_dev)
+    from deepseek_tf.callbacks import Checkpointer, DevEvaluator
+    from deepseek_tf.compute import (build_in_policy, float32_copy, jit_policy, make_strategy, pad_multiple,
+                                     precision_policy)
+    from deepseek_tf.train import prepare_tokenizer, save_trained_model, split_train_dev
 
     workdir, d, t = Path(workdir), config.data, config.train
     check_cross_encoder_config(config)  # before minutes of mining
@@ -360,7 +361,7 @@ def train_cross_encoder(config: Config, workdir: str | Path, verbose: int = 1) -
     history_path = workdir / "history.json"
     history = json.loads(history_path.read_text()) if history_path.is_file() else {}
     history.pop("train_seconds", None)
-    callbacks = [_Checkpointer(manager), keras.callbacks.TensorBoard(str(workdir / "logs"))]
+    callbacks = [Checkpointer(manager), keras.callbacks.TensorBoard(str(workdir / "logs"))]
     evaluator = None
     if dev is not None:  # first: the others see dev_ndcg@10 in the logs
         evaluator = DevEvaluator(lambda: dev_rerank_ndcg(model, tokenizer, config, dev, dev_first),
@@ -379,7 +380,7 @@ def train_cross_encoder(config: Config, workdir: str | Path, verbose: int = 1) -
     if evaluator is not None:
         evaluator.restore_best(model, history)
     history_path.write_text(json.dumps(history, indent=2))
-    if policy:  # served and exported in float32 (see train.float32_copy)
+    if policy:  # served and exported in float32 (see compute.float32_copy)
         model = float32_copy(model, config, tokenizer.vocab_size, sample)
     save_trained_model(model, tokenizer, config, workdir / "model")
     return history

@@ -16,113 +16,19 @@ import time
 from pathlib import Path
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from deepseek_tf import data as data_lib
 from deepseek_tf import distill
+from deepseek_tf.callbacks import Checkpointer, DevEvaluator, dev_ndcg
+from deepseek_tf.compute import (build_in_policy, float32_copy, jit_policy, make_strategy, pad_multiple,
+                                 precision_policy)
 from deepseek_tf.config import Config, add_run_arguments, config_and_workdir, save_config
 from deepseek_tf.errors import ConfigError, UserError, cli_entry
 from deepseek_tf.models import build_model
 from deepseek_tf.models.backbones import backbone_kind, vocab_path
 from deepseek_tf.optim import make_optimizer
 from deepseek_tf.tokenizer import Tokenizer, build_vocab, read_vocab, save_vocab
-
-
-def make_strategy(name: str) -> tf.distribute.Strategy:
-    """mirrored: all local devices; multi_worker: the cluster in TF_CONFIG; one_device."""
-    if name == "mirrored":
-        return tf.distribute.MirroredStrategy()
-    if name == "multi_worker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    return tf.distribute.OneDeviceStrategy("/cpu:0" if not tf.config.list_physical_devices("GPU") else "/gpu:0")
-
-
-# CPU flags (Linux /proc/cpuinfo) of native bfloat16 matrix maths: Intel AMX or AVX512_BF16 (x86),
-# BF16 (Arm v8.6+). Without them TensorFlow emulates bfloat16: measured on a 2-core AMD EPYC (Zen 2,
-# AVX2 only), the Cranfield retriever recipe took 91 s per step in mixed_bfloat16 against 22 s in
-# float32, where AMX made it 1.35x faster than float32.
-NATIVE_BF16_FLAGS = frozenset({"amx_bf16", "avx512_bf16", "bf16"})
-
-
-def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool:
-    """True when the CPU's flags (/proc/cpuinfo text; read when None) include native bfloat16 maths.
-    An unreadable /proc/cpuinfo (macOS, Windows) counts as no: float32 is never the slow choice."""
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            return False
-    for line in cpuinfo.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() in ("flags", "Features") and NATIVE_BF16_FLAGS & set(value.split()):
-            return True
-    return False
-
-
-def precision_policy(name: str, cpuinfo: str | None = None) -> str | None:
-    """The Keras dtype policy for `train.mixed_precision` (None: float32).
-
-    auto: on GPUs mixed_bfloat16 from compute capability 8.0 (Ampere) on, else mixed_float16 (with
-    loss scaling); on a CPU mixed_bfloat16 where it is native (`cpu_has_native_bf16`), else float32.
-    An explicit mixed_bfloat16 on a CPU without it is kept, with a warning: it is many times slower.
-    """
-    gpus = tf.config.list_physical_devices("GPU")
-    if name == "auto":
-        if gpus:
-            capabilities = [tf.config.experimental.get_device_details(g).get("compute_capability", (0, 0))
-                            for g in gpus]
-            return "mixed_bfloat16" if min(capabilities) >= (8, 0) else "mixed_float16"
-        return "mixed_bfloat16" if cpu_has_native_bf16(cpuinfo) else None
-    if name == "mixed_bfloat16" and not gpus and not cpu_has_native_bf16(cpuinfo):
-        print("warning: train.mixed_precision mixed_bfloat16 on a CPU without native bfloat16 (no AMX, "
-              "AVX512_BF16 or BF16 flag): emulated, several times slower than float32; use auto or none",
-              file=sys.stderr)
-    return None if name == "none" else name
-
-
-# Under XLA, tokenized batches are padded to multiples of this width (Tokenizer.widen), so the
-# step compiles for a few shapes instead of once per batch width.
-XLA_PAD_MULTIPLE = 64
-
-
-def jit_policy(name: str, policy: str | None, strategy: str, kind: str) -> bool | str:
-    """Keras `jit_compile` for `train.jit_compile`, given the dtype policy, strategy and model kind.
-
-    auto: XLA for a cross-encoder on a CPU in float32, where it measured faster (9-11 s a step
-    against 11-15 s on a 2-core AMD EPYC, README); a dual encoder there gained nothing (24 s
-    against 25 s), so it stays off. On GPUs Keras's own "auto". Not with bfloat16 on CPUs (never
-    measured) nor multi_worker (its CPU collectives fail to compile). Keras's "auto" alone never
-    uses XLA on a CPU.
-    """
-    if name == "auto":
-        if tf.config.list_physical_devices("GPU"):
-            return "auto"
-        return policy is None and strategy != "multi_worker" and kind == "cross_encoder"
-    return name == "xla"
-
-
-def pad_multiple(jit: bool | str) -> int:
-    return 1 if jit is False else XLA_PAD_MULTIPLE
-
-
-def build_in_policy(config: Config, vocab_size: int, policy: str | None) -> keras.Model:
-    """`build_model` under a Keras dtype policy (None: the current one), then restores the global one.
-
-    Layers take the policy when built; later code (evaluation, export, tests) keeps float32.
-    A pretrained backbone comes with the dropout rates it was saved with: `model.dropout`
-    replaces them here, so the dual-encoder and cross-encoder trainers apply it alike.
-    """
-    previous = keras.config.dtype_policy()
-    try:
-        if policy:
-            keras.config.set_dtype_policy(policy)
-        model = build_model(config, vocab_size)
-    finally:
-        keras.config.set_dtype_policy(previous)
-    if backbone_kind(config.model.backbone) != "scratch":
-        set_dropout(model, config.model.dropout)
-    return model
 
 
 # ---------------------------------------------------------------------------- data
@@ -180,7 +86,7 @@ def limit_corpus(ds: data_lib.BeirDataset, max_docs: int, seed: int) -> data_lib
 def load_training_data(config: Config) -> tuple[data_lib.Pairs, data_lib.BeirDataset | None,
                                                  data_lib.BeirDataset | None]:
     """(pairs, train BEIR set or None, dev BEIR set or None); bm25/MODEL negatives are mined here."""
-    d, seed = config.data, config.train.seed
+    d = config.data
     if d.pairs:
         if d.mine_negatives or d.dev_fraction or d.dev_split or d.folds:
             raise ConfigError("data.mine_negatives, dev sets and data.folds need data.dataset (a BEIR directory)")
@@ -288,94 +194,6 @@ def check_layer_keys(config: Config) -> None:
         build_model(config, vocab_size=2)  # the vocabulary size plays no part in these checks
 
 
-def _dropout_layers(model: keras.Model) -> list[keras.layers.Dropout]:
-    return [layer for layer in model._flatten_layers() if isinstance(layer, keras.layers.Dropout)]
-
-
-def set_dropout(model: keras.Model, rate: float) -> int:
-    """Sets every Dropout layer's rate (pretrained backbones keep their own otherwise)."""
-    layers = _dropout_layers(model)
-    for layer in layers:
-        layer.rate = rate
-    return len(layers)
-
-
-def dev_ndcg(embedder, config: Config, dev: data_lib.BeirDataset) -> float:
-    """nDCG@10 (trec_eval) of exact dot-product search over the dev corpus."""
-    from deepseek_tf.evaluate import trec_metrics
-
-    doc_ids = list(dev.corpus)
-    docs = embedder.encode_docs([dev.doc_text(x, config.data.use_title) for x in doc_ids], config.eval.batch_size)
-    qids = sorted(q for q in dev.qrels if q in dev.queries)
-    scores = embedder.encode_queries([dev.queries[q] for q in qids], config.eval.batch_size) @ docs.T
-    top = np.argsort(-scores, axis=1, kind="stable")[:, :100]
-    run = {q: {doc_ids[j]: float(scores[i, j]) for j in top[i]} for i, q in enumerate(qids)}
-    return trec_metrics(dev.qrels, run)[0]["ndcg@10"]
-
-
-class _Checkpointer(keras.callbacks.Callback):
-    """Saves at every epoch end and, with `every`, each `every` steps (numbered by step)."""
-
-    def __init__(self, manager: tf.train.CheckpointManager, every: int | None = None):
-        super().__init__()
-        self.manager, self.every = manager, every
-
-    def _step(self) -> int:
-        return int(self.model.optimizer.iterations.numpy())
-
-    def on_train_batch_end(self, batch, logs=None):
-        if self.every and self._step() % self.every == 0:
-            self.manager.save(checkpoint_number=self._step())
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.manager.save(checkpoint_number=self._step())
-
-
-class DevEvaluator(keras.callbacks.Callback):
-    """After each epoch: dev nDCG@10 into the logs, best weights kept, early stop after
-    `patience` epochs without a gain. Its state lives in best.json, so it survives a resume.
-    `evaluate` returns the dev nDCG@10, or (it, {other figure: value}) to log beside it."""
-
-    def __init__(self, evaluate, best_dir: Path, patience: int | None, model_ref):
-        super().__init__()
-        self.evaluate, self.patience = evaluate, patience
-        self.best_dir = best_dir
-        self.state_path = best_dir / "best.json"
-        self.state = json.loads(self.state_path.read_text()) if self.state_path.is_file() else {
-            "dev_ndcg@10": -1.0, "epoch": 0, "step": 0, "wait": 0}
-        self.manager = tf.train.CheckpointManager(tf.train.Checkpoint(model=model_ref), str(best_dir), max_to_keep=1)
-
-    def restore_best(self, model, history: dict) -> None:
-        """model/ holds the weights of the best dev epoch, not the last one; history["best"] says which."""
-        if self.manager.latest_checkpoint:
-            tf.train.Checkpoint(model=model).restore(self.manager.latest_checkpoint).expect_partial()
-            history["best"] = [self.state]
-
-    def exhausted(self) -> bool:
-        return self.patience is not None and self.state["wait"] >= self.patience
-
-    def on_epoch_end(self, epoch, logs=None):
-        score, extra = self.evaluate(), {}
-        if isinstance(score, tuple):  # (dev nDCG@10, other figures to log beside it)
-            score, extra = score
-        if logs is not None:
-            logs["dev_ndcg@10"] = score
-            logs.update(extra)
-        step = int(self.model.optimizer.iterations.numpy())
-        if score > self.state["dev_ndcg@10"]:
-            self.manager.save(checkpoint_number=step)
-            self.state = {"dev_ndcg@10": score, "epoch": epoch + 1, "step": step, "wait": 0}
-        else:
-            self.state["wait"] += 1
-        tmp = self.state_path.with_name("best.json.tmp")
-        tmp.write_text(json.dumps(self.state, indent=2))
-        tmp.replace(self.state_path)
-        print(f"\nepoch {epoch + 1}: dev nDCG@10 {score:.4f} (best {self.state['dev_ndcg@10']:.4f} "
-              f"at epoch {self.state['epoch']})", file=sys.stderr)
-        if self.exhausted():
-            self.model.stop_training = True
-
-
 # ---------------------------------------------------------------------------- training
 def train(config: Config, workdir: str | Path, verbose: int = 1, shared_dir: str | Path | None = None) -> dict:
     """Trains per `config` into `workdir`; returns the history dict. `shared_dir` (default: workdir)
@@ -445,7 +263,7 @@ def train(config: Config, workdir: str | Path, verbose: int = 1, shared_dir: str
         embedder = KerasEmbedder(model, tokenizer, config.model.query_max_length, config.model.doc_max_length, "dev")
         evaluator = DevEvaluator(lambda: dev_ndcg(embedder, config, dev), workdir / "best", t.patience, model)
         callbacks.append(evaluator)  # first: the others see dev_ndcg@10 in the logs
-    callbacks += [_Checkpointer(manager, t.checkpoint_every), keras.callbacks.TensorBoard(str(workdir / "logs"))]
+    callbacks += [Checkpointer(manager, t.checkpoint_every), keras.callbacks.TensorBoard(str(workdir / "logs"))]
 
     history_path = workdir / "history.json"
     previous = json.loads(history_path.read_text()) if history_path.is_file() else {}
@@ -481,20 +299,6 @@ def train(config: Config, workdir: str | Path, verbose: int = 1, shared_dir: str
         model = float32_copy(model, config, tokenizer.vocab_size, sample)
     save_trained_model(model, tokenizer, config, workdir / "model")
     return history
-
-
-def float32_copy(model: keras.Model, config: Config, vocab_size: int, sample: dict) -> keras.Model:
-    """`model` rebuilt under the float32 policy, holding `model`'s weights.
-
-    Mixed precision changes only the compute dtype (variables stay float32), so the copy has
-    exactly the trained weights; `sample` (one batch of inputs) builds its variables.
-    """
-    copy = build_in_policy(config, vocab_size, "float32")
-    for mine, theirs in zip(_dropout_layers(copy), _dropout_layers(model), strict=True):
-        mine.rate = theirs.rate  # the rates it trained with (set_dropout or the checkpoint's own)
-    copy(sample)
-    copy.set_weights(model.get_weights())
-    return copy
 
 
 def _mine_with_model(model, tokenizer: Tokenizer, config: Config, train_ds) -> data_lib.Pairs:

@@ -822,7 +822,7 @@ def test_mixed_precision_reaches_a_trained_model_backbone(tiny_run):
     # reranker's backbone must compute in bfloat16 too (it used to stay float32: 1.75x slower
     # MiniLM steps), holding the same float32 weights.
     from deepseek_tf.embedders import load_trained
-    from deepseek_tf.train import build_in_policy
+    from deepseek_tf.compute import build_in_policy
 
     run = tiny_run / "model"
     config = load_config(TINY, [f"model.backbone={run}"])
@@ -838,12 +838,13 @@ def test_model_dropout_reaches_a_pretrained_reranker_backbone(tiny_run, tiny_bei
     # rates saved in the backbone, 0.1 here (the dual-encoder path already applied it).
     import keras
 
-    from deepseek_tf.train import _dropout_layers, train
+    from deepseek_tf.compute import dropout_layers
+    from deepseek_tf.train import train
 
     seen, fit = [], keras.Model.fit
 
     def spy(self, *args, **kwargs):
-        seen.append({layer.rate for layer in _dropout_layers(self)})
+        seen.append({layer.rate for layer in dropout_layers(self)})
         return fit(self, *args, **kwargs)
 
     monkeypatch.setattr(keras.Model, "fit", spy)

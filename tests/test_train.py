@@ -127,7 +127,7 @@ def test_dev_queries_follow_data_dev_seed_not_the_training_seed(tiny_beir):
 
 
 def test_best_checkpoint_is_what_model_dir_holds(tiny_beir, tmp_path):
-    from deepseek_tf.train import DevEvaluator
+    from deepseek_tf.callbacks import DevEvaluator
 
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
     model.compile(optimizer="sgd")
@@ -261,7 +261,7 @@ ARM_V86 = "processor\t: 0\nFeatures\t: fp asimd aes sha2 i8mm bf16\nCPU implemen
 
 
 def test_mixed_precision_auto_uses_bfloat16_only_where_the_cpu_has_it(capsys):
-    from deepseek_tf.train import cpu_has_native_bf16, precision_policy
+    from deepseek_tf.compute import cpu_has_native_bf16, precision_policy
 
     assert [cpu_has_native_bf16(x) for x in (ZEN2, SAPPHIRE_RAPIDS, ARM_V86, "")] == [False, True, True, False]
     # a flag name elsewhere on a line other than flags/Features does not count
@@ -279,7 +279,7 @@ def test_mixed_precision_auto_uses_bfloat16_only_where_the_cpu_has_it(capsys):
 
 def test_float32_copy_keeps_mixed_precision_weights(tiny_beir):
     from deepseek_tf.tokenizer import Tokenizer
-    from deepseek_tf.train import build_in_policy, float32_copy, set_dropout
+    from deepseek_tf.compute import build_in_policy, float32_copy, set_dropout
 
     config = _config(tiny_beir)
     tokenizer = Tokenizer(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "wing", "flow", "heat"])
@@ -324,17 +324,17 @@ def test_bad_new_training_options_fail_before_anything_is_written(tiny_beir, tmp
 def test_build_in_policy_gives_a_pretrained_backbone_model_dropout(tiny_run, tiny_beir, yaml):
     # the tiny run's tower was saved with dropout 0.1; both trainers build through here, so
     # model.dropout must replace the saved rates for a dual encoder and a cross-encoder alike
-    from deepseek_tf.train import _dropout_layers, build_in_policy
+    from deepseek_tf.compute import build_in_policy, dropout_layers
 
     vocab_size = sum(1 for _ in open(tiny_run / "model" / "vocab.txt"))
     config = load_config(ROOT / "configs" / yaml, [f"data.dataset={tiny_beir}", f"model.backbone={tiny_run / 'model'}",
                                                    "model.dropout=0.25"])
     model = build_in_policy(config, vocab_size, None)
-    assert {layer.rate for layer in _dropout_layers(model)} == {0.25}
+    assert {layer.rate for layer in dropout_layers(model)} == {0.25}
 
 
 def test_jit_compile_auto_uses_xla_for_cross_encoders_on_cpus_in_float32_only(monkeypatch):
-    from deepseek_tf.train import XLA_PAD_MULTIPLE, jit_policy, pad_multiple
+    from deepseek_tf.compute import XLA_PAD_MULTIPLE, jit_policy, pad_multiple
 
     ce, de = ("mirrored", "cross_encoder"), ("mirrored", "dual_encoder")
     assert jit_policy("auto", None, *ce) is True  # this test machine: CPU, float32
