@@ -8,6 +8,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import pytest  # noqa: E402
 
+import deepseek_tf  # noqa: E402,F401  (before any TensorFlow import: it sets the TF environment the CLIs run with)
+
 from fixtures import write_tiny_beir  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
