@@ -297,7 +297,7 @@ def run(args) -> dict:
             from deepseek_tf.bench_train import bench_training
 
             results["training"] = bench_training(Path(args.dataset), train_batch, 1 if args.quick else args.train_steps,
-                                                 args.max_length, Path(tmp))
+                                                 args.max_length, Path(tmp), log)
     log("search ...")
     from deepseek_tf.index import random_unit_vectors
 

@@ -6,10 +6,10 @@ import os
 import time
 from pathlib import Path
 
-from deepseek_tf.bench import PRESET, log, sentence_transformer
+from deepseek_tf.bench import PRESET, sentence_transformer
 
 
-def bench_training(dataset: Path, batch_size: int, steps: int, max_length: int, workdir: Path) -> dict:
+def bench_training(dataset: Path, batch_size: int, steps: int, max_length: int, workdir: Path, log=print) -> dict:
     """Examples/s of `steps` training steps (after one warm-up step; steps < 0: the rest of one
     epoch over the training pairs) for us and for ST's fit."""
     import keras
