@@ -16,10 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
+from deepseek_tf.bench import PRESET, peer_checkpoint
 from deepseek_tf.bench_report import rerank_row
 from deepseek_tf.errors import UserError
-
-PRESET = "all-MiniLM-L6-v2"
 
 
 def rerank_pairs(dataset: Path, n_queries: int, depth: int = 100) -> list[tuple[str, list[str]]]:
@@ -55,8 +54,6 @@ def our_cross_encoder(max_length: int):
 
 def peer_cross_encoder(max_length: int):
     """sentence-transformers' CrossEncoder on the same checkpoint, offline, float32 on CPU."""
-    from deepseek_tf.bench import peer_checkpoint
-
     path = peer_checkpoint()
     from sentence_transformers import CrossEncoder
     from transformers.utils import logging as hf_logging
@@ -70,11 +67,9 @@ def cls_cosines(model, tokenizer, config, peer, pairs: list[tuple[str, str]]) ->
     import tensorflow as tf
     import torch
 
-    from deepseek_tf.rerank import _tflite_safe_segments
-
     q, d = [p[0] for p in pairs], [p[1] for p in pairs]
-    ids = _tflite_safe_segments(tokenizer.pairs(tf.constant(q), tf.constant(d), config.model.doc_max_length))
-    ours = np.asarray(model._sequence(ids, training=False), np.float64)[:, 0]  # (N, H)
+    ids = tokenizer.pairs(tf.constant(q), tf.constant(d), config.model.doc_max_length)
+    ours = np.asarray(model.backbone(ids, training=False)["sequence_output"], np.float64)[:, 0]  # (N, H)
     feats = peer.tokenizer(q, d, truncation=True, max_length=config.model.doc_max_length, padding=True,
                            return_tensors="pt")
     with torch.no_grad():
@@ -86,16 +81,18 @@ def cls_cosines(model, tokenizer, config, peer, pairs: list[tuple[str, str]]) ->
 def bench_reranking(dataset: Path, n_queries: int, batch_size: int, max_length: int, threads: int,
                     workdir: Path, log=print) -> dict:
     """Reranking rows (pairs/s, ms per query p50/p95, × the peer) and the parity figures."""
-    from deepseek_tf.export import _export_cross_tflite
+    from deepseek_tf.export import export_tflite
     from deepseek_tf.rerank import Reranker
     from deepseek_tf.tflite import TFLiteScorer
+    from deepseek_tf.train import save_trained_model
 
     queries = rerank_pairs(dataset, n_queries)
     model, tokenizer, config = our_cross_encoder(max_length)
     peer = peer_cross_encoder(max_length)
     keras_rr = Reranker.from_keras(model, tokenizer, config)
     keras_rr.batch_size = batch_size
-    keras_rr.score(queries[0][0], queries[0][1][:1])  # builds the model: the export tracks its variables
+    keras_rr.score(queries[0][0], queries[0][1][:1])  # builds the model before it is saved
+    save_trained_model(model, tokenizer, config, workdir / "model")  # exported as a user's model/ dir is
 
     def ours(rr):
         return lambda q, docs: rr.score(q, docs)
@@ -114,7 +111,7 @@ def bench_reranking(dataset: Path, n_queries: int, batch_size: int, max_length: 
         try:
             log(f"  converting the cross-encoder to TFLite ({quantize}) ...")
             path = workdir / f"cross-{quantize}.tflite"
-            _export_cross_tflite(model, tokenizer, config, path, quantize, None, None)
+            export_tflite(workdir / "model", path, quantize)
             rr = Reranker(TFLiteScorer(path, num_threads=threads), label, batch_size=batch_size)
         except (ImportError, UserError) as e:
             failed.append({"system": label, "kind": kind, "measured": False, "note": f"not measured: {e}"})
