@@ -167,3 +167,22 @@ def test_cli_negative_rerank_queries_is_one_line_error(tmp_path):
     assert result.stderr.strip().splitlines() == [
         "error: --threads and --batch-size must be >= 1, --max-length >= 8, --rerank-queries >= 0"]
     assert not (tmp_path / "out").exists()
+
+
+def test_rerank_pairs_are_bm25s_top_k_per_test_query(tmp_path):
+    import json
+
+    from deepseek_tf.bench_rerank import rerank_pairs
+
+    # BM25 (k1 1.5, b 0.75, avgdl 2) of "alpha" in docs holding it 1, 2, 3 times (length = count):
+    # tf / (tf + 1.5 · (0.25 + 0.75 · tf / 2)) = 0.516, 0.571, 0.590 times the same idf, so the
+    # 3-alpha doc ranks first; "beta gamma" does not match and a depth of 2 drops the 1-alpha doc.
+    docs = {"d1": "alpha", "d2": "alpha alpha", "d3": "alpha alpha alpha", "d4": "beta gamma"}
+    (tmp_path / "qrels").mkdir()
+    (tmp_path / "corpus.jsonl").write_text("".join(json.dumps({"_id": d, "title": "", "text": t}) + "\n"
+                                                   for d, t in docs.items()))
+    (tmp_path / "queries.jsonl").write_text('{"_id": "q2", "text": "alpha"}\n{"_id": "q1", "text": "gamma"}\n'
+                                            '{"_id": "q3", "text": "alpha"}\n')
+    (tmp_path / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq2\td1\t1\nq1\td4\t1\nq3\td2\t1\n")
+    got = rerank_pairs(tmp_path, 2, depth=2)  # the first two judged test queries by id: q1, q2
+    assert got == [("gamma", ["beta gamma"]), ("alpha", ["alpha alpha alpha", "alpha alpha"])]
