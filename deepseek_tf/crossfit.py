@@ -11,9 +11,10 @@ retriever config K times, each time without one fold (`data.folds` / `data.fold`
 each fold's queries with the retriever that left it out. The result is a TREC run file for
 `data.negatives_from: run:PATH` in a cross-encoder config.
 
-Measured on Cranfield (README, session 14), it did not help: the reranker trained on the
-out-of-fold candidates ranked worse than the one trained on the in-sample retriever's, both plain
-and as a correction to the first stage. The config keeps the in-sample retriever.
+Measured on Cranfield (docs/reranking-experiments.md, session 14), it did not help: the
+reranker trained on the out-of-fold candidates ranked worse than the one trained on the
+in-sample retriever's, both plain and as a correction to the first stage. The config keeps the
+in-sample retriever.
 
     python -m deepseek_tf.crossfit --config configs/cranfield_minilm.yaml --folds 2 \\
         --output runs/cranfield_oof.trec [--set train.soup=1]
