@@ -14,7 +14,7 @@ EXPORT_MODEL ?= $(if $(wildcard $(MODEL)/model.keras),$(MODEL),all-MiniLM-L6-v2)
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
 .DEFAULT_GOAL := help
-.PHONY: help install test smoke train evaluate export-savedmodel export-tflite bench clean
+.PHONY: help install lint test smoke train evaluate export-savedmodel export-tflite bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -33,7 +33,10 @@ install: $(BIN)/activate  ## create .venv and install everything (pretrained Min
 # At most 4 workers: each is a process with its own TensorFlow, and the tests are few enough.
 TEST_WORKERS ?= auto
 
-test: $(BIN)/activate  ## run the test suite (tiny models, no network; TEST_WORKERS=0 for one process)
+lint: $(BIN)/activate  ## check the import layers (import-linter contracts in setup.cfg)
+	$(BIN)/lint-imports
+
+test: lint  ## import contracts, then the test suite (tiny models, no network; TEST_WORKERS=0 for one process)
 	$(PYTHON) -m pytest tests -n $(TEST_WORKERS) --maxprocesses 4
 
 smoke: $(BIN)/activate  ## tiny end-to-end run: train -> evaluate -> export (under a minute)

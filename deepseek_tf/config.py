@@ -112,7 +112,7 @@ class DataConfig:
     # and both stages of a pipeline must hold out the same queries for the dev figure to be honest.
     dev_seed: int = 42
     dev_max_docs: int = 20000  # dev ranking corpus: judged docs + a seeded sample up to this
-    # Cross-fitting (python -m deepseek_tf.crossfit): with folds = K >= 2 the judged training
+    # Cross-fitting (deepseek-tf crossfit): with folds = K >= 2 the judged training
     # queries are split into K parts (by dev_seed) and part `fold` is left out of training.
     folds: int = 0
     fold: int = 0

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from conftest import run_cli
-from deepseek_tf.bench_report import (END, START, cpu_model, encode_row, evaluate_targets, flops_per_token,
+from deepseek_tf.bench.report import (END, START, cpu_model, encode_row, evaluate_targets, flops_per_token,
                                       render_markdown, replace_between_markers, token_weighted_length)
 from deepseek_tf.errors import UserError
 
@@ -110,7 +110,7 @@ def test_cli_missing_dataset_is_one_line_error(tmp_path):
 
 
 def test_contention_note_only_when_the_load_exceeds_the_cpus():
-    from deepseek_tf.bench_report import contention_note
+    from deepseek_tf.bench.report import contention_note
 
     quiet = {"threads": 2, "load_before": {"cpus": 2, "load_avg_1m": 1.1},
              "load_after": {"cpus": 2, "load_avg_1m": 2.4}}
@@ -120,7 +120,7 @@ def test_contention_note_only_when_the_load_exceeds_the_cpus():
 
 
 def test_rerank_row_rates_and_percentiles():
-    from deepseek_tf.bench_report import rerank_row
+    from deepseek_tf.bench.report import rerank_row
 
     # 3 queries of 100 pairs in 2 s, 4 s, 6 s: 300 pairs / 12 s = 25 pairs/s; p50 = 4,000 ms;
     # p95 = 4,000 + 0.9 · (6,000 − 4,000) = 5,800 ms (linear between the 2nd and 3rd of 3);
@@ -133,7 +133,7 @@ def test_rerank_row_rates_and_percentiles():
 
 
 def test_rerank_table_rows_and_skip():
-    from deepseek_tf.bench_report import rerank_lines, rerank_row
+    from deepseek_tf.bench.report import rerank_lines, rerank_row
 
     rerank = {"queries": 2, "pairs": 200, "max_length": 256, "batch_size": 32,
               "parity": {"pairs": 20, "min_cls_cosine_vs_peer": 0.99999},
@@ -153,7 +153,7 @@ def test_rerank_table_rows_and_skip():
 def test_threads_default_to_the_cpus_this_process_may_use(monkeypatch):
     import os
 
-    from deepseek_tf import bench
+    from deepseek_tf.bench import bench
 
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 2, 5}, raising=False)
     assert bench.parse_args(["--dataset", "d"]).threads == 3  # not os.cpu_count()
@@ -172,7 +172,7 @@ def test_cli_negative_rerank_queries_is_one_line_error(tmp_path):
 def test_rerank_pairs_are_bm25s_top_k_per_test_query(tmp_path):
     import json
 
-    from deepseek_tf.bench_rerank import rerank_pairs
+    from deepseek_tf.bench.rerank import rerank_pairs
 
     # BM25 (k1 1.5, b 0.75, avgdl 2) of "alpha" in docs holding it 1, 2, 3 times (length = count):
     # tf / (tf + 1.5 · (0.25 + 0.75 · tf / 2)) = 0.516, 0.571, 0.590 times the same idf, so the

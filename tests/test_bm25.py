@@ -3,7 +3,7 @@ import math
 import pytest
 
 from conftest import CRANFIELD
-from deepseek_tf.bm25 import BM25Index, bm25_run, ranked, reciprocal_rank_fusion
+from deepseek_tf.retrieval.bm25 import BM25Index, bm25_run, ranked, reciprocal_rank_fusion
 
 DOCS = {"d1": "wing flutter", "d2": "wing lift wing", "d3": "nozzle heat"}
 
@@ -48,7 +48,7 @@ def test_bm25_on_cranfield_matches_reference():
     if not CRANFIELD.is_dir():
         pytest.skip(f"{CRANFIELD} not found")
     from deepseek_tf.data import load_beir
-    from deepseek_tf.evaluate import trec_metrics
+    from deepseek_tf.evaluate.metrics import trec_metrics
 
     ds = load_beir(CRANFIELD, "test", unknown_ids="drop")
     run, stats = bm25_run(ds, top_k=100)
@@ -64,7 +64,7 @@ def test_bm25s_debug_lines_stay_quiet():
     one during training) its "Building index" lines reached the terminal between soup members."""
     import logging
 
-    from deepseek_tf.bm25 import BM25Index
+    from deepseek_tf.retrieval.bm25 import BM25Index
 
     BM25Index().index(["a", "b"], ["wing flow", "heat transfer"])
     assert not logging.getLogger("bm25s").isEnabledFor(logging.DEBUG)

@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 from conftest import ROOT, run_cli
-from deepseek_tf import losses
+from deepseek_tf.models import losses
 from deepseek_tf.config import config_from_dict, load_config
 from deepseek_tf.errors import ConfigError, UserError
 
@@ -105,7 +105,7 @@ def test_config_validates_interaction_and_loss():
 # ------------------------------------------------------------------ training data
 def test_mined_negatives_exclude_judged_positives(tiny_beir):
     from deepseek_tf.data import load_beir
-    from deepseek_tf.rerank_train import build_groups, mine_negatives
+    from deepseek_tf.train.rerank_train import build_groups, mine_negatives
 
     ds = load_beir(tiny_beir, "train")
     pools = mine_negatives(ds, "bm25", top_k=10)
@@ -124,7 +124,7 @@ def test_mined_negatives_exclude_judged_positives(tiny_beir):
 
 def test_run_file_first_stage_gives_each_query_its_top_k(tiny_beir, tmp_path):
     from deepseek_tf.data import load_beir, write_run
-    from deepseek_tf.rerank_train import first_stage_top_k, mine_negatives
+    from deepseek_tf.train.rerank_train import first_stage_top_k, mine_negatives
 
     ds = load_beir(tiny_beir, "train")
     qids, docs = sorted(ds.qrels), sorted(ds.corpus)
@@ -148,7 +148,7 @@ def test_run_file_first_stage_gives_each_query_its_top_k(tiny_beir, tmp_path):
 
 
 def test_run_file_source_is_checked_before_anything_is_written(tiny_beir, tmp_path):
-    from deepseek_tf.rerank_train import train_cross_encoder
+    from deepseek_tf.train.rerank_train import train_cross_encoder
     from deepseek_tf.train import train
 
     (tmp_path / "r.trec").write_text("1 Q0 d1 1 1.0 t\n")
@@ -168,7 +168,7 @@ def test_run_file_source_is_checked_before_anything_is_written(tiny_beir, tmp_pa
 
 def test_top_share_draws_that_share_of_negatives_from_the_pool_head():
     from deepseek_tf.data import BeirDataset
-    from deepseek_tf.rerank_train import build_groups
+    from deepseek_tf.train.rerank_train import build_groups
 
     pool = ["t1", "t2", "t3", "r1", "r2", "r3", "r4", "r5"]  # first-stage order, positives removed
     corpus = {d: {"title": "", "text": d} for d in ["p1", "p2", "p3", *pool]}
@@ -186,8 +186,8 @@ def test_top_share_draws_that_share_of_negatives_from_the_pool_head():
 
 def test_lower_graded_positives_join_groups_with_their_grades():
     from deepseek_tf.data import BeirDataset
-    from deepseek_tf.losses import listwise_softmax
-    from deepseek_tf.rerank_train import build_groups
+    from deepseek_tf.models.losses import listwise_softmax
+    from deepseek_tf.train.rerank_train import build_groups
 
     corpus = {d: {"title": "", "text": d} for d in ["p4", "p2", "p1", "n1", "n2", "n3"]}
     ds = BeirDataset(corpus, {"q": "query"}, {"q": {"p4": 4, "p2": 2, "p1": 1, "n3": 0}})
@@ -208,7 +208,7 @@ def test_lower_graded_positives_join_groups_with_their_grades():
 
 def test_judged_negatives_join_every_group_once():
     from deepseek_tf.data import BeirDataset
-    from deepseek_tf.rerank_train import build_groups
+    from deepseek_tf.train.rerank_train import build_groups
 
     corpus = {d: {"title": "", "text": d} for d in ["p2", "p1", "j", "n1", "n2", "n3", "n4", "n5"]}
     ds = BeirDataset(corpus, {"q": "query"}, {"q": {"p2": 2, "p1": 1, "j": 0}})
@@ -229,7 +229,7 @@ def test_judged_negatives_join_every_group_once():
 
 def test_positives_share_groups_of_fixed_size():
     from deepseek_tf.data import BeirDataset
-    from deepseek_tf.rerank_train import build_groups
+    from deepseek_tf.train.rerank_train import build_groups
 
     corpus = {d: {"title": "", "text": d} for d in ["p4", "p2", "p1", "n1", "n2", "n3", "n4"]}
     ds = BeirDataset(corpus, {"q": "query"}, {"q": {"p4": 4, "p2": 2, "p1": 1, "n4": 0}})
@@ -256,7 +256,7 @@ def test_positives_share_groups_of_fixed_size():
 @pytest.mark.parametrize("per_group", [1, 2])
 def test_title_groups_pair_each_title_with_its_own_body(tiny_beir, per_group):
     from deepseek_tf.data import load_beir
-    from deepseek_tf.rerank_train import corpus_title_groups
+    from deepseek_tf.train.rerank_train import corpus_title_groups
 
     ds = load_beir(tiny_beir, "train")
     config = load_config(TINY, [f"data.dataset={tiny_beir}", "data.title_pairs=true",
@@ -282,10 +282,11 @@ def test_title_pairs_add_groups_to_cross_encoder_training(tiny_beir, tmp_path, c
 
 def test_dev_queries_are_held_out_and_reranked_after_each_epoch(tiny_beir, tmp_path, capfd):
     from deepseek_tf.data import load_beir
-    from deepseek_tf.evaluate import trec_metrics
-    from deepseek_tf.rerank import Reranker, rerank_run
-    from deepseek_tf.rerank_train import first_stage_top_k
-    from deepseek_tf.train import split_dev, train
+    from deepseek_tf.evaluate.metrics import trec_metrics
+    from deepseek_tf.retrieval.rerank import Reranker, rerank_run
+    from deepseek_tf.train.rerank_train import first_stage_top_k
+    from deepseek_tf.data.splits import split_dev
+    from deepseek_tf.train import train
 
     config = load_config(TINY, [f"data.dataset={tiny_beir}", "data.dev_fraction=0.5", "train.epochs=4",
                                 "train.steps_per_epoch=2", "train.learning_rate=1.0e-2"])
@@ -309,7 +310,7 @@ def test_dev_queries_are_held_out_and_reranked_after_each_epoch(tiny_beir, tmp_p
 
 
 def test_bad_group_layout_fails_before_mining_and_writes_nothing(tiny_beir, tmp_path):
-    from deepseek_tf.rerank_train import train_cross_encoder
+    from deepseek_tf.train.rerank_train import train_cross_encoder
 
     config = load_config(TINY, [f"data.dataset={tiny_beir}", "data.positives_per_group=2", "data.lower_graded=1"])
     with pytest.raises(ConfigError, match="lower_graded needs"):
@@ -325,7 +326,7 @@ def test_bad_group_layout_fails_before_mining_and_writes_nothing(tiny_beir, tmp_
     (["data.negatives_top_depth=0"], "negatives_top_depth must be >= 1"),
 ])
 def test_bad_layer_counts_fail_before_mining_and_write_nothing(tiny_beir, tmp_path, monkeypatch, overrides, message):
-    from deepseek_tf import rerank_train
+    from deepseek_tf.train import rerank_train
 
     def mining(*args, **kwargs):
         raise AssertionError("mined before checking the layer counts")
@@ -338,8 +339,8 @@ def test_bad_layer_counts_fail_before_mining_and_write_nothing(tiny_beir, tmp_pa
 
 
 def test_group_batch_is_query_document_pairs():
-    from deepseek_tf.rerank_train import tokenize_groups
-    from deepseek_tf.tokenizer import Tokenizer
+    from deepseek_tf.train.rerank_train import tokenize_groups
+    from deepseek_tf.text.tokenizer import Tokenizer
 
     tok = Tokenizer(VOCAB)
     fn = tokenize_groups(tok, "full", 16, 32)
@@ -370,14 +371,14 @@ def _tiny_model(interaction: str, loss: str = "listwise", head: str = "dense"):
     keras.utils.set_random_seed(0)
     config = load_config(TINY, [f"model.interaction={interaction}", f"train.loss={loss}", f"model.score_head={head}"])
     keras_model = build_model(config, len(VOCAB))
-    from deepseek_tf.tokenizer import Tokenizer
+    from deepseek_tf.text.tokenizer import Tokenizer
 
     return keras_model, Tokenizer(VOCAB), config
 
 
 def test_grade_weighting_reaches_the_loss_and_the_config():
     from deepseek_tf.models import build_model
-    from deepseek_tf.rerank_train import check_cross_encoder_config
+    from deepseek_tf.train.rerank_train import check_cross_encoder_config
 
     config = load_config(TINY, ["train.loss=listwise", "train.grade_weighting=true"])
     model = build_model(config, len(VOCAB))
@@ -396,7 +397,7 @@ def test_grade_weighting_reaches_the_loss_and_the_config():
 def test_save_reload_gives_same_scores(interaction, head, tmp_path):
     import keras
 
-    from deepseek_tf.rerank import Reranker
+    from deepseek_tf.retrieval.rerank import Reranker
 
     model, tok, config = _tiny_model(interaction, head=head)
     queries = ["summer dress", "camping tent", "coffee"]
@@ -414,7 +415,7 @@ def test_save_reload_gives_same_scores(interaction, head, tmp_path):
 @pytest.mark.parametrize("interaction,head", [("full", "dense"), ("full", "cosine"), ("light", "cosine")])
 def test_widened_batches_score_the_same(interaction, head):
     """Padding to a multiple of 64 for XLA (Tokenizer.widen) is masked everywhere, heads included."""
-    from deepseek_tf.rerank_train import tokenize_groups
+    from deepseek_tf.train.rerank_train import tokenize_groups
 
     model, tok, config = _tiny_model(interaction, head=head)
     batch = {"query": tf.constant(["summer dress", "coffee"]),
@@ -429,7 +430,7 @@ def test_widened_batches_score_the_same(interaction, head):
 
 def test_cosine_head_starts_as_segment_cosine():
     # zero-initialised Dense: score = cos(mean of [CLS] q [SEP] states, mean of d [SEP] states) / τ
-    from deepseek_tf.rerank_train import tokenize_groups
+    from deepseek_tf.train.rerank_train import tokenize_groups
 
     model, tok, config = _tiny_model("full", head="cosine")
     x, _ = tokenize_groups(tok, "full", 16, 32)({"query": tf.constant(["summer dress"]),
@@ -448,10 +449,10 @@ def test_cosine_head_starts_as_segment_cosine():
 def test_light_cosine_reranker_from_a_trained_dual_encoder_starts_at_its_ranking(tiny_run):
     # model.backbone = the dual encoder's model/ dir: its tower's weights, its vocab; with the
     # zero-initialised head the light cross-encoder's score is exactly q·d / τ of the retriever.
-    from deepseek_tf.embedders import load_embedder
+    from deepseek_tf.retrieval.artifacts import load_embedder
     from deepseek_tf.models import build_model
-    from deepseek_tf.rerank import Reranker
-    from deepseek_tf.train import prepare_tokenizer
+    from deepseek_tf.retrieval.rerank import Reranker
+    from deepseek_tf.train.artifacts import prepare_tokenizer
 
     run = tiny_run / "model"
     config = load_config(TINY, [f"model.backbone={run}", "model.interaction=light", "model.score_head=cosine",
@@ -470,7 +471,7 @@ def test_light_cosine_reranker_from_a_trained_dual_encoder_starts_at_its_ranking
 def test_training_fits_a_fixed_batch():
     import keras
 
-    from deepseek_tf.rerank_train import tokenize_groups
+    from deepseek_tf.train.rerank_train import tokenize_groups
 
     model, tok, config = _tiny_model("full")
     batch = {"query": tf.constant(["summer dress", "camping tent"]),
@@ -489,7 +490,7 @@ def test_training_fits_a_fixed_batch():
 def test_multi_positive_training_learns_the_grade_order():
     import keras
 
-    from deepseek_tf.rerank_train import tokenize_groups
+    from deepseek_tf.train.rerank_train import tokenize_groups
 
     model, tok, _ = _tiny_model("full", loss="multi_positive")
     # one group with two positives of different grades and two negatives
@@ -510,7 +511,7 @@ def test_multi_positive_training_learns_the_grade_order():
 # ------------------------------------------------------------------ pipeline
 def test_rerank_run_rescoring_order_and_latency():
     from deepseek_tf.data import BeirDataset
-    from deepseek_tf.rerank import Reranker, rerank_run
+    from deepseek_tf.retrieval.rerank import Reranker, rerank_run
 
     corpus = {f"d{i}": {"title": "", "text": "x" * (i + 1)} for i in range(5)}
     ds = BeirDataset(corpus, {"q": "query"}, {"q": {"d0": 1}})
@@ -523,7 +524,7 @@ def test_rerank_run_rescoring_order_and_latency():
 
 
 def test_fusion_of_standardised_scores():
-    from deepseek_tf.rerank import fuse
+    from deepseek_tf.retrieval.rerank import fuse
 
     first, ce = {"q": {"a": 3.0, "b": 1.0}}, {"q": {"a": 0.0, "b": 2.0}}
     # z_first: mean 2, std 1 -> a +1, b −1; z_ce: mean 1, std 1 -> a −1, b +1
@@ -536,8 +537,8 @@ def test_first_stage_prior_in_groups_loss_and_reranking():
     import keras
 
     from deepseek_tf.data import BeirDataset
-    from deepseek_tf.rerank import Reranker, rerank_run
-    from deepseek_tf.rerank_train import build_groups, group_dataset, tokenize_groups
+    from deepseek_tf.retrieval.rerank import Reranker, rerank_run
+    from deepseek_tf.train.rerank_train import build_groups, group_dataset, tokenize_groups
 
     corpus = {d: {"title": "", "text": t} for d, t in
               [("a", "light cotton dress"), ("b", "tent"), ("c", "coffee"), ("p", "summer dress")]}
@@ -623,7 +624,7 @@ def test_evaluate_rerank_rows_side_by_side(tiny_run, ce_run, tiny_beir, tmp_path
     assert "vs" not in dense and "dense+rerank+fusion vs dense: ndcg@10 " in proc.stdout
     # --save-runs: each system's ranking as a TREC run that trec_eval scores to the report's figures
     from deepseek_tf.data import load_beir, read_run
-    from deepseek_tf.evaluate import trec_metrics
+    from deepseek_tf.evaluate.metrics import trec_metrics
 
     qrels = load_beir(tiny_beir, "test").qrels
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == [
@@ -656,8 +657,8 @@ def test_evaluate_fusion_sweep_gives_one_row_per_weight(tiny_run, ce_run, tiny_b
     """--rerank-fusion 0,0.5,1: one scoring pass, one '+rerank+fusion@W' row per weight (to pick W on a
     dev split). W = 0 is the first stage's order over its own top-k and W = 1 the cross-encoder's."""
     from deepseek_tf.data import load_beir, read_run
-    from deepseek_tf.evaluate import evaluate, trec_metrics
-    from deepseek_tf.rerank import fuse
+    from deepseek_tf.evaluate.report import evaluate, trec_metrics
+    from deepseek_tf.retrieval.rerank import fuse
 
     report = evaluate(str(tiny_run / "model"), str(tiny_beir), top_k=10, rerank=str(ce_run / "model"),
                       rerank_fusion=[0.0, 0.5, 1.0], verbose=False, runs_dir=tmp_path)
@@ -684,8 +685,9 @@ def test_search_reranks_as_evaluate_does(tiny_run, ce_run, tiny_beir, tmp_path, 
     """search --rerank: the retriever's top-k rescored by the cross-encoder (and fused) gives each
     query the scores evaluate's dense+rerank(+fusion) run gives it, best first, cut to --top-k."""
     from deepseek_tf.data import load_beir, read_run
-    from deepseek_tf.evaluate import evaluate
-    from deepseek_tf.search import main, search
+    from deepseek_tf.evaluate.report import evaluate
+    from deepseek_tf.retrieval.cli import search_main as main
+    from deepseek_tf.retrieval.search import search
 
     model, corpus, ce = str(tiny_run / "model"), tiny_beir / "corpus.jsonl", str(ce_run / "model")
     evaluate(model, str(tiny_beir), top_k=10, rerank=ce, rerank_fusion=0.5, verbose=False, runs_dir=tmp_path / "runs")
@@ -723,8 +725,8 @@ def test_search_reranks_as_evaluate_does(tiny_run, ce_run, tiny_beir, tmp_path, 
 
 
 def test_saved_model_score_endpoint_matches_keras(ce_run, tmp_path):
-    from deepseek_tf.export import export_saved_model
-    from deepseek_tf.rerank import Reranker
+    from deepseek_tf.export.saved_model import export_saved_model
+    from deepseek_tf.retrieval.rerank import Reranker
 
     meta = export_saved_model(ce_run / "model", tmp_path / "ce_sm")
     assert meta["kind"] == "cross_encoder" and meta["checks"]["score_max_abs_diff"] <= 1e-5
@@ -741,8 +743,8 @@ def test_frozen_layers_keep_embeddings_and_bottom_blocks_fixed():
     import keras
 
     from deepseek_tf.models import build_model
-    from deepseek_tf.rerank_train import tokenize_groups
-    from deepseek_tf.tokenizer import Tokenizer
+    from deepseek_tf.train.rerank_train import tokenize_groups
+    from deepseek_tf.text.tokenizer import Tokenizer
 
     config = load_config(TINY, ["model.frozen_layers=1"])  # tiny: 2 transformer layers
     model, tok = build_model(config, len(VOCAB)), Tokenizer(VOCAB)
@@ -763,7 +765,7 @@ def test_frozen_layers_keep_embeddings_and_bottom_blocks_fixed():
 
 
 def _pair_states(model, tok, queries, doc):
-    from deepseek_tf.rerank_train import tokenize_groups
+    from deepseek_tf.train.rerank_train import tokenize_groups
 
     x, _ = tokenize_groups(tok, "full", 16, 32)({"query": tf.constant(queries),
                                                  "docs": tf.constant([[doc]] * len(queries))},
@@ -775,7 +777,7 @@ def _pair_states(model, tok, queries, doc):
 
 def test_local_layers_read_the_document_alone_then_the_pair():
     from deepseek_tf.models import build_model
-    from deepseek_tf.tokenizer import Tokenizer
+    from deepseek_tf.text.tokenizer import Tokenizer
 
     tok = Tokenizer(VOCAB)
     queries = ["summer dress", "the best running shoes for a camping"]  # 2 and 7 tokens
@@ -803,8 +805,8 @@ def test_local_layers_save_reload_gives_same_scores(tmp_path):
     import keras
 
     from deepseek_tf.models import build_model
-    from deepseek_tf.rerank import Reranker
-    from deepseek_tf.tokenizer import Tokenizer
+    from deepseek_tf.retrieval.rerank import Reranker
+    from deepseek_tf.text.tokenizer import Tokenizer
 
     config = load_config(TINY, ["model.local_layers=1", "model.score_head=cosine"])
     model, tok = build_model(config, len(VOCAB)), Tokenizer(VOCAB)
@@ -821,8 +823,8 @@ def test_mixed_precision_reaches_a_trained_model_backbone(tiny_run):
     # A dual encoder's model/ dir loads in the float32 it was saved in; under mixed_bfloat16 the
     # reranker's backbone must compute in bfloat16 too (it used to stay float32: 1.75x slower
     # MiniLM steps), holding the same float32 weights.
-    from deepseek_tf.embedders import load_trained
-    from deepseek_tf.compute import build_in_policy
+    from deepseek_tf.models.loading import load_trained
+    from deepseek_tf.train.compute import build_in_policy
 
     run = tiny_run / "model"
     config = load_config(TINY, [f"model.backbone={run}"])
@@ -838,7 +840,7 @@ def test_model_dropout_reaches_a_pretrained_reranker_backbone(tiny_run, tiny_bei
     # rates saved in the backbone, 0.1 here (the dual-encoder path already applied it).
     import keras
 
-    from deepseek_tf.compute import dropout_layers
+    from deepseek_tf.train.compute import dropout_layers
     from deepseek_tf.train import train
 
     seen, fit = [], keras.Model.fit

@@ -9,7 +9,7 @@ TINY = ROOT / "configs" / "tiny.yaml"
 
 
 def test_fold_split_partitions_the_queries_by_seed():
-    from deepseek_tf.train import fold_split
+    from deepseek_tf.data.splits import fold_split
 
     qids = [str(i) for i in range(10)]
     parts = fold_split(qids, 3, seed=42)
@@ -21,7 +21,7 @@ def test_fold_split_partitions_the_queries_by_seed():
 
 def test_a_fold_is_left_out_of_training(tiny_beir):
     from deepseek_tf.data import load_beir
-    from deepseek_tf.train import fold_split, split_train_dev
+    from deepseek_tf.data.splits import fold_split, split_train_dev
 
     ds = load_beir(tiny_beir, "train")
     config = load_config(TINY, [f"data.dataset={tiny_beir}", "data.folds=2", "data.fold=1"])
@@ -29,18 +29,18 @@ def test_a_fold_is_left_out_of_training(tiny_beir):
     assert dev is None
     assert set(train_ds.qrels) == set(ds.qrels) - fold_split(ds.qrels, 2, 42)[1]
     for bad in (["data.folds=1"], ["data.folds=2", "data.fold=2"], ["data.folds=-2"]):
-        from deepseek_tf.train import check_config
+        from deepseek_tf.train.run import check_config
 
         with pytest.raises(ConfigError, match="data.folds must be 0"):
             check_config(load_config(TINY, [f"data.dataset={tiny_beir}", *bad]))
 
 
 def test_crossfit_writes_each_query_from_the_model_that_left_it_out(tiny_beir, tmp_path):
-    from deepseek_tf.crossfit import crossfit
+    from deepseek_tf.train.crossfit import crossfit
     from deepseek_tf.data import BeirDataset, load_beir, read_run
-    from deepseek_tf.embedders import load_embedder
-    from deepseek_tf.evaluate import dense_run
-    from deepseek_tf.train import fold_split
+    from deepseek_tf.retrieval.artifacts import load_embedder
+    from deepseek_tf.evaluate.report import dense_run
+    from deepseek_tf.data.splits import fold_split
 
     config = load_config(TINY, [f"data.dataset={tiny_beir}", "train.epochs=1", "train.steps_per_epoch=2"])
     run = crossfit(config, 2, tmp_path / "folds", tmp_path / "oof.trec", top_k=5, verbose=0)
@@ -69,8 +69,8 @@ def test_crossfit_writes_each_query_from_the_model_that_left_it_out(tiny_beir, t
 
 
 def test_crossfit_cli_help_and_one_line_errors(tmp_path):
-    assert "--folds" in run_cli("deepseek_tf.crossfit", "--help").stdout
-    bad = run_cli("deepseek_tf.crossfit", "--config", str(ROOT / "configs" / "cross_encoder_tiny.yaml"),
+    assert "--folds" in run_cli("deepseek_tf.cli", "crossfit", "--help").stdout
+    bad = run_cli("deepseek_tf.cli", "crossfit", "--config", str(ROOT / "configs" / "cross_encoder_tiny.yaml"),
                   "--output", str(tmp_path / "x.trec"))
     assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [
         "error: crossfit trains a retriever (model.kind: dual_encoder), got cross_encoder"]

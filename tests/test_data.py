@@ -2,7 +2,7 @@ import pytest
 
 from deepseek_tf.data import load_beir, normalize_text, pair_dataset, pairs_from_beir, read_pairs
 from deepseek_tf.errors import UserError
-from deepseek_tf.tokenizer import Tokenizer
+from deepseek_tf.text.tokenizer import Tokenizer
 
 
 def test_normalize_text():

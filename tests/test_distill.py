@@ -5,7 +5,7 @@ import tensorflow as tf
 
 from conftest import ROOT
 from deepseek_tf import data as data_lib
-from deepseek_tf import losses
+from deepseek_tf.models import losses
 from deepseek_tf.config import load_config
 from deepseek_tf.errors import ConfigError
 from deepseek_tf.train import train
@@ -35,8 +35,8 @@ def test_margin_mse_by_hand():
 
 
 def test_teacher_margins_score_each_distinct_pair_once():
-    from deepseek_tf.distill import teacher_margins
-    from deepseek_tf.rerank import Reranker
+    from deepseek_tf.train.distill import teacher_margins
+    from deepseek_tf.retrieval.rerank import Reranker
 
     seen = []
 
@@ -54,8 +54,8 @@ def test_teacher_margins_score_each_distinct_pair_once():
 
 
 def test_teacher_scores_are_cached_by_pair_text_and_by_teacher_weights(tmp_path, monkeypatch):
-    from deepseek_tf.distill import load_teacher_margins
-    from deepseek_tf.rerank import Reranker
+    from deepseek_tf.train.distill import load_teacher_margins
+    from deepseek_tf.retrieval.rerank import Reranker
 
     scored = []
 
@@ -155,7 +155,7 @@ def test_cross_encoder_does_not_take_a_teacher(tiny_beir, teacher, tmp_path):
 
 
 def test_a_distilled_soup_scores_each_teacher_pair_once(tiny_beir, tiny_run, teacher, tmp_path, monkeypatch):
-    from deepseek_tf.rerank import Reranker
+    from deepseek_tf.retrieval.rerank import Reranker
 
     calls = []
     score_pairs = Reranker.score_pairs
@@ -178,8 +178,9 @@ def test_a_distilled_soup_scores_each_teacher_pair_once(tiny_beir, tiny_run, tea
 
 def _student_margins(workdir, config):
     """The saved student's margins (s(q,p) − s(q,n)) / τ on the pairs it trained on, in training order."""
-    from deepseek_tf.embedders import KerasEmbedder, load_trained
-    from deepseek_tf.train import load_training_pairs
+    from deepseek_tf.models.loading import load_trained
+    from deepseek_tf.retrieval.embedders import KerasEmbedder
+    from deepseek_tf.train.trainer import load_training_pairs
 
     model, tokenizer, _ = load_trained(workdir / "model")
     embedder = KerasEmbedder(model, tokenizer, config.model.query_max_length, config.model.doc_max_length, "student")
@@ -191,9 +192,9 @@ def _student_margins(workdir, config):
 
 def _cached_margins(teacher, config, workdir):
     """The run's teacher margins, read back from its cache: the teacher is not loaded again."""
-    from deepseek_tf.distill import load_teacher_margins
-    from deepseek_tf.rerank import Reranker
-    from deepseek_tf.train import load_training_pairs
+    from deepseek_tf.train.distill import load_teacher_margins
+    from deepseek_tf.retrieval.rerank import Reranker
+    from deepseek_tf.train.trainer import load_training_pairs
 
     def refuse(cls, spec):
         raise AssertionError(f"the teacher {spec} was loaded again: the run's scores were not cached")

@@ -6,7 +6,8 @@ import pytest
 import tensorflow as tf
 
 from conftest import ROOT, run_cli
-from deepseek_tf.embedders import load_embedder, load_trained
+from deepseek_tf.models.loading import load_trained
+from deepseek_tf.retrieval.artifacts import load_embedder
 
 
 def test_train_writes_the_run_layout(tiny_run):
@@ -19,7 +20,7 @@ def test_train_writes_the_run_layout(tiny_run):
 
 
 def test_saved_model_reload_matches_keras(tiny_run, tmp_path):
-    from deepseek_tf.export import CHECK_TEXTS, export_saved_model
+    from deepseek_tf.export.saved_model import CHECK_TEXTS, export_saved_model
 
     model_dir = tiny_run / "model"
     keras_emb = load_embedder(str(model_dir))

@@ -4,10 +4,11 @@ import types
 import pytest
 
 from conftest import ROOT, run_cli
-from deepseek_tf import evaluate as evaluate_module
+from deepseek_tf.evaluate import report as evaluate_module
 from deepseek_tf.errors import UserError
-from deepseek_tf.evaluate import METRIC_KEYS, drop_identical_ids, evaluate, hybrid_run, main
-from deepseek_tf.significance import paired_comparison
+from deepseek_tf.evaluate.cli import main
+from deepseek_tf.evaluate.report import METRIC_KEYS, drop_identical_ids, evaluate, hybrid_run
+from deepseek_tf.evaluate.significance import paired_comparison
 
 SPEC_KEYS = METRIC_KEYS + ("queries", "latency_ms_p50", "latency_ms_p95", "docs_per_s")
 
@@ -151,7 +152,7 @@ def test_dev_fraction_scores_the_queries_training_held_out(tiny_run, tiny_beir):
     (same data.dev_seed) held out, so a fusion weight can be picked on queries neither stage saw."""
     from deepseek_tf.config import load_config
     from deepseek_tf.data import load_beir
-    from deepseek_tf.train import split_train_dev
+    from deepseek_tf.data.splits import split_train_dev
 
     config = load_config(ROOT / "configs" / "tiny.yaml", [f"data.dataset={tiny_beir}", "data.dev_fraction=0.34",
                                                           "data.dev_seed=7"])

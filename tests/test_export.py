@@ -11,10 +11,13 @@ import numpy as np
 import pytest
 
 from conftest import run_cli
-from deepseek_tf.embedders import load_embedder
+from deepseek_tf.retrieval.artifacts import load_embedder
 from deepseek_tf.errors import UserError
-from deepseek_tf.export import HELD_TEXTS, TFLiteEmbedder, _Prepared
-from deepseek_tf.tflite import TOLERANCES, calibration_texts, compare, tower_paths
+from deepseek_tf.export.saved_model import HELD_TEXTS
+from deepseek_tf.export.towers import _Prepared
+from deepseek_tf.retrieval.tflite import TFLiteEmbedder
+from deepseek_tf.export.tflite import TOLERANCES, calibration_texts, compare
+from deepseek_tf.retrieval.tflite import tower_paths
 
 # Not among the held texts the export checked itself on.
 FRESH = ["防水帐篷 两人", "espresso machine with burr grinder", "x", "Cranfield: 1400 abstracts; 225 queries.",
@@ -141,7 +144,7 @@ def test_a_lone_file_serves_both_towers(exported, tmp_path):
 
 
 def test_evaluate_runs_on_the_tflite_file(exported, tiny_run, tiny_beir):
-    from deepseek_tf.evaluate import evaluate
+    from deepseek_tf.evaluate.report import evaluate
 
     assert isinstance(load_embedder(str(exported["paths"]["none"])), TFLiteEmbedder)
     got = evaluate(str(exported["paths"]["none"]), str(tiny_beir))["dense"]
@@ -178,7 +181,7 @@ def cross_model_dir(tiny_run, tmp_path_factory):
     from conftest import ROOT
     from deepseek_tf.config import load_config, save_config
     from deepseek_tf.models import build_model
-    from deepseek_tf.tokenizer import Tokenizer
+    from deepseek_tf.text.tokenizer import Tokenizer
 
     directory = tmp_path_factory.mktemp("cross") / "model"
     directory.mkdir()
@@ -205,8 +208,8 @@ def test_report_on_a_cross_encoder_is_one_line(cross_model_dir, tiny_beir, tmp_p
 def test_cross_encoder_tflite_matches_keras(cross_model_dir, tmp_path, monkeypatch):
     import os
 
-    from deepseek_tf.export import export_tflite
-    from deepseek_tf.rerank import Reranker
+    from deepseek_tf.export.towers import export_tflite
+    from deepseek_tf.retrieval.rerank import Reranker
 
     result = export_tflite(cross_model_dir, tmp_path / "ce", "none")
     path = tmp_path / "ce.tflite"

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from deepseek_tf import losses
+from deepseek_tf.models import losses
 from deepseek_tf.models.encoder import MeanPooling
 
 I2 = tf.constant([[1.0, 0.0], [0.0, 1.0]])

@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from deepseek_tf.index import ExactIndex, exact_search
+from deepseek_tf.retrieval.index import ExactIndex, exact_search
 from deepseek_tf.errors import UserError
-from deepseek_tf.evaluate import trec_metrics
+from deepseek_tf.evaluate.metrics import trec_metrics
 
 
 def test_trec_metrics_three_documents_by_hand():
@@ -89,7 +89,7 @@ def test_mrr_cut_breaks_ties_as_trec_eval():
 
 
 def test_recall_curve_matches_cut_metrics():
-    from deepseek_tf.evaluate import recall_curve
+    from deepseek_tf.evaluate.metrics import recall_curve
 
     qrels = {"q1": {"a": 1, "b": 1}, "q2": {"c": 1}}
     run = {"q1": {"a": 0.9, "x": 0.8, "b": 0.7}, "q2": {"y": 0.5}}
@@ -100,7 +100,7 @@ def test_recall_curve_matches_cut_metrics():
 
 # ---------------------------------------------------------------------------- exact search and faiss
 def test_exact_search_never_scores_more_than_one_block(monkeypatch):
-    import deepseek_tf.index as index_mod
+    import deepseek_tf.retrieval.index as index_mod
 
     shapes = []
     real = index_mod._chunk_topk
@@ -143,7 +143,7 @@ def test_exact_top10_equals_faiss_flat_ip():
 @pytest.mark.parametrize("kind", ["flat", "ivf", "hnsw"])
 def test_faiss_index_save_load_and_fingerprint(tmp_path, kind):
     pytest.importorskip("faiss")
-    from deepseek_tf.index import build_index, load_index
+    from deepseek_tf.retrieval.index import build_index, load_index
 
     rng = np.random.default_rng(2)
     docs = _unit(rng, 2000, 16)
@@ -161,7 +161,7 @@ def test_faiss_index_save_load_and_fingerprint(tmp_path, kind):
 
 
 def test_index_without_metadata_is_refused(tmp_path):
-    from deepseek_tf.index import load_index
+    from deepseek_tf.retrieval.index import load_index
 
     ExactIndex(np.eye(3, dtype=np.float32), ["a", "b", "c"], "f").save(tmp_path / "ix")
     (tmp_path / "ix" / "index.json").unlink()  # as after a crash mid-save: index.json is written last

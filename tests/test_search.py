@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from deepseek_tf.errors import UserError
-from deepseek_tf.search import main, read_corpus, search
+from deepseek_tf.retrieval.cli import search_main as main
+from deepseek_tf.retrieval.search import read_corpus, search
 
 
 def test_read_corpus_counts_what_it_drops(tmp_path):
@@ -32,7 +33,7 @@ def test_saved_index_is_reused_and_refused_when_stale(tiny_run, tiny_beir, tmp_p
     scores = [h["score"] for h in first[0]["hits"]]
     assert len(scores) == 5 and scores == sorted(scores, reverse=True)
     # the saved vectors are the model's document embeddings
-    from deepseek_tf.embedders import load_embedder
+    from deepseek_tf.retrieval.artifacts import load_embedder
 
     emb = load_embedder(model)
     ids, texts, _ = read_corpus(corpus)

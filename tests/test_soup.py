@@ -11,7 +11,7 @@ from deepseek_tf.errors import ConfigError
 
 
 def test_average_weights_by_hand():
-    from deepseek_tf.soup import average_weights
+    from deepseek_tf.train.soup import average_weights
 
     a = [np.array([[1.0, 2.0], [3.0, 4.0]], np.float32), np.array([0.0], np.float32)]
     b = [np.array([[3.0, 6.0], [5.0, 0.0]], np.float32), np.array([1.0], np.float32)]
@@ -25,7 +25,7 @@ def test_average_weights_by_hand():
 
 
 def test_member_configs_differ_only_in_seed():
-    from deepseek_tf.soup import member_configs
+    from deepseek_tf.train.soup import member_configs
 
     config = load_config(ROOT / "configs" / "tiny.yaml", ["train.soup=3", "train.seed=7"])
     members = member_configs(config)
@@ -47,7 +47,7 @@ def test_soup_needs_a_shared_starting_point(tmp_path):
 
 
 def test_tiny_soup_is_the_mean_of_its_members(tiny_run, tiny_beir, tmp_path):
-    from deepseek_tf.embedders import load_trained
+    from deepseek_tf.models.loading import load_trained
     from deepseek_tf.train import train
 
     # fine-tune the session's tiny model (a shared starting point) with two seeds

@@ -1,7 +1,7 @@
 import numpy as np
 import tensorflow as tf
 
-from deepseek_tf.tokenizer import Tokenizer, build_vocab
+from deepseek_tf.text.tokenizer import Tokenizer, build_vocab
 
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "b", "c", "##b", "hello", "world", "!", "手", "机"]
 #         0        1        2        3        4        5    6    7    8      9        10       11   12   13

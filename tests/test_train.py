@@ -12,7 +12,7 @@ import tensorflow as tf
 from conftest import ROOT, run_cli
 from deepseek_tf.config import load_config
 from deepseek_tf.errors import ConfigError, UserError
-from deepseek_tf.optim import WarmupExponentialDecay, make_optimizer
+from deepseek_tf.train.optim import WarmupExponentialDecay, make_optimizer
 from deepseek_tf.train import train
 
 
@@ -119,7 +119,7 @@ def test_dev_early_stopping_keeps_the_best_epoch(tiny_beir, tmp_path):
 
 
 def test_dev_queries_follow_data_dev_seed_not_the_training_seed(tiny_beir):
-    from deepseek_tf.train import load_training_data
+    from deepseek_tf.train.trainer import load_training_data
 
     def dev_queries(*overrides):
         return set(load_training_data(_config(tiny_beir, "data.dev_fraction=0.25", *overrides))[2].qrels)
@@ -130,7 +130,7 @@ def test_dev_queries_follow_data_dev_seed_not_the_training_seed(tiny_beir):
 
 
 def test_best_checkpoint_is_what_model_dir_holds(tiny_beir, tmp_path):
-    from deepseek_tf.callbacks import DevEvaluator
+    from deepseek_tf.train.callbacks import DevEvaluator
 
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
     model.compile(optimizer="sgd")
@@ -151,7 +151,7 @@ def test_best_checkpoint_is_what_model_dir_holds(tiny_beir, tmp_path):
 
 def test_mined_negatives_guards(tiny_beir):
     from deepseek_tf.data import load_beir
-    from deepseek_tf.mining import mine, mine_negatives
+    from deepseek_tf.retrieval.mining import mine, mine_negatives
 
     ds = load_beir(tiny_beir, "train")
     mined = mine(ds, "bm25", top_k=10, skip_top=1, margin=0.05)
@@ -179,7 +179,7 @@ def test_mined_negatives_guards(tiny_beir):
 
 def test_several_mined_negatives_per_pair_are_distinct_and_guarded():
     from deepseek_tf.data import BeirDataset
-    from deepseek_tf.mining import mine_negatives
+    from deepseek_tf.retrieval.mining import mine_negatives
 
     corpus = {k: {"title": "", "text": k} for k in ("p1", "a", "b", "c", "p2", "e")}
     toy = BeirDataset(corpus, {"q": "q"}, {"q": {"p1": 2, "p2": 1}})
@@ -194,7 +194,7 @@ def test_several_mined_negatives_per_pair_are_distinct_and_guarded():
 
 def test_below_fallback_takes_the_nearest_documents_under_the_ceiling_past_the_window():
     from deepseek_tf.data import BeirDataset
-    from deepseek_tf.mining import mine_negatives
+    from deepseek_tf.retrieval.mining import mine_negatives
 
     corpus = {k: {"title": "", "text": k} for k in ("p1", "a", "b", "c", "p2", "e", "z")}
     toy = BeirDataset(corpus, {"q": "q"}, {"q": {"p1": 2, "p2": 1}})
@@ -213,10 +213,10 @@ def test_below_fallback_takes_the_nearest_documents_under_the_ceiling_past_the_w
 
 
 def test_k_negatives_per_pair_join_the_candidates_pair_major():
-    from deepseek_tf import losses
+    from deepseek_tf.models import losses
     from deepseek_tf.data import Pairs, pair_dataset
     from deepseek_tf.models import build_model
-    from deepseek_tf.tokenizer import Tokenizer
+    from deepseek_tf.text.tokenizer import Tokenizer
 
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "b", "c", "d"]
     pairs = Pairs(["a", "b"], ["a b", "b c"], [["c", "d d"], ["d", "a c"]])
@@ -235,12 +235,12 @@ def test_mining_cli_writes_pairs_the_trainer_reads(tiny_beir, tmp_path):
     from deepseek_tf.data import read_pairs
 
     out = tmp_path / "mined.tsv"
-    proc = run_cli("deepseek_tf.mining", "--dataset", str(tiny_beir), "--top-k", "10", "--skip-top", "1",
+    proc = run_cli("deepseek_tf.cli", "mine", "--dataset", str(tiny_beir), "--top-k", "10", "--skip-top", "1",
                    "--output", str(out))
     assert proc.returncode == 0, proc.stderr
     pairs = read_pairs(out, verbose=False)
     assert len(pairs) == 48 and pairs.negs is not None and len(pairs.labels) == 48
-    proc = run_cli("deepseek_tf.mining", "--dataset", str(tiny_beir), "--top-k", "2", "--skip-top", "3",
+    proc = run_cli("deepseek_tf.cli", "mine", "--dataset", str(tiny_beir), "--top-k", "2", "--skip-top", "3",
                    "--output", str(out))
     assert proc.returncode == 1 and proc.stderr.strip().startswith("error: mining: top_k")
 
@@ -264,7 +264,7 @@ ARM_V86 = "processor\t: 0\nFeatures\t: fp asimd aes sha2 i8mm bf16\nCPU implemen
 
 
 def test_mixed_precision_auto_uses_bfloat16_only_where_the_cpu_has_it(capsys):
-    from deepseek_tf.compute import cpu_has_native_bf16, precision_policy
+    from deepseek_tf.train.compute import cpu_has_native_bf16, precision_policy
 
     assert [cpu_has_native_bf16(x) for x in (ZEN2, SAPPHIRE_RAPIDS, ARM_V86, "")] == [False, True, True, False]
     # a flag name elsewhere on a line other than flags/Features does not count
@@ -281,8 +281,8 @@ def test_mixed_precision_auto_uses_bfloat16_only_where_the_cpu_has_it(capsys):
 
 
 def test_float32_copy_keeps_mixed_precision_weights(tiny_beir):
-    from deepseek_tf.tokenizer import Tokenizer
-    from deepseek_tf.compute import build_in_policy, float32_copy, set_dropout
+    from deepseek_tf.text.tokenizer import Tokenizer
+    from deepseek_tf.train.compute import build_in_policy, float32_copy, set_dropout
 
     config = _config(tiny_beir)
     tokenizer = Tokenizer(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "wing", "flow", "heat"])
@@ -327,7 +327,7 @@ def test_bad_new_training_options_fail_before_anything_is_written(tiny_beir, tmp
 def test_build_in_policy_gives_a_pretrained_backbone_model_dropout(tiny_run, tiny_beir, yaml):
     # the tiny run's tower was saved with dropout 0.1; both trainers build through here, so
     # model.dropout must replace the saved rates for a dual encoder and a cross-encoder alike
-    from deepseek_tf.compute import build_in_policy, dropout_layers
+    from deepseek_tf.train.compute import build_in_policy, dropout_layers
 
     vocab_size = sum(1 for _ in open(tiny_run / "model" / "vocab.txt"))
     config = load_config(ROOT / "configs" / yaml, [f"data.dataset={tiny_beir}", f"model.backbone={tiny_run / 'model'}",
@@ -337,7 +337,7 @@ def test_build_in_policy_gives_a_pretrained_backbone_model_dropout(tiny_run, tin
 
 
 def test_jit_compile_auto_uses_xla_for_cross_encoders_on_cpus_in_float32_only(monkeypatch):
-    from deepseek_tf.compute import XLA_PAD_MULTIPLE, jit_policy, pad_multiple
+    from deepseek_tf.train.compute import XLA_PAD_MULTIPLE, jit_policy, pad_multiple
 
     ce, de = ("mirrored", "cross_encoder"), ("mirrored", "dual_encoder")
     assert jit_policy("auto", None, *ce) is True  # this test machine: CPU, float32

@@ -5,11 +5,12 @@ from typing import Callable
 
 import keras
 
-from deepseek_tf.config import Config
-from deepseek_tf.models.backbones import build_backbone
+from deepseek_tf.config import Config, ModelConfig, config_from_dict
+from deepseek_tf.models.backbones import build_backbone, vocab_path
 from deepseek_tf.models.cross_encoder import build_cross_encoder
 from deepseek_tf.models.dual_encoder import DualEncoder
 from deepseek_tf.models.encoder import Encoder
+from deepseek_tf.text.tokenizer import Tokenizer
 
 
 def build_encoder(config: Config, vocab_size: int, name: str) -> Encoder:
@@ -41,3 +42,12 @@ def build_model(config: Config, vocab_size: int) -> keras.Model:
 
         raise ConfigError(f"model.kind {config.model.kind!r} is not available yet")
     return MODEL_BUILDERS[config.model.kind](config, vocab_size)
+
+
+def preset_model(name: str, max_length: int = 256):
+    """A preset as an untrained DualEncoder (mean pooling + L2, as sentence-transformers)."""
+    config = config_from_dict({"model": {"backbone": name, "query_max_length": max_length,
+                                         "doc_max_length": max_length, "pooling": "mean",
+                                         "normalize": True}})
+    tokenizer = Tokenizer.from_file(vocab_path(name), ModelConfig.lowercase)
+    return build_model(config, tokenizer.vocab_size), tokenizer, config

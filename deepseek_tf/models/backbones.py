@@ -121,7 +121,7 @@ def freeze_bottom(backbone: keras.layers.Layer, num_layers: int) -> None:
 
 def _trained_backbone(path: Path) -> keras.layers.Layer:
     """The query tower's transformer of a trained deepseek_tf dual encoder (weights included)."""
-    from deepseek_tf.embedders import load_trained
+    from deepseek_tf.models.loading import load_trained
 
     model, _, _ = load_trained(path)
     encoder = getattr(model, "query_encoder", None)

@@ -19,7 +19,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from deepseek_tf import losses
+from deepseek_tf.models import losses
 from deepseek_tf.models.encoder import MeanPooling
 
 RANKING_LOSSES = ("bce", "ranknet", "hinge", "listwise", "multi_positive")

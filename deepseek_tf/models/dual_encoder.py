@@ -5,11 +5,18 @@ import math
 
 import keras
 import tensorflow as tf
-from keras.src.losses.loss import unscale_loss_for_distribution
 
-from deepseek_tf import losses
+from deepseek_tf.models import losses
 
 _KEY_LENGTH = 8192  # longest token sequence `text_keys` can identify (BERT stops at 512)
+
+
+def unscale_loss_for_distribution(loss: tf.Tensor) -> tf.Tensor:
+    """The loss times the replica count: Keras divides each replica's loss by it (so summed
+    gradients average), and the loss tracker must see the undivided value. Public Keras has no
+    name for this step (it lives in keras.src.losses.loss), so it is written out here."""
+    replicas = tf.distribute.get_strategy().num_replicas_in_sync
+    return loss * tf.cast(replicas, loss.dtype) if replicas > 1 else loss
 
 
 def text_keys(ids: dict) -> tf.Tensor:

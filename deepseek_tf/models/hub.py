@@ -92,10 +92,23 @@ class HubBackbone(keras.layers.Layer):
         obj = self._loaded
         if hasattr(obj, "variables") and not callable(obj.variables):
             return list(obj.variables)  # the reusable SavedModel API lists them
-        from keras.src.export.saved_model import _list_variables_used_by_fns
-
-        trainable, frozen = _list_variables_used_by_fns([self._fn])
-        return list(trainable) + list(frozen)
+        # A bare restored function: the variables its concrete functions capture, trainable first
+        # (what Keras's own ExportArchive collects; public Keras exposes no helper for it).
+        fn = self._fn
+        concrete = (fn.concrete_functions if hasattr(fn, "concrete_functions")
+                    else [fn.get_concrete_function()] if hasattr(fn, "get_concrete_function") else [fn])
+        seen, trainable, frozen = set(), [], []
+        for cf in concrete:
+            for v in cf.trainable_variables:
+                if id(v) not in seen:
+                    seen.add(id(v))
+                    trainable.append(v)
+        for cf in concrete:
+            for v in cf.variables:
+                if id(v) not in seen:
+                    seen.add(id(v))
+                    frozen.append(v)
+        return trainable + frozen
 
     def call(self, inputs, training=None):
         feed = {}

@@ -1,0 +1,1 @@
+"""Benchmarks against sentence-transformers and faiss (`make bench`); never imported by the library."""

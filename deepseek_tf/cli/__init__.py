@@ -1,0 +1,1 @@
+"""The `deepseek-tf` command line: one console script, a subcommand per job."""

@@ -1,0 +1,5 @@
+import sys
+
+from deepseek_tf.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,56 @@
+"""What a command shows a person: parsers whose `--help` ends with examples, and progress that
+suits where the output goes (a bar on a terminal, plain lines in a log file)."""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import IO
+
+
+def command_parser(command: str, description: str, examples: list[str]) -> argparse.ArgumentParser:
+    """The parser of `deepseek-tf COMMAND` (also `python -m deepseek_tf.COMMAND` where one exists)."""
+    epilog = "examples:\n" + "\n".join(f"  {e}" for e in examples)
+    return argparse.ArgumentParser(prog=f"deepseek-tf {command}", description=description, epilog=epilog,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def is_terminal(stream: IO | None = None) -> bool:
+    stream = stream or sys.stderr
+    return bool(getattr(stream, "isatty", lambda: False)())
+
+
+def format_eta(seconds: float) -> str:
+    """Seconds as `1h02m`, `3m05s` or `42s`."""
+    seconds = max(0, int(round(seconds)))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s" if m else f"{s}s"
+
+
+class PlainProgress:
+    """One line every `every` steps (and at the last): `what step/total, rate, ETA`, no escape codes.
+
+    For output that is not a terminal (CI, nohup, a file), where a redrawn bar would write
+    carriage returns and ANSI sequences into the log.
+    """
+
+    def __init__(self, what: str, total: int | None, every: int, stream: IO | None = None,
+                 clock=time.perf_counter):
+        self.what, self.total, self.every = what, total, max(1, every)
+        self.stream, self.clock = stream or sys.stderr, clock
+        self.start = clock()
+        self.done = 0
+
+    def line(self, step: int, extra: str = "") -> str:
+        elapsed = max(self.clock() - self.start, 1e-9)
+        rate = step / elapsed
+        total = f"/{self.total}" if self.total else ""
+        eta = (f", ETA {format_eta((self.total - step) / rate)}" if self.total and rate > 0 else "")
+        extra = f", {extra}" if extra else ""
+        return f"{self.what} {step}{total}{extra}, {rate:.2f}/s{eta}"
+
+    def update(self, step: int, extra: str = "") -> None:
+        self.done = step
+        if step % self.every == 0 or (self.total and step == self.total):
+            print(self.line(step, extra), file=self.stream, flush=True)

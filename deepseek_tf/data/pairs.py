@@ -1,0 +1,194 @@
+"""Training pairs: CSV/TSV/JSONL readers and cleaning, pairs from BEIR judgments, tf.data pipelines.
+
+Tokenization happens in the pipeline, after batching, so each batch is padded to its
+own longest sequence and the model never holds a tokenizer while training.
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import tensorflow as tf
+
+from deepseek_tf.data.beir import PAIR_COLUMNS, OPTIONAL_COLUMNS, BeirDataset, normalize_text
+from deepseek_tf.errors import UserError
+
+@dataclass
+class Pairs:
+    """Training pairs; `negs` (hard negatives: one text per pair, or a list of k texts per
+    pair) and `labels` (graded 0-4) are optional."""
+
+    queries: list[str]
+    docs: list[str]
+    negs: Optional[list[str]] = None
+    labels: Optional[list[int]] = None
+
+    def __len__(self) -> int:
+        return len(self.queries)
+
+
+def _read_table(path: Path):
+    import pandas as pd
+
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".jsonl":
+            return pd.read_json(path, lines=True, dtype=False, encoding="utf-8")
+        sep = "\t" if suffix in (".tsv", ".tab") else ","
+        return pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path}: not UTF-8 (byte {e.start})") from None
+    except ValueError as e:
+        raise UserError(f"{path}: cannot parse as {suffix[1:] or 'csv'} ({str(e).splitlines()[0]})") from None
+
+
+def read_pairs(path: str | Path, verbose: bool = True) -> Pairs:
+    """Reads `query, doc_content[, neg_doc][, label]` rows, cleans them and prints a summary."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"missing pairs file: {path}")
+    df = _read_table(path)
+    missing = [c for c in PAIR_COLUMNS if c not in df.columns]
+    if missing:
+        raise UserError(f"{path}: missing column(s) {', '.join(missing)} (have: {', '.join(map(str, df.columns))})")
+    total = len(df)
+    cols = [c for c in PAIR_COLUMNS + OPTIONAL_COLUMNS if c in df.columns]
+    df = df[cols].copy()
+    for c in cols:
+        if c != "label":
+            df[c] = df[c].map(normalize_text)
+    empty = (df["query"] == "") | (df["doc_content"] == "")
+    n_empty = int(empty.sum())
+    df = df[~empty]
+    labels = None
+    if "label" in df.columns:
+        import pandas as pd
+
+        numeric = pd.to_numeric(df["label"], errors="coerce")
+        bad = numeric.isna() | (numeric < 0) | (numeric > 4)
+        if bad.any():
+            row = int(df.index[bad.to_numpy()][0]) + 2  # +1 header, +1 one-based
+            raise UserError(f"{path}:{row}: label must be a number from 0 to 4, got {df['label'][bad].iloc[0]!r}")
+        df["label"] = numeric.astype(int)
+    before = len(df)
+    df = df.drop_duplicates()
+    n_dup = before - len(df)
+    if df.empty:
+        raise UserError(f"{path}: no usable rows ({total} read, {n_empty} empty)")
+    if verbose:
+        print(f"{path.name}: {total} rows read, {n_empty} empty dropped, {n_dup} duplicates dropped, "
+              f"{len(df)} kept", file=sys.stderr)
+    negs = df["neg_doc"].tolist() if "neg_doc" in df.columns else None
+    if negs is not None and any(n == "" for n in negs):
+        negs = None if all(n == "" for n in negs) else negs
+        if negs is not None:
+            raise UserError(f"{path}: neg_doc is empty on some rows; give it on every row or none")
+    if "label" in df.columns:
+        labels = df["label"].tolist()
+    return Pairs(df["query"].tolist(), df["doc_content"].tolist(), negs, labels)
+
+
+def pairs_from_beir(ds: BeirDataset, min_label: int = 1, use_title: bool = True) -> Pairs:
+    """(query, relevant doc) pairs from qrels, graded label kept; order is deterministic."""
+    queries, docs, labels = [], [], []
+    for qid in sorted(ds.qrels):
+        for did, grade in sorted(ds.qrels[qid].items()):
+            if grade >= min_label:
+                queries.append(ds.queries[qid])
+                docs.append(ds.doc_text(did, use_title))
+                labels.append(grade)
+    if not queries:
+        raise UserError(f"no judgments with relevance >= {min_label} to train on")
+    return Pairs(queries, docs, None, labels)
+
+
+def grade_weights(labels: list[int]) -> list[float]:
+    """Per-pair loss weights grade / mean grade (mean weight 1, so the loss scale and the
+    learning rate keep their meaning): a grade-4 judgment counts four times a grade-1 one,
+    as it does in nDCG's gain."""
+    if not labels or min(labels) <= 0:
+        raise UserError("train.grade_weighting needs a positive graded label on every training pair")
+    mean = sum(labels) / len(labels)
+    return [g / mean for g in labels]
+
+
+def title_dataset(ds: BeirDataset) -> BeirDataset:
+    """The corpus as its own training set: each document's title is a pseudo-query whose one
+    relevant document is the document's body (an in-domain signal that needs no judgments,
+    as in title/body pre-training). A body that opens with its title loses that prefix,
+    else the pair is a copy task. Documents without both a title and a body are left out."""
+    bodies, queries, qrels = {}, {}, {}
+    for doc_id, doc in ds.corpus.items():
+        title, text = doc.get("title", "").strip(), doc.get("text", "").strip()
+        if title and text.startswith(title):
+            text = text[len(title):].strip()
+        if text:
+            bodies[doc_id] = {"title": "", "text": text}
+        if title and text:
+            queries[f"title:{doc_id}"] = title
+            qrels[f"title:{doc_id}"] = {doc_id: 1}
+    return BeirDataset(bodies, queries, qrels)
+
+
+def concat_pairs(a: Pairs, b: Pairs) -> Pairs:
+    if (a.negs is None) != (b.negs is None) or (a.labels is None) != (b.labels is None):
+        raise UserError("cannot mix training pairs with and without negatives/labels")
+    join = lambda x, y: None if x is None else list(x) + list(y)
+    return Pairs(a.queries + b.queries, a.docs + b.docs, join(a.negs, b.negs), join(a.labels, b.labels))
+
+
+# ---------------------------------------------------------------------------- tf.data
+def pair_dataset(
+    pairs: Pairs,
+    tokenizer,
+    batch_size: int,
+    query_max_length: int,
+    doc_max_length: int,
+    seed: int = 42,
+    shuffle: bool = True,
+    shuffle_buffer: int = 10000,
+    drop_remainder: bool = True,
+    weights: list[float] | None = None,
+    teacher: np.ndarray | None = None,
+    pad_multiple: int = 1,
+) -> tf.data.Dataset:
+    """Batches of {"query": ids, "doc": ids[, "neg": ids][, "weight": (batch,)][, "teacher": (batch, k)]}
+    for dual-encoder training; `weights` are per-pair loss weights (see `grade_weights`), `teacher`
+    a teacher's margins per pair and hard negative (see `distill.teacher_margins`); ids are padded
+    to a multiple of `pad_multiple` (XLA: `Tokenizer.widen`)."""
+    columns = {"query": pairs.queries, "doc": pairs.docs}
+    if pairs.negs is not None:
+        columns["neg"] = pairs.negs  # (N,) or (N, k)
+    if weights is not None:
+        columns["weight"] = np.asarray(weights, np.float32)
+    if teacher is not None:
+        columns["teacher"] = np.asarray(teacher, np.float32).reshape(len(pairs), -1)  # (N, k)
+    ds = tf.data.Dataset.from_tensor_slices(columns)
+    if shuffle:
+        ds = ds.shuffle(min(shuffle_buffer, len(pairs)), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+    lengths = {"query": query_max_length, "doc": doc_max_length, "neg": doc_max_length}
+
+    def ids(texts, length):
+        if texts.shape.rank == 1:
+            return tokenizer(texts, length, pad_multiple)
+        # k negatives per pair: (batch, k) texts -> (batch, k, length) ids, so splits along the
+        # batch axis (replicas, GradCache micro-batches) keep each pair's negatives with it
+        flat = tokenizer(tf.reshape(texts, [-1]), length, pad_multiple)
+        return {name: tf.reshape(t, tf.concat([tf.shape(texts), tf.shape(t)[1:]], 0)) for name, t in flat.items()}
+
+    def tokenize(batch):
+        return {k: ids(v, lengths[k]) if k in lengths else v for k, v in batch.items()}
+
+    return ds.map(tokenize, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
+def text_batches(texts: list[str], tokenizer, max_length: int, batch_size: int):
+    """Yields (indices, tokenized batch) with texts sorted by length, so padding stays small."""
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        yield idx, tokenizer(tf.constant([texts[i] for i in idx]), max_length)

@@ -1,0 +1,53 @@
+"""IR metrics exactly as trec_eval computes them (through pytrec_eval): pure functions of qrels and a run."""
+from __future__ import annotations
+
+import numpy as np
+
+from deepseek_tf.evaluate.significance import METRIC_KEYS
+
+CURVE_MAX_K = 100
+Run = dict[str, dict[str, float]]  # query id -> {doc id: score}
+
+
+def _trec_order(docs: dict[str, float]) -> list[tuple[str, float]]:
+    # trec_eval ranks by score descending, ties by doc id descending; cuts must agree with it
+    return sorted(docs.items(), key=lambda x: (x[1], x[0]), reverse=True)
+
+
+def trec_metrics(qrels: dict[str, dict[str, int]], run: Run) -> tuple[dict[str, float], dict[str, dict]]:
+    """(mean metrics, per-query metrics) exactly as trec_eval computes them.
+
+    nDCG@10 = DCG@10 / IDCG@10 with DCG@10 = sum_{i<=10} rel_i / log2(i + 1) (graded rel_i);
+    MRR@10 = 1 / rank of the first relevant document if it is in the top 10, else 0
+    (trec_eval's recip_rank on the run cut to each query's 10 best documents, in trec_eval's
+    order); Recall@k = relevant in top k / all relevant; P@10 = relevant in top 10 / 10;
+    MAP = mean over relevant documents of precision at their ranks.
+    Queries with no judgments are not scored (as trec_eval); queries judged but absent
+    from the run score 0.
+    """
+    import pytrec_eval
+
+    run = {q: docs for q, docs in run.items() if q in qrels}
+    full = {q: run.get(q, {}) for q in qrels}
+    measures = {"ndcg_cut.10", "recall.10", "recall.100", "P.10", "map"}
+    per_query = pytrec_eval.RelevanceEvaluator(qrels, measures).evaluate(
+        {q: d if d else {"__none__": 0.0} for q, d in full.items()})
+    top10 = {q: dict(_trec_order(d)[:10]) or {"__none__": 0.0} for q, d in full.items()}
+    rr = pytrec_eval.RelevanceEvaluator(qrels, {"recip_rank"}).evaluate(top10)
+    rows = {}
+    for q, m in per_query.items():
+        rows[q] = {"ndcg@10": m["ndcg_cut_10"], "mrr@10": rr[q]["recip_rank"], "recall@10": m["recall_10"],
+                   "recall@100": m["recall_100"], "p@10": m["P_10"], "map": m["map"]}
+    means = {k: float(np.mean([r[k] for r in rows.values()])) if rows else 0.0 for k in METRIC_KEYS}
+    means["queries"] = len(rows)
+    return means, rows
+
+
+def recall_curve(qrels: dict[str, dict[str, int]], run: Run, max_k: int = CURVE_MAX_K) -> list[float]:
+    """Mean Recall@k for k = 1..max_k, from trec_eval's recall.k (absent queries count 0)."""
+    import pytrec_eval
+
+    full = {q: run.get(q) or {"__none__": 0.0} for q in qrels}
+    ks = list(range(1, max_k + 1))
+    per_query = pytrec_eval.RelevanceEvaluator(qrels, {"recall." + ",".join(map(str, ks))}).evaluate(full)
+    return [float(np.mean([m[f"recall_{k}"] for m in per_query.values()])) for k in ks]

@@ -1,0 +1,226 @@
+"""Evaluation: systems (dense, BM25, hybrid, reranked) scored on a BEIR split, the report and its table.
+
+Every reported figure comes from pytrec_eval (trec_eval's own code). Systems: `dense` (the
+model, exact search), `bm25` (`--baseline bm25`) and `hybrid` (both fused by reciprocal rank).
+"""
+from __future__ import annotations
+
+import resource
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from deepseek_tf.data import BeirDataset, load_beir, load_run, write_run
+from deepseek_tf.errors import UserError
+from deepseek_tf.evaluate.significance import METRIC_KEYS, add_comparisons
+
+COST_KEYS = ("latency_ms_p50", "latency_ms_p95", "docs_per_s", "peak_rss_mb")
+from deepseek_tf.evaluate.metrics import CURVE_MAX_K, Run, recall_curve, trec_metrics
+
+
+def drop_identical_ids(run: Run) -> Run:
+    """BEIR's convention (ignore_identical_ids): a retrieved doc whose id equals the query id is dropped."""
+    return {q: {d: s for d, s in docs.items() if d != q} for q, docs in run.items()}
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process so far, in MiB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _latency_stats(latencies: dict[str, float], n_docs: int, index_s: float) -> dict:
+    values = list(latencies.values())
+    return {"latency_ms_p50": float(np.percentile(values, 50)) if values else None,
+            "latency_ms_p95": float(np.percentile(values, 95)) if values else None,
+            "docs_per_s": n_docs / max(index_s, 1e-9), "index_s": index_s, "latency_ms": latencies}
+
+
+def dense_run(embedder, ds: BeirDataset, top_k: int = 100, batch_size: int = 64,
+              use_title: bool = True) -> tuple[Run, dict[str, float]]:
+    """Encodes the corpus (length-sorted batches), then answers each judged query alone, so
+    latency is per query (encode + search). stats["latency_ms"] holds each query's latency."""
+    from deepseek_tf.retrieval.index import exact_search
+
+    doc_ids = list(ds.corpus)
+    texts = [ds.doc_text(d, use_title) for d in doc_ids]
+    start = time.perf_counter()
+    doc_vecs = embedder.encode_docs(texts, batch_size, progress=sys.stderr.isatty())
+    encode_s = time.perf_counter() - start
+    run, latencies = {}, {}
+    qids = [q for q in ds.qrels if q in ds.queries]
+    if qids:
+        embedder.encode_queries([ds.queries[qids[0]]])  # warm-up: trace/compile once
+    for q in qids:
+        t0 = time.perf_counter()
+        vec = embedder.encode_queries([ds.queries[q]])
+        scores, idx = exact_search(vec, doc_vecs, top_k)
+        latencies[q] = (time.perf_counter() - t0) * 1000
+        run[q] = {doc_ids[j]: float(s) for s, j in zip(scores[0], idx[0])}
+    return run, _latency_stats(latencies, len(texts), encode_s)
+
+
+def hybrid_run(dense: tuple[Run, dict], bm25: tuple[Run, dict], top_k: int = 100,
+               rrf_k: int = 60) -> tuple[Run, dict]:
+    """Reciprocal-rank fusion of a dense and a BM25 run; per-query latency is both systems' plus fusion."""
+    from deepseek_tf.retrieval.bm25 import reciprocal_rank_fusion
+
+    run, latencies = {}, {}
+    (d_run, d_stats), (b_run, b_stats) = dense, bm25
+    for q in d_run.keys() | b_run.keys():
+        t0 = time.perf_counter()
+        run.update(reciprocal_rank_fusion([{q: d_run.get(q, {})}, {q: b_run.get(q, {})}], rrf_k, top_k))
+        latencies[q] = ((time.perf_counter() - t0) * 1000 + d_stats["latency_ms"].get(q, 0.0)
+                        + b_stats["latency_ms"].get(q, 0.0))
+    stats = _latency_stats(latencies, 0, 1.0)
+    index_s = d_stats["index_s"] + b_stats["index_s"]  # both indexes must be built
+    stats["docs_per_s"], stats["index_s"] = d_stats["docs_per_s"] * d_stats["index_s"] / max(index_s, 1e-9), index_s
+    stats["rrf_k"] = rrf_k
+    return run, stats
+
+
+def dataset_warnings(ds: BeirDataset) -> list[str]:
+    """One line per kind of bad input that was dropped (counted), plus judged queries with no relevant doc."""
+    lines = [f"dropped {count} {what}" for what, count in ds.dropped.items()]
+    no_rel = sum(1 for docs in ds.qrels.values() if not any(g > 0 for g in docs.values()))
+    if no_rel:
+        lines.append(f"{no_rel} judged queries have no relevant document (they score 0, as in trec_eval)")
+    return lines
+
+
+def _score(name: str, qrels, run: Run, stats: dict, extra: dict) -> dict:
+    means, per_query = trec_metrics(qrels, run)
+    for q, ms in stats.pop("latency_ms").items():
+        if q in per_query:
+            per_query[q]["latency_ms"] = ms
+    return {**means, **stats, "peak_rss_mb": peak_rss_mb(), **extra,
+            "recall_curve": recall_curve(qrels, run), "per_query": per_query}
+
+
+def evaluate(model: str | None, dataset: str, split: str = "test", top_k: int = 100,
+             batch_size: int = 64, baseline: str | None = None, ignore_identical_ids: bool = False,
+             rrf_k: int = 60, bm25_args: dict | None = None, verbose: bool = True,
+             rerank: str | None = None, rerank_fusion: float | Sequence[float] | None = None,
+             runs_dir: str | Path | None = None, first_run: str | Path | None = None,
+             dev: tuple[float, int] | None = None) -> dict[str, dict]:
+    """Evaluates MODEL (and BM25 / hybrid with baseline="bm25"); returns {system name: figures}.
+
+    Each system's figures: METRIC_KEYS, queries, latency p50/p95 (ms, per query), docs_per_s
+    (indexing), peak_rss_mb (process peak so far; systems run bm25, dense, hybrid in that order),
+    recall_curve (mean Recall@1..100), per_query, warnings (bad input that was dropped), vs (the
+    paired difference from the first stage, per metric, with its 95% CI and p: add_comparisons).
+    runs_dir: also write each system's ranking there as a TREC run file, RUNS_DIR/<system>.trec.
+    first_run: a TREC run file scored as system `run` (another first stage: --rerank reranks it).
+    dev: (fraction, seed): score only the queries of `split` that training with data.dev_fraction
+    = fraction and data.dev_seed = seed holds out (`train.split_dev`), e.g. to pick a fusion weight.
+    """
+    if baseline not in (None, "bm25"):
+        raise UserError(f"--baseline {baseline!r}: only 'bm25' is supported")
+    if model is None and baseline is None and first_run is None:
+        raise UserError("nothing to evaluate: give --model, --run and/or --baseline bm25")
+    if model is not None and first_run is not None:
+        raise UserError("give one first stage: --model or --run, not both")
+    if rerank is not None:
+        from deepseek_tf.retrieval.rerank import check_reranker_spec
+
+        check_reranker_spec(rerank, rerank_fusion)
+    if dev is not None and not 0.0 < dev[0] < 1.0:
+        raise UserError(f"--dev-fraction must be in (0, 1), got {dev[0]:g}")
+    ds = load_beir(dataset, split, unknown_ids="drop")
+    if dev is not None:
+        from deepseek_tf.data.splits import split_dev
+
+        ds = split_dev(ds, *dev)[1]
+    warnings = dataset_warnings(ds)
+    if verbose:
+        for line in warnings:
+            print(f"warning: {dataset}: {line}", file=sys.stderr)
+    if not ds.qrels:
+        raise UserError(f"{dataset}: no judged queries left in split {split!r} after dropping bad input")
+    if verbose and warnings:
+        print(f"{len(warnings)} warning(s); evaluating the remaining {len(ds.qrels)} queries", file=sys.stderr)
+    common = {"warnings": warnings, "ignore_identical_ids": ignore_identical_ids}
+    results: dict[str, dict] = {}
+    runs: dict[str, Run] = {}
+
+    def score(name: str, run: Run, stats: dict, extra: dict) -> dict:
+        runs[name] = drop_identical_ids(run) if ignore_identical_ids else run
+        return _score(name, ds.qrels, runs[name], stats, {**common, **extra})
+
+    bm25 = first = None  # first: (name, (run, stats)) of the stage --rerank reorders
+    if baseline == "bm25":  # first, so its peak RSS is not the dense model's
+        from deepseek_tf.retrieval.bm25 import bm25_run
+
+        bm25 = bm25_run(ds, top_k, **(bm25_args or {}))
+        bm25_config = bm25[1].pop("bm25")
+        results["bm25"] = score("bm25", bm25[0], dict(bm25[1]), {"bm25": bm25_config})
+        first = ("bm25", bm25)
+    if model is not None:
+        from deepseek_tf.retrieval.artifacts import load_embedder
+
+        embedder = load_embedder(model)
+        dense = dense_run(embedder, ds, top_k, batch_size)
+        results = {"dense": score("dense", dense[0], dict(dense[1]), {"model": model}), **results}
+        if bm25 is not None:
+            run, stats = hybrid_run(dense, bm25, top_k, rrf_k)
+            results["hybrid"] = score("hybrid", run, stats, {"model": model})
+        first = ("dense", dense)
+    if first_run is not None:  # another system's results: no latency or indexing figures to report
+        given = (load_run(first_run, ds, top_k), {"latency_ms": {}})
+        results = {"run": score("run", given[0], dict(given[1]), {"run": str(first_run)}), **results}
+        first = ("run", given)
+    if rerank is not None:  # cross-encoder over the first stage's top-k (BM25's when it is the only one)
+        from deepseek_tf.retrieval.rerank import rerank_system
+
+        name, (first_stage, first_stats) = first
+        for suffix, run, stats in rerank_system(rerank, ds, first_stage, first_stats, top_k, rerank_fusion,
+                                                progress=verbose and sys.stderr.isatty()):
+            results[name + suffix] = score(name + suffix, run, stats, {"model": model, "reranker": rerank})
+    add_comparisons(results)
+    if runs_dir is not None:
+        Path(runs_dir).mkdir(parents=True, exist_ok=True)
+        for name, run in runs.items():
+            write_run(run, Path(runs_dir) / f"{name}.trec", tag=name)
+    return results
+
+
+def format_table(results: dict[str, dict]) -> str:
+    cols = list(METRIC_KEYS) + ["queries"] + list(COST_KEYS)
+    lines = ["| system | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    for name, r in results.items():
+        cells = [f"{r[c]:.4f}" if c in METRIC_KEYS else
+                 (f"{r[c]}" if c == "queries" else (f"{r[c]:.1f}" if r.get(c) is not None else "-"))
+                 for c in cols]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot_recall_curves(results: dict[str, dict], path: str | Path, title: str = "") -> None:
+    """PNG of mean Recall@k (k = 1..100) for every system, written atomically."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    for name, r in results.items():
+        curve = r["recall_curve"]
+        ax.plot(range(1, len(curve) + 1), curve, label=f"{name} (R@10 {r['recall@10']:.3f}, "
+                                                       f"R@100 {r['recall@100']:.3f})", linewidth=2)
+    ax.set_xscale("log")
+    ax.set_xticks([1, 2, 5, 10, 20, 50, 100], labels=["1", "2", "5", "10", "20", "50", "100"])
+    ax.set_xlim(1, CURVE_MAX_K)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("k (documents retrieved)")
+    ax.set_ylabel("mean Recall@k (trec_eval)")
+    ax.set_title(title or "Recall@k")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    fig.savefig(tmp, format="png")
+    plt.close(fig)
+    tmp.replace(path)

@@ -1,0 +1,147 @@
+"""Raw-string SavedModel export (encode_query, encode_doc, score), checked against Keras before it is written.
+
+The SavedModel carries the tokenizer in its graph (tensorflow-text), so its
+signatures take raw strings: encode_query(text) / encode_doc(text) -> (N, D) float32,
+score(query, doc) -> (N,) float32. `--format tflite` writes one raw-string file per tower
+(`export/tflite.py`). Every export is checked against the Keras model on held texts
+and nothing is written when outputs drift past the tolerance. `--report` exports every
+TFLite quantization mode and measures size, latency, nDCG@10 and cosine to float32.
+"""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from deepseek_tf.errors import UserError
+from deepseek_tf.export.publish import publish
+
+# Texts the export checks itself on: varied lengths, punctuation, numbers, CJK.
+CHECK_TEXTS = [
+    "summer dress",
+    "轻便笔记本",
+    "iPhone 15 Pro 手机壳 防摔",
+    "What similarity laws must be obeyed when constructing aeroelastic models of heated high speed aircraft?",
+    "Café naïve façade — 3.5 kg, 20% off!",
+    "",
+]
+# Longer held texts: past every max length in use, so truncation is checked as well.
+LONG_TEXTS = [
+    "experimental investigation of the aerodynamics of a wing in a slipstream. an experimental study of a "
+    "wing in a propeller slipstream was made in order to determine the spanwise distribution of the lift "
+    "increase due to slipstream at different angles of attack of the wing and at different free stream to "
+    "slipstream velocity ratios. the results were intended in part as an evaluation basis for different "
+    "theoretical treatments of this problem. the comparative span loading curves, together with supporting "
+    "evidence, showed that a substantial part of the lift increment produced by the slipstream was due to a "
+    "/destalling/ or boundary-layer-control effect. " * 3,
+    "轻便笔记本电脑 长续航 " * 40 + "waterproof two person camping tent with aluminium poles, 2.1 kg",
+]
+HELD_TEXTS = CHECK_TEXTS + LONG_TEXTS
+
+
+def build_archive(model, tokenizer, query_max_length: int, doc_max_length: int):
+    """An ExportArchive whose endpoints tokenize raw strings and call the towers (attention
+    masks switched to additive biases, see `additive_attention_masks`)."""
+    import keras
+
+    from deepseek_tf.models.encoder import additive_attention_masks
+
+    additive_attention_masks(model)
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.track(tokenizer)  # keeps the tensorflow-text lookup tables alive in the graph
+    spec = tf.TensorSpec([None], tf.string, name="text")
+
+    def query_fn(text):
+        return model.query_encoder(tokenizer(text, query_max_length), training=False)
+
+    def doc_fn(text):
+        return model.doc_tower(tokenizer(text, doc_max_length), training=False)
+
+    def score_fn(query, doc):
+        return tf.reduce_sum(query_fn(query) * doc_fn(doc), axis=-1)  # (N,)
+
+    archive.add_endpoint("encode_query", query_fn, input_signature=[spec])
+    archive.add_endpoint("encode_doc", doc_fn, input_signature=[spec])
+    archive.add_endpoint("score", score_fn, input_signature=[tf.TensorSpec([None], tf.string, name="query"),
+                                                            tf.TensorSpec([None], tf.string, name="doc")])
+    return archive
+
+
+def max_abs_diff(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))))
+
+
+def load_for_export(spec: str | Path):
+    """MODEL (trained model/ dir or preset) -> (keras model, Tokenizer, Config), built."""
+    from deepseek_tf.models import preset_model
+    from deepseek_tf.models.loading import load_trained
+    from deepseek_tf.models.backbones import PRESETS
+
+    model_dir = Path(str(spec))
+    if str(spec) in PRESETS:
+        model, tokenizer, config = preset_model(str(spec))
+    else:
+        if not (model_dir / "model.keras").is_file():
+            raise UserError(f"--model {spec}: not a trained model directory (no model.keras)")
+        model, tokenizer, config = load_trained(model_dir)
+    if not model.built and config.model.kind == "dual_encoder":
+        ids = tokenizer(tf.constant(["x"]), 8)  # a preset is built lazily; export needs variables
+        model({"query": ids, "doc": ids}, training=False)
+    return model, tokenizer, config
+
+
+def _reference(model, tokenizer, config):
+    from deepseek_tf.retrieval.embedders import KerasEmbedder
+
+    m = config.model
+    return KerasEmbedder(model, tokenizer, m.query_max_length, m.doc_max_length, name="keras")
+
+
+def _base_meta(tokenizer, config, reference) -> dict:
+    m = config.model
+    return {"embedding_dim": int(reference.encode(["x"], "query").shape[-1]),
+            "query_max_length": m.query_max_length, "doc_max_length": m.doc_max_length,
+            "vocab_size": tokenizer.vocab_size, "vocab_sha256": _vocab_hash(tokenizer.vocab),
+            "lowercase": tokenizer.lowercase, "model_config": _config_dict(config)}
+
+
+def export_saved_model(model_dir: str | Path, output: str | Path, tolerance: float = 1e-5) -> dict:
+    """Writes a raw-string SavedModel to `output` after checking it matches the Keras model."""
+    output = Path(output)
+    model, tokenizer, config = load_for_export(model_dir)
+    if config.model.kind == "cross_encoder":  # one score(query, doc) endpoint, built in rerank.py
+        from deepseek_tf.export.cross import export_cross_encoder
+
+        return export_cross_encoder(model, tokenizer, config, output, tolerance)
+    m = config.model
+    reference = _reference(model, tokenizer, config)
+    tmp = output.with_name(output.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    build_archive(model, tokenizer, m.query_max_length, m.doc_max_length).write_out(str(tmp), verbose=False)
+    loaded = tf.saved_model.load(str(tmp))
+    checks = {}
+    for tower, fn in (("query", loaded.encode_query), ("doc", loaded.encode_doc)):
+        want = reference.encode(HELD_TEXTS, tower)
+        got = fn(tf.constant(HELD_TEXTS)).numpy()
+        checks[f"{tower}_max_abs_diff"] = max_abs_diff(want, got)
+    if not max(checks.values()) <= tolerance:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise UserError(f"export check failed: SavedModel differs from Keras by {max(checks.values()):.2e} "
+                        f"> tolerance {tolerance:.0e}; nothing written")
+    return publish(tmp, output, {"format": "saved_model", **_base_meta(tokenizer, config, reference),
+                                 "tolerance": tolerance, "checks": checks, "checks_passed": True})
+
+
+def _vocab_hash(vocab: list[str]) -> str:
+    import hashlib
+
+    return hashlib.sha256("\n".join(vocab).encode("utf-8")).hexdigest()
+
+
+def _config_dict(config) -> dict:
+    from deepseek_tf.config import config_to_dict
+
+    return config_to_dict(config)["model"]

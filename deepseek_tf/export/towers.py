@@ -1,0 +1,74 @@
+"""`export_tflite`: a dual encoder's towers (or a cross-encoder) as verified raw-string `.tflite` files."""
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+from deepseek_tf.errors import UserError
+from deepseek_tf.export.saved_model import (HELD_TEXTS, _base_meta, _config_dict, _reference, _vocab_hash,
+                                            build_archive, load_for_export)
+from deepseek_tf.export.tflite import QUANT_MODES, calibration_texts, write_cross_tflite, write_tflite
+
+
+class _Prepared:
+    """A model loaded once, its Keras reference and a temporary SavedModel to convert from."""
+
+    def __init__(self, spec: str | Path, loaded: tuple | None = None):
+        self.model, self.tokenizer, self.config = loaded or load_for_export(spec)
+        if self.config.model.kind != "dual_encoder":
+            # export_tflite sends cross-encoders elsewhere; only the tower report lands here
+            raise UserError(f"--report measures dual-encoder towers and {spec} is a {self.config.model.kind}: "
+                            f"export it with --quantize MODE and score the file with "
+                            f"`evaluate --rerank FILE.tflite` (README, Reranking)")
+        m = self.config.model
+        self.reference = _reference(self.model, self.tokenizer, self.config)
+        self.base_meta = _base_meta(self.tokenizer, self.config, self.reference)
+        self.tmpdir = tempfile.mkdtemp(prefix="deepseek_export_")
+        self.saved_model = Path(self.tmpdir) / "saved_model"
+        build_archive(self.model, self.tokenizer, m.query_max_length, m.doc_max_length).write_out(
+            str(self.saved_model), verbose=False)
+
+    def write(self, output: str | Path, quantize: str, calibration=None, tolerance: float | None = None) -> dict:
+        return write_tflite(self.saved_model, self.reference, output, quantize, HELD_TEXTS,
+                            self.base_meta, calibration, tolerance)
+
+    def close(self) -> None:
+        shutil.rmtree(self.tmpdir, ignore_errors=True)
+
+
+def export_tflite(model: str | Path, output: str | Path, quantize: str = "none", dataset: str | None = None,
+                  tolerance: float | None = None) -> dict:
+    """Writes PREFIX.query.tflite / PREFIX.doc.tflite (+ .json metadata) after verifying them."""
+    if quantize not in QUANT_MODES:
+        raise UserError(f"--quantize must be one of {', '.join(QUANT_MODES)}, got {quantize!r}")
+    if quantize == "int8" and dataset is None:
+        raise UserError("--quantize int8 needs --dataset DIR (texts to calibrate activations on)")
+    calibration = calibration_texts(dataset) if quantize == "int8" else None
+    loaded = load_for_export(model)
+    if loaded[2].model.kind == "cross_encoder":
+        return _export_cross_tflite(*loaded, output, quantize, calibration, tolerance)
+    prepared = _Prepared(model, loaded)
+    try:
+        return prepared.write(output, quantize, calibration, tolerance)
+    finally:
+        prepared.close()
+
+
+def _export_cross_tflite(model, tokenizer, config, output, quantize: str, calibration, tolerance) -> dict:
+    """Cross-encoder: its checked SavedModel (rerank.export_cross_encoder) -> one PREFIX.tflite."""
+    from deepseek_tf.export.cross import export_cross_encoder
+    from deepseek_tf.retrieval.rerank import Reranker
+
+    tmpdir = Path(tempfile.mkdtemp(prefix="deepseek_export_"))
+    try:
+        export_cross_encoder(model, tokenizer, config, tmpdir / "saved_model")
+        base = {"pair_max_length": config.model.doc_max_length, "query_max_length": config.model.query_max_length,
+                "vocab_size": tokenizer.vocab_size, "vocab_sha256": _vocab_hash(tokenizer.vocab),
+                "lowercase": tokenizer.lowercase, "model_config": _config_dict(config)}
+        return write_cross_tflite(tmpdir / "saved_model", Reranker.from_keras(model, tokenizer, config), output,
+                                  quantize, HELD_TEXTS, base, calibration, tolerance)
+    finally:
+        shutil.rmtree(tmpdir, ignore_errors=True)
+
+

@@ -1,0 +1,33 @@
+"""Loading any model artifact for inference: `load_embedder(spec)` takes what the CLIs take as
+MODEL: a trained `model/` directory, an exported SavedModel directory, a `.tflite` file, or a preset name."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from deepseek_tf.errors import UserError
+from deepseek_tf.models import preset_model
+from deepseek_tf.models.backbones import PRESETS
+from deepseek_tf.models.loading import load_trained, weights_fingerprint
+from deepseek_tf.retrieval.embedders import Embedder, KerasEmbedder, SavedModelEmbedder
+from deepseek_tf.retrieval.tflite import TFLiteEmbedder
+
+
+def load_embedder(spec: str) -> Embedder:
+    path = Path(spec)
+    if spec in PRESETS:
+        model, tokenizer, config = preset_model(spec)
+        return KerasEmbedder(model, tokenizer, config.model.query_max_length, config.model.doc_max_length,
+                             name=spec, fingerprint=spec)
+    if path.suffix == ".tflite":
+        if not path.is_file():
+            raise UserError(f"TFLite file not found: {path}")
+        return TFLiteEmbedder(path)
+    if (path / "model.keras").is_file():
+        model, tokenizer, config = load_trained(path)
+        return KerasEmbedder(model, tokenizer, config.model.query_max_length, config.model.doc_max_length,
+                             name=path.parent.name or path.name, fingerprint=weights_fingerprint(path))
+    if (path / "saved_model.pb").is_file():
+        return SavedModelEmbedder(path)
+    raise UserError(f"--model {spec!r}: not a trained model dir, a SavedModel, a .tflite file "
+                    f"or a preset ({', '.join(PRESETS)})")
+

@@ -1,0 +1,81 @@
+"""Embedders turn texts into vectors: the base class, a Keras dual encoder, an exported SavedModel.
+
+`retrieval.artifacts.load_embedder(spec)` picks one for what the CLIs accept as MODEL."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from deepseek_tf.errors import UserError
+from deepseek_tf.models.loading import weights_fingerprint
+
+
+class Embedder:
+    """Base: subclasses implement `_encode(texts, tower)` for one batch of raw strings."""
+
+    name = "embedder"
+    fingerprint = ""
+
+    def _encode(self, texts: list[str], tower: str) -> np.ndarray:
+        raise NotImplementedError
+
+    def encode(self, texts: list[str], tower: str = "doc", batch_size: int = 64,
+               progress: bool = False) -> np.ndarray:
+        """Encodes in length-sorted batches (padding stays small); rows keep the input order."""
+        if not texts:
+            return np.zeros((0, 0), np.float32)
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        out: np.ndarray | None = None
+        batches = range(0, len(order), batch_size)
+        if progress:
+            from tqdm import tqdm
+
+            batches = tqdm(batches, desc=f"encoding {tower}s", unit="batch", leave=False)
+        for start in batches:
+            idx = order[start:start + batch_size]
+            vecs = self._encode([texts[i] for i in idx], tower)
+            if out is None:
+                out = np.zeros((len(texts), vecs.shape[-1]), np.float32)
+            out[idx] = vecs
+        return out
+
+    def encode_queries(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
+        return self.encode(texts, "query", batch_size)
+
+    def encode_docs(self, texts: list[str], batch_size: int = 64, progress: bool = False) -> np.ndarray:
+        return self.encode(texts, "doc", batch_size, progress)
+
+
+class KerasEmbedder(Embedder):
+    """A DualEncoder plus its tokenizer, run eagerly-compiled per tower."""
+
+    def __init__(self, model, tokenizer, query_max_length: int, doc_max_length: int, name: str,
+                 fingerprint: str = ""):
+        self.model, self.tokenizer, self.name, self.fingerprint = model, tokenizer, name, fingerprint
+        self.max_length = {"query": query_max_length, "doc": doc_max_length}
+        towers = {"query": model.query_encoder, "doc": model.doc_tower}
+        self._fns = {
+            k: tf.function(lambda t, enc=enc, n=self.max_length[k]: enc(tokenizer(t, n), training=False),
+                           input_signature=[tf.TensorSpec([None], tf.string)])
+            for k, enc in towers.items()
+        }
+
+    def _encode(self, texts: list[str], tower: str) -> np.ndarray:
+        return self._fns[tower](tf.constant(texts)).numpy()
+
+
+class SavedModelEmbedder(Embedder):
+    """An exported SavedModel with `encode_query` / `encode_doc` string signatures."""
+
+    def __init__(self, path: Path):
+        self.name, self.loaded = path.name, tf.saved_model.load(str(path))
+        self.fingerprint = weights_fingerprint(path)
+        for sig in ("encode_query", "encode_doc"):
+            if not hasattr(self.loaded, sig):
+                raise UserError(f"{path}: SavedModel has no '{sig}' endpoint (not a deepseek_tf export?)")
+
+    def _encode(self, texts: list[str], tower: str) -> np.ndarray:
+        fn = self.loaded.encode_query if tower == "query" else self.loaded.encode_doc
+        return np.asarray(fn(tf.constant(texts)))

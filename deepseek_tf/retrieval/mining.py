@@ -1,0 +1,157 @@
+"""Hard-negative mining: `deepseek-tf mine --dataset DIR --output pairs.tsv [...]`.
+
+For every judged training pair (q, d⁺) one negative is chosen from the source's top-k for q
+(BM25 via `bm25s`, or a dense model's top-k), with three guards against false negatives
+(unjudged relevant documents are common near the top of any ranking):
+
+  * the `skip_top` best ranks are never taken;
+  * a candidate n must score s(q, n) ≤ s(q, d⁺) − margin·|s(q, d⁺)| (NV-Retriever's
+    "TopK-PercPos": with margin 0.05, at most 95% of the positive's score);
+  * a document judged relevant to q (grade ≥ min_label) is never taken.
+
+Pairs of one query take different candidates in turn. When no candidate survives, a
+seeded random unjudged document is used, so every pair gets a negative (and the count of
+such fall-backs is reported). The output is a pairs file (query, doc_content, neg_doc,
+label) that `data.pairs` reads directly.
+"""
+from __future__ import annotations
+
+import random
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from deepseek_tf.data import BeirDataset, Pairs
+from deepseek_tf.errors import UserError
+
+
+@dataclass
+class MinedPairs:
+    pairs: Pairs
+    pair_ids: list[tuple]  # (query id, positive doc id, negative doc id or a tuple of them)
+    fallbacks: int  # negatives from outside the top-k window (random, or below it with fallback "below")
+
+
+def score_matrix_bm25(ds: BeirDataset, qids: list[str], doc_ids: list[str], use_title: bool = True) -> np.ndarray:
+    """BM25 (bm25s, Lucene variant, k1=1.5, b=0.75, Snowball stemming, English stop words)
+    score of every document for every query: (queries, docs)."""
+    import bm25s
+    import Stemmer
+
+    stemmer = Stemmer.Stemmer("english")
+    texts = [ds.doc_text(d, use_title) for d in doc_ids]
+    bm25 = bm25s.BM25()
+    bm25.index(bm25s.tokenize(texts, stopwords="en", stemmer=stemmer, show_progress=False), show_progress=False)
+    tokens = bm25s.tokenize([ds.queries[q] for q in qids], stopwords="en", stemmer=stemmer,
+                            return_ids=False, show_progress=False)
+    return np.stack([bm25.get_scores(t) if t else np.zeros(len(doc_ids), np.float32) for t in tokens])
+
+
+def score_matrix_dense(embedder, ds: BeirDataset, qids: list[str], doc_ids: list[str],
+                       use_title: bool = True, batch_size: int = 64) -> np.ndarray:
+    """Dot products of the embedder's query and document vectors: (queries, docs)."""
+    docs = embedder.encode_docs([ds.doc_text(d, use_title) for d in doc_ids], batch_size,
+                                progress=sys.stderr.isatty())
+    queries = embedder.encode_queries([ds.queries[q] for q in qids], batch_size)
+    return queries @ docs.T
+
+
+def mine_negatives(ds: BeirDataset, scores: np.ndarray, qids: list[str], doc_ids: list[str],
+                   top_k: int = 30, skip_top: int = 3, margin: float = 0.05, min_label: int = 1,
+                   seed: int = 42, use_title: bool = True, per_pair: int = 1, fallback: str = "random") -> MinedPairs:
+    """`per_pair` guarded hard negatives per (query, judged positive); `scores` is (queries, docs).
+    With per_pair 1 a pair's negative is a string, else a list of distinct documents.
+
+    When the top-k window has too few documents under the positive's ceiling (typical for a
+    positive the source ranks low), `fallback` "random" takes random unjudged documents;
+    "below" takes the best-ranked documents under the ceiling from the whole ranking (the
+    ones just below the positive, still with a score > 0), and random ones only past those."""
+    if top_k <= skip_top:
+        raise UserError(f"mining: top_k ({top_k}) must exceed skip_top ({skip_top})")
+    if per_pair < 1:
+        raise UserError(f"mining: negatives per pair must be >= 1, got {per_pair}")
+    if fallback not in ("random", "below"):
+        raise UserError(f"mining: fallback must be 'random' or 'below', got {fallback!r}")
+    rng = random.Random(seed)
+    column = {d: j for j, d in enumerate(doc_ids)}
+    queries, docs, negs, labels, ids = [], [], [], [], []
+    fallbacks = 0
+    for row, qid in enumerate(qids):
+        judged = ds.qrels.get(qid, {})
+        relevant = {d for d, g in judged.items() if g >= min_label}
+        order = np.argsort(-scores[row], kind="stable")  # (docs,) best first
+        ranked = [doc_ids[j] for j in order[skip_top:top_k] if doc_ids[j] not in relevant]
+        turn = rng.randrange(max(len(ranked), 1))
+        for pos in sorted(relevant):
+            if pos not in column:
+                continue
+            ceiling = scores[row, column[pos]] - margin * abs(scores[row, column[pos]])
+            allowed = [d for d in ranked if scores[row, column[d]] <= ceiling]
+            chosen: list[str] = []
+            below = None  # the ranking past the window under this positive's ceiling, when needed
+            for _ in range(per_pair):
+                candidates = [d for d in allowed if d not in chosen]
+                if candidates:
+                    chosen.append(candidates[turn % len(candidates)])
+                    turn += 1
+                    continue
+                fallbacks += 1
+                if fallback == "below":
+                    if below is None:
+                        below = [doc_ids[j] for j in order[top_k:] if 0 < scores[row, j] <= ceiling
+                                 and doc_ids[j] not in relevant]
+                    nearest = next((d for d in below if d not in chosen), None)
+                    if nearest is not None:
+                        chosen.append(nearest)
+                        continue
+                pool = [d for d in doc_ids if d not in relevant and d not in chosen]
+                if not pool:
+                    raise UserError(f"mining: too few documents not relevant to query {qid!r} for "
+                                    f"{per_pair} negatives")
+                chosen.append(rng.choice(pool))
+            texts = [ds.doc_text(n, use_title) for n in chosen]
+            queries.append(ds.queries[qid])
+            docs.append(ds.doc_text(pos, use_title))
+            negs.append(texts[0] if per_pair == 1 else texts)
+            labels.append(int(judged[pos]))
+            ids.append((qid, pos, chosen[0] if per_pair == 1 else tuple(chosen)))
+    if not queries:
+        raise UserError(f"mining: no judgments with relevance >= {min_label}")
+    return MinedPairs(Pairs(queries, docs, negs, labels), ids, fallbacks)
+
+
+def mine(ds: BeirDataset, source: str = "bm25", top_k: int = 30, skip_top: int = 3, margin: float = 0.05,
+         min_label: int = 1, seed: int = 42, use_title: bool = True, embedder=None, per_pair: int = 1,
+         fallback: str = "random") -> MinedPairs:
+    """Mines negatives for every judged query of `ds`; `embedder` (or the MODEL spec in
+    `source`) scores densely, `source="bm25"` uses BM25."""
+    qids = sorted(q for q in ds.qrels if q in ds.queries)
+    doc_ids = list(ds.corpus)
+    if embedder is None and source != "bm25":
+        from deepseek_tf.retrieval.artifacts import load_embedder
+
+        embedder = load_embedder(source)
+    if embedder is None:
+        scores = score_matrix_bm25(ds, qids, doc_ids, use_title)
+    else:
+        scores = score_matrix_dense(embedder, ds, qids, doc_ids, use_title)
+    mined = mine_negatives(ds, scores, qids, doc_ids, top_k, skip_top, margin, min_label, seed, use_title, per_pair,
+                           fallback)
+    where = "from below the window" if fallback == "below" else "random"
+    print(f"mining ({source}): {len(mined.pairs)} pairs × {per_pair} negatives, {mined.fallbacks} {where} "
+          f"(no top-{top_k} candidate passed the guards)", file=sys.stderr)
+    return mined
+
+
+def write_pairs(pairs: Pairs, path: str | Path) -> None:
+    """TSV with query, doc_content, neg_doc, label (what `data.pairs` reads); atomic."""
+    import pandas as pd
+
+    path = Path(path)
+    frame = pd.DataFrame({"query": pairs.queries, "doc_content": pairs.docs, "neg_doc": pairs.negs,
+                          "label": pairs.labels})
+    tmp = path.with_name(path.name + ".tmp")
+    frame.to_csv(tmp, sep="\t", index=False)
+    tmp.replace(path)

@@ -1,0 +1,228 @@
+"""Retrieve -> rerank: reranking a first-stage run with a trained cross-encoder, score
+fusion, and the `evaluate --rerank` systems.
+
+Training the cross-encoder (mined groups, `train_cross_encoder`) is in `train/rerank_train.py`,
+its SavedModel export in `export/cross.py`.
+"""
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from deepseek_tf import data as data_lib
+from deepseek_tf.config import Config
+from deepseek_tf.errors import UserError
+
+Run = dict[str, dict[str, float]]  # query id -> {doc id: score}
+
+
+# ---------------------------------------------------------------------------- reranking
+def standardised(docs: dict[str, float]) -> dict[str, float]:
+    """z(d) = (s(d) − mean) / std over one query's candidates (std 0 -> 1)."""
+    values = np.array(list(docs.values()), np.float64)
+    std = values.std() if len(values) else 0.0
+    mean = values.mean() if len(values) else 0.0
+    return {d: float((s - mean) / (std if std > 0 else 1.0)) for d, s in docs.items()}
+
+
+def _tflite_safe_segments(ids: dict) -> dict:
+    """Same segment ids (0 up to the first [SEP], then 1 inside the mask), built by a cumulative sum.
+
+    The TFLite converter folds `Cast(bool) < 0` in the embedding lookup into a boolean
+    zeros_like, which it cannot lower; a cumsum hides the {0, 1} range from that fold.
+    """
+    mask = tf.cast(ids["padding_mask"], tf.int32)  # (batch, seq)
+    seg = tf.minimum(tf.cumsum(ids["segment_ids"], axis=1), 1) * mask
+    return {**ids, "segment_ids": seg}
+
+
+class Reranker:
+    """Scores (query, document) pairs with a trained cross-encoder `model/` dir or its SavedModel.
+
+    first_stage_weight: the model's `model.first_stage_weight` (0 for a TFLite file); when > 0 a
+    reranked list is ordered by score + weight · z(first-stage score), as in training.
+    """
+
+    def __init__(self, score_fn, name: str, batch_size: int = 32, first_stage_weight: float = 0.0):
+        self._score_fn, self.name, self.batch_size = score_fn, name, batch_size
+        self.first_stage_weight = first_stage_weight
+
+    @classmethod
+    def from_keras(cls, model, tokenizer, config: Config, name: str = "cross_encoder") -> "Reranker":
+        m = config.model
+        spec = tf.TensorSpec([None], tf.string)
+        if m.interaction == "light":
+            def fn(q, d):
+                return model({"query": tokenizer(q, m.query_max_length), "doc": tokenizer(d, m.doc_max_length)},
+                             training=False)
+        else:
+            def fn(q, d):
+                return model(_tflite_safe_segments(tokenizer.pairs(q, d, m.doc_max_length)), training=False)
+        return cls(tf.function(fn, input_signature=[spec, spec]), name, first_stage_weight=m.first_stage_weight)
+
+    @classmethod
+    def load(cls, spec: str) -> "Reranker":
+        path = Path(spec)
+        if (path / "model.keras").is_file():
+            from deepseek_tf.models.loading import load_trained
+
+            model, tokenizer, config = load_trained(path)
+            if config.model.kind != "cross_encoder":
+                raise UserError(f"--rerank {spec}: a {config.model.kind} model, not a cross-encoder")
+            return cls.from_keras(model, tokenizer, config, name=path.parent.name or path.name)
+        if (path / "saved_model.pb").is_file():
+            loaded = tf.saved_model.load(str(path))
+            if not hasattr(loaded, "score") or hasattr(loaded, "encode_query"):
+                raise UserError(f"--rerank {spec}: SavedModel is not a cross-encoder export (no lone 'score')")
+            meta_path = path / "deepseek_export.json"
+            meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+            weight = float(meta.get("model_config", {}).get("first_stage_weight", 0.0))
+            reranker = cls(loaded.score, path.name, first_stage_weight=weight)
+            reranker.loaded = loaded  # the endpoint's variables live as long as this object
+            return reranker
+        if path.suffix == ".tflite" and path.is_file():  # deepseek_tf.export --format tflite
+            from deepseek_tf.retrieval.tflite import TFLiteScorer
+
+            return cls(TFLiteScorer(path), path.name)
+        raise UserError(f"--rerank {spec!r}: not a trained cross-encoder model dir or its SavedModel")
+
+    def score_pairs(self, queries: list[str], docs: list[str], progress: bool = False) -> np.ndarray:
+        """Scores row i = score(queries[i], docs[i]); length-sorted batches keep padding small."""
+        out = np.zeros(len(docs), np.float32)
+        order = sorted(range(len(docs)), key=lambda i: len(docs[i]))
+        starts = range(0, len(order), self.batch_size)
+        if progress:
+            from tqdm import tqdm
+
+            starts = tqdm(starts, desc="scoring pairs", unit="batch", leave=False)
+        for s in starts:
+            idx = order[s:s + self.batch_size]
+            out[idx] = np.asarray(self._score_fn(tf.constant([queries[i] for i in idx]),
+                                                 tf.constant([docs[i] for i in idx])))
+        return out
+
+    def score(self, query: str, docs: list[str]) -> np.ndarray:
+        return self.score_pairs([query] * len(docs), docs)
+
+
+def rerank_query(reranker: Reranker, query: str, candidates: list[tuple[str, float]],
+                 texts: list[str]) -> dict[str, float]:
+    """One query's first-stage candidates [(doc id, score)] and their texts -> {doc id: reranked score}
+    (plus weight · z(first-stage score) for a reranker trained with that prior, see `Reranker`)."""
+    scores = reranker.score(query, texts)  # (len(candidates),)
+    out = {d: float(s) for (d, _), s in zip(candidates, scores)}
+    if reranker.first_stage_weight:
+        z = standardised(dict(candidates))
+        out = {d: s + reranker.first_stage_weight * z[d] for d, s in out.items()}
+    return out
+
+
+def rerank_run(reranker: Reranker, ds: data_lib.BeirDataset, first_stage: Run, top_k: int = 100,
+               use_title: bool = True, progress: bool = False) -> tuple[Run, dict[str, float]]:
+    """Rescores each query's top-k first-stage documents (adding the first-stage prior for a
+    reranker trained with one, see `Reranker`).
+
+    stats: latency_ms (per query, reranking only) and its p50/p95, docs_per_s (pairs scored per second).
+    """
+    qids = [q for q in first_stage if q in ds.queries]
+    if qids:  # warm-up: trace the scoring graph once, outside the timings
+        reranker.score(ds.queries[qids[0]], [ds.doc_text(next(iter(ds.corpus)), use_title)])
+    items = qids
+    if progress:
+        from tqdm import tqdm
+
+        items = tqdm(qids, desc="reranking", unit="query", leave=False)
+    run, latencies, pairs = {}, {}, 0
+    for q in items:
+        top = sorted(first_stage[q].items(), key=lambda x: (-x[1], x[0]))[:top_k]
+        t0 = time.perf_counter()
+        run[q] = rerank_query(reranker, ds.queries[q], top, [ds.doc_text(d, use_title) for d, _ in top])
+        latencies[q] = (time.perf_counter() - t0) * 1000
+        pairs += len(top)
+    values = list(latencies.values())
+    stats = {"latency_ms_p50": float(np.percentile(values, 50)) if values else None,
+             "latency_ms_p95": float(np.percentile(values, 95)) if values else None,
+             "docs_per_s": pairs / max(sum(values) / 1000, 1e-9), "rerank_depth": top_k, "latency_ms": latencies}
+    return run, stats
+
+
+def fuse(first_stage: Run, reranked: Run, weight: float) -> Run:
+    """Score fusion over each query's reranked documents, both scores standardised per query:
+
+    fused(d) = w · z_ce(d) + (1 − w) · z_first(d),  z(d) = (s(d) − mean_q s) / std_q s  (std 0 -> 1)
+
+    w = 1 is the cross-encoder alone; the first stage's score keeps what it knows that the
+    cross-encoder (trained on few queries, reading 128 tokens) may not.
+    """
+    def z(values: np.ndarray) -> np.ndarray:
+        std = values.std()
+        return (values - values.mean()) / (std if std > 0 else 1.0)
+
+    fused = {}
+    for q, docs in reranked.items():
+        ids = list(docs)
+        ce = z(np.array([docs[d] for d in ids], np.float64))
+        first = z(np.array([first_stage[q][d] for d in ids], np.float64))
+        fused[q] = {d: float(weight * c + (1 - weight) * f) for d, c, f in zip(ids, ce, first)}
+    return fused
+
+
+def fusion_weights(fusion: float | Sequence[float] | None) -> tuple[float, ...]:
+    """--rerank-fusion W or W1,W2,...: the weights as a tuple, each checked to lie in [0, 1]."""
+    weights = () if fusion is None else (fusion,) if isinstance(fusion, (int, float)) else tuple(fusion)
+    for w in weights:
+        if not 0.0 <= w <= 1.0:
+            raise UserError(f"--rerank-fusion must be in [0, 1], got {w:g}")
+    if len(set(weights)) != len(weights):
+        raise UserError(f"--rerank-fusion: a weight is given twice ({','.join(f'{w:g}' for w in weights)})")
+    return weights
+
+
+def rerank_system(spec: str, ds: data_lib.BeirDataset, first_stage: Run, first_stats: dict, top_k: int = 100,
+                  fusion: float | Sequence[float] | None = None,
+                  progress: bool = False) -> list[tuple[str, Run, dict]]:
+    """The "<first stage>+rerank" system(s) for evaluate: [(name suffix, run, stats)].
+
+    "+rerank" orders by the cross-encoder alone; with `fusion` = w, "+rerank+fusion" orders
+    by `fuse(first, reranked, w)` (same scoring pass, no extra cost). With several weights (a
+    sweep, e.g. to pick w on held-out queries) each gets its own "+rerank+fusion@w" row.
+    stats["latency_ms"][q] = first-stage latency + reranking latency (the system a user runs);
+    rerank_latency_ms_p50/p95 are the reranking stage alone; docs_per_s stays the first
+    stage's indexing speed, rerank_pairs_per_s is the cross-encoder's scoring speed.
+    """
+    weights = fusion_weights(fusion)
+    reranker = Reranker.load(spec)
+    run, stats = rerank_run(reranker, ds, first_stage, top_k, progress=progress)
+    before = first_stats.get("latency_ms", {})
+    latencies = {q: ms + before.get(q, 0.0) for q, ms in stats.pop("latency_ms").items()}
+    values = list(latencies.values())
+    common = {"latency_ms_p50": float(np.percentile(values, 50)) if values else None,
+              "latency_ms_p95": float(np.percentile(values, 95)) if values else None,
+              "docs_per_s": first_stats.get("docs_per_s"), "index_s": first_stats.get("index_s"),
+              "rerank_latency_ms_p50": stats["latency_ms_p50"], "rerank_latency_ms_p95": stats["latency_ms_p95"],
+              "rerank_pairs_per_s": stats["docs_per_s"], "rerank_depth": top_k}
+    systems = [("+rerank", run, {**common, "latency_ms": latencies})]
+    for w in weights:
+        name = "+rerank+fusion" if len(weights) == 1 else f"+rerank+fusion@{w:g}"
+        systems.append((name, fuse(first_stage, run, w), {**common, "rerank_fusion": w, "latency_ms": dict(latencies)}))
+    return systems
+
+
+def check_reranker_spec(spec: str, fusion: float | Sequence[float] | None = None, name: str = "--rerank") -> None:
+    """Cheap up-front check of --rerank MODEL [--rerank-fusion W[,W...]] (before minutes of first-stage
+    work); `name` is the option or config key the errors name."""
+    fusion_weights(fusion)
+    path = Path(spec)
+    if (path / "model.keras").is_file() and (path / "config.yaml").is_file():
+        from deepseek_tf.config import load_config
+
+        kind = load_config(path / "config.yaml").model.kind
+        if kind != "cross_encoder":
+            raise UserError(f"{name} {spec}: a {kind} model, not a cross-encoder")
+    elif not (path / "saved_model.pb").is_file() and not (path.suffix == ".tflite" and path.is_file()):
+        raise UserError(f"{name} {spec!r}: not a trained cross-encoder model dir or its SavedModel")

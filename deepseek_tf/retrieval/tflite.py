@@ -1,0 +1,160 @@
+"""Running exported `.tflite` files on raw strings: dual-encoder towers and cross-encoder scorers.
+
+The files hold tensorflow-text kernels (FastBertNormalize, FastWordpieceTokenizeWithOffsets,
+RaggedTensorToTensor) as custom ops, resolved at run time by
+`tensorflow_text.tflite_registrar.SELECT_TFTEXT_OPS`. That registrar is compiled against
+TensorFlow's own TFLite runtime, so files run in
+`tensorflow.lite.python.interpreter.InterpreterWithCustomOps`; ai-edge-litert ships a separate
+runtime whose interpreter cannot take these kernels.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from deepseek_tf.errors import UserError
+from deepseek_tf.retrieval.embedders import Embedder
+
+TOWERS = ("query", "doc")
+
+
+def tower_paths(output: str | Path) -> dict[str, Path]:
+    """`export/minilm` or `export/minilm.tflite` -> {"query": export/minilm.query.tflite, ...}."""
+    output = Path(output)
+    prefix = output.with_suffix("") if output.suffix == ".tflite" else output
+    return {t: prefix.with_name(f"{prefix.name}.{t}.tflite") for t in TOWERS}
+
+
+def meta_path(tflite_path: str | Path) -> Path:
+    return Path(tflite_path).with_suffix(".json")
+
+
+@contextlib.contextmanager
+def _native_stderr_silenced():
+    """TFLite's C++ side prints INFO lines on fd 2 (XNNPACK delegate created, quantizer flags),
+    which would break the CLI's one-line errors; failures still arrive as Python exceptions."""
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def default_threads() -> int:
+    """The CPUs this process may run on (a container's or taskset's share, not the host's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # no sched_getaffinity (macOS)
+        return os.cpu_count() or 1
+
+
+def _interpreter(model_content: bytes, num_threads: int | None = None):
+    """TF's TFLite interpreter with the tensorflow-text kernels registered.
+
+    num_threads None -> `default_threads()`. TFLite's own default is one thread: reranking a
+    top-100 with a MiniLM cross-encoder took 8.4 s with it and 4.6 s with both cores of a
+    2-core AMD EPYC (docs/reranking-experiments.md, session 22), where the Keras model took 8.4 s.
+    """
+    import tensorflow_text as tft
+    from tensorflow.lite.python.interpreter import InterpreterWithCustomOps
+
+    num_threads = default_threads() if num_threads is None else num_threads
+    if num_threads < 1:
+        raise UserError(f"TFLite threads must be >= 1, got {num_threads}")
+    with warnings.catch_warnings(), _native_stderr_silenced():  # "deprecated": see module docstring
+        warnings.simplefilter("ignore")
+        return InterpreterWithCustomOps(model_content=model_content, num_threads=num_threads,
+                                        custom_op_registerers=tft.tflite_registrar.SELECT_TFTEXT_OPS)
+
+
+class _Runner:
+    """One interpreter with a string[N] input; re-allocates only when the batch size changes."""
+
+    def __init__(self, model_content: bytes, num_threads: int | None = None):
+        self.interpreter = _interpreter(model_content, num_threads)
+        inputs, outputs = self.interpreter.get_input_details(), self.interpreter.get_output_details()
+        if len(inputs) != 1 or inputs[0]["dtype"] not in (np.bytes_, np.object_) or len(outputs) != 1:
+            raise UserError("not a deepseek_tf TFLite tower (expected one string input, one output)")
+        if list(inputs[0]["shape_signature"]) != [-1]:
+            raise UserError(f"TFLite input has shape {list(inputs[0]['shape_signature'])}, expected [-1] (any batch)")
+        self.input, self.output = inputs[0]["index"], outputs[0]["index"]
+        self.batch = -1
+
+    def __call__(self, texts: list[str]) -> np.ndarray:
+        if len(texts) != self.batch:  # the batch dimension is dynamic (shape_signature [-1])
+            with _native_stderr_silenced():  # delegates are (re)applied here
+                self.interpreter.resize_tensor_input(self.input, [len(texts)])
+                self.interpreter.allocate_tensors()
+            self.batch = len(texts)
+        self.interpreter.set_tensor(self.input, np.array([t.encode("utf-8") for t in texts], dtype=object))
+        self.interpreter.invoke()
+        return np.array(self.interpreter.get_tensor(self.output), np.float32)  # (N, D), a copy
+
+
+class TFLiteEmbedder(Embedder):
+    """Runs exported `.tflite` towers on raw strings.
+
+    `path` is either tower's file; the metadata JSON beside it names the other tower's
+    file, so `PREFIX.query.tflite` alone loads the pair. A file without metadata serves
+    both towers.
+    """
+
+    def __init__(self, path: str | Path, num_threads: int | None = None):
+        path = Path(path)
+        if not path.is_file():
+            raise UserError(f"TFLite file not found: {path}")
+        self.name = path.name
+        self.meta = json.loads(meta_path(path).read_text()) if meta_path(path).is_file() else {}
+        files = {t: path.with_name(n) for t, n in self.meta.get("tower_files", {}).items()}
+        files = {t: files.get(t, path) for t in TOWERS}
+        missing = [str(f) for f in files.values() if not f.is_file()]
+        if missing:
+            raise UserError(f"{path}: its metadata names {missing[0]}, which is missing")
+        blobs = {t: f.read_bytes() for t, f in files.items()}
+        self.fingerprint = _blob_hash(blobs["query"] + blobs["doc"])
+        self.runners = {"query": _Runner(blobs["query"], num_threads)}
+        self.runners["doc"] = (self.runners["query"] if files["doc"] == files["query"]
+                               else _Runner(blobs["doc"], num_threads))
+
+    def _encode(self, texts: list[str], tower: str) -> np.ndarray:
+        return self.runners[tower](texts)
+
+
+def _blob_hash(blob: bytes) -> str:
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+class TFLiteScorer:
+    """A cross-encoder `.tflite` file: `scorer(queries, docs) -> (N,)` on raw strings.
+
+    Callable on string tensors or lists, so it drops into `rerank.Reranker` as a score_fn.
+    """
+
+    def __init__(self, source: str | Path | bytes, num_threads: int | None = None):
+        if not isinstance(source, bytes):
+            if not Path(source).is_file():
+                raise UserError(f"TFLite file not found: {source}")
+            source = Path(source).read_bytes()
+        self.interpreter = _interpreter(source, num_threads)
+        signatures = self.interpreter.get_signature_list()
+        if "score" not in signatures or sorted(signatures["score"]["inputs"]) != ["doc", "query"]:
+            raise UserError("not a cross-encoder TFLite file (no score(query, doc) signature)")
+        self.runner = self.interpreter.get_signature_runner("score")  # resizes inputs per call
+
+    def __call__(self, queries, docs) -> np.ndarray:
+        as_bytes = lambda xs: np.array([x if isinstance(x, bytes) else str(x).encode("utf-8")
+                                        for x in (xs.numpy() if hasattr(xs, "numpy") else xs)], dtype=object)
+        with _native_stderr_silenced():  # the signature runner re-allocates when N changes
+            out = self.runner(query=as_bytes(queries), doc=as_bytes(docs))
+        return np.array(next(iter(out.values())), np.float32).reshape(-1)  # (N,)

@@ -1,0 +1,5 @@
+import sys
+
+from deepseek_tf.train.cli import main
+
+sys.exit(main())

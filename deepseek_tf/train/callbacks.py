@@ -1,0 +1,89 @@
+"""Keras callbacks of the trainers: step checkpoints and the dev-set evaluator."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from deepseek_tf import data as data_lib
+from deepseek_tf.config import Config
+
+
+def dev_ndcg(embedder, config: Config, dev: data_lib.BeirDataset) -> float:
+    """nDCG@10 (trec_eval) of exact dot-product search over the dev corpus."""
+    from deepseek_tf.evaluate.report import trec_metrics
+
+    doc_ids = list(dev.corpus)
+    docs = embedder.encode_docs([dev.doc_text(x, config.data.use_title) for x in doc_ids], config.eval.batch_size)
+    qids = sorted(q for q in dev.qrels if q in dev.queries)
+    scores = embedder.encode_queries([dev.queries[q] for q in qids], config.eval.batch_size) @ docs.T
+    top = np.argsort(-scores, axis=1, kind="stable")[:, :100]
+    run = {q: {doc_ids[j]: float(scores[i, j]) for j in top[i]} for i, q in enumerate(qids)}
+    return trec_metrics(dev.qrels, run)[0]["ndcg@10"]
+
+
+class Checkpointer(keras.callbacks.Callback):
+    """Saves at every epoch end and, with `every`, each `every` steps (numbered by step)."""
+
+    def __init__(self, manager: tf.train.CheckpointManager, every: int | None = None):
+        super().__init__()
+        self.manager, self.every = manager, every
+
+    def _step(self) -> int:
+        return int(self.model.optimizer.iterations.numpy())
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.every and self._step() % self.every == 0:
+            self.manager.save(checkpoint_number=self._step())
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.manager.save(checkpoint_number=self._step())
+
+
+class DevEvaluator(keras.callbacks.Callback):
+    """After each epoch: dev nDCG@10 into the logs, best weights kept, early stop after
+    `patience` epochs without a gain. Its state lives in best.json, so it survives a resume.
+    `evaluate` returns the dev nDCG@10, or (it, {other figure: value}) to log beside it."""
+
+    def __init__(self, evaluate, best_dir: Path, patience: int | None, model_ref):
+        super().__init__()
+        self.evaluate, self.patience = evaluate, patience
+        self.best_dir = best_dir
+        self.state_path = best_dir / "best.json"
+        self.state = json.loads(self.state_path.read_text()) if self.state_path.is_file() else {
+            "dev_ndcg@10": -1.0, "epoch": 0, "step": 0, "wait": 0}
+        self.manager = tf.train.CheckpointManager(tf.train.Checkpoint(model=model_ref), str(best_dir), max_to_keep=1)
+
+    def restore_best(self, model, history: dict) -> None:
+        """model/ holds the weights of the best dev epoch, not the last one; history["best"] says which."""
+        if self.manager.latest_checkpoint:
+            tf.train.Checkpoint(model=model).restore(self.manager.latest_checkpoint).expect_partial()
+            history["best"] = [self.state]
+
+    def exhausted(self) -> bool:
+        return self.patience is not None and self.state["wait"] >= self.patience
+
+    def on_epoch_end(self, epoch, logs=None):
+        score, extra = self.evaluate(), {}
+        if isinstance(score, tuple):  # (dev nDCG@10, other figures to log beside it)
+            score, extra = score
+        if logs is not None:
+            logs["dev_ndcg@10"] = score
+            logs.update(extra)
+        step = int(self.model.optimizer.iterations.numpy())
+        if score > self.state["dev_ndcg@10"]:
+            self.manager.save(checkpoint_number=step)
+            self.state = {"dev_ndcg@10": score, "epoch": epoch + 1, "step": step, "wait": 0}
+        else:
+            self.state["wait"] += 1
+        tmp = self.state_path.with_name("best.json.tmp")
+        tmp.write_text(json.dumps(self.state, indent=2))
+        tmp.replace(self.state_path)
+        print(f"\nepoch {epoch + 1}: dev nDCG@10 {score:.4f} (best {self.state['dev_ndcg@10']:.4f} "
+              f"at epoch {self.state['epoch']})", file=sys.stderr)
+        if self.exhausted():
+            self.model.stop_training = True

@@ -1,0 +1,388 @@
+"""Cross-encoder training: groups of 1 judged positive + k negatives from a first stage.
+
+Negatives come from a first-stage retriever's top-k (BM25, or a dual encoder / preset given
+as a MODEL), with every judged positive of that query removed; judged non-relevant documents
+(grade 0) are kept in the pool, since they are the hardest true negatives. Grades stay graded
+(0-4). With `model.first_stage_weight` each document also carries the first stage's
+standardised score, which the loss adds to the cross-encoder's (see `Groups.priors`).
+`train.py` hands `model.kind: cross_encoder` configs to `train_cross_encoder` here; reranking
+with the result is in `rerank.py`.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from deepseek_tf import data as data_lib
+from deepseek_tf.config import Config
+from deepseek_tf.errors import ConfigError, UserError
+from deepseek_tf.retrieval.rerank import Run, standardised
+
+
+# ---------------------------------------------------------------------------- training data
+def first_stage_top_k(ds: data_lib.BeirDataset, source: str = "bm25", top_k: int = 30,
+                      use_title: bool = True) -> Run:
+    """Per judged query: {doc id: score} of the first stage's top-k. `source`: "bm25", a retriever
+    MODEL, or "run:PATH", a TREC run file (another system's results, or out-of-fold runs from
+    `python -m deepseek_tf.crossfit`, so training queries get candidates and scores from a
+    retriever that never saw them, as test queries do)."""
+    qids = sorted(q for q in ds.qrels if q in ds.queries)
+    run_path = data_lib.run_file(source)
+    if run_path is not None:
+        return data_lib.load_run(run_path, ds, top_k)
+    doc_ids = list(ds.corpus)
+    texts = [ds.doc_text(d, use_title) for d in doc_ids]
+    queries = [ds.queries[q] for q in qids]
+    if source == "bm25":
+        from deepseek_tf.retrieval.bm25 import BM25Index
+
+        hits = BM25Index().index(doc_ids, texts).search(queries, top_k)
+        return {q: {d: float(s) for d, s in row} for q, row in zip(qids, hits)}
+    from deepseek_tf.retrieval.artifacts import load_embedder
+    from deepseek_tf.retrieval.index import exact_search
+
+    embedder = load_embedder(source)
+    doc_vecs = embedder.encode_docs(texts, progress=sys.stderr.isatty())
+    scores, idx = exact_search(embedder.encode_queries(queries), doc_vecs, top_k)
+    return {q: {doc_ids[j]: float(s) for j, s in zip(row, srow)} for q, row, srow in zip(qids, idx, scores)}
+
+
+def mine_negatives(ds: data_lib.BeirDataset, source: str = "bm25", top_k: int = 30,
+                   use_title: bool = True, min_label: int = 1, first: Run | None = None) -> dict[str, list[str]]:
+    """Per judged query: the first stage's top-k doc ids minus that query's judged positives.
+
+    A judged positive is any document with grade >= min_label; grade-0 judgments are
+    added to the pool even if the retriever missed them (known non-relevant, lexically close).
+    `first`: an already computed `first_stage_top_k` (each query's docs in rank order).
+    """
+    first = first if first is not None else first_stage_top_k(ds, source, top_k, use_title)
+    pools = {}
+    for q, docs in first.items():
+        judged = ds.qrels[q]
+        pool = [d for d in docs if judged.get(d, 0) < min_label]
+        pool += [d for d, g in sorted(judged.items()) if g == 0 and d not in pool and d in ds.corpus]
+        pools[q] = pool
+    return pools
+
+
+@dataclass
+class Groups:
+    """Training groups: each query with n documents (its positives first) and their grades."""
+
+    queries: list[str]
+    docs: list[list[str]]  # (G, n)
+    grades: list[list[int]]  # (G, n)
+    # first_stage_weight · z(first-stage score); a document outside the first stage's top-k
+    # gets the lowest z of that query's top-k (it would not have been a candidate). None = off.
+    priors: list[list[float]] | None = None  # (G, n)
+
+    def __len__(self) -> int:
+        return len(self.queries)
+
+
+def check_group_shape(num_negatives: int, lower_graded: int = 0, positives_per_group: int = 1,
+                      judged_negatives: int = 0) -> None:
+    """ConfigError on a group layout build_groups cannot fill (checked before any mining)."""
+    if num_negatives < 1:
+        raise ConfigError("data.num_negatives must be >= 1 for a cross-encoder")
+    if not 0 <= lower_graded <= num_negatives:
+        raise ConfigError(f"data.lower_graded must be in [0, data.num_negatives = {num_negatives}], got {lower_graded}")
+    if judged_negatives < 0 or lower_graded + judged_negatives > num_negatives:
+        raise ConfigError(f"data.judged_negatives must be >= 0 and, with data.lower_graded ({lower_graded}), "
+                          f"at most data.num_negatives ({num_negatives}); got {judged_negatives}")
+    if positives_per_group < 1:
+        raise ConfigError(f"data.positives_per_group must be >= 1, got {positives_per_group}")
+    if positives_per_group > 1 and lower_graded:
+        raise ConfigError("data.lower_graded needs data.positives_per_group: 1 (larger groups already "
+                          "hold a query's positives of several grades)")
+
+
+def _sample(rng: np.random.Generator, pool: list[str], k: int, top_share: float, top_depth: int) -> list[str]:
+    """k of the pool (in first-stage order): uniformly, or round(k · top_share) from its first
+    top_depth and the rest from the documents past them (the whole pool where a part is empty)."""
+    if not top_share:
+        return [pool[i] for i in rng.choice(len(pool), k, replace=len(pool) < k)]
+    n_top = round(k * top_share)
+    top, rest = pool[:top_depth], pool[top_depth:] or pool
+    return ([top[i] for i in rng.choice(len(top), n_top, replace=len(top) < n_top)]
+            + [rest[i] for i in rng.choice(len(rest), k - n_top, replace=len(rest) < k - n_top)])
+
+
+def build_groups(ds: data_lib.BeirDataset, pools: dict[str, list[str]], num_negatives: int,
+                 min_label: int = 1, use_title: bool = True, rounds: int = 1, seed: int = 42,
+                 first: Run | None = None, first_stage_weight: float = 0.0, lower_graded: int = 0,
+                 positives_per_group: int = 1, top_share: float = 0.0, top_depth: int = 20,
+                 judged_negatives: int = 0) -> Groups:
+    """`rounds` passes over every (query, positive); each pass samples fresh negatives.
+
+    lower_graded: up to this many of the group's num_negatives slots go to the query's judged
+    positives graded below the group's positive (sampled), so a graded loss sees grade 4 > 2 > 0
+    and not only "judged > unjudged"; a positive with fewer lower-graded ones gets more negatives.
+    judged_negatives: up to this many slots go to the query's judged non-relevant documents
+    (grade < min_label, sampled) in every group; the mined ones are then drawn from the rest of the pool.
+    positives_per_group P > 1: each pass shuffles a query's positives into chunks of up to P;
+    a group is a chunk + num_negatives + (P − chunk size) negatives, so every group has
+    P + num_negatives documents, positives first.
+
+    Negatives are drawn without replacement from the query's pool (with replacement if the
+    pool is smaller than k; from the rest of the corpus if it is empty). top_share > 0: that share
+    of them (rounded) comes from the pool's first top_depth documents (the first stage's best
+    non-positives: the ones that decide nDCG@10), the rest from the pool past them. A pool document's
+    grade is its judgment, 0 when unjudged. With `first` and a non-zero weight, each document
+    also gets its prior (see `Groups.priors`).
+    """
+    zs = {q: standardised(docs) for q, docs in first.items()} if first and first_stage_weight else None
+    check_group_shape(num_negatives, lower_graded, positives_per_group, judged_negatives)
+    size = positives_per_group
+    rng = np.random.default_rng(seed)
+    all_ids = list(ds.corpus)
+    queries, docs, grades, priors = [], [], [], []
+    for _ in range(rounds):
+        for q in sorted(pools):
+            judged = ds.qrels[q]
+            positives = [(d, g) for d, g in sorted(judged.items()) if g >= min_label and d in ds.corpus]
+            pool = pools[q] or [d for d in all_ids if judged.get(d, 0) < min_label]
+            refused = [d for d, g in sorted(judged.items()) if g < min_label and d in ds.corpus]
+            if size > 1:  # size 1 skips the shuffle: a seed keeps drawing the groups it drew before
+                order = rng.permutation(len(positives))
+                chunks = [[positives[i] for i in order[s:s + size]] for s in range(0, len(positives), size)]
+            else:
+                chunks = [[p] for p in positives]
+            for chunk in chunks:
+                g = chunk[0][1]
+                lower = [x for x, h in positives if h < g]
+                n_lower = min(lower_graded, len(lower))
+                n_judged = min(judged_negatives, len(refused))
+                k = num_negatives + size - len(chunk) - n_lower - n_judged  # mined negatives fill the rest
+                negs = [lower[i] for i in rng.choice(len(lower), n_lower, replace=False)] if n_lower else []
+                drawn = pool
+                if n_judged:  # the RNG is only touched when on, so other configs draw as before
+                    negs += [refused[i] for i in rng.choice(len(refused), n_judged, replace=False)]
+                    drawn = [d for d in pool if d not in negs] or pool
+                negs += _sample(rng, drawn, k, top_share, top_depth)
+                ids = [d for d, _ in chunk] + negs
+                queries.append(ds.queries[q])
+                docs.append([ds.doc_text(x, use_title) for x in ids])
+                grades.append([h for _, h in chunk] + [judged.get(x, 0) for x in negs])
+                if zs is not None:
+                    z = zs.get(q, {})
+                    floor = min(z.values(), default=0.0)
+                    priors.append([first_stage_weight * z.get(x, floor) for x in ids])
+    if not queries:
+        raise UserError(f"no judgments with relevance >= {min_label} to train on")
+    return Groups(queries, docs, grades, priors if zs is not None else None)
+
+
+def concat_groups(a: Groups, b: Groups) -> Groups:
+    if (a.priors is None) != (b.priors is None):
+        raise ValueError("cannot join groups with and without first-stage priors")
+    return Groups(a.queries + b.queries, a.docs + b.docs, a.grades + b.grades,
+                  None if a.priors is None else a.priors + b.priors)
+
+
+def corpus_title_groups(ds: data_lib.BeirDataset, config: Config) -> Groups:
+    """`data.title_pairs` for a cross-encoder: each document's title as a pseudo-query for its own
+    body (`data.title_dataset`, grade 1), with negatives mined from the same first stage over the
+    bodies, like the judged groups. In-domain pairs that need no judgments and no test query."""
+    d, t = config.data, config.train
+    titles = data_lib.title_dataset(ds)
+    first = first_stage_top_k(titles, d.negatives_from, d.mine_top_k, use_title=False)
+    pools = mine_negatives(titles, d.negatives_from, d.mine_top_k, use_title=False, min_label=1, first=first)
+    # seed + 1: the title groups draw their own negatives, the judged groups stay as without them
+    return build_groups(titles, pools, d.num_negatives, 1, False, rounds=t.epochs, seed=t.seed + 1, first=first,
+                        first_stage_weight=config.model.first_stage_weight,
+                        positives_per_group=d.positives_per_group)  # the judged groups' size
+
+
+def tokenize_groups(tokenizer, interaction: str, query_max_length: int, pair_max_length: int,
+                    pad_multiple: int = 1):
+    """A tf.data map: {"query": (B,), "docs": (B, n)}, grades -> (model inputs for B·n pairs, grades)."""
+
+    def fn(batch, grades):
+        n = tf.shape(batch["docs"])[1]
+        queries = tf.repeat(batch["query"], n)  # (B·n,) query i repeated for its n docs
+        docs = tf.reshape(batch["docs"], [-1])  # (B·n,)
+        if interaction == "light":
+            x = {"query": tokenizer(queries, query_max_length, pad_multiple),
+                 "doc": tokenizer(docs, pair_max_length, pad_multiple)}
+        else:
+            x = tokenizer.pairs(queries, docs, pair_max_length, pad_multiple)
+        return x, tf.cast(grades, tf.float32)
+
+    return fn
+
+
+def group_dataset(groups: Groups, tokenizer, config: Config, shuffle: bool = True,
+                  pad_multiple: int = 1) -> tf.data.Dataset:
+    """Batches of groups -> (pair inputs, grades), or (pair inputs, {"grades", "prior"}) with priors;
+    inputs padded to a multiple of `pad_multiple` (XLA: `Tokenizer.widen`)."""
+    m, t = config.model, config.train
+    y = groups.grades if groups.priors is None else (groups.grades, groups.priors)
+    ds = tf.data.Dataset.from_tensor_slices(({"query": groups.queries, "docs": groups.docs}, y))
+    if shuffle:
+        ds = ds.shuffle(min(config.data.shuffle_buffer, len(groups)), seed=t.seed)
+    ds = ds.batch(t.batch_size, drop_remainder=True)
+    fn = tokenize_groups(tokenizer, m.interaction, m.query_max_length, m.doc_max_length, pad_multiple)
+    if groups.priors is not None:
+        tokenize = fn
+
+        def fn(batch, y):
+            x, grades = tokenize(batch, y[0])
+            return x, {"grades": grades, "prior": tf.cast(y[1], tf.float32)}
+
+    return ds.map(fn, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
+# ---------------------------------------------------------------------------- training
+def check_cross_encoder_config(config: Config) -> None:
+    """The checks that need no data, run before anything is written or mined (also for each soup member)."""
+    from deepseek_tf.data.splits import check_folds
+    from deepseek_tf.train.compute import check_layer_keys
+
+    d, t = config.data, config.train
+    if not d.dataset:
+        raise ConfigError("config: a cross-encoder trains on a BEIR directory; set data.dataset")
+    if d.teacher or t.distill_weight:
+        raise ConfigError("data.teacher / train.distill_weight distill a cross-encoder into a dual encoder; "
+                          "a cross-encoder does not take them")
+    check_group_shape(d.num_negatives, d.lower_graded, d.positives_per_group, d.judged_negatives)
+    if t.grade_weighting and t.loss != "listwise":
+        raise ConfigError("train.grade_weighting: a cross-encoder weights its groups with train.loss: listwise")
+    if not 0.0 <= d.dev_fraction < 1.0:
+        raise ConfigError(f"data.dev_fraction must be in [0, 1), got {d.dev_fraction}")
+    if not 0.0 <= d.negatives_top_share <= 1.0:
+        raise ConfigError(f"data.negatives_top_share must be in [0, 1], got {d.negatives_top_share}")
+    if d.negatives_top_depth < 1:
+        raise ConfigError(f"data.negatives_top_depth must be >= 1, got {d.negatives_top_depth}")
+    check_folds(config)
+    run_path = data_lib.run_file(d.negatives_from)
+    if run_path is not None:
+        if d.title_pairs:
+            raise ConfigError("data.title_pairs needs a first stage that can search the titles (bm25 or a MODEL), "
+                              f"not a run file ({d.negatives_from})")
+        if not Path(run_path).is_file():
+            raise ConfigError(f"data.negatives_from: missing run file: {run_path}")
+    check_layer_keys(config)
+
+
+def dev_rerank_ndcg(model, tokenizer, config: Config, dev: data_lib.BeirDataset, first: Run,
+                    fusion: float = 0.5) -> tuple[float, dict[str, float]]:
+    """(nDCG@10 of the dev queries' first-stage top-k reranked by the model being trained,
+    {"dev_fused_ndcg@10": the same fused with the first stage, `rerank.fuse` at W = fusion}):
+    the first decides the best epoch, the second is logged beside it."""
+    from deepseek_tf.evaluate.report import trec_metrics
+    from deepseek_tf.retrieval.rerank import Reranker, fuse, rerank_run
+
+    run, _ = rerank_run(Reranker.from_keras(model, tokenizer, config), dev, first, config.data.mine_top_k,
+                        config.data.use_title)
+    fused = trec_metrics(dev.qrels, fuse(first, run, fusion))[0]["ndcg@10"]
+    return trec_metrics(dev.qrels, run)[0]["ndcg@10"], {"dev_fused_ndcg@10": fused}
+
+
+def train_cross_encoder(config: Config, workdir: str | Path, verbose: int = 1) -> dict:
+    """`model.kind: cross_encoder`: mines negatives, trains on groups, writes WORKDIR/model/.
+
+    Same workdir layout, checkpointing and resume as dual-encoder training (train.py).
+    `train.batch_size` counts groups, so a step scores batch_size × (1 + num_negatives) pairs.
+    """
+    import math
+
+    import keras
+
+    from deepseek_tf.config import save_config
+    from deepseek_tf.train.optim import make_optimizer
+    from deepseek_tf.train.callbacks import Checkpointer, DevEvaluator
+    from deepseek_tf.train.compute import (build_in_policy, float32_copy, jit_policy, make_strategy, pad_multiple,
+                                     precision_policy)
+    from deepseek_tf.data.splits import split_train_dev
+    from deepseek_tf.train.artifacts import prepare_tokenizer, save_trained_model
+
+    workdir, d, t = Path(workdir), config.data, config.train
+    check_cross_encoder_config(config)  # before minutes of mining
+    ds = data_lib.load_beir(d.dataset, d.train_split, unknown_ids="drop")
+    for what, count in ds.dropped.items():
+        print(f"warning: {d.dataset}: dropped {count} {what}", file=sys.stderr)
+    ds, dev = split_train_dev(ds, config)
+    if dev is not None and dev.qrels.keys() & ds.qrels.keys():  # before minutes of mining
+        raise UserError(f"data.dev_split {d.dev_split}: {len(dev.qrels.keys() & ds.qrels.keys())} of its "
+                        f"queries are also in data.train_split {d.train_split}")
+    workdir.mkdir(parents=True, exist_ok=True)
+    save_config(config, workdir / "config.yaml")
+    keras.utils.set_random_seed(t.seed)
+    start = time.perf_counter()
+    # one first-stage pass: the training queries' pools and the dev queries' candidates
+    both = ds if dev is None else data_lib.BeirDataset(ds.corpus, ds.queries, {**dev.qrels, **ds.qrels}, ds.dropped)
+    first = first_stage_top_k(both, d.negatives_from, d.mine_top_k, d.use_title)
+    dev_first = None if dev is None else {q: first.pop(q) for q in dev.qrels if q in first}
+    if dev is not None:
+        print(f"dev: {len(dev_first)} queries, their {d.negatives_from} top-{d.mine_top_k} reranked after each epoch",
+              file=sys.stderr)
+    pools = mine_negatives(ds, d.negatives_from, d.mine_top_k, d.use_title, d.min_label, first=first)
+    groups = build_groups(ds, pools, d.num_negatives, d.min_label, d.use_title, rounds=t.epochs, seed=t.seed,
+                          first=first, first_stage_weight=config.model.first_stage_weight,
+                          lower_graded=d.lower_graded, positives_per_group=d.positives_per_group,
+                          top_share=d.negatives_top_share, top_depth=d.negatives_top_depth,
+                          judged_negatives=d.judged_negatives)
+    titles = ""
+    if d.title_pairs:
+        title_groups = corpus_title_groups(ds, config)
+        titles = f", {len(title_groups) // t.epochs} of them title/body"
+        groups = concat_groups(groups, title_groups)
+    print(f"{len(groups) // t.epochs} groups per epoch{titles} (up to {d.positives_per_group} positive(s) + "
+          f"{d.num_negatives} negatives from "
+          f"{d.negatives_from} top-{d.mine_top_k}), mined in {time.perf_counter() - start:.1f}s", file=sys.stderr)
+    # A scratch vocabulary is learned from every query and document text.
+    flat = data_lib.Pairs(list(ds.queries.values()), [ds.doc_text(x, d.use_title) for x in ds.corpus])
+    tokenizer = prepare_tokenizer(config, flat, workdir)
+    steps = t.steps_per_epoch or len(groups) // t.epochs // t.batch_size
+    if steps < 1:
+        raise UserError(f"only {len(groups) // t.epochs} groups: fewer than one batch of {t.batch_size}")
+    policy = precision_policy(t.mixed_precision)
+    jit = jit_policy(t.jit_compile, policy, t.strategy, config.model.kind)
+    dataset = group_dataset(groups, tokenizer, config, pad_multiple=pad_multiple(jit)).repeat()
+    sample = next(iter(dataset.take(1)))[0]
+    with make_strategy(t.strategy).scope():
+        model = build_in_policy(config, tokenizer.vocab_size, policy)
+        optimizer = make_optimizer(config, steps * t.epochs)
+        model.compile(optimizer=optimizer, jit_compile=jit)
+        model(sample)  # build variables before restoring
+        optimizer.build(model.trainable_variables)
+        checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
+    manager = tf.train.CheckpointManager(checkpoint, str(workdir / "checkpoints"), max_to_keep=2)
+    initial_epoch = 0
+    if manager.latest_checkpoint:
+        checkpoint.restore(manager.latest_checkpoint).expect_partial()
+        initial_epoch = int(optimizer.iterations.numpy()) // steps
+        print(f"resuming from {manager.latest_checkpoint}", file=sys.stderr)
+    history_path = workdir / "history.json"
+    history = json.loads(history_path.read_text()) if history_path.is_file() else {}
+    history.pop("train_seconds", None)
+    callbacks = [Checkpointer(manager), keras.callbacks.TensorBoard(str(workdir / "logs"))]
+    evaluator = None
+    if dev is not None:  # first: the others see dev_ndcg@10 in the logs
+        evaluator = DevEvaluator(lambda: dev_rerank_ndcg(model, tokenizer, config, dev, dev_first),
+                                 workdir / "best", t.patience, model)
+        callbacks.insert(0, evaluator)
+    fit_start = time.perf_counter()
+    if initial_epoch < t.epochs and not (evaluator and evaluator.exhausted()):
+        result = model.fit(dataset, epochs=t.epochs, initial_epoch=initial_epoch, steps_per_epoch=steps,
+                           shuffle=False, verbose=verbose, callbacks=callbacks)
+        for k, v in result.history.items():
+            history.setdefault(k, []).extend(float(x) for x in v)
+    if any(not math.isfinite(x) for x in history.get("loss", [])):
+        raise UserError("training diverged: loss is not finite (lower train.learning_rate?)")
+    history["steps"] = [int(optimizer.iterations.numpy())]
+    history["train_seconds"] = [round(time.perf_counter() - fit_start, 1)]  # fit alone, as train.py's
+    if evaluator is not None:
+        evaluator.restore_best(model, history)
+    history_path.write_text(json.dumps(history, indent=2))
+    if policy:  # served and exported in float32 (see compute.float32_copy)
+        model = float32_copy(model, config, tokenizer.vocab_size, sample)
+    save_trained_model(model, tokenizer, config, workdir / "model")
+    return history

@@ -1,0 +1,209 @@
+"""Training a dual encoder from a config, with resume.
+
+Writes WORKDIR/{config.yaml, checkpoints/, logs/, model/, history.json} (and best/ with
+best.json when a dev set is configured); resumes from the last checkpoint when WORKDIR
+already holds one: step count, learning-rate schedule, optimizer moments and the position
+in the (seeded) data stream all continue where they stopped.
+"""
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import keras
+import tensorflow as tf
+
+from deepseek_tf import data as data_lib
+from deepseek_tf.data.splits import check_folds, limit_corpus, split_train_dev
+from deepseek_tf.train import distill
+from deepseek_tf.train.callbacks import Checkpointer, DevEvaluator, dev_ndcg
+from deepseek_tf.train.compute import (build_in_policy, check_layer_keys, float32_copy, jit_policy, make_strategy, pad_multiple,
+                                 precision_policy)
+from deepseek_tf.config import Config, save_config
+from deepseek_tf.errors import ConfigError, UserError
+from deepseek_tf.train.artifacts import prepare_tokenizer, save_trained_model
+from deepseek_tf.train.optim import make_optimizer
+from deepseek_tf.text.tokenizer import Tokenizer
+
+
+def load_training_data(config: Config) -> tuple[data_lib.Pairs, data_lib.BeirDataset | None,
+                                                 data_lib.BeirDataset | None]:
+    """(pairs, train BEIR set or None, dev BEIR set or None); bm25/MODEL negatives are mined here."""
+    d = config.data
+    if d.pairs:
+        if d.mine_negatives or d.dev_fraction or d.dev_split or d.folds:
+            raise ConfigError("data.mine_negatives, dev sets and data.folds need data.dataset (a BEIR directory)")
+        return data_lib.read_pairs(d.pairs), None, None
+    if not d.dataset:
+        raise ConfigError("config: set data.pairs (a pairs file) or data.dataset (a BEIR directory)")
+    ds = data_lib.load_beir(d.dataset, d.train_split, unknown_ids="drop")
+    for what, count in ds.dropped.items():
+        print(f"warning: {d.dataset}: dropped {count} {what}", file=sys.stderr)
+    ds, dev = split_train_dev(ds, config)
+    if dev is not None:
+        dev = limit_corpus(dev, d.dev_max_docs, d.dev_seed)
+        print(f"dev: {len(dev.qrels)} queries, {len(dev.corpus)} documents", file=sys.stderr)
+    if d.mine_negatives and d.negatives_from != "self":
+        return mined_pairs(ds, config, d.negatives_from), ds, dev
+    pairs = data_lib.pairs_from_beir(ds, d.min_label, d.use_title)
+    if d.title_pairs and not d.mine_negatives:
+        pairs = data_lib.concat_pairs(pairs, data_lib.pairs_from_beir(data_lib.title_dataset(ds), 1, False))
+    return pairs, ds, dev
+
+
+def mined_pairs(ds: data_lib.BeirDataset, config: Config, source: str, embedder=None) -> data_lib.Pairs:
+    """The judged pairs of `ds` with `data.hard_negatives` mined negatives each, plus (with
+    `data.title_pairs`) the corpus's title/body pairs mined the same way. A MODEL `source` is
+    loaded once for both."""
+    from deepseek_tf.retrieval.mining import mine
+
+    d, seed = config.data, config.train.seed
+    if embedder is None and source != "bm25":
+        from deepseek_tf.retrieval.artifacts import load_embedder
+
+        embedder = load_embedder(source)
+    pairs = mine(ds, source, d.mine_top_k, d.mine_skip_top, d.mine_margin, d.min_label, seed, d.use_title,
+                 embedder=embedder, per_pair=d.hard_negatives, fallback=d.mine_fallback).pairs
+    if d.title_pairs:
+        titles = mine(data_lib.title_dataset(ds), source, d.mine_top_k, d.mine_skip_top, d.mine_margin, 1, seed,
+                      False, embedder=embedder, per_pair=d.hard_negatives, fallback=d.mine_fallback).pairs
+        pairs = data_lib.concat_pairs(pairs, titles)
+    return pairs
+
+
+def load_training_pairs(config: Config) -> data_lib.Pairs:
+    return load_training_data(config)[0]
+
+
+# ---------------------------------------------------------------------------- model
+def check_dual_config(config: Config) -> None:
+    """A dual encoder's checks that need no data, before anything is written. They run no
+    TensorFlow op: MultiWorkerMirroredStrategy comes first."""
+    t, d = config.train, config.data
+    if t.batch_size < 1 or t.epochs < 1 or t.accumulation_steps < 1:
+        raise ConfigError("train.batch_size, train.epochs and train.accumulation_steps must be >= 1")
+    if not 0.0 <= t.label_smoothing < 1.0 or not 0.0 <= d.dev_fraction < 1.0:
+        raise ConfigError("train.label_smoothing and data.dev_fraction must be in [0, 1)")
+    if t.grade_weighting and t.loss != "infonce":
+        raise ConfigError("train.grade_weighting works with train.loss: infonce")
+    if d.hard_negatives < 1:
+        raise ConfigError(f"data.hard_negatives must be >= 1, got {d.hard_negatives}")
+    if d.judged_negatives:
+        raise ConfigError("data.judged_negatives fills cross-encoder groups; a dual encoder's negatives come from "
+                          "data.mine_negatives and the batch")
+    check_folds(config)
+    if d.mine_negatives and data_lib.run_file(d.negatives_from) is not None:
+        raise ConfigError("data.negatives_from: a run file serves cross-encoder training; a dual encoder mines "
+                          "from bm25, self or a MODEL")
+    distill.check_distillation(config)
+
+
+# ---------------------------------------------------------------------------- training
+def train_dual_encoder(config: Config, workdir: str | Path, verbose: int = 1,
+                       shared_dir: str | Path | None = None) -> dict:
+    """Trains a dual encoder per `config` into `workdir`; returns the history dict. `shared_dir`
+    (default: workdir) holds what runs of one recipe can share: a soup passes its own dir, so its
+    members score their distillation teacher's pairs once between them."""
+    workdir = Path(workdir)
+    t, d = config.train, config.data
+    check_dual_config(config)
+    # MultiWorkerMirroredStrategy must exist before any other TensorFlow op runs.
+    strategy = make_strategy(t.strategy)
+    replicas = strategy.num_replicas_in_sync
+    if t.batch_size % (replicas * t.accumulation_steps):
+        raise ConfigError(f"train.batch_size ({t.batch_size}) must be a multiple of replicas ({replicas}) "
+                          f"x train.accumulation_steps ({t.accumulation_steps})")
+    check_layer_keys(config)  # before anything is written or mined
+    workdir.mkdir(parents=True, exist_ok=True)
+    save_config(config, workdir / "config.yaml")
+    keras.utils.set_random_seed(t.seed)
+
+    pairs, train_ds, dev = load_training_data(config)
+    tokenizer = prepare_tokenizer(config, pairs, workdir)
+    steps = t.steps_per_epoch or len(pairs) // t.batch_size
+    if steps < 1:
+        raise UserError(f"only {len(pairs)} training pairs: fewer than one batch of {t.batch_size}")
+
+    policy = precision_policy(t.mixed_precision)
+    with strategy.scope():
+        model = build_in_policy(config, tokenizer.vocab_size, policy)
+        model.accumulation_steps = t.accumulation_steps
+        optimizer = make_optimizer(config, steps * t.epochs)
+        jit = jit_policy(t.jit_compile, policy, t.strategy, config.model.kind)
+        model.compile(optimizer=optimizer, jit_compile=jit)
+        # build variables before restoring (eager tokenizer calls: in multi-worker mode an
+        # eager iterator over a nested tf.data element hands back tuples, not dicts)
+        sample = {"query": tokenizer(tf.constant(pairs.queries[:2]), config.model.query_max_length),
+                  "doc": tokenizer(tf.constant(pairs.docs[:2]), config.model.doc_max_length)}
+        model(sample)
+        model.optimizer.build(model.trainable_variables)
+        checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
+    manager = tf.train.CheckpointManager(checkpoint, str(workdir / "checkpoints"), max_to_keep=2)
+    if manager.latest_checkpoint:
+        checkpoint.restore(manager.latest_checkpoint).expect_partial()
+        print(f"resuming from {manager.latest_checkpoint} (step {int(model.optimizer.iterations.numpy())})",
+              file=sys.stderr)
+    elif d.mine_negatives and d.negatives_from == "self":
+        pairs = _mine_with_model(model, tokenizer, config, train_ds)
+
+    weights = None
+    if t.grade_weighting:
+        weights = data_lib.grade_weights(pairs.labels or [])
+    teacher = distill.load_teacher_margins(d.teacher, pairs, Path(shared_dir or workdir), verbose) if d.teacher else None
+    callbacks: list[keras.callbacks.Callback] = []
+    evaluator = None
+    if dev is not None:
+        from deepseek_tf.retrieval.embedders import KerasEmbedder
+
+        embedder = KerasEmbedder(model, tokenizer, config.model.query_max_length, config.model.doc_max_length, "dev")
+        evaluator = DevEvaluator(lambda: dev_ndcg(embedder, config, dev), workdir / "best", t.patience, model)
+        callbacks.append(evaluator)  # first: the others see dev_ndcg@10 in the logs
+    callbacks += [Checkpointer(manager, t.checkpoint_every), keras.callbacks.TensorBoard(str(workdir / "logs"))]
+
+    history_path = workdir / "history.json"
+    previous = json.loads(history_path.read_text()) if history_path.is_file() else {}
+    history = {k: list(v) for k, v in previous.items() if k not in ("steps", "best", "train_seconds")}
+    start = time.perf_counter()
+    total = steps * t.epochs
+    done = int(model.optimizer.iterations.numpy())
+    while done < total and not (evaluator and evaluator.exhausted()):
+        # A resume mid-epoch first finishes that epoch; the data stream skips what was seen.
+        epoch, into = divmod(done, steps)
+        dataset = data_lib.pair_dataset(
+            pairs, tokenizer, t.batch_size, config.model.query_max_length, config.model.doc_max_length,
+            seed=t.seed, shuffle_buffer=d.shuffle_buffer, weights=weights, teacher=teacher,
+            pad_multiple=pad_multiple(jit)).repeat().skip(done)
+        result = model.fit(dataset, epochs=epoch + 1 if into else t.epochs, initial_epoch=epoch,
+                           steps_per_epoch=steps - into if into else steps, verbose=verbose, callbacks=callbacks,
+                           shuffle=False)  # the tf.data pipeline shuffles with the seed
+        for k, v in result.history.items():
+            history.setdefault(k, []).extend(float(x) for x in v)
+        done = int(model.optimizer.iterations.numpy())
+        if model.stop_training:
+            break
+    if any(not math.isfinite(x) for x in history.get("loss", [])):
+        raise UserError("training diverged: loss is not finite (lower train.learning_rate?)")
+    history["steps"] = [done]
+    history["train_seconds"] = [round(time.perf_counter() - start, 1)]
+    if evaluator is not None:
+        evaluator.restore_best(model, history)
+    tmp = history_path.with_name("history.json.tmp")
+    tmp.write_text(json.dumps(history, indent=2))
+    tmp.replace(history_path)
+    if policy:  # serve, evaluate and export in float32: same weights, no bfloat16 rounding
+        model = float32_copy(model, config, tokenizer.vocab_size, sample)
+    save_trained_model(model, tokenizer, config, workdir / "model")
+    return history
+
+
+def _mine_with_model(model, tokenizer: Tokenizer, config: Config, train_ds) -> data_lib.Pairs:
+    """data.negatives_from=self: negatives from the model about to be trained (its start point)."""
+    from deepseek_tf.retrieval.embedders import KerasEmbedder
+
+    if train_ds is None:
+        raise ConfigError("data.mine_negatives needs data.dataset (a BEIR directory)")
+    embedder = KerasEmbedder(model, tokenizer, config.model.query_max_length, config.model.doc_max_length, "self")
+    return mined_pairs(train_ds, config, "self", embedder)
