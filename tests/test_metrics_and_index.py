@@ -167,3 +167,15 @@ def test_index_without_metadata_is_refused(tmp_path):
     (tmp_path / "ix" / "index.json").unlink()  # as after a crash mid-save: index.json is written last
     with pytest.raises(UserError, match="no index in"):
         load_index(tmp_path / "ix", "f")
+
+
+def test_queries_without_a_relevant_document_are_left_out_and_counted():
+    from deepseek_tf.evaluate.metrics import trec_metrics
+
+    # q1: its one relevant doc ranked first -> nDCG@10 1.0; q2: judged, nothing relevant -> left out
+    # (trec_eval would average in a 0 and report 0.5); q3: never judged -> not scored.
+    qrels = {"q1": {"d1": 1, "d2": 0}, "q2": {"d2": 0}}
+    run = {"q1": {"d1": 2.0, "d2": 1.0}, "q2": {"d2": 1.0}, "q3": {"d1": 1.0}}
+    means, rows = trec_metrics(qrels, run)
+    assert means["ndcg@10"] == 1.0 and means["queries"] == 1 and means["queries_without_relevant"] == 1
+    assert set(rows) == {"q1"}

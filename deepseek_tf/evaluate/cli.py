@@ -9,6 +9,7 @@ from pathlib import Path
 from deepseek_tf.config import DataConfig
 from deepseek_tf.console import command_parser
 from deepseek_tf.errors import UserError, cli_entry
+from deepseek_tf.text.analyzer import ANALYZERS
 from deepseek_tf.evaluate.report import evaluate, format_table, plot_recall_curves
 from deepseek_tf.evaluate.significance import compare_reports, format_comparisons
 
@@ -45,6 +46,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    "from the same scoring pass")
     p.add_argument("--batch-size", type=int, default=64, help="encoding batch size (default: 64)")
     p.add_argument("--rrf-k", type=int, default=60, help="reciprocal-rank fusion constant (default: 60)")
+    p.add_argument("--analyzer", default="default", choices=list(ANALYZERS),
+                   help="lexical analyzer of BM25 and the hybrid: default (decided on the corpus: mixed, or cjk "
+                        "for mostly-CJK text), mixed (English words stemmed, CJK runs as character 1-2-grams), "
+                        "cjk (mixed + Latin character 1-2-grams), english, jieba (default: default)")
     p.add_argument("--bm25-k1", type=float, default=1.5, help="BM25 k1 (default: 1.5, bm25s's default)")
     p.add_argument("--bm25-b", type=float, default=0.75, help="BM25 b (default: 0.75)")
     p.add_argument("--bm25-method", default="lucene", choices=["lucene", "robertson", "atire", "bm25l", "bm25+"],
@@ -100,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError("--dev-seed needs --dev-fraction (the dev split it seeds)")
     seed = DataConfig.dev_seed if args.dev_seed is None else args.dev_seed  # training's default split
     dev = None if args.dev_fraction is None else (args.dev_fraction, seed)
-    bm25_args = {"k1": args.bm25_k1, "b": args.bm25_b, "method": args.bm25_method}
+    bm25_args = {"k1": args.bm25_k1, "b": args.bm25_b, "method": args.bm25_method, "analyzer": args.analyzer}
     results = evaluate(args.model, args.dataset, args.split, args.top_k, args.batch_size, args.baseline,
                        args.ignore_identical_ids, args.rrf_k, bm25_args, rerank=args.rerank,
                        rerank_fusion=args.rerank_fusion, runs_dir=args.save_runs, first_run=args.run,
@@ -108,10 +113,13 @@ def main(argv: list[str] | None = None) -> int:
     print(format_table(results))
     for line in format_comparisons(results):
         print(line)
+    left_out = max((r.get("queries_without_relevant", 0) for r in results.values()), default=0)
+    if left_out:
+        print(f"{left_out} judged queries have no document judged relevant and are left out of the means")
     if "bm25" in results:
         c = results["bm25"]["bm25"]
-        print(f"bm25: bm25s method={c['method']} k1={c['k1']} b={c['b']}, {c['stemmer']} stemmer, "
-              f"stop words={c['stopwords']}, title+text")
+        print(f"bm25: bm25s method={c['method']} k1={c['k1']} b={c['b']}, analyzer {c['analyzer_setting']}"
+              f"{' -> ' + c['analyzer'] if c['analyzer'] != c['analyzer_setting'] else ''}, title+text")
     for name, r in results.items():
         if "rerank_latency_ms_p50" in r:
             print(f"{name}: reranking {r['rerank_depth']} docs/query takes p50 {r['rerank_latency_ms_p50']:.0f} ms, "

@@ -22,11 +22,16 @@ def trec_metrics(qrels: dict[str, dict[str, int]], run: Run) -> tuple[dict[str, 
     (trec_eval's recip_rank on the run cut to each query's 10 best documents, in trec_eval's
     order); Recall@k = relevant in top k / all relevant; P@10 = relevant in top 10 / 10;
     MAP = mean over relevant documents of precision at their ranks.
-    Queries with no judgments are not scored (as trec_eval); queries judged but absent
-    from the run score 0.
+    Queries with no judgments are not scored (as trec_eval), nor are queries with no document
+    judged relevant (grade >= 1; counted in "queries_without_relevant"); queries with a relevant
+    document but absent from the run score 0.
     """
     import pytrec_eval
 
+    judged = len(qrels)
+    # A query whose every judgment is "not relevant" has no ideal ranking (IDCG = 0): trec_eval
+    # would average in its 0, which only says the assessors found nothing. Left out, and counted.
+    qrels = {q: docs for q, docs in qrels.items() if any(g >= 1 for g in docs.values())}
     run = {q: docs for q, docs in run.items() if q in qrels}
     full = {q: run.get(q, {}) for q in qrels}
     measures = {"ndcg_cut.10", "recall.10", "recall.100", "P.10", "map"}
@@ -40,6 +45,7 @@ def trec_metrics(qrels: dict[str, dict[str, int]], run: Run) -> tuple[dict[str, 
                    "recall@100": m["recall_100"], "p@10": m["P_10"], "map": m["map"]}
     means = {k: float(np.mean([r[k] for r in rows.values()])) if rows else 0.0 for k in METRIC_KEYS}
     means["queries"] = len(rows)
+    means["queries_without_relevant"] = judged - len(qrels)
     return means, rows
 
 

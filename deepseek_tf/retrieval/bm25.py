@@ -1,4 +1,5 @@
-"""BM25 baseline with `bm25s`: Snowball stemming (PyStemmer) and English stop words.
+"""BM25 with `bm25s` over the terms of a lexical analyzer (`text/analyzer.py`; default: English
+words stemmed, CJK runs as character 1-2-grams).
 
 Lucene's BM25 (bm25s's default, k1=1.5, b=0.75) scores a document d for query q as
 
@@ -17,45 +18,49 @@ import time
 import numpy as np
 
 from deepseek_tf.errors import UserError
+from deepseek_tf.text.analyzer import Analyzer
 
 METHODS = ("lucene", "robertson", "atire", "bm25l", "bm25+")
 
 
 class BM25Index:
-    """A bm25s retriever over documents with string ids; `search` returns only matching documents."""
+    """A bm25s retriever over documents with string ids; `search` returns only matching documents.
 
-    def __init__(self, k1: float = 1.5, b: float = 0.75, method: str = "lucene", language: str = "english",
-                 stopwords: str | None = "en"):
+    Terms come from `text.analyzer.Analyzer(analyzer)`; the index, its queries and any saved
+    copy must use the same analyzer, so `config()` names it."""
+
+    def __init__(self, k1: float = 1.5, b: float = 0.75, method: str = "lucene", analyzer: str = "default"):
         import logging
 
         import bm25s
-        import Stemmer
 
         # bm25s sets its logger to DEBUG; once anything installs a root handler (TensorBoard
         # does, during training) its "Building index" lines would reach the user's terminal.
         logging.getLogger("bm25s").setLevel(logging.WARNING)
         if method not in METHODS:
             raise UserError(f"BM25 method {method!r} is not one of {', '.join(METHODS)}")
-        self.k1, self.b, self.method, self.language, self.stopwords = k1, b, method, language, stopwords
-        self._stemmer = Stemmer.Stemmer(language)
+        self.k1, self.b, self.method = k1, b, method
+        self.analyzer = Analyzer(analyzer)
+        self.analyzer_setting = analyzer
         self._bm25 = bm25s.BM25(k1=k1, b=b, method=method)
         self.ids: list[str] = []
 
     def config(self) -> dict:
-        return {"k1": self.k1, "b": self.b, "method": self.method, "stemmer": f"snowball-{self.language}",
-                "stopwords": self.stopwords}
+        return {"k1": self.k1, "b": self.b, "method": self.method, "analyzer": self.analyzer.name,
+                "analyzer_setting": self.analyzer_setting}
 
-    def _tokenize(self, texts: list[str], ids: bool):
-        import bm25s
-
-        return bm25s.tokenize(texts, stopwords=self.stopwords, stemmer=self._stemmer, return_ids=ids,
-                              show_progress=False)
+    def _tokenize(self, texts: list[str]) -> list[list[str]]:
+        return self.analyzer(texts)
 
     def index(self, ids: list[str], texts: list[str], progress: bool = False) -> "BM25Index":
         if not texts:
             raise UserError("BM25: no documents to index")
         self.ids = list(ids)
-        self._bm25.index(self._tokenize(texts, ids=True), show_progress=progress)
+        self.analyzer = self.analyzer.resolved(texts)
+        terms = self._tokenize(texts)
+        if not any(terms):
+            raise UserError(f"BM25: the {self.analyzer.name} analyzer finds no terms in any document")
+        self._bm25.index(terms, show_progress=progress)
         return self
 
     def search(self, queries: list[str], k: int = 100) -> list[list[tuple[str, float]]]:
@@ -65,7 +70,7 @@ class BM25Index:
         would rank non-matching documents (and give them reciprocal-rank credit in fusion).
         """
         k = min(k, len(self.ids))
-        tokens = self._tokenize(queries, ids=False)
+        tokens = self._tokenize(queries)
         out: list[list[tuple[str, float]]] = [[] for _ in queries]
         live = [i for i, t in enumerate(tokens) if t]  # all-stop-word queries match nothing
         if not live:
