@@ -6,7 +6,7 @@ from typing import Callable
 import keras
 
 from deepseek_tf.config import Config, ModelConfig, config_from_dict
-from deepseek_tf.models.backbones import build_backbone, vocab_path
+from deepseek_tf.models.backbones import build_backbone, pretrained_tokenizer, vocab_path
 from deepseek_tf.models.cross_encoder import build_cross_encoder
 from deepseek_tf.models.dual_encoder import DualEncoder
 from deepseek_tf.models.encoder import Encoder
@@ -49,5 +49,5 @@ def preset_model(name: str, max_length: int = 256):
     config = config_from_dict({"model": {"backbone": name, "query_max_length": max_length,
                                          "doc_max_length": max_length, "pooling": "mean",
                                          "normalize": True}})
-    tokenizer = Tokenizer.from_file(vocab_path(name), ModelConfig.lowercase)
+    tokenizer = pretrained_tokenizer(name, ModelConfig.lowercase)
     return build_model(config, tokenizer.vocab_size), tokenizer, config

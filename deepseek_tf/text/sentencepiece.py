@@ -162,6 +162,9 @@ class SentencePieceTokenizer(Tokenizer):
         self.model_proto = model_proto
         self.fast = fast
         self.prefix = prefix
+        # What a retriever puts before each tower's texts (e5: "query: " / "passage: "); the
+        # embedders read them from the tokenizer, so every caller of a model passes raw text.
+        self.query_prefix = self.doc_prefix = ""
         self.lowercase = False
         self.fairseq_offset = fairseq_offset
         self.sentencepiece = (tf_text.FastSentencepieceTokenizer(model_proto) if fast
@@ -267,14 +270,22 @@ class SentencePieceTokenizer(Tokenizer):
         if meta_path.is_file():
             meta = json.loads(meta_path.read_text())
             norm = read_normalization(directory / meta["normalization"]) if meta.get("normalization") else None
-            return cls((directory / meta["model"]).read_bytes(), bos_id=meta["bos_id"],
-                       eos_id=meta["eos_id"], pad_id=meta["pad_id"], normalization=norm,
-                       fast=fast, prefix=prefix, split_unknown=meta.get("split_unknown", False),
-                       unk_id=meta["unk_id"])
+            tok = cls((directory / meta["model"]).read_bytes(), bos_id=meta["bos_id"],
+                      eos_id=meta["eos_id"], pad_id=meta["pad_id"], normalization=norm,
+                      fast=fast, prefix=prefix, split_unknown=meta.get("split_unknown", False),
+                      unk_id=meta["unk_id"])
+            tok.query_prefix = meta.get("query_prefix", "")
+            tok.doc_prefix = meta.get("passage_prefix", "")
+            return tok
         if (directory / "sentencepiece.bpe.model").is_file():
             return cls((directory / "sentencepiece.bpe.model").read_bytes(), bos_id=0, eos_id=2,
                        pad_id=1, fast=fast, prefix=prefix, fairseq_offset=True)
         raise FileNotFoundError(f"{directory}: no SentencePiece model")
+
+
+def has_sentencepiece(directory: str | Path) -> bool:
+    directory = Path(directory)
+    return (directory / "deepseek_tf_tokenizer.json").is_file() or (directory / "sentencepiece.bpe.model").is_file()
 
 
 class SentencePieceView(SentencePieceTokenizer):
