@@ -291,10 +291,20 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
+        data = path.read_bytes()
         try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except (yaml.YAMLError, UnicodeDecodeError) as e:
-            raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+            raw = yaml.safe_load(data.decode("utf-8")) or {}
+        except UnicodeDecodeError as e:  # the line, so the bad byte can be found
+            line = data[:e.start].count(b"\n") + 1
+            raise ConfigError(f"{path}:{line}: not UTF-8 (byte {e.start})") from None
+        except yaml.YAMLError as e:  # PyYAML's marks are 0-based; editors count lines from 1
+            mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+            where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+            what = getattr(e, "problem", None) or str(e).splitlines()[0]
+            raise ConfigError(f"{where}: not valid YAML ({what})") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: expected a YAML mapping of sections (model:, data:, train:), "
+                              f"got {type(raw).__name__}")
     for override in overrides:
         _apply_override(raw, override)
         source = f"{source} (with --set)" if "--set" not in source else source

@@ -33,6 +33,10 @@ def cli_entry(fn: Callable[..., int | None]) -> Callable[..., int]:
         except UserError as e:
             print(f"error: {e}", file=sys.stderr)
             return e.exit_code
+        except OSError as e:  # a path the user gave that cannot be read or written: their input, not a bug
+            where = f"{e.filename}: " if e.filename else ""
+            print(f"error: {where}{e.strerror or e}", file=sys.stderr)
+            return 1
         except KeyboardInterrupt:
             print("error: interrupted", file=sys.stderr)
             return 130

@@ -105,8 +105,8 @@ def test_bad_input_is_counted_and_the_rest_evaluated(tmp_path, capsys):
     results = evaluate(None, str(_write(tmp_path / "bad", corpus, queries, qrels)), baseline="bm25")
     err = capsys.readouterr().err.splitlines()
     # d1 dup, d2 empty, q1 dup, q2 empty; unknown: (q1,d2) empty doc, (q1,missing), (q2,d3) empty query
-    expected = ["dropped 1 duplicate doc ids", "dropped 1 empty docs", "dropped 1 empty queries",
-                "dropped 1 duplicate query ids", "dropped 3 judgments with unknown ids"]
+    expected = ["dropped 1 duplicate doc ids (first: 'd1')", "dropped 1 empty docs", "dropped 1 empty queries",
+                "dropped 1 duplicate query ids (first: 'q1')", "dropped 3 judgments with unknown ids"]
     assert sorted(results["bm25"]["warnings"]) == sorted(expected)
     assert sum(line.startswith("warning: ") for line in err) == 5
     assert "5 warning(s); evaluating the remaining 2 queries" in err

@@ -52,21 +52,47 @@ def read_jsonl(path: Path, id_key: str = "_id") -> list[dict]:
     if not path.is_file():
         raise UserError(f"missing file: {path}")
     rows = []
-    try:
-        with path.open(encoding="utf-8") as f:
-            for lineno, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise UserError(f"{path}:{lineno}: invalid JSON ({e.msg})") from None
-                if not isinstance(row, dict) or id_key not in row:
-                    raise UserError(f"{path}:{lineno}: record has no '{id_key}' field")
-                rows.append(row)
-    except UnicodeDecodeError as e:
-        raise UserError(f"{path}: not UTF-8 (byte {e.start})") from None
+    with path.open("rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:  # the line, so the bad byte can be found
+                raise UserError(f"{path}:{lineno}: not UTF-8 (byte {e.start} of the line)") from None
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise UserError(f"{path}:{lineno}: invalid JSON ({e.msg})") from None
+            if not isinstance(row, dict) or id_key not in row:
+                raise UserError(f"{path}:{lineno}: record has no '{id_key}' field")
+            rows.append(row)
     return rows
+
+
+class Dropped(dict):
+    """{what: count} of dropped input, plus `examples` {what: first few ids}: a count alone does
+    not say which records to fix."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.examples: dict[str, list[str]] = {}
+
+    def add(self, what: str, example: str | None = None) -> None:
+        self[what] = self.get(what, 0) + 1
+        if example is not None and len(self.examples.setdefault(what, [])) < 5:
+            self.examples[what].append(example)
+
+
+def describe_dropped(dropped: dict[str, int]) -> list[str]:
+    """One line per kind of dropped input, naming the first few ids where they are known."""
+    examples = getattr(dropped, "examples", {})
+    lines = []
+    for what, count in dropped.items():
+        named = examples.get(what)
+        first = f" (first: {', '.join(map(repr, named))})" if named else ""
+        lines.append(f"dropped {count} {what}{first}")
+    return lines
 
 
 def read_corpus(path: Path) -> tuple[dict[str, dict[str, str]], dict[str, int]]:
@@ -75,11 +101,11 @@ def read_corpus(path: Path) -> tuple[dict[str, dict[str, str]], dict[str, int]]:
     The first of duplicate ids wins; documents with neither title nor text are dropped.
     """
     corpus: dict[str, dict[str, str]] = {}
-    dropped: dict[str, int] = {}
+    dropped = Dropped()
     for row in read_jsonl(path):
         doc_id = str(row["_id"])
         if doc_id in corpus:
-            dropped["duplicate doc ids"] = dropped.get("duplicate doc ids", 0) + 1
+            dropped.add("duplicate doc ids", doc_id)
             continue
         title, text = normalize_text(row.get("title")), normalize_text(row.get("text"))
         if not title and not text:
@@ -92,10 +118,12 @@ def read_corpus(path: Path) -> tuple[dict[str, dict[str, str]], dict[str, int]]:
 def _read_lines(path: Path, what: str) -> list[str]:
     if not path.is_file():
         raise UserError(f"missing {what}: {path}")
+    data = path.read_bytes()
     try:
-        return path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError as e:
-        raise UserError(f"{path}: not UTF-8 (byte {e.start})") from None
+        return data.decode("utf-8").splitlines()
+    except UnicodeDecodeError as e:  # the line, so the bad byte can be found
+        line = data[:e.start].count(b"\n") + 1
+        raise UserError(f"{path}:{line}: not UTF-8 (byte {e.start})") from None
 
 
 def read_qrels(path: Path) -> dict[str, dict[str, int]]:
@@ -136,7 +164,7 @@ def load_beir(directory: str | Path, split: str = "test", unknown_ids: str = "er
             dropped["empty queries"] = dropped.get("empty queries", 0) + 1
             continue
         if str(row["_id"]) in queries:  # first one wins, as for documents
-            dropped["duplicate query ids"] = dropped.get("duplicate query ids", 0) + 1
+            dropped.add("duplicate query ids", str(row["_id"]))
             continue
         queries[str(row["_id"])] = text
     qrels_path = directory / "qrels" / f"{split}.tsv"

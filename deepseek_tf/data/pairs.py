@@ -34,6 +34,12 @@ def _read_table(path: Path):
     import pandas as pd
 
     suffix = path.suffix.lower()
+    data = path.read_bytes()
+    try:  # checked here: pandas reports an offset into its read buffer, not a line
+        data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[:e.start].count(b"\n") + 1
+        raise UserError(f"{path}:{line}: not UTF-8 (byte {e.start})") from None
     try:
         if suffix == ".jsonl":
             return pd.read_json(path, lines=True, dtype=False, encoding="utf-8")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from deepseek_tf.data import BeirDataset, load_beir, load_run, write_run
+from deepseek_tf.data import BeirDataset, describe_dropped, load_beir, load_run, write_run
 from deepseek_tf.errors import UserError
 from deepseek_tf.evaluate.significance import METRIC_KEYS, add_comparisons
 
@@ -83,7 +83,7 @@ def hybrid_run(dense: tuple[Run, dict], bm25: tuple[Run, dict], top_k: int = 100
 
 def dataset_warnings(ds: BeirDataset) -> list[str]:
     """One line per kind of bad input that was dropped (counted), plus judged queries with no relevant doc."""
-    lines = [f"dropped {count} {what}" for what, count in ds.dropped.items()]
+    lines = describe_dropped(ds.dropped)
     no_rel = sum(1 for docs in ds.qrels.values() if not any(g > 0 for g in docs.values()))
     if no_rel:
         lines.append(f"{no_rel} judged queries have no relevant document (they score 0, as in trec_eval)")

@@ -31,6 +31,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="tflite: export every quantization mode and write PREFIX.report.{md,json} "
                         "(size, p50 latency, nDCG@10 on --dataset, cosine to float32)")
     p.add_argument("--split", default="test", help="qrels split for --report (default: test)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace --output even when it holds files that are not a previous export "
+                        "(by default only a previous export is replaced; anything else is refused)")
     return p.parse_args(argv)
 
 
@@ -40,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.format == "saved_model":
         if args.quantize != "none" or args.report:
             raise UserError("--quantize and --report apply to --format tflite only")
-        meta = export_saved_model(args.model, args.output, args.tolerance or 1e-5)
+        meta = export_saved_model(args.model, args.output, args.tolerance or 1e-5, overwrite=args.overwrite)
         if meta.get("kind") == "cross_encoder":
             print(f"wrote {args.output} (cross-encoder score endpoint, max abs diff "
                   f"{meta['checks']['score_max_abs_diff']:.2e} vs Keras)")
@@ -51,11 +54,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.report:
         if not args.dataset:
             raise UserError("--report needs --dataset DIR (nDCG@10 and int8 calibration)")
-        report = quantization_report(args.model, args.dataset, args.output, split=args.split)
+        report = quantization_report(args.model, args.dataset, args.output, split=args.split,
+                                     overwrite=args.overwrite)
         print(report["markdown"])
         print(f"wrote {args.output}.report.md and {args.output}.report.json")
         return 0
-    result = export_tflite(args.model, args.output, args.quantize, args.dataset, args.tolerance)
+    result = export_tflite(args.model, args.output, args.quantize, args.dataset, args.tolerance,
+                           overwrite=args.overwrite)
     for part, path in result["paths"].items():
         c = result["checks"][part]
         print(f"wrote {path} ({args.quantize}, {result['size_bytes'][part] / 2**20:.1f} MB; vs Keras: "

@@ -10,19 +10,20 @@ import tensorflow as tf
 
 from deepseek_tf.config import Config, config_to_dict
 from deepseek_tf.errors import UserError
-from deepseek_tf.export.publish import publish
+from deepseek_tf.export.publish import check_output_dir, publish
 from deepseek_tf.models.encoder import additive_attention_masks
 from deepseek_tf.retrieval.rerank import Reranker
 
 
 def export_cross_encoder(model, tokenizer, config: Config, output: str | Path, tolerance: float = 1e-5,
-                         check_texts: list[str] | None = None) -> dict:
+                         check_texts: list[str] | None = None, overwrite: bool = False) -> dict:
     """SavedModel with one raw-string endpoint `score(query: string[N], doc: string[N]) -> float[N]`.
 
     Checked against the Keras model on held (query, doc) pairs; nothing is written when the
     largest difference exceeds `tolerance`.
     """
     output = Path(output)
+    check_output_dir(output, overwrite)
     additive_attention_masks(model)  # as the dual-encoder export: no broadcast SELECTs in the graph
     reference = Reranker.from_keras(model, tokenizer, config)
     archive = keras.export.ExportArchive()
@@ -48,4 +49,4 @@ def export_cross_encoder(model, tokenizer, config: Config, output: str | Path, t
     return publish(tmp, output, {"format": "saved_model", "kind": "cross_encoder", "endpoints": ["score"],
                                  "pair_max_length": config.model.doc_max_length, "tolerance": tolerance,
                                  "checks": {"score_max_abs_diff": diff}, "checks_passed": True,
-                                 "model_config": config_to_dict(config)["model"]})
+                                 "model_config": config_to_dict(config)["model"]}, overwrite)

@@ -44,7 +44,7 @@ def _p50_ms_per_text(embedders: dict, texts: list[str], tower: str) -> dict[str,
 
 def quantization_report(model: str | Path, dataset: str | Path, output: str | Path,
                         modes: tuple[str, ...] = QUANT_MODES, split: str = "test",
-                        latency_texts: int = 100) -> dict:
+                        latency_texts: int = 100, overwrite: bool = False) -> dict:
     """Exports every mode to OUTPUT-{float32,float16,dynamic-int8,int8}.{query,doc}.tflite and measures it.
 
     Per mode: file size; p50 latency of one text (queries and documents sampled from the
@@ -57,8 +57,12 @@ def quantization_report(model: str | Path, dataset: str | Path, output: str | Pa
     from deepseek_tf.data import load_beir
     from deepseek_tf.evaluate.report import dense_run, trec_metrics
 
+    from deepseek_tf.export.publish import check_output_files
+    from deepseek_tf.retrieval.tflite import tower_paths
+
     ds = load_beir(dataset, split, unknown_ids="drop")
     modes = ("none",) + tuple(m for m in modes if m != "none")  # float32 is the baseline
+    check_output_files([p for m in modes for p in tower_paths(f"{output}-{FILE_LABELS[m]}").values()], overwrite)
     calibration = calibration_texts(dataset) if "int8" in modes else None
     prepared = _Prepared(model)
     exported, failed = {}, {}

@@ -16,7 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from deepseek_tf.errors import UserError
-from deepseek_tf.export.publish import publish
+from deepseek_tf.export.publish import check_output_dir, publish
 
 # Texts the export checks itself on: varied lengths, punctuation, numbers, CJK.
 CHECK_TEXTS = [
@@ -81,6 +81,10 @@ def load_for_export(spec: str | Path):
     from deepseek_tf.models.backbones import PRESETS
 
     model_dir = Path(str(spec))
+    if str(spec) not in PRESETS:
+        from deepseek_tf.models.loading import refuse_unfinished
+
+        refuse_unfinished(model_dir)
     if str(spec) in PRESETS:
         model, tokenizer, config = preset_model(str(spec))
     else:
@@ -108,14 +112,18 @@ def _base_meta(tokenizer, config, reference) -> dict:
             "lowercase": tokenizer.lowercase, "model_config": _config_dict(config)}
 
 
-def export_saved_model(model_dir: str | Path, output: str | Path, tolerance: float = 1e-5) -> dict:
-    """Writes a raw-string SavedModel to `output` after checking it matches the Keras model."""
+def export_saved_model(model_dir: str | Path, output: str | Path, tolerance: float = 1e-5,
+                       overwrite: bool = False) -> dict:
+    """Writes a raw-string SavedModel to `output` after checking it matches the Keras model.
+
+    An existing `output` is replaced only if it is a previous export (or `overwrite`)."""
     output = Path(output)
+    check_output_dir(output, overwrite)  # before minutes of work, and before anything is deleted
     model, tokenizer, config = load_for_export(model_dir)
     if config.model.kind == "cross_encoder":  # one score(query, doc) endpoint, built in rerank.py
         from deepseek_tf.export.cross import export_cross_encoder
 
-        return export_cross_encoder(model, tokenizer, config, output, tolerance)
+        return export_cross_encoder(model, tokenizer, config, output, tolerance, overwrite=overwrite)
     m = config.model
     reference = _reference(model, tokenizer, config)
     tmp = output.with_name(output.name + ".tmp")
@@ -132,7 +140,7 @@ def export_saved_model(model_dir: str | Path, output: str | Path, tolerance: flo
         raise UserError(f"export check failed: SavedModel differs from Keras by {max(checks.values()):.2e} "
                         f"> tolerance {tolerance:.0e}; nothing written")
     return publish(tmp, output, {"format": "saved_model", **_base_meta(tokenizer, config, reference),
-                                 "tolerance": tolerance, "checks": checks, "checks_passed": True})
+                                 "tolerance": tolerance, "checks": checks, "checks_passed": True}, overwrite)
 
 
 def _vocab_hash(vocab: list[str]) -> str:

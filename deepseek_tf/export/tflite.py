@@ -175,6 +175,12 @@ def verify_scores(scorer: TFLiteScorer, want: np.ndarray, queries: list[str], do
             "worst": worst, "max_abs_diff": diff, "pearson": pearson, "pairs": len(queries)}
 
 
+def cross_path(output: str | Path) -> Path:
+    """A cross-encoder's file for --output PREFIX: PREFIX.tflite."""
+    output = Path(output)
+    return output if output.suffix == ".tflite" else output.with_name(output.name + ".tflite")
+
+
 def write_cross_tflite(saved_model: str | Path, reference, output: str | Path, quantize: str,
                        check_texts: list[str], base_meta: dict, calibration: dict[str, list[str]] | None = None,
                        tolerance: float | None = None) -> dict:
@@ -183,8 +189,7 @@ def write_cross_tflite(saved_model: str | Path, reference, output: str | Path, q
     `reference` is a `rerank.Reranker` on the Keras model; held pairs are every check text
     against every other, so short/long, Chinese and empty strings meet in both slots.
     """
-    output = Path(output)
-    path = output if output.suffix == ".tflite" else output.with_name(output.name + ".tflite")
+    path = cross_path(output)
     if quantize == "int8" and not calibration:
         raise UserError("--quantize int8 needs --dataset DIR (texts to calibrate activations on)")
     cal = calibration or {"query": [], "doc": []}

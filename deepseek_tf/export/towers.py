@@ -6,9 +6,11 @@ import tempfile
 from pathlib import Path
 
 from deepseek_tf.errors import UserError
+from deepseek_tf.export.publish import check_output_files
 from deepseek_tf.export.saved_model import (HELD_TEXTS, _base_meta, _config_dict, _reference, _vocab_hash,
                                             build_archive, load_for_export)
-from deepseek_tf.export.tflite import QUANT_MODES, calibration_texts, write_cross_tflite, write_tflite
+from deepseek_tf.export.tflite import QUANT_MODES, calibration_texts, cross_path, write_cross_tflite, write_tflite
+from deepseek_tf.retrieval.tflite import tower_paths
 
 
 class _Prepared:
@@ -38,15 +40,20 @@ class _Prepared:
 
 
 def export_tflite(model: str | Path, output: str | Path, quantize: str = "none", dataset: str | None = None,
-                  tolerance: float | None = None) -> dict:
-    """Writes PREFIX.query.tflite / PREFIX.doc.tflite (+ .json metadata) after verifying them."""
+                  tolerance: float | None = None, overwrite: bool = False) -> dict:
+    """Writes PREFIX.query.tflite / PREFIX.doc.tflite (+ .json metadata) after verifying them.
+
+    Existing files are replaced only when they are a previous export (their .json beside them)
+    or with `overwrite`."""
     if quantize not in QUANT_MODES:
         raise UserError(f"--quantize must be one of {', '.join(QUANT_MODES)}, got {quantize!r}")
     if quantize == "int8" and dataset is None:
         raise UserError("--quantize int8 needs --dataset DIR (texts to calibrate activations on)")
     calibration = calibration_texts(dataset) if quantize == "int8" else None
     loaded = load_for_export(model)
-    if loaded[2].model.kind == "cross_encoder":
+    cross = loaded[2].model.kind == "cross_encoder"
+    check_output_files([cross_path(output)] if cross else list(tower_paths(output).values()), overwrite)
+    if cross:
         return _export_cross_tflite(*loaded, output, quantize, calibration, tolerance)
     prepared = _Prepared(model, loaded)
     try:

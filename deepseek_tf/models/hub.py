@@ -29,6 +29,7 @@ def _hub():
     with warnings.catch_warnings():  # tensorflow_hub 0.16 imports the deprecated pkg_resources
         warnings.simplefilter("ignore")
         import tensorflow_hub
+    import tensorflow_text  # noqa: F401  (TF Hub text models hold its ops; loading needs them registered)
 
     return tensorflow_hub
 

@@ -24,12 +24,50 @@ def weights_fingerprint(path: Path) -> str:
     return h.hexdigest()[:16]
 
 
+EXPORT_META = "deepseek_export.json"  # written last into an export, so its presence marks a finished one
+
+
+def refuse_unfinished(path: Path, what: str = "--model") -> None:
+    """Writers build `X.tmp` and rename it to `X` when done: a `.tmp` left behind is a killed or
+    failed write whose files may look complete, so it is never loaded."""
+    if Path(path).name.endswith(".tmp"):
+        raise UserError(f"{what} {path}: an unfinished write (a killed or failed export/training left "
+                        f"this .tmp behind); use the finished directory or run it again")
+
+
+def load_exported_saved_model(path: Path, what: str = "--model"):
+    """An exported SavedModel dir of ours -> the tf.saved_model.load object.
+
+    Refuses a dir without deepseek_export.json (an export killed before it finished) and
+    imports tensorflow_text first: the graph's tokenizer ops (FastBertNormalize, ...) are
+    registered by that import, and loading without it fails with "Op type not registered".
+    """
+    import tensorflow as tf
+    import tensorflow_text  # noqa: F401  (registers the tokenizer ops the graph holds)
+
+    path = Path(path)
+    refuse_unfinished(path, what)
+    if not (path / EXPORT_META).is_file():
+        raise UserError(f"{what} {path}: SavedModel has no {EXPORT_META} (not a finished deepseek_tf export)")
+    try:
+        return tf.saved_model.load(str(path))
+    except Exception as e:  # corrupt protobuf / variables: TensorFlow raises assorted types
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"{what} {path}: cannot load the SavedModel (corrupt or truncated? {first})") from None
+
+
 def load_trained(path: Path):
     """A trained `model/` dir -> (keras model, Tokenizer, Config)."""
+    import zipfile
+
     import deepseek_tf.models  # noqa: F401  (registers the serializable classes)
 
+    refuse_unfinished(path)
     config = load_config(path / "config.yaml")
     tokenizer = Tokenizer.from_file(path / "vocab.txt", config.model.lowercase)
+    # Keras reports any unreadable archive as "File not found", which misleads when the file is there.
+    if not zipfile.is_zipfile(path / "model.keras"):
+        raise UserError(f"{path}/model.keras: corrupt or truncated (not a complete .keras zip archive)")
     try:
         model = keras.models.load_model(path / "model.keras", compile=False)
     except Exception as e:

@@ -7,7 +7,7 @@ from pathlib import Path
 from deepseek_tf.errors import UserError
 from deepseek_tf.models import preset_model
 from deepseek_tf.models.backbones import PRESETS
-from deepseek_tf.models.loading import load_trained, weights_fingerprint
+from deepseek_tf.models.loading import load_trained, refuse_unfinished, weights_fingerprint
 from deepseek_tf.retrieval.embedders import Embedder, KerasEmbedder, SavedModelEmbedder
 from deepseek_tf.retrieval.tflite import TFLiteEmbedder
 
@@ -18,6 +18,7 @@ def load_embedder(spec: str) -> Embedder:
         model, tokenizer, config = preset_model(spec)
         return KerasEmbedder(model, tokenizer, config.model.query_max_length, config.model.doc_max_length,
                              name=spec, fingerprint=spec)
+    refuse_unfinished(path)
     if path.suffix == ".tflite":
         if not path.is_file():
             raise UserError(f"TFLite file not found: {path}")

@@ -7,7 +7,7 @@ import json
 from deepseek_tf.data import load_beir
 from deepseek_tf.console import command_parser
 from deepseek_tf.errors import UserError, cli_entry
-from deepseek_tf.retrieval.mining import mine, write_pairs
+from deepseek_tf.retrieval.mining import check_output_file, mine, write_pairs
 from deepseek_tf.retrieval.search import INDEX_TYPES, format_results, search
 
 
@@ -64,6 +64,7 @@ def mine_main(argv: list[str] | None = None) -> int:
     args = mine_parse_args(argv)
     if args.top_k < 1 or args.skip_top < 0:
         raise UserError("--top-k must be >= 1 and --skip-top >= 0")
+    check_output_file(args.output)
     ds = load_beir(args.dataset, args.split, unknown_ids="drop")
     mined = mine(ds, args.source, args.top_k, args.skip_top, args.margin, args.min_label, args.seed)
     write_pairs(mined.pairs, args.output)

@@ -9,7 +9,7 @@ import numpy as np
 import tensorflow as tf
 
 from deepseek_tf.errors import UserError
-from deepseek_tf.models.loading import weights_fingerprint
+from deepseek_tf.models.loading import load_exported_saved_model, weights_fingerprint
 
 
 class Embedder:
@@ -72,7 +72,7 @@ class SavedModelEmbedder(Embedder):
     """An exported SavedModel with `encode_query` / `encode_doc` string signatures."""
 
     def __init__(self, path: Path):
-        self.name, self.loaded = path.name, tf.saved_model.load(str(path))
+        self.name, self.loaded = path.name, load_exported_saved_model(Path(path))
         self.fingerprint = weights_fingerprint(path)
         for sig in ("encode_query", "encode_doc"):
             if not hasattr(self.loaded, sig):

@@ -145,13 +145,29 @@ def mine(ds: BeirDataset, source: str = "bm25", top_k: int = 30, skip_top: int =
     return mined
 
 
+def check_output_file(path: str | Path) -> None:
+    """Before minutes of mining: can `path` be written as a file?"""
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"--output {path}: a directory, not a file")
+    for parent in path.parents:  # the nearest existing ancestor must be a directory
+        if parent.exists():
+            if not parent.is_dir():
+                raise UserError(f"--output {path}: {parent} is a file, not a directory")
+            return
+
+
 def write_pairs(pairs: Pairs, path: str | Path) -> None:
     """TSV with query, doc_content, neg_doc, label (what `data.pairs` reads); atomic."""
     import pandas as pd
 
     path = Path(path)
+    check_output_file(path)
     frame = pd.DataFrame({"query": pairs.queries, "doc_content": pairs.docs, "neg_doc": pairs.negs,
                           "label": pairs.labels})
     tmp = path.with_name(path.name + ".tmp")
-    frame.to_csv(tmp, sep="\t", index=False)
-    tmp.replace(path)
+    try:
+        frame.to_csv(tmp, sep="\t", index=False)
+        tmp.replace(path)
+    finally:  # a failed write leaves no half-written .tmp beside the output
+        tmp.unlink(missing_ok=True)

@@ -67,7 +67,10 @@ class Reranker:
 
     @classmethod
     def load(cls, spec: str) -> "Reranker":
+        from deepseek_tf.models.loading import refuse_unfinished
+
         path = Path(spec)
+        refuse_unfinished(path, "--rerank")
         if (path / "model.keras").is_file():
             from deepseek_tf.models.loading import load_trained
 
@@ -76,7 +79,9 @@ class Reranker:
                 raise UserError(f"--rerank {spec}: a {config.model.kind} model, not a cross-encoder")
             return cls.from_keras(model, tokenizer, config, name=path.parent.name or path.name)
         if (path / "saved_model.pb").is_file():
-            loaded = tf.saved_model.load(str(path))
+            from deepseek_tf.models.loading import load_exported_saved_model
+
+            loaded = load_exported_saved_model(path, "--rerank")
             if not hasattr(loaded, "score") or hasattr(loaded, "encode_query"):
                 raise UserError(f"--rerank {spec}: SavedModel is not a cross-encoder export (no lone 'score')")
             meta_path = path / "deepseek_export.json"
@@ -216,8 +221,11 @@ def rerank_system(spec: str, ds: data_lib.BeirDataset, first_stage: Run, first_s
 def check_reranker_spec(spec: str, fusion: float | Sequence[float] | None = None, name: str = "--rerank") -> None:
     """Cheap up-front check of --rerank MODEL [--rerank-fusion W[,W...]] (before minutes of first-stage
     work); `name` is the option or config key the errors name."""
+    from deepseek_tf.models.loading import refuse_unfinished
+
     fusion_weights(fusion)
     path = Path(spec)
+    refuse_unfinished(path, name)
     if (path / "model.keras").is_file() and (path / "config.yaml").is_file():
         from deepseek_tf.config import load_config
 

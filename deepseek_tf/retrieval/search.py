@@ -59,8 +59,10 @@ def open_index(embedder, corpus: str | Path, index_dir: str | Path | None = None
 
     ids, texts, dropped = read_corpus(corpus)
     say = (lambda m: print(m, file=sys.stderr)) if verbose else (lambda m: None)
-    for what, count in dropped.items():
-        say(f"warning: {corpus}: dropped {count} {what}")
+    from deepseek_tf.data import describe_dropped
+
+    for line in describe_dropped(dropped):
+        say(f"warning: {corpus}: {line}")
     corpus_hash = file_hash(corpus)
     if index_dir is not None and (Path(index_dir) / "index.json").is_file() and not rebuild:
         index = load_index(index_dir, embedder.fingerprint)

@@ -59,7 +59,7 @@ def default_threads() -> int:
         return os.cpu_count() or 1
 
 
-def _interpreter(model_content: bytes, num_threads: int | None = None):
+def _interpreter(model_content: bytes, num_threads: int | None = None, source: str | Path = "TFLite model"):
     """TF's TFLite interpreter with the tensorflow-text kernels registered.
 
     num_threads None -> `default_threads()`. TFLite's own default is one thread: reranking a
@@ -72,17 +72,21 @@ def _interpreter(model_content: bytes, num_threads: int | None = None):
     num_threads = default_threads() if num_threads is None else num_threads
     if num_threads < 1:
         raise UserError(f"TFLite threads must be >= 1, got {num_threads}")
-    with warnings.catch_warnings(), _native_stderr_silenced():  # "deprecated": see module docstring
-        warnings.simplefilter("ignore")
-        return InterpreterWithCustomOps(model_content=model_content, num_threads=num_threads,
-                                        custom_op_registerers=tft.tflite_registrar.SELECT_TFTEXT_OPS)
+    try:
+        with warnings.catch_warnings(), _native_stderr_silenced():  # "deprecated": see module docstring
+            warnings.simplefilter("ignore")
+            return InterpreterWithCustomOps(model_content=model_content, num_threads=num_threads,
+                                            custom_op_registerers=tft.tflite_registrar.SELECT_TFTEXT_OPS)
+    except (ValueError, RuntimeError) as e:  # the flatbuffer verifier's "Model provided has model identifier ..."
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"{source}: not a valid TFLite file (corrupt or truncated? {first})") from None
 
 
 class _Runner:
     """One interpreter with a string[N] input; re-allocates only when the batch size changes."""
 
-    def __init__(self, model_content: bytes, num_threads: int | None = None):
-        self.interpreter = _interpreter(model_content, num_threads)
+    def __init__(self, model_content: bytes, num_threads: int | None = None, source: str | Path = "TFLite model"):
+        self.interpreter = _interpreter(model_content, num_threads, source)
         inputs, outputs = self.interpreter.get_input_details(), self.interpreter.get_output_details()
         if len(inputs) != 1 or inputs[0]["dtype"] not in (np.bytes_, np.object_) or len(outputs) != 1:
             raise UserError("not a deepseek_tf TFLite tower (expected one string input, one output)")
@@ -115,7 +119,7 @@ class TFLiteEmbedder(Embedder):
         if not path.is_file():
             raise UserError(f"TFLite file not found: {path}")
         self.name = path.name
-        self.meta = json.loads(meta_path(path).read_text()) if meta_path(path).is_file() else {}
+        self.meta = _read_meta(path)
         files = {t: path.with_name(n) for t, n in self.meta.get("tower_files", {}).items()}
         files = {t: files.get(t, path) for t in TOWERS}
         missing = [str(f) for f in files.values() if not f.is_file()]
@@ -123,12 +127,26 @@ class TFLiteEmbedder(Embedder):
             raise UserError(f"{path}: its metadata names {missing[0]}, which is missing")
         blobs = {t: f.read_bytes() for t, f in files.items()}
         self.fingerprint = _blob_hash(blobs["query"] + blobs["doc"])
-        self.runners = {"query": _Runner(blobs["query"], num_threads)}
+        self.runners = {"query": _Runner(blobs["query"], num_threads, files["query"])}
         self.runners["doc"] = (self.runners["query"] if files["doc"] == files["query"]
-                               else _Runner(blobs["doc"], num_threads))
+                               else _Runner(blobs["doc"], num_threads, files["doc"]))
 
     def _encode(self, texts: list[str], tower: str) -> np.ndarray:
         return self.runners[tower](texts)
+
+
+def _read_meta(path: Path) -> dict:
+    """The export's metadata beside a .tflite file ({} when there is none)."""
+    meta = meta_path(path)
+    if not meta.is_file():
+        return {}
+    try:
+        data = json.loads(meta.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise UserError(f"{meta}: corrupt TFLite metadata ({str(e).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{meta}: corrupt TFLite metadata (not a JSON object)")
+    return data
 
 
 def _blob_hash(blob: bytes) -> str:
@@ -145,8 +163,10 @@ class TFLiteScorer:
         if not isinstance(source, bytes):
             if not Path(source).is_file():
                 raise UserError(f"TFLite file not found: {source}")
-            source = Path(source).read_bytes()
-        self.interpreter = _interpreter(source, num_threads)
+            name, source = source, Path(source).read_bytes()
+        else:
+            name = "TFLite model"
+        self.interpreter = _interpreter(source, num_threads, name)
         signatures = self.interpreter.get_signature_list()
         if "score" not in signatures or sorted(signatures["score"]["inputs"]) != ["doc", "query"]:
             raise UserError("not a cross-encoder TFLite file (no score(query, doc) signature)")

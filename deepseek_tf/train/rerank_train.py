@@ -306,8 +306,8 @@ def train_cross_encoder(config: Config, workdir: str | Path, verbose: int = 1) -
     workdir, d, t = Path(workdir), config.data, config.train
     check_cross_encoder_config(config)  # before minutes of mining
     ds = data_lib.load_beir(d.dataset, d.train_split, unknown_ids="drop")
-    for what, count in ds.dropped.items():
-        print(f"warning: {d.dataset}: dropped {count} {what}", file=sys.stderr)
+    for line in data_lib.describe_dropped(ds.dropped):
+        print(f"warning: {d.dataset}: {line}", file=sys.stderr)
     ds, dev = split_train_dev(ds, config)
     if dev is not None and dev.qrels.keys() & ds.qrels.keys():  # before minutes of mining
         raise UserError(f"data.dev_split {d.dev_split}: {len(dev.qrels.keys() & ds.qrels.keys())} of its "

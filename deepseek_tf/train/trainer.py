@@ -40,8 +40,8 @@ def load_training_data(config: Config) -> tuple[data_lib.Pairs, data_lib.BeirDat
     if not d.dataset:
         raise ConfigError("config: set data.pairs (a pairs file) or data.dataset (a BEIR directory)")
     ds = data_lib.load_beir(d.dataset, d.train_split, unknown_ids="drop")
-    for what, count in ds.dropped.items():
-        print(f"warning: {d.dataset}: dropped {count} {what}", file=sys.stderr)
+    for line in data_lib.describe_dropped(ds.dropped):
+        print(f"warning: {d.dataset}: {line}", file=sys.stderr)
     ds, dev = split_train_dev(ds, config)
     if dev is not None:
         dev = limit_corpus(dev, d.dev_max_docs, d.dev_seed)
@@ -117,11 +117,13 @@ def train_dual_encoder(config: Config, workdir: str | Path, verbose: int = 1,
         raise ConfigError(f"train.batch_size ({t.batch_size}) must be a multiple of replicas ({replicas}) "
                           f"x train.accumulation_steps ({t.accumulation_steps})")
     check_layer_keys(config)  # before anything is written or mined
-    workdir.mkdir(parents=True, exist_ok=True)
-    save_config(config, workdir / "config.yaml")
     keras.utils.set_random_seed(t.seed)
 
+    # Bad data is found before the workdir gets anything: a failed start leaves no config.yaml
+    # that looks like the start of a run.
     pairs, train_ds, dev = load_training_data(config)
+    workdir.mkdir(parents=True, exist_ok=True)
+    save_config(config, workdir / "config.yaml")
     tokenizer = prepare_tokenizer(config, pairs, workdir)
     steps = t.steps_per_epoch or len(pairs) // t.batch_size
     if steps < 1:
