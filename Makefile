@@ -6,7 +6,7 @@ PYTHON  := $(BIN)/python
 DATA    ?= ../shared/data/cranfield
 CONFIG  ?= configs/cranfield_minilm.yaml
 WORKDIR ?= runs/$(basename $(notdir $(CONFIG)))
-# Reranker fusion weight W: picked on 30 held-out training queries (session 20, README Reranking).
+# Reranker fusion weight W: picked on 30 held-out training queries (docs/results.md).
 FUSION  ?= 0.3
 MODEL   ?= $(WORKDIR)/model
 # Exports use the trained model when there is one, else the pretrained preset.

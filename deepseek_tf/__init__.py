@@ -6,7 +6,7 @@ _os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 # TensorFlow turns its oneDNN kernels on by default only on some x86 CPUs (VNNI/bfloat16/AMX
 # ones); on a 2-core AMD EPYC (Zen 2, AVX2) it left them off, and turning them on made a
 # dual-encoder training step 1.57x and Keras encoding 1.59x faster, with the same losses and
-# vectors (README, Performance). Must be set before TensorFlow loads; TF_ENABLE_ONEDNN_OPTS=0 opts out.
+# vectors (docs/results.md, Performance). Must be set before TensorFlow loads; TF_ENABLE_ONEDNN_OPTS=0 opts out.
 _os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 

@@ -314,7 +314,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rerank-queries", type=int, default=8,
                    help="test queries whose BM25 top-100 the cross-encoders rerank (default: 8; 0: skip)")
     p.add_argument("--xla", action="store_true",
-                   help="add a Keras + XLA encode row (slower than the plain graph on CPU; see README)")
+                   help="add a Keras + XLA encode row (slower than the plain graph on CPU; see docs/results.md)")
     p.add_argument("--quick", action="store_true", help="smoke run: 64 texts, 1 training step of 8, small search")
     args = p.parse_args(argv)
     if args.threads is None:  # imported after parsing: TensorFlow loads with it, and --help should not wait

@@ -30,7 +30,7 @@ from deepseek_tf.retrieval.tflite import (TOWERS, TFLiteScorer, _Runner, _native
 
 QUANT_MODES = ("none", "float16", "dynamic", "int8")
 # Per mode: (check, bound). "max_abs_diff" must stay <= bound; "min_cosine" >= bound.
-# Set from measurements on all-MiniLM-L6-v2 and the tiny test model (README "Export").
+# Set from measurements on all-MiniLM-L6-v2 and the tiny test model (docs/results.md, "Export").
 TOLERANCES: dict[str, tuple[str, float]] = {
     "none": ("max_abs_diff", 1e-4),
     "float16": ("min_cosine", 0.999),

@@ -22,7 +22,7 @@ class _Prepared:
             # export_tflite sends cross-encoders elsewhere; only the tower report lands here
             raise UserError(f"--report measures dual-encoder towers and {spec} is a {self.config.model.kind}: "
                             f"export it with --quantize MODE and score the file with "
-                            f"`evaluate --rerank FILE.tflite` (README, Reranking)")
+                            f"`evaluate --rerank FILE.tflite` (docs/results.md)")
         m = self.config.model
         self.reference = _reference(self.model, self.tokenizer, self.config)
         self.base_meta = _base_meta(self.tokenizer, self.config, self.reference)

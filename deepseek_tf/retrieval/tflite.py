@@ -64,7 +64,7 @@ def _interpreter(model_content: bytes, num_threads: int | None = None, source: s
 
     num_threads None -> `default_threads()`. TFLite's own default is one thread: reranking a
     top-100 with a MiniLM cross-encoder took 8.4 s with it and 4.6 s with both cores of a
-    2-core AMD EPYC (docs/reranking-experiments.md, session 22), where the Keras model took 8.4 s.
+    2-core AMD EPYC (docs/results.md), where the Keras model took 8.4 s.
     """
     import tensorflow_text as tft
     from tensorflow.lite.python.interpreter import InterpreterWithCustomOps

@@ -1,7 +1,7 @@
 """How training computes on this machine: distribution strategy, mixed precision, XLA, dropout.
 
 Shared by the dual-encoder (`train`) and cross-encoder (`rerank_train`) trainers. The choices
-are measured ones (README, Training): bfloat16 only where the CPU has it natively, XLA only for
+are measured ones (docs/results.md): bfloat16 only where the CPU has it natively, XLA only for
 cross-encoders in float32 on a CPU; models are served and exported in float32.
 """
 from __future__ import annotations
@@ -79,7 +79,7 @@ def jit_policy(name: str, policy: str | None, strategy: str, kind: str) -> bool 
     """Keras `jit_compile` for `train.jit_compile`, given the dtype policy, strategy and model kind.
 
     auto: XLA for a cross-encoder on a CPU in float32, where it measured faster (9-11 s a step
-    against 11-15 s on a 2-core AMD EPYC, README); a dual encoder there gained nothing (24 s
+    against 11-15 s on a 2-core AMD EPYC, docs/results.md); a dual encoder there gained nothing (24 s
     against 25 s), so it stays off. On GPUs Keras's own "auto". Not with bfloat16 on CPUs (never
     measured) nor multi_worker (its CPU collectives fail to compile). Keras's "auto" alone never
     uses XLA on a CPU.
