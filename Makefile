@@ -14,7 +14,7 @@ EXPORT_MODEL ?= $(if $(wildcard $(MODEL)/model.keras),$(MODEL),all-MiniLM-L6-v2)
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
 .DEFAULT_GOAL := help
-.PHONY: help install lint test smoke train evaluate export-savedmodel export-tflite bench clean
+.PHONY: help install lint test docs smoke train evaluate export-savedmodel export-tflite bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -40,6 +40,9 @@ lint: $(BIN)/activate  ## check the import layers (import-linter contracts in se
 
 test: lint  ## import contracts, then the test suite (tiny models, no network; TEST_WORKERS=0 for one process)
 	$(PYTHON) -m pytest tests -n $(TEST_WORKERS) --maxprocesses 4
+
+docs: $(BIN)/activate  ## regenerate docs/configuration.md from the config dataclasses
+	$(PYTHON) -m deepseek_tf.config docs/configuration.md
 
 smoke: $(BIN)/activate  ## tiny end-to-end run: train -> evaluate -> export (under a minute)
 	@rm -rf /tmp/deepseek_smoke && $(PYTHON) tests/fixtures.py /tmp/deepseek_smoke/data >/dev/null

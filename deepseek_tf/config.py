@@ -1,13 +1,16 @@
 """YAML in, frozen typed dataclasses out.
 
-Loading is strict: an unknown key, a value of the wrong type or a missing required
-value is a `ConfigError` naming the dotted key and the file (exit code 2 on the CLI).
+Loading is strict: an unknown key, a value of the wrong type, outside its range or not among
+its choices is a `ConfigError` naming the dotted key and the file (exit code 2 on the CLI).
 `--set section.key=value` overrides are parsed as YAML scalars and checked the same way.
+Each key's default, description and rule live in one place, its `setting(...)` below; the
+load-time checks and docs/configuration.md (`make docs`) are both derived from them.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -19,194 +22,234 @@ import yaml
 from deepseek_tf.errors import ConfigError
 
 
+def setting(default: Any = None, doc: str = "", *, range: str | None = None,
+            choices: tuple[str, ...] | None = None, factory: Any = None) -> Any:
+    """A config key: its default, one-line description, and the rule load time checks.
+
+    `range` is ">= a", "> a", "<= a", "< a" or an interval "[a, b]", "(a, b]", "[a, b)", "(a, b)";
+    None passes for an Optional key (its "off" value). `choices` closes a string key's values.
+    docs/configuration.md is generated from these (`make docs`).
+    """
+    metadata = {"doc": doc, "range": range, "choices": choices}
+    if factory is not None:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
 @dataclass(frozen=True)
 class ModelConfig:
-    kind: str = "dual_encoder"  # dual_encoder | cross_encoder
-    # "scratch", a preset name (all-MiniLM-L6-v2), a Hugging Face BERT checkpoint
-    # directory, or a TF Hub handle (URL or local SavedModel directory).
-    backbone: str = "scratch"
-    vocab: Optional[str] = None  # vocab.txt; built from the training texts when None
-    vocab_size: int = 8000  # target size when the vocabulary is built from data
-    lowercase: bool = True
-    num_layers: int = 2
-    num_heads: int = 2
-    hidden_dim: int = 32
-    intermediate_dim: int = 64
-    dropout: float = 0.1
-    max_position: int = 512
-    query_max_length: int = 32
-    doc_max_length: int = 256
-    pooling: str = "mean"  # mean | cls
-    projection_dim: Optional[int] = None
-    normalize: bool = True
-    shared_towers: bool = True
-    trainable: bool = True
-    # Freeze the embeddings and the first N transformer layers (keras-hub BERT backbones): fewer
-    # weights to fit on a few hundred queries, and no backward pass below layer N (faster steps).
-    frozen_layers: int = 0
-    # Cross-encoder only: "full" reads [CLS] q [SEP] d [SEP] through one backbone; "light" lets
-    # query tokens attend over document tokens from the (frozen or trainable) towers.
-    interaction: str = "full"  # full | light
-    # full: the bottom N layers attend within the query and within the document only (late
-    # interaction), so they read each text as the bi-encoder tower did; 0 = all layers joint.
-    local_layers: int = 0
-    interaction_heads: int = 4  # light: attention heads of the query-over-document layer
-    # full: "dense" = Dense(1) on the pooled pair; "cosine" = cos(mean of query-segment tokens,
-    # mean of document-segment tokens) / train.temperature + a zero-initialised Dense(1), so a
-    # sentence-transformers checkpoint starts out ranking like the bi-encoder it came from.
-    score_head: str = "dense"  # dense | cosine
-    # Cross-encoder: rank by score + first_stage_weight · z, z the first stage's score standardised
-    # over the query's top-k candidates. Training puts the same term in the loss (data.negatives_from
-    # is the first stage), so the cross-encoder learns a correction to the retriever. 0 = off.
-    first_stage_weight: float = 0.0
+    kind: str = setting("dual_encoder", "what to build: a retriever (two towers) or a reranker (one score per pair)",
+                        choices=("dual_encoder", "cross_encoder"))
+    backbone: str = setting("scratch", "the transformer under each tower: `scratch`, a preset name "
+                            "(`all-MiniLM-L6-v2`), a Hugging Face BERT checkpoint directory, a TF Hub handle "
+                            "(URL, or `hub:` + a local SavedModel directory), or a trained dual encoder's `model/` dir")
+    vocab: Optional[str] = setting(None, "WordPiece `vocab.txt` for a scratch backbone; unset: learned from the "
+                                   "training texts (a pretrained backbone brings its own)")
+    vocab_size: int = setting(8000, "target vocabulary size when the vocabulary is learned from the data",
+                              range=">= 1")
+    lowercase: bool = setting(True, "lowercase text before WordPiece (false for cased vocabularies)")
+    num_layers: int = setting(2, "scratch backbone: transformer layers", range=">= 1")
+    num_heads: int = setting(2, "scratch backbone: attention heads (must divide hidden_dim)", range=">= 1")
+    hidden_dim: int = setting(32, "scratch backbone: hidden size", range=">= 1")
+    intermediate_dim: int = setting(64, "scratch backbone: feed-forward size", range=">= 1")
+    dropout: float = setting(0.1, "dropout rate in the backbone while training (also replaces a pretrained "
+                             "backbone's rate)", range="[0, 1)")
+    max_position: int = setting(512, "scratch backbone: longest sequence it has position embeddings for",
+                                range=">= 1")
+    query_max_length: int = setting(32, "tokens kept of a query ([CLS] and [SEP] included); light "
+                                    "cross-encoder: the query tower's length", range=">= 2")
+    doc_max_length: int = setting(256, "tokens kept of a document; full cross-encoder: of the whole "
+                                  "`[CLS] query [SEP] document [SEP]` pair", range=">= 2")
+    pooling: str = setting("mean", "token states to one vector: mean over the attention mask, or the [CLS] state",
+                           choices=("mean", "cls"))
+    projection_dim: Optional[int] = setting(None, "Dense projection of the pooled vector to this size; "
+                                            "unset: none", range=">= 1")
+    normalize: bool = setting(True, "L2-normalise embeddings (dot product = cosine)")
+    shared_towers: bool = setting(True, "one encoder for queries and documents; false: two towers")
+    trainable: bool = setting(True, "train the backbone's weights; false freezes them (e.g. a light "
+                              "cross-encoder on a retriever's tower)")
+    interaction: str = setting("full", "cross-encoder: `full` reads `[CLS] q [SEP] d [SEP]` through one "
+                               "backbone; `light` lets query tokens attend over document tokens from the towers",
+                               choices=("full", "light"))
+    interaction_heads: int = setting(4, "light cross-encoder: attention heads of the query-over-document layer "
+                                     "(must divide the hidden size)", range=">= 1")
+    score_head: str = setting("dense", "cross-encoder score: `dense` = Dense(1) on the pooled pair; `cosine` = "
+                              "cos(query part, document part) / train.temperature + a zero-initialised Dense(1), "
+                              "so a sentence-transformers checkpoint starts out ranking like its bi-encoder",
+                              choices=("dense", "cosine"))
 
 
 @dataclass(frozen=True)
 class DataConfig:
-    dataset: Optional[str] = None  # BEIR-layout directory
-    train_split: str = "train"
-    dev_split: Optional[str] = None
-    pairs: Optional[str] = None  # CSV/TSV/JSONL with query, doc_content[, neg_doc][, label]
-    min_label: int = 1  # qrels below this grade are not used as positives
-    use_title: bool = True
-    shuffle_buffer: int = 10000
-    # Cross-encoder training: negatives mined from a first-stage retriever's top-k
-    # ("bm25" or a retriever MODEL: trained model dir / preset), judged positives excluded.
-    negatives_from: str = "bm25"
-    mine_top_k: int = 30
-    num_negatives: int = 3  # per positive; one group = 1 positive + num_negatives documents
-    # Up to this many of those slots hold the query's judged positives graded below the group's
-    # positive, so a graded loss (listwise, ranknet, hinge) learns the grades, not just judged > not.
-    lower_graded: int = 0
-    # Up to this many of those slots hold the query's judged non-relevant documents (grade below
-    # min_label) in every group, instead of only when the pool draw finds them: an assessor's "no"
-    # marks the hardest negatives (on Cranfield, the paper the question was written from).
-    judged_negatives: int = 0
-    # Up to this many of a query's judged positives share one group (with num_negatives mined
-    # negatives, plus more where a query has fewer positives left), so one forward pass over the
-    # negatives serves several positives; pair with train.loss: multi_positive. 1 = one per group.
-    positives_per_group: int = 1
-    # This share of a group's mined negatives comes from the first negatives_top_depth of the
-    # query's pool (the first stage's best non-positives), the rest from past them; 0 = uniform.
-    negatives_top_share: float = 0.0
-    negatives_top_depth: int = 20
-    # Dual encoder: one mined hard negative per pair (source: negatives_from, from its top
-    # mine_top_k), skipping the mine_skip_top best ranks and any document scoring above
-    # (1 − mine_margin)·score(positive); judged-relevant documents are never taken.
-    mine_negatives: bool = False
-    mine_skip_top: int = 3
-    mine_margin: float = 0.05
-    # Where a pair's negatives come from when the window has too few under the ceiling:
-    # "random" unjudged documents, or "below": the best-ranked ones under the ceiling
-    # past the window (score > 0), random only after those run out.
-    mine_fallback: str = "random"
-    hard_negatives: int = 1  # dual encoder: mined negatives per pair (each joins the candidates)
-    # Add (title, body) pairs from the corpus itself (every document with both; see
-    # data.title_dataset): in-domain training signal without judgments. Mined like the rest
-    # (dual encoder: pairs; cross-encoder: groups of the same size as the judged ones).
-    title_pairs: bool = False
-    # Dev set for early stopping / best checkpoint: qrels/{dev_split}.tsv, or else this
-    # fraction of the training queries held out (0 = no dev evaluation).
-    dev_fraction: float = 0.0
-    # Which queries dev_fraction holds out. Not train.seed: a soup's members (seeds seed + i)
-    # and both stages of a pipeline must hold out the same queries for the dev figure to be honest.
-    dev_seed: int = 42
-    dev_max_docs: int = 20000  # dev ranking corpus: judged docs + a seeded sample up to this
-    # Cross-fitting (deepseek-tf crossfit): with folds = K >= 2 the judged training
-    # queries are split into K parts (by dev_seed) and part `fold` is left out of training.
-    folds: int = 0
-    fold: int = 0
-    # Dual encoder distillation: a trained cross-encoder (model/ dir or its SavedModel) scores
-    # each pair's positive and hard negatives once before training; train.loss: margin_mse (or
-    # train.distill_weight > 0) makes the student's score margins regress its margins.
-    teacher: Optional[str] = None
+    dataset: Optional[str] = setting(None, "BEIR-layout directory (corpus.jsonl, queries.jsonl, qrels/*.tsv)")
+    train_split: str = setting("train", "qrels split to train on (qrels/{train_split}.tsv)")
+    dev_split: Optional[str] = setting(None, "qrels split for early stopping and the best checkpoint; unset: "
+                                       "data.dev_fraction decides")
+    pairs: Optional[str] = setting(None, "CSV/TSV/JSONL training pairs (query, doc_content[, neg_doc][, label]) "
+                                   "instead of data.dataset")
+    min_label: int = setting(1, "qrels grades below this are not positives (judged non-relevant)", range=">= 1")
+    use_title: bool = setting(True, "prefix each document's text with its title")
+    shuffle_buffer: int = setting(10000, "tf.data shuffle buffer (training pairs or groups)", range=">= 1")
+    negatives_from: str = setting("bm25", "first stage that negatives are mined from: `bm25`, `self` (dual "
+                                  "encoder: the model about to be trained), a retriever MODEL (trained `model/` "
+                                  "dir or preset), or `run:PATH` (cross-encoder: a TREC run file)")
+    mine_top_k: int = setting(30, "mine negatives from the first stage's top-k", range=">= 1")
+    num_negatives: int = setting(3, "cross-encoder: negatives per group (a group = 1 judged positive + these)",
+                                 range=">= 1")
+    judged_negatives: int = setting(0, "cross-encoder: up to this many of a group's negatives are the query's "
+                                    "judged non-relevant documents, in every group (at most "
+                                    "data.num_negatives)", range=">= 0")
+    mine_negatives: bool = setting(False, "dual encoder: mine data.hard_negatives per pair from "
+                                   "data.negatives_from before training")
+    mine_skip_top: int = setting(3, "dual-encoder mining: skip the first stage's best ranks (likely unjudged "
+                                 "positives); must be below data.mine_top_k", range=">= 0")
+    mine_margin: float = setting(0.05, "dual-encoder mining: skip documents scoring above "
+                                 "(1 − margin)·score(positive)", range="[0, 1)")
+    hard_negatives: int = setting(1, "dual encoder: mined negatives per pair (each joins the in-batch "
+                                  "candidates)", range=">= 1")
+    dev_fraction: float = setting(0.0, "hold out this fraction of the training queries as the dev set "
+                                  "(0: none, unless data.dev_split)", range="[0, 1)")
+    dev_seed: int = setting(42, "which queries data.dev_fraction holds out; separate from train.seed so a "
+                            "soup's members and both stages of a pipeline hold out the same ones", range=">= 0")
+    dev_max_docs: int = setting(20000, "dev ranking corpus: the judged documents plus a seeded sample up to "
+                                "this many", range=">= 1")
+    teacher: Optional[str] = setting(None, "dual encoder: a trained cross-encoder (`model/` dir or its "
+                                     "SavedModel) whose margins are distilled (train.distill_weight, or "
+                                     "train.loss: margin_mse)")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    batch_size: int = 32
-    epochs: int = 1
-    steps_per_epoch: Optional[int] = None  # None: one pass over the data
-    learning_rate: float = 5e-5
-    decay_steps: int = 1000
-    decay_rate: float = 0.9
-    warmup_ratio: float = 0.1
-    weight_decay: float = 0.01
-    clipnorm: Optional[float] = 1.0
-    loss: str = "infonce"  # infonce | contrastive | triplet
-    temperature: float = 0.05
-    learn_temperature: bool = False
-    symmetric: bool = False
-    margin: float = 0.5
-    strategy: str = "mirrored"  # mirrored | one_device | multi_worker
-    seed: int = 42
-    # > 1: train this many runs (seeds seed, seed + 1, …) and average their weights into one
-    # model, a uniform model soup (deepseek_tf/soup.py); needs a pretrained backbone.
-    soup: int = 1
-    checkpoint_every: Optional[int] = None  # steps; None: end of every epoch
-    label_smoothing: float = 0.0  # infonce: ε of the smoothed targets
-    mask_duplicates: bool = True  # infonce: pairs sharing a query/document are not negatives
-    gather_across_replicas: bool = True  # infonce: negatives from every replica's batch
-    accumulation_steps: int = 1  # micro-batches per batch (GradCache: same loss as the batch)
-    mixed_precision: str = "none"  # none | auto (compute.precision_policy) | mixed_bfloat16 | mixed_float16
-    # auto | xla | none: compile the training step with XLA (compute.jit_policy; auto: cross-encoders
-    # on CPUs in float32, where it was measured faster, and Keras's own choice on GPUs)
-    jit_compile: str = "auto"
-    # infonce: weight each pair by its graded judgment / the mean grade (nDCG's gains); a
-    # cross-encoder's listwise loss: weight each group by its positive's grade
-    grade_weighting: bool = False
-    patience: Optional[int] = None  # epochs without dev nDCG@10 gain before stopping; None: never
-    # in (0, 1): keep an exponential moving average of the weights (avg = m·avg + (1 − m)·w after
-    # each step) and save it instead of the last step's weights (Polyak averaging); None: off
-    ema_momentum: Optional[float] = None
-    # in (0, 1): layer-wise learning-rate decay; layer i of L steps at lr·d^(L−1−i), the
-    # embeddings at lr·d^L, the head at lr (deepseek_tf/optim.py); None: one rate for all
-    layer_decay: Optional[float] = None
-    # Dual encoder with data.teacher: loss = train.loss + distill_weight · margin_mse
-    # (train.loss: margin_mse distills alone).
-    distill_weight: float = 0.0
+    batch_size: int = setting(32, "pairs per step (cross-encoder: groups per step), summed over replicas",
+                              range=">= 1")
+    epochs: int = setting(1, "passes over the training data", range=">= 1")
+    steps_per_epoch: Optional[int] = setting(None, "steps per epoch; unset: one pass over the data", range=">= 1")
+    learning_rate: float = setting(5e-5, "AdamW peak learning rate (after warm-up)", range="> 0")
+    decay_steps: int = setting(1000, "exponential decay: the rate is multiplied by train.decay_rate every "
+                               "this many steps", range=">= 1")
+    decay_rate: float = setting(0.9, "exponential decay factor per train.decay_steps (1: constant)",
+                                range="(0, 1]")
+    warmup_ratio: float = setting(0.1, "fraction of all steps spent warming the rate up linearly",
+                                  range="[0, 1)")
+    weight_decay: float = setting(0.01, "AdamW decoupled weight decay", range=">= 0")
+    clipnorm: Optional[float] = setting(1.0, "clip each gradient to this norm; unset: no clipping", range="> 0")
+    loss: str = setting("infonce", "dual encoder: `infonce` (in-batch softmax), `contrastive`, `triplet`, "
+                        "`margin_mse` (distillation alone); cross-encoder: `listwise`, `bce`, `ranknet`, "
+                        "`hinge` (`infonce` means `listwise` there)",
+                        choices=("infonce", "contrastive", "triplet", "bce", "ranknet", "hinge", "listwise",
+                                 "margin_mse"))
+    temperature: float = setting(0.05, "softmax temperature τ of infonce / listwise scores and the cosine "
+                                 "score head (score = cos / τ)", range="> 0")
+    margin: float = setting(0.5, "margin of the contrastive, triplet and hinge losses", range=">= 0")
+    strategy: str = setting("mirrored", "tf.distribute strategy: all local devices, one device, or the "
+                            "cluster in TF_CONFIG", choices=("mirrored", "one_device", "multi_worker"))
+    seed: int = setting(42, "seeds weights, data order and mining", range=">= 0")
+    soup: int = setting(1, "> 1: train this many runs (seeds seed, seed + 1, …) and average their weights "
+                        "into one model (a uniform model soup; needs a pretrained backbone)", range=">= 1")
+    checkpoint_every: Optional[int] = setting(None, "checkpoint every this many steps; unset: at the end of "
+                                              "every epoch", range=">= 1")
+    mask_duplicates: bool = setting(True, "infonce: a candidate that is another positive of the query (same "
+                                    "query or document text) leaves the softmax instead of being a negative")
+    gather_across_replicas: bool = setting(True, "infonce: score each replica's queries against every "
+                                           "replica's documents, as one device would on the global batch")
+    accumulation_steps: int = setting(1, "split each batch into this many micro-batches (GradCache: the same "
+                                      "loss and update as the whole batch, the memory of one micro-batch); "
+                                      "train.batch_size must be a multiple of replicas × this", range=">= 1")
+    mixed_precision: str = setting("none", "Keras dtype policy; `auto`: bfloat16 where the hardware has it "
+                                   "natively, else float32 (the saved model is float32 either way)",
+                                   choices=("none", "auto", "mixed_bfloat16", "mixed_float16"))
+    jit_compile: str = setting("auto", "compile the training step with XLA: `auto` (cross-encoders on CPUs in "
+                               "float32, Keras's own choice on GPUs), `xla`, or `none`",
+                               choices=("auto", "xla", "none"))
+    patience: Optional[int] = setting(None, "stop after this many epochs without a dev nDCG@10 gain; unset: "
+                                      "never", range=">= 1")
+    distill_weight: float = setting(0.0, "dual encoder with data.teacher: loss = train.loss + this × "
+                                    "Margin-MSE against the teacher's margins (0: off)", range=">= 0")
 
 
 @dataclass(frozen=True)
 class ExportConfig:
-    quantize: str = "none"  # none | float16 | dynamic | int8
-    tolerance: float = 1e-4
+    quantize: str = setting("none", "TFLite weights and activations", choices=("none", "float16", "dynamic", "int8"))
+    tolerance: float = setting(1e-4, "largest output drift from the Keras model an export may have",
+                               range="> 0")
 
 
 @dataclass(frozen=True)
 class EvalConfig:
-    split: str = "test"
-    top_k: int = 100
-    batch_size: int = 64
+    split: str = setting("test", "qrels split evaluated")
+    top_k: int = setting(100, "documents retrieved per query", range=">= 1")
+    batch_size: int = setting(64, "texts per encoding batch", range=">= 1")
 
 
 @dataclass(frozen=True)
 class Config:
-    model: ModelConfig = field(default_factory=ModelConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    export: ExportConfig = field(default_factory=ExportConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
+    model: ModelConfig = setting(doc="the encoder and its heads", factory=ModelConfig)
+    data: DataConfig = setting(doc="training data and negatives", factory=DataConfig)
+    train: TrainConfig = setting(doc="optimisation and distribution", factory=TrainConfig)
+    export: ExportConfig = setting(doc="SavedModel / TFLite export", factory=ExportConfig)
+    eval: EvalConfig = setting(doc="evaluation", factory=EvalConfig)
 
 
-# Numeric keys that must lie strictly between two bounds, checked at load time too.
-OPEN_INTERVALS: dict[str, tuple[float, float]] = {"train.ema_momentum": (0.0, 1.0),
-                                                  "train.layer_decay": (0.0, 1.0)}
-
-# Closed sets of values, checked at load time so a typo fails before training starts.
-CHOICES: dict[str, tuple[str, ...]] = {
-    "model.kind": ("dual_encoder", "cross_encoder"),
-    "model.pooling": ("mean", "cls"),
-    "train.loss": ("infonce", "contrastive", "triplet", "bce", "ranknet", "hinge", "listwise",
-                   "multi_positive", "margin_mse"),
-    "model.interaction": ("full", "light"),
-    "model.score_head": ("dense", "cosine"),
-    "train.strategy": ("mirrored", "one_device", "multi_worker"),
-    "train.mixed_precision": ("none", "auto", "mixed_bfloat16", "mixed_float16"),
-    "train.jit_compile": ("auto", "xla", "none"),
-    "export.quantize": ("none", "float16", "dynamic", "int8"),
-    "data.mine_fallback": ("random", "below"),
+# Keys of experiments that did not ship. Model dirs and configs written while they existed list
+# them at these (off) values, and still load; any other value is refused.
+RETIRED: dict[str, Any] = {
+    "model.frozen_layers": 0, "model.local_layers": 0, "model.first_stage_weight": 0.0,
+    "data.lower_graded": 0, "data.positives_per_group": 1, "data.negatives_top_share": 0.0,
+    "data.negatives_top_depth": 20, "data.mine_fallback": "random", "data.title_pairs": False,
+    "data.folds": 0, "data.fold": 0,
+    "train.learn_temperature": False, "train.symmetric": False, "train.label_smoothing": 0.0,
+    "train.grade_weighting": False, "train.ema_momentum": None, "train.layer_decay": None,
 }
+
+
+def iter_settings(cls: type = Config, prefix: str = ""):
+    """(dotted key, type, dataclasses.Field) of every leaf key, in declaration order."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            yield from iter_settings(tp, f"{prefix}{f.name}.")
+        else:
+            yield prefix + f.name, tp, f
+
+
+_BOUND = re.compile(r"^(>=|>|<=|<)\s*(\S+)$")
+_INTERVAL = re.compile(r"^([\[(])\s*([^,\s]+)\s*,\s*([^\]\)\s]+)\s*([\])])$")
+
+
+def in_range(value: float, rule: str) -> bool:
+    """Whether `value` satisfies a `setting` range rule (see `setting`)."""
+    rule = rule.strip()
+    m = _BOUND.match(rule)
+    if m:
+        op, bound = m.group(1), float(m.group(2))
+        return {">=": value >= bound, ">": value > bound, "<=": value <= bound, "<": value < bound}[op]
+    m = _INTERVAL.match(rule)
+    if not m:
+        raise ValueError(f"not a range rule: {rule!r}")
+    lo, hi = float(m.group(2)), float(m.group(3))
+    above = value >= lo if m.group(1) == "[" else value > lo
+    below = value <= hi if m.group(4) == "]" else value < hi
+    return above and below
+
+
+def _check_rule(value: Any, f: dataclasses.Field, key: str, source: str, written: Any = None) -> None:
+    """The key's range or choices (its `setting` metadata); None (an unset Optional) passes.
+    `written`: the value as the file or --set gave it, for the message."""
+    written = value if written is None else written
+    if value is None:
+        return
+    rule, choices = f.metadata.get("range"), f.metadata.get("choices")
+    if rule and not in_range(value, rule):
+        shown = rule if rule[0] in "<>" else f"in {rule}"
+        raise ConfigError(f"{source}: '{key}' must be {shown}, got {written!r}")
+    if choices and value not in choices:
+        raise ConfigError(f"{source}: '{key}' must be one of {', '.join(choices)}, got {written!r}")
+
+
+# Closed sets of values, from the `setting` metadata (kept as a table for callers that list them).
+CHOICES: dict[str, tuple[str, ...]] = {key: f.metadata["choices"] for key, _, f in iter_settings()
+                                       if f.metadata.get("choices")}
 
 
 def _check_type(value: Any, tp: Any, key: str, source: str) -> Any:
@@ -239,12 +282,17 @@ def _build(cls: type, raw: Any, prefix: str, source: str) -> Any:
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: '{prefix.rstrip('.') or '<top>'}' must be a mapping")
     hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
+    fields = {f.name: f for f in dataclasses.fields(cls)}
     for key in raw:
-        if key not in names:
-            raise ConfigError(f"{source}: unknown key '{prefix}{key}'")
+        if key in fields:
+            continue
+        if prefix + key in RETIRED:
+            if raw[key] != RETIRED[prefix + key]:
+                raise ConfigError(f"{source}: '{prefix}{key}' is no longer a setting; remove it")
+            continue
+        raise ConfigError(f"{source}: unknown key '{prefix}{key}'")
     kwargs = {}
-    for name in names:
+    for name, f in fields.items():
         if name not in raw:
             continue
         tp, key = hints[name], prefix + name
@@ -252,13 +300,7 @@ def _build(cls: type, raw: Any, prefix: str, source: str) -> Any:
             kwargs[name] = _build(tp, raw[name], key + ".", source)
         else:
             value = _check_type(raw[name], tp, key, source)
-            bounds = OPEN_INTERVALS.get(key)
-            if bounds and value is not None and not bounds[0] < value < bounds[1]:
-                raise ConfigError(f"{source}: '{key}' must be in ({bounds[0]:g}, {bounds[1]:g}), got {value!r}")
-            if key in CHOICES and value not in CHOICES[key]:
-                raise ConfigError(
-                    f"{source}: '{key}' must be one of {', '.join(CHOICES[key])}, got {value!r}"
-                )
+            _check_rule(value, f, key, source, raw[name])
             kwargs[name] = value
     return cls(**kwargs)
 
@@ -331,3 +373,50 @@ def add_run_arguments(p: argparse.ArgumentParser, config_help: str, set_example:
 def config_and_workdir(args: argparse.Namespace, suffix: str = "") -> tuple[Config, str]:
     """The config of `add_run_arguments`' arguments, and --workdir or runs/<config name><suffix>."""
     return load_config(args.config, args.overrides), args.workdir or f"runs/{Path(args.config).stem}{suffix}"
+
+
+# ---------------------------------------------------------------------------- reference
+def _type_name(tp: Any) -> str:
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    return f"{args[0].__name__} or null" if args else tp.__name__
+
+
+def _yaml_value(value: Any) -> str:
+    return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+
+
+def reference_markdown() -> str:
+    """docs/configuration.md: every key with its type, default, allowed values and description."""
+    lines = ["# Configuration reference", "",
+             "<!-- Generated from the dataclasses in deepseek_tf/config.py by `make docs`; do not edit by hand. -->",
+             "",
+             "A config is a YAML file of the sections below (`python -m deepseek_tf.train --config FILE`); "
+             "`--set section.key=value` overrides one key. Every key is optional. Loading is strict: an "
+             "unknown key, a value of the wrong type, outside its range or not among its choices stops "
+             "the command with one line naming the key and the file, before anything is written. "
+             "`null` turns off a key whose type says `or null`.", ""]
+    hints = typing.get_type_hints(Config)
+    for section in dataclasses.fields(Config):
+        lines += [f"## `{section.name}`: {section.metadata['doc']}", "",
+                  "| key | type | default | allowed | description |", "|---|---|---|---|---|"]
+        for key, tp, f in iter_settings(hints[section.name], f"{section.name}."):
+            choices, rule = f.metadata.get("choices"), f.metadata.get("range")
+            allowed = (", ".join(f"`{c}`" for c in choices) if choices
+                       else f"`{rule}`" if rule else "any")
+            doc = f.metadata["doc"].replace("|", "\\|")
+            lines.append(f"| `{key}` | {_type_name(tp)} | `{_yaml_value(f.default)}` | {allowed} | {doc} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def write_reference(path: str | Path = "docs/configuration.md") -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(reference_markdown(), encoding="utf-8")
+    return path
+
+
+if __name__ == "__main__":  # `make docs`
+    import sys
+
+    print(f"wrote {write_reference(*sys.argv[1:2])}")

@@ -51,42 +51,11 @@ def test_listwise_softmax_one_positive_and_graded():
     assert two.numpy() == pytest.approx(0.239545, abs=1e-6)
 
 
-def test_listwise_softmax_grade_weighted_groups():
-    # group 1: positive graded 3, logits [2, 0, 0] -> ℓ = 0.239545 (above), weight 3
-    # group 2: positive graded 1, logits [0, 0, 0] -> ℓ = log 3 = 1.098612, weight 1
-    # weighted: (3·0.239545 + 1.098612)/4 = 0.454312; unweighted mean: 0.669079
+def test_listwise_softmax_averages_groups_of_any_grade():
+    # group 1: positive graded 3, logits [2, 0, 0] -> ℓ = 0.239545 (above)
+    # group 2: positive graded 1, logits [0, 0, 0] -> ℓ = log 3 = 1.098612; mean 0.669079
     s, g = tf.constant([[2.0, 0.0, 0.0], [0.0, 0.0, 0.0]]), tf.constant([[3, 0, 0], [1, 0, 0]])
-    assert losses.listwise_softmax(s, g, grade_weighted=True).numpy() == pytest.approx(0.454312, abs=1e-6)
     assert losses.listwise_softmax(s, g).numpy() == pytest.approx(0.669079, abs=1e-6)
-    # equal grades: the weights cancel; a group with no relevant document still counts 0
-    same = tf.constant([[2, 0, 0], [2, 0, 0], [0, 0, 0]])
-    s3 = tf.constant([[2.0, 0.0, 0.0], [0.0, 0.0, 0.0], [9.0, 0.0, 0.0]])
-    assert losses.listwise_softmax(s3, same, grade_weighted=True).numpy() == \
-        pytest.approx(losses.listwise_softmax(s3, same).numpy(), abs=1e-7)
-
-
-def test_multi_positive_softmax_contrasts_each_positive_with_lower_grades():
-    # scores [2, 1, 0, 0], grades [2, 1, 0, 0]:
-    #   grade 2 vs {1, 0, 0}: log(1 + e⁻¹ + 2e⁻²) = log(1.638550) = 0.493812
-    #   grade 1 vs {0, 0}:    log(1 + 2e⁻¹)       = log(1.735759) = 0.551445;  mean 0.522628
-    loss = losses.multi_positive_softmax(tf.constant([[2.0, 1.0, 0.0, 0.0]]), tf.constant([[2, 1, 0, 0]]))
-    assert loss.numpy() == pytest.approx(0.522628, abs=1e-6)
-    # one positive: the listwise −log softmax(s)_pos (0.239545 as above)
-    one = losses.multi_positive_softmax(tf.constant([[2.0, 0.0, 0.0]]), tf.constant([[1, 0, 0]]))
-    assert one.numpy() == pytest.approx(0.239545, abs=1e-6)
-    # equal grades never compete: doc 1's score 5 is not in doc 0's denominator
-    # (log 2 + log(1 + e⁻⁵)) / 2 = (0.693147 + 0.006715) / 2; ListNet would push doc 0 below doc 1
-    same = losses.multi_positive_softmax(tf.constant([[0.0, 5.0, 0.0]]), tf.constant([[1, 1, 0]]))
-    assert same.numpy() == pytest.approx(0.349931, abs=1e-6)
-    # the mean runs over relevant documents, not groups; an all-negative group adds nothing
-    two = losses.multi_positive_softmax(tf.constant([[2.0, 1.0, 0.0, 0.0], [3.0, 1.0, 0.0, 0.0]]),
-                                        tf.constant([[2, 1, 0, 0], [0, 0, 0, 0]]))
-    assert two.numpy() == pytest.approx(0.522628, abs=1e-6)
-    # gradients stay finite with the masked (−inf) rivals
-    s = tf.Variable([[2.0, 1.0, 0.0, 0.0]])
-    with tf.GradientTape() as tape:
-        value = losses.multi_positive_softmax(s, tf.constant([[2, 1, 0, 0]]))
-    assert np.isfinite(tape.gradient(value, s).numpy()).all()
 
 
 # ------------------------------------------------------------------ config
@@ -152,9 +121,7 @@ def test_run_file_source_is_checked_before_anything_is_written(tiny_beir, tmp_pa
     from deepseek_tf.train import train
 
     (tmp_path / "r.trec").write_text("1 Q0 d1 1 1.0 t\n")
-    for overrides, message in [([f"data.negatives_from=run:{tmp_path / 'none.trec'}"], "missing run file"),
-                               ([f"data.negatives_from=run:{tmp_path / 'r.trec'}", "data.title_pairs=true"],
-                                "title_pairs needs a first stage that can search the titles")]:
+    for overrides, message in [([f"data.negatives_from=run:{tmp_path / 'none.trec'}"], "missing run file")]:
         config = load_config(TINY, [f"data.dataset={tiny_beir}", *overrides])
         with pytest.raises(ConfigError, match=message):
             train_cross_encoder(config, tmp_path / "run", verbose=0)
@@ -164,46 +131,6 @@ def test_run_file_source_is_checked_before_anything_is_written(tiny_beir, tmp_pa
     with pytest.raises(ConfigError, match="a run file serves cross-encoder training"):
         train(dual, tmp_path / "dual", verbose=0)
     assert not (tmp_path / "dual").exists()
-
-
-def test_top_share_draws_that_share_of_negatives_from_the_pool_head():
-    from deepseek_tf.data import BeirDataset
-    from deepseek_tf.train.rerank_train import build_groups
-
-    pool = ["t1", "t2", "t3", "r1", "r2", "r3", "r4", "r5"]  # first-stage order, positives removed
-    corpus = {d: {"title": "", "text": d} for d in ["p1", "p2", "p3", *pool]}
-    ds = BeirDataset(corpus, {"q": "query"}, {"q": {"p1": 1, "p2": 2, "p3": 1}})
-    groups = build_groups(ds, {"q": pool}, num_negatives=4, seed=0, rounds=20, top_share=0.5, top_depth=3)
-    # round(4 · 0.5) = 2 of the top 3, then 2 of the 5 past them, each part without replacement
-    for docs in groups.docs:
-        assert set(docs[1:3]) < {"t1", "t2", "t3"} and set(docs[3:]) < {"r1", "r2", "r3", "r4", "r5"}
-        assert len(set(docs[1:])) == 4
-    # uniform draws (the default) take a top-3 document as 4 · 3/8 = 1.5 of the 4 on average
-    uniform = build_groups(ds, {"q": pool}, num_negatives=4, seed=0, rounds=20)
-    share = np.mean([sum(d.startswith("t") for d in docs[1:]) for docs in uniform.docs])
-    assert 1.2 < share < 1.8
-
-
-def test_lower_graded_positives_join_groups_with_their_grades():
-    from deepseek_tf.data import BeirDataset
-    from deepseek_tf.models.losses import listwise_softmax
-    from deepseek_tf.train.rerank_train import build_groups
-
-    corpus = {d: {"title": "", "text": d} for d in ["p4", "p2", "p1", "n1", "n2", "n3"]}
-    ds = BeirDataset(corpus, {"q": "query"}, {"q": {"p4": 4, "p2": 2, "p1": 1, "n3": 0}})
-    groups = build_groups(ds, {"q": ["n1", "n2", "n3"]}, num_negatives=3, seed=0, lower_graded=2)
-    by_head = {docs[0]: (docs, grades) for docs, grades in zip(groups.docs, groups.grades)}
-    # p4 takes both lower-graded positives (2 and 1) and one negative; p2 takes p1 and two
-    # negatives; p1 has nothing graded below it: three negatives. The group size stays 4.
-    assert sorted(by_head["p4"][1]) == [0, 1, 2, 4] and set(by_head["p4"][0][1:3]) == {"p2", "p1"}
-    assert by_head["p2"][1][:2] == [2, 1] and by_head["p2"][0][1] == "p1"
-    assert by_head["p1"][1] == [1, 0, 0, 0] and not set(by_head["p1"][0][1:]) - {"n1", "n2", "n3"}
-    # listwise on grades [4, 2, 1, 0] and equal scores: targets (15, 3, 1, 0)/19, loss = ln 4
-    loss = listwise_softmax(tf.zeros([1, 4]), tf.constant([[4.0, 2.0, 1.0, 0.0]]))
-    assert float(loss) == pytest.approx(np.log(4.0), abs=1e-6)
-    assert build_groups(ds, {"q": ["n1", "n2", "n3"]}, 3, seed=0).grades == [[g, 0, 0, 0] for g in (1, 2, 4)]
-    with pytest.raises(ConfigError, match="lower_graded"):
-        build_groups(ds, {"q": ["n1"]}, num_negatives=1, lower_graded=2)
 
 
 def test_judged_negatives_join_every_group_once():
@@ -224,60 +151,7 @@ def test_judged_negatives_join_every_group_once():
     plain = build_groups(ds, {"q": pool}, num_negatives=3, seed=0, rounds=10)
     assert 0 < sum("j" in docs for docs in plain.docs) < 20
     with pytest.raises(ConfigError, match="judged_negatives"):
-        build_groups(ds, {"q": pool}, num_negatives=2, lower_graded=1, judged_negatives=2)
-
-
-def test_positives_share_groups_of_fixed_size():
-    from deepseek_tf.data import BeirDataset
-    from deepseek_tf.train.rerank_train import build_groups
-
-    corpus = {d: {"title": "", "text": d} for d in ["p4", "p2", "p1", "n1", "n2", "n3", "n4"]}
-    ds = BeirDataset(corpus, {"q": "query"}, {"q": {"p4": 4, "p2": 2, "p1": 1, "n4": 0}})
-    pools = {"q": ["n1", "n2", "n3", "n4"]}
-    groups = build_groups(ds, pools, num_negatives=2, seed=0, rounds=2, positives_per_group=2)
-    # 3 positives in chunks of 2 + 1 per round -> 2 groups a round, each 2 + 2 = 4 documents;
-    # the 1-positive group fills its spare slot with a third negative
-    assert len(groups) == 4 and all(len(row) == 4 for row in groups.docs)
-    for r in range(2):
-        rows = groups.grades[2 * r:2 * r + 2]
-        heads = sorted(g for row in rows for g in row if g > 0)
-        assert heads == [1, 2, 4]  # every positive once per round, grade kept
-        assert sorted(sum(g > 0 for g in row) for row in rows) == [1, 2]
-        for docs, grades in zip(groups.docs[2 * r:2 * r + 2], rows):
-            n_pos = sum(g > 0 for g in grades)
-            assert all(g > 0 for g in grades[:n_pos])  # positives first
-            assert set(docs[n_pos:]) <= {"n1", "n2", "n3", "n4"}
-    with pytest.raises(ConfigError, match="positives_per_group"):
-        build_groups(ds, pools, num_negatives=2, positives_per_group=0)
-    with pytest.raises(ConfigError, match="lower_graded"):
-        build_groups(ds, pools, num_negatives=2, positives_per_group=2, lower_graded=1)
-
-
-@pytest.mark.parametrize("per_group", [1, 2])
-def test_title_groups_pair_each_title_with_its_own_body(tiny_beir, per_group):
-    from deepseek_tf.data import load_beir
-    from deepseek_tf.train.rerank_train import corpus_title_groups
-
-    ds = load_beir(tiny_beir, "train")
-    config = load_config(TINY, [f"data.dataset={tiny_beir}", "data.title_pairs=true",
-                                f"data.positives_per_group={per_group}", "train.epochs=1"])
-    groups = corpus_title_groups(ds, config)
-    assert len(groups) == len(ds.corpus) == 24  # one group per document: the fixture's all have a title
-    by_title = {doc["title"]: doc["text"] for doc in ds.corpus.values()}
-    for query, docs, grades in zip(groups.queries, groups.docs, groups.grades):
-        # e.g. "dress 0" -> its body, grade 1, then negatives; the same size as a judged group
-        assert docs[0] == by_title[query] and grades[0] == 1 and grades[1:] == [0] * (len(docs) - 1)
-        assert len(docs) == per_group + 3 and docs[0] not in docs[1:]
-
-
-def test_title_pairs_add_groups_to_cross_encoder_training(tiny_beir, tmp_path, capfd):
-    from deepseek_tf.train import train
-
-    config = load_config(TINY, [f"data.dataset={tiny_beir}", "data.title_pairs=true", "train.epochs=1",
-                                "train.steps_per_epoch=1"])
-    train(config, tmp_path, verbose=0)
-    # 12 train queries × 4 judged documents = 48 judged groups + 24 title groups
-    assert "72 groups per epoch, 24 of them title/body" in capfd.readouterr().err
+        build_groups(ds, {"q": pool}, num_negatives=2, judged_negatives=3)
 
 
 def test_dev_queries_are_held_out_and_reranked_after_each_epoch(tiny_beir, tmp_path, capfd):
@@ -307,35 +181,6 @@ def test_dev_queries_are_held_out_and_reranked_after_each_epoch(tiny_beir, tmp_p
     with pytest.raises(UserError, match="data.dev_split train: 12 of its queries are also in data.train_split"):
         train(config, tmp_path / "overlap", verbose=0)
     assert not (tmp_path / "overlap").exists()
-
-
-def test_bad_group_layout_fails_before_mining_and_writes_nothing(tiny_beir, tmp_path):
-    from deepseek_tf.train.rerank_train import train_cross_encoder
-
-    config = load_config(TINY, [f"data.dataset={tiny_beir}", "data.positives_per_group=2", "data.lower_graded=1"])
-    with pytest.raises(ConfigError, match="lower_graded needs"):
-        train_cross_encoder(config, tmp_path / "run", verbose=0)
-    assert not (tmp_path / "run").exists()
-
-
-@pytest.mark.parametrize("overrides, message", [
-    (["model.local_layers=3"], "local_layers must be in"),  # tiny: 2 transformer layers
-    (["model.frozen_layers=3"], "frozen_layers must be in"),
-    (["model.local_layers=1", "model.interaction=light"], "local_layers is for interaction: full"),
-    (["data.negatives_top_share=1.5"], "negatives_top_share must be in"),
-    (["data.negatives_top_depth=0"], "negatives_top_depth must be >= 1"),
-])
-def test_bad_layer_counts_fail_before_mining_and_write_nothing(tiny_beir, tmp_path, monkeypatch, overrides, message):
-    from deepseek_tf.train import rerank_train
-
-    def mining(*args, **kwargs):
-        raise AssertionError("mined before checking the layer counts")
-
-    monkeypatch.setattr(rerank_train, "first_stage_top_k", mining)
-    config = load_config(TINY, [f"data.dataset={tiny_beir}", *overrides])
-    with pytest.raises(ConfigError, match=message):
-        rerank_train.train_cross_encoder(config, tmp_path / "run", verbose=0)
-    assert not (tmp_path / "run").exists()
 
 
 def test_group_batch_is_query_document_pairs():
@@ -374,22 +219,6 @@ def _tiny_model(interaction: str, loss: str = "listwise", head: str = "dense"):
     from deepseek_tf.text.tokenizer import Tokenizer
 
     return keras_model, Tokenizer(VOCAB), config
-
-
-def test_grade_weighting_reaches_the_loss_and_the_config():
-    from deepseek_tf.models import build_model
-    from deepseek_tf.train.rerank_train import check_cross_encoder_config
-
-    config = load_config(TINY, ["train.loss=listwise", "train.grade_weighting=true"])
-    model = build_model(config, len(VOCAB))
-    again = type(model).from_config(model.get_config())
-    assert model.grade_weighting and again.grade_weighting
-    # the two groups of test_listwise_softmax_grade_weighted_groups: weighted 0.454312
-    grades = tf.constant([[3, 0, 0], [1, 0, 0]])
-    loss = model.compute_loss(y=grades, y_pred=tf.constant([2.0, 0.0, 0.0, 0.0, 0.0, 0.0]))
-    assert float(loss) == pytest.approx(0.454312, abs=1e-6)
-    with pytest.raises(ConfigError, match="grade_weighting.*listwise"):
-        check_cross_encoder_config(load_config(TINY, ["train.loss=ranknet", "train.grade_weighting=true"]))
 
 
 @pytest.mark.parametrize("interaction,head", [("full", "dense"), ("full", "cosine"), ("light", "dense"),
@@ -487,27 +316,6 @@ def test_training_fits_a_fixed_batch():
     assert (scores[:, 0] > scores[:, 1:].max(axis=1)).all()  # each positive now ranks first
 
 
-def test_multi_positive_training_learns_the_grade_order():
-    import keras
-
-    from deepseek_tf.train.rerank_train import tokenize_groups
-
-    model, tok, _ = _tiny_model("full", loss="multi_positive")
-    # one group with two positives of different grades and two negatives
-    batch = {"query": tf.constant(["summer dress"]),
-             "docs": tf.constant([["light cotton dress", "summer shoes", "tent", "coffee"]])}
-    x, y = tokenize_groups(tok, "full", 16, 32)(batch, tf.constant([[2, 1, 0, 0]]))
-    model.compile(optimizer=keras.optimizers.Adam(3e-3))
-    first = model.train_on_batch(x, y)
-    for _ in range(25):
-        last = model.train_on_batch(x, y)
-    # near chance at start: equal scores give (log 4 + log 3) / 2 = 1.242453
-    assert first == pytest.approx(1.242453, abs=0.3)
-    assert last < 0.5 * first
-    scores = model(x, training=False).numpy()
-    assert scores[0] > scores[1] > scores[2:].max()  # grade 2 > grade 1 > negatives
-
-
 # ------------------------------------------------------------------ pipeline
 def test_rerank_run_rescoring_order_and_latency():
     from deepseek_tf.data import BeirDataset
@@ -531,49 +339,6 @@ def test_fusion_of_standardised_scores():
     # w = 0.75: a = 0.75·(−1) + 0.25·(+1) = −0.5, b = +0.5; w = 1 is the cross-encoder's order
     assert fuse(first, ce, 0.75) == {"q": {"a": pytest.approx(-0.5), "b": pytest.approx(0.5)}}
     assert fuse(first, ce, 0.0) == {"q": {"a": pytest.approx(1.0), "b": pytest.approx(-1.0)}}
-
-
-def test_first_stage_prior_in_groups_loss_and_reranking():
-    import keras
-
-    from deepseek_tf.data import BeirDataset
-    from deepseek_tf.retrieval.rerank import Reranker, rerank_run
-    from deepseek_tf.train.rerank_train import build_groups, group_dataset, tokenize_groups
-
-    corpus = {d: {"title": "", "text": t} for d, t in
-              [("a", "light cotton dress"), ("b", "tent"), ("c", "coffee"), ("p", "summer dress")]}
-    ds = BeirDataset(corpus, {"q": "summer dress"}, {"q": {"p": 2}})
-    # first-stage top-3 scores a 3, b 1, c 2: mean 2, std √(2/3) = 0.816497 -> z a +1.224745,
-    # b −1.224745, c 0; the positive p is outside the top-3 and gets the lowest z (b's)
-    first = {"q": {"a": 3.0, "c": 2.0, "b": 1.0}}
-    groups = build_groups(ds, {"q": ["a", "c", "b"]}, num_negatives=3, first=first, first_stage_weight=2.0)
-    z = {"a": 1.224745, "b": -1.224745, "c": 0.0, "p": -1.224745}
-    negs = groups.docs[0][1:]
-    ids = {v["text"]: k for k, v in corpus.items()}
-    assert groups.priors[0] == pytest.approx([2.0 * z[ids[t]] for t in ["summer dress"] + negs], abs=1e-6)
-    assert build_groups(ds, {"q": ["a", "c", "b"]}, 3).priors is None  # weight 0: no prior
-
-    # the loss sees score + prior: scores 0 with priors [2, 0, 0] = listwise on logits [2, 0, 0]
-    model, tok, _ = _tiny_model("full")
-    batch = {"query": tf.constant(["summer dress"]), "docs": tf.constant([["light cotton dress", "tent", "coffee"]])}
-    x, grades = tokenize_groups(tok, "full", 16, 32)(batch, tf.constant([[1, 0, 0]]))
-    zero = tf.zeros((3,))
-    with_prior = model.compute_loss(x, {"grades": grades, "prior": tf.constant([[2.0, 0.0, 0.0]])}, zero)
-    assert float(with_prior) == pytest.approx(0.239545, abs=1e-6)  # log(1 + 2e⁻²), as by hand above
-    assert float(model.compute_loss(x, grades, zero)) == pytest.approx(np.log(3), abs=1e-6)
-    # and fit takes the groups' (inputs, {"grades", "prior"}) batches
-    data = group_dataset(groups, tok, config_from_dict({"model": {"kind": "cross_encoder", "doc_max_length": 32},
-                                                        "train": {"batch_size": 1}}))
-    _, y = next(iter(data))
-    np.testing.assert_allclose(y["prior"].numpy(), [groups.priors[0]], atol=1e-6)
-    model.compile(optimizer=keras.optimizers.Adam(1e-3))
-    assert np.isfinite(model.fit(data, epochs=1, verbose=0).history["loss"][0])
-
-    # reranking adds weight · z(first stage) over the reranked top-k: a stand-in scorer gives
-    # every document 0.5, so the order is the first stage's and the scores are 0.5 + 2·z
-    flat = Reranker(lambda q, d: tf.fill(tf.shape(d), 0.5), "flat", first_stage_weight=2.0)
-    run, _ = rerank_run(flat, ds, first, top_k=3)
-    assert run["q"] == {d: pytest.approx(0.5 + 2.0 * z[d], abs=1e-6) for d in "abc"}
 
 
 @pytest.fixture(scope="module")
@@ -737,86 +502,6 @@ def test_saved_model_score_endpoint_matches_keras(ce_run, tmp_path):
     # the SavedModel also works as --rerank MODEL
     np.testing.assert_allclose(Reranker.load(str(tmp_path / "ce_sm")).score_pairs(queries, docs), keras_scores,
                                atol=1e-5)
-
-
-def test_frozen_layers_keep_embeddings_and_bottom_blocks_fixed():
-    import keras
-
-    from deepseek_tf.models import build_model
-    from deepseek_tf.train.rerank_train import tokenize_groups
-    from deepseek_tf.text.tokenizer import Tokenizer
-
-    config = load_config(TINY, ["model.frozen_layers=1"])  # tiny: 2 transformer layers
-    model, tok = build_model(config, len(VOCAB)), Tokenizer(VOCAB)
-    batch = {"query": tf.constant(["summer dress"]), "docs": tf.constant([["light cotton dress", "coffee"]])}
-    x, grades = tokenize_groups(tok, "full", 16, 32)(batch, tf.constant([[1, 0]]))
-    model(x)
-    backbone = model.backbone
-    frozen = backbone.get_layer("token_embedding").weights + backbone.transformer_layers[0].weights
-    trained = backbone.transformer_layers[1].weights
-    before = [w.numpy().copy() for w in frozen + trained]
-    model.compile(optimizer=keras.optimizers.Adam(1e-2))
-    model.train_on_batch(x, grades)
-    after = [w.numpy() for w in frozen + trained]
-    assert all(np.array_equal(a, b) for a, b in zip(before[:len(frozen)], after[:len(frozen)]))
-    assert any(not np.array_equal(a, b) for a, b in zip(before[len(frozen):], after[len(frozen):]))
-    with pytest.raises(ConfigError, match="frozen_layers must be in"):
-        build_model(load_config(TINY, ["model.frozen_layers=3"]), len(VOCAB))
-
-
-def _pair_states(model, tok, queries, doc):
-    from deepseek_tf.train.rerank_train import tokenize_groups
-
-    x, _ = tokenize_groups(tok, "full", 16, 32)({"query": tf.constant(queries),
-                                                 "docs": tf.constant([[doc]] * len(queries))},
-                                                tf.constant([[1]] * len(queries)))
-    seq = (model._late_sequence(x, False) if model.local_layers else model._sequence(x, False)).numpy()
-    seg, mask = x["segment_ids"].numpy(), x["padding_mask"].numpy().astype(bool)
-    return [seq[i][mask[i] & (seg[i] == 1)] for i in range(len(queries))], x  # document-token states
-
-
-def test_local_layers_read_the_document_alone_then_the_pair():
-    from deepseek_tf.models import build_model
-    from deepseek_tf.text.tokenizer import Tokenizer
-
-    tok = Tokenizer(VOCAB)
-    queries = ["summer dress", "the best running shoes for a camping"]  # 2 and 7 tokens
-    doc = "light cotton dress for the summer"
-    # tiny: 2 layers. All local: the document's states cannot depend on the query, even on its
-    # length (positions restart in the document).
-    model = build_model(load_config(TINY, ["model.local_layers=2"]), len(VOCAB))
-    (a, b), x = _pair_states(model, tok, queries, doc)
-    np.testing.assert_allclose(a, b, atol=1e-5)
-    assert model.get_config()["local_layers"] == 2
-    # One local layer: the top layer mixes the pair again, so the query changes the document.
-    model.local_layers = 1
-    (a, b), _ = _pair_states(model, tok, queries, doc)
-    assert np.abs(a - b).max() > 1e-3
-    # Zero: the plain backbone, and the same forward as _late_sequence with no local layer.
-    model.local_layers = 0
-    np.testing.assert_allclose(model._late_sequence(x, False), model._sequence(x, False), atol=1e-5)
-    with pytest.raises(ConfigError, match="local_layers must be in"):
-        build_model(load_config(TINY, ["model.local_layers=3"]), len(VOCAB))
-    with pytest.raises(ConfigError, match="local_layers is for interaction: full"):
-        build_model(load_config(TINY, ["model.local_layers=1", "model.interaction=light"]), len(VOCAB))
-
-
-def test_local_layers_save_reload_gives_same_scores(tmp_path):
-    import keras
-
-    from deepseek_tf.models import build_model
-    from deepseek_tf.retrieval.rerank import Reranker
-    from deepseek_tf.text.tokenizer import Tokenizer
-
-    config = load_config(TINY, ["model.local_layers=1", "model.score_head=cosine"])
-    model, tok = build_model(config, len(VOCAB)), Tokenizer(VOCAB)
-    queries, docs = ["summer dress", "camping tent", "coffee"], ["light cotton dress", "the best tent", "espresso"]
-    before = Reranker.from_keras(model, tok, config).score_pairs(queries, docs)
-    model.save(tmp_path / "m.keras")
-    loaded = keras.models.load_model(tmp_path / "m.keras", compile=False)
-    assert loaded.local_layers == 1 and loaded.get_config() == model.get_config()
-    np.testing.assert_allclose(Reranker.from_keras(loaded, tok, config).score_pairs(queries, docs), before,
-                               atol=1e-6)
 
 
 def test_mixed_precision_reaches_a_trained_model_backbone(tiny_run):

@@ -86,36 +86,6 @@ def test_pair_dataset_pads_per_batch_and_is_seeded(tmp_path):
     assert order(7) == order(7)
 
 
-def test_pair_dataset_carries_weights_with_their_pairs():
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "b"]
-    from deepseek_tf.data import Pairs, grade_weights
-
-    # grades 1, 3 -> mean 2 -> weights 0.5, 1.5
-    assert grade_weights([1, 3]) == [0.5, 1.5]
-    with pytest.raises(UserError, match="grade_weighting"):
-        grade_weights([0, 2])
-    pairs = Pairs(["a", "b b"], ["a", "b"], None, [1, 3])
-    batches = list(pair_dataset(pairs, Tokenizer(vocab), 1, 16, 16, seed=3, weights=grade_weights(pairs.labels)))
-    seen = {tuple(b["query"]["token_ids"].numpy()[0].tolist()): float(b["weight"].numpy()[0]) for b in batches}
-    assert seen == {(2, 5, 3): 0.5, (2, 6, 6, 3): 1.5}  # [CLS] a [SEP] / [CLS] b b [SEP]
-
-
-def test_title_dataset_pairs_titles_with_bodies():
-    from deepseek_tf.data import BeirDataset, pairs_from_beir, title_dataset
-
-    ds = BeirDataset({"a": {"title": "wing flow .", "text": "wing flow . lift was measured"},
-                      "b": {"title": "", "text": "no title here"},
-                      "c": {"title": "title only", "text": ""},
-                      "d": {"title": "shock", "text": "a shock wave"}}, {}, {})
-    t = title_dataset(ds)
-    assert t.queries == {"title:a": "wing flow .", "title:d": "shock"}
-    assert t.qrels == {"title:a": {"a": 1}, "title:d": {"d": 1}}
-    assert t.corpus["a"]["text"] == "lift was measured"  # the repeated title is cut off
-    assert t.corpus["d"]["text"] == "a shock wave" and "c" not in t.corpus
-    pairs = pairs_from_beir(t, 1, use_title=False)
-    assert pairs.queries == ["wing flow .", "shock"] and pairs.docs == ["lift was measured", "a shock wave"]
-
-
 def test_run_file_round_trip_and_errors(tmp_path):
     from deepseek_tf.data import read_run, write_run
 

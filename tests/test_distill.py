@@ -134,7 +134,7 @@ def teacher(tiny_beir, tmp_path_factory):
     (["train.loss=margin_mse"], "need data.teacher"),
     (["train.distill_weight=1.0"], "need data.teacher"),
     (["data.teacher=TEACHER"], "needs train.loss: margin_mse or train.distill_weight"),
-    (["data.teacher=TEACHER", "train.distill_weight=-1.0"], "distill_weight must be >= 0"),
+    (["data.teacher=TEACHER", "train.distill_weight=-1.0"], "'train.distill_weight' must be >= 0"),
     (["data.teacher=TEACHER", "train.loss=margin_mse", "data.mine_negatives=false"], "scores hard negatives"),
     (["data.teacher=STUDENT", "train.loss=margin_mse"], "data.teacher .*not a cross-encoder"),
     (["data.teacher=/nowhere", "train.loss=margin_mse"], "data.teacher '/nowhere': not a trained cross-encoder"),

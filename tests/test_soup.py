@@ -41,7 +41,7 @@ def test_soup_needs_a_shared_starting_point(tmp_path):
 
     with pytest.raises(ConfigError, match="scratch"):
         train(load_config(ROOT / "configs" / "tiny.yaml", ["train.soup=2"]), tmp_path, verbose=0)
-    with pytest.raises(ConfigError, match="train.soup must be >= 1"):
+    with pytest.raises(ConfigError, match="'train.soup' must be >= 1"):
         train(load_config(ROOT / "configs" / "tiny.yaml", ["train.soup=0"]), tmp_path, verbose=0)
     assert not any(tmp_path.iterdir())  # nothing half-written
 
@@ -70,10 +70,8 @@ def test_tiny_soup_is_the_mean_of_its_members(tiny_run, tiny_beir, tmp_path):
 
 
 @pytest.mark.parametrize("yaml,override,message", [
-    ("tiny.yaml", "data.hard_negatives=0", "hard_negatives must be >= 1"),
     ("tiny.yaml", "train.loss=margin_mse", "need data.teacher"),
-    ("cross_encoder_tiny.yaml", "data.num_negatives=0", "num_negatives must be >= 1"),
-    ("cross_encoder_tiny.yaml", "data.judged_negatives=-1", "judged_negatives must be >= 0"),
+    ("cross_encoder_tiny.yaml", "data.judged_negatives=4", "judged_negatives must be in"),
     ("tiny.yaml", "data.judged_negatives=1", "judged_negatives fills cross-encoder groups"),
 ])
 def test_a_bad_member_setting_fails_before_the_soup_writes_anything(tiny_run, tiny_beir, tmp_path, yaml, override,

@@ -11,11 +11,6 @@ def _train(argv: list[str]) -> int:
     return main(argv)
 
 
-def _crossfit(argv: list[str]) -> int:
-    from deepseek_tf.train.cli import crossfit_main
-    return crossfit_main(argv)
-
-
 def _evaluate(argv: list[str]) -> int:
     from deepseek_tf.evaluate.cli import main
     return main(argv)
@@ -53,7 +48,6 @@ COMMANDS: dict[str, tuple[str, Callable[[list[str]], int]]] = {
     "export": ("raw-string SavedModel or verified (quantized) TFLite files", _export),
     "search": ("top-k documents of a corpus for queries (saved index, optional reranker)", _search),
     "mine": ("hard negatives from BM25 or a model into a pairs file", _mine),
-    "crossfit": ("out-of-fold first-stage run of a retriever config's training queries", _crossfit),
     "bench": ("side-by-side benchmarks against sentence-transformers", _bench),
     "bench-ann": ("exact TensorFlow search against faiss on random vectors", _bench_ann),
 }

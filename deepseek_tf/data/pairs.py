@@ -111,41 +111,6 @@ def pairs_from_beir(ds: BeirDataset, min_label: int = 1, use_title: bool = True)
     return Pairs(queries, docs, None, labels)
 
 
-def grade_weights(labels: list[int]) -> list[float]:
-    """Per-pair loss weights grade / mean grade (mean weight 1, so the loss scale and the
-    learning rate keep their meaning): a grade-4 judgment counts four times a grade-1 one,
-    as it does in nDCG's gain."""
-    if not labels or min(labels) <= 0:
-        raise UserError("train.grade_weighting needs a positive graded label on every training pair")
-    mean = sum(labels) / len(labels)
-    return [g / mean for g in labels]
-
-
-def title_dataset(ds: BeirDataset) -> BeirDataset:
-    """The corpus as its own training set: each document's title is a pseudo-query whose one
-    relevant document is the document's body (an in-domain signal that needs no judgments,
-    as in title/body pre-training). A body that opens with its title loses that prefix,
-    else the pair is a copy task. Documents without both a title and a body are left out."""
-    bodies, queries, qrels = {}, {}, {}
-    for doc_id, doc in ds.corpus.items():
-        title, text = doc.get("title", "").strip(), doc.get("text", "").strip()
-        if title and text.startswith(title):
-            text = text[len(title):].strip()
-        if text:
-            bodies[doc_id] = {"title": "", "text": text}
-        if title and text:
-            queries[f"title:{doc_id}"] = title
-            qrels[f"title:{doc_id}"] = {doc_id: 1}
-    return BeirDataset(bodies, queries, qrels)
-
-
-def concat_pairs(a: Pairs, b: Pairs) -> Pairs:
-    if (a.negs is None) != (b.negs is None) or (a.labels is None) != (b.labels is None):
-        raise UserError("cannot mix training pairs with and without negatives/labels")
-    join = lambda x, y: None if x is None else list(x) + list(y)
-    return Pairs(a.queries + b.queries, a.docs + b.docs, join(a.negs, b.negs), join(a.labels, b.labels))
-
-
 # ---------------------------------------------------------------------------- tf.data
 def pair_dataset(
     pairs: Pairs,
@@ -157,19 +122,16 @@ def pair_dataset(
     shuffle: bool = True,
     shuffle_buffer: int = 10000,
     drop_remainder: bool = True,
-    weights: list[float] | None = None,
     teacher: np.ndarray | None = None,
     pad_multiple: int = 1,
 ) -> tf.data.Dataset:
-    """Batches of {"query": ids, "doc": ids[, "neg": ids][, "weight": (batch,)][, "teacher": (batch, k)]}
-    for dual-encoder training; `weights` are per-pair loss weights (see `grade_weights`), `teacher`
-    a teacher's margins per pair and hard negative (see `distill.teacher_margins`); ids are padded
+    """Batches of {"query": ids, "doc": ids[, "neg": ids][, "teacher": (batch, k)]}
+    for dual-encoder training; `teacher` a teacher's margins per pair and hard negative (see
+    `distill.teacher_margins`); ids are padded
     to a multiple of `pad_multiple` (XLA: `Tokenizer.widen`)."""
     columns = {"query": pairs.queries, "doc": pairs.docs}
     if pairs.negs is not None:
         columns["neg"] = pairs.negs  # (N,) or (N, k)
-    if weights is not None:
-        columns["weight"] = np.asarray(weights, np.float32)
     if teacher is not None:
         columns["teacher"] = np.asarray(teacher, np.float32).reshape(len(pairs), -1)  # (N, k)
     ds = tf.data.Dataset.from_tensor_slices(columns)

@@ -1,4 +1,4 @@
-"""Held-out query splits: dev queries carved from a training split, cross-fitting folds."""
+"""Held-out query splits: dev queries carved from a training split."""
 from __future__ import annotations
 
 import random
@@ -18,29 +18,11 @@ def split_dev(ds: data_lib.BeirDataset, fraction: float, seed: int):
     return ds.judged_subset(qids[n_dev:]), ds.judged_subset(qids[:n_dev])
 
 
-def fold_split(qids, folds: int, seed: int) -> list[set[str]]:
-    """`folds` disjoint parts of the query ids (seeded shuffle, then every folds-th id)."""
-    order = sorted(qids)
-    random.Random(seed).shuffle(order)
-    return [set(order[i::folds]) for i in range(folds)]
-
-
-def check_folds(config: Config) -> None:
-    d = config.data
-    if d.folds == 1 or d.folds < 0 or (d.folds and not 0 <= d.fold < d.folds):
-        raise ConfigError(f"data.folds must be 0 (off) or >= 2 and data.fold in [0, folds), "
-                          f"got folds {d.folds}, fold {d.fold}")
-
-
 def split_train_dev(ds: data_lib.BeirDataset, config: Config
                     ) -> tuple[data_lib.BeirDataset, data_lib.BeirDataset | None]:
     """(training set, dev set or None): qrels/{data.dev_split}.tsv, or data.dev_fraction of the
-    training queries held out (chosen by data.dev_seed, so a soup's members hold out the same ones).
-    With data.folds, part data.fold of the training queries is dropped first (cross-fitting)."""
+    training queries held out (chosen by data.dev_seed, so a soup's members hold out the same ones)."""
     d = config.data
-    if d.folds:
-        held = fold_split(ds.qrels, d.folds, d.dev_seed)[d.fold]
-        ds = ds.judged_subset(q for q in ds.qrels if q not in held)
     if d.dev_split:
         return ds, data_lib.load_beir(d.dataset, d.dev_split, unknown_ids="drop")
     if d.dev_fraction > 0:

@@ -23,9 +23,8 @@ def build_dual_encoder(config: Config, vocab_size: int) -> keras.Model:
     t = config.train
     query = build_encoder(config, vocab_size, "query_encoder")
     doc = None if config.model.shared_towers else build_encoder(config, vocab_size, "doc_encoder")
-    return DualEncoder(query, doc, loss=t.loss, temperature=t.temperature, symmetric=t.symmetric,
-                       margin=t.margin, learn_temperature=t.learn_temperature,
-                       label_smoothing=t.label_smoothing, mask_duplicates=t.mask_duplicates,
+    return DualEncoder(query, doc, loss=t.loss, temperature=t.temperature,
+                       margin=t.margin, mask_duplicates=t.mask_duplicates,
                        gather_across_replicas=t.gather_across_replicas, distill_weight=t.distill_weight,
                        name="dual_encoder")
 

@@ -7,7 +7,7 @@ from typing import Callable
 import keras
 
 from deepseek_tf.config import ModelConfig
-from deepseek_tf.errors import ConfigError, UserError
+from deepseek_tf.errors import UserError
 
 
 def _minilm_dir() -> Path:
@@ -118,27 +118,7 @@ def build_backbone(cfg: ModelConfig, vocab_size: int) -> keras.layers.Layer:
 
         backbone = HubBackbone(cfg.backbone.removeprefix("hub:"), trainable=cfg.trainable)
     backbone.trainable = cfg.trainable
-    if cfg.frozen_layers:
-        freeze_bottom(backbone, cfg.frozen_layers)
     return backbone
-
-
-def bert_blocks(backbone: keras.layers.Layer, key: str, num_layers: int) -> list:
-    """The backbone's transformer layers, after checking that `key` (a layer count) fits them."""
-    blocks = getattr(backbone, "transformer_layers", None)
-    if blocks is None:
-        raise ConfigError(f"{key} needs a keras-hub BERT backbone (scratch, HF or a trained model dir)")
-    if not 0 <= num_layers <= len(blocks):
-        raise ConfigError(f"{key} must be in [0, {len(blocks)}] for this backbone, got {num_layers}")
-    return blocks
-
-
-def freeze_bottom(backbone: keras.layers.Layer, num_layers: int) -> None:
-    """Marks the embeddings and the first `num_layers` transformer layers non-trainable."""
-    blocks = bert_blocks(backbone, "model.frozen_layers", num_layers)
-    embeddings = [layer for layer in backbone.layers if "embedding" in layer.name]  # token/position/segment + norm
-    for layer in embeddings + list(blocks[:num_layers]):
-        layer.trainable = False
 
 
 def _trained_backbone(path: Path) -> keras.layers.Layer:

@@ -22,11 +22,11 @@ from keras import ops
 from deepseek_tf.models import losses
 from deepseek_tf.models.encoder import MeanPooling
 
-RANKING_LOSSES = ("bce", "ranknet", "hinge", "listwise", "multi_positive")
+RANKING_LOSSES = ("bce", "ranknet", "hinge", "listwise")
 
 
 def ranking_loss(name: str, scores: tf.Tensor, grades: tf.Tensor, margin: float = 1.0,
-                 max_grade: float = 4.0, grade_weighted: bool = False) -> tf.Tensor:
+                 max_grade: float = 4.0) -> tf.Tensor:
     """Dispatches `train.loss` to the group losses in `deepseek_tf.losses`; shapes (B, n)."""
     if name == "bce":
         return losses.pointwise_bce(scores, grades, max_grade)
@@ -35,10 +35,13 @@ def ranking_loss(name: str, scores: tf.Tensor, grades: tf.Tensor, margin: float 
     if name == "hinge":
         return losses.pairwise_hinge(scores, grades, margin)
     if name == "listwise":
-        return losses.listwise_softmax(scores, grades, grade_weighted)
-    if name == "multi_positive":
-        return losses.multi_positive_softmax(scores, grades)
+        return losses.listwise_softmax(scores, grades)
     raise ValueError(f"cross-encoder loss must be one of {', '.join(RANKING_LOSSES)}, got {name!r}")
+
+
+# Constructor options of removed experiments (train.grade_weighting, model.local_layers),
+# stored at their off values in older saved models.
+_RETIRED_OPTIONS = ("grade_weighting", "local_layers")
 
 
 def _cosine(a, b):
@@ -51,7 +54,7 @@ class _RankingModel(keras.Model):
     """Shared loss plumbing and config for both cross-encoder variants."""
 
     def __init__(self, backbone, loss: str = "listwise", margin: float = 1.0, max_grade: float = 4.0,
-                 grade_weighting: bool = False, **kwargs):
+                 **kwargs):
         super().__init__(**kwargs)
         if loss not in RANKING_LOSSES:
             raise ValueError(f"cross-encoder loss must be one of {', '.join(RANKING_LOSSES)}, got {loss!r}")
@@ -59,18 +62,11 @@ class _RankingModel(keras.Model):
         self.loss_name = loss
         self.margin = margin
         self.max_grade = max_grade
-        self.grade_weighting = grade_weighting
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        # y: grades (B, n), or {"grades", "prior"} when the ranking score is
-        # cross-encoder + first-stage prior (model.first_stage_weight): the loss then sees
-        # that sum, so the cross-encoder learns what the first stage gets wrong.
-        prior = y.get("prior") if isinstance(y, dict) else None
-        grades = tf.cast(y["grades"] if isinstance(y, dict) else y, tf.float32)  # (B, n)
+        grades = tf.cast(y, tf.float32)  # (B, n)
         scores = tf.reshape(y_pred, tf.shape(grades))  # (B·n,) -> (B, n)
-        if prior is not None:
-            scores = scores + tf.cast(prior, scores.dtype)
-        loss = ranking_loss(self.loss_name, scores, grades, self.margin, self.max_grade, self.grade_weighting)
+        loss = ranking_loss(self.loss_name, scores, grades, self.margin, self.max_grade)
         # Keras sums gradients over replicas; each replica contributes loss / n_replicas.
         return loss / tf.cast(tf.distribute.get_strategy().num_replicas_in_sync, loss.dtype)
 
@@ -84,12 +80,13 @@ class _RankingModel(keras.Model):
 
     def get_config(self):
         return {"name": self.name, "backbone": keras.saving.serialize_keras_object(self.backbone),
-                "loss": self.loss_name, "margin": self.margin, "max_grade": self.max_grade,
-                "grade_weighting": self.grade_weighting}
+                "loss": self.loss_name, "margin": self.margin, "max_grade": self.max_grade}
 
     @classmethod
     def from_config(cls, config):
         config = dict(config)
+        for key in _RETIRED_OPTIONS:  # rerankers saved while these options existed still load
+            config.pop(key, None)
         config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
         return cls(**config)
 
@@ -107,21 +104,11 @@ class CrossEncoder(_RankingModel):
         with q̄, d̄ the means of the segment-0 ([CLS] query [SEP]) and segment-1 (document [SEP])
         token states and w, b starting at 0, so a bi-encoder checkpoint starts from its own ranking
         and training learns the interaction on top.
-      local_layers: the bottom N transformer layers attend within each segment only (query to
-        query, document to document; PreTTR / MORES style late interaction), and document
-        positions restart at 1 as in the tower's `[CLS] document [SEP]`. Those layers then read
-        each text as the bi-encoder checkpoint did, so the pair starts nearer to its ranking;
-        the layers above see the whole pair. 0 = every layer sees the whole pair (plain BERT).
     """
 
     def __init__(self, backbone, pooling: str = "mean", head: str = "dense", temperature: float = 0.05,
-                 local_layers: int = 0, **kwargs):
+                 **kwargs):
         super().__init__(backbone, **kwargs)
-        if local_layers:
-            from deepseek_tf.models.backbones import bert_blocks
-
-            bert_blocks(backbone, "model.local_layers", local_layers)
-        self.local_layers = local_layers
         if pooling not in ("mean", "cls"):
             raise ValueError(f"pooling must be 'mean' or 'cls', got {pooling!r}")
         if head not in ("dense", "cosine"):
@@ -138,30 +125,8 @@ class CrossEncoder(_RankingModel):
             self.head.build((None, self.backbone.hidden_dim))
         self.built = True
 
-    def _late_sequence(self, ids, training):
-        """The keras-hub BertBackbone forward, with segment-local attention below `local_layers`."""
-        bb = self.backbone
-        training = training and bb.trainable
-        token_ids, segments = ids["token_ids"], ops.cast(ids["segment_ids"], "int32")  # (batch, seq)
-        index = ops.cumsum(ops.ones_like(segments), axis=1) - 1  # 0, 1, 2, ...
-        query_len = ops.sum((1 - segments) * ops.cast(ids["padding_mask"], "int32"), axis=1, keepdims=True)
-        positions = ops.where(segments > 0, index - query_len + 1, index) if self.local_layers else index
-        table = bb.position_embedding.position_embeddings  # (max_position, hidden)
-        x = bb.embeddings_add((bb.token_embedding(token_ids),
-                               ops.cast(ops.take(table, positions, axis=0), bb.compute_dtype),
-                               bb.segment_embedding(segments)))
-        x = bb.embeddings_dropout(bb.embeddings_layer_norm(x), training=training)
-        same_segment = ops.equal(segments[:, :, None], segments[:, None, :])  # (batch, seq, seq)
-        for i, block in enumerate(bb.transformer_layers):
-            x = block(x, padding_mask=ids["padding_mask"],
-                      attention_mask=same_segment if i < self.local_layers else None, training=training)
-        return x  # (batch, seq, hidden)
-
     def call(self, inputs, training=None):
-        if self.local_layers:
-            sequence = self._late_sequence(inputs, training)  # (batch, seq, hidden)
-        else:
-            sequence = self._sequence(inputs, training)
+        sequence = self._sequence(inputs, training)  # (batch, seq, hidden)
         if self.pooling == "mean":
             pooled = self.mean_pool(sequence, inputs["padding_mask"])  # (batch, hidden)
         else:
@@ -177,7 +142,7 @@ class CrossEncoder(_RankingModel):
 
     def get_config(self):
         return {**super().get_config(), "pooling": self.pooling, "head": self.head_kind,
-                "temperature": self.temperature, "local_layers": self.local_layers}
+                "temperature": self.temperature}
 
 
 @keras.saving.register_keras_serializable(package="deepseek_tf")
@@ -248,14 +213,10 @@ def build_cross_encoder(config, vocab_size: int) -> keras.Model:
                           f"{', '.join(RANKING_LOSSES)}")
     # "infonce" is the config default; for groups of 1 positive + k negatives it is "listwise".
     loss = t.loss if t.loss in RANKING_LOSSES else "listwise"
-    common = dict(loss=loss, margin=t.margin, max_grade=4.0, grade_weighting=t.grade_weighting)
+    common = dict(loss=loss, margin=t.margin, max_grade=4.0)
     backbone = build_backbone(m, vocab_size)
     if m.interaction == "light":
-        if m.local_layers:
-            from deepseek_tf.errors import ConfigError
-
-            raise ConfigError("model.local_layers is for interaction: full (light already reads each text alone)")
         return LightCrossEncoder(backbone, num_heads=m.interaction_heads, head=m.score_head,
                                  temperature=t.temperature, name="light_cross_encoder", **common)
     return CrossEncoder(backbone, pooling=m.pooling, head=m.score_head, temperature=t.temperature,
-                        local_layers=m.local_layers, name="cross_encoder", **common)
+                        name="cross_encoder", **common)

@@ -1,12 +1,14 @@
 """Dual encoder (two-tower retriever): query and document towers, shared or separate."""
 from __future__ import annotations
 
-import math
-
 import keras
 import tensorflow as tf
 
 from deepseek_tf.models import losses
+
+# Constructor options of removed experiments (train.symmetric, train.learn_temperature,
+# train.label_smoothing), stored at their off values in older saved models.
+_RETIRED_OPTIONS = ("symmetric", "learn_temperature", "label_smoothing")
 
 _KEY_LENGTH = 8192  # longest token sequence `text_keys` can identify (BERT stops at 512)
 
@@ -39,8 +41,7 @@ class DualEncoder(keras.Model):
     token_ids / padding_mask / segment_ids. With `doc_encoder=None` the towers share
     weights (the usual choice when queries and documents are the same language).
 
-    InfoNCE options: `learn_temperature` makes log(1/τ) a weight (as CLIP, capped at
-    τ ≥ 0.01); `mask_duplicates` keeps pairs sharing a query or document text out of each
+    InfoNCE options: `mask_duplicates` keeps pairs sharing a query or document text out of each
     other's negatives; `gather_across_replicas` scores each replica's queries against the
     documents (and hard negatives) of every replica, so N devices train exactly like one
     device on the global batch. `accumulation_steps` > 1 (set by the trainer, not saved)
@@ -53,8 +54,7 @@ class DualEncoder(keras.Model):
     """
 
     def __init__(self, query_encoder, doc_encoder=None, loss: str = "infonce",
-                 temperature: float = 0.05, symmetric: bool = False, margin: float = 0.5,
-                 learn_temperature: bool = False, label_smoothing: float = 0.0,
+                 temperature: float = 0.05, margin: float = 0.5,
                  mask_duplicates: bool = True, gather_across_replicas: bool = True,
                  distill_weight: float = 0.0, **kwargs):
         super().__init__(**kwargs)
@@ -62,29 +62,15 @@ class DualEncoder(keras.Model):
         self.doc_encoder = doc_encoder
         self.loss_name = loss
         self.temperature = temperature
-        self.symmetric = symmetric
         self.margin = margin
-        self.learn_temperature = learn_temperature
-        self.label_smoothing = label_smoothing
         self.mask_duplicates = mask_duplicates
         self.gather_across_replicas = gather_across_replicas
         self.distill_weight = distill_weight
         self.accumulation_steps = 1
-        self.logit_scale = None
-        if learn_temperature:
-            self.logit_scale = self.add_weight(
-                shape=(), name="logit_scale", dtype="float32",
-                initializer=keras.initializers.Constant(math.log(1.0 / temperature)))
 
     @property
     def doc_tower(self):
         return self.doc_encoder if self.doc_encoder is not None else self.query_encoder
-
-    def current_temperature(self) -> tf.Tensor | float:
-        """τ = exp(−clip(logit_scale, 0, ln 100)) when learned, else the fixed value."""
-        if self.logit_scale is None:
-            return self.temperature
-        return tf.exp(-tf.clip_by_value(tf.convert_to_tensor(self.logit_scale), 0.0, math.log(100.0)))
 
     def call(self, inputs, training=None):
         out = {"query": self.query_encoder(inputs["query"], training=training)}
@@ -99,8 +85,7 @@ class DualEncoder(keras.Model):
         keys = None
         if self.mask_duplicates and x is not None:
             keys = {k: text_keys(flat_negatives(x[k])) for k in ("query", "doc", "neg") if k in x}  # (B,) / (B·k,)
-        local = {"d": d, "neg": neg, "q": q if self.symmetric else None}
-        local = {k: v for k, v in local.items() if v is not None}
+        local = {"d": d} if neg is None else {"d": d, "neg": neg}
         gathered, gathered_keys, offset = local, keys, 0
         ctx = tf.distribute.get_replica_context()
         if self.gather_across_replicas and ctx is not None and ctx.num_replicas_in_sync > 1:
@@ -116,16 +101,14 @@ class DualEncoder(keras.Model):
         if keys is not None:
             g = gathered_keys
             mask = losses.positive_mask(keys["query"], keys["doc"], g["query"], g["doc"], g.get("neg"))
-        return losses.infonce(q, gathered["d"], gathered.get("neg"), temperature=self.current_temperature(),
-                              symmetric=self.symmetric, offset=offset, mask=mask,
-                              label_smoothing=self.label_smoothing, q_all=gathered.get("q"),
-                              weights=None if x is None else x.get("weight"))
+        return losses.infonce(q, gathered["d"], gathered.get("neg"), temperature=self.temperature,
+                              offset=offset, mask=mask)
 
     def _margin_mse(self, x, q, d, neg) -> tf.Tensor:
         if x is None or "teacher" not in x or neg is None:
             raise ValueError("margin_mse needs hard negatives and the teacher's margins "
                              "(inputs 'neg' and 'teacher'; set data.teacher)")
-        return losses.margin_mse(q, d, neg, x["teacher"], self.current_temperature())
+        return losses.margin_mse(q, d, neg, x["teacher"], self.temperature)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         q, d, neg = y_pred["query"], y_pred["doc"], y_pred.get("neg")  # (batch, dim) each
@@ -214,10 +197,7 @@ class DualEncoder(keras.Model):
                             if self.doc_encoder is not None else None),
             "loss": self.loss_name,
             "temperature": self.temperature,
-            "symmetric": self.symmetric,
             "margin": self.margin,
-            "learn_temperature": self.learn_temperature,
-            "label_smoothing": self.label_smoothing,
             "mask_duplicates": self.mask_duplicates,
             "gather_across_replicas": self.gather_across_replicas,
             "distill_weight": self.distill_weight,
@@ -226,6 +206,8 @@ class DualEncoder(keras.Model):
     @classmethod
     def from_config(cls, config):
         config = dict(config)
+        for key in _RETIRED_OPTIONS:  # models saved while these options existed still load
+            config.pop(key, None)
         config["query_encoder"] = keras.saving.deserialize_keras_object(config["query_encoder"])
         if config.get("doc_encoder") is not None:
             config["doc_encoder"] = keras.saving.deserialize_keras_object(config["doc_encoder"])

@@ -20,60 +20,33 @@ def positive_mask(q_keys: tf.Tensor, d_keys: tf.Tensor, q_keys_all: tf.Tensor, d
     return same
 
 
-def infonce(q: tf.Tensor, d: tf.Tensor, neg: tf.Tensor | None = None, temperature: float | tf.Tensor = 0.05,
-            symmetric: bool = False, offset: int | tf.Tensor = 0, mask: tf.Tensor | None = None,
-            label_smoothing: float = 0.0, q_all: tf.Tensor | None = None,
-            weights: tf.Tensor | None = None) -> tf.Tensor:
+def infonce(q: tf.Tensor, d: tf.Tensor, neg: tf.Tensor | None = None, temperature: float = 0.05,
+            offset: int | tf.Tensor = 0, mask: tf.Tensor | None = None) -> tf.Tensor:
     """In-batch softmax cross-entropy (InfoNCE; MultipleNegativesRankingLoss; NT-Xent).
 
     With candidates c = [d; neg] and s_ij = q_i·c_j / τ, the positive of q_i being
     c_{o+i} (o = `offset`, the first row of this replica's pairs in a gathered `d`):
 
-        loss = −1/B Σ_i [ (1−ε) log p_i,o+i + ε/K_i Σ_{j valid} log p_ij ],
-        p_ij = exp(s_ij) / Σ_{j' valid} exp(s_ij')
+        loss = −1/B Σ_i log p_i,o+i,   p_ij = exp(s_ij) / Σ_{j' valid} exp(s_ij')
 
     Every other document in the batch (and every hard negative) is a negative for q_i.
     `mask` (B, C) True marks candidates that are other positives of q_i (see
     `positive_mask`): they leave the softmax (valid = ¬mask, plus the own positive), so
-    two pairs of one query do not push each other apart. ε = `label_smoothing` spreads
-    mass over the K_i valid candidates. `temperature` may be a tensor (learned τ).
-    With `symmetric`, the doc→query direction (d_i against all queries `q_all`, default q,
-    masked by the pair block of `mask`) is averaged in.
-    `weights` (B,) scale each pair's term: loss = 1/B Σ_i w_i ℓ_i (graded judgments: w_i =
-    grade_i / mean grade, normalised over the whole training set so that the sum over
-    replicas stays the global loss).
+    two pairs of one query do not push each other apart.
     """
     candidates = d if neg is None else tf.concat([d, neg], axis=0)  # (C, dim)
     labels = tf.range(tf.shape(q)[0]) + offset  # (B,)
-    loss = _softmax_ce(tf.matmul(q, candidates, transpose_b=True) / temperature, labels, mask,
-                       label_smoothing, weights)
-    if symmetric:
-        # Pair j is a positive of pair i (shared query or document text) in both directions,
-        # so the pair block of `mask` serves the doc→query direction unchanged.
-        q_all = q if q_all is None else q_all
-        d_local = d[offset:offset + tf.shape(q)[0]]  # (B, dim): this replica's positives
-        pair_mask = None if mask is None else mask[:, :tf.shape(d)[0]]  # (B, B_all)
-        logits_d = tf.matmul(d_local, q_all, transpose_b=True) / temperature  # (B, B_all)
-        loss = 0.5 * (loss + _softmax_ce(logits_d, labels, pair_mask, label_smoothing, weights))
-    return loss
+    return _softmax_ce(tf.matmul(q, candidates, transpose_b=True) / temperature, labels, mask)
 
 
-def _softmax_ce(logits: tf.Tensor, labels: tf.Tensor, mask: tf.Tensor | None, smoothing: float,
-                weights: tf.Tensor | None = None) -> tf.Tensor:
-    """Mean over rows of −w·[(1−ε) log p_label + ε/K Σ_valid log p]; masked columns are excluded."""
+def _softmax_ce(logits: tf.Tensor, labels: tf.Tensor, mask: tf.Tensor | None) -> tf.Tensor:
+    """Mean over rows of −log p_label; masked columns are excluded."""
     logits = tf.cast(logits, tf.float32)
     own = tf.one_hot(labels, tf.shape(logits)[1], on_value=True, off_value=False)  # (B, C)
     valid = tf.ones_like(own) if mask is None else tf.logical_or(tf.logical_not(mask), own)
     logits = tf.where(valid, logits, tf.fill(tf.shape(logits), -1e9))
     log_p = tf.nn.log_softmax(logits, axis=-1)  # (B, C)
-    nll = -tf.reduce_sum(tf.where(own, log_p, 0.0), axis=-1)  # (B,)
-    if smoothing:
-        k = tf.reduce_sum(tf.cast(valid, tf.float32), axis=-1)  # (B,)
-        uniform = -tf.reduce_sum(tf.where(valid, log_p, 0.0), axis=-1) / k
-        nll = (1.0 - smoothing) * nll + smoothing * uniform
-    if weights is not None:
-        nll = nll * tf.cast(weights, nll.dtype)  # (B,)
-    return tf.reduce_mean(nll)
+    return tf.reduce_mean(-tf.reduce_sum(tf.where(own, log_p, 0.0), axis=-1))
 
 
 def contrastive(q: tf.Tensor, d: tf.Tensor, labels: tf.Tensor, margin: float = 0.5) -> tf.Tensor:
@@ -162,15 +135,13 @@ def pairwise_hinge(scores: tf.Tensor, grades: tf.Tensor, margin: float = 1.0) ->
     return total / tf.maximum(tf.reduce_sum(better), 1.0)
 
 
-def listwise_softmax(scores: tf.Tensor, grades: tf.Tensor, grade_weighted: bool = False) -> tf.Tensor:
+def listwise_softmax(scores: tf.Tensor, grades: tf.Tensor) -> tf.Tensor:
     """Softmax cross-entropy over each group (ListNet top-1 with graded gains).
 
     loss = Σ_b w_b ℓ_b / Σ_b w_b,  ℓ_b = −Σ_i p_bi log softmax(s_b)_i,
     p_bi = (2^{g_bi} − 1) / Σ_j (2^{g_bj} − 1)
 
-    w_b = 1 for a group with a relevant document (groups without one contribute 0), or with
-    `grade_weighted` its top grade max_i g_bi, nDCG's (linear) gain for that document: a group
-    whose positive is graded 4 counts four times one graded 1.
+    w_b = 1 for a group with a relevant document (groups without one contribute 0).
 
     With one positive and k ungraded negatives ℓ_b is −log softmax(s)_pos, the usual
     "1 positive + k negatives" loss; with several graded documents the better ones get
@@ -183,26 +154,4 @@ def listwise_softmax(scores: tf.Tensor, grades: tf.Tensor, grade_weighted: bool 
     p = gain / tf.maximum(total, 1e-9)
     per_group = -tf.reduce_sum(p * tf.nn.log_softmax(s, axis=-1), axis=-1)  # (B,)
     weight = tf.cast(total[:, 0] > 0, tf.float32)  # (B,)
-    if grade_weighted:
-        weight = weight * tf.reduce_max(g, axis=-1)
     return tf.reduce_sum(per_group * weight) / tf.maximum(tf.reduce_sum(weight), 1e-9)
-
-
-def multi_positive_softmax(scores: tf.Tensor, grades: tf.Tensor) -> tf.Tensor:
-    """Softmax of each relevant document against the documents of its group graded below it.
-
-    loss = 1/|R| Σ_{(b,i) ∈ R} −log [ exp(s_bi) / (exp(s_bi) + Σ_{j : g_bj < g_bi} exp(s_bj)) ],
-    R = {(b, i) : g_bi > 0}
-
-    Other names: multi-positive InfoNCE; localized contrastive estimation (Gao et al. 2021) with
-    several positives; SupCon's L_out with lower grades as the negatives. With one relevant
-    document per group it is listwise_softmax's −log softmax(s)_pos; a group of P positives and
-    k negatives gives P such terms from one scoring pass, and grade 3 also outranks grade 1.
-    Equal grades never compete. Groups with no relevant document contribute nothing.
-    """
-    diff, better = _ordered_pairs(scores, grades)  # (B, n, n): s_i − s_j, 1[g_i > g_j]
-    # −log(e^{s_i} / (e^{s_i} + Σ_j e^{s_j})) = log(1 + Σ_j e^{−(s_i − s_j)}) over j graded below i
-    rivals = tf.where(better > 0, -diff, tf.fill(tf.shape(diff), -float("inf")))  # (B, n, n)
-    term = tf.reduce_logsumexp(tf.concat([tf.zeros_like(diff[:, :, :1]), rivals], axis=-1), axis=-1)  # (B, n)
-    relevant = tf.cast(tf.cast(grades, tf.float32) > 0, tf.float32)  # (B, n)
-    return tf.reduce_sum(term * relevant) / tf.maximum(tf.reduce_sum(relevant), 1.0)

@@ -31,7 +31,7 @@ from deepseek_tf.errors import UserError
 class MinedPairs:
     pairs: Pairs
     pair_ids: list[tuple]  # (query id, positive doc id, negative doc id or a tuple of them)
-    fallbacks: int  # negatives from outside the top-k window (random, or below it with fallback "below")
+    fallbacks: int  # negatives from outside the top-k window (random unjudged documents)
 
 
 def score_matrix_bm25(ds: BeirDataset, qids: list[str], doc_ids: list[str], use_title: bool = True) -> np.ndarray:
@@ -60,20 +60,16 @@ def score_matrix_dense(embedder, ds: BeirDataset, qids: list[str], doc_ids: list
 
 def mine_negatives(ds: BeirDataset, scores: np.ndarray, qids: list[str], doc_ids: list[str],
                    top_k: int = 30, skip_top: int = 3, margin: float = 0.05, min_label: int = 1,
-                   seed: int = 42, use_title: bool = True, per_pair: int = 1, fallback: str = "random") -> MinedPairs:
+                   seed: int = 42, use_title: bool = True, per_pair: int = 1) -> MinedPairs:
     """`per_pair` guarded hard negatives per (query, judged positive); `scores` is (queries, docs).
     With per_pair 1 a pair's negative is a string, else a list of distinct documents.
 
     When the top-k window has too few documents under the positive's ceiling (typical for a
-    positive the source ranks low), `fallback` "random" takes random unjudged documents;
-    "below" takes the best-ranked documents under the ceiling from the whole ranking (the
-    ones just below the positive, still with a score > 0), and random ones only past those."""
+    positive the source ranks low), the rest are random unjudged documents."""
     if top_k <= skip_top:
         raise UserError(f"mining: top_k ({top_k}) must exceed skip_top ({skip_top})")
     if per_pair < 1:
         raise UserError(f"mining: negatives per pair must be >= 1, got {per_pair}")
-    if fallback not in ("random", "below"):
-        raise UserError(f"mining: fallback must be 'random' or 'below', got {fallback!r}")
     rng = random.Random(seed)
     column = {d: j for j, d in enumerate(doc_ids)}
     queries, docs, negs, labels, ids = [], [], [], [], []
@@ -90,7 +86,6 @@ def mine_negatives(ds: BeirDataset, scores: np.ndarray, qids: list[str], doc_ids
             ceiling = scores[row, column[pos]] - margin * abs(scores[row, column[pos]])
             allowed = [d for d in ranked if scores[row, column[d]] <= ceiling]
             chosen: list[str] = []
-            below = None  # the ranking past the window under this positive's ceiling, when needed
             for _ in range(per_pair):
                 candidates = [d for d in allowed if d not in chosen]
                 if candidates:
@@ -98,14 +93,6 @@ def mine_negatives(ds: BeirDataset, scores: np.ndarray, qids: list[str], doc_ids
                     turn += 1
                     continue
                 fallbacks += 1
-                if fallback == "below":
-                    if below is None:
-                        below = [doc_ids[j] for j in order[top_k:] if 0 < scores[row, j] <= ceiling
-                                 and doc_ids[j] not in relevant]
-                    nearest = next((d for d in below if d not in chosen), None)
-                    if nearest is not None:
-                        chosen.append(nearest)
-                        continue
                 pool = [d for d in doc_ids if d not in relevant and d not in chosen]
                 if not pool:
                     raise UserError(f"mining: too few documents not relevant to query {qid!r} for "
@@ -123,8 +110,8 @@ def mine_negatives(ds: BeirDataset, scores: np.ndarray, qids: list[str], doc_ids
 
 
 def mine(ds: BeirDataset, source: str = "bm25", top_k: int = 30, skip_top: int = 3, margin: float = 0.05,
-         min_label: int = 1, seed: int = 42, use_title: bool = True, embedder=None, per_pair: int = 1,
-         fallback: str = "random") -> MinedPairs:
+         min_label: int = 1, seed: int = 42, use_title: bool = True, embedder=None, per_pair: int = 1
+         ) -> MinedPairs:
     """Mines negatives for every judged query of `ds`; `embedder` (or the MODEL spec in
     `source`) scores densely, `source="bm25"` uses BM25."""
     qids = sorted(q for q in ds.qrels if q in ds.queries)
@@ -137,10 +124,8 @@ def mine(ds: BeirDataset, source: str = "bm25", top_k: int = 30, skip_top: int =
         scores = score_matrix_bm25(ds, qids, doc_ids, use_title)
     else:
         scores = score_matrix_dense(embedder, ds, qids, doc_ids, use_title)
-    mined = mine_negatives(ds, scores, qids, doc_ids, top_k, skip_top, margin, min_label, seed, use_title, per_pair,
-                           fallback)
-    where = "from below the window" if fallback == "below" else "random"
-    print(f"mining ({source}): {len(mined.pairs)} pairs × {per_pair} negatives, {mined.fallbacks} {where} "
+    mined = mine_negatives(ds, scores, qids, doc_ids, top_k, skip_top, margin, min_label, seed, use_title, per_pair)
+    print(f"mining ({source}): {len(mined.pairs)} pairs × {per_pair} negatives, {mined.fallbacks} random "
           f"(no top-{top_k} candidate passed the guards)", file=sys.stderr)
     return mined
 

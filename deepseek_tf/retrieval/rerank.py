@@ -6,7 +6,6 @@ its SavedModel export in `export/cross.py`.
 """
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,14 +21,6 @@ Run = dict[str, dict[str, float]]  # query id -> {doc id: score}
 
 
 # ---------------------------------------------------------------------------- reranking
-def standardised(docs: dict[str, float]) -> dict[str, float]:
-    """z(d) = (s(d) − mean) / std over one query's candidates (std 0 -> 1)."""
-    values = np.array(list(docs.values()), np.float64)
-    std = values.std() if len(values) else 0.0
-    mean = values.mean() if len(values) else 0.0
-    return {d: float((s - mean) / (std if std > 0 else 1.0)) for d, s in docs.items()}
-
-
 def _tflite_safe_segments(ids: dict) -> dict:
     """Same segment ids (0 up to the first [SEP], then 1 inside the mask), built by a cumulative sum.
 
@@ -42,15 +33,10 @@ def _tflite_safe_segments(ids: dict) -> dict:
 
 
 class Reranker:
-    """Scores (query, document) pairs with a trained cross-encoder `model/` dir or its SavedModel.
+    """Scores (query, document) pairs with a trained cross-encoder `model/` dir or its SavedModel."""
 
-    first_stage_weight: the model's `model.first_stage_weight` (0 for a TFLite file); when > 0 a
-    reranked list is ordered by score + weight · z(first-stage score), as in training.
-    """
-
-    def __init__(self, score_fn, name: str, batch_size: int = 32, first_stage_weight: float = 0.0):
+    def __init__(self, score_fn, name: str, batch_size: int = 32):
         self._score_fn, self.name, self.batch_size = score_fn, name, batch_size
-        self.first_stage_weight = first_stage_weight
 
     @classmethod
     def from_keras(cls, model, tokenizer, config: Config, name: str = "cross_encoder") -> "Reranker":
@@ -63,7 +49,7 @@ class Reranker:
         else:
             def fn(q, d):
                 return model(_tflite_safe_segments(tokenizer.pairs(q, d, m.doc_max_length)), training=False)
-        return cls(tf.function(fn, input_signature=[spec, spec]), name, first_stage_weight=m.first_stage_weight)
+        return cls(tf.function(fn, input_signature=[spec, spec]), name)
 
     @classmethod
     def load(cls, spec: str) -> "Reranker":
@@ -84,10 +70,7 @@ class Reranker:
             loaded = load_exported_saved_model(path, "--rerank")
             if not hasattr(loaded, "score") or hasattr(loaded, "encode_query"):
                 raise UserError(f"--rerank {spec}: SavedModel is not a cross-encoder export (no lone 'score')")
-            meta_path = path / "deepseek_export.json"
-            meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
-            weight = float(meta.get("model_config", {}).get("first_stage_weight", 0.0))
-            reranker = cls(loaded.score, path.name, first_stage_weight=weight)
+            reranker = cls(loaded.score, path.name)
             reranker.loaded = loaded  # the endpoint's variables live as long as this object
             return reranker
         if path.suffix == ".tflite" and path.is_file():  # deepseek_tf.export --format tflite
@@ -117,20 +100,14 @@ class Reranker:
 
 def rerank_query(reranker: Reranker, query: str, candidates: list[tuple[str, float]],
                  texts: list[str]) -> dict[str, float]:
-    """One query's first-stage candidates [(doc id, score)] and their texts -> {doc id: reranked score}
-    (plus weight · z(first-stage score) for a reranker trained with that prior, see `Reranker`)."""
+    """One query's first-stage candidates [(doc id, score)] and their texts -> {doc id: reranked score}."""
     scores = reranker.score(query, texts)  # (len(candidates),)
-    out = {d: float(s) for (d, _), s in zip(candidates, scores)}
-    if reranker.first_stage_weight:
-        z = standardised(dict(candidates))
-        out = {d: s + reranker.first_stage_weight * z[d] for d, s in out.items()}
-    return out
+    return {d: float(s) for (d, _), s in zip(candidates, scores)}
 
 
 def rerank_run(reranker: Reranker, ds: data_lib.BeirDataset, first_stage: Run, top_k: int = 100,
                use_title: bool = True, progress: bool = False) -> tuple[Run, dict[str, float]]:
-    """Rescores each query's top-k first-stage documents (adding the first-stage prior for a
-    reranker trained with one, see `Reranker`).
+    """Rescores each query's top-k first-stage documents.
 
     stats: latency_ms (per query, reranking only) and its p50/p95, docs_per_s (pairs scored per second).
     """

@@ -13,7 +13,6 @@ import keras
 import tensorflow as tf
 
 from deepseek_tf.config import Config
-from deepseek_tf.errors import ConfigError
 from deepseek_tf.models import build_model
 from deepseek_tf.models.backbones import backbone_kind
 
@@ -138,19 +137,3 @@ def float32_copy(model: keras.Model, config: Config, vocab_size: int, sample: di
     copy(sample)
     copy.set_weights(model.get_weights())
     return copy
-
-
-def check_layer_keys(config: Config) -> None:
-    """Checks model.frozen_layers / model.local_layers by building the model once and dropping it,
-    and that train.layer_decay has transformer layers to decay.
-
-    Trainers call it before they write or mine anything, so a bad count costs one backbone load,
-    not minutes of mining and a half-written workdir; the builder stays the one place the rules
-    live. It draws from Keras's random state, so it runs before the trainer seeds it.
-    """
-    if config.train.layer_decay is not None and backbone_kind(config.model.backbone) == "hub":
-        # a TF Hub SavedModel has no transformer_layer_N variables: the decay would do nothing
-        raise ConfigError("train.layer_decay needs a keras-hub BERT backbone (scratch, HF or a trained model "
-                          f"dir), not {config.model.backbone}")
-    if config.model.frozen_layers or config.model.local_layers:
-        build_model(config, vocab_size=2)  # the vocabulary size plays no part in these checks

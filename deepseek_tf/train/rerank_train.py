@@ -3,9 +3,7 @@
 Negatives come from a first-stage retriever's top-k (BM25, or a dual encoder / preset given
 as a MODEL), with every judged positive of that query removed; judged non-relevant documents
 (grade 0) are kept in the pool, since they are the hardest true negatives. Grades stay graded
-(0-4). With `model.first_stage_weight` each document also carries the first stage's
-standardised score, which the loss adds to the cross-encoder's (see `Groups.priors`).
-`train.py` hands `model.kind: cross_encoder` configs to `train_cross_encoder` here; reranking
+(0-4). `train.py` hands `model.kind: cross_encoder` configs to `train_cross_encoder` here; reranking
 with the result is in `rerank.py`.
 """
 from __future__ import annotations
@@ -22,16 +20,15 @@ import tensorflow as tf
 from deepseek_tf import data as data_lib
 from deepseek_tf.config import Config
 from deepseek_tf.errors import ConfigError, UserError
-from deepseek_tf.retrieval.rerank import Run, standardised
+from deepseek_tf.retrieval.rerank import Run
 
 
 # ---------------------------------------------------------------------------- training data
 def first_stage_top_k(ds: data_lib.BeirDataset, source: str = "bm25", top_k: int = 30,
                       use_title: bool = True) -> Run:
     """Per judged query: {doc id: score} of the first stage's top-k. `source`: "bm25", a retriever
-    MODEL, or "run:PATH", a TREC run file (another system's results, or out-of-fold runs from
-    `python -m deepseek_tf.crossfit`, so training queries get candidates and scores from a
-    retriever that never saw them, as test queries do)."""
+    MODEL, or "run:PATH", a TREC run file (another system's results, e.g. the production first
+    stage the reranker will sit behind)."""
     qids = sorted(q for q in ds.qrels if q in ds.queries)
     run_path = data_lib.run_file(source)
     if run_path is not None:
@@ -78,126 +75,57 @@ class Groups:
     queries: list[str]
     docs: list[list[str]]  # (G, n)
     grades: list[list[int]]  # (G, n)
-    # first_stage_weight · z(first-stage score); a document outside the first stage's top-k
-    # gets the lowest z of that query's top-k (it would not have been a candidate). None = off.
-    priors: list[list[float]] | None = None  # (G, n)
 
     def __len__(self) -> int:
         return len(self.queries)
 
 
-def check_group_shape(num_negatives: int, lower_graded: int = 0, positives_per_group: int = 1,
-                      judged_negatives: int = 0) -> None:
+def check_group_shape(num_negatives: int, judged_negatives: int = 0) -> None:
     """ConfigError on a group layout build_groups cannot fill (checked before any mining)."""
     if num_negatives < 1:
         raise ConfigError("data.num_negatives must be >= 1 for a cross-encoder")
-    if not 0 <= lower_graded <= num_negatives:
-        raise ConfigError(f"data.lower_graded must be in [0, data.num_negatives = {num_negatives}], got {lower_graded}")
-    if judged_negatives < 0 or lower_graded + judged_negatives > num_negatives:
-        raise ConfigError(f"data.judged_negatives must be >= 0 and, with data.lower_graded ({lower_graded}), "
-                          f"at most data.num_negatives ({num_negatives}); got {judged_negatives}")
-    if positives_per_group < 1:
-        raise ConfigError(f"data.positives_per_group must be >= 1, got {positives_per_group}")
-    if positives_per_group > 1 and lower_graded:
-        raise ConfigError("data.lower_graded needs data.positives_per_group: 1 (larger groups already "
-                          "hold a query's positives of several grades)")
-
-
-def _sample(rng: np.random.Generator, pool: list[str], k: int, top_share: float, top_depth: int) -> list[str]:
-    """k of the pool (in first-stage order): uniformly, or round(k · top_share) from its first
-    top_depth and the rest from the documents past them (the whole pool where a part is empty)."""
-    if not top_share:
-        return [pool[i] for i in rng.choice(len(pool), k, replace=len(pool) < k)]
-    n_top = round(k * top_share)
-    top, rest = pool[:top_depth], pool[top_depth:] or pool
-    return ([top[i] for i in rng.choice(len(top), n_top, replace=len(top) < n_top)]
-            + [rest[i] for i in rng.choice(len(rest), k - n_top, replace=len(rest) < k - n_top)])
+    if not 0 <= judged_negatives <= num_negatives:
+        raise ConfigError(f"data.judged_negatives must be in [0, data.num_negatives = {num_negatives}], "
+                          f"got {judged_negatives}")
 
 
 def build_groups(ds: data_lib.BeirDataset, pools: dict[str, list[str]], num_negatives: int,
                  min_label: int = 1, use_title: bool = True, rounds: int = 1, seed: int = 42,
-                 first: Run | None = None, first_stage_weight: float = 0.0, lower_graded: int = 0,
-                 positives_per_group: int = 1, top_share: float = 0.0, top_depth: int = 20,
                  judged_negatives: int = 0) -> Groups:
     """`rounds` passes over every (query, positive); each pass samples fresh negatives.
 
-    lower_graded: up to this many of the group's num_negatives slots go to the query's judged
-    positives graded below the group's positive (sampled), so a graded loss sees grade 4 > 2 > 0
-    and not only "judged > unjudged"; a positive with fewer lower-graded ones gets more negatives.
-    judged_negatives: up to this many slots go to the query's judged non-relevant documents
-    (grade < min_label, sampled) in every group; the mined ones are then drawn from the rest of the pool.
-    positives_per_group P > 1: each pass shuffles a query's positives into chunks of up to P;
-    a group is a chunk + num_negatives + (P − chunk size) negatives, so every group has
-    P + num_negatives documents, positives first.
+    judged_negatives: up to this many of the group's num_negatives slots go to the query's judged
+    non-relevant documents (grade < min_label, sampled) in every group; the mined ones are then
+    drawn from the rest of the pool.
 
     Negatives are drawn without replacement from the query's pool (with replacement if the
-    pool is smaller than k; from the rest of the corpus if it is empty). top_share > 0: that share
-    of them (rounded) comes from the pool's first top_depth documents (the first stage's best
-    non-positives: the ones that decide nDCG@10), the rest from the pool past them. A pool document's
-    grade is its judgment, 0 when unjudged. With `first` and a non-zero weight, each document
-    also gets its prior (see `Groups.priors`).
+    pool is smaller than k; from the rest of the corpus if it is empty). A pool document's
+    grade is its judgment, 0 when unjudged.
     """
-    zs = {q: standardised(docs) for q, docs in first.items()} if first and first_stage_weight else None
-    check_group_shape(num_negatives, lower_graded, positives_per_group, judged_negatives)
-    size = positives_per_group
+    check_group_shape(num_negatives, judged_negatives)
     rng = np.random.default_rng(seed)
     all_ids = list(ds.corpus)
-    queries, docs, grades, priors = [], [], [], []
+    queries, docs, grades = [], [], []
     for _ in range(rounds):
         for q in sorted(pools):
             judged = ds.qrels[q]
             positives = [(d, g) for d, g in sorted(judged.items()) if g >= min_label and d in ds.corpus]
             pool = pools[q] or [d for d in all_ids if judged.get(d, 0) < min_label]
             refused = [d for d, g in sorted(judged.items()) if g < min_label and d in ds.corpus]
-            if size > 1:  # size 1 skips the shuffle: a seed keeps drawing the groups it drew before
-                order = rng.permutation(len(positives))
-                chunks = [[positives[i] for i in order[s:s + size]] for s in range(0, len(positives), size)]
-            else:
-                chunks = [[p] for p in positives]
-            for chunk in chunks:
-                g = chunk[0][1]
-                lower = [x for x, h in positives if h < g]
-                n_lower = min(lower_graded, len(lower))
+            for positive, grade in positives:
                 n_judged = min(judged_negatives, len(refused))
-                k = num_negatives + size - len(chunk) - n_lower - n_judged  # mined negatives fill the rest
-                negs = [lower[i] for i in rng.choice(len(lower), n_lower, replace=False)] if n_lower else []
-                drawn = pool
+                k = num_negatives - n_judged  # mined negatives fill the rest
+                negs, drawn = [], pool
                 if n_judged:  # the RNG is only touched when on, so other configs draw as before
-                    negs += [refused[i] for i in rng.choice(len(refused), n_judged, replace=False)]
+                    negs = [refused[i] for i in rng.choice(len(refused), n_judged, replace=False)]
                     drawn = [d for d in pool if d not in negs] or pool
-                negs += _sample(rng, drawn, k, top_share, top_depth)
-                ids = [d for d, _ in chunk] + negs
+                negs += [drawn[i] for i in rng.choice(len(drawn), k, replace=len(drawn) < k)]
                 queries.append(ds.queries[q])
-                docs.append([ds.doc_text(x, use_title) for x in ids])
-                grades.append([h for _, h in chunk] + [judged.get(x, 0) for x in negs])
-                if zs is not None:
-                    z = zs.get(q, {})
-                    floor = min(z.values(), default=0.0)
-                    priors.append([first_stage_weight * z.get(x, floor) for x in ids])
+                docs.append([ds.doc_text(x, use_title) for x in [positive] + negs])
+                grades.append([grade] + [judged.get(x, 0) for x in negs])
     if not queries:
         raise UserError(f"no judgments with relevance >= {min_label} to train on")
-    return Groups(queries, docs, grades, priors if zs is not None else None)
-
-
-def concat_groups(a: Groups, b: Groups) -> Groups:
-    if (a.priors is None) != (b.priors is None):
-        raise ValueError("cannot join groups with and without first-stage priors")
-    return Groups(a.queries + b.queries, a.docs + b.docs, a.grades + b.grades,
-                  None if a.priors is None else a.priors + b.priors)
-
-
-def corpus_title_groups(ds: data_lib.BeirDataset, config: Config) -> Groups:
-    """`data.title_pairs` for a cross-encoder: each document's title as a pseudo-query for its own
-    body (`data.title_dataset`, grade 1), with negatives mined from the same first stage over the
-    bodies, like the judged groups. In-domain pairs that need no judgments and no test query."""
-    d, t = config.data, config.train
-    titles = data_lib.title_dataset(ds)
-    first = first_stage_top_k(titles, d.negatives_from, d.mine_top_k, use_title=False)
-    pools = mine_negatives(titles, d.negatives_from, d.mine_top_k, use_title=False, min_label=1, first=first)
-    # seed + 1: the title groups draw their own negatives, the judged groups stay as without them
-    return build_groups(titles, pools, d.num_negatives, 1, False, rounds=t.epochs, seed=t.seed + 1, first=first,
-                        first_stage_weight=config.model.first_stage_weight,
-                        positives_per_group=d.positives_per_group)  # the judged groups' size
+    return Groups(queries, docs, grades)
 
 
 def tokenize_groups(tokenizer, interaction: str, query_max_length: int, pair_max_length: int,
@@ -220,55 +148,32 @@ def tokenize_groups(tokenizer, interaction: str, query_max_length: int, pair_max
 
 def group_dataset(groups: Groups, tokenizer, config: Config, shuffle: bool = True,
                   pad_multiple: int = 1) -> tf.data.Dataset:
-    """Batches of groups -> (pair inputs, grades), or (pair inputs, {"grades", "prior"}) with priors;
-    inputs padded to a multiple of `pad_multiple` (XLA: `Tokenizer.widen`)."""
+    """Batches of groups -> (pair inputs, grades); inputs padded to a multiple of `pad_multiple`
+    (XLA: `Tokenizer.widen`)."""
     m, t = config.model, config.train
-    y = groups.grades if groups.priors is None else (groups.grades, groups.priors)
-    ds = tf.data.Dataset.from_tensor_slices(({"query": groups.queries, "docs": groups.docs}, y))
+    ds = tf.data.Dataset.from_tensor_slices(({"query": groups.queries, "docs": groups.docs}, groups.grades))
     if shuffle:
         ds = ds.shuffle(min(config.data.shuffle_buffer, len(groups)), seed=t.seed)
     ds = ds.batch(t.batch_size, drop_remainder=True)
     fn = tokenize_groups(tokenizer, m.interaction, m.query_max_length, m.doc_max_length, pad_multiple)
-    if groups.priors is not None:
-        tokenize = fn
-
-        def fn(batch, y):
-            x, grades = tokenize(batch, y[0])
-            return x, {"grades": grades, "prior": tf.cast(y[1], tf.float32)}
-
     return ds.map(fn, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
 
 # ---------------------------------------------------------------------------- training
 def check_cross_encoder_config(config: Config) -> None:
     """The checks that need no data, run before anything is written or mined (also for each soup member)."""
-    from deepseek_tf.data.splits import check_folds
-    from deepseek_tf.train.compute import check_layer_keys
-
     d, t = config.data, config.train
     if not d.dataset:
         raise ConfigError("config: a cross-encoder trains on a BEIR directory; set data.dataset")
     if d.teacher or t.distill_weight:
         raise ConfigError("data.teacher / train.distill_weight distill a cross-encoder into a dual encoder; "
                           "a cross-encoder does not take them")
-    check_group_shape(d.num_negatives, d.lower_graded, d.positives_per_group, d.judged_negatives)
-    if t.grade_weighting and t.loss != "listwise":
-        raise ConfigError("train.grade_weighting: a cross-encoder weights its groups with train.loss: listwise")
+    check_group_shape(d.num_negatives, d.judged_negatives)
     if not 0.0 <= d.dev_fraction < 1.0:
         raise ConfigError(f"data.dev_fraction must be in [0, 1), got {d.dev_fraction}")
-    if not 0.0 <= d.negatives_top_share <= 1.0:
-        raise ConfigError(f"data.negatives_top_share must be in [0, 1], got {d.negatives_top_share}")
-    if d.negatives_top_depth < 1:
-        raise ConfigError(f"data.negatives_top_depth must be >= 1, got {d.negatives_top_depth}")
-    check_folds(config)
     run_path = data_lib.run_file(d.negatives_from)
-    if run_path is not None:
-        if d.title_pairs:
-            raise ConfigError("data.title_pairs needs a first stage that can search the titles (bm25 or a MODEL), "
-                              f"not a run file ({d.negatives_from})")
-        if not Path(run_path).is_file():
-            raise ConfigError(f"data.negatives_from: missing run file: {run_path}")
-    check_layer_keys(config)
+    if run_path is not None and not Path(run_path).is_file():
+        raise ConfigError(f"data.negatives_from: missing run file: {run_path}")
 
 
 def dev_rerank_ndcg(model, tokenizer, config: Config, dev: data_lib.BeirDataset, first: Run,
@@ -325,17 +230,8 @@ def train_cross_encoder(config: Config, workdir: str | Path, verbose: int = 1) -
               file=sys.stderr)
     pools = mine_negatives(ds, d.negatives_from, d.mine_top_k, d.use_title, d.min_label, first=first)
     groups = build_groups(ds, pools, d.num_negatives, d.min_label, d.use_title, rounds=t.epochs, seed=t.seed,
-                          first=first, first_stage_weight=config.model.first_stage_weight,
-                          lower_graded=d.lower_graded, positives_per_group=d.positives_per_group,
-                          top_share=d.negatives_top_share, top_depth=d.negatives_top_depth,
                           judged_negatives=d.judged_negatives)
-    titles = ""
-    if d.title_pairs:
-        title_groups = corpus_title_groups(ds, config)
-        titles = f", {len(title_groups) // t.epochs} of them title/body"
-        groups = concat_groups(groups, title_groups)
-    print(f"{len(groups) // t.epochs} groups per epoch{titles} (up to {d.positives_per_group} positive(s) + "
-          f"{d.num_negatives} negatives from "
+    print(f"{len(groups) // t.epochs} groups per epoch (1 positive + {d.num_negatives} negatives from "
           f"{d.negatives_from} top-{d.mine_top_k}), mined in {time.perf_counter() - start:.1f}s", file=sys.stderr)
     # A scratch vocabulary is learned from every query and document text.
     flat = data_lib.Pairs(list(ds.queries.values()), [ds.doc_text(x, d.use_title) for x in ds.corpus])

@@ -17,10 +17,10 @@ import keras
 import tensorflow as tf
 
 from deepseek_tf import data as data_lib
-from deepseek_tf.data.splits import check_folds, limit_corpus, split_train_dev
+from deepseek_tf.data.splits import limit_corpus, split_train_dev
 from deepseek_tf.train import distill
 from deepseek_tf.train.callbacks import Checkpointer, DevEvaluator, dev_ndcg
-from deepseek_tf.train.compute import (build_in_policy, check_layer_keys, float32_copy, jit_policy, make_strategy, pad_multiple,
+from deepseek_tf.train.compute import (build_in_policy, float32_copy, jit_policy, make_strategy, pad_multiple,
                                  precision_policy)
 from deepseek_tf.config import Config, save_config
 from deepseek_tf.errors import ConfigError, UserError
@@ -34,8 +34,8 @@ def load_training_data(config: Config) -> tuple[data_lib.Pairs, data_lib.BeirDat
     """(pairs, train BEIR set or None, dev BEIR set or None); bm25/MODEL negatives are mined here."""
     d = config.data
     if d.pairs:
-        if d.mine_negatives or d.dev_fraction or d.dev_split or d.folds:
-            raise ConfigError("data.mine_negatives, dev sets and data.folds need data.dataset (a BEIR directory)")
+        if d.mine_negatives or d.dev_fraction or d.dev_split:
+            raise ConfigError("data.mine_negatives and dev sets need data.dataset (a BEIR directory)")
         return data_lib.read_pairs(d.pairs), None, None
     if not d.dataset:
         raise ConfigError("config: set data.pairs (a pairs file) or data.dataset (a BEIR directory)")
@@ -48,16 +48,12 @@ def load_training_data(config: Config) -> tuple[data_lib.Pairs, data_lib.BeirDat
         print(f"dev: {len(dev.qrels)} queries, {len(dev.corpus)} documents", file=sys.stderr)
     if d.mine_negatives and d.negatives_from != "self":
         return mined_pairs(ds, config, d.negatives_from), ds, dev
-    pairs = data_lib.pairs_from_beir(ds, d.min_label, d.use_title)
-    if d.title_pairs and not d.mine_negatives:
-        pairs = data_lib.concat_pairs(pairs, data_lib.pairs_from_beir(data_lib.title_dataset(ds), 1, False))
-    return pairs, ds, dev
+    return data_lib.pairs_from_beir(ds, d.min_label, d.use_title), ds, dev
 
 
 def mined_pairs(ds: data_lib.BeirDataset, config: Config, source: str, embedder=None) -> data_lib.Pairs:
-    """The judged pairs of `ds` with `data.hard_negatives` mined negatives each, plus (with
-    `data.title_pairs`) the corpus's title/body pairs mined the same way. A MODEL `source` is
-    loaded once for both."""
+    """The judged pairs of `ds` with `data.hard_negatives` mined negatives each, from `source`
+    (bm25, or a MODEL when `embedder` is not given)."""
     from deepseek_tf.retrieval.mining import mine
 
     d, seed = config.data, config.train.seed
@@ -65,13 +61,8 @@ def mined_pairs(ds: data_lib.BeirDataset, config: Config, source: str, embedder=
         from deepseek_tf.retrieval.artifacts import load_embedder
 
         embedder = load_embedder(source)
-    pairs = mine(ds, source, d.mine_top_k, d.mine_skip_top, d.mine_margin, d.min_label, seed, d.use_title,
-                 embedder=embedder, per_pair=d.hard_negatives, fallback=d.mine_fallback).pairs
-    if d.title_pairs:
-        titles = mine(data_lib.title_dataset(ds), source, d.mine_top_k, d.mine_skip_top, d.mine_margin, 1, seed,
-                      False, embedder=embedder, per_pair=d.hard_negatives, fallback=d.mine_fallback).pairs
-        pairs = data_lib.concat_pairs(pairs, titles)
-    return pairs
+    return mine(ds, source, d.mine_top_k, d.mine_skip_top, d.mine_margin, d.min_label, seed, d.use_title,
+                embedder=embedder, per_pair=d.hard_negatives).pairs
 
 
 def load_training_pairs(config: Config) -> data_lib.Pairs:
@@ -85,16 +76,13 @@ def check_dual_config(config: Config) -> None:
     t, d = config.train, config.data
     if t.batch_size < 1 or t.epochs < 1 or t.accumulation_steps < 1:
         raise ConfigError("train.batch_size, train.epochs and train.accumulation_steps must be >= 1")
-    if not 0.0 <= t.label_smoothing < 1.0 or not 0.0 <= d.dev_fraction < 1.0:
-        raise ConfigError("train.label_smoothing and data.dev_fraction must be in [0, 1)")
-    if t.grade_weighting and t.loss != "infonce":
-        raise ConfigError("train.grade_weighting works with train.loss: infonce")
+    if not 0.0 <= d.dev_fraction < 1.0:
+        raise ConfigError("data.dev_fraction must be in [0, 1)")
     if d.hard_negatives < 1:
         raise ConfigError(f"data.hard_negatives must be >= 1, got {d.hard_negatives}")
     if d.judged_negatives:
         raise ConfigError("data.judged_negatives fills cross-encoder groups; a dual encoder's negatives come from "
                           "data.mine_negatives and the batch")
-    check_folds(config)
     if d.mine_negatives and data_lib.run_file(d.negatives_from) is not None:
         raise ConfigError("data.negatives_from: a run file serves cross-encoder training; a dual encoder mines "
                           "from bm25, self or a MODEL")
@@ -116,7 +104,6 @@ def train_dual_encoder(config: Config, workdir: str | Path, verbose: int = 1,
     if t.batch_size % (replicas * t.accumulation_steps):
         raise ConfigError(f"train.batch_size ({t.batch_size}) must be a multiple of replicas ({replicas}) "
                           f"x train.accumulation_steps ({t.accumulation_steps})")
-    check_layer_keys(config)  # before anything is written or mined
     keras.utils.set_random_seed(t.seed)
 
     # Bad data is found before the workdir gets anything: a failed start leaves no config.yaml
@@ -151,9 +138,6 @@ def train_dual_encoder(config: Config, workdir: str | Path, verbose: int = 1,
     elif d.mine_negatives and d.negatives_from == "self":
         pairs = _mine_with_model(model, tokenizer, config, train_ds)
 
-    weights = None
-    if t.grade_weighting:
-        weights = data_lib.grade_weights(pairs.labels or [])
     teacher = distill.load_teacher_margins(d.teacher, pairs, Path(shared_dir or workdir), verbose) if d.teacher else None
     callbacks: list[keras.callbacks.Callback] = []
     evaluator = None
@@ -176,7 +160,7 @@ def train_dual_encoder(config: Config, workdir: str | Path, verbose: int = 1,
         epoch, into = divmod(done, steps)
         dataset = data_lib.pair_dataset(
             pairs, tokenizer, t.batch_size, config.model.query_max_length, config.model.doc_max_length,
-            seed=t.seed, shuffle_buffer=d.shuffle_buffer, weights=weights, teacher=teacher,
+            seed=t.seed, shuffle_buffer=d.shuffle_buffer, teacher=teacher,
             pad_multiple=pad_multiple(jit)).repeat().skip(done)
         result = model.fit(dataset, epochs=epoch + 1 if into else t.epochs, initial_epoch=epoch,
                            steps_per_epoch=steps - into if into else steps, verbose=verbose, callbacks=callbacks,
