@@ -8,6 +8,8 @@ CONFIG  ?= configs/cranfield_minilm.yaml
 WORKDIR ?= runs/$(basename $(notdir $(CONFIG)))
 # Reranker fusion weight W: picked on 30 held-out training queries (docs/results.md).
 FUSION  ?= 0.3
+# Extra arguments of `make train`, e.g. ARGS="--set data.dataset=DIR --quiet".
+ARGS    ?=
 MODEL   ?= $(WORKDIR)/model
 # Exports use the trained model when there is one, else the pretrained preset.
 EXPORT_MODEL ?= $(if $(wildcard $(MODEL)/model.keras),$(MODEL),all-MiniLM-L6-v2)
@@ -50,8 +52,8 @@ smoke: $(BIN)/activate  ## tiny end-to-end run: train -> evaluate -> export (und
 	$(PYTHON) -m deepseek_tf.evaluate --model /tmp/deepseek_smoke/run/model --dataset /tmp/deepseek_smoke/data
 	$(PYTHON) -m deepseek_tf.export --model /tmp/deepseek_smoke/run/model --format saved_model --output export/tiny
 
-train:  ## train: make train CONFIG=configs/x.yaml [WORKDIR=runs/x]
-	$(PYTHON) -m deepseek_tf.train --config $(CONFIG) --workdir $(WORKDIR)
+train:  ## train: make train CONFIG=configs/x.yaml [WORKDIR=runs/x] [ARGS="--set data.dataset=DIR"]
+	$(PYTHON) -m deepseek_tf.train --config $(CONFIG) --workdir $(WORKDIR) $(ARGS)
 
 evaluate:  ## evaluate: make evaluate MODEL=runs/x/model [DATA=dir] [RERANK=runs/ce/model [FUSION=0.3]]
 	$(PYTHON) -m deepseek_tf.evaluate --model $(MODEL) --dataset $(DATA) --split test --output $(WORKDIR)/report.json \

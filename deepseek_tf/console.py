@@ -36,9 +36,9 @@ class PlainProgress:
     """
 
     def __init__(self, what: str, total: int | None, every: int, stream: IO | None = None,
-                 clock=time.perf_counter):
+                 clock=time.perf_counter, unit: str = ""):
         self.what, self.total, self.every = what, total, max(1, every)
-        self.stream, self.clock = stream or sys.stderr, clock
+        self.stream, self.clock, self.unit = stream or sys.stderr, clock, unit
         self.start = clock()
         self.done = 0
 
@@ -48,9 +48,37 @@ class PlainProgress:
         total = f"/{self.total}" if self.total else ""
         eta = (f", ETA {format_eta((self.total - step) / rate)}" if self.total and rate > 0 else "")
         extra = f", {extra}" if extra else ""
-        return f"{self.what} {step}{total}{extra}, {rate:.2f}/s{eta}"
+        unit = f" {self.unit}" if self.unit else ""
+        return f"{self.what} {step}{total}{extra}, {rate:.2f}{unit}/s{eta}"
 
     def update(self, step: int, extra: str = "") -> None:
         self.done = step
         if step % self.every == 0 or (self.total and step == self.total):
             print(self.line(step, extra), file=self.stream, flush=True)
+
+
+def every_for(total: int | None, lines: int = 30) -> int:
+    """The step interval that prints about `lines` lines over `total` steps."""
+    return max(1, -(-(total or 0) // lines))
+
+
+def progress(items, desc: str, unit: str = "it", total: int | None = None, leave: bool = True,
+             stream: IO | None = None, lines: int = 20):
+    """`items` with progress: a tqdm bar on a terminal, else about `lines` PlainProgress lines
+    (`desc 40/200, 3.10 batch/s, ETA 52s`); `lines=0` shows nothing off a terminal."""
+    stream = stream or sys.stderr
+    if total is None and hasattr(items, "__len__"):
+        total = len(items)
+    if is_terminal(stream):
+        from tqdm import tqdm
+
+        return tqdm(items, desc=desc, unit=unit, total=total, leave=leave, file=stream)
+    if not lines:
+        return items
+    return _plain_iter(items, PlainProgress(desc, total, every_for(total, lines), stream, unit=unit))
+
+
+def _plain_iter(items, bar: PlainProgress):
+    for i, item in enumerate(items, 1):
+        yield item
+        bar.update(i)

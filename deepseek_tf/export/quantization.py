@@ -52,8 +52,7 @@ def quantization_report(model: str | Path, dataset: str | Path, output: str | Pa
     .tflite files; mean cosine cos(v_mode, v_float32) over every query and document encoded.
     Writes OUTPUT.report.md and OUTPUT.report.json.
     """
-    from tqdm import tqdm
-
+    from deepseek_tf.console import progress  # a bar on a terminal, a line per mode in a log
     from deepseek_tf.data import load_beir
     from deepseek_tf.evaluate.report import dense_run, trec_metrics
 
@@ -67,7 +66,7 @@ def quantization_report(model: str | Path, dataset: str | Path, output: str | Pa
     prepared = _Prepared(model)
     exported, failed = {}, {}
     try:
-        for mode in tqdm(modes, desc="exporting", unit="mode"):
+        for mode in progress(modes, "exporting", unit="mode"):
             try:
                 exported[mode] = prepared.write(f"{output}-{FILE_LABELS[mode]}", mode, calibration)
             except UserError as e:  # a mode that fails its check is reported, not shipped
@@ -80,7 +79,7 @@ def quantization_report(model: str | Path, dataset: str | Path, output: str | Pa
     modes = tuple(m for m in modes if m in exported)
     embedders = {m: _Recording(exported[m]["paths"]["query"]) for m in modes}
     rows: dict[str, dict] = {}
-    for mode in tqdm(modes, desc=f"nDCG@10 on {split}", unit="mode"):
+    for mode in progress(modes, f"nDCG@10 on {split}", unit="mode"):
         run, stats = dense_run(embedders[mode], ds)
         means, _ = trec_metrics(ds.qrels, run)
         checks = exported[mode]["checks"]

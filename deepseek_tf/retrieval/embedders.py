@@ -29,10 +29,10 @@ class Embedder:
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         out: np.ndarray | None = None
         batches = range(0, len(order), batch_size)
-        if progress:
-            from tqdm import tqdm
+        if progress:  # a bar on a terminal, plain lines in a log
+            from deepseek_tf.console import progress as shown
 
-            batches = tqdm(batches, desc=f"encoding {tower}s", unit="batch", leave=False)
+            batches = shown(batches, f"encoding {tower}s", unit="batch", leave=False)
         for start in batches:
             idx = order[start:start + batch_size]
             vecs = self._encode([texts[i] for i in idx], tower)

@@ -84,10 +84,10 @@ class Reranker:
         out = np.zeros(len(docs), np.float32)
         order = sorted(range(len(docs)), key=lambda i: len(docs[i]))
         starts = range(0, len(order), self.batch_size)
-        if progress:
-            from tqdm import tqdm
+        if progress:  # a bar on a terminal, plain lines in a log
+            from deepseek_tf.console import progress as shown
 
-            starts = tqdm(starts, desc="scoring pairs", unit="batch", leave=False)
+            starts = shown(starts, "scoring pairs", unit="batch", leave=False)
         for s in starts:
             idx = order[s:s + self.batch_size]
             out[idx] = np.asarray(self._score_fn(tf.constant([queries[i] for i in idx]),
@@ -115,10 +115,10 @@ def rerank_run(reranker: Reranker, ds: data_lib.BeirDataset, first_stage: Run, t
     if qids:  # warm-up: trace the scoring graph once, outside the timings
         reranker.score(ds.queries[qids[0]], [ds.doc_text(next(iter(ds.corpus)), use_title)])
     items = qids
-    if progress:
-        from tqdm import tqdm
+    if progress:  # a bar on a terminal, plain lines in a log
+        from deepseek_tf.console import progress as shown
 
-        items = tqdm(qids, desc="reranking", unit="query", leave=False)
+        items = shown(qids, "reranking", unit="query", leave=False)
     run, latencies, pairs = {}, {}, 0
     for q in items:
         top = sorted(first_stage[q].items(), key=lambda x: (-x[1], x[0]))[:top_k]

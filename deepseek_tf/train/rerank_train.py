@@ -202,7 +202,7 @@ def train_cross_encoder(config: Config, workdir: str | Path, verbose: int = 1) -
 
     from deepseek_tf.config import save_config
     from deepseek_tf.train.optim import make_optimizer
-    from deepseek_tf.train.callbacks import Checkpointer, DevEvaluator
+    from deepseek_tf.train.callbacks import Checkpointer, DevEvaluator, fit_progress
     from deepseek_tf.train.compute import (build_in_policy, float32_copy, jit_policy, make_strategy, pad_multiple,
                                      precision_policy)
     from deepseek_tf.data.splits import split_train_dev
@@ -265,10 +265,12 @@ def train_cross_encoder(config: Config, workdir: str | Path, verbose: int = 1) -
         evaluator = DevEvaluator(lambda: dev_rerank_ndcg(model, tokenizer, config, dev, dev_first),
                                  workdir / "best", t.patience, model)
         callbacks.insert(0, evaluator)
+    fit_verbose, shown = fit_progress(verbose)  # a bar on a terminal, plain lines in a log
+    callbacks += shown
     fit_start = time.perf_counter()
     if initial_epoch < t.epochs and not (evaluator and evaluator.exhausted()):
         result = model.fit(dataset, epochs=t.epochs, initial_epoch=initial_epoch, steps_per_epoch=steps,
-                           shuffle=False, verbose=verbose, callbacks=callbacks)
+                           shuffle=False, verbose=fit_verbose, callbacks=callbacks)
         for k, v in result.history.items():
             history.setdefault(k, []).extend(float(x) for x in v)
     if any(not math.isfinite(x) for x in history.get("loss", [])):

@@ -19,7 +19,7 @@ import tensorflow as tf
 from deepseek_tf import data as data_lib
 from deepseek_tf.data.splits import limit_corpus, split_train_dev
 from deepseek_tf.train import distill
-from deepseek_tf.train.callbacks import Checkpointer, DevEvaluator, dev_ndcg
+from deepseek_tf.train.callbacks import Checkpointer, DevEvaluator, dev_ndcg, fit_progress
 from deepseek_tf.train.compute import (build_in_policy, float32_copy, jit_policy, make_strategy, pad_multiple,
                                  precision_policy)
 from deepseek_tf.config import Config, save_config
@@ -148,6 +148,8 @@ def train_dual_encoder(config: Config, workdir: str | Path, verbose: int = 1,
         evaluator = DevEvaluator(lambda: dev_ndcg(embedder, config, dev), workdir / "best", t.patience, model)
         callbacks.append(evaluator)  # first: the others see dev_ndcg@10 in the logs
     callbacks += [Checkpointer(manager, t.checkpoint_every), keras.callbacks.TensorBoard(str(workdir / "logs"))]
+    fit_verbose, shown = fit_progress(verbose)  # a bar on a terminal, plain lines in a log
+    callbacks += shown  # last: the lines show dev_ndcg@10
 
     history_path = workdir / "history.json"
     previous = json.loads(history_path.read_text()) if history_path.is_file() else {}
@@ -163,7 +165,7 @@ def train_dual_encoder(config: Config, workdir: str | Path, verbose: int = 1,
             seed=t.seed, shuffle_buffer=d.shuffle_buffer, teacher=teacher,
             pad_multiple=pad_multiple(jit)).repeat().skip(done)
         result = model.fit(dataset, epochs=epoch + 1 if into else t.epochs, initial_epoch=epoch,
-                           steps_per_epoch=steps - into if into else steps, verbose=verbose, callbacks=callbacks,
+                           steps_per_epoch=steps - into if into else steps, verbose=fit_verbose, callbacks=callbacks,
                            shuffle=False)  # the tf.data pipeline shuffles with the seed
         for k, v in result.history.items():
             history.setdefault(k, []).extend(float(x) for x in v)
