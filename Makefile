@@ -65,7 +65,7 @@ export-savedmodel:  ## export a SavedModel: make export-savedmodel [MODEL=runs/x
 export-tflite:  ## TFLite towers in every quantization mode + report: make export-tflite [MODEL=runs/x/model]
 	$(PYTHON) -m deepseek_tf.export --model $(EXPORT_MODEL) --format tflite --report --dataset $(DATA) --output export/model
 
-bench: $(BIN)/activate  ## benchmarks vs sentence-transformers and faiss -> bench/results.{md,json} + README table
+bench: $(BIN)/activate  ## benchmarks vs sentence-transformers and faiss -> bench/results.{md,json} + the table in docs/results.md
 	@# torch first, pinned: the CPU wheel from this machine's disk (a bare `torch` pulls GBs of CUDA)
 	$(PYTHON) -m pip install -q torch==2.13.0
 	$(PYTHON) -m pip install -q -e ".[bench]"

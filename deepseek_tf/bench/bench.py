@@ -300,8 +300,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                        ['deepseek-tf bench --dataset ../shared/data/cranfield --output-dir bench', 'deepseek-tf bench --dataset ../shared/data/cranfield --quick'])
     p.add_argument("--dataset", required=True, help="BEIR directory (e.g. ../shared/data/cranfield)")
     p.add_argument("--output-dir", default="bench", help="where results.md / results.json go (default: bench)")
-    p.add_argument("--readme", default="README.md",
-                   help="README whose <!-- bench:start/end --> part gets the table ('' to skip)")
+    p.add_argument("--readme", default="docs/results.md",
+                   help="Markdown file whose <!-- bench:start/end --> part gets the table (default: docs/results.md; '' to skip)")
     p.add_argument("--threads", type=int, default=None,
                    help="threads for TF, PyTorch, faiss, TFLite (default: the CPUs this process may use)")
     p.add_argument("--batch-size", type=int, default=32, help="encode batch size (default: 32)")

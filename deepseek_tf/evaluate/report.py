@@ -86,7 +86,7 @@ def dataset_warnings(ds: BeirDataset) -> list[str]:
     lines = describe_dropped(ds.dropped)
     no_rel = sum(1 for docs in ds.qrels.values() if not any(g > 0 for g in docs.values()))
     if no_rel:
-        lines.append(f"{no_rel} judged queries have no relevant document (they score 0, as in trec_eval)")
+        lines.append(f"{no_rel} judged queries have no relevant document (left out of the means, counted)")
     return lines
 
 

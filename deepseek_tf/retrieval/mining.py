@@ -25,6 +25,7 @@ import numpy as np
 
 from deepseek_tf.data import BeirDataset, Pairs
 from deepseek_tf.errors import UserError
+from deepseek_tf.text.analyzer import Analyzer
 
 
 @dataclass
@@ -34,18 +35,17 @@ class MinedPairs:
     fallbacks: int  # negatives from outside the top-k window (random unjudged documents)
 
 
-def score_matrix_bm25(ds: BeirDataset, qids: list[str], doc_ids: list[str], use_title: bool = True) -> np.ndarray:
-    """BM25 (bm25s, Lucene variant, k1=1.5, b=0.75, Snowball stemming, English stop words)
-    score of every document for every query: (queries, docs)."""
+def score_matrix_bm25(ds: BeirDataset, qids: list[str], doc_ids: list[str], use_title: bool = True,
+                      analyzer: str = "default") -> np.ndarray:
+    """BM25 (bm25s, Lucene variant, k1=1.5, b=0.75) score of every document for every query,
+    terms from `analyzer`: (queries, docs)."""
     import bm25s
-    import Stemmer
 
-    stemmer = Stemmer.Stemmer("english")
     texts = [ds.doc_text(d, use_title) for d in doc_ids]
+    analyze = Analyzer(analyzer).resolved(texts)
     bm25 = bm25s.BM25()
-    bm25.index(bm25s.tokenize(texts, stopwords="en", stemmer=stemmer, show_progress=False), show_progress=False)
-    tokens = bm25s.tokenize([ds.queries[q] for q in qids], stopwords="en", stemmer=stemmer,
-                            return_ids=False, show_progress=False)
+    bm25.index(analyze(texts), show_progress=False)
+    tokens = analyze([ds.queries[q] for q in qids])
     return np.stack([bm25.get_scores(t) if t else np.zeros(len(doc_ids), np.float32) for t in tokens])
 
 
