@@ -151,24 +151,25 @@ def _wide_help(monkeypatch):
     monkeypatch.setenv("COLUMNS", "200")  # argparse wraps --help at the terminal width
 
 
-def test_every_readme_command_exists_with_its_flags():
+def command_problems(commands: list[str]) -> list[str]:
+    """What `check_command` finds wrong with each command, all of them (not just the first)."""
     problems = []
-    for command in readme_commands():
+    for command in commands:
         try:
             check_command(command)
         except AssertionError as e:
             problems.append(str(e))
+    return problems
+
+
+def test_every_readme_command_exists_with_its_flags():
+    problems = command_problems(readme_commands())
     assert not problems, "\n".join(problems)
 
 
 def test_results_page_commands_exist_with_their_flags():
     text = (ROOT / "docs" / "results.md").read_text(encoding="utf-8")
-    problems = []
-    for command in fenced_commands(text) + inline_commands(text):
-        try:
-            check_command(command)
-        except AssertionError as e:
-            problems.append(str(e))
+    problems = command_problems(fenced_commands(text) + inline_commands(text))
     assert not problems, "\n".join(problems)
 
 

@@ -169,8 +169,6 @@ def check_cross_encoder_config(config: Config) -> None:
         raise ConfigError("data.teacher / train.distill_weight distill a cross-encoder into a dual encoder; "
                           "a cross-encoder does not take them")
     check_group_shape(d.num_negatives, d.judged_negatives)
-    if not 0.0 <= d.dev_fraction < 1.0:
-        raise ConfigError(f"data.dev_fraction must be in [0, 1), got {d.dev_fraction}")
     run_path = data_lib.run_file(d.negatives_from)
     if run_path is not None and not Path(run_path).is_file():
         raise ConfigError(f"data.negatives_from: missing run file: {run_path}")

@@ -53,8 +53,6 @@ def train(config: Config, workdir: str | Path, verbose: int = 1, shared_dir: str
     holds what runs of one recipe can share: a soup passes its own dir, so its members score
     their distillation teacher's pairs once between them."""
     check_workdir(config, workdir)
-    if config.train.soup < 1:
-        raise ConfigError(f"train.soup must be >= 1, got {config.train.soup}")
     if config.train.soup > 1:  # N seeded runs averaged into one model (soup.py)
         return train_soup(config, workdir, verbose, train_member=train, check_member=check_config)
     if config.model.kind == "cross_encoder":  # groups of 1 positive + k mined negatives (rerank_train.py)

@@ -73,13 +73,7 @@ def load_training_pairs(config: Config) -> data_lib.Pairs:
 def check_dual_config(config: Config) -> None:
     """A dual encoder's checks that need no data, before anything is written. They run no
     TensorFlow op: MultiWorkerMirroredStrategy comes first."""
-    t, d = config.train, config.data
-    if t.batch_size < 1 or t.epochs < 1 or t.accumulation_steps < 1:
-        raise ConfigError("train.batch_size, train.epochs and train.accumulation_steps must be >= 1")
-    if not 0.0 <= d.dev_fraction < 1.0:
-        raise ConfigError("data.dev_fraction must be in [0, 1)")
-    if d.hard_negatives < 1:
-        raise ConfigError(f"data.hard_negatives must be >= 1, got {d.hard_negatives}")
+    d = config.data
     if d.judged_negatives:
         raise ConfigError("data.judged_negatives fills cross-encoder groups; a dual encoder's negatives come from "
                           "data.mine_negatives and the batch")
