@@ -60,6 +60,11 @@ class ModelConfig:
                                     "cross-encoder: the query tower's length", range=">= 2")
     doc_max_length: int = setting(256, "tokens kept of a document; full cross-encoder: of the whole "
                                   "`[CLS] query [SEP] document [SEP]` pair", range=">= 2")
+    query_prefix: Optional[str] = setting(None, "text put before every query, in training and in every export "
+                                          "(so users pass raw text); unset: the backbone's own "
+                                          "(multilingual-e5-small: `query: `; none for the others)")
+    doc_prefix: Optional[str] = setting(None, "text put before every document; unset: the backbone's own "
+                                        "(multilingual-e5-small: `passage: `; none for the others)")
     pooling: str = setting("mean", "token states to one vector: mean over the attention mask, or the [CLS] state",
                            choices=("mean", "cls"))
     projection_dim: Optional[int] = setting(None, "Dense projection of the pooled vector to this size; "
@@ -96,9 +101,13 @@ class DataConfig:
     mine_top_k: int = setting(30, "mine negatives from the first stage's top-k", range=">= 1")
     num_negatives: int = setting(3, "cross-encoder: negatives per group (a group = 1 judged positive + these)",
                                  range=">= 1")
-    judged_negatives: int = setting(0, "cross-encoder: up to this many of a group's negatives are the query's "
-                                    "judged non-relevant documents, in every group (at most "
-                                    "data.num_negatives)", range=">= 0")
+    judged_negatives: int = setting(0, "up to this many of each group's (cross-encoder) or each mined pair's "
+                                    "(dual encoder) negatives are the query's judged non-relevant documents, "
+                                    "the rest mined (at most data.num_negatives / data.hard_negatives)",
+                                    range=">= 0")
+    analyzer: str = setting("default", "lexical analyzer of BM25 negative mining: `default` (decided on the "
+                            "corpus: `cjk` when >= 30% of letters are CJK, else `mixed`), `mixed`, `cjk`, "
+                            "`english`, `jieba`", choices=("default", "mixed", "cjk", "english", "jieba"))
     mine_negatives: bool = setting(False, "dual encoder: mine data.hard_negatives per pair from "
                                    "data.negatives_from before training")
     mine_skip_top: int = setting(3, "dual-encoder mining: skip the first stage's best ranks (likely unjudged "
@@ -163,6 +172,9 @@ class TrainConfig:
                                choices=("auto", "xla", "none"))
     patience: Optional[int] = setting(None, "stop after this many epochs without a dev nDCG@10 gain; unset: "
                                       "never", range=">= 1")
+    label_weighting: bool = setting(False, "infonce: weight each pair's loss by its graded label (a pair "
+                                    "judged 2 counts twice one judged 1), so the ranking favours the more "
+                                    "relevant documents that nDCG's gains reward")
     distill_weight: float = setting(0.0, "dual encoder with data.teacher: loss = train.loss + this × "
                                     "Margin-MSE against the teacher's margins (0: off)", range=">= 0")
 

@@ -31,6 +31,16 @@ def _mine(argv: list[str]) -> int:
     return mine_main(argv)
 
 
+def _index(argv: list[str]) -> int:
+    from deepseek_tf.index.cli import main
+    return main(argv)
+
+
+def _serve(argv: list[str]) -> int:
+    from deepseek_tf.serve.cli import main
+    return main(argv)
+
+
 def _bench(argv: list[str]) -> int:
     from deepseek_tf.bench.bench import main
     return main(argv)
@@ -48,6 +58,8 @@ COMMANDS: dict[str, tuple[str, Callable[[list[str]], int]]] = {
     "export": ("raw-string SavedModel or verified (quantized) TFLite files", _export),
     "search": ("top-k documents of a corpus for queries (saved index, optional reranker)", _search),
     "mine": ("hard negatives from BM25 or a model into a pairs file", _mine),
+    "index": ("build a sharded, resumable index of a large corpus (exact or faiss ANN, plus BM25)", _index),
+    "serve": ("HTTP search service over a built index (micro-batching, cache, hybrid, rerank)", _serve),
     "bench": ("side-by-side benchmarks against sentence-transformers", _bench),
     "bench-ann": ("exact TensorFlow search against faiss on random vectors", _bench_ann),
 }

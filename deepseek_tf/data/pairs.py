@@ -124,14 +124,19 @@ def pair_dataset(
     drop_remainder: bool = True,
     teacher: np.ndarray | None = None,
     pad_multiple: int = 1,
+    labels: bool = False,
 ) -> tf.data.Dataset:
     """Batches of {"query": ids, "doc": ids[, "neg": ids][, "teacher": (batch, k)]}
-    for dual-encoder training; `teacher` a teacher's margins per pair and hard negative (see
+    for dual-encoder training (plus "label": (batch,) graded labels with `labels`); `teacher` a teacher's margins per pair and hard negative (see
     `distill.teacher_margins`); ids are padded
     to a multiple of `pad_multiple` (XLA: `Tokenizer.widen`)."""
     columns = {"query": pairs.queries, "doc": pairs.docs}
     if pairs.negs is not None:
         columns["neg"] = pairs.negs  # (N,) or (N, k)
+    if labels:  # graded labels as per-pair loss weights (train.label_weighting)
+        if pairs.labels is None:
+            raise UserError("train.label_weighting needs graded labels (a `label` column or BEIR qrels)")
+        columns["label"] = np.asarray(pairs.labels, np.float32)  # (N,)
     if teacher is not None:
         columns["teacher"] = np.asarray(teacher, np.float32).reshape(len(pairs), -1)  # (N, k)
     ds = tf.data.Dataset.from_tensor_slices(columns)
@@ -140,16 +145,17 @@ def pair_dataset(
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
     lengths = {"query": query_max_length, "doc": doc_max_length, "neg": doc_max_length}
 
-    def ids(texts, length):
+    def ids(texts, length, tower):
         if texts.shape.rank == 1:
-            return tokenizer(texts, length, pad_multiple)
+            return tokenizer.tower(texts, length, tower, pad_multiple)
         # k negatives per pair: (batch, k) texts -> (batch, k, length) ids, so splits along the
         # batch axis (replicas, GradCache micro-batches) keep each pair's negatives with it
-        flat = tokenizer(tf.reshape(texts, [-1]), length, pad_multiple)
+        flat = tokenizer.tower(tf.reshape(texts, [-1]), length, tower, pad_multiple)
         return {name: tf.reshape(t, tf.concat([tf.shape(texts), tf.shape(t)[1:]], 0)) for name, t in flat.items()}
 
     def tokenize(batch):
-        return {k: ids(v, lengths[k]) if k in lengths else v for k, v in batch.items()}
+        return {k: ids(v, lengths[k], "query" if k == "query" else "doc") if k in lengths else v
+                for k, v in batch.items()}
 
     return ds.map(tokenize, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 

@@ -55,10 +55,10 @@ def build_archive(model, tokenizer, query_max_length: int, doc_max_length: int):
     spec = tf.TensorSpec([None], tf.string, name="text")
 
     def query_fn(text):
-        return model.query_encoder(tokenizer(text, query_max_length), training=False)
+        return model.query_encoder(tokenizer.tower(text, query_max_length, "query"), training=False)
 
     def doc_fn(text):
-        return model.doc_tower(tokenizer(text, doc_max_length), training=False)
+        return model.doc_tower(tokenizer.tower(text, doc_max_length, "doc"), training=False)
 
     def score_fn(query, doc):
         return tf.reduce_sum(query_fn(query) * doc_fn(doc), axis=-1)  # (N,)
@@ -108,8 +108,10 @@ def _base_meta(tokenizer, config, reference) -> dict:
     m = config.model
     return {"embedding_dim": int(reference.encode(["x"], "query").shape[-1]),
             "query_max_length": m.query_max_length, "doc_max_length": m.doc_max_length,
-            "vocab_size": tokenizer.vocab_size, "vocab_sha256": _vocab_hash(tokenizer.vocab),
-            "lowercase": tokenizer.lowercase, "model_config": _config_dict(config)}
+            "tokenizer": "wordpiece" if getattr(tokenizer, "vocab", None) is not None else "sentencepiece",
+            "vocab_size": tokenizer.vocab_size, "vocab_sha256": _vocab_hash(tokenizer),
+            "lowercase": tokenizer.lowercase, "query_prefix": tokenizer.query_prefix,
+            "doc_prefix": tokenizer.doc_prefix, "model_config": _config_dict(config)}
 
 
 def export_saved_model(model_dir: str | Path, output: str | Path, tolerance: float = 1e-5,
@@ -143,10 +145,13 @@ def export_saved_model(model_dir: str | Path, output: str | Path, tolerance: flo
                                  "tolerance": tolerance, "checks": checks, "checks_passed": True}, overwrite)
 
 
-def _vocab_hash(vocab: list[str]) -> str:
+def _vocab_hash(tokenizer) -> str:
+    """sha256 of the WordPiece vocabulary, or of the SentencePiece model proto."""
     import hashlib
 
-    return hashlib.sha256("\n".join(vocab).encode("utf-8")).hexdigest()
+    if getattr(tokenizer, "vocab", None) is None:
+        return hashlib.sha256(tokenizer.model_proto).hexdigest()
+    return hashlib.sha256("\n".join(tokenizer.vocab).encode("utf-8")).hexdigest()
 
 
 def _config_dict(config) -> dict:

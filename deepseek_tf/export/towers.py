@@ -11,6 +11,7 @@ from deepseek_tf.export.saved_model import (HELD_TEXTS, _base_meta, _config_dict
                                             build_archive, load_for_export)
 from deepseek_tf.export.tflite import QUANT_MODES, calibration_texts, cross_path, write_cross_tflite, write_tflite
 from deepseek_tf.retrieval.tflite import tower_paths
+from deepseek_tf.text.sentencepiece_lite import for_tflite
 
 
 class _Prepared:
@@ -28,7 +29,8 @@ class _Prepared:
         self.base_meta = _base_meta(self.tokenizer, self.config, self.reference)
         self.tmpdir = tempfile.mkdtemp(prefix="deepseek_export_")
         self.saved_model = Path(self.tmpdir) / "saved_model"
-        build_archive(self.model, self.tokenizer, m.query_max_length, m.doc_max_length).write_out(
+        # SentencePiece runs as its lite twin: the same ids on ops that have TFLite kernels
+        build_archive(self.model, for_tflite(self.tokenizer), m.query_max_length, m.doc_max_length).write_out(
             str(self.saved_model), verbose=False)
 
     def write(self, output: str | Path, quantize: str, calibration=None, tolerance: float | None = None) -> dict:
@@ -71,7 +73,7 @@ def _export_cross_tflite(model, tokenizer, config, output, quantize: str, calibr
     try:
         export_cross_encoder(model, tokenizer, config, tmpdir / "saved_model")
         base = {"pair_max_length": config.model.doc_max_length, "query_max_length": config.model.query_max_length,
-                "vocab_size": tokenizer.vocab_size, "vocab_sha256": _vocab_hash(tokenizer.vocab),
+                "vocab_size": tokenizer.vocab_size, "vocab_sha256": _vocab_hash(tokenizer),
                 "lowercase": tokenizer.lowercase, "model_config": _config_dict(config)}
         return write_cross_tflite(tmpdir / "saved_model", Reranker.from_keras(model, tokenizer, config), output,
                                   quantize, HELD_TEXTS, base, calibration, tolerance)

@@ -51,10 +51,21 @@ def backbone_kind(spec: str) -> str:
         return "hf"
     if (path / "saved_model.pb").is_file():
         return "hub"
-    if (path / "model.keras").is_file() and (path / "vocab.txt").is_file():
+    if (path / "model.keras").is_file() and ((path / "vocab.txt").is_file() or _has_sentencepiece(path)):
         return "trained"
     raise UserError(f"model.backbone: {spec!r} is not 'scratch', a preset ({', '.join(PRESETS)}), "
                     "a Hugging Face checkpoint directory, a TF Hub handle or a trained dual encoder's model/ dir")
+
+
+def _has_sentencepiece(directory: Path) -> bool:
+    from deepseek_tf.text.sentencepiece import has_sentencepiece
+
+    return has_sentencepiece(directory)
+
+
+def has_pretrained_sentencepiece(spec: str) -> bool:
+    """Does a pretrained (or trained) backbone tokenize with SentencePiece rather than WordPiece?"""
+    return backbone_kind(spec) in ("hf", "trained") and _has_sentencepiece(checkpoint_dir(spec))
 
 
 def checkpoint_dir(spec: str) -> Path:
@@ -67,7 +78,7 @@ def pretrained_tokenizer(spec: str, lowercase: bool = True):
     from deepseek_tf.text.sentencepiece import SentencePieceTokenizer, has_sentencepiece
     from deepseek_tf.text.tokenizer import Tokenizer
 
-    if backbone_kind(spec) == "hf" and has_sentencepiece(directory := checkpoint_dir(spec)):
+    if backbone_kind(spec) in ("hf", "trained") and has_sentencepiece(directory := checkpoint_dir(spec)):
         return SentencePieceTokenizer.from_dir(directory)
     path = vocab_path(spec)
     if path is None:

@@ -101,8 +101,10 @@ class DualEncoder(keras.Model):
         if keys is not None:
             g = gathered_keys
             mask = losses.positive_mask(keys["query"], keys["doc"], g["query"], g["doc"], g.get("neg"))
+        # graded labels, when the data carries them (train.label_weighting)
+        weights = x.get("label") if isinstance(x, dict) else None
         return losses.infonce(q, gathered["d"], gathered.get("neg"), temperature=self.temperature,
-                              offset=offset, mask=mask)
+                              offset=offset, mask=mask, weights=weights)
 
     def _margin_mse(self, x, q, d, neg) -> tf.Tensor:
         if x is None or "teacher" not in x or neg is None:

@@ -1,4 +1,4 @@
-"""Loading a trained `model/` dir (model.keras + vocab.txt + config.yaml) and fingerprinting weights."""
+"""Loading a trained `model/` dir (model.keras + vocab.txt or SentencePiece files + config.yaml) and fingerprinting weights."""
 from __future__ import annotations
 
 import hashlib
@@ -8,6 +8,7 @@ import keras
 
 from deepseek_tf.config import load_config
 from deepseek_tf.errors import UserError
+from deepseek_tf.text.sentencepiece import SentencePieceTokenizer, has_sentencepiece
 from deepseek_tf.text.tokenizer import Tokenizer
 
 
@@ -64,7 +65,11 @@ def load_trained(path: Path):
 
     refuse_unfinished(path)
     config = load_config(path / "config.yaml")
-    tokenizer = Tokenizer.from_file(path / "vocab.txt", config.model.lowercase)
+    if has_sentencepiece(path):
+        tokenizer = SentencePieceTokenizer.from_dir(path)
+    else:
+        tokenizer = Tokenizer.from_file(path / "vocab.txt", config.model.lowercase)
+    tokenizer.set_prefixes(config.model.query_prefix, config.model.doc_prefix)
     # Keras reports any unreadable archive as "File not found", which misleads when the file is there.
     if not zipfile.is_zipfile(path / "model.keras"):
         raise UserError(f"{path}/model.keras: corrupt or truncated (not a complete .keras zip archive)")

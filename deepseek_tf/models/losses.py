@@ -21,7 +21,8 @@ def positive_mask(q_keys: tf.Tensor, d_keys: tf.Tensor, q_keys_all: tf.Tensor, d
 
 
 def infonce(q: tf.Tensor, d: tf.Tensor, neg: tf.Tensor | None = None, temperature: float = 0.05,
-            offset: int | tf.Tensor = 0, mask: tf.Tensor | None = None) -> tf.Tensor:
+            offset: int | tf.Tensor = 0, mask: tf.Tensor | None = None,
+            weights: tf.Tensor | None = None) -> tf.Tensor:
     """In-batch softmax cross-entropy (InfoNCE; MultipleNegativesRankingLoss; NT-Xent).
 
     With candidates c = [d; neg] and s_ij = q_i·c_j / τ, the positive of q_i being
@@ -33,20 +34,27 @@ def infonce(q: tf.Tensor, d: tf.Tensor, neg: tf.Tensor | None = None, temperatur
     `mask` (B, C) True marks candidates that are other positives of q_i (see
     `positive_mask`): they leave the softmax (valid = ¬mask, plus the own positive), so
     two pairs of one query do not push each other apart.
+    `weights` (B,) w_i ≥ 0 makes it a weighted mean, −Σ_i w_i log p_i,o+i / Σ_i w_i (graded
+    relevance: a pair judged 2 weighs twice one judged 1).
     """
     candidates = d if neg is None else tf.concat([d, neg], axis=0)  # (C, dim)
     labels = tf.range(tf.shape(q)[0]) + offset  # (B,)
-    return _softmax_ce(tf.matmul(q, candidates, transpose_b=True) / temperature, labels, mask)
+    return _softmax_ce(tf.matmul(q, candidates, transpose_b=True) / temperature, labels, mask, weights)
 
 
-def _softmax_ce(logits: tf.Tensor, labels: tf.Tensor, mask: tf.Tensor | None) -> tf.Tensor:
-    """Mean over rows of −log p_label; masked columns are excluded."""
+def _softmax_ce(logits: tf.Tensor, labels: tf.Tensor, mask: tf.Tensor | None,
+                weights: tf.Tensor | None = None) -> tf.Tensor:
+    """Mean (or `weights`-weighted mean) over rows of −log p_label; masked columns are excluded."""
     logits = tf.cast(logits, tf.float32)
     own = tf.one_hot(labels, tf.shape(logits)[1], on_value=True, off_value=False)  # (B, C)
     valid = tf.ones_like(own) if mask is None else tf.logical_or(tf.logical_not(mask), own)
     logits = tf.where(valid, logits, tf.fill(tf.shape(logits), -1e9))
     log_p = tf.nn.log_softmax(logits, axis=-1)  # (B, C)
-    return tf.reduce_mean(-tf.reduce_sum(tf.where(own, log_p, 0.0), axis=-1))
+    row_loss = -tf.reduce_sum(tf.where(own, log_p, 0.0), axis=-1)  # (B,)
+    if weights is None:
+        return tf.reduce_mean(row_loss)
+    weights = tf.cast(tf.reshape(weights, [-1]), tf.float32)  # (B,)
+    return tf.reduce_sum(weights * row_loss) / tf.maximum(tf.reduce_sum(weights), 1e-9)
 
 
 def contrastive(q: tf.Tensor, d: tf.Tensor, labels: tf.Tensor, margin: float = 0.5) -> tf.Tensor:

@@ -7,6 +7,7 @@ import json
 from deepseek_tf.data import load_beir
 from deepseek_tf.console import command_parser
 from deepseek_tf.errors import UserError, cli_entry
+from deepseek_tf.text.analyzer import ANALYZERS
 from deepseek_tf.retrieval.mining import check_output_file, mine, write_pairs
 from deepseek_tf.retrieval.search import INDEX_TYPES, format_results, search
 
@@ -55,6 +56,10 @@ def mine_parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="negative score <= positive score - margin*|positive score| (default: 0.05)")
     p.add_argument("--min-label", type=int, default=1, help="grade from which a judgment is relevant")
     p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--analyzer", default="default", choices=ANALYZERS,
+                   help="BM25 terms (default: decided on the corpus, cjk for Chinese, mixed otherwise)")
+    p.add_argument("--judged", type=int, default=0,
+                   help="negatives per pair taken first from the query's judged non-relevant documents (default: 0)")
     p.add_argument("--output", required=True, help="pairs TSV to write")
     return p.parse_args(argv)
 
@@ -66,7 +71,8 @@ def mine_main(argv: list[str] | None = None) -> int:
         raise UserError("--top-k must be >= 1 and --skip-top >= 0")
     check_output_file(args.output)
     ds = load_beir(args.dataset, args.split, unknown_ids="drop")
-    mined = mine(ds, args.source, args.top_k, args.skip_top, args.margin, args.min_label, args.seed)
+    mined = mine(ds, args.source, args.top_k, args.skip_top, args.margin, args.min_label, args.seed,
+                 judged=args.judged, analyzer=args.analyzer)
     write_pairs(mined.pairs, args.output)
     print(f"wrote {len(mined.pairs)} pairs with negatives to {args.output}")
     return 0

@@ -57,9 +57,8 @@ class KerasEmbedder(Embedder):
         self.max_length = {"query": query_max_length, "doc": doc_max_length}
         towers = {"query": model.query_encoder, "doc": model.doc_tower}
         self._fns = {
-            # A tokenizer may carry per-tower prefixes (e5's "query: " / "passage: ").
-            k: tf.function(lambda t, enc=enc, n=self.max_length[k], p=getattr(tokenizer, f"{k}_prefix", ""):
-                           enc(tokenizer(tf.strings.join([p, t]) if p else t, n), training=False),
+            # tokenizer.tower adds the tower's prefix (e5's "query: " / "passage: ")
+            k: tf.function(lambda t, enc=enc, k=k: enc(tokenizer.tower(t, self.max_length[k], k), training=False),
                            input_signature=[tf.TensorSpec([None], tf.string)])
             for k, enc in towers.items()
         }

@@ -60,9 +60,11 @@ def score_matrix_dense(embedder, ds: BeirDataset, qids: list[str], doc_ids: list
 
 def mine_negatives(ds: BeirDataset, scores: np.ndarray, qids: list[str], doc_ids: list[str],
                    top_k: int = 30, skip_top: int = 3, margin: float = 0.05, min_label: int = 1,
-                   seed: int = 42, use_title: bool = True, per_pair: int = 1) -> MinedPairs:
+                   seed: int = 42, use_title: bool = True, per_pair: int = 1, judged: int = 0) -> MinedPairs:
     """`per_pair` guarded hard negatives per (query, judged positive); `scores` is (queries, docs).
-    With per_pair 1 a pair's negative is a string, else a list of distinct documents.
+    With per_pair 1 a pair's negative is a string, else a list of distinct documents. The first
+    up to `judged` of them are the query's judged non-relevant documents (grade < min_label,
+    best-scored first): a judge said no, so they are the surest negatives there are.
 
     When the top-k window has too few documents under the positive's ceiling (typical for a
     positive the source ranks low), the rest are random unjudged documents."""
@@ -75,8 +77,10 @@ def mine_negatives(ds: BeirDataset, scores: np.ndarray, qids: list[str], doc_ids
     queries, docs, negs, labels, ids = [], [], [], [], []
     fallbacks = 0
     for row, qid in enumerate(qids):
-        judged = ds.qrels.get(qid, {})
-        relevant = {d for d, g in judged.items() if g >= min_label}
+        grades = ds.qrels.get(qid, {})
+        relevant = {d for d, g in grades.items() if g >= min_label}
+        judged_out = sorted((d for d, g in grades.items() if g < min_label and d in column),
+                            key=lambda d: (-scores[row, column[d]], d))[:judged]
         order = np.argsort(-scores[row], kind="stable")  # (docs,) best first
         ranked = [doc_ids[j] for j in order[skip_top:top_k] if doc_ids[j] not in relevant]
         turn = rng.randrange(max(len(ranked), 1))
@@ -85,8 +89,8 @@ def mine_negatives(ds: BeirDataset, scores: np.ndarray, qids: list[str], doc_ids
                 continue
             ceiling = scores[row, column[pos]] - margin * abs(scores[row, column[pos]])
             allowed = [d for d in ranked if scores[row, column[d]] <= ceiling]
-            chosen: list[str] = []
-            for _ in range(per_pair):
+            chosen: list[str] = judged_out[:per_pair]
+            for _ in range(per_pair - len(chosen)):
                 candidates = [d for d in allowed if d not in chosen]
                 if candidates:
                     chosen.append(candidates[turn % len(candidates)])
@@ -102,7 +106,7 @@ def mine_negatives(ds: BeirDataset, scores: np.ndarray, qids: list[str], doc_ids
             queries.append(ds.queries[qid])
             docs.append(ds.doc_text(pos, use_title))
             negs.append(texts[0] if per_pair == 1 else texts)
-            labels.append(int(judged[pos]))
+            labels.append(int(grades[pos]))
             ids.append((qid, pos, chosen[0] if per_pair == 1 else tuple(chosen)))
     if not queries:
         raise UserError(f"mining: no judgments with relevance >= {min_label}")
@@ -110,10 +114,11 @@ def mine_negatives(ds: BeirDataset, scores: np.ndarray, qids: list[str], doc_ids
 
 
 def mine(ds: BeirDataset, source: str = "bm25", top_k: int = 30, skip_top: int = 3, margin: float = 0.05,
-         min_label: int = 1, seed: int = 42, use_title: bool = True, embedder=None, per_pair: int = 1
-         ) -> MinedPairs:
+         min_label: int = 1, seed: int = 42, use_title: bool = True, embedder=None, per_pair: int = 1,
+         judged: int = 0, analyzer: str = "default") -> MinedPairs:
     """Mines negatives for every judged query of `ds`; `embedder` (or the MODEL spec in
-    `source`) scores densely, `source="bm25"` uses BM25."""
+    `source`) scores densely, `source="bm25"` uses BM25 with `analyzer`; `judged`: see
+    `mine_negatives`."""
     qids = sorted(q for q in ds.qrels if q in ds.queries)
     doc_ids = list(ds.corpus)
     if embedder is None and source != "bm25":
@@ -121,10 +126,11 @@ def mine(ds: BeirDataset, source: str = "bm25", top_k: int = 30, skip_top: int =
 
         embedder = load_embedder(source)
     if embedder is None:
-        scores = score_matrix_bm25(ds, qids, doc_ids, use_title)
+        scores = score_matrix_bm25(ds, qids, doc_ids, use_title, analyzer)
     else:
         scores = score_matrix_dense(embedder, ds, qids, doc_ids, use_title)
-    mined = mine_negatives(ds, scores, qids, doc_ids, top_k, skip_top, margin, min_label, seed, use_title, per_pair)
+    mined = mine_negatives(ds, scores, qids, doc_ids, top_k, skip_top, margin, min_label, seed, use_title, per_pair,
+                           judged)
     print(f"mining ({source}): {len(mined.pairs)} pairs × {per_pair} negatives, {mined.fallbacks} random "
           f"(no top-{top_k} candidate passed the guards)", file=sys.stderr)
     return mined

@@ -53,11 +53,11 @@ def _int_field(field: int, value: int) -> bytes:
 
 def build_model_proto(pieces: Sequence[str], scores: Sequence[float], types: Sequence[int], *,
                       unk_id: int, bos_id: int, eos_id: int, pad_id: int,
-                      add_dummy_prefix: bool = True) -> bytes:
+                      add_dummy_prefix: bool = True, remove_extra_whitespaces: bool = False) -> bytes:
     """A serialized unigram ModelProto whose ids are the positions in `pieces`.
 
-    The normalizer is 'identity' with remove_extra_whitespaces off: callers that need a
-    normalization do it before (see `SentencePieceTokenizer(normalization=...)`)."""
+    The normalizer is 'identity', by default with remove_extra_whitespaces off: callers that
+    need a normalization do it before (see `SentencePieceTokenizer(normalization=...)`)."""
     body = bytearray()
     for piece, score, kind in zip(pieces, scores, types):
         sp = _bytes_field(1, piece.encode("utf-8")) + _key(2, 5) + struct.pack("<f", float(score))
@@ -71,7 +71,7 @@ def build_model_proto(pieces: Sequence[str], scores: Sequence[float], types: Seq
     body += _bytes_field(2, trainer)
     normalizer = (_bytes_field(1, b"identity")
                   + _int_field(3, int(add_dummy_prefix))
-                  + _int_field(4, 0)  # remove_extra_whitespaces
+                  + _int_field(4, int(remove_extra_whitespaces))
                   + _int_field(5, 1))  # escape_whitespaces: ' ' -> U+2581
     body += _bytes_field(3, normalizer)
     return bytes(body)
@@ -162,9 +162,8 @@ class SentencePieceTokenizer(Tokenizer):
         self.model_proto = model_proto
         self.fast = fast
         self.prefix = prefix
-        # What a retriever puts before each tower's texts (e5: "query: " / "passage: "); the
-        # embedders read them from the tokenizer, so every caller of a model passes raw text.
-        self.query_prefix = self.doc_prefix = ""
+        self.query_prefix = self.doc_prefix = ""  # per-tower prefixes: see Tokenizer.tower
+        self.source_dir: Path | None = None  # the files it was read from (saved with a trained model)
         self.lowercase = False
         self.fairseq_offset = fairseq_offset
         self.sentencepiece = (tf_text.FastSentencepieceTokenizer(model_proto) if fast
@@ -276,11 +275,34 @@ class SentencePieceTokenizer(Tokenizer):
                       unk_id=meta["unk_id"])
             tok.query_prefix = meta.get("query_prefix", "")
             tok.doc_prefix = meta.get("passage_prefix", "")
-            return tok
-        if (directory / "sentencepiece.bpe.model").is_file():
-            return cls((directory / "sentencepiece.bpe.model").read_bytes(), bos_id=0, eos_id=2,
-                       pad_id=1, fast=fast, prefix=prefix, fairseq_offset=True)
-        raise FileNotFoundError(f"{directory}: no SentencePiece model")
+        elif (directory / "sentencepiece.bpe.model").is_file():
+            tok = cls((directory / "sentencepiece.bpe.model").read_bytes(), bos_id=0, eos_id=2,
+                      pad_id=1, fast=fast, prefix=prefix, fairseq_offset=True)
+        else:
+            raise FileNotFoundError(f"{directory}: no SentencePiece model")
+        tok.source_dir = directory
+        return tok
+
+    def save(self, directory: str | Path) -> None:
+        """Copies the tokenizer's files into `directory` (a trained `model/` dir), so
+        `from_dir(directory)` reads the same tokenizer back; the per-tower prefixes are written
+        as they are now."""
+        import json
+        import shutil
+
+        if self.source_dir is None:
+            raise ValueError("a SentencePieceTokenizer not read from a directory cannot be saved")
+        directory = Path(directory)
+        meta_path = self.source_dir / "deepseek_tf_tokenizer.json"
+        if not meta_path.is_file():
+            shutil.copyfile(self.source_dir / "sentencepiece.bpe.model", directory / "sentencepiece.bpe.model")
+            return
+        meta = json.loads(meta_path.read_text())
+        for key in ("model", "normalization"):
+            if meta.get(key):
+                shutil.copyfile(self.source_dir / meta[key], directory / meta[key])
+        meta.update(query_prefix=self.query_prefix, passage_prefix=self.doc_prefix)
+        (directory / "deepseek_tf_tokenizer.json").write_text(json.dumps(meta, indent=1))
 
 
 def has_sentencepiece(directory: str | Path) -> bool:

@@ -191,20 +191,28 @@ def _darts_trie(keys: dict[bytes, int]) -> np.ndarray:
 @functools.lru_cache(maxsize=2)
 def hf_normalizer_model(lowercase: bool = True) -> bytes:
     """FastBertNormalizer flatbuffer whose per-codepoint table is `hf_normalize_char`."""
+    table = {}
+    # Planes 4-13 are unassigned and 15-16 private use: hf_normalize_char leaves both alone.
+    for cp in (*range(0x40000), *range(0xE0000, 0xF0000)):
+        if 0xD800 <= cp <= 0xDFFF:
+            continue  # surrogates cannot occur in UTF-8
+        norm = hf_normalize_char(chr(cp), lowercase)
+        if norm != chr(cp):
+            table[cp] = norm
+    return normalizer_model(table, lowercase)
+
+
+def normalizer_model(table: dict[int, str], lowercase: bool = False) -> bytes:
+    """A FastBertNormalizer flatbuffer that replaces each codepoint in `table` by its string
+    ("" drops it) and leaves every other codepoint alone. The op has a TFLite kernel, so any
+    per-codepoint normalization written this way runs inside a .tflite file."""
     import flatbuffers
 
     keys: dict[bytes, int] = {}
     pool = bytearray()
     offsets: dict[str, int] = {}
     zero_data = 0
-    # Planes 4-13 are unassigned and 15-16 private use: hf_normalize_char leaves both alone.
-    for cp in (*range(0x40000), *range(0xE0000, 0xF0000)):
-        if 0xD800 <= cp <= 0xDFFF:
-            continue  # surrogates cannot occur in UTF-8
-        char = chr(cp)
-        norm = hf_normalize_char(char, lowercase)
-        if norm == char:
-            continue
+    for cp, norm in sorted(table.items()):
         data = _DIFFERENT
         if norm:
             if norm not in offsets:
@@ -214,7 +222,7 @@ def hf_normalizer_model(lowercase: bool = True) -> bytes:
         if cp == 0:
             zero_data = data  # a trie cannot hold the empty key
         else:
-            keys[char.encode("utf-8")] = data
+            keys[chr(cp).encode("utf-8")] = data
     trie = _darts_trie(keys)
     builder = flatbuffers.Builder(trie.nbytes + len(pool) + 1024)
     pool_vec = builder.CreateNumpyVector(np.frombuffer(bytes(pool) or b" ", np.uint8))
@@ -257,6 +265,25 @@ class Tokenizer(tf.Module):
     @classmethod
     def from_file(cls, path: str | Path, lowercase: bool = True) -> "Tokenizer":
         return cls(read_vocab(path), lowercase=lowercase)
+
+    # What a retriever puts before each tower's texts (e5: "query: " / "passage: "). They live on
+    # the tokenizer so training, evaluation and every export pass raw text through `tower`.
+    query_prefix = ""
+    doc_prefix = ""
+
+    def set_prefixes(self, query: str | None = None, doc: str | None = None) -> "Tokenizer":
+        """Overrides the per-tower prefixes; None keeps the one the tokenizer came with."""
+        if query is not None:
+            self.query_prefix = query
+        if doc is not None:
+            self.doc_prefix = doc
+        return self
+
+    def tower(self, texts: tf.Tensor, max_length: int, tower: str, multiple: int = 1) -> dict[str, tf.Tensor]:
+        """`__call__` on `tower`'s prefix + each text; tower is "query" or "doc"."""
+        prefix = self.query_prefix if tower == "query" else self.doc_prefix
+        texts = tf.convert_to_tensor(texts, tf.string)
+        return self(tf.strings.join([prefix, texts]) if prefix else texts, max_length, multiple)
 
     @property
     def vocab_size(self) -> int:

@@ -9,12 +9,22 @@ import keras
 from deepseek_tf.config import Config, save_config
 from deepseek_tf.data import Pairs
 from deepseek_tf.errors import ConfigError
-from deepseek_tf.models.backbones import backbone_kind, vocab_path
+from deepseek_tf.models.backbones import (backbone_kind, has_pretrained_sentencepiece, pretrained_tokenizer,
+                                          vocab_path)
+from deepseek_tf.text.sentencepiece import SentencePieceTokenizer
 from deepseek_tf.text.tokenizer import Tokenizer, build_vocab, read_vocab, save_vocab
 
 
 def prepare_tokenizer(config: Config, pairs: Pairs, out_dir: Path) -> Tokenizer:
-    """Pretrained backbones bring their vocab; from scratch it is learned from the pairs."""
+    """Pretrained backbones bring their vocab (or SentencePiece model); from scratch it is learned
+    from the pairs. The per-tower prefixes are model.query_prefix / model.doc_prefix, when set."""
+    m = config.model
+    if has_pretrained_sentencepiece(m.backbone):
+        return pretrained_tokenizer(m.backbone).set_prefixes(m.query_prefix, m.doc_prefix)
+    return _wordpiece(config, pairs, out_dir).set_prefixes(m.query_prefix, m.doc_prefix)
+
+
+def _wordpiece(config: Config, pairs: Pairs, out_dir: Path) -> Tokenizer:
     m = config.model
     target = out_dir / "vocab.txt"
     if target.is_file():  # resuming: keep the vocabulary the checkpoint was trained with
@@ -33,12 +43,16 @@ def prepare_tokenizer(config: Config, pairs: Pairs, out_dir: Path) -> Tokenizer:
 
 
 def save_trained_model(model: keras.Model, tokenizer: Tokenizer, config: Config, out: Path) -> None:
-    """`model/` = model.keras + vocab.txt + config.yaml; written to a temp dir then renamed."""
+    """`model/` = model.keras + the tokenizer (vocab.txt, or the SentencePiece files) + config.yaml;
+    written to a temp dir then renamed."""
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     model.save(tmp / "model.keras")
-    save_vocab(tokenizer.vocab, tmp / "vocab.txt")
+    if isinstance(tokenizer, SentencePieceTokenizer):
+        tokenizer.save(tmp)
+    else:
+        save_vocab(tokenizer.vocab, tmp / "vocab.txt")
     save_config(config, tmp / "config.yaml")
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)

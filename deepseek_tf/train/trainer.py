@@ -62,7 +62,8 @@ def mined_pairs(ds: data_lib.BeirDataset, config: Config, source: str, embedder=
 
         embedder = load_embedder(source)
     return mine(ds, source, d.mine_top_k, d.mine_skip_top, d.mine_margin, d.min_label, seed, d.use_title,
-                embedder=embedder, per_pair=d.hard_negatives).pairs
+                embedder=embedder, per_pair=d.hard_negatives, judged=d.judged_negatives,
+                analyzer=d.analyzer).pairs
 
 
 def load_training_pairs(config: Config) -> data_lib.Pairs:
@@ -74,9 +75,12 @@ def check_dual_config(config: Config) -> None:
     """A dual encoder's checks that need no data, before anything is written. They run no
     TensorFlow op: MultiWorkerMirroredStrategy comes first."""
     d = config.data
-    if d.judged_negatives:
-        raise ConfigError("data.judged_negatives fills cross-encoder groups; a dual encoder's negatives come from "
-                          "data.mine_negatives and the batch")
+    if d.judged_negatives and not d.mine_negatives:
+        raise ConfigError("data.judged_negatives: a dual encoder takes judged negatives among its mined ones; "
+                          "set data.mine_negatives: true")
+    if d.judged_negatives > d.hard_negatives:
+        raise ConfigError(f"data.judged_negatives ({d.judged_negatives}) must be at most data.hard_negatives "
+                          f"({d.hard_negatives})")
     if d.mine_negatives and data_lib.run_file(d.negatives_from) is not None:
         raise ConfigError("data.negatives_from: a run file serves cross-encoder training; a dual encoder mines "
                           "from bm25, self or a MODEL")
@@ -157,7 +161,7 @@ def train_dual_encoder(config: Config, workdir: str | Path, verbose: int = 1,
         dataset = data_lib.pair_dataset(
             pairs, tokenizer, t.batch_size, config.model.query_max_length, config.model.doc_max_length,
             seed=t.seed, shuffle_buffer=d.shuffle_buffer, teacher=teacher,
-            pad_multiple=pad_multiple(jit)).repeat().skip(done)
+            pad_multiple=pad_multiple(jit), labels=t.label_weighting).repeat().skip(done)
         result = model.fit(dataset, epochs=epoch + 1 if into else t.epochs, initial_epoch=epoch,
                            steps_per_epoch=steps - into if into else steps, verbose=fit_verbose, callbacks=callbacks,
                            shuffle=False)  # the tf.data pipeline shuffles with the seed
