@@ -195,3 +195,66 @@ def test_tokenizer_survives_a_saved_model(reference, tokenizer, tmp_path):
     for row, text in zip(ids, texts):
         want = [0] + reference.tokenize("query: " + text) + [2]
         assert list(row[:len(want)]) == want and all(row[len(want):] == 1)
+
+
+# ------------------------------------------------------------------ the TFLite tokenizer graph
+@pytest.fixture(scope="module")
+def lite(tokenizer):
+    from deepseek_tf.text.sentencepiece_lite import for_tflite
+
+    return for_tflite(tokenizer)
+
+
+@pytest.mark.parametrize("tower, prefix", [("query", "query: "), ("doc", "passage: ")])
+def test_lite_tokenizer_gives_the_reference_ids(reference, lite, tower, prefix):
+    """The ops-with-TFLite-kernels graph: one <unk> per unknown character, a trailing space's
+    `▁` kept, the prefix as ids (its trailing space only when nothing follows), as e5.c."""
+    import tensorflow as tf
+
+    texts = _corpus()
+    out = lite.tower(tf.constant(texts), 512, tower)
+    rows = [list(r[m]) for r, m in zip(out["token_ids"].numpy(), out["padding_mask"].numpy())]
+    want = [[0] + reference.tokenize(prefix + t)[:510] + [2] for t in texts]
+    mismatches = [(t, w, g) for t, w, g in zip(texts, want, rows) if w != g]
+    assert not mismatches, f"{len(mismatches)}/{len(texts)} differ, first: {mismatches[0]!r}"
+
+
+def test_lite_tokenizer_runs_in_tflite(reference, lite):
+    """Converted to .tflite with only builtins + tensorflow-text kernels, it gives the same ids
+    (a graph that converts can still compute something else, so the ids are compared)."""
+    import tensorflow as tf
+    import tensorflow_text as tft
+    from tensorflow.lite.python.interpreter import InterpreterWithCustomOps
+
+    fn = tf.function(lambda t: lite.tower(t, 64, "query")["token_ids"], input_signature=[tf.TensorSpec([None], tf.string)])
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([fn.get_concrete_function()], lite)
+    converter.allow_custom_ops = True
+    interpreter = InterpreterWithCustomOps(model_content=converter.convert(),
+                                           custom_op_registerers=tft.tflite_registrar.SELECT_TFTEXT_OPS)
+    texts = _corpus()[::5]
+    inp, outp = interpreter.get_input_details()[0]["index"], interpreter.get_output_details()[0]["index"]
+    interpreter.resize_tensor_input(inp, [len(texts)])
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(inp, np.array([t.encode("utf-8") for t in texts], dtype=object))
+    interpreter.invoke()
+    got = interpreter.get_tensor(outp)
+    for row, text in zip(got, texts):
+        want = [0] + reference.tokenize("query: " + text)[:62] + [2]
+        assert list(row[:len(want)]) == want and all(row[len(want):] == 1), text
+
+
+def test_sentencepiece_tokenizer_saves_with_its_prefixes(tokenizer, tmp_path):
+    """What a trained model/ dir keeps: the proto, the normalization map and the prefixes."""
+    import tensorflow as tf
+
+    from deepseek_tf.text.sentencepiece import SentencePieceTokenizer
+
+    changed = SentencePieceTokenizer.from_dir(tokenizer.source_dir).set_prefixes("search: ", None)
+    changed.save(tmp_path)
+    back = SentencePieceTokenizer.from_dir(tmp_path)
+    assert (back.query_prefix, back.doc_prefix) == ("search: ", "passage: ")
+    texts = tf.constant(["ＩＰＨＯＮＥ１５手机壳", "café 😀😀", ""])
+    for tower in ("query", "doc"):
+        np.testing.assert_array_equal(back.tower(texts, 32, tower)["token_ids"], changed.tower(texts, 32, tower)["token_ids"])
+    assert back.tower(texts, 32, "query")["token_ids"].numpy()[0].tolist() != \
+        tokenizer.tower(texts, 32, "query")["token_ids"].numpy()[0].tolist()  # the new prefix is in use

@@ -169,6 +169,8 @@ def test_bad_hub_handle_is_a_user_error(tmp_path):
 
 # ------------------------------------------------------------------ from scratch, Chinese
 def test_scratch_zh_config_trains_on_mixed_chinese_english(tmp_path):
+    import json
+
     from deepseek_tf.retrieval.artifacts import load_embedder
     from deepseek_tf.train import train
 
@@ -178,13 +180,21 @@ def test_scratch_zh_config_trains_on_mixed_chinese_english(tmp_path):
             ("露营帐篷 防水", "双人防水露营帐篷 waterproof camping tent"),
             ("跑步鞋 running shoes", "缓震跑步鞋 trail running shoes"),
             ("咖啡机 espresso", "意式咖啡机 espresso machine grinder")] * 2
-    pairs = tmp_path / "pairs.csv"
-    pairs.write_text("query,doc_content\n" + "".join(f"{q},{d}\n" for q, d in rows), encoding="utf-8")
+    # the BEIR layout the config reads (QBQTC's): graded qrels, a judged-0 title per query as well
+    data = tmp_path / "beir"
+    (data / "qrels").mkdir(parents=True)
+    (data / "corpus.jsonl").write_text("".join(json.dumps({"_id": f"t{i}", "title": "", "text": d}, ensure_ascii=False)
+                                               + "\n" for i, (_, d) in enumerate(rows)), encoding="utf-8")
+    (data / "queries.jsonl").write_text("".join(json.dumps({"_id": f"q{i}", "text": q}, ensure_ascii=False) + "\n"
+                                                for i, (q, _) in enumerate(rows)), encoding="utf-8")
+    (data / "qrels" / "train.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(
+        f"q{i}\tt{i}\t{1 + i % 2}\nq{i}\tt{(i + 1) % len(rows)}\t0\n" for i in range(len(rows))))
     # the config as shipped, shrunk to a test-sized transformer (the vocabulary is what is tested)
     config = load_config(ROOT / "configs" / "scratch_zh.yaml",
-                         [f"data.pairs={pairs}", "train.batch_size=4", "train.steps_per_epoch=2", "train.epochs=1",
+                         [f"data.dataset={data}", "train.batch_size=4", "train.steps_per_epoch=2", "train.epochs=1",
                           "model.num_layers=1", "model.hidden_dim=32", "model.num_heads=2", "model.intermediate_dim=64",
-                          "model.doc_max_length=32", "model.max_position=64"])
+                          "model.doc_max_length=32", "model.max_position=64", "data.mine_top_k=8",
+                          "data.mine_skip_top=1"])
     history = train(config, tmp_path / "run", verbose=0)
     assert history["steps"] == [2] and np.isfinite(history["loss"]).all()
     vocab = (tmp_path / "run" / "model" / "vocab.txt").read_text(encoding="utf-8").splitlines()
