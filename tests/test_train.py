@@ -262,7 +262,7 @@ def test_bad_accumulation_is_a_config_error(tiny_beir, tmp_path):
 
 
 @pytest.mark.parametrize("override,message", [("data.hard_negatives=0", "'data.hard_negatives' must be >= 1"),
-                                              ("data.judged_negatives=1", "judged_negatives fills cross-encoder")])
+                                              ("data.judged_negatives=2", "must be at most data.hard_negatives")])
 def test_bad_training_options_fail_before_anything_is_written(tiny_beir, tmp_path, override, message):
     from deepseek_tf.errors import ConfigError
 
