@@ -95,6 +95,8 @@ def deepseek_invocation(tokens: list[str]) -> tuple[str | None, list[str]]:
 
 
 def flags_of(args: list[str]) -> list[str]:
+    """The --flags before a bare `--` (what follows it goes to another program: Beam's options)."""
+    args = args[:args.index("--")] if "--" in args else args
     return [a.split("=", 1)[0] for a in args if a.startswith("--")]
 
 

@@ -1,0 +1,171 @@
+"""`build_index`: a corpus file -> a sharded, resumable index directory.
+
+    DIR/shards/NNNNN.docs.jsonl, NNNNN.npy, NNNNN.json   one shard (see shards.py)
+    DIR/ids.json, DIR/docs.offsets.npy                    row order and the text store's offsets
+    DIR/bm25/                                             bm25s's files (analyzer in the manifest)
+    DIR/dense.faiss                                       the faiss index (faiss backends only)
+    DIR/manifest.json                                     written last
+
+The corpus is streamed: one shard's texts are in memory at a time. A shard's texts are encoded
+sorted by length, `batch_size` at a time, so its vectors depend only on its texts and a resumed
+build writes the same bytes as an uninterrupted one.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from deepseek_tf.console import format_eta, is_terminal
+from deepseek_tf.data import describe_dropped
+from deepseek_tf.data.beir import Dropped
+from deepseek_tf.errors import UserError
+from deepseek_tf.index.corpus import check_corpus, chunked, count_lines, file_sha256, iter_documents
+from deepseek_tf.index.dense import BACKENDS, PARAMS
+from deepseek_tf.index.finish import FORMAT, MANIFEST, finish, model_spec, stderr_sayer
+from deepseek_tf.index.shards import SHARD_DIR, remove_stale, verify_shard, write_docs, write_vectors
+from deepseek_tf.text.analyzer import ANALYZERS
+
+# Test hook: SIGKILL the build after this many shards were written in this run (a crash at the
+# worst moment, reproducibly; tests/test_index.py resumes from it).
+KILL_AFTER_ENV = "DEEPSEEK_TF_INDEX_KILL_AFTER_SHARDS"
+
+
+@dataclass
+class Plan:
+    """What one build run works with; shared by the local build and the Beam pipeline."""
+    model: str
+    corpus: Path
+    output: Path
+    backend: str
+    analyzer: str
+    shard_size: int
+    batch_size: int
+    backend_params: dict
+    embedder: object
+    settings: dict
+    say: object
+    verbose: bool
+    started: float = field(default_factory=time.perf_counter)
+    dropped: Dropped = field(default_factory=Dropped)
+
+
+def check_args(backend: str, analyzer: str, shard_size: int, batch_size: int, backend_params: dict) -> None:
+    if backend not in BACKENDS:
+        raise UserError(f"--backend {backend!r} is not one of {', '.join(BACKENDS)}")
+    if analyzer not in ANALYZERS:
+        raise UserError(f"--analyzer {analyzer!r} is not one of {', '.join(ANALYZERS)}")
+    if shard_size < 1 or batch_size < 1:
+        raise UserError("--shard-size and --batch-size must be >= 1")
+    unknown = sorted(set(backend_params) - set(PARAMS[backend]))
+    if unknown:
+        raise UserError(f"--backend {backend} has no parameter {', '.join(unknown)} "
+                        f"(its parameters: {', '.join(PARAMS[backend]) or 'none'})")
+
+
+def check_output(output: Path) -> None:
+    if output.exists() and not output.is_dir():
+        raise UserError(f"--output {output} is a file, not a directory")
+    if output.is_dir() and any(output.iterdir()) and not (output / MANIFEST).exists() \
+            and not (output / SHARD_DIR).is_dir():
+        raise UserError(f"--output {output} is a non-empty directory that holds no index; choose another")
+
+
+def plan_build(model: str, corpus: str | Path, output: str | Path, backend: str, analyzer: str, shard_size: int,
+               batch_size: int, verbose: bool, backend_params: dict) -> Plan:
+    """Checks every argument before anything is written, loads the embedder, hashes the corpus."""
+    from deepseek_tf.retrieval.artifacts import load_embedder
+
+    check_args(backend, analyzer, shard_size, batch_size, backend_params)
+    corpus, output = check_corpus(corpus), Path(output)
+    check_output(output)
+    embedder = load_embedder(model)
+    settings = {"model": model_spec(model), "model_fingerprint": embedder.fingerprint,
+                "corpus_sha256": file_sha256(corpus), "shard_size": shard_size}
+    return Plan(model, corpus, output, backend, analyzer, shard_size, batch_size, dict(backend_params), embedder,
+                settings, stderr_sayer(verbose), verbose)
+
+
+def finished_manifest(plan: Plan) -> dict | None:
+    """The manifest when OUTPUT already holds this very index (checked file by file), else None;
+    a manifest of another build is removed, as the build is about to change what it describes."""
+    path = plan.output / MANIFEST
+    if not path.is_file():
+        return None
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError:  # derived from the shards: a damaged one is simply written again
+        path.unlink()
+        return None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise UserError(f"{path}: not a deepseek_tf index manifest; choose another --output")
+    same = all(manifest.get(k) == v for k, v in plan.settings.items() if k != "model") \
+        and manifest.get("backend") == plan.backend and manifest.get("analyzer_setting") == plan.analyzer \
+        and all(manifest.get("backend_params", {}).get(k) == int(v) for k, v in plan.backend_params.items())
+    if same:
+        from deepseek_tf.index.built import load_built_index
+
+        return load_built_index(plan.output).manifest  # refuses a damaged one
+    path.unlink()
+    return None
+
+
+def shard_stream(plan: Plan):
+    """(shard number, docs, record or None) over the corpus, shard by shard; verified shards come
+    with their record and are not to be encoded again."""
+    for i, docs in enumerate(chunked(iter_documents(plan.corpus, plan.dropped), plan.shard_size)):
+        yield i, docs, verify_shard(plan.output, i, plan.settings)
+
+
+def encode_shards(plan: Plan) -> tuple[int, float]:
+    """Encodes every unfinished shard in turn; (shards in the corpus, seconds spent encoding)."""
+    kill_after = int(os.environ.get(KILL_AFTER_ENV, "0") or 0)
+    total_docs = count_lines(plan.corpus)  # an upper bound: the progress total and ETA
+    bar = is_terminal() and plan.verbose
+    shards = written = done_docs = 0
+    encode_s, t_start = 0.0, time.perf_counter()
+    for i, docs, record in shard_stream(plan):
+        shards = i + 1
+        done_docs += len(docs)
+        if record is not None:
+            plan.say(f"shard {i:05d}: finished before ({record['count']} documents), skipped")
+            continue
+        t0 = time.perf_counter()
+        write_docs(plan.output, i, docs)
+        vectors = plan.embedder.encode_docs([t for _, t in docs], plan.batch_size, progress=bar)  # (docs, dim)
+        write_vectors(plan.output, i, vectors, plan.settings)
+        took = time.perf_counter() - t0
+        encode_s += took
+        written += 1
+        rate = done_docs / max(time.perf_counter() - t_start, 1e-9)
+        plan.say(f"shard {i:05d}: {len(docs)} documents in {took:.1f} s ({len(docs) / max(took, 1e-9):.0f} docs/s); "
+                 f"{done_docs}/~{total_docs} documents, ETA {format_eta(max(total_docs - done_docs, 0) / rate)}")
+        if kill_after and written >= kill_after:
+            os.kill(os.getpid(), signal.SIGKILL)
+    if shards == 0:
+        raise UserError(f"{plan.corpus}: no documents")
+    return shards, encode_s
+
+
+def build_index(model: str, corpus: str | Path, output: str | Path, backend: str = "exact",
+                analyzer: str = "default", shard_size: int = 10000, batch_size: int = 64,
+                verbose: bool = True, **backend_params) -> dict:
+    """Builds (or resumes, or finishes) the index of CORPUS in OUTPUT; returns the manifest.
+
+    Rerunning a finished build with the same arguments only checks it; with another backend,
+    analyzer or backend parameters it reuses the shards and rebuilds the rest."""
+    plan = plan_build(model, corpus, output, backend, analyzer, shard_size, batch_size, verbose, backend_params)
+    done = finished_manifest(plan)
+    if done is not None:
+        plan.say(f"{plan.output}: already built ({done['count']} documents, {done['backend']}); nothing to do")
+        return done
+    plan.output.mkdir(parents=True, exist_ok=True)
+    remove_stale(plan.output)
+    shards, encode_s = encode_shards(plan)
+    for line in describe_dropped(plan.dropped):
+        plan.say(f"warning: {plan.corpus}: {line}")
+    return finish(plan.output, plan.settings, shards, plan.embedder, plan.backend, plan.analyzer,
+                  plan.backend_params, plan.corpus, plan.dropped, plan.started, encode_s, plan.say)

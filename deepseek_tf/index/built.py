@@ -1,0 +1,141 @@
+"""Loading a built index: `load_built_index(DIR)` -> BuiltIndex (dense and BM25 search, texts,
+the model that made the vectors). Everything the manifest names is checked on load; shard
+checksums too when the shards total at most VERIFY_BYTES (past that, sizes and headers only:
+hashing gigabytes would make every service start slow)."""
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from deepseek_tf.errors import UserError
+from deepseek_tf.index.dense import BACKENDS, DenseSearcher, ShardedVectors
+from deepseek_tf.index.finish import FORMAT, MANIFEST, VERSION
+from deepseek_tf.index.lexical import StoredBM25, TextStore
+from deepseek_tf.index.shards import file_sha256, read_vectors_header
+
+VERIFY_BYTES = 1 << 30
+REQUIRED = ("format", "version", "model", "model_fingerprint", "analyzer", "backend", "backend_params", "dim",
+            "count", "shards", "corpus", "corpus_sha256", "files", "build")
+
+
+class BuiltIndex:
+    """A built index, ready to search. Thread-safe for concurrent searches."""
+
+    def __init__(self, path: Path, manifest: dict, ids: list[str], vectors: ShardedVectors, dense: DenseSearcher,
+                 bm25: StoredBM25, store: TextStore):
+        self.path, self.manifest, self.ids = Path(path), manifest, ids
+        self.vectors, self._dense, self._bm25, self._store = vectors, dense, bm25, store
+        self._rows = {d: r for r, d in enumerate(ids)}
+        self._embedder = None
+        self._lock = threading.Lock()
+
+    def embedder(self):
+        """The model that made the vectors (loaded once); refused if its weights changed since."""
+        with self._lock:
+            if self._embedder is None:
+                from deepseek_tf.retrieval.artifacts import load_embedder
+
+                embedder = load_embedder(self.manifest["model"])
+                if embedder.fingerprint != self.manifest["model_fingerprint"]:
+                    raise UserError(f"{self.path}: its model {self.manifest['model']} has changed since the index was "
+                                    f"built (fingerprint {embedder.fingerprint} != {self.manifest['model_fingerprint']}); "
+                                    f"build the index again")
+                self._embedder = embedder
+            return self._embedder
+
+    def text(self, doc_id: str) -> str:
+        """The document's text (title and text joined); KeyError for an id not in the index."""
+        return self._store.get(self._rows[doc_id])[1]
+
+    def search_dense(self, query_vectors: np.ndarray, k: int) -> list[list[tuple[str, float]]]:
+        """Top-k (id, inner product) per query vector, best first. query_vectors: (q, dim)."""
+        q = np.asarray(query_vectors, np.float32)
+        if q.ndim != 2 or q.shape[1] != self.manifest["dim"]:
+            raise UserError(f"query vectors of shape {q.shape}; this index holds {self.manifest['dim']}-d vectors")
+        if k < 1:
+            raise UserError("k must be >= 1")
+        scores, rows = self._dense.search(q, k)
+        return [[(self.ids[r], float(s)) for s, r in zip(rs, rr) if r >= 0] for rs, rr in zip(scores, rows)]
+
+    def search_bm25(self, queries: list[str], k: int) -> list[list[tuple[str, float]]]:
+        """Top-k (id, BM25 score) per query with the analyzer the index was built with; documents
+        sharing no term with a query are left out."""
+        if k < 1:
+            raise UserError("k must be >= 1")
+        return self._bm25.search(list(queries), k)
+
+
+def _read_manifest(path: Path) -> dict:
+    mpath = path / MANIFEST
+    if not path.is_dir():
+        raise UserError(f"--index {path}: no such directory")
+    if not mpath.is_file():
+        raise UserError(f"{path}: no {MANIFEST} (not an index, or its build has not finished; run "
+                        f"`deepseek-tf index` again to finish it)")
+    try:
+        manifest = json.loads(mpath.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        raise UserError(f"{mpath}: corrupt manifest; build the index again") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise UserError(f"{mpath}: not a deepseek_tf index manifest")
+    if manifest.get("version") != VERSION:
+        raise UserError(f"{mpath}: index format version {manifest.get('version')}, this deepseek_tf reads {VERSION}")
+    missing = [k for k in REQUIRED if k not in manifest]
+    if missing or manifest["backend"] not in BACKENDS:
+        raise UserError(f"{mpath}: incomplete manifest (missing {', '.join(missing) or 'a known backend'})")
+    return manifest
+
+
+def _check_shards(path: Path, manifest: dict, verify: bool) -> list[Path]:
+    files, total = [], 0
+    for entry in manifest["shards"]:
+        f = path / entry["file"]
+        if not f.is_file():
+            raise UserError(f"{f}: missing shard file; build the index again")
+        shape, dtype, offset = read_vectors_header(f)
+        if shape != (entry["count"], manifest["dim"]) or dtype != np.float32:
+            raise UserError(f"{f}: holds {shape} {dtype}, the manifest says ({entry['count']}, {manifest['dim']}) float32")
+        if f.stat().st_size != offset + entry["count"] * manifest["dim"] * 4:
+            raise UserError(f"{f}: truncated (file size does not match its header); build the index again")
+        if not (path / entry["docs"]).is_file():
+            raise UserError(f"{path / entry['docs']}: missing shard documents; build the index again")
+        files.append(f)
+        total += f.stat().st_size
+    if sum(e["count"] for e in manifest["shards"]) != manifest["count"]:
+        raise UserError(f"{path / MANIFEST}: shard counts do not add up to {manifest['count']}")
+    if verify if verify is not None else total <= VERIFY_BYTES:
+        for entry in manifest["shards"]:
+            for key, name in (("sha256", "file"), ("docs_sha256", "docs")):
+                if file_sha256(path / entry[name]) != entry[key]:
+                    raise UserError(f"{path / entry[name]}: checksum mismatch (changed after the index was built); "
+                                    f"build the index again")
+    return files
+
+
+def load_built_index(path: str | Path, verify: bool | None = None) -> BuiltIndex:
+    """Opens the index at PATH; one-line UserError when anything is missing, truncated, corrupt or
+    inconsistent. `verify`: check shard checksums (default: when they total at most VERIFY_BYTES)."""
+    path = Path(path)
+    manifest = _read_manifest(path)
+    files = _check_shards(path, manifest, verify)
+    try:
+        ids = json.loads((path / manifest["files"]["ids"]).read_text(encoding="utf-8"))
+        offsets = np.load(path / manifest["files"]["offsets"], mmap_mode="r")
+    except (OSError, ValueError) as e:
+        raise UserError(f"{path}: unreadable ids or text offsets ({e.__class__.__name__}); build the index again") from None
+    if len(ids) != manifest["count"] or offsets.shape != (manifest["count"], 2):
+        raise UserError(f"{path}: ids/offsets hold {len(ids)}/{offsets.shape[0]} rows, the manifest "
+                        f"{manifest['count']}; build the index again")
+    # faiss indexes hold their own copy of the vectors: the shards stay memory-mapped, read only
+    # for IVF-PQ's exact rescoring
+    vectors = ShardedVectors.open(files, in_memory=None if manifest["backend"] == "exact" else False)
+    dense = DenseSearcher(manifest["backend"], vectors, path, manifest["backend_params"])
+    bm25_dir = path / manifest["files"]["bm25"]
+    if not bm25_dir.is_dir():
+        raise UserError(f"{bm25_dir}: missing BM25 index; build the index again")
+    bm25 = StoredBM25.load(bm25_dir, manifest["analyzer"], ids)
+    store = TextStore(path, [e["count"] for e in manifest["shards"]], offsets)
+    return BuiltIndex(path, manifest, ids, vectors, dense, bm25, store)

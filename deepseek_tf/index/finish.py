@@ -1,0 +1,126 @@
+"""After the shards: the text store, BM25, the dense backend, the recall check, and the manifest,
+written last (an index directory without `manifest.json` is never loaded)."""
+from __future__ import annotations
+
+import resource
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from deepseek_tf.errors import UserError
+from deepseek_tf.index.dense import FAISS_FILE, DenseSearcher, ShardedVectors, build_dense, resolve_params
+from deepseek_tf.index.lexical import BM25_DIR, IDS_FILE, OFFSETS_FILE, StoredBM25, TextStore, resolve_analyzer, \
+    write_offsets
+from deepseek_tf.index.shards import SHARD_DIR, atomic_write, shard_paths, verify_shard, write_json
+
+FORMAT, VERSION = "deepseek_tf-index", 1
+MANIFEST = "manifest.json"
+RECALL_QUERIES = 200
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def model_spec(model: str) -> str:
+    """What the manifest names: an existing path made absolute (the service may start elsewhere),
+    else the preset name."""
+    return str(Path(model).resolve()) if Path(model).exists() else model
+
+
+def _tree_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
+
+
+def ann_recall(searcher: DenseSearcher, store: TextStore, embedder, n: int, k: int = 10,
+               queries: int = RECALL_QUERIES) -> float:
+    """Mean recall@k of the backend against exact search, with the query-tower encodings of a
+    fixed sample of the corpus's own texts as queries."""
+    rows = np.sort(np.random.default_rng(0).choice(n, min(n, queries), replace=False))
+    q = embedder.encode_queries([store.get(int(r))[1] for r in rows])  # (queries, dim)
+    exact = DenseSearcher("exact", searcher.vectors, Path("."), {})
+    _, truth = exact.search(q, k)
+    _, found = searcher.search(q, k)
+    return float(np.mean([len(set(a) & set(b)) / len(b) for a, b in zip(found, truth)]))
+
+
+def finish(output: Path, settings: dict, shards: int, embedder, backend: str, analyzer: str,
+           backend_params: dict, corpus: Path, dropped: dict, started: float, encode_s: float,
+           say=lambda m: None, runner: str = "local") -> dict:
+    """Builds everything after the shards and writes the manifest; returns it."""
+    records = [verify_shard(output, i, settings, checksums=False) for i in range(shards)]
+    missing = [i for i, r in enumerate(records) if r is None]
+    if missing:
+        raise UserError(f"{shard_paths(output, missing[0])['vectors']}: shard was never finished; run the build again")
+    dims = {r["dim"] for r in records}
+    if len(dims) > 1:
+        raise UserError(f"{output}: shards hold vectors of different sizes {sorted(dims)}; build into a new --output")
+    counts = [r["count"] for r in records]
+    n, dim = sum(counts), dims.pop()
+
+    t0 = time.perf_counter()
+    ids, offsets = write_offsets(output, counts)
+    write_json(output / IDS_FILE, ids)
+
+    def save_offsets(p: Path) -> None:
+        with p.open("wb") as f:
+            np.save(f, offsets)
+
+    atomic_write(output / OFFSETS_FILE, save_offsets)
+    resolved = resolve_analyzer(analyzer, output, shards)
+    say(f"BM25 over {n} documents with the {resolved.name} analyzer")
+    tmp = output / f".{BM25_DIR}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    StoredBM25(analyzer=resolved.name).build(output, shards, ids).save(tmp)
+    shutil.rmtree(output / BM25_DIR, ignore_errors=True)
+    tmp.replace(output / BM25_DIR)
+    lexical_s = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    params = resolve_params(backend, backend_params, n, dim)
+    vectors = ShardedVectors.open([shard_paths(output, i)["vectors"] for i in range(shards)], in_memory=False)
+    if backend != "exact":
+        say(f"building {backend} over {n} vectors ({', '.join(f'{k}={v}' for k, v in params.items())})")
+    (output / FAISS_FILE).unlink(missing_ok=True)
+    build_dense(backend, vectors, output, params)
+    dense_s = time.perf_counter() - t0
+    searcher = DenseSearcher(backend, vectors, output, params)
+    recall = None
+    if backend != "exact":
+        recall = ann_recall(searcher, TextStore(output, counts, offsets), embedder, n)
+
+    manifest = {
+        "format": FORMAT, "version": VERSION,
+        "model": settings["model"], "model_fingerprint": settings["model_fingerprint"],
+        "analyzer": resolved.name, "analyzer_setting": analyzer,
+        "backend": backend, "backend_params": params, "dim": dim, "count": n, "shard_size": settings["shard_size"],
+        "shards": [{"file": f"{SHARD_DIR}/{shard_paths(output, i)['vectors'].name}",
+                    "docs": f"{SHARD_DIR}/{shard_paths(output, i)['docs'].name}",
+                    "count": r["count"], "sha256": r["sha256"], "docs_sha256": r["docs_sha256"]}
+                   for i, r in enumerate(records)],
+        "files": {"ids": IDS_FILE, "offsets": OFFSETS_FILE, "bm25": BM25_DIR,
+                  "dense": FAISS_FILE if backend != "exact" else None},
+        "corpus": str(Path(corpus).resolve()), "corpus_sha256": settings["corpus_sha256"],
+        "dropped": dict(dropped),
+    }
+    size = _tree_bytes(output)
+    manifest["build"] = {
+        "runner": runner, "seconds": round(time.perf_counter() - started, 3), "encode_seconds": round(encode_s, 3),
+        "lexical_seconds": round(lexical_s, 3), "dense_seconds": round(dense_s, 3),
+        "peak_rss_mb": round(peak_rss_mb(), 1), "bytes": size, "bytes_per_doc": round(size / n, 1),
+        "ann_recall_at_10": recall, "ann_recall_queries": min(n, RECALL_QUERIES) if recall is not None else 0,
+    }
+    write_json(output / MANIFEST, manifest)
+    b = manifest["build"]
+    say(f"indexed {n} documents into {output}: {b['seconds']:.1f} s (encoding {encode_s:.1f} s), "
+        f"peak RSS {b['peak_rss_mb']:.0f} MB, {b['bytes_per_doc']:.0f} bytes/doc"
+        + (f", {backend} recall@10 vs exact {recall:.3f} on {b['ann_recall_queries']} sample queries"
+           if recall is not None else ""))
+    return manifest
+
+
+def stderr_sayer(verbose: bool):
+    return (lambda m: print(m, file=sys.stderr, flush=True)) if verbose else (lambda m: None)
