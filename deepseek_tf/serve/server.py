@@ -1,0 +1,75 @@
+"""Running the app under uvicorn: a socket bound before anything loads (a busy port is a one-line
+error), SIGHUP re-reads the index, SIGTERM/SIGINT drain in-flight requests and the batcher's queue."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import socket
+import sys
+
+from deepseek_tf.errors import UserError
+from deepseek_tf.serve.app import Limits, create_app
+from deepseek_tf.serve.service import SearchService
+
+log = logging.getLogger("deepseek_tf.serve")
+
+
+def bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as e:
+        sock.close()
+        raise UserError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def _reload_on_sighup(service: SearchService) -> None:
+    loop = asyncio.get_running_loop()
+
+    async def reload():
+        try:
+            await loop.run_in_executor(None, service.reload, None)
+        except Exception as e:  # the old index keeps serving; say why in the log
+            log.error("reload on SIGHUP failed, still serving the previous index: %s", e)
+
+    try:
+        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(reload()))
+    except (NotImplementedError, RuntimeError, AttributeError):  # not the main thread, or no SIGHUP here
+        pass
+
+
+def run_server(service: SearchService, host: str = "127.0.0.1", port: int = 8000, limits: Limits | None = None,
+               admin: bool = True, drain_timeout: float = 30.0, access_log: bool = False,
+               log_level: str = "warning") -> int:
+    """Serves until SIGTERM/SIGINT; returns once in-flight requests and queued encoder calls are done."""
+    import uvicorn
+
+    logging.basicConfig(level=log_level.upper(), format="%(levelname)s: %(message)s", stream=sys.stderr)
+    sock = bind(host, port)
+    async def _announce():
+        _reload_on_sighup(service)
+        actual = sock.getsockname()[1]
+        d = service.describe()
+        print(f"serving {d['index']} ({d['documents']} documents, {d['backend']}, model {d['model']}) "
+              f"on http://{host}:{actual}", file=sys.stderr, flush=True)
+
+    app = create_app(service, limits, admin=admin, on_startup=_announce, on_shutdown=service.close)
+    config = uvicorn.Config(app, log_level=log_level, access_log=access_log, lifespan="on",
+                            timeout_graceful_shutdown=drain_timeout, timeout_keep_alive=30)
+    server = uvicorn.Server(config)
+    # uvicorn re-raises the stop signal once it has drained; with these handlers in place that
+    # ends here, and a stop that finished its requests exits 0 instead of dying by the signal.
+    stops = [s for s in (signal.SIGTERM, signal.SIGINT)]
+    previous = {s: signal.signal(s, lambda *_: None) for s in stops}
+    try:
+        server.run(sockets=[sock])
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    return 0

@@ -1,0 +1,296 @@
+"""The search service behind the HTTP API, usable without HTTP.
+
+It serves one built index at a time. Each request holds the `Engine` it started on (index,
+query encoder, micro-batchers) until it finishes; `reload` loads a new index completely, then
+swaps one reference, so in-flight requests finish on the old index and later ones see the new
+one. An engine that was swapped out closes its batchers once its last request is done.
+
+With batching on, dense requests go through the engine's micro-batcher: one worker gathers
+concurrent requests, encodes the queries not in the cache in one `encode_queries` call and
+searches all of them in one `search_dense` call at the deepest k asked for (each request keeps
+its own top k), so the model and the search run once per batch instead of once per request.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from deepseek_tf.errors import UserError
+from deepseek_tf.serve.batcher import BatcherClosed, MicroBatcher
+from deepseek_tf.serve.cache import MISSING, LRUCache
+from deepseek_tf.serve.metrics import ServiceMetrics
+
+MODES = ("dense", "bm25", "hybrid")
+TOWERS = ("query", "doc")
+log = logging.getLogger("deepseek_tf.serve")
+
+
+class ServiceError(Exception):
+    """A request the service refuses: HTTP status, a stable error code, a one-line message."""
+
+    def __init__(self, status: int, code: str, message: str):
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+@dataclass(frozen=True)
+class ServiceOptions:
+    batching: bool = True  # off: each request calls the query encoder on its own
+    max_batch: int = 32
+    max_wait_ms: float = 2.0
+    cache_size: int = 10000  # entries in each LRU cache (query embeddings, results); 0 turns both off
+    rerank_depth: int = 100  # candidates rescored per query when a request asks for rerank
+    hybrid_depth: int = 100  # depth of the dense and BM25 runs that reciprocal-rank fusion merges
+    rrf_k: int = 60
+    workers: int = 8  # threads for search, BM25, reranking and (without batching) the encoder
+    batch_workers: int = 2  # micro-batch workers: one batch is gathered while another is in the model
+
+
+class Engine:
+    """One loaded index with its query encoder and batcher, counted while requests use it."""
+
+    def __init__(self, index, embedder, batcher: MicroBatcher | None, generation: int, fingerprint: str):
+        self.index, self.embedder, self.batcher = index, embedder, batcher
+        self.generation, self.fingerprint = generation, fingerprint
+        self.in_flight, self.retired = 0, False
+
+
+def index_fingerprint(index) -> str:
+    m = index.manifest
+    return str(m.get("model_fingerprint") or m.get("model") or "")
+
+
+class SearchService:
+    def __init__(self, index, reranker=None, options: ServiceOptions | None = None,
+                 metrics: ServiceMetrics | None = None, loader=None):
+        self.options = options or ServiceOptions()
+        self.metrics = metrics or ServiceMetrics()
+        self.reranker = reranker
+        self.embedding_cache = LRUCache(self.options.cache_size)
+        self.results_cache = LRUCache(self.options.cache_size)
+        self._loader = loader
+        self._executor = ThreadPoolExecutor(self.options.workers, thread_name_prefix="serve")
+        self._lock = threading.Lock()
+        self._reload_lock = threading.Lock()
+        self._generation = 0
+        self.path = Path(index.path) if getattr(index, "path", None) is not None else None
+        self._engine = self._make_engine(index, previous=None)
+        self.metrics.gauges.set(len(index.ids))
+
+    @classmethod
+    def open(cls, path: str | Path, rerank: str | None = None, options: ServiceOptions | None = None) -> "SearchService":
+        """Loads the built index at PATH (the manifest names its model) and the optional cross-encoder."""
+        from deepseek_tf.index import load_built_index
+
+        reranker = None
+        if rerank is not None:
+            from deepseek_tf.retrieval.rerank import Reranker
+
+            reranker = Reranker.load(rerank)
+        return cls(load_built_index(path), reranker, options, loader=load_built_index)
+
+    # ------------------------------------------------------------------ engines
+    def _make_engine(self, index, previous: Engine | None) -> Engine:
+        fingerprint = index_fingerprint(index)
+        if previous is not None and fingerprint and previous.fingerprint == fingerprint:
+            embedder = previous.embedder  # same model: no second copy
+        else:
+            embedder = index.embedder()
+            # The first call traces the encoder graph: do it now, not in the first request.
+            vec = np.asarray(embedder.encode_queries(["warm-up"]))
+            dim = index.manifest.get("dim")
+            if dim is not None and vec.shape[-1] != int(dim):
+                raise UserError(f"{index.path}: the model gives {vec.shape[-1]}-d vectors, the index holds {dim}-d")
+        # Searching once before the engine serves anything fails a broken index here, not in a request.
+        index.search_dense(np.asarray(embedder.encode_queries(["warm-up"])), 1)
+        index.search_bm25(["warm-up"], 1)
+        batcher = None
+        if self.options.batching:
+            batcher = MicroBatcher(lambda items: self._dense_batch(index, embedder, items), self.options.max_batch,
+                                   self.options.max_wait_ms, name="dense", dedupe=False,
+                                   workers=self.options.batch_workers)
+        self._generation += 1
+        return Engine(index, embedder, batcher, self._generation, fingerprint or f"embedder-{id(embedder)}")
+
+    def _dense_batch(self, index, embedder, items: list[tuple[str, np.ndarray | None, int | None]]) -> list:
+        """A batch of (query, its vector or None, k or None) -> (vector, top-k hits or None) each: the
+        queries without a vector encoded in one call, those with a k searched in one call."""
+        todo = list(dict.fromkeys(t for t, v, _ in items if v is None))  # a repeated query is encoded once
+        encoded = {}
+        if todo:
+            start = time.perf_counter()
+            rows = np.asarray(embedder.encode_queries(todo, batch_size=len(todo)))
+            # copies: a cached row must not keep its whole batch's array alive
+            encoded = {t: row.copy() for t, row in zip(todo, rows)}
+            self.metrics.observe_batch(len(todo), time.perf_counter() - start)
+        vectors = [encoded[t] if v is None else v for t, v, _ in items]
+        hits: list = [None] * len(items)
+        wanted = [i for i, (_, _, k) in enumerate(items) if k is not None]
+        if wanted:
+            found = index.search_dense(np.stack([vectors[i] for i in wanted]), max(items[i][2] for i in wanted))
+            self.metrics.observe_search_batch(len(wanted), 0.0)
+            for i, h in zip(wanted, found):
+                hits[i] = h[:items[i][2]]
+        return list(zip(vectors, hits))
+
+    def _acquire(self) -> Engine:
+        with self._lock:
+            engine = self._engine
+            engine.in_flight += 1
+            return engine
+
+    def _release(self, engine: Engine) -> None:
+        with self._lock:
+            engine.in_flight -= 1
+            done = engine.retired and engine.in_flight == 0
+        if done:
+            self._close_engine(engine, wait=False)
+
+    def _close_engine(self, engine: Engine, wait: bool) -> None:
+        if engine.batcher is not None:
+            engine.batcher.close(wait=wait)
+
+    def reload(self, path: str | Path | None = None) -> dict:
+        """Loads the index at PATH (default: the one being served, re-read from disk) and swaps it in.
+
+        Blocking (loading a model takes seconds): call it from a thread. On any failure the
+        index being served stays, and the error is raised."""
+        with self._reload_lock:
+            target = Path(path) if path is not None else self.path
+            if target is None or self._loader is None:
+                raise UserError("this service was not opened from an index directory: nothing to reload")
+            try:
+                engine = self._make_engine(self._loader(target), previous=self._engine)
+            except Exception:
+                self.metrics.reloads.inc(outcome="failed")
+                raise
+            with self._lock:
+                old, self._engine = self._engine, engine
+                self.path = target
+                old.retired = True
+                idle = old.in_flight == 0
+            if idle:
+                self._close_engine(old, wait=False)
+            self.results_cache.clear()  # results are keyed by generation: the old ones can never hit
+            self.metrics.reloads.inc(outcome="ok")
+            self.metrics.gauges.set(len(engine.index.ids))
+            log.warning("serving %s (generation %d, %d documents)", target, engine.generation, len(engine.index.ids))
+            return self.describe()
+
+    def describe(self) -> dict:
+        engine = self._engine
+        m = engine.index.manifest
+        return {"index": str(self.path) if self.path else None, "generation": engine.generation,
+                "documents": len(engine.index.ids), "model": m.get("model"), "backend": m.get("backend"),
+                "analyzer": m.get("analyzer"), "dim": m.get("dim"),
+                "rerank": getattr(self.reranker, "name", None), "batching": engine.batcher is not None,
+                "cache_size": self.options.cache_size}
+
+    def close(self) -> None:
+        """Finishes every queued encoder call, then stops the worker threads."""
+        with self._lock:
+            engine = self._engine
+        self._close_engine(engine, wait=True)
+        self._executor.shutdown(wait=True)
+
+    # ------------------------------------------------------------------ requests
+    async def _run(self, fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    def _encode_alone(self, engine: Engine, text: str) -> np.ndarray:
+        start = time.perf_counter()
+        vec = np.asarray(engine.embedder.encode_queries([text]))[0]
+        self.metrics.observe_batch(1, time.perf_counter() - start)
+        return vec
+
+    async def _batched(self, engine: Engine, text: str, vec: np.ndarray | None, depth: int | None):
+        try:
+            return await asyncio.wrap_future(engine.batcher.submit((text, vec, depth)))
+        except BatcherClosed:
+            raise ServiceError(503, "shutting_down", "the service is shutting down") from None
+
+    async def query_vector(self, engine: Engine, text: str) -> np.ndarray:
+        key = (engine.fingerprint, text)
+        vec = self.embedding_cache.get(key)
+        if vec is not MISSING:
+            return vec
+        if engine.batcher is not None:
+            vec, _ = await self._batched(engine, text, None, None)
+        else:
+            vec = await self._run(self._encode_alone, engine, text)
+        self.embedding_cache.put(key, vec)
+        return vec
+
+    async def _dense(self, engine: Engine, query: str, depth: int) -> list[tuple[str, float]]:
+        if engine.batcher is None:
+            vec = await self.query_vector(engine, query)
+            return (await self._run(engine.index.search_dense, vec[None, :], depth))[0]
+        key = (engine.fingerprint, query)
+        cached = self.embedding_cache.get(key)
+        vec, hits = await self._batched(engine, query, None if cached is MISSING else cached, depth)
+        if cached is MISSING:
+            self.embedding_cache.put(key, vec)
+        return hits
+
+    async def _bm25(self, engine: Engine, query: str, depth: int) -> list[tuple[str, float]]:
+        return (await self._run(engine.index.search_bm25, [query], depth))[0]
+
+    async def _retrieve(self, engine: Engine, query: str, depth: int, mode: str) -> list[tuple[str, float]]:
+        if mode == "dense":
+            return await self._dense(engine, query, depth)
+        if mode == "bm25":
+            return await self._bm25(engine, query, depth)
+        from deepseek_tf.retrieval.bm25 import ranked, reciprocal_rank_fusion
+
+        runs_depth = max(depth, self.options.hybrid_depth)
+        dense, bm25 = await asyncio.gather(self._dense(engine, query, runs_depth), self._bm25(engine, query, runs_depth))
+        fused = reciprocal_rank_fusion([{query: dict(dense)}, {query: dict(bm25)}], self.options.rrf_k, depth)
+        docs = fused.get(query, {})
+        return [(d, docs[d]) for d in ranked(docs)]
+
+    def _rerank(self, engine: Engine, query: str, hits: list[tuple[str, float]], k: int) -> list[tuple[str, float]]:
+        from deepseek_tf.retrieval.rerank import rerank_query
+
+        scores = rerank_query(self.reranker, query, hits, [engine.index.text(d) for d, _ in hits])
+        return sorted(scores.items(), key=lambda x: (-x[1], x[0]))[:k]
+
+    async def search(self, query: str, k: int = 10, mode: str = "dense", rerank: bool = False) -> dict:
+        """{"results": [{"id", "score"}] best first, "cached": bool}; `query` already validated."""
+        if mode not in MODES:
+            raise ServiceError(422, "invalid_request", f"mode must be one of {', '.join(MODES)}")
+        if rerank and self.reranker is None:
+            raise ServiceError(400, "rerank_unavailable", "rerank needs a cross-encoder: start the server with --rerank MODEL")
+        engine = self._acquire()
+        try:
+            key = (engine.generation, query, k, mode, rerank)
+            results = self.results_cache.get(key)
+            if results is not MISSING:
+                return {"results": results, "cached": True}
+            depth = max(k, self.options.rerank_depth) if rerank else k
+            hits = await self._retrieve(engine, query, depth, mode)
+            if rerank:
+                hits = await self._run(self._rerank, engine, query, hits, k)
+            results = [{"id": d, "score": float(s)} for d, s in hits[:k]]
+            self.results_cache.put(key, results)
+            return {"results": results, "cached": False}
+        finally:
+            self._release(engine)
+
+    async def embed(self, texts: list[str], tower: str = "query") -> np.ndarray:
+        """(len(texts), dim): query texts go through the cache and the batcher, documents in one call."""
+        if tower not in TOWERS:
+            raise ServiceError(422, "invalid_request", f"tower must be one of {', '.join(TOWERS)}")
+        engine = self._acquire()
+        try:
+            if tower == "query":
+                return np.stack(await asyncio.gather(*(self.query_vector(engine, t) for t in texts)))
+            return np.asarray(await self._run(engine.embedder.encode_docs, texts))
+        finally:
+            self._release(engine)
