@@ -5,6 +5,7 @@ import json
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 from deepseek_tf.errors import UserError
 
@@ -51,8 +52,13 @@ def join_title(doc: dict[str, str], use_title: bool = True) -> str:
 def read_jsonl(path: Path, id_key: str = "_id") -> list[dict]:
     if not path.is_file():
         raise UserError(f"missing file: {path}")
-    rows = []
-    with path.open("rb") as f:
+    return list(iter_jsonl(path, id_key))
+
+
+def iter_jsonl(path: Path, id_key: str = "_id") -> Iterator[dict]:
+    """The records of a JSONL file one at a time (a corpus too big to hold stays on disk); a bad
+    line is one error naming the file and the line."""
+    with Path(path).open("rb") as f:
         for lineno, raw in enumerate(f, 1):
             try:
                 line = raw.decode("utf-8")
@@ -66,8 +72,7 @@ def read_jsonl(path: Path, id_key: str = "_id") -> list[dict]:
                 raise UserError(f"{path}:{lineno}: invalid JSON ({e.msg})") from None
             if not isinstance(row, dict) or id_key not in row:
                 raise UserError(f"{path}:{lineno}: record has no '{id_key}' field")
-            rows.append(row)
-    return rows
+            yield row
 
 
 class Dropped(dict):

@@ -23,9 +23,9 @@ import numpy as np
 
 from deepseek_tf.data import describe_dropped
 from deepseek_tf.errors import UserError
-from deepseek_tf.index.build import finished_manifest, plan_build, shard_stream
+from deepseek_tf.index.build import shard_stream, start_build
 from deepseek_tf.index.finish import finish
-from deepseek_tf.index.shards import read_docs, remove_stale, verify_shard, write_docs, write_vectors
+from deepseek_tf.index.shards import read_docs, verify_shard, write_docs, write_vectors
 
 
 _root = logging.getLogger()
@@ -111,13 +111,10 @@ def build_index_beam(model: str, corpus: str | Path, output: str | Path, runner:
                      shard_size: int = 10000, batch_size: int = 64, verbose: bool = True, **backend_params) -> dict:
     """`build_index` with the encoding run as a Beam pipeline on RUNNER; same files, same manifest
     (its build.runner names the runner). Resumes like the local build: finished shards are skipped."""
-    plan = plan_build(model, corpus, output, backend, analyzer, shard_size, batch_size, verbose, backend_params)
-    done = finished_manifest(plan)
+    plan, done = start_build(model, corpus, output, backend, analyzer, shard_size, batch_size, verbose,
+                             backend_params)
     if done is not None:
-        plan.say(f"{plan.output}: already built ({done['count']} documents, {done['backend']}); nothing to do")
         return done
-    plan.output.mkdir(parents=True, exist_ok=True)
-    remove_stale(plan.output)
     pending, shards = [], 0
     for i, docs, record in shard_stream(plan):
         shards = i + 1

@@ -150,6 +150,20 @@ def encode_shards(plan: Plan) -> tuple[int, float]:
     return shards, encode_s
 
 
+def start_build(model: str, corpus: str | Path, output: str | Path, backend: str, analyzer: str, shard_size: int,
+                batch_size: int, verbose: bool, backend_params: dict):
+    """(plan, manifest of a finished build or None): what the local and the Beam builds do first.
+    When nothing is finished yet, OUTPUT exists and holds no stale temporary files."""
+    plan = plan_build(model, corpus, output, backend, analyzer, shard_size, batch_size, verbose, backend_params)
+    done = finished_manifest(plan)
+    if done is not None:
+        plan.say(f"{plan.output}: already built ({done['count']} documents, {done['backend']}); nothing to do")
+        return plan, done
+    plan.output.mkdir(parents=True, exist_ok=True)
+    remove_stale(plan.output)
+    return plan, None
+
+
 def build_index(model: str, corpus: str | Path, output: str | Path, backend: str = "exact",
                 analyzer: str = "default", shard_size: int = 10000, batch_size: int = 64,
                 verbose: bool = True, **backend_params) -> dict:
@@ -157,13 +171,10 @@ def build_index(model: str, corpus: str | Path, output: str | Path, backend: str
 
     Rerunning a finished build with the same arguments only checks it; with another backend,
     analyzer or backend parameters it reuses the shards and rebuilds the rest."""
-    plan = plan_build(model, corpus, output, backend, analyzer, shard_size, batch_size, verbose, backend_params)
-    done = finished_manifest(plan)
+    plan, done = start_build(model, corpus, output, backend, analyzer, shard_size, batch_size, verbose,
+                             backend_params)
     if done is not None:
-        plan.say(f"{plan.output}: already built ({done['count']} documents, {done['backend']}); nothing to do")
         return done
-    plan.output.mkdir(parents=True, exist_ok=True)
-    remove_stale(plan.output)
     shards, encode_s = encode_shards(plan)
     for line in describe_dropped(plan.dropped):
         plan.say(f"warning: {plan.corpus}: {line}")

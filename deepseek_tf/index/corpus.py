@@ -11,13 +11,12 @@ from __future__ import annotations
 import csv
 import hashlib
 import itertools
-import json
 import sys
 from pathlib import Path
 from typing import Iterable, Iterator
 
 from deepseek_tf.data import join_title, normalize_text
-from deepseek_tf.data.beir import Dropped
+from deepseek_tf.data.beir import Dropped, iter_jsonl
 from deepseek_tf.errors import UserError
 
 FORMATS = (".jsonl", ".csv", ".tsv", ".txt")
@@ -52,21 +51,8 @@ def count_lines(path: str | Path) -> int:
 
 
 def _jsonl_records(path: Path) -> Iterator[tuple[str, str, str]]:
-    with path.open("rb") as f:
-        for lineno, raw in enumerate(f, 1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                raise UserError(f"{path}:{lineno}: not UTF-8 (byte {e.start} of the line)") from None
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise UserError(f"{path}:{lineno}: invalid JSON ({e.msg})") from None
-            if not isinstance(row, dict) or "_id" not in row:
-                raise UserError(f"{path}:{lineno}: record has no '_id' field")
-            yield str(row["_id"]), row.get("title") or "", row.get("text") or ""
+    for row in iter_jsonl(path):
+        yield str(row["_id"]), row.get("title") or "", row.get("text") or ""
 
 
 def _table_records(path: Path) -> Iterator[tuple[str, str, str]]:
