@@ -72,7 +72,7 @@ def test_tiny_soup_is_the_mean_of_its_members(tiny_run, tiny_beir, tmp_path):
 @pytest.mark.parametrize("yaml,override,message", [
     ("tiny.yaml", "train.loss=margin_mse", "need data.teacher"),
     ("cross_encoder_tiny.yaml", "data.judged_negatives=4", "judged_negatives must be in"),
-    ("tiny.yaml", "data.judged_negatives=1", "judged_negatives fills cross-encoder groups"),
+    ("tiny.yaml", "data.judged_negatives=1", "set data.mine_negatives: true"),
 ])
 def test_a_bad_member_setting_fails_before_the_soup_writes_anything(tiny_run, tiny_beir, tmp_path, yaml, override,
                                                                     message):
