@@ -75,11 +75,11 @@ def checkpoint_dir(spec: str) -> Path:
 def pretrained_tokenizer(spec: str, lowercase: bool = True):
     """The tokenizer a pretrained checkpoint dir comes with: SentencePiece (e5, XLM-R style
     `sentencepiece.bpe.model`) when it has one, else WordPiece from its vocab.txt."""
-    from deepseek_tf.text.sentencepiece import SentencePieceTokenizer, has_sentencepiece
+    from deepseek_tf.text.sentencepiece import SentencePieceTokenizer
     from deepseek_tf.text.tokenizer import Tokenizer
 
-    if backbone_kind(spec) in ("hf", "trained") and has_sentencepiece(directory := checkpoint_dir(spec)):
-        return SentencePieceTokenizer.from_dir(directory)
+    if has_pretrained_sentencepiece(spec):
+        return SentencePieceTokenizer.from_dir(checkpoint_dir(spec))
     path = vocab_path(spec)
     if path is None:
         raise UserError(f"{spec}: no vocab.txt or SentencePiece model to tokenize with")

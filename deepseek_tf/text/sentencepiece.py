@@ -185,6 +185,7 @@ class SentencePieceTokenizer(Tokenizer):
                 tf.lookup.KeyValueTensorInitializer(tf.constant(known, tf.int64),
                                                     tf.ones([len(known)], tf.int64)),
                 default_value=0)
+        self.normalization = list(normalization or [])  # kept for the TFLite twin (sentencepiece_lite)
         self._norm = bool(normalization)
         if normalization:
             keys = tf.constant([cp for cp, _ in normalization], tf.int64)
@@ -253,9 +254,13 @@ class SentencePieceTokenizer(Tokenizer):
 
     def __call__(self, texts: tf.Tensor, max_length: int = 128, multiple: int = 1,
                  prefix: str | None = None) -> dict[str, tf.Tensor]:
-        if prefix is None or prefix == self.prefix:
-            return super().__call__(texts, max_length, multiple)
-        return SentencePieceView(self, prefix)(texts, max_length, multiple)
+        return self.framed(*self.word_ids(texts, max_length - 2, prefix), max_length, multiple)
+
+    def tower(self, texts: tf.Tensor, max_length: int, tower: str, multiple: int = 1) -> dict[str, tf.Tensor]:
+        """`Tokenizer.tower`, with the tower's prefix passed to `word_ids` (where a subclass may add
+        it as ids) instead of joined to the strings."""
+        extra = self.query_prefix if tower == "query" else self.doc_prefix
+        return self(texts, max_length, multiple, prefix=self.prefix + extra)
 
     @classmethod
     def from_dir(cls, directory: str | Path, fast: bool = True, prefix: str = "") -> "SentencePieceTokenizer":
@@ -308,12 +313,3 @@ class SentencePieceTokenizer(Tokenizer):
 def has_sentencepiece(directory: str | Path) -> bool:
     directory = Path(directory)
     return (directory / "deepseek_tf_tokenizer.json").is_file() or (directory / "sentencepiece.bpe.model").is_file()
-
-
-class SentencePieceView(SentencePieceTokenizer):
-    """The same tokenizer with another prefix (shares the ops, tables and proto)."""
-
-    def __init__(self, base: SentencePieceTokenizer, prefix: str):
-        tf.Module.__init__(self)
-        self.__dict__.update({k: v for k, v in base.__dict__.items() if not k.startswith("_tf")})
-        self.prefix = prefix

@@ -22,7 +22,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from deepseek_tf.text.sentencepiece import SentencePieceTokenizer, _bytes_field, _int_field, proto_pieces
-from deepseek_tf.text.tokenizer import Tokenizer, normalizer_model
+from deepseek_tf.text.tokenizer import normalizer_model
 
 # Appended to a serialized ModelProto: protobuf merges a repeated singular message field, so
 # this turns remove_extra_whitespaces on in whatever normalizer spec the proto has.
@@ -56,7 +56,7 @@ def _table(normalization, known: set[int] | None) -> dict[int, str]:
 class LiteSentencePieceTokenizer(SentencePieceTokenizer):
     """`base`'s vocabulary, ids and prefixes on TFLite-runnable ops (see the module docstring)."""
 
-    def __init__(self, base: SentencePieceTokenizer, normalization=None):
+    def __init__(self, base: SentencePieceTokenizer):
         import tensorflow_text as tft
 
         tf.Module.__init__(self, name="lite_sentencepiece")
@@ -67,22 +67,22 @@ class LiteSentencePieceTokenizer(SentencePieceTokenizer):
         self.prefix, self.query_prefix, self.doc_prefix = base.prefix, base.query_prefix, base.doc_prefix
         self._split = self._norm = False
         self._vocab_size = base.vocab_size
+        pieces = proto_pieces(base.model_proto)  # in id order
         known = None
         if base._split:
-            known = {ord(p) for p in (base.vocab or proto_pieces(base.model_proto)) if len(p) == 1}
+            known = {ord(p) for p in pieces if len(p) == 1}
             if 0x2581 in known:  # a raw space becomes U+2581 inside SentencePiece
                 known.add(0x20)
-        self._sentinel_id = len(proto_pieces(base.model_proto)) if known is not None else None
+        self._sentinel_id = len(pieces) if known is not None else None
         proto = base.model_proto + _REMOVE_EXTRA_WHITESPACES + (_sentinel_piece() if known is not None else b"")
         self.sentencepiece = tft.FastSentencepieceTokenizer(proto)
-        pieces = proto_pieces(base.model_proto)
         self._meta_id = pieces.index("\u2581") if base._norm and "\u2581" in pieces else None
-        table = _table(normalization, known)
+        table = _table(base.normalization, known)
         self.normalizer = tft.FastBertNormalizer(model_buffer=normalizer_model(table)) if table else None
         # (head, tail) ids per prefix, from the full tokenizer: head = ids of the prefix without
         # its trailing space; tail = what that space adds when nothing follows it.
-        self._prefix_ids = {p: _split_prefix(base, p) for p in {self.prefix, self.query_prefix, self.doc_prefix}}
-        self._active_prefix = self.prefix
+        self._prefix_ids = {p: _split_prefix(base, p)
+                            for p in {self.prefix, self.prefix + self.query_prefix, self.prefix + self.doc_prefix}}
 
     @property
     def vocab_size(self) -> int:
@@ -106,7 +106,7 @@ class LiteSentencePieceTokenizer(SentencePieceTokenizer):
         return ids
 
     def word_ids(self, texts: tf.Tensor, max_tokens: int, prefix: str | None = None):
-        prefix = self._active_prefix if prefix is None else prefix
+        prefix = self.prefix if prefix is None else prefix
         if prefix not in self._prefix_ids:
             raise ValueError(f"prefix {prefix!r} was not known when the lite tokenizer was built")
         head, tail = self._prefix_ids[prefix]
@@ -133,20 +133,6 @@ class LiteSentencePieceTokenizer(SentencePieceTokenizer):
         longest = tf.reduce_max(tf.concat([lengths, [0]], 0))
         return dense[:, :longest], lengths
 
-    def _encode(self, texts: tf.Tensor, max_length: int, multiple: int, prefix: str) -> dict[str, tf.Tensor]:
-        self._active_prefix = prefix  # read by word_ids while Tokenizer.__call__ traces
-        try:
-            return Tokenizer.__call__(self, texts, max_length, multiple)
-        finally:
-            self._active_prefix = self.prefix
-
-    def __call__(self, texts: tf.Tensor, max_length: int = 128, multiple: int = 1,
-                 prefix: str | None = None) -> dict[str, tf.Tensor]:
-        return self._encode(texts, max_length, multiple, self.prefix if prefix is None else prefix)
-
-    def tower(self, texts: tf.Tensor, max_length: int, tower: str, multiple: int = 1) -> dict[str, tf.Tensor]:
-        return self._encode(texts, max_length, multiple, self.query_prefix if tower == "query" else self.doc_prefix)
-
 
 def _ends_in_space(texts: tf.Tensor) -> tf.Tensor:
     """(batch,) bool: the last byte of each string is a space (ByteSplit has a TFLite kernel)."""
@@ -171,13 +157,4 @@ def for_tflite(tokenizer):
     """The tokenizer to put in a .tflite graph: WordPiece as it is, SentencePiece as its lite twin."""
     if not isinstance(tokenizer, SentencePieceTokenizer) or isinstance(tokenizer, LiteSentencePieceTokenizer):
         return tokenizer
-    normalization = None
-    if tokenizer.source_dir is not None and (tokenizer.source_dir / "deepseek_tf_tokenizer.json").is_file():
-        import json
-
-        from deepseek_tf.text.sentencepiece import read_normalization
-
-        meta = json.loads((tokenizer.source_dir / "deepseek_tf_tokenizer.json").read_text())
-        if meta.get("normalization"):
-            normalization = read_normalization(tokenizer.source_dir / meta["normalization"])
-    return LiteSentencePieceTokenizer(tokenizer, normalization)
+    return LiteSentencePieceTokenizer(tokenizer)

@@ -304,7 +304,11 @@ class Tokenizer(tf.Module):
 
         `multiple` > 1 pads further, to the next multiple of it (at most max_length): see `widen`.
         """
-        ids, lengths = self.word_ids(texts, max_length - 2)
+        return self.framed(*self.word_ids(texts, max_length - 2), max_length, multiple)
+
+    def framed(self, ids: tf.Tensor, lengths: tf.Tensor, max_length: int, multiple: int = 1) -> dict[str, tf.Tensor]:
+        """Content ids (batch, n) with their lengths (batch,) -> `__call__`'s output: `[CLS] ids [SEP]`,
+        the padding mask and segment ids, widened to `multiple`."""
         batch = tf.shape(ids)[0]
         cls = tf.fill([batch, 1], self.cls_id)
         pad = tf.fill([batch, 1], self.pad_id)
