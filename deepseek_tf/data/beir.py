@@ -1,6 +1,7 @@
 """BEIR-layout readers (corpus, queries, graded qrels), text cleaning, and TREC run files."""
 from __future__ import annotations
 
+import hashlib
 import json
 import unicodedata
 from dataclasses import dataclass, field
@@ -47,6 +48,15 @@ def join_title(doc: dict[str, str], use_title: bool = True) -> str:
     if use_title and title:
         return f"{title} {text}".strip()
     return text or title
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex sha256 of a file's bytes, read 1 MiB at a time (corpora, shards, indexes)."""
+    h = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def read_jsonl(path: Path, id_key: str = "_id") -> list[dict]:

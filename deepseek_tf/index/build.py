@@ -21,9 +21,9 @@ from pathlib import Path
 
 from deepseek_tf.console import format_eta, is_terminal
 from deepseek_tf.data import describe_dropped
-from deepseek_tf.data.beir import Dropped
+from deepseek_tf.data.beir import Dropped, file_sha256
 from deepseek_tf.errors import UserError
-from deepseek_tf.index.corpus import check_corpus, chunked, count_lines, file_sha256, iter_documents
+from deepseek_tf.index.corpus import check_corpus, chunked, count_lines, iter_documents
 from deepseek_tf.index.dense import BACKENDS, PARAMS
 from deepseek_tf.index.finish import FORMAT, MANIFEST, finish, model_spec, stderr_sayer
 from deepseek_tf.index.shards import SHARD_DIR, remove_stale, verify_shard, write_docs, write_vectors

@@ -14,7 +14,8 @@ from deepseek_tf.errors import UserError
 from deepseek_tf.index.dense import BACKENDS, DenseSearcher, ShardedVectors
 from deepseek_tf.index.finish import FORMAT, MANIFEST, VERSION
 from deepseek_tf.index.lexical import StoredBM25, TextStore
-from deepseek_tf.index.shards import file_sha256, read_vectors_header
+from deepseek_tf.data.beir import file_sha256
+from deepseek_tf.index.shards import read_vectors_header
 
 VERIFY_BYTES = 1 << 30
 REQUIRED = ("format", "version", "model", "model_fingerprint", "analyzer", "backend", "backend_params", "dim",

@@ -9,7 +9,6 @@ dropped and counted, as `deepseek-tf search` reads a corpus.
 from __future__ import annotations
 
 import csv
-import hashlib
 import itertools
 import sys
 from pathlib import Path
@@ -31,14 +30,6 @@ def check_corpus(path: str | Path) -> Path:
         raise UserError(f"{path}: corpus must be one of {', '.join(FORMATS)} (BEIR corpus.jsonl, CSV/TSV "
                         f"with id,text[,title] columns, or one document per line)")
     return path
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with Path(path).open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def count_lines(path: str | Path) -> int:

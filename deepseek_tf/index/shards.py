@@ -15,7 +15,6 @@ so something outside the build changed it, and only the user can say which side 
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -23,6 +22,7 @@ from typing import Callable
 
 import numpy as np
 
+from deepseek_tf.data.beir import file_sha256
 from deepseek_tf.errors import UserError
 
 SHARD_DIR = "shards"
@@ -33,14 +33,6 @@ def shard_paths(output: Path, i: int) -> dict[str, Path]:
     base = Path(output) / SHARD_DIR / f"{i:05d}"
     return {"vectors": base.with_suffix(".npy"), "docs": base.with_suffix(".docs.jsonl"),
             "record": base.with_suffix(".json")}
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with Path(path).open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:

@@ -9,7 +9,6 @@ W·z(cross-encoder) + (1 − W)·z(retriever), as `evaluate --rerank` does.
 """
 from __future__ import annotations
 
-import hashlib
 import sys
 import time
 from pathlib import Path
@@ -45,11 +44,9 @@ def read_corpus(path: str | Path) -> tuple[list[str], list[str], dict[str, int]]
 
 
 def file_hash(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with Path(path).open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()[:16]
+    from deepseek_tf.data.beir import file_sha256
+
+    return file_sha256(path)[:16]
 
 
 def open_index(embedder, corpus: str | Path, index_dir: str | Path | None = None, index_type: str | None = None,
