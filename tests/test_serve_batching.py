@@ -37,14 +37,19 @@ class GatedModel:
         return self.embedder.vectors(texts)
 
 
-def test_queued_texts_share_one_model_call_and_keep_their_own_rows():
+def queued_behind_first(max_batch: int, texts: list[str] = QUERIES):
+    """(model, batcher, futures): texts[0] is inside a held model call, the rest wait in the queue."""
     model = GatedModel()
-    batcher = MicroBatcher(model, max_batch=64, max_wait_ms=0)
-    first = batcher.submit(QUERIES[0])
+    batcher = MicroBatcher(model, max_batch=max_batch, max_wait_ms=0)
+    futures = [batcher.submit(texts[0])]
     assert model.entered.wait(10)
-    rest = [batcher.submit(q) for q in QUERIES[1:]] + [batcher.submit(QUERIES[3])]  # one repeated text
+    return model, batcher, futures + [batcher.submit(t) for t in texts[1:]]
+
+
+def test_queued_texts_share_one_model_call_and_keep_their_own_rows():
+    model, batcher, futures = queued_behind_first(64, QUERIES + [QUERIES[3]])  # one repeated text
     model.release.set()
-    results = [first.result(10)] + [f.result(10) for f in rest]
+    results = [f.result(10) for f in futures]
     assert model.calls == [[QUERIES[0]], QUERIES[1:]]  # 13 requests, 2 calls; the repeat encoded once
     for text, vec in zip(QUERIES + [QUERIES[3]], results):
         np.testing.assert_array_equal(vec, model.embedder.vectors([text])[0])
@@ -52,11 +57,7 @@ def test_queued_texts_share_one_model_call_and_keep_their_own_rows():
 
 
 def test_max_batch_splits_a_long_queue():
-    model = GatedModel()
-    batcher = MicroBatcher(model, max_batch=5, max_wait_ms=0)
-    futures = [batcher.submit(QUERIES[0])]
-    assert model.entered.wait(10)
-    futures += [batcher.submit(q) for q in QUERIES[1:]]
+    model, batcher, futures = queued_behind_first(5)
     model.release.set()
     [f.result(10) for f in futures]
     assert [len(c) for c in model.calls] == [1, 5, 5, 1]
@@ -107,11 +108,7 @@ def test_a_failing_call_fails_its_requests_and_the_worker_goes_on():
 
 
 def test_close_answers_everything_queued_then_refuses():
-    model = GatedModel()
-    batcher = MicroBatcher(model, max_batch=4, max_wait_ms=0)
-    futures = [batcher.submit(QUERIES[0])]
-    assert model.entered.wait(10)
-    futures += [batcher.submit(q) for q in QUERIES[1:]]
+    model, batcher, futures = queued_behind_first(4)
     closer = threading.Thread(target=batcher.close)
     closer.start()  # waits for the worker while 11 texts are still queued
     model.release.set()

@@ -130,7 +130,12 @@ def test_the_command_serves_reloads_on_sighup_and_drains_on_sigterm(built):
 
         threads = [threading.Thread(target=ask, args=(f"{q} {i}",)) for i in range(6) for q in QUERIES]
         [t.start() for t in threads]
-        time.sleep(0.05)
+        # SIGTERM once the server is answering this burst (on a loaded machine a fixed short sleep
+        # could signal before any request arrived, leaving nothing in flight to drain)
+        for _ in range(600):
+            if results:
+                break
+            time.sleep(0.05)
         proc.send_signal(signal.SIGTERM)
         [t.join(60) for t in threads]
         assert proc.wait(60) == 0
