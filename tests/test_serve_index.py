@@ -152,6 +152,7 @@ def test_the_command_serves_reloads_on_sighup_and_drains_on_sigterm(built):
     (["--index", "{missing}"], "{missing}"),
     (["--index", "{built}", "--max-batch", "0"], "--max-batch must be >= 1"),
     (["--index", "{built}", "--max-wait-ms", "-1"], "--max-wait-ms must be >= 0"),
+    (["--index", "{built}", "--intra-op-threads", "-1"], "--intra-op-threads must be >= 0"),
     (["--index", "{built}", "--port", "70000"], "--port must be in 0..65535"),
     (["--index", "{built}", "--rerank", "{missing}"], "--rerank"),
     (["--index", "{built}", "--port", "{busy}"], "cannot listen on 127.0.0.1:{busy}"),

@@ -125,7 +125,7 @@ class SyntheticIndex:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from deepseek_tf.serve.server import run_server
+    from deepseek_tf.serve.server import configure_threads, run_server
     from deepseek_tf.serve.service import SearchService, ServiceOptions
 
     p = argparse.ArgumentParser(prog="python -m deepseek_tf.bench.synthetic",
@@ -134,17 +134,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", default="all-MiniLM-L6-v2")
     p.add_argument("--port", type=int, default=0)
     p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--intra-op-threads", type=int, default=1)
     p.add_argument("--no-batching", action="store_true")
     p.add_argument("--no-cache", action="store_true")
     p.add_argument("--max-batch", type=int, default=32)
     p.add_argument("--max-wait-ms", type=float, default=2.0)
     args = p.parse_args(argv)
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as `deepseek-tf serve` does, before faiss runs
-    if args.threads:
-        import tensorflow as tf
-
-        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
-        tf.config.threading.set_inter_op_parallelism_threads(args.threads)
+    configure_threads(args.threads, args.intra_op_threads)
     options = ServiceOptions(batching=not args.no_batching, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
                              cache_size=0 if args.no_cache else 10000)
     service = SearchService(SyntheticIndex(args.ann, args.model), None, options)

@@ -76,6 +76,10 @@ class Encoder(keras.layers.Layer):
             pooled = self.mean_pool(sequence, inputs["padding_mask"], divide=not cancel)  # (batch, hidden)
         else:
             pooled = sequence[:, 0, :]
+        return self.head(pooled)
+
+    def head(self, pooled):
+        """(batch, hidden) pooled vectors -> (batch, dim) embeddings: projection, float32, L2 norm."""
         if self.projection is not None:
             pooled = self.projection(pooled)  # (batch, projection_dim)
         pooled = ops.cast(pooled, "float32")

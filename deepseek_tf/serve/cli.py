@@ -38,7 +38,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-body-bytes", type=int, default=65536, help="largest request body (default: 65536)")
     p.add_argument("--workers", type=int, default=8,
                    help="threads for search, BM25, reranking and unbatched encoding (default: 8)")
-    p.add_argument("--threads", type=int, default=0, help="TensorFlow intra-/inter-op threads (default: all cores)")
+    p.add_argument("--threads", type=int, default=0,
+                   help="TensorFlow inter-op threads: model calls that run at once (default: one per core)")
+    p.add_argument("--intra-op-threads", type=int, default=1,
+                   help="threads one TensorFlow op may use (default: 1, as concurrent calls keep the cores busy; "
+                   "0 = all cores)")
     p.add_argument("--drain-timeout", type=float, default=30.0,
                    help="seconds SIGTERM waits for in-flight requests (default: 30)")
     p.add_argument("--no-admin", action="store_true", help="no POST /admin/reload (SIGHUP still reloads)")
@@ -55,7 +59,8 @@ def check_args(args: argparse.Namespace) -> None:
         if value < 1:
             raise UserError(f"{flag} must be >= 1, not {value}", exit_code=2)
     for flag, value in {"--max-wait-ms": args.max_wait_ms, "--cache-size": args.cache_size,
-                        "--threads": args.threads, "--drain-timeout": args.drain_timeout}.items():
+                        "--threads": args.threads, "--intra-op-threads": args.intra_op_threads,
+                        "--drain-timeout": args.drain_timeout}.items():
         if value < 0:
             raise UserError(f"{flag} must be >= 0, not {value}", exit_code=2)
     if not 0 <= args.port <= 65535:
@@ -75,15 +80,11 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:
         raise UserError("the HTTP service needs FastAPI and uvicorn: pip install 'deepseek_tf[serve]'") from None
     from deepseek_tf.serve.app import Limits
-    from deepseek_tf.serve.server import bind, run_server
+    from deepseek_tf.serve.server import bind, configure_threads, run_server
     from deepseek_tf.serve.service import SearchService, ServiceOptions
 
     bind(args.host, args.port).close()  # a busy port fails now, before a model loads for seconds
-    if args.threads:
-        import tensorflow as tf
-
-        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
-        tf.config.threading.set_inter_op_parallelism_threads(args.threads)
+    configure_threads(args.threads, args.intra_op_threads)
     options = ServiceOptions(batching=not args.no_batching, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
                              cache_size=0 if args.no_cache else args.cache_size, rerank_depth=args.rerank_depth,
                              hybrid_depth=args.hybrid_depth, workers=args.workers, batch_workers=args.batch_workers)
