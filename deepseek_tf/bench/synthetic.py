@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--intra-op-threads", type=int, default=1)
     p.add_argument("--no-batching", action="store_true")
     p.add_argument("--no-cache", action="store_true")
-    p.add_argument("--max-batch", type=int, default=32)
+    p.add_argument("--max-batch", type=int, default=16)
     p.add_argument("--max-wait-ms", type=float, default=2.0)
     args = p.parse_args(argv)
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as `deepseek-tf serve` does, before faiss runs

@@ -14,14 +14,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "POST /search, POST /embed, GET /health, GET /metrics (Prometheus), POST /admin/reload. "
         "SIGHUP re-reads --index; SIGTERM finishes in-flight requests, then exits.",
         ["deepseek-tf serve --index runs/cranfield_built --port 8000",
-         "deepseek-tf serve --index runs/qbqtc_built --rerank runs/cross_encoder_minilm/model --max-batch 64",
+         "deepseek-tf serve --index runs/qbqtc_built --rerank runs/cross_encoder_minilm/model --max-batch 32",
          "curl -s localhost:8000/search -H 'Content-Type: application/json' -d '{\"query\": \"heat transfer\", \"k\": 5, \"mode\": \"hybrid\"}'"])
     p.add_argument("--index", required=True, help="built index directory (deepseek-tf index --output DIR)")
     p.add_argument("--rerank", metavar="MODEL", help="cross-encoder (trained model/ dir, SavedModel or .tflite) "
                    "for requests with \"rerank\": true")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="port (default: 8000; 0 picks a free one)")
-    p.add_argument("--max-batch", type=int, default=32, help="most queries per encoder call (default: 32)")
+    p.add_argument("--max-batch", type=int, default=16,
+                   help="most queries per encoder call (default: 16; with --batch-workers 2, two batches run side by side)")
     p.add_argument("--max-wait-ms", type=float, default=2.0,
                    help="how long a query waits for others to join its batch (default: 2.0)")
     p.add_argument("--batch-workers", type=int, default=2,

@@ -43,7 +43,7 @@ class ServiceError(Exception):
 @dataclass(frozen=True)
 class ServiceOptions:
     batching: bool = True  # off: each request calls the query encoder on its own
-    max_batch: int = 32
+    max_batch: int = 16  # two batch workers run two batches side by side, each on one core
     max_wait_ms: float = 2.0
     cache_size: int = 10000  # entries in each LRU cache (query embeddings, results); 0 turns both off
     rerank_depth: int = 100  # candidates rescored per query when a request asks for rerank
