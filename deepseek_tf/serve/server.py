@@ -37,7 +37,7 @@ def configure_threads(threads: int = 0, intra_op_threads: int = 1) -> None:
     One thread per op by default: a server runs several model calls at once (batch workers, or
     one per request without batching), and splitting a query batch's small matrix products
     across cores costs more in hand-offs than it saves (all-MiniLM-L6-v2 on 2 cores: one query
-    5.7 ms with 1, 8.8 ms with 2; unbatched service at concurrency 32: 265 vs 190 QPS).
+    5.7 ms with 1, 7.8 ms with 2; unbatched service at concurrency 32: 265 vs 190 QPS).
     TensorFlow fixes them when it first runs: in a process where it already has (a test, a host
     application) the pools it has stay, and the log says so."""
     import tensorflow as tf
