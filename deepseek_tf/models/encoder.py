@@ -71,12 +71,16 @@ class Encoder(keras.layers.Layer):
         # mean's 1/count, and x·rsqrt(Σx²) replaces x/‖x‖. TFLite's full-int8 DIV kernel rejects a
         # raw 0 divisor even where the zero point makes it a non-zero value, so a calibrated
         # model could fail on some lengths; float results are unchanged (to rounding).
-        cancel = self.normalize and self.projection is None
         if self.pooling == "mean":
-            pooled = self.mean_pool(sequence, inputs["padding_mask"], divide=not cancel)  # (batch, hidden)
+            pooled = self.mean_pool(sequence, inputs["padding_mask"], divide=self.mean_divides)  # (batch, hidden)
         else:
             pooled = sequence[:, 0, :]
         return self.head(pooled)
+
+    @property
+    def mean_divides(self) -> bool:
+        """Does mean pooling divide by the token count? Not when the L2 norm right after cancels it."""
+        return not (self.normalize and self.projection is None)
 
     def head(self, pooled):
         """(batch, hidden) pooled vectors -> (batch, dim) embeddings: projection, float32, L2 norm."""

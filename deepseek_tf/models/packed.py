@@ -93,7 +93,7 @@ def packed_encode(encoder, packed: dict, batch: tf.Tensor) -> tf.Tensor:
     owner = tf.where(owner >= 0, owner, batch)  # empty slots pool into an extra row, dropped below
     if encoder.pooling == "mean":
         pooled = tf.math.unsorted_segment_sum(sequence, owner, batch + 1)[:-1]  # (batch, hidden)
-        if not (encoder.normalize and encoder.projection is None):  # the L2 norm cancels 1/count
+        if encoder.mean_divides:
             count = tf.math.unsorted_segment_sum(tf.ones_like(owner, sequence.dtype), owner, batch + 1)[:-1]
             pooled = pooled / ops.maximum(count[:, None], 1e-9)
     else:  # a text's first token is the slot with position 0

@@ -71,12 +71,19 @@ class KerasEmbedder(Embedder):
                                              input_signature=text_spec) for k in towers}
             self._packed = {k: tf.function(lambda p, b, enc=enc: packed_encode(enc, p, b),
                                            input_signature=packed_signature()) for k, enc in towers.items()}
+            # a batch packing does not shrink runs padded from the ids already made, not tokenized again
+            token_spec = {k: tf.TensorSpec([None, None], v.dtype) for k, v in
+                          self._tokenize["query"].get_concrete_function().structured_outputs.items()}
+            self._padded = {k: tf.function(lambda x, enc=enc: enc(x, training=False), input_signature=[token_spec])
+                            for k, enc in towers.items()}
 
     def _encode(self, texts: list[str], tower: str) -> np.ndarray:
         if len(texts) > 1 and self._packed:
-            packed = pack_inputs({k: v.numpy() for k, v in self._tokenize[tower](tf.constant(texts)).items()})
-            if packed is not None:
-                return self._packed[tower](packed, tf.constant(len(texts), tf.int32)).numpy()
+            tokens = self._tokenize[tower](tf.constant(texts))
+            packed = pack_inputs({k: v.numpy() for k, v in tokens.items()})
+            if packed is None:
+                return self._padded[tower](tokens).numpy()
+            return self._packed[tower](packed, tf.constant(len(texts), tf.int32)).numpy()
         return self._fns[tower](tf.constant(texts)).numpy()
 
 
