@@ -37,8 +37,10 @@ install: $(BIN)/activate  ## create .venv and install everything (pretrained Min
 # At most 4 workers: each is a process with its own TensorFlow, and the tests are few enough.
 TEST_WORKERS ?= auto
 
-lint: $(BIN)/activate  ## check the import layers (import-linter contracts in setup.cfg)
+lint: $(BIN)/activate  ## import layers (import-linter contracts in setup.cfg), ruff lint and format checks
 	$(BIN)/lint-imports
+	$(BIN)/ruff check deepseek_tf tests
+	$(BIN)/ruff format --check deepseek_tf tests
 
 test: lint  ## import contracts, then the test suite (tiny models, no network; TEST_WORKERS=0 for one process)
 	$(PYTHON) -m pytest tests -n $(TEST_WORKERS) --maxprocesses 4

@@ -1,4 +1,5 @@
 """deepseek_tf: dual-encoder retrievers and cross-encoder rerankers in TensorFlow/Keras 3."""
+
 import os as _os
 
 _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

@@ -1,5 +1,6 @@
 """What a command shows a person: parsers whose `--help` ends with examples, and progress that
 suits where the output goes (a bar on a terminal, plain lines in a log file)."""
+
 from __future__ import annotations
 
 import argparse
@@ -11,8 +12,12 @@ from typing import IO
 def command_parser(command: str, description: str, examples: list[str]) -> argparse.ArgumentParser:
     """The parser of `deepseek-tf COMMAND` (also `python -m deepseek_tf.COMMAND` where one exists)."""
     epilog = "examples:\n" + "\n".join(f"  {e}" for e in examples)
-    return argparse.ArgumentParser(prog=f"deepseek-tf {command}", description=description, epilog=epilog,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    return argparse.ArgumentParser(
+        prog=f"deepseek-tf {command}",
+        description=description,
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
 
 
 def is_terminal(stream: IO | None = None) -> bool:
@@ -35,8 +40,15 @@ class PlainProgress:
     carriage returns and ANSI sequences into the log.
     """
 
-    def __init__(self, what: str, total: int | None, every: int, stream: IO | None = None,
-                 clock=time.perf_counter, unit: str = ""):
+    def __init__(
+        self,
+        what: str,
+        total: int | None,
+        every: int,
+        stream: IO | None = None,
+        clock=time.perf_counter,
+        unit: str = "",
+    ):
         self.what, self.total, self.every = what, total, max(1, every)
         self.stream, self.clock, self.unit = stream or sys.stderr, clock, unit
         self.start = clock()
@@ -46,7 +58,7 @@ class PlainProgress:
         elapsed = max(self.clock() - self.start, 1e-9)
         rate = step / elapsed
         total = f"/{self.total}" if self.total else ""
-        eta = (f", ETA {format_eta((self.total - step) / rate)}" if self.total and rate > 0 else "")
+        eta = f", ETA {format_eta((self.total - step) / rate)}" if self.total and rate > 0 else ""
         extra = f", {extra}" if extra else ""
         unit = f" {self.unit}" if self.unit else ""
         return f"{self.what} {step}{total}{extra}, {rate:.2f}{unit}/s{eta}"
@@ -62,8 +74,15 @@ def every_for(total: int | None, lines: int = 30) -> int:
     return max(1, -(-(total or 0) // lines))
 
 
-def progress(items, desc: str, unit: str = "it", total: int | None = None, leave: bool = True,
-             stream: IO | None = None, lines: int = 20):
+def progress(
+    items,
+    desc: str,
+    unit: str = "it",
+    total: int | None = None,
+    leave: bool = True,
+    stream: IO | None = None,
+    lines: int = 20,
+):
     """`items` with progress: a tqdm bar on a terminal, else about `lines` PlainProgress lines
     (`desc 40/200, 3.10 batch/s, ETA 52s`); `lines=0` shows nothing off a terminal."""
     stream = stream or sys.stderr

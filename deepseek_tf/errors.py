@@ -1,9 +1,10 @@
 """User-facing errors and the wrapper that turns them into one-line CLI failures."""
+
 from __future__ import annotations
 
 import functools
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 
 class UserError(Exception):
@@ -42,4 +43,3 @@ def cli_entry(fn: Callable[..., int | None]) -> Callable[..., int]:
             return 130
 
     return wrapper
-

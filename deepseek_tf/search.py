@@ -1,4 +1,5 @@
 """`python -m deepseek_tf.search`: the same command as `deepseek-tf search`."""
+
 import sys
 
 from deepseek_tf.retrieval.cli import search_main as main

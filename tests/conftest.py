@@ -7,10 +7,9 @@ os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 sys.path.insert(0, str(Path(__file__).parent))
 
 import pytest  # noqa: E402
+from fixtures import write_tiny_beir  # noqa: E402
 
 import deepseek_tf  # noqa: E402,F401  (before any TensorFlow import: it sets the TF environment the CLIs run with)
-
-from fixtures import write_tiny_beir  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CRANFIELD = ROOT.parent / "shared" / "data" / "cranfield"
@@ -37,5 +36,10 @@ def run_cli(module: str, *args: str):
     """Runs `python -m module args` and returns the CompletedProcess (text mode)."""
     import subprocess
 
-    return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, cwd=ROOT,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )

@@ -3,6 +3,7 @@
 The wheel's own compiled engine is for CPython 3.12 only, so parity tests build the reference
 from its C source. e5.c's tokenizer is static; a two-line wrapper that #includes it exports it.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -15,13 +16,13 @@ from pathlib import Path
 
 import numpy as np
 
-WRAPPER = r'''
+WRAPPER = r"""
 #include "e5.c"
 /* content ids of `text` as the engine feeds them (no <s>/</s>, no prefix) */
 int e5_ref_tokenize(e5_model *m, const char *text, int *out, int cap) {
     return tok_content(&m->tok, text, out, cap);
 }
-'''
+"""
 
 
 def build(source_dir: Path) -> Path:
@@ -41,9 +42,22 @@ def build(source_dir: Path) -> Path:
         shutil.copy(source_dir / "e5.h", tmp)
         (Path(tmp) / "wrap.c").write_text(WRAPPER)
         tmp_lib = Path(tmp) / "e5ref.so"
-        subprocess.run([gcc, "-O2", "-march=native", "-fopenmp", "-shared", "-fPIC",
-                        "-o", str(tmp_lib), str(Path(tmp) / "wrap.c"), "-lm"],
-                       check=True, capture_output=True)
+        subprocess.run(
+            [
+                gcc,
+                "-O2",
+                "-march=native",
+                "-fopenmp",
+                "-shared",
+                "-fPIC",
+                "-o",
+                str(tmp_lib),
+                str(Path(tmp) / "wrap.c"),
+                "-lm",
+            ],
+            check=True,
+            capture_output=True,
+        )
         shutil.move(str(tmp_lib), lib)
     return lib
 
@@ -55,11 +69,15 @@ class Reference:
         lib.e5_load.argtypes = [ctypes.c_char_p]
         lib.e5_free.argtypes = [ctypes.c_void_p]
         lib.e5_embed_batch.restype = ctypes.c_int
-        lib.e5_embed_batch.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_char_p), ctypes.c_int,
-                                       ctypes.c_int, ctypes.POINTER(ctypes.c_float)]
+        lib.e5_embed_batch.argtypes = [
+            ctypes.c_void_p,
+            ctypes.POINTER(ctypes.c_char_p),
+            ctypes.c_int,
+            ctypes.c_int,
+            ctypes.POINTER(ctypes.c_float),
+        ]
         lib.e5_ref_tokenize.restype = ctypes.c_int
-        lib.e5_ref_tokenize.argtypes = [ctypes.c_void_p, ctypes.c_char_p,
-                                        ctypes.POINTER(ctypes.c_int), ctypes.c_int]
+        lib.e5_ref_tokenize.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.POINTER(ctypes.c_int), ctypes.c_int]
         self._lib = lib
         self._m = lib.e5_load(str(model_path).encode())
         if not self._m:
@@ -75,8 +93,9 @@ class Reference:
     def embed(self, texts: list[str], is_query: bool) -> np.ndarray:
         out = np.zeros((len(texts), 384), np.float32)
         arr = (ctypes.c_char_p * len(texts))(*[t.encode("utf-8") for t in texts])
-        self._lib.e5_embed_batch(self._m, arr, len(texts), int(is_query),
-                                 out.ctypes.data_as(ctypes.POINTER(ctypes.c_float)))
+        self._lib.e5_embed_batch(
+            self._m, arr, len(texts), int(is_query), out.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
+        )
         return out
 
     def __del__(self):

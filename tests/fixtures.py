@@ -4,6 +4,7 @@ Six product topics (one with Chinese text), four documents each; every query is
 judged against the documents of its topic (grade 2 for the first two, 1 otherwise).
 Run as a script: `python tests/fixtures.py DIR` writes it to DIR.
 """
+
 from __future__ import annotations
 
 import json
@@ -11,11 +12,26 @@ import sys
 from pathlib import Path
 
 TOPICS = {
-    "dress": ("summer dress floral cotton", ["light summer dress", "floral cotton dress for women", "summer dress sale"]),
-    "laptop": ("lightweight laptop thin notebook battery", ["lightweight laptop", "thin notebook long battery", "laptop for travel"]),
-    "phone": ("iphone case shockproof cover 手机壳 防摔", ["iphone 15 pro 手机壳", "shockproof phone cover", "防摔 手机壳"]),
-    "shoes": ("running shoes trail sneakers cushion", ["trail running shoes", "cushioned sneakers", "shoes for running"]),
-    "coffee": ("espresso coffee machine grinder beans", ["espresso machine", "coffee grinder burr", "coffee beans dark roast"]),
+    "dress": (
+        "summer dress floral cotton",
+        ["light summer dress", "floral cotton dress for women", "summer dress sale"],
+    ),
+    "laptop": (
+        "lightweight laptop thin notebook battery",
+        ["lightweight laptop", "thin notebook long battery", "laptop for travel"],
+    ),
+    "phone": (
+        "iphone case shockproof cover 手机壳 防摔",
+        ["iphone 15 pro 手机壳", "shockproof phone cover", "防摔 手机壳"],
+    ),
+    "shoes": (
+        "running shoes trail sneakers cushion",
+        ["trail running shoes", "cushioned sneakers", "shoes for running"],
+    ),
+    "coffee": (
+        "espresso coffee machine grinder beans",
+        ["espresso machine", "coffee grinder burr", "coffee beans dark roast"],
+    ),
     "tent": ("camping tent waterproof two person", ["waterproof tent", "two person camping tent", "tent for hiking"]),
 }
 EXTRA = ["best price", "free shipping", "new model", "top rated"]
@@ -27,15 +43,17 @@ def write_tiny_beir(directory: str | Path) -> Path:
     corpus, queries, train, test = [], [], [], []
     for t, (topic, (words, topic_queries)) in enumerate(TOPICS.items()):
         for k in range(4):
-            corpus.append({"_id": f"{topic}-{k}", "title": f"{topic} {k}",
-                           "text": f"{words} {EXTRA[k]} item {t * 4 + k}"})
+            corpus.append(
+                {"_id": f"{topic}-{k}", "title": f"{topic} {k}", "text": f"{words} {EXTRA[k]} item {t * 4 + k}"}
+            )
         for j, query in enumerate(topic_queries):
             qid = f"q-{topic}-{j}"
             queries.append({"_id": qid, "text": query})
             for k in range(4):
                 (test if j == 2 else train).append((qid, f"{topic}-{k}", 2 if k < 2 else 1))
     write = lambda name, rows: (directory / name).write_text(
-        "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+        "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8"
+    )
     write("corpus.jsonl", corpus)
     write("queries.jsonl", queries)
     for split, rows in (("train", train), ("test", test)):

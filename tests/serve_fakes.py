@@ -1,5 +1,6 @@
 """Light stand-ins for a built index in the serve tests: no TensorFlow, deterministic vectors,
 the same API as `deepseek_tf.index.BuiltIndex`."""
+
 from __future__ import annotations
 
 import threading
@@ -9,10 +10,14 @@ from pathlib import Path
 import numpy as np
 
 DOCS = {
-    "wing-1": "wing flutter at transonic speed", "wing-2": "swept wing boundary layer transition",
-    "heat-1": "heat transfer in hypersonic flow", "heat-2": "heat flux on a blunt body",
-    "shell-1": "buckling of thin cylindrical shells", "shell-2": "shell vibration under axial load",
-    "jet-1": "jet noise and mixing layers", "jet-2": "supersonic jet impinging on a plate",
+    "wing-1": "wing flutter at transonic speed",
+    "wing-2": "swept wing boundary layer transition",
+    "heat-1": "heat transfer in hypersonic flow",
+    "heat-2": "heat flux on a blunt body",
+    "shell-1": "buckling of thin cylindrical shells",
+    "shell-2": "shell vibration under axial load",
+    "jet-1": "jet noise and mixing layers",
+    "jet-2": "supersonic jet impinging on a plate",
 }
 
 
@@ -48,8 +53,9 @@ class HashEmbedder:
 
 
 class FakeIndex:
-    def __init__(self, docs: dict[str, str] | None = None, embedder: HashEmbedder | None = None,
-                 path: str | Path = "fake-index"):
+    def __init__(
+        self, docs: dict[str, str] | None = None, embedder: HashEmbedder | None = None, path: str | Path = "fake-index"
+    ):
         from deepseek_tf.retrieval.bm25 import BM25Index
 
         self.path = Path(path)
@@ -58,8 +64,15 @@ class FakeIndex:
         self.dense_calls: list[int] = []  # queries per search_dense call
         self._embedder = embedder or HashEmbedder()
         self.matrix = self._embedder.vectors(list(self._texts.values()))
-        self.manifest = {"format": "fake", "model": "hash", "model_fingerprint": self._embedder.fingerprint,
-                         "dim": self._embedder.dim, "backend": "exact", "analyzer": "english", "count": len(self.ids)}
+        self.manifest = {
+            "format": "fake",
+            "model": "hash",
+            "model_fingerprint": self._embedder.fingerprint,
+            "dim": self._embedder.dim,
+            "backend": "exact",
+            "analyzer": "english",
+            "count": len(self.ids),
+        }
         self._bm25 = BM25Index(analyzer="english").index(self.ids, list(self._texts.values()))
 
     def embedder(self) -> HashEmbedder:

@@ -1,5 +1,6 @@
 """Lexical analyzers: hand-written expected terms for mixed-script strings, the default's
 per-corpus decision, and BM25 over a tiny Chinese collection."""
+
 import pytest
 
 from deepseek_tf.errors import UserError
@@ -7,16 +8,68 @@ from deepseek_tf.text.analyzer import Analyzer, cjk_share
 
 MIXED = [
     # (text, mixed terms, cjk terms = mixed + Latin/digit character 1-2-grams)
-    ("iphone 15 手机壳",
-     ["iphon", "15", "手", "机", "壳", "手机", "机壳"],
-     ["iphon", "15", "i", "p", "h", "o", "n", "e", "ip", "ph", "ho", "on", "ne", "1", "5", "15",
-      "手", "机", "壳", "手机", "机壳"]),
-    ("轻便笔记本", ["轻", "便", "笔", "记", "本", "轻便", "便笔", "笔记", "记本"],
-     ["轻", "便", "笔", "记", "本", "轻便", "便笔", "笔记", "记本"]),
-    ("summer dress 夏季连衣裙", ["summer", "dress", "夏", "季", "连", "衣", "裙", "夏季", "季连", "连衣", "衣裙"], None),
-    ("galaxya7报价", ["galaxya7", "报", "价", "报价"],
-     ["galaxya7", "g", "a", "l", "a", "x", "y", "a", "7", "ga", "al", "la", "ax", "xy", "ya", "a7",
-      "报", "价", "报价"]),
+    (
+        "iphone 15 手机壳",
+        ["iphon", "15", "手", "机", "壳", "手机", "机壳"],
+        [
+            "iphon",
+            "15",
+            "i",
+            "p",
+            "h",
+            "o",
+            "n",
+            "e",
+            "ip",
+            "ph",
+            "ho",
+            "on",
+            "ne",
+            "1",
+            "5",
+            "15",
+            "手",
+            "机",
+            "壳",
+            "手机",
+            "机壳",
+        ],
+    ),
+    (
+        "轻便笔记本",
+        ["轻", "便", "笔", "记", "本", "轻便", "便笔", "笔记", "记本"],
+        ["轻", "便", "笔", "记", "本", "轻便", "便笔", "笔记", "记本"],
+    ),
+    (
+        "summer dress 夏季连衣裙",
+        ["summer", "dress", "夏", "季", "连", "衣", "裙", "夏季", "季连", "连衣", "衣裙"],
+        None,
+    ),
+    (
+        "galaxya7报价",
+        ["galaxya7", "报", "价", "报价"],
+        [
+            "galaxya7",
+            "g",
+            "a",
+            "l",
+            "a",
+            "x",
+            "y",
+            "a",
+            "7",
+            "ga",
+            "al",
+            "la",
+            "ax",
+            "xy",
+            "ya",
+            "a7",
+            "报",
+            "价",
+            "报价",
+        ],
+    ),
     # stop words ('the', 'of') go, 'a' is too short, stems as Snowball: flows -> flow, wings -> wing
     ("the flows of a wings，机翼", ["flow", "wing", "机", "翼", "机翼"], None),
     # kana and Hangul are CJK runs too; the full-width comma splits runs
@@ -36,10 +89,14 @@ def test_mixed_is_the_english_pipeline_on_english_text():
     import bm25s
     import Stemmer
 
-    texts = ["What similarity laws must be obeyed when constructing aeroelastic models of heated aircraft?",
-             "Café naïve façade — 3.5 kg, 20% off!", "boundary-layer transition at Mach 2"]
-    want = bm25s.tokenize(texts, stopwords="en", stemmer=Stemmer.Stemmer("english"), return_ids=False,
-                          show_progress=False)
+    texts = [
+        "What similarity laws must be obeyed when constructing aeroelastic models of heated aircraft?",
+        "Café naïve façade — 3.5 kg, 20% off!",
+        "boundary-layer transition at Mach 2",
+    ]
+    want = bm25s.tokenize(
+        texts, stopwords="en", stemmer=Stemmer.Stemmer("english"), return_ids=False, show_progress=False
+    )
     assert Analyzer("mixed")(texts) == want == Analyzer("english")(texts)
 
 

@@ -6,17 +6,17 @@ from artifacts made once here (the shared `tiny_run` model, one SavedModel and o
 export), so no row trains or exports. After the run, every file in the row's directory must be
 exactly as before: nothing deleted or changed, nothing new (no `*.tmp`, no config.yaml rewritten).
 """
+
 from __future__ import annotations
 
 import hashlib
 import json
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import pytest
-
 from conftest import ROOT, run_cli
 
 
@@ -68,8 +68,11 @@ def _beir(fx: Fx, t: Path, replace: dict[str, bytes]) -> Path:
 def _latin1_at_line(path: Path, line: int) -> bytes:
     """The file's lines with a Latin-1 'é' (byte 0xE9, not UTF-8) put into line `line`."""
     lines = path.read_bytes().splitlines(keepends=True)
-    lines[line - 1] = lines[line - 1].replace(b'"text": "', b'"text": "caf\xe9 ', 1) if b'"text"' in lines[line - 1] \
+    lines[line - 1] = (
+        lines[line - 1].replace(b'"text": "', b'"text": "caf\xe9 ', 1)
+        if b'"text"' in lines[line - 1]
         else lines[line - 1][:-1] + b"\xe9\n"
+    )
     return b"".join(lines)
 
 
@@ -134,132 +137,325 @@ class Case:
 def _export_into_user_dir(fx, t):
     _file(t / "out" / "notes.txt")
     _file(t / "out" / "sub" / "data.csv", "a,b\n")
-    return ["export", "--model", str(fx.model), "--format", "saved_model", "--output", str(t / "out")], \
-        f"{t / 'out'}: directory is not empty and is not a previous export"
+    return [
+        "export",
+        "--model",
+        str(fx.model),
+        "--format",
+        "saved_model",
+        "--output",
+        str(t / "out"),
+    ], f"{t / 'out'}: directory is not empty and is not a previous export"
 
 
 def _export_tflite_over_user_file(fx, t):
     _file(t / "mine.query.tflite", b"user bytes")
-    return ["export", "--model", str(fx.model), "--format", "tflite", "--output", str(t / "mine")], \
-        str(t / "mine.query.tflite")
+    return ["export", "--model", str(fx.model), "--format", "tflite", "--output", str(t / "mine")], str(
+        t / "mine.query.tflite"
+    )
 
 
 def _resume_changed_model(fx, t):
     w = _resume_workdir(fx, t)
-    return _train(fx, t, "--workdir", str(w), "--set", "model.hidden_dim=64", "--set", "model.num_heads=4"), \
-        "model.hidden_dim (32 -> 64)"
+    return _train(
+        fx, t, "--workdir", str(w), "--set", "model.hidden_dim=64", "--set", "model.num_heads=4"
+    ), "model.hidden_dim (32 -> 64)"
 
 
 CASES = [
     # 1. data loss
     Case("export-saved_model-into-non-empty-user-dir", _export_into_user_dir),
     Case("export-tflite-over-user-file", _export_tflite_over_user_file),
-    Case("export-output-is-existing-file", lambda fx, t: (
-        ["export", "--model", str(fx.model), "--format", "saved_model", "--output", str(_file(t / "out"))], f"--output {t / 'out'}: an existing file")),
+    Case(
+        "export-output-is-existing-file",
+        lambda fx, t: (
+            ["export", "--model", str(fx.model), "--format", "saved_model", "--output", str(_file(t / "out"))],
+            f"--output {t / 'out'}: an existing file",
+        ),
+    ),
     # 3. tracebacks -> one line
-    Case("export-saved_model-output-parent-is-file", lambda fx, t: (
-        ["export", "--model", str(fx.model), "--format", "saved_model",
-         "--output", str(_file(t / "afile") / "out")], f"{t / 'afile'} is a file")),
-    Case("export-tflite-output-parent-is-file", lambda fx, t: (
-        ["export", "--model", str(fx.model), "--format", "tflite",
-         "--output", str(_file(t / "afile") / "deep" / "out")], f"{t / 'afile'} is a file")),
-    Case("evaluate-truncated-tflite", lambda fx, t: (
-        _eval(fx, _truncated(fx.tflite, t, "cut.query.tflite")), f"{t / 'cut.query.tflite'}: not a valid TFLite")),
-    Case("evaluate-corrupt-tflite", lambda fx, t: (
-        _eval(fx, _file(t / "corrupt.tflite", b"\x00garbage, not a flatbuffer" * 40)),
-        f"{t / 'corrupt.tflite'}: not a valid TFLite")),
-    Case("search-corrupt-tflite", lambda fx, t: (
-        _search(_file(t / "corrupt.tflite", b"TFL3" * 100), fx.beir / "corpus.jsonl"),
-        f"{t / 'corrupt.tflite'}: not a valid TFLite")),
-    Case("evaluate-tflite-pair-with-truncated-doc-tower", lambda fx, t: (
-        _eval(fx, _tflite_pair_doc_truncated(fx, t)), f"{t / 'tiny.doc.tflite'}: not a valid TFLite")),
-    Case("train-workdir-is-file", lambda fx, t: (
-        _train(fx, t, "--workdir", str(_file(t / "wd"))), f"--workdir {t / 'wd'}")),
-    Case("train-workdir-under-file", lambda fx, t: (
-        _train(fx, t, "--workdir", str(_file(t / "wd") / "run")), f"{t / 'wd'} is a file")),
+    Case(
+        "export-saved_model-output-parent-is-file",
+        lambda fx, t: (
+            [
+                "export",
+                "--model",
+                str(fx.model),
+                "--format",
+                "saved_model",
+                "--output",
+                str(_file(t / "afile") / "out"),
+            ],
+            f"{t / 'afile'} is a file",
+        ),
+    ),
+    Case(
+        "export-tflite-output-parent-is-file",
+        lambda fx, t: (
+            [
+                "export",
+                "--model",
+                str(fx.model),
+                "--format",
+                "tflite",
+                "--output",
+                str(_file(t / "afile") / "deep" / "out"),
+            ],
+            f"{t / 'afile'} is a file",
+        ),
+    ),
+    Case(
+        "evaluate-truncated-tflite",
+        lambda fx, t: (
+            _eval(fx, _truncated(fx.tflite, t, "cut.query.tflite")),
+            f"{t / 'cut.query.tflite'}: not a valid TFLite",
+        ),
+    ),
+    Case(
+        "evaluate-corrupt-tflite",
+        lambda fx, t: (
+            _eval(fx, _file(t / "corrupt.tflite", b"\x00garbage, not a flatbuffer" * 40)),
+            f"{t / 'corrupt.tflite'}: not a valid TFLite",
+        ),
+    ),
+    Case(
+        "search-corrupt-tflite",
+        lambda fx, t: (
+            _search(_file(t / "corrupt.tflite", b"TFL3" * 100), fx.beir / "corpus.jsonl"),
+            f"{t / 'corrupt.tflite'}: not a valid TFLite",
+        ),
+    ),
+    Case(
+        "evaluate-tflite-pair-with-truncated-doc-tower",
+        lambda fx, t: (_eval(fx, _tflite_pair_doc_truncated(fx, t)), f"{t / 'tiny.doc.tflite'}: not a valid TFLite"),
+    ),
+    Case(
+        "train-workdir-is-file",
+        lambda fx, t: (_train(fx, t, "--workdir", str(_file(t / "wd"))), f"--workdir {t / 'wd'}"),
+    ),
+    Case(
+        "train-workdir-under-file",
+        lambda fx, t: (_train(fx, t, "--workdir", str(_file(t / "wd") / "run")), f"{t / 'wd'} is a file"),
+    ),
     Case("train-resume-with-changed-hidden_dim", _resume_changed_model, code=2),
     # 4. silent wrong
-    Case("evaluate-truncated-model.keras", lambda fx, t: (
-        _eval(fx, _model_with_truncated_keras(fx, t)), "model.keras: corrupt or truncated")),
-    Case("export-truncated-model.keras", lambda fx, t: (
-        ["export", "--model", str(_model_with_truncated_keras(fx, t)), "--format", "saved_model",
-         "--output", str(t / "out")], "model.keras: corrupt or truncated")),
-    Case("evaluate-killed-export-tmp", lambda fx, t: (
-        _eval(fx, _killed_export(fx, t, "sm.tmp")), f"{t / 'sm.tmp'}: an unfinished write")),
-    Case("evaluate-export-without-metadata", lambda fx, t: (
-        _eval(fx, _killed_export(fx, t, "sm")), "has no deepseek_export.json")),
-    Case("search-killed-export-tmp", lambda fx, t: (
-        _search(_killed_export(fx, t, "sm.tmp"), fx.beir / "corpus.jsonl"), "an unfinished write")),
-    Case("evaluate-finished-export-renamed-tmp", lambda fx, t: (
-        _eval(fx, _copy(fx.saved_model, t / "sm.tmp")), "an unfinished write")),
-    Case("evaluate-rerank-killed-export", lambda fx, t: (
-        _eval(fx, fx.model, None, "--rerank", str(_killed_export(fx, t, "ce.tmp"))), f"--rerank {t / 'ce.tmp'}: an unfinished write")),
-    Case("export-from-unfinished-model-tmp", lambda fx, t: (
-        ["export", "--model", str(_copy(fx.model, t / "model.tmp")), "--format", "saved_model",
-         "--output", str(t / "out")], "model.tmp: an unfinished write")),
+    Case(
+        "evaluate-truncated-model.keras",
+        lambda fx, t: (_eval(fx, _model_with_truncated_keras(fx, t)), "model.keras: corrupt or truncated"),
+    ),
+    Case(
+        "export-truncated-model.keras",
+        lambda fx, t: (
+            [
+                "export",
+                "--model",
+                str(_model_with_truncated_keras(fx, t)),
+                "--format",
+                "saved_model",
+                "--output",
+                str(t / "out"),
+            ],
+            "model.keras: corrupt or truncated",
+        ),
+    ),
+    Case(
+        "evaluate-killed-export-tmp",
+        lambda fx, t: (_eval(fx, _killed_export(fx, t, "sm.tmp")), f"{t / 'sm.tmp'}: an unfinished write"),
+    ),
+    Case(
+        "evaluate-export-without-metadata",
+        lambda fx, t: (_eval(fx, _killed_export(fx, t, "sm")), "has no deepseek_export.json"),
+    ),
+    Case(
+        "search-killed-export-tmp",
+        lambda fx, t: (_search(_killed_export(fx, t, "sm.tmp"), fx.beir / "corpus.jsonl"), "an unfinished write"),
+    ),
+    Case(
+        "evaluate-finished-export-renamed-tmp",
+        lambda fx, t: (_eval(fx, _copy(fx.saved_model, t / "sm.tmp")), "an unfinished write"),
+    ),
+    Case(
+        "evaluate-rerank-killed-export",
+        lambda fx, t: (
+            _eval(fx, fx.model, None, "--rerank", str(_killed_export(fx, t, "ce.tmp"))),
+            f"--rerank {t / 'ce.tmp'}: an unfinished write",
+        ),
+    ),
+    Case(
+        "export-from-unfinished-model-tmp",
+        lambda fx, t: (
+            [
+                "export",
+                "--model",
+                str(_copy(fx.model, t / "model.tmp")),
+                "--format",
+                "saved_model",
+                "--output",
+                str(t / "out"),
+            ],
+            "model.tmp: an unfinished write",
+        ),
+    ),
     # 5. messages name where
-    Case("train-yaml-syntax-error", lambda fx, t: (
-        ["train", "--config", str(_file(t / "bad.yaml", "model:\n  kind: dual_encoder\n  hidden_dim: [32\n"
-                                                        "train:\n  epochs: 1\n"))],
-        f"{t / 'bad.yaml'}:4:"), code=2),
-    Case("train-yaml-tab-indent", lambda fx, t: (
-        ["train", "--config", str(_file(t / "tab.yaml", "model:\n\tkind: dual_encoder\n"))],
-        f"{t / 'tab.yaml'}:2:"), code=2),
-    Case("train-yaml-not-utf8", lambda fx, t: (
-        ["train", "--config", str(_file(t / "l1.yaml", b"# ok\nmodel:\n  kind: dual_encoder # caf\xe9\n"))],
-        f"{t / 'l1.yaml'}:3: not UTF-8"), code=2),
-    Case("train-yaml-not-a-mapping", lambda fx, t: (
-        ["train", "--config", str(_file(t / "list.yaml", "- model\n- train\n"))],
-        f"{t / 'list.yaml'}: expected a YAML mapping"), code=2),
-    Case("evaluate-corpus-not-utf8", lambda fx, t: (
-        _eval(fx, fx.model, _beir(fx, t, {"corpus.jsonl": _latin1_at_line(fx.beir / "corpus.jsonl", 3)})),
-        f"{t / 'data' / 'corpus.jsonl'}:3: not UTF-8")),
-    Case("evaluate-queries-not-utf8", lambda fx, t: (
-        _eval(fx, fx.model, _beir(fx, t, {"queries.jsonl": _latin1_at_line(fx.beir / "queries.jsonl", 5)})),
-        f"{t / 'data' / 'queries.jsonl'}:5: not UTF-8")),
-    Case("evaluate-qrels-not-utf8", lambda fx, t: (
-        _eval(fx, fx.model, _beir(fx, t, {"qrels/test.tsv": _latin1_at_line(fx.beir / "qrels" / "test.tsv", 4)})),
-        f"{t / 'data' / 'qrels' / 'test.tsv'}:4: not UTF-8")),
-    Case("train-pairs-csv-not-utf8", lambda fx, t: (
-        _train(fx, t, "--set", "data.dataset=", "--set",
-               f"data.pairs={_file(t / 'pairs.csv', PAIRS_LATIN1)}",
-               "--workdir", str(t / "wd")), f"{t / 'pairs.csv'}:3: not UTF-8")),
-    Case("search-corpus-not-utf8", lambda fx, t: (
-        _search(fx.model, _file(t / "c.jsonl", _latin1_at_line(fx.beir / "corpus.jsonl", 2))),
-        f"{t / 'c.jsonl'}:2: not UTF-8")),
-    Case("mine-corpus-invalid-json", lambda fx, t: (
-        ["mine", "--dataset", str(_beir(fx, t, {"corpus.jsonl": (fx.beir / "corpus.jsonl").read_bytes() + b"{oops\n"})),
-         "--output", str(t / "pairs.tsv")], f"{t / 'data' / 'corpus.jsonl'}:25: invalid JSON")),
-    Case("mine-output-parent-is-file", lambda fx, t: (
-        ["mine", "--dataset", str(fx.beir), "--output", str(_file(t / "afile") / "pairs.tsv")],
-        f"{t / 'afile'} is a file")),
-    Case("mine-output-is-dir", lambda fx, t: (
-        ["mine", "--dataset", str(fx.beir), "--output", str(_file(t / "out" / "keep.txt").parent)],
-        f"--output {t / 'out'}: a directory")),
-    Case("mine-qrels-bad-score", lambda fx, t: (
-        ["mine", "--dataset", str(_beir(fx, t, {"qrels/train.tsv": b"query-id\tcorpus-id\tscore\nq\td\thigh\n"})),
-         "--output", str(t / "p.tsv")], f"{t / 'data' / 'qrels' / 'train.tsv'}:2: score 'high'")),
+    Case(
+        "train-yaml-syntax-error",
+        lambda fx, t: (
+            [
+                "train",
+                "--config",
+                str(_file(t / "bad.yaml", "model:\n  kind: dual_encoder\n  hidden_dim: [32\ntrain:\n  epochs: 1\n")),
+            ],
+            f"{t / 'bad.yaml'}:4:",
+        ),
+        code=2,
+    ),
+    Case(
+        "train-yaml-tab-indent",
+        lambda fx, t: (
+            ["train", "--config", str(_file(t / "tab.yaml", "model:\n\tkind: dual_encoder\n"))],
+            f"{t / 'tab.yaml'}:2:",
+        ),
+        code=2,
+    ),
+    Case(
+        "train-yaml-not-utf8",
+        lambda fx, t: (
+            ["train", "--config", str(_file(t / "l1.yaml", b"# ok\nmodel:\n  kind: dual_encoder # caf\xe9\n"))],
+            f"{t / 'l1.yaml'}:3: not UTF-8",
+        ),
+        code=2,
+    ),
+    Case(
+        "train-yaml-not-a-mapping",
+        lambda fx, t: (
+            ["train", "--config", str(_file(t / "list.yaml", "- model\n- train\n"))],
+            f"{t / 'list.yaml'}: expected a YAML mapping",
+        ),
+        code=2,
+    ),
+    Case(
+        "evaluate-corpus-not-utf8",
+        lambda fx, t: (
+            _eval(fx, fx.model, _beir(fx, t, {"corpus.jsonl": _latin1_at_line(fx.beir / "corpus.jsonl", 3)})),
+            f"{t / 'data' / 'corpus.jsonl'}:3: not UTF-8",
+        ),
+    ),
+    Case(
+        "evaluate-queries-not-utf8",
+        lambda fx, t: (
+            _eval(fx, fx.model, _beir(fx, t, {"queries.jsonl": _latin1_at_line(fx.beir / "queries.jsonl", 5)})),
+            f"{t / 'data' / 'queries.jsonl'}:5: not UTF-8",
+        ),
+    ),
+    Case(
+        "evaluate-qrels-not-utf8",
+        lambda fx, t: (
+            _eval(fx, fx.model, _beir(fx, t, {"qrels/test.tsv": _latin1_at_line(fx.beir / "qrels" / "test.tsv", 4)})),
+            f"{t / 'data' / 'qrels' / 'test.tsv'}:4: not UTF-8",
+        ),
+    ),
+    Case(
+        "train-pairs-csv-not-utf8",
+        lambda fx, t: (
+            _train(
+                fx,
+                t,
+                "--set",
+                "data.dataset=",
+                "--set",
+                f"data.pairs={_file(t / 'pairs.csv', PAIRS_LATIN1)}",
+                "--workdir",
+                str(t / "wd"),
+            ),
+            f"{t / 'pairs.csv'}:3: not UTF-8",
+        ),
+    ),
+    Case(
+        "search-corpus-not-utf8",
+        lambda fx, t: (
+            _search(fx.model, _file(t / "c.jsonl", _latin1_at_line(fx.beir / "corpus.jsonl", 2))),
+            f"{t / 'c.jsonl'}:2: not UTF-8",
+        ),
+    ),
+    Case(
+        "mine-corpus-invalid-json",
+        lambda fx, t: (
+            [
+                "mine",
+                "--dataset",
+                str(_beir(fx, t, {"corpus.jsonl": (fx.beir / "corpus.jsonl").read_bytes() + b"{oops\n"})),
+                "--output",
+                str(t / "pairs.tsv"),
+            ],
+            f"{t / 'data' / 'corpus.jsonl'}:25: invalid JSON",
+        ),
+    ),
+    Case(
+        "mine-output-parent-is-file",
+        lambda fx, t: (
+            ["mine", "--dataset", str(fx.beir), "--output", str(_file(t / "afile") / "pairs.tsv")],
+            f"{t / 'afile'} is a file",
+        ),
+    ),
+    Case(
+        "mine-output-is-dir",
+        lambda fx, t: (
+            ["mine", "--dataset", str(fx.beir), "--output", str(_file(t / "out" / "keep.txt").parent)],
+            f"--output {t / 'out'}: a directory",
+        ),
+    ),
+    Case(
+        "mine-qrels-bad-score",
+        lambda fx, t: (
+            [
+                "mine",
+                "--dataset",
+                str(_beir(fx, t, {"qrels/train.tsv": b"query-id\tcorpus-id\tscore\nq\td\thigh\n"})),
+                "--output",
+                str(t / "p.tsv"),
+            ],
+            f"{t / 'data' / 'qrels' / 'train.tsv'}:2: score 'high'",
+        ),
+    ),
     # config values and plain missing things
-    Case("train-negative-learning-rate", lambda fx, t: (
-        _train(fx, t, "--set", "train.learning_rate=-1", "--workdir", str(t / "wd")), "train.learning_rate"),
-         code=2),
-    Case("train-unknown-set-key", lambda fx, t: (
-        _train(fx, t, "--set", "train.learning_rat=1e-3", "--workdir", str(t / "wd")), "learning_rat"), code=2),
-    Case("train-config-missing", lambda fx, t: (["train", "--config", str(t / "nope.yaml")], str(t / "nope.yaml")),
-         code=2),
+    Case(
+        "train-negative-learning-rate",
+        lambda fx, t: (
+            _train(fx, t, "--set", "train.learning_rate=-1", "--workdir", str(t / "wd")),
+            "train.learning_rate",
+        ),
+        code=2,
+    ),
+    Case(
+        "train-unknown-set-key",
+        lambda fx, t: (_train(fx, t, "--set", "train.learning_rat=1e-3", "--workdir", str(t / "wd")), "learning_rat"),
+        code=2,
+    ),
+    Case(
+        "train-config-missing",
+        lambda fx, t: (["train", "--config", str(t / "nope.yaml")], str(t / "nope.yaml")),
+        code=2,
+    ),
     Case("evaluate-model-missing", lambda fx, t: (_eval(fx, t / "nope"), str(t / "nope"))),
     Case("evaluate-dataset-missing", lambda fx, t: (_eval(fx, fx.model, t / "nope"), str(t / "nope"))),
     Case("search-corpus-missing", lambda fx, t: (_search(fx.model, t / "nope.jsonl"), str(t / "nope.jsonl"))),
-    Case("export-int8-without-dataset", lambda fx, t: (
-        ["export", "--model", str(fx.model), "--format", "tflite", "--quantize", "int8", "--output", str(t / "q")],
-        "--dataset")),
+    Case(
+        "export-int8-without-dataset",
+        lambda fx, t: (
+            ["export", "--model", str(fx.model), "--format", "tflite", "--quantize", "int8", "--output", str(t / "q")],
+            "--dataset",
+        ),
+    ),
 ]
 
 
 def _snapshot(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)) + ("/" if p.is_dir() else ""):
-            hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
-            for p in sorted(root.rglob("*"))}
+    return {
+        str(p.relative_to(root)) + ("/" if p.is_dir() else ""): hashlib.sha256(p.read_bytes()).hexdigest()
+        if p.is_file()
+        else "dir"
+        for p in sorted(root.rglob("*"))
+    }
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])

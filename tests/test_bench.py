@@ -2,12 +2,22 @@
 
 No timing is asserted here (speed targets are the benchmark's job, not the suite's).
 """
+
 import numpy as np
 import pytest
-
 from conftest import run_cli
-from deepseek_tf.bench.report import (END, START, cpu_model, encode_row, evaluate_targets, flops_per_token,
-                                      render_markdown, replace_between_markers, token_weighted_length)
+
+from deepseek_tf.bench.report import (
+    END,
+    START,
+    cpu_model,
+    encode_row,
+    evaluate_targets,
+    flops_per_token,
+    render_markdown,
+    replace_between_markers,
+    token_weighted_length,
+)
 from deepseek_tf.errors import UserError
 
 
@@ -27,9 +37,11 @@ def test_token_weighted_length():
 
 
 def test_cpu_model_from_cpuinfo_text():
-    text = ("processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 17\n"
-            "model name\t: AMD EPYC 9654\nflags\t\t: fpu avx2 fma avx512f avx512_vnni\n\nprocessor\t: 1\n"
-            "model name\t: ignored second core\n")
+    text = (
+        "processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 17\n"
+        "model name\t: AMD EPYC 9654\nflags\t\t: fpu avx2 fma avx512f avx512_vnni\n\nprocessor\t: 1\n"
+        "model name\t: ignored second core\n"
+    )
     assert cpu_model(text) == "AMD EPYC 9654 (family 25, model 17; avx2 fma avx512f avx512_vnni)"
 
 
@@ -43,20 +55,41 @@ def test_encode_row_rates_and_cosine():
 
 def _results(saved: float = 12.0, int8: float = 25.0, ours_train: float = 3.0) -> dict:
     def row(kind, docs_per_s, share):
-        return {"system": kind, "kind": kind, "measured": True, "docs_per_s": docs_per_s,
-                "tokens_per_s": docs_per_s * 200, "matmul_share": share}
+        return {
+            "system": kind,
+            "kind": kind,
+            "measured": True,
+            "docs_per_s": docs_per_s,
+            "tokens_per_s": docs_per_s * 200,
+            "matmul_share": share,
+        }
 
     return {
-        "date": "2026-11-23 01:40 UTC", "cpu": "Test CPU", "threads": 2, "quick": False,
+        "date": "2026-11-23 01:40 UTC",
+        "cpu": "Test CPU",
+        "threads": 2,
+        "quick": False,
         "matmul": {"n": 2048, "tf_flops": 100e9},
-        "encode_stats": {"texts": 1400, "tokens": 280000, "mean_tokens": 200.0, "max_length": 256,
-                         "batch_size": 32, "flops_per_token": 23e6, "token_weighted_length": 210,
-                         "flops_per_token_at_128": 22.4e6},
-        "encode": [row("peer", 10.0, 0.46), row("saved_model", saved, 0.55), row("tflite_dynamic", int8, 1.15),
-                   {"system": "TFLite float32", "kind": "tflite_fp32", "measured": False, "note": "not measured: x"}],
+        "encode_stats": {
+            "texts": 1400,
+            "tokens": 280000,
+            "mean_tokens": 200.0,
+            "max_length": 256,
+            "batch_size": 32,
+            "flops_per_token": 23e6,
+            "token_weighted_length": 210,
+            "flops_per_token_at_128": 22.4e6,
+        },
+        "encode": [
+            row("peer", 10.0, 0.46),
+            row("saved_model", saved, 0.55),
+            row("tflite_dynamic", int8, 1.15),
+            {"system": "TFLite float32", "kind": "tflite_fp32", "measured": False, "note": "not measured: x"},
+        ],
         "training": {"batch_size": 32, "steps": 10, "ours_examples_per_s": ours_train, "peer_examples_per_s": 4.0},
-        "search": {"cranfield": {"queries": 225, "docs": 1400, "k": 10, "ours_qps": 5e4, "peer_qps": 1e5,
-                                 "same_top_k": 1.0}},
+        "search": {
+            "cranfield": {"queries": 225, "docs": 1400, "k": 10, "ours_qps": 5e4, "peer_qps": 1e5, "same_top_k": 1.0}
+        },
     }
 
 
@@ -104,16 +137,21 @@ def test_readme_splice_replaces_only_between_markers():
 def test_cli_missing_dataset_is_one_line_error(tmp_path):
     result = run_cli("deepseek_tf.bench", "--dataset", str(tmp_path / "absent"), "--output-dir", str(tmp_path))
     assert result.returncode == 1
-    assert result.stderr.strip().splitlines() == [f"error: --dataset {tmp_path / 'absent'}: directory not found "
-                                                  "(pass a BEIR directory, e.g. --dataset ../shared/data/cranfield)"]
+    assert result.stderr.strip().splitlines() == [
+        f"error: --dataset {tmp_path / 'absent'}: directory not found "
+        "(pass a BEIR directory, e.g. --dataset ../shared/data/cranfield)"
+    ]
     assert not (tmp_path / "results.json").exists()
 
 
 def test_contention_note_only_when_the_load_exceeds_the_cpus():
     from deepseek_tf.bench.report import contention_note
 
-    quiet = {"threads": 2, "load_before": {"cpus": 2, "load_avg_1m": 1.1},
-             "load_after": {"cpus": 2, "load_avg_1m": 2.4}}
+    quiet = {
+        "threads": 2,
+        "load_before": {"cpus": 2, "load_avg_1m": 1.1},
+        "load_after": {"cpus": 2, "load_avg_1m": 2.4},
+    }
     assert contention_note(quiet) == ""  # 2.4 <= 1.25 × 2 CPUs
     busy = {**quiet, "load_after": {"cpus": 2, "load_avg_1m": 9.5}}
     assert "load average 1.1 → 9.5 on 2 CPUs" in contention_note(busy)
@@ -135,11 +173,18 @@ def test_rerank_row_rates_and_percentiles():
 def test_rerank_table_rows_and_skip():
     from deepseek_tf.bench.report import rerank_lines, rerank_row
 
-    rerank = {"queries": 2, "pairs": 200, "max_length": 256, "batch_size": 32,
-              "parity": {"pairs": 20, "min_cls_cosine_vs_peer": 0.99999},
-              "rows": [rerank_row("peer", "peer", 200, [5.0, 5.0], 20.0),
-                       rerank_row("ours", "tflite_fp32", 200, [4.0, 4.0], 20.0, 1.4e-6),
-                       {"system": "int8", "kind": "tflite_dynamic", "measured": False, "note": "not measured: x"}]}
+    rerank = {
+        "queries": 2,
+        "pairs": 200,
+        "max_length": 256,
+        "batch_size": 32,
+        "parity": {"pairs": 20, "min_cls_cosine_vs_peer": 0.99999},
+        "rows": [
+            rerank_row("peer", "peer", 200, [5.0, 5.0], 20.0),
+            rerank_row("ours", "tflite_fp32", 200, [4.0, 4.0], 20.0, 1.4e-6),
+            {"system": "int8", "kind": "tflite_dynamic", "measured": False, "note": "not measured: x"},
+        ],
+    }
     lines = rerank_lines(rerank)
     assert "| peer | 20.0 | 5,000 / 5,000 | 1.00× | — |" in lines
     assert "| ours | 25.0 | 4,000 / 4,000 | 1.25× | 1.4e-06 |" in lines  # 200 pairs / 8 s
@@ -161,11 +206,13 @@ def test_threads_default_to_the_cpus_this_process_may_use(monkeypatch):
 
 
 def test_cli_negative_rerank_queries_is_one_line_error(tmp_path):
-    result = run_cli("deepseek_tf.bench", "--dataset", str(tmp_path), "--rerank-queries", "-1",
-                     "--output-dir", str(tmp_path / "out"))
+    result = run_cli(
+        "deepseek_tf.bench", "--dataset", str(tmp_path), "--rerank-queries", "-1", "--output-dir", str(tmp_path / "out")
+    )
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
-        "error: --threads and --batch-size must be >= 1, --max-length >= 8, --rerank-queries >= 0"]
+        "error: --threads and --batch-size must be >= 1, --max-length >= 8, --rerank-queries >= 0"
+    ]
     assert not (tmp_path / "out").exists()
 
 
@@ -179,10 +226,12 @@ def test_rerank_pairs_are_bm25s_top_k_per_test_query(tmp_path):
     # 3-alpha doc ranks first; "beta gamma" does not match and a depth of 2 drops the 1-alpha doc.
     docs = {"d1": "alpha", "d2": "alpha alpha", "d3": "alpha alpha alpha", "d4": "beta gamma"}
     (tmp_path / "qrels").mkdir()
-    (tmp_path / "corpus.jsonl").write_text("".join(json.dumps({"_id": d, "title": "", "text": t}) + "\n"
-                                                   for d, t in docs.items()))
-    (tmp_path / "queries.jsonl").write_text('{"_id": "q2", "text": "alpha"}\n{"_id": "q1", "text": "gamma"}\n'
-                                            '{"_id": "q3", "text": "alpha"}\n')
+    (tmp_path / "corpus.jsonl").write_text(
+        "".join(json.dumps({"_id": d, "title": "", "text": t}) + "\n" for d, t in docs.items())
+    )
+    (tmp_path / "queries.jsonl").write_text(
+        '{"_id": "q2", "text": "alpha"}\n{"_id": "q1", "text": "gamma"}\n{"_id": "q3", "text": "alpha"}\n'
+    )
     (tmp_path / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq2\td1\t1\nq1\td4\t1\nq3\td2\t1\n")
     got = rerank_pairs(tmp_path, 2, depth=2)  # the first two judged test queries by id: q1, q2
     assert got == [("gamma", ["beta gamma"]), ("alpha", ["alpha alpha alpha", "alpha alpha"])]

@@ -1,4 +1,5 @@
 """`deepseek-tf bench-ann --data clustered`: the embedding-like vectors and the per-query HNSW study."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -26,14 +27,37 @@ def test_clustered_vectors_are_unit_deterministic_and_clustered():
 
 
 def test_hnsw_study_picks_the_smallest_ef_search_reaching_the_target():
-    out = bench(n=3000, dim=32, queries=40, k=10, faiss_kinds=("hnsw",), data="clustered", centres=30,
-                hnsw_m=16, ef_construction=40, ef_search=(10, 400), target_recall=0.0, flat=False)
+    out = bench(
+        n=3000,
+        dim=32,
+        queries=40,
+        k=10,
+        faiss_kinds=("hnsw",),
+        data="clustered",
+        centres=30,
+        hnsw_m=16,
+        ef_construction=40,
+        ef_search=(10, 400),
+        target_recall=0.0,
+        flat=False,
+    )
     rows = out["hnsw"]["ef_search"]
     assert [r["efSearch"] for r in rows] == [10, 400]
     assert out["hnsw"]["picked"]["efSearch"] == 10  # every efSearch reaches recall 0
-    assert rows[1]["recall@10"] >= rows[0]["recall@10"] and rows[1]["recall@10"] > 0.95  # ef 400 of 3,000: near exhaustive
+    assert (
+        rows[1]["recall@10"] >= rows[0]["recall@10"] and rows[1]["recall@10"] > 0.95
+    )  # ef 400 of 3,000: near exhaustive
     assert out["hnsw"]["index_bytes"] > 3000 * 32 * 4  # the vectors and the links
     assert rows[0]["latency_ms_p50"] <= rows[0]["latency_ms_p95"]
-    strict = bench(n=500, dim=16, queries=10, faiss_kinds=("hnsw",), data="clustered", centres=5,
-                   ef_search=(16,), target_recall=1.01, flat=False)
+    strict = bench(
+        n=500,
+        dim=16,
+        queries=10,
+        faiss_kinds=("hnsw",),
+        data="clustered",
+        centres=5,
+        ef_search=(16,),
+        target_recall=1.01,
+        flat=False,
+    )
     assert strict["hnsw"]["picked"] is None

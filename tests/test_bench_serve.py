@@ -1,5 +1,6 @@
 """The serving benchmark's parts: query streams, the load generator against a live server on
 127.0.0.1 (a fake index in a thread), and the report's batching ratio and table."""
+
 from __future__ import annotations
 
 import socket
@@ -8,7 +9,6 @@ import time
 from collections import Counter
 
 import pytest
-
 from serve_fakes import FakeIndex
 
 pytest.importorskip("fastapi")
@@ -62,8 +62,14 @@ def test_load_generator_counts_requests_and_errors(live_server):
         row = run_load(url, bodies, concurrency=4, max_requests=40, max_seconds=60, client=client)
         assert (row["concurrency"], row["requests"], row["ok"], row["errors"]) == (4, 40, 40, 0)
         assert row["statuses"] == {"200": 40} and row["p50_ms"] <= row["p95_ms"] <= row["p99_ms"]
-        bad = run_load(url, [{"query": ""}, {"query": "heat", "k": 3}], concurrency=2, max_requests=10,
-                       max_seconds=60, client=client)
+        bad = run_load(
+            url,
+            [{"query": ""}, {"query": "heat", "k": 3}],
+            concurrency=2,
+            max_requests=10,
+            max_seconds=60,
+            client=client,
+        )
         assert (bad["ok"], bad["errors"], bad["statuses"]) == (5, 5, {"200": 5, "422": 5})
     hits = service.results_cache.hits
     assert run_load(url, bodies, concurrency=1, max_requests=2, max_seconds=60, client="raw")["ok"] == 2
@@ -71,15 +77,37 @@ def test_load_generator_counts_requests_and_errors(live_server):
 
 
 def _results(on_32: float, off_32: float) -> dict:
-    row = lambda c, qps: {"concurrency": c, "qps": qps, "p50_ms": 1.0, "p95_ms": 2.0, "p99_ms": 3.0,  # noqa: E731
-                          "errors": 0, "requests": 100, "mean_batch": 1.0, "results_cache_hit_rate": None,
-                          "server_cpu_ms_per_request": 1000.0 / qps}
-    return {"command": "python -m deepseek_tf.bench.serve --quick", "cpu": "cpu", "threads": 2,
-            "requests_per_row": 100, "seconds_per_row": 5, "load_before": {"cpus": 2, "load_avg_1m": 1.0},
-            "qbqtc": {"index": "/tmp/i", "documents": 10, "model": "m", "backend": "exact", "sections": [
+    row = lambda c, qps: {
+        "concurrency": c,
+        "qps": qps,
+        "p50_ms": 1.0,
+        "p95_ms": 2.0,
+        "p99_ms": 3.0,  # noqa: E731
+        "errors": 0,
+        "requests": 100,
+        "mean_batch": 1.0,
+        "results_cache_hit_rate": None,
+        "server_cpu_ms_per_request": 1000.0 / qps,
+    }
+    return {
+        "command": "python -m deepseek_tf.bench.serve --quick",
+        "cpu": "cpu",
+        "threads": 2,
+        "requests_per_row": 100,
+        "seconds_per_row": 5,
+        "load_before": {"cpus": 2, "load_avg_1m": 1.0},
+        "qbqtc": {
+            "index": "/tmp/i",
+            "documents": 10,
+            "model": "m",
+            "backend": "exact",
+            "sections": [
                 {"config": "batching off, cache off", "stream": "unique", "rows": [row(1, 50.0), row(32, off_32)]},
                 {"config": "batching on, cache off", "stream": "unique", "rows": [row(1, 48.0), row(32, on_32)]},
-                {"config": "batching on, cache off", "stream": "zipf", "rows": [row(32, 999.0)]}]}}
+                {"config": "batching on, cache off", "stream": "zipf", "rows": [row(32, 999.0)]},
+            ],
+        },
+    }
 
 
 def test_batching_ratio_reads_the_distinct_stream_rows_at_32():

@@ -1,8 +1,8 @@
 import math
 
 import pytest
-
 from conftest import CRANFIELD
+
 from deepseek_tf.retrieval.bm25 import BM25Index, bm25_run, ranked, reciprocal_rank_fusion
 
 DOCS = {"d1": "wing flutter", "d2": "wing lift wing", "d3": "nozzle heat"}
@@ -55,8 +55,13 @@ def test_bm25_on_cranfield_matches_reference():
     means, _ = trec_metrics(ds.qrels, run)
     assert means["queries"] == 75
     assert means["ndcg@10"] == pytest.approx(0.383, abs=0.002)  # SPEC's reference (trec_eval); we get 0.3832
-    assert stats["bm25"] == {"k1": 1.5, "b": 0.75, "method": "lucene", "analyzer": "mixed",
-                             "analyzer_setting": "default"}
+    assert stats["bm25"] == {
+        "k1": 1.5,
+        "b": 0.75,
+        "method": "lucene",
+        "analyzer": "mixed",
+        "analyzer_setting": "default",
+    }
 
 
 def test_bm25s_debug_lines_stay_quiet():

@@ -3,12 +3,19 @@ import re
 
 import pytest
 import yaml
-
 from conftest import ROOT, run_cli
-from deepseek_tf.config import (Config, config_from_dict, config_to_dict, in_range, iter_settings, load_config,
-                                reference_markdown, save_config)
-from deepseek_tf.errors import ConfigError
 
+from deepseek_tf.config import (
+    Config,
+    config_from_dict,
+    config_to_dict,
+    in_range,
+    iter_settings,
+    load_config,
+    reference_markdown,
+    save_config,
+)
+from deepseek_tf.errors import ConfigError
 
 SHIPPED = sorted(p.name for p in (ROOT / "configs").glob("*.yaml"))
 
@@ -81,18 +88,38 @@ def test_cli_misspelled_key_exits_2_with_one_line(tmp_path):
 
 # ---------------------------------------------------------------------------- ranges
 BAD_VALUES = [  # (key, value, the rule the message gives)
-    ("train.learning_rate", -1, "> 0"), ("train.learning_rate", 0, "> 0"),
-    ("train.batch_size", 0, ">= 1"), ("train.epochs", 0, ">= 1"), ("train.steps_per_epoch", 0, ">= 1"),
-    ("train.decay_steps", 0, ">= 1"), ("train.decay_rate", 0, "in (0, 1]"), ("train.decay_rate", 1.5, "in (0, 1]"),
-    ("train.warmup_ratio", 1.0, "in [0, 1)"), ("train.warmup_ratio", -0.1, "in [0, 1)"),
-    ("train.weight_decay", -0.01, ">= 0"), ("train.clipnorm", 0, "> 0"), ("train.temperature", 0, "> 0"),
-    ("train.margin", -1, ">= 0"), ("train.soup", 0, ">= 1"), ("train.accumulation_steps", 0, ">= 1"),
-    ("train.patience", 0, ">= 1"), ("train.distill_weight", -0.1, ">= 0"), ("train.seed", -1, ">= 0"),
-    ("model.dropout", 1.0, "in [0, 1)"), ("model.dropout", -0.1, "in [0, 1)"), ("model.num_layers", 0, ">= 1"),
-    ("model.projection_dim", 0, ">= 1"), ("model.query_max_length", 1, ">= 2"),
-    ("data.num_negatives", 0, ">= 1"), ("data.hard_negatives", 0, ">= 1"), ("data.judged_negatives", -1, ">= 0"),
-    ("data.dev_fraction", 1.0, "in [0, 1)"), ("data.mine_margin", 1.0, "in [0, 1)"), ("data.mine_top_k", 0, ">= 1"),
-    ("eval.top_k", 0, ">= 1"), ("export.tolerance", 0, "> 0"),
+    ("train.learning_rate", -1, "> 0"),
+    ("train.learning_rate", 0, "> 0"),
+    ("train.batch_size", 0, ">= 1"),
+    ("train.epochs", 0, ">= 1"),
+    ("train.steps_per_epoch", 0, ">= 1"),
+    ("train.decay_steps", 0, ">= 1"),
+    ("train.decay_rate", 0, "in (0, 1]"),
+    ("train.decay_rate", 1.5, "in (0, 1]"),
+    ("train.warmup_ratio", 1.0, "in [0, 1)"),
+    ("train.warmup_ratio", -0.1, "in [0, 1)"),
+    ("train.weight_decay", -0.01, ">= 0"),
+    ("train.clipnorm", 0, "> 0"),
+    ("train.temperature", 0, "> 0"),
+    ("train.margin", -1, ">= 0"),
+    ("train.soup", 0, ">= 1"),
+    ("train.accumulation_steps", 0, ">= 1"),
+    ("train.patience", 0, ">= 1"),
+    ("train.distill_weight", -0.1, ">= 0"),
+    ("train.seed", -1, ">= 0"),
+    ("model.dropout", 1.0, "in [0, 1)"),
+    ("model.dropout", -0.1, "in [0, 1)"),
+    ("model.num_layers", 0, ">= 1"),
+    ("model.projection_dim", 0, ">= 1"),
+    ("model.query_max_length", 1, ">= 2"),
+    ("data.num_negatives", 0, ">= 1"),
+    ("data.hard_negatives", 0, ">= 1"),
+    ("data.judged_negatives", -1, ">= 0"),
+    ("data.dev_fraction", 1.0, "in [0, 1)"),
+    ("data.mine_margin", 1.0, "in [0, 1)"),
+    ("data.mine_top_k", 0, ">= 1"),
+    ("eval.top_k", 0, ">= 1"),
+    ("export.tolerance", 0, "> 0"),
 ]
 
 
@@ -108,9 +135,19 @@ def test_out_of_range_values_name_the_key_the_file_and_the_range(tmp_path, key, 
 
 
 def test_range_bounds_themselves_and_null_pass(tmp_path):
-    config = load_config(None, ["train.decay_rate=1", "train.warmup_ratio=0", "model.dropout=0",
-                                "data.dev_fraction=0", "train.clipnorm=null", "train.patience=null",
-                                "train.batch_size=1", "model.query_max_length=2"])
+    config = load_config(
+        None,
+        [
+            "train.decay_rate=1",
+            "train.warmup_ratio=0",
+            "model.dropout=0",
+            "data.dev_fraction=0",
+            "train.clipnorm=null",
+            "train.patience=null",
+            "train.batch_size=1",
+            "model.query_max_length=2",
+        ],
+    )
     assert config.train.decay_rate == 1.0 and config.train.clipnorm is None and config.train.batch_size == 1
 
 
@@ -125,10 +162,19 @@ def test_every_default_satisfies_its_own_rule():
             assert f.default in f.metadata["choices"], key
 
 
-@pytest.mark.parametrize("rule,inside,outside", [(">= 1", [1, 7], [0.99, -1]), ("> 0", [1e-9], [0, -1]),
-                                                 ("< 2", [1.99], [2]), ("<= 2", [2], [2.01]),
-                                                 ("[0, 1)", [0, 0.5], [1, -0.1]), ("(0, 1]", [1, 1e-9], [0, 1.1]),
-                                                 ("[0, 1]", [0, 1], [1.1]), ("(0, 1)", [0.5], [0, 1])])
+@pytest.mark.parametrize(
+    "rule,inside,outside",
+    [
+        (">= 1", [1, 7], [0.99, -1]),
+        ("> 0", [1e-9], [0, -1]),
+        ("< 2", [1.99], [2]),
+        ("<= 2", [2], [2.01]),
+        ("[0, 1)", [0, 0.5], [1, -0.1]),
+        ("(0, 1]", [1, 1e-9], [0, 1.1]),
+        ("[0, 1]", [0, 1], [1.1]),
+        ("(0, 1)", [0.5], [0, 1]),
+    ],
+)
 def test_range_rules(rule, inside, outside):
     assert all(in_range(v, rule) for v in inside) and not any(in_range(v, rule) for v in outside)
     with pytest.raises(ValueError):
@@ -136,13 +182,36 @@ def test_range_rules(rule, inside, outside):
 
 
 def test_round_trip_through_yaml_with_many_keys_changed(tmp_path):
-    changed = {"model": {"kind": "cross_encoder", "vocab": "v.txt", "dropout": 0.0, "projection_dim": 128,
-                         "score_head": "cosine", "interaction": "light"},
-               "data": {"dataset": "d", "dev_fraction": 0.2, "judged_negatives": 1, "mine_negatives": True,
-                        "negatives_from": "run:r.trec", "teacher": "t"},
-               "train": {"learning_rate": 3e-5, "clipnorm": None, "loss": "listwise", "soup": 2, "patience": 2,
-                         "mixed_precision": "auto", "jit_compile": "xla", "distill_weight": 0.1},
-               "export": {"quantize": "int8"}, "eval": {"top_k": 10}}
+    changed = {
+        "model": {
+            "kind": "cross_encoder",
+            "vocab": "v.txt",
+            "dropout": 0.0,
+            "projection_dim": 128,
+            "score_head": "cosine",
+            "interaction": "light",
+        },
+        "data": {
+            "dataset": "d",
+            "dev_fraction": 0.2,
+            "judged_negatives": 1,
+            "mine_negatives": True,
+            "negatives_from": "run:r.trec",
+            "teacher": "t",
+        },
+        "train": {
+            "learning_rate": 3e-5,
+            "clipnorm": None,
+            "loss": "listwise",
+            "soup": 2,
+            "patience": 2,
+            "mixed_precision": "auto",
+            "jit_compile": "xla",
+            "distill_weight": 0.1,
+        },
+        "export": {"quantize": "int8"},
+        "eval": {"top_k": 10},
+    }
     config = config_from_dict(changed)
     text = yaml.safe_dump(config_to_dict(config), sort_keys=False)
     assert load_config(_write(tmp_path, yaml.safe_load(text))) == config
@@ -160,19 +229,28 @@ def test_retired_keys_load_at_their_off_value_and_are_refused_otherwise(tmp_path
 
 
 def test_cli_bad_range_exits_2_before_writing_anything(tmp_path):
-    proc = run_cli("deepseek_tf.train", "--config", str(ROOT / "configs" / "tiny.yaml"),
-                   "--set", "train.learning_rate=-1", "--workdir", str(tmp_path / "w"))
+    proc = run_cli(
+        "deepseek_tf.train",
+        "--config",
+        str(ROOT / "configs" / "tiny.yaml"),
+        "--set",
+        "train.learning_rate=-1",
+        "--workdir",
+        str(tmp_path / "w"),
+    )
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
-        f"error: {ROOT / 'configs' / 'tiny.yaml'} (with --set): 'train.learning_rate' must be > 0, got -1"]
+        f"error: {ROOT / 'configs' / 'tiny.yaml'} (with --set): 'train.learning_rate' must be > 0, got -1"
+    ]
     assert not (tmp_path / "w").exists()
 
 
 # ---------------------------------------------------------------------------- reference
 def test_configuration_reference_is_current():
     doc = ROOT / "docs" / "configuration.md"
-    assert doc.is_file() and doc.read_text(encoding="utf-8") == reference_markdown(), \
+    assert doc.is_file() and doc.read_text(encoding="utf-8") == reference_markdown(), (
         "docs/configuration.md is stale: run `make docs`"
+    )
 
 
 def test_reference_lists_every_key_with_default_and_range():

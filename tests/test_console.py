@@ -1,11 +1,12 @@
 """Progress that suits where output goes: plain lines (no escape codes, no carriage returns)
 when it is not a terminal; their rate and ETA on a fake clock."""
+
 import io
 import sys
 
 import pytest
-
 from conftest import ROOT
+
 from deepseek_tf.console import PlainProgress, every_for, format_eta, is_terminal, progress
 
 
@@ -22,8 +23,19 @@ class FakeTTY(io.StringIO):
         return True
 
 
-@pytest.mark.parametrize("seconds, text", [(0, "0s"), (-3, "0s"), (42, "42s"), (59.6, "1m00s"), (185, "3m05s"),
-                                           (3600, "1h00m"), (3725, "1h02m"), (90061, "25h01m")])
+@pytest.mark.parametrize(
+    "seconds, text",
+    [
+        (0, "0s"),
+        (-3, "0s"),
+        (42, "42s"),
+        (59.6, "1m00s"),
+        (185, "3m05s"),
+        (3600, "1h00m"),
+        (3725, "1h02m"),
+        (90061, "25h01m"),
+    ],
+)
 def test_format_eta(seconds, text):
     assert format_eta(seconds) == text
 
@@ -87,7 +99,8 @@ def test_plain_progress_logger_lines():
     assert out.getvalue().splitlines()[:3] == [
         "epoch 1/2 step 2/4, loss 1.9000, 2.00 steps/s, ETA 1s",
         "epoch 1/2 step 4/4, loss 1.7000, 2.00 steps/s, ETA 0s",
-        "epoch 1/2 done: 4 steps in 2s, 2.00 steps/s, loss 1.8500, dev_ndcg@10 0.5000"]
+        "epoch 1/2 done: 4 steps in 2s, 2.00 steps/s, loss 1.8500, dev_ndcg@10 0.5000",
+    ]
     assert len(out.getvalue().splitlines()) == 6
     assert fit_progress(0) == (0, [])  # --quiet: neither a bar nor lines
     if not sys.stdout.isatty():  # pytest captures stdout
@@ -102,9 +115,23 @@ def test_train_to_a_file_writes_plain_lines(tiny_beir, tmp_path):
 
     log = tmp_path / "log.txt"
     with open(log, "wb") as f:
-        proc = subprocess.run([sys.executable, "-m", "deepseek_tf.train", "--config", "configs/tiny.yaml",
-                               "--set", f"data.dataset={tiny_beir}", "--workdir", str(tmp_path / "run")],
-                              stdout=f, stderr=subprocess.STDOUT, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "deepseek_tf.train",
+                "--config",
+                "configs/tiny.yaml",
+                "--set",
+                f"data.dataset={tiny_beir}",
+                "--workdir",
+                str(tmp_path / "run"),
+            ],
+            stdout=f,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
     text = log.read_bytes()
     assert proc.returncode == 0, text.decode()[-2000:]
     assert b"\x1b" not in text and b"\r" not in text

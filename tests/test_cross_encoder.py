@@ -1,20 +1,41 @@
 """Cross-encoder reranker: losses by hand, mined training groups, save/reload parity,
 learning on a fixed batch, and the retrieve -> rerank -> export path on the tiny dataset."""
+
 import json
 import re
 
 import numpy as np
 import pytest
 import tensorflow as tf
-
 from conftest import ROOT, run_cli
-from deepseek_tf.models import losses
+
 from deepseek_tf.config import config_from_dict, load_config
 from deepseek_tf.errors import ConfigError, UserError
+from deepseek_tf.models import losses
 
 TINY = ROOT / "configs" / "cross_encoder_tiny.yaml"
-VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "summer", "dress", "laptop", "light", "cotton",
-         "tent", "camping", "coffee", "espresso", "shoes", "running", "for", "a", "the", "best"]
+VOCAB = [
+    "[PAD]",
+    "[UNK]",
+    "[CLS]",
+    "[SEP]",
+    "[MASK]",
+    "summer",
+    "dress",
+    "laptop",
+    "light",
+    "cotton",
+    "tent",
+    "camping",
+    "coffee",
+    "espresso",
+    "shoes",
+    "running",
+    "for",
+    "a",
+    "the",
+    "best",
+]
 
 
 # ------------------------------------------------------------------ losses, by hand
@@ -41,11 +62,13 @@ def test_ranknet_and_hinge_over_graded_pairs():
 
 def test_listwise_softmax_one_positive_and_graded():
     # 1 positive + 2 negatives, logits [2, 0, 0]: −log(e²/(e² + 2)) = log(1 + 2e⁻²) = 0.239545
-    assert losses.listwise_softmax(tf.constant([[2.0, 0.0, 0.0]]), tf.constant([[1, 0, 0]])).numpy() == \
-        pytest.approx(0.239545, abs=1e-6)
+    assert losses.listwise_softmax(tf.constant([[2.0, 0.0, 0.0]]), tf.constant([[1, 0, 0]])).numpy() == pytest.approx(
+        0.239545, abs=1e-6
+    )
     # grades [2, 1, 0] -> gains [3, 1, 0] -> targets [3/4, 1/4, 0]; equal logits: log softmax = −log 3
-    assert losses.listwise_softmax(tf.zeros((1, 3)), tf.constant([[2, 1, 0]])).numpy() == \
-        pytest.approx(np.log(3), abs=1e-6)
+    assert losses.listwise_softmax(tf.zeros((1, 3)), tf.constant([[2, 1, 0]])).numpy() == pytest.approx(
+        np.log(3), abs=1e-6
+    )
     # a group with no relevant document is left out of the mean (it would otherwise be 0/0)
     two = losses.listwise_softmax(tf.constant([[2.0, 0.0, 0.0], [5.0, 1.0, 0.0]]), tf.constant([[1, 0, 0], [0, 0, 0]]))
     assert two.numpy() == pytest.approx(0.239545, abs=1e-6)
@@ -64,9 +87,18 @@ def test_config_validates_interaction_and_loss():
         config_from_dict({"model": {"kind": "cross_encoder", "interaction": "heavy"}})
     from deepseek_tf.models import build_model
 
-    config = config_from_dict({"model": {"kind": "cross_encoder", "num_layers": 1, "hidden_dim": 8,
-                                         "num_heads": 2, "intermediate_dim": 16},
-                               "train": {"loss": "triplet"}})
+    config = config_from_dict(
+        {
+            "model": {
+                "kind": "cross_encoder",
+                "num_layers": 1,
+                "hidden_dim": 8,
+                "num_heads": 2,
+                "intermediate_dim": 16,
+            },
+            "train": {"loss": "triplet"},
+        }
+    )
     with pytest.raises(ConfigError, match="cross-encoder takes"):
         build_model(config, 20)
 
@@ -117,8 +149,8 @@ def test_run_file_first_stage_gives_each_query_its_top_k(tiny_beir, tmp_path):
 
 
 def test_run_file_source_is_checked_before_anything_is_written(tiny_beir, tmp_path):
-    from deepseek_tf.train.rerank_train import train_cross_encoder
     from deepseek_tf.train import train
+    from deepseek_tf.train.rerank_train import train_cross_encoder
 
     (tmp_path / "r.trec").write_text("1 Q0 d1 1 1.0 t\n")
     for overrides, message in [([f"data.negatives_from=run:{tmp_path / 'none.trec'}"], "missing run file")]:
@@ -126,8 +158,10 @@ def test_run_file_source_is_checked_before_anything_is_written(tiny_beir, tmp_pa
         with pytest.raises(ConfigError, match=message):
             train_cross_encoder(config, tmp_path / "run", verbose=0)
         assert not (tmp_path / "run").exists()
-    dual = load_config(ROOT / "configs" / "tiny.yaml", [f"data.dataset={tiny_beir}", "data.mine_negatives=true",
-                                                        f"data.negatives_from=run:{tmp_path / 'r.trec'}"])
+    dual = load_config(
+        ROOT / "configs" / "tiny.yaml",
+        [f"data.dataset={tiny_beir}", "data.mine_negatives=true", f"data.negatives_from=run:{tmp_path / 'r.trec'}"],
+    )
     with pytest.raises(ConfigError, match="a run file serves cross-encoder training"):
         train(dual, tmp_path / "dual", verbose=0)
     assert not (tmp_path / "dual").exists()
@@ -156,14 +190,22 @@ def test_judged_negatives_join_every_group_once():
 
 def test_dev_queries_are_held_out_and_reranked_after_each_epoch(tiny_beir, tmp_path, capfd):
     from deepseek_tf.data import load_beir
+    from deepseek_tf.data.splits import split_dev
     from deepseek_tf.evaluate.metrics import trec_metrics
     from deepseek_tf.retrieval.rerank import Reranker, rerank_run
-    from deepseek_tf.train.rerank_train import first_stage_top_k
-    from deepseek_tf.data.splits import split_dev
     from deepseek_tf.train import train
+    from deepseek_tf.train.rerank_train import first_stage_top_k
 
-    config = load_config(TINY, [f"data.dataset={tiny_beir}", "data.dev_fraction=0.5", "train.epochs=4",
-                                "train.steps_per_epoch=2", "train.learning_rate=1.0e-2"])
+    config = load_config(
+        TINY,
+        [
+            f"data.dataset={tiny_beir}",
+            "data.dev_fraction=0.5",
+            "train.epochs=4",
+            "train.steps_per_epoch=2",
+            "train.learning_rate=1.0e-2",
+        ],
+    )
     history = train(config, tmp_path, verbose=0)
     err = capfd.readouterr().err
     # 6 of the 12 train queries held out: 6 × 4 judged groups are left to train on
@@ -184,24 +226,35 @@ def test_dev_queries_are_held_out_and_reranked_after_each_epoch(tiny_beir, tmp_p
 
 
 def test_group_batch_is_query_document_pairs():
-    from deepseek_tf.train.rerank_train import tokenize_groups
     from deepseek_tf.text.tokenizer import Tokenizer
+    from deepseek_tf.train.rerank_train import tokenize_groups
 
     tok = Tokenizer(VOCAB)
     fn = tokenize_groups(tok, "full", 16, 32)
-    x, y = fn({"query": tf.constant(["summer dress"]), "docs": tf.constant([["light cotton dress", "tent"]])},
-              tf.constant([[2, 0]]))
+    x, y = fn(
+        {"query": tf.constant(["summer dress"]), "docs": tf.constant([["light cotton dress", "tent"]])},
+        tf.constant([[2, 0]]),
+    )
     assert y.shape == (1, 2)
     ids = x["token_ids"].numpy()
     v = {t: i for i, t in enumerate(VOCAB)}
     # row 0: [CLS] summer dress [SEP] light cotton dress [SEP]; row 1 pairs the same query with "tent"
-    assert ids[0].tolist() == [v["[CLS]"], v["summer"], v["dress"], v["[SEP]"], v["light"], v["cotton"],
-                               v["dress"], v["[SEP]"]]
+    assert ids[0].tolist() == [
+        v["[CLS]"],
+        v["summer"],
+        v["dress"],
+        v["[SEP]"],
+        v["light"],
+        v["cotton"],
+        v["dress"],
+        v["[SEP]"],
+    ]
     assert x["segment_ids"].numpy()[0].tolist() == [0, 0, 0, 0, 1, 1, 1, 1]
     assert ids[1, :5].tolist() == [v["[CLS]"], v["summer"], v["dress"], v["[SEP]"], v["tent"]]
-    light, _ = tokenize_groups(tok, "light", 16, 32)({"query": tf.constant(["summer dress"]),
-                                                      "docs": tf.constant([["light cotton dress", "tent"]])},
-                                                     tf.constant([[2, 0]]))
+    light, _ = tokenize_groups(tok, "light", 16, 32)(
+        {"query": tf.constant(["summer dress"]), "docs": tf.constant([["light cotton dress", "tent"]])},
+        tf.constant([[2, 0]]),
+    )
     assert light["query"]["token_ids"].shape[0] == 2 and light["doc"]["token_ids"].shape[0] == 2
 
 
@@ -221,8 +274,9 @@ def _tiny_model(interaction: str, loss: str = "listwise", head: str = "dense"):
     return keras_model, Tokenizer(VOCAB), config
 
 
-@pytest.mark.parametrize("interaction,head", [("full", "dense"), ("full", "cosine"), ("light", "dense"),
-                                              ("light", "cosine")])
+@pytest.mark.parametrize(
+    "interaction,head", [("full", "dense"), ("full", "cosine"), ("light", "dense"), ("light", "cosine")]
+)
 def test_save_reload_gives_same_scores(interaction, head, tmp_path):
     import keras
 
@@ -247,8 +301,10 @@ def test_widened_batches_score_the_same(interaction, head):
     from deepseek_tf.train.rerank_train import tokenize_groups
 
     model, tok, config = _tiny_model(interaction, head=head)
-    batch = {"query": tf.constant(["summer dress", "coffee"]),
-             "docs": tf.constant([["light cotton dress", "tent"], ["espresso coffee", "dress"]])}
+    batch = {
+        "query": tf.constant(["summer dress", "coffee"]),
+        "docs": tf.constant([["light cotton dress", "tent"], ["espresso coffee", "dress"]]),
+    }
     grades = tf.constant([[2, 0], [1, 0]])
     x, _ = tokenize_groups(tok, interaction, 16, 32)(batch, grades)
     wide, _ = tokenize_groups(tok, interaction, 16, 32, pad_multiple=64)(batch, grades)
@@ -262,9 +318,10 @@ def test_cosine_head_starts_as_segment_cosine():
     from deepseek_tf.train.rerank_train import tokenize_groups
 
     model, tok, config = _tiny_model("full", head="cosine")
-    x, _ = tokenize_groups(tok, "full", 16, 32)({"query": tf.constant(["summer dress"]),
-                                                 "docs": tf.constant([["light cotton dress", "tent"]])},
-                                                tf.constant([[1, 0]]))
+    x, _ = tokenize_groups(tok, "full", 16, 32)(
+        {"query": tf.constant(["summer dress"]), "docs": tf.constant([["light cotton dress", "tent"]])},
+        tf.constant([[1, 0]]),
+    )
     seq = model.backbone(x, training=False)["sequence_output"].numpy()  # (2, len, hidden)
     mask, seg = x["padding_mask"].numpy(), x["segment_ids"].numpy()
     want = []
@@ -278,14 +335,15 @@ def test_cosine_head_starts_as_segment_cosine():
 def test_light_cosine_reranker_from_a_trained_dual_encoder_starts_at_its_ranking(tiny_run):
     # model.backbone = the dual encoder's model/ dir: its tower's weights, its vocab; with the
     # zero-initialised head the light cross-encoder's score is exactly q·d / τ of the retriever.
-    from deepseek_tf.retrieval.artifacts import load_embedder
     from deepseek_tf.models import build_model
+    from deepseek_tf.retrieval.artifacts import load_embedder
     from deepseek_tf.retrieval.rerank import Reranker
     from deepseek_tf.train.artifacts import prepare_tokenizer
 
     run = tiny_run / "model"
-    config = load_config(TINY, [f"model.backbone={run}", "model.interaction=light", "model.score_head=cosine",
-                                "model.trainable=false"])
+    config = load_config(
+        TINY, [f"model.backbone={run}", "model.interaction=light", "model.score_head=cosine", "model.trainable=false"]
+    )
     retriever = load_embedder(str(run))  # configs/tiny.yaml: same lengths (16, 64) as the reranker's
     tok = prepare_tokenizer(config, None, run)  # reads run/vocab.txt
     model = build_model(config, tok.vocab_size)
@@ -303,8 +361,10 @@ def test_training_fits_a_fixed_batch():
     from deepseek_tf.train.rerank_train import tokenize_groups
 
     model, tok, config = _tiny_model("full")
-    batch = {"query": tf.constant(["summer dress", "camping tent"]),
-             "docs": tf.constant([["light cotton dress", "tent", "coffee"], ["camping tent", "dress", "shoes"]])}
+    batch = {
+        "query": tf.constant(["summer dress", "camping tent"]),
+        "docs": tf.constant([["light cotton dress", "tent", "coffee"], ["camping tent", "dress", "shoes"]]),
+    }
     x, y = tokenize_groups(tok, "full", 16, 32)(batch, tf.constant([[2, 0, 0], [1, 0, 0]]))
     model.compile(optimizer=keras.optimizers.Adam(3e-3))
     first = model.train_on_batch(x, y)
@@ -372,9 +432,23 @@ def test_mixed_precision_training_saves_a_float32_reranker(tiny_beir, tmp_path):
 
 def test_evaluate_rerank_rows_side_by_side(tiny_run, ce_run, tiny_beir, tmp_path):
     out = tmp_path / "report.json"
-    proc = run_cli("deepseek_tf.evaluate", "--model", str(tiny_run / "model"), "--dataset", str(tiny_beir),
-                   "--rerank", str(ce_run / "model"), "--top-k", "10", "--rerank-fusion", "0.5",
-                   "--output", str(out), "--save-runs", str(tmp_path / "runs"))
+    proc = run_cli(
+        "deepseek_tf.evaluate",
+        "--model",
+        str(tiny_run / "model"),
+        "--dataset",
+        str(tiny_beir),
+        "--rerank",
+        str(ce_run / "model"),
+        "--top-k",
+        "10",
+        "--rerank-fusion",
+        "0.5",
+        "--output",
+        str(out),
+        "--save-runs",
+        str(tmp_path / "runs"),
+    )
     assert proc.returncode == 0, proc.stderr
     assert "| dense |" in proc.stdout and "| dense+rerank |" in proc.stdout and "p95" in proc.stdout
     report = json.loads(out.read_text())
@@ -393,28 +467,66 @@ def test_evaluate_rerank_rows_side_by_side(tiny_run, ce_run, tiny_beir, tmp_path
 
     qrels = load_beir(tiny_beir, "test").qrels
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == [
-        "dense+rerank+fusion.trec", "dense+rerank.trec", "dense.trec"]
+        "dense+rerank+fusion.trec",
+        "dense+rerank.trec",
+        "dense.trec",
+    ]
     for name in ("dense", "dense+rerank", "dense+rerank+fusion"):
         means, _ = trec_metrics(qrels, read_run(tmp_path / "runs" / f"{name}.trec"))
         assert means["ndcg@10"] == pytest.approx(report[name]["ndcg@10"], abs=1e-4)
         assert means["map"] == pytest.approx(report[name]["map"], abs=1e-4)
     # --run: the saved dense run as a given first stage scores and reranks as the model did
-    proc = run_cli("deepseek_tf.evaluate", "--run", str(tmp_path / "runs" / "dense.trec"), "--dataset", str(tiny_beir),
-                   "--rerank", str(ce_run / "model"), "--top-k", "10", "--rerank-fusion", "0.5",
-                   "--output", str(tmp_path / "given.json"))
+    proc = run_cli(
+        "deepseek_tf.evaluate",
+        "--run",
+        str(tmp_path / "runs" / "dense.trec"),
+        "--dataset",
+        str(tiny_beir),
+        "--rerank",
+        str(ce_run / "model"),
+        "--top-k",
+        "10",
+        "--rerank-fusion",
+        "0.5",
+        "--output",
+        str(tmp_path / "given.json"),
+    )
     assert proc.returncode == 0, proc.stderr
     given = json.loads((tmp_path / "given.json").read_text())
     assert list(given) == ["run", "run+rerank", "run+rerank+fusion"] and given["run+rerank"]["vs"]["system"] == "run"
     for a, b in (("run", "dense"), ("run+rerank", "dense+rerank"), ("run+rerank+fusion", "dense+rerank+fusion")):
         assert given[a]["ndcg@10"] == pytest.approx(report[b]["ndcg@10"], abs=1e-4)
-    bad = run_cli("deepseek_tf.evaluate", "--run", str(tmp_path / "runs" / "dense.trec"), "--model",
-                  str(tiny_run / "model"), "--dataset", str(tiny_beir))
+    bad = run_cli(
+        "deepseek_tf.evaluate",
+        "--run",
+        str(tmp_path / "runs" / "dense.trec"),
+        "--model",
+        str(tiny_run / "model"),
+        "--dataset",
+        str(tiny_beir),
+    )
     assert bad.returncode == 1 and bad.stderr.strip() == "error: give one first stage: --model or --run, not both"
-    bad = run_cli("deepseek_tf.evaluate", "--model", str(tiny_run / "model"), "--dataset", str(tiny_beir),
-                  "--rerank", str(tiny_run / "model"))
+    bad = run_cli(
+        "deepseek_tf.evaluate",
+        "--model",
+        str(tiny_run / "model"),
+        "--dataset",
+        str(tiny_beir),
+        "--rerank",
+        str(tiny_run / "model"),
+    )
     assert bad.returncode == 1 and "not a cross-encoder" in bad.stderr and "Traceback" not in bad.stderr
-    bad = run_cli("deepseek_tf.evaluate", "--model", str(tiny_run / "model"), "--dataset", str(tiny_beir),
-                  "--rerank", str(ce_run / "model"), "--rerank-fusion", "2")
+    bad = run_cli(
+        "deepseek_tf.evaluate",
+        "--model",
+        str(tiny_run / "model"),
+        "--dataset",
+        str(tiny_beir),
+        "--rerank",
+        str(ce_run / "model"),
+        "--rerank-fusion",
+        "2",
+    )
     assert bad.returncode == 1 and "--rerank-fusion must be in [0, 1]" in bad.stderr
 
 
@@ -425,24 +537,53 @@ def test_evaluate_fusion_sweep_gives_one_row_per_weight(tiny_run, ce_run, tiny_b
     from deepseek_tf.evaluate.report import evaluate, trec_metrics
     from deepseek_tf.retrieval.rerank import fuse
 
-    report = evaluate(str(tiny_run / "model"), str(tiny_beir), top_k=10, rerank=str(ce_run / "model"),
-                      rerank_fusion=[0.0, 0.5, 1.0], verbose=False, runs_dir=tmp_path)
-    assert list(report) == ["dense", "dense+rerank", "dense+rerank+fusion@0", "dense+rerank+fusion@0.5",
-                            "dense+rerank+fusion@1"]
+    report = evaluate(
+        str(tiny_run / "model"),
+        str(tiny_beir),
+        top_k=10,
+        rerank=str(ce_run / "model"),
+        rerank_fusion=[0.0, 0.5, 1.0],
+        verbose=False,
+        runs_dir=tmp_path,
+    )
+    assert list(report) == [
+        "dense",
+        "dense+rerank",
+        "dense+rerank+fusion@0",
+        "dense+rerank+fusion@0.5",
+        "dense+rerank+fusion@1",
+    ]
     assert [report[f"dense+rerank+fusion@{w}"]["rerank_fusion"] for w in ("0", "0.5", "1")] == [0.0, 0.5, 1.0]
     assert report["dense+rerank+fusion@0"]["ndcg@10"] == pytest.approx(report["dense"]["ndcg@10"], abs=1e-4)
     assert report["dense+rerank+fusion@1"]["ndcg@10"] == pytest.approx(report["dense+rerank"]["ndcg@10"], abs=1e-4)
     qrels = load_beir(tiny_beir, "test").qrels
     fused = fuse(read_run(tmp_path / "dense.trec"), read_run(tmp_path / "dense+rerank.trec"), 0.5)
-    assert trec_metrics(qrels, fused)[0]["ndcg@10"] == pytest.approx(report["dense+rerank+fusion@0.5"]["ndcg@10"],
-                                                                     abs=1e-4)
-    for weights, message in (([0.5, 0.5], "a weight is given twice (0.5,0.5)"),
-                             ([0.3, 1.5], "--rerank-fusion must be in [0, 1], got 1.5")):
+    assert trec_metrics(qrels, fused)[0]["ndcg@10"] == pytest.approx(
+        report["dense+rerank+fusion@0.5"]["ndcg@10"], abs=1e-4
+    )
+    for weights, message in (
+        ([0.5, 0.5], "a weight is given twice (0.5,0.5)"),
+        ([0.3, 1.5], "--rerank-fusion must be in [0, 1], got 1.5"),
+    ):
         with pytest.raises(UserError, match=re.escape(message)):
-            evaluate(str(tiny_run / "model"), str(tiny_beir), rerank=str(ce_run / "model"), rerank_fusion=weights,
-                     verbose=False)
-    bad = run_cli("deepseek_tf.evaluate", "--model", str(tiny_run / "model"), "--dataset", str(tiny_beir),
-                  "--rerank", str(ce_run / "model"), "--rerank-fusion", "0.3,x")
+            evaluate(
+                str(tiny_run / "model"),
+                str(tiny_beir),
+                rerank=str(ce_run / "model"),
+                rerank_fusion=weights,
+                verbose=False,
+            )
+    bad = run_cli(
+        "deepseek_tf.evaluate",
+        "--model",
+        str(tiny_run / "model"),
+        "--dataset",
+        str(tiny_beir),
+        "--rerank",
+        str(ce_run / "model"),
+        "--rerank-fusion",
+        "0.3,x",
+    )
     assert bad.returncode == 2 and "expected W or W1,W2,..." in bad.stderr and "Traceback" not in bad.stderr
 
 
@@ -462,26 +603,45 @@ def test_search_reranks_as_evaluate_does(tiny_run, ce_run, tiny_beir, tmp_path, 
     plain = search(model, corpus, [ds.queries[qid]], top_k=10, verbose=False)[0]
     assert {h["id"]: h["score"] for h in plain["hits"]} == pytest.approx(runs["dense"][qid], abs=1e-4)
     for fusion, name in ((None, "dense+rerank"), (0.5, "dense+rerank+fusion")):
-        got = search(model, corpus, [ds.queries[qid]], top_k=4, rerank=ce, rerank_depth=10, fusion=fusion,
-                     verbose=False)[0]
+        got = search(
+            model, corpus, [ds.queries[qid]], top_k=4, rerank=ce, rerank_depth=10, fusion=fusion, verbose=False
+        )[0]
         want = sorted(runs[name][qid].items(), key=lambda x: -x[1])[:4]
         assert [h["id"] for h in got["hits"]] == [d for d, _ in want]
         assert [h["score"] for h in got["hits"]] == pytest.approx([s for _, s in want], abs=1e-4)
         assert [h["reranker_score"] for h in got["hits"]] == pytest.approx(
-            [runs["dense+rerank"][qid][h["id"]] for h in got["hits"]], abs=1e-4)
+            [runs["dense+rerank"][qid][h["id"]] for h in got["hits"]], abs=1e-4
+        )
         assert [h["retriever_score"] for h in got["hits"]] == pytest.approx(
-            [runs["dense"][qid][h["id"]] for h in got["hits"]], abs=1e-4)
+            [runs["dense"][qid][h["id"]] for h in got["hits"]], abs=1e-4
+        )
         assert got["latency_ms"] > got["rerank_ms"] > 0
-    args = ["--model", model, "--corpus", str(corpus), "--query", "espresso machine", "--top-k", "2",
-            "--rerank", ce, "--rerank-depth", "5", "--rerank-fusion", "0.3"]
+    args = [
+        "--model",
+        model,
+        "--corpus",
+        str(corpus),
+        "--query",
+        "espresso machine",
+        "--top-k",
+        "2",
+        "--rerank",
+        ce,
+        "--rerank-depth",
+        "5",
+        "--rerank-fusion",
+        "0.3",
+    ]
     assert main(args) == 0
     lines = capsys.readouterr().out.splitlines()
     assert "reranking" in lines[0] and [l.split()[0] for l in lines[1:]] == ["1.", "2."]
     # bad input: one line, exit 1, and no index written
     ix = tmp_path / "ix"
-    for extra, message in ((["--rerank-depth", "1"], "--rerank-depth (1) must be >= --top-k (2)"),
-                           (["--rerank-fusion", "1.5"], "--rerank-fusion must be in [0, 1], got 1.5"),
-                           (["--rerank", model], "a dual_encoder model, not a cross-encoder")):
+    for extra, message in (
+        (["--rerank-depth", "1"], "--rerank-depth (1) must be >= --top-k (2)"),
+        (["--rerank-fusion", "1.5"], "--rerank-fusion must be in [0, 1], got 1.5"),
+        (["--rerank", model], "a dual_encoder model, not a cross-encoder"),
+    ):
         assert main(args + ["--index", str(ix)] + extra) == 1
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and message in err[0] and not ix.exists()
@@ -500,8 +660,9 @@ def test_saved_model_score_endpoint_matches_keras(ce_run, tmp_path):
     loaded = tf.saved_model.load(str(tmp_path / "ce_sm"))
     np.testing.assert_allclose(loaded.score(tf.constant(queries), tf.constant(docs)).numpy(), keras_scores, atol=1e-5)
     # the SavedModel also works as --rerank MODEL
-    np.testing.assert_allclose(Reranker.load(str(tmp_path / "ce_sm")).score_pairs(queries, docs), keras_scores,
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        Reranker.load(str(tmp_path / "ce_sm")).score_pairs(queries, docs), keras_scores, atol=1e-5
+    )
 
 
 def test_mixed_precision_reaches_a_trained_model_backbone(tiny_run):
@@ -525,8 +686,8 @@ def test_model_dropout_reaches_a_pretrained_reranker_backbone(tiny_run, tiny_bei
     # rates saved in the backbone, 0.1 here (the dual-encoder path already applied it).
     import keras
 
-    from deepseek_tf.train.compute import dropout_layers
     from deepseek_tf.train import train
+    from deepseek_tf.train.compute import dropout_layers
 
     seen, fit = [], keras.Model.fit
 
@@ -535,7 +696,11 @@ def test_model_dropout_reaches_a_pretrained_reranker_backbone(tiny_run, tiny_bei
         return fit(self, *args, **kwargs)
 
     monkeypatch.setattr(keras.Model, "fit", spy)
-    base = [f"data.dataset={tiny_beir}", f"model.backbone={tiny_run / 'model'}", "train.epochs=1",
-            "train.steps_per_epoch=1"]
+    base = [
+        f"data.dataset={tiny_beir}",
+        f"model.backbone={tiny_run / 'model'}",
+        "train.epochs=1",
+        "train.steps_per_epoch=1",
+    ]
     train(load_config(TINY, base + ["model.dropout=0.25"]), tmp_path, verbose=0)
     assert seen == [{0.25}]

@@ -43,11 +43,13 @@ def test_beir_errors(tiny_beir, tmp_path):
 
 def test_read_pairs_cleans_and_counts(tmp_path, capsys):
     path = tmp_path / "pairs.csv"
-    path.write_text("query,doc_content,label\n"
-                    "summer dress,light cotton dress,3\n"
-                    "summer  dress ,light cotton dress,3\n"  # duplicate after normalisation
-                    ",empty query,1\n"
-                    "laptop,thin notebook,4\n")
+    path.write_text(
+        "query,doc_content,label\n"
+        "summer dress,light cotton dress,3\n"
+        "summer  dress ,light cotton dress,3\n"  # duplicate after normalisation
+        ",empty query,1\n"
+        "laptop,thin notebook,4\n"
+    )
     pairs = read_pairs(path)
     assert pairs.queries == ["summer dress", "laptop"]
     assert pairs.labels == [3, 4] and pairs.negs is None
@@ -75,14 +77,14 @@ def test_pair_dataset_pads_per_batch_and_is_seeded(tmp_path):
     from deepseek_tf.data import Pairs
 
     pairs = Pairs(["a", "a b a b", "b", "a"], ["a", "b", "a b", "b"], ["b", "a", "a", "b"])
-    ds = pair_dataset(pairs, Tokenizer(vocab), batch_size=2, query_max_length=16, doc_max_length=16,
-                      shuffle=False)
+    ds = pair_dataset(pairs, Tokenizer(vocab), batch_size=2, query_max_length=16, doc_max_length=16, shuffle=False)
     batches = list(ds)
     assert batches[0]["query"]["token_ids"].shape == (2, 6)  # longest in batch: [CLS] a b a b [SEP]
     assert batches[1]["query"]["token_ids"].shape == (2, 3)
     assert set(batches[0]) == {"query", "doc", "neg"}
-    order = lambda s: [b["query"]["token_ids"].numpy().tolist() for b in pair_dataset(
-        pairs, Tokenizer(vocab), 1, 16, 16, seed=s)]
+    order = lambda s: [
+        b["query"]["token_ids"].numpy().tolist() for b in pair_dataset(pairs, Tokenizer(vocab), 1, 16, 16, seed=s)
+    ]
     assert order(7) == order(7)
 
 
@@ -93,13 +95,18 @@ def test_run_file_round_trip_and_errors(tmp_path):
     write_run(run, tmp_path / "r.trec", tag="t")
     # by query, then score descending, ranks from 1: trec_eval's six columns
     assert (tmp_path / "r.trec").read_text().splitlines() == [
-        "q1 Q0 d9 1 -1.250000 t", "q2 Q0 d3 1 2.000000 t", "q2 Q0 d1 2 0.500000 t"]
+        "q1 Q0 d9 1 -1.250000 t",
+        "q2 Q0 d3 1 2.000000 t",
+        "q2 Q0 d1 2 0.500000 t",
+    ]
     assert read_run(tmp_path / "r.trec") == run
     bad = tmp_path / "bad.trec"
-    for text, message in [("q1 Q0 d1 1 0.5\n", r"bad.trec:1: expected 'qid Q0 docid rank score tag'"),
-                          ("q1 Q0 d1 1 0.5 t\nq1 Q0 d2 2 high t\n", r"bad.trec:2: score 'high' is not a number"),
-                          ("q1 Q0 d1 1 0.5 t\nq1 Q0 d1 2 0.4 t\n", r"bad.trec:2: document 'd1' listed twice"),
-                          ("\n", "no lines")]:
+    for text, message in [
+        ("q1 Q0 d1 1 0.5\n", r"bad.trec:1: expected 'qid Q0 docid rank score tag'"),
+        ("q1 Q0 d1 1 0.5 t\nq1 Q0 d2 2 high t\n", r"bad.trec:2: score 'high' is not a number"),
+        ("q1 Q0 d1 1 0.5 t\nq1 Q0 d1 2 0.4 t\n", r"bad.trec:2: document 'd1' listed twice"),
+        ("\n", "no lines"),
+    ]:
         bad.write_text(text)
         with pytest.raises(UserError, match=message):
             read_run(bad)

@@ -1,22 +1,31 @@
 """Distillation: Margin-MSE by hand, the teacher's margins, their place in the batch, training."""
+
 import numpy as np
 import pytest
 import tensorflow as tf
-
 from conftest import ROOT
+
 from deepseek_tf import data as data_lib
-from deepseek_tf.models import losses
 from deepseek_tf.config import load_config
 from deepseek_tf.errors import ConfigError
+from deepseek_tf.models import losses
 from deepseek_tf.train import train
 
 TINY_CE = ROOT / "configs" / "cross_encoder_tiny.yaml"
 
 
 def _config(tiny_beir, *overrides):
-    return load_config(ROOT / "configs/tiny.yaml", [f"data.dataset={tiny_beir}", "model.dropout=0.0",
-                                                    "data.mine_negatives=true", "data.hard_negatives=2",
-                                                    "data.mine_skip_top=0", *overrides])
+    return load_config(
+        ROOT / "configs/tiny.yaml",
+        [
+            f"data.dataset={tiny_beir}",
+            "model.dropout=0.0",
+            "data.mine_negatives=true",
+            "data.hard_negatives=2",
+            "data.mine_skip_top=0",
+            *overrides,
+        ],
+    )
 
 
 def test_margin_mse_by_hand():
@@ -35,8 +44,8 @@ def test_margin_mse_by_hand():
 
 
 def test_teacher_margins_score_each_distinct_pair_once():
-    from deepseek_tf.train.distill import teacher_margins
     from deepseek_tf.retrieval.rerank import Reranker
+    from deepseek_tf.train.distill import teacher_margins
 
     seen = []
 
@@ -44,8 +53,9 @@ def test_teacher_margins_score_each_distinct_pair_once():
         seen.extend(zip(q.numpy().tolist(), d.numpy().tolist()))
         return tf.cast(tf.strings.length(d), tf.float32)
 
-    pairs = data_lib.Pairs(["q1", "q1", "q2"], ["aaaa", "bbbbbb", "aaaa"],
-                           [["b", "cc"], ["b", "dddddddd"], ["b", "cc"]])
+    pairs = data_lib.Pairs(
+        ["q1", "q1", "q2"], ["aaaa", "bbbbbb", "aaaa"], [["b", "cc"], ["b", "dddddddd"], ["b", "cc"]]
+    )
     margins = teacher_margins(Reranker(fn, "len", batch_size=2), pairs)
     # 4 − 1, 4 − 2 | 6 − 1, 6 − 8 | 4 − 1, 4 − 2
     np.testing.assert_allclose(margins, [[3, 2], [5, -2], [3, 2]])
@@ -54,8 +64,8 @@ def test_teacher_margins_score_each_distinct_pair_once():
 
 
 def test_teacher_scores_are_cached_by_pair_text_and_by_teacher_weights(tmp_path, monkeypatch):
-    from deepseek_tf.train.distill import load_teacher_margins
     from deepseek_tf.retrieval.rerank import Reranker
+    from deepseek_tf.train.distill import load_teacher_margins
 
     scored = []
 
@@ -116,14 +126,23 @@ def test_distill_weight_adds_margin_mse_to_the_named_loss(tiny_beir):
     x = {"teacher": tf.constant(rng.normal(size=(3, 2)), tf.float32)}
     y_pred = {"query": tf.cast(q, tf.float32), "doc": tf.cast(d, tf.float32), "neg": tf.cast(neg, tf.float32)}
     out = {}
-    for name, sets in {"plain": [], "weighted": ["train.distill_weight=0.5"], "alone": ["train.loss=margin_mse"]}.items():
+    for name, sets in {
+        "plain": [],
+        "weighted": ["train.distill_weight=0.5"],
+        "alone": ["train.loss=margin_mse"],
+    }.items():
         model = build_model(_config(tiny_beir, "train.mask_duplicates=false", *sets), 50)
         out[name] = float(model.compute_loss(x=x, y_pred=y_pred))
     distill = float(losses.margin_mse(y_pred["query"], y_pred["doc"], y_pred["neg"], x["teacher"], 0.1))
     assert out["weighted"] == pytest.approx(out["plain"] + 0.5 * distill, rel=1e-5)
     assert out["alone"] == pytest.approx(distill, rel=1e-5)
-    assert model.get_config()["distill_weight"] == 0.0 and build_model(
-        _config(tiny_beir, "train.distill_weight=0.5", "train.mask_duplicates=false"), 50).get_config()["distill_weight"] == 0.5
+    assert (
+        model.get_config()["distill_weight"] == 0.0
+        and build_model(_config(tiny_beir, "train.distill_weight=0.5", "train.mask_duplicates=false"), 50).get_config()[
+            "distill_weight"
+        ]
+        == 0.5
+    )
 
 
 @pytest.fixture(scope="module")
@@ -133,17 +152,21 @@ def teacher(tiny_beir, tmp_path_factory):
     return workdir / "model"
 
 
-@pytest.mark.parametrize("overrides,message", [
-    (["train.loss=margin_mse"], "need data.teacher"),
-    (["train.distill_weight=1.0"], "need data.teacher"),
-    (["data.teacher=TEACHER"], "needs train.loss: margin_mse or train.distill_weight"),
-    (["data.teacher=TEACHER", "train.distill_weight=-1.0"], "'train.distill_weight' must be >= 0"),
-    (["data.teacher=TEACHER", "train.loss=margin_mse", "data.mine_negatives=false"], "scores hard negatives"),
-    (["data.teacher=STUDENT", "train.loss=margin_mse"], "data.teacher .*not a cross-encoder"),
-    (["data.teacher=/nowhere", "train.loss=margin_mse"], "data.teacher '/nowhere': not a trained cross-encoder"),
-])
-def test_bad_distillation_settings_fail_before_anything_is_written(tiny_beir, tiny_run, teacher, tmp_path,
-                                                                  overrides, message):
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        (["train.loss=margin_mse"], "need data.teacher"),
+        (["train.distill_weight=1.0"], "need data.teacher"),
+        (["data.teacher=TEACHER"], "needs train.loss: margin_mse or train.distill_weight"),
+        (["data.teacher=TEACHER", "train.distill_weight=-1.0"], "'train.distill_weight' must be >= 0"),
+        (["data.teacher=TEACHER", "train.loss=margin_mse", "data.mine_negatives=false"], "scores hard negatives"),
+        (["data.teacher=STUDENT", "train.loss=margin_mse"], "data.teacher .*not a cross-encoder"),
+        (["data.teacher=/nowhere", "train.loss=margin_mse"], "data.teacher '/nowhere': not a trained cross-encoder"),
+    ],
+)
+def test_bad_distillation_settings_fail_before_anything_is_written(
+    tiny_beir, tiny_run, teacher, tmp_path, overrides, message
+):
     overrides = [o.replace("TEACHER", str(teacher)).replace("STUDENT", str(tiny_run / "model")) for o in overrides]
     with pytest.raises(ConfigError, match=message):
         train(_config(tiny_beir, *overrides), tmp_path / "run", verbose=0)
@@ -168,8 +191,15 @@ def test_a_distilled_soup_scores_each_teacher_pair_once(tiny_beir, tiny_run, tea
         return score_pairs(self, queries, docs, progress)
 
     monkeypatch.setattr(Reranker, "score_pairs", counting)
-    config = _config(tiny_beir, f"data.teacher={teacher}", "train.distill_weight=0.1", "train.soup=2",
-                     f"model.backbone={tiny_run / 'model'}", "train.epochs=1", "train.steps_per_epoch=2")
+    config = _config(
+        tiny_beir,
+        f"data.teacher={teacher}",
+        "train.distill_weight=0.1",
+        "train.soup=2",
+        f"model.backbone={tiny_run / 'model'}",
+        "train.epochs=1",
+        "train.steps_per_epoch=2",
+    )
     train(config, tmp_path / "soup", verbose=0)
     with np.load(tmp_path / "soup" / "teacher_scores.npz") as f:
         cached = len(f["key"])
@@ -195,8 +225,8 @@ def _student_margins(workdir, config):
 
 def _cached_margins(teacher, config, workdir):
     """The run's teacher margins, read back from its cache: the teacher is not loaded again."""
-    from deepseek_tf.train.distill import load_teacher_margins
     from deepseek_tf.retrieval.rerank import Reranker
+    from deepseek_tf.train.distill import load_teacher_margins
     from deepseek_tf.train.trainer import load_training_pairs
 
     def refuse(cls, spec):
@@ -210,8 +240,9 @@ def _cached_margins(teacher, config, workdir):
 def test_margin_mse_training_brings_the_students_margins_to_the_teachers(tiny_beir, teacher, tmp_path):
     errors, corr = {}, {}
     for name, lr in (("untrained", "1.0e-12"), ("trained", "3.0e-3")):
-        config = _config(tiny_beir, "train.loss=margin_mse", f"data.teacher={teacher}",
-                         f"train.learning_rate={lr}", "train.epochs=4")
+        config = _config(
+            tiny_beir, "train.loss=margin_mse", f"data.teacher={teacher}", f"train.learning_rate={lr}", "train.epochs=4"
+        )
         train(config, tmp_path / name, verbose=0)
         target = _cached_margins(teacher, config, tmp_path / name)  # (N, k), scored once in the run
         assert target.shape == (len(target), 2) and np.abs(target).max() > 0.1

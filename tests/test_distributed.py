@@ -3,6 +3,7 @@
 Logical devices and TF_CONFIG must be set before TensorFlow initialises its devices, so
 each case runs in fresh Python processes.
 """
+
 import json
 import os
 import socket
@@ -11,7 +12,6 @@ import sys
 
 import numpy as np
 import pytest
-
 from conftest import ROOT
 
 GATHER_SCRIPT = r"""
@@ -65,7 +65,9 @@ for train_cfg in json.loads(sys.argv[1]):
             loss = model.compute_loss(x=xr, y_pred=model(xr, training=False))
         return loss, dense(tape.gradient(loss, model.trainable_weights), model.trainable_weights)
 
-    half = lambda ctx: tf.nest.map_structure(lambda t: t[4 * ctx.replica_id_in_sync_group:4 * (ctx.replica_id_in_sync_group + 1)], x)
+    def half(ctx):
+        r = ctx.replica_id_in_sync_group
+        return tf.nest.map_structure(lambda t: t[4 * r : 4 * (r + 1)], x)
     per_replica = strategy.experimental_distribute_values_from_function(half)
     loss_r, grads_r = strategy.run(replica_step, args=(per_replica,))
     # Keras sums replica gradients (and each replica's loss is already divided by 2)
@@ -91,8 +93,14 @@ CASES = [
 @pytest.fixture(scope="module")
 def gather_results() -> list[dict]:
     """One fresh process (2 logical CPUs) runs every case: one TensorFlow start-up, not three."""
-    proc = subprocess.run([sys.executable, "-c", GATHER_SCRIPT, json.dumps(CASES)], capture_output=True,
-                          text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", GATHER_SCRIPT, json.dumps(CASES)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -129,12 +137,35 @@ def test_multi_worker_from_tf_config_ends_with_identical_weights(tiny_beir, tmp_
     for index in range(2):
         tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
         env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CONFIG": json.dumps(tf_config)}
-        procs.append(subprocess.Popen(
-            [sys.executable, "-m", "deepseek_tf.train", "--config", "configs/tiny.yaml", "--quiet",
-             "--set", f"data.dataset={tiny_beir}", "--set", "train.strategy=multi_worker",
-             "--set", "train.steps_per_epoch=2", "--set", "train.epochs=1", "--set", "model.dropout=0.0",
-             "--workdir", str(tmp_path / f"worker{index}")],
-            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        procs.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "deepseek_tf.train",
+                    "--config",
+                    "configs/tiny.yaml",
+                    "--quiet",
+                    "--set",
+                    f"data.dataset={tiny_beir}",
+                    "--set",
+                    "train.strategy=multi_worker",
+                    "--set",
+                    "train.steps_per_epoch=2",
+                    "--set",
+                    "train.epochs=1",
+                    "--set",
+                    "model.dropout=0.0",
+                    "--workdir",
+                    str(tmp_path / f"worker{index}"),
+                ],
+                cwd=ROOT,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
     outputs = [p.communicate(timeout=240) for p in procs]
     for p, (out, err) in zip(procs, outputs):
         assert p.returncode == 0, err[-3000:]
@@ -143,8 +174,9 @@ def test_multi_worker_from_tf_config_ends_with_identical_weights(tiny_beir, tmp_
 
     import deepseek_tf.models  # noqa: F401  (registers the serializable classes)
 
-    models = [keras.models.load_model(tmp_path / f"worker{i}" / "model" / "model.keras", compile=False)
-              for i in range(2)]
+    models = [
+        keras.models.load_model(tmp_path / f"worker{i}" / "model" / "model.keras", compile=False) for i in range(2)
+    ]
     for a, b in zip(models[0].get_weights(), models[1].get_weights()):
         np.testing.assert_array_equal(a, b)
     history = json.loads((tmp_path / "worker0" / "history.json").read_text())

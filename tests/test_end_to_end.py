@@ -1,18 +1,26 @@
 """train -> model/ -> evaluate -> SavedModel export, on the tiny config (the SPEC's smoke path)."""
+
 import json
 
 import numpy as np
 import pytest
 import tensorflow as tf
-
 from conftest import ROOT, run_cli
+
 from deepseek_tf.models.loading import load_trained
 from deepseek_tf.retrieval.artifacts import load_embedder
 
 
 def test_train_writes_the_run_layout(tiny_run):
-    for name in ("config.yaml", "checkpoints", "logs", "model/model.keras", "model/vocab.txt",
-                 "model/config.yaml", "history.json"):
+    for name in (
+        "config.yaml",
+        "checkpoints",
+        "logs",
+        "model/model.keras",
+        "model/vocab.txt",
+        "model/config.yaml",
+        "history.json",
+    ):
         assert (tiny_run / name).exists(), name
     history = json.loads((tiny_run / "history.json").read_text())
     assert history["steps"] == [6]  # 2 epochs x 3 steps
@@ -51,18 +59,42 @@ def test_keras_model_save_load_same_outputs(tiny_run):
 
 def test_cli_train_evaluate_export(tiny_beir, tmp_path):
     work = tmp_path / "run"
-    proc = run_cli("deepseek_tf.train", "--config", "configs/tiny.yaml", "--set", f"data.dataset={tiny_beir}",
-                   "--set", "train.epochs=1", "--workdir", str(work), "--quiet")
+    proc = run_cli(
+        "deepseek_tf.train",
+        "--config",
+        "configs/tiny.yaml",
+        "--set",
+        f"data.dataset={tiny_beir}",
+        "--set",
+        "train.epochs=1",
+        "--workdir",
+        str(work),
+        "--quiet",
+    )
     assert proc.returncode == 0, proc.stderr
-    proc = run_cli("deepseek_tf.evaluate", "--model", str(work / "model"), "--dataset", str(tiny_beir),
-                   "--output", str(tmp_path / "r.json"))
+    proc = run_cli(
+        "deepseek_tf.evaluate",
+        "--model",
+        str(work / "model"),
+        "--dataset",
+        str(tiny_beir),
+        "--output",
+        str(tmp_path / "r.json"),
+    )
     assert proc.returncode == 0, proc.stderr
     report = json.loads((tmp_path / "r.json").read_text())
     dense = report["dense"]
     assert dense["queries"] == 6 and 0.0 <= dense["ndcg@10"] <= 1.0
     assert dense["recall@100"] == 1.0  # 24 documents: every relevant one is in the top 100
-    proc = run_cli("deepseek_tf.export", "--model", str(work / "model"), "--format", "saved_model",
-                   "--output", str(tmp_path / "sm"))
+    proc = run_cli(
+        "deepseek_tf.export",
+        "--model",
+        str(work / "model"),
+        "--format",
+        "saved_model",
+        "--output",
+        str(tmp_path / "sm"),
+    )
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "sm" / "saved_model.pb").is_file()
 
@@ -78,10 +110,13 @@ def test_resume_continues_step_count(tiny_beir, tmp_path):
     assert len(history["loss"]) == 3 and all(np.isfinite(history["loss"]))
 
 
-@pytest.mark.parametrize("model,dataset,message", [
-    ("nope", None, "error: --model 'nope': not a trained model dir"),
-    ("all-MiniLM-L6-v2", "/nonexistent", "error: dataset directory not found: /nonexistent"),
-])
+@pytest.mark.parametrize(
+    "model,dataset,message",
+    [
+        ("nope", None, "error: --model 'nope': not a trained model dir"),
+        ("all-MiniLM-L6-v2", "/nonexistent", "error: dataset directory not found: /nonexistent"),
+    ],
+)
 def test_evaluate_bad_input_one_line(tiny_beir, model, dataset, message):
     proc = run_cli("deepseek_tf.evaluate", "--model", model, "--dataset", dataset or str(tiny_beir))
     assert proc.returncode == 1

@@ -2,10 +2,10 @@ import json
 import types
 
 import pytest
-
 from conftest import ROOT, run_cli
-from deepseek_tf.evaluate import report as evaluate_module
+
 from deepseek_tf.errors import UserError
+from deepseek_tf.evaluate import report as evaluate_module
 from deepseek_tf.evaluate.cli import main
 from deepseek_tf.evaluate.report import METRIC_KEYS, drop_identical_ids, evaluate, hybrid_run
 from deepseek_tf.evaluate.significance import paired_comparison
@@ -15,8 +15,19 @@ SPEC_KEYS = METRIC_KEYS + ("queries", "latency_ms_p50", "latency_ms_p95", "docs_
 
 def test_cli_dense_bm25_hybrid_rows_json_and_plot(tiny_run, tiny_beir, tmp_path):
     out, png = tmp_path / "r.json", tmp_path / "r.png"
-    proc = run_cli("deepseek_tf.evaluate", "--model", str(tiny_run / "model"), "--dataset", str(tiny_beir),
-                   "--baseline", "bm25", "--output", str(out), "--plot", str(png))
+    proc = run_cli(
+        "deepseek_tf.evaluate",
+        "--model",
+        str(tiny_run / "model"),
+        "--dataset",
+        str(tiny_beir),
+        "--baseline",
+        "bm25",
+        "--output",
+        str(out),
+        "--plot",
+        str(png),
+    )
     assert proc.returncode == 0, proc.stderr
     rows = [line.split("|")[1].strip() for line in proc.stdout.splitlines() if line.startswith("| ")]
     assert rows == ["system", "dense", "bm25", "hybrid"]
@@ -25,8 +36,9 @@ def test_cli_dense_bm25_hybrid_rows_json_and_plot(tiny_run, tiny_beir, tmp_path)
     for name, r in report.items():
         for key in SPEC_KEYS + ("peak_rss_mb",):
             assert r[key] is not None and r[key] >= 0, (name, key)
-        assert r["queries"] == 6 and set(r["per_query"]) == {f"q-{t}-2" for t in
-                                                             ("dress", "laptop", "phone", "shoes", "coffee", "tent")}
+        assert r["queries"] == 6 and set(r["per_query"]) == {
+            f"q-{t}-2" for t in ("dress", "laptop", "phone", "shoes", "coffee", "tent")
+        }
         assert all("latency_ms" in m for m in r["per_query"].values())
         curve = r["recall_curve"]  # mean Recall@1..100, the plotted figures
         assert len(curve) == 100 and curve == sorted(curve)
@@ -39,7 +51,8 @@ def test_cli_dense_bm25_hybrid_rows_json_and_plot(tiny_run, tiny_beir, tmp_path)
     assert "vs" not in report["bm25"] and report["dense"]["vs"]["system"] == "bm25"
     hybrid = report["hybrid"]["vs"]
     assert hybrid["system"] == "dense" and hybrid["ndcg@10"]["delta"] == pytest.approx(
-        report["hybrid"]["ndcg@10"] - report["dense"]["ndcg@10"])
+        report["hybrid"]["ndcg@10"] - report["dense"]["ndcg@10"]
+    )
     assert f"hybrid vs dense: ndcg@10 {hybrid['ndcg@10']['delta']:+.4f} (95% CI" in proc.stdout
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
 
@@ -74,9 +87,11 @@ def test_compare_two_saved_reports(tmp_path, capsys):
     # differences 0.1, 0.2, 0.3 on the 3 shared queries: mean +0.2, exact sign-flip p = 2/8
     assert f"{other}:dense vs {base}:dense" in out and "3 queries in both" in out
     assert "| ndcg@10 | 0.0000 | 0.4000 | +0.2000 | " in out and out.count("| 0.2500 |") == len(METRIC_KEYS)
-    for args, message in ((["--compare", base, f"{other}:hybrid"], "no system 'hybrid' (it has dense)"),
-                          (["--compare", base, str(tmp_path / "none.json")], "none.json: no such file"),
-                          (["--model", "all-MiniLM-L6-v2"], "--dataset is required")):
+    for args, message in (
+        (["--compare", base, f"{other}:hybrid"], "no system 'hybrid' (it has dense)"),
+        (["--compare", base, str(tmp_path / "none.json")], "none.json: no such file"),
+        (["--model", "all-MiniLM-L6-v2"], "--dataset is required"),
+    ):
         assert main(args) == 1
         assert message in capsys.readouterr().err
     report(tmp_path / "c.json", "dense", {"other": 0.5})
@@ -88,25 +103,36 @@ def _write(directory, corpus, queries, qrels):
     (directory / "qrels").mkdir(parents=True)
     (directory / "corpus.jsonl").write_text("".join(json.dumps(r) + "\n" for r in corpus))
     (directory / "queries.jsonl").write_text("".join(json.dumps(r) + "\n" for r in queries))
-    (directory / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(
-        f"{q}\t{d}\t{s}\n" for q, d, s in qrels))
+    (directory / "qrels" / "test.tsv").write_text(
+        "query-id\tcorpus-id\tscore\n" + "".join(f"{q}\t{d}\t{s}\n" for q, d, s in qrels)
+    )
     return directory
 
 
 def test_bad_input_is_counted_and_the_rest_evaluated(tmp_path, capsys):
-    corpus = [{"_id": "d1", "title": "wing", "text": "wing flutter at transonic speed"},
-              {"_id": "d1", "title": "dup", "text": "a duplicate id"},
-              {"_id": "d2", "title": "", "text": ""},
-              {"_id": "d3", "title": "nozzle", "text": "nozzle heat transfer"}]
-    queries = [{"_id": "q1", "text": "wing flutter"}, {"_id": "q1", "text": "again"},
-               {"_id": "q2", "text": "  "}, {"_id": "q3", "text": "heat transfer in nozzles"}]
-    qrels = [("q1", "d1", 2), ("q1", "d2", 1), ("q1", "missing", 1), ("q2", "d3", 1), ("q3", "d3", 1),
-             ("q3", "d1", 0)]
+    corpus = [
+        {"_id": "d1", "title": "wing", "text": "wing flutter at transonic speed"},
+        {"_id": "d1", "title": "dup", "text": "a duplicate id"},
+        {"_id": "d2", "title": "", "text": ""},
+        {"_id": "d3", "title": "nozzle", "text": "nozzle heat transfer"},
+    ]
+    queries = [
+        {"_id": "q1", "text": "wing flutter"},
+        {"_id": "q1", "text": "again"},
+        {"_id": "q2", "text": "  "},
+        {"_id": "q3", "text": "heat transfer in nozzles"},
+    ]
+    qrels = [("q1", "d1", 2), ("q1", "d2", 1), ("q1", "missing", 1), ("q2", "d3", 1), ("q3", "d3", 1), ("q3", "d1", 0)]
     results = evaluate(None, str(_write(tmp_path / "bad", corpus, queries, qrels)), baseline="bm25")
     err = capsys.readouterr().err.splitlines()
     # d1 dup, d2 empty, q1 dup, q2 empty; unknown: (q1,d2) empty doc, (q1,missing), (q2,d3) empty query
-    expected = ["dropped 1 duplicate doc ids (first: 'd1')", "dropped 1 empty docs", "dropped 1 empty queries",
-                "dropped 1 duplicate query ids (first: 'q1')", "dropped 3 judgments with unknown ids"]
+    expected = [
+        "dropped 1 duplicate doc ids (first: 'd1')",
+        "dropped 1 empty docs",
+        "dropped 1 empty queries",
+        "dropped 1 duplicate query ids (first: 'q1')",
+        "dropped 3 judgments with unknown ids",
+    ]
     assert sorted(results["bm25"]["warnings"]) == sorted(expected)
     assert sum(line.startswith("warning: ") for line in err) == 5
     assert "5 warning(s); evaluating the remaining 2 queries" in err
@@ -154,8 +180,9 @@ def test_dev_fraction_scores_the_queries_training_held_out(tiny_run, tiny_beir):
     from deepseek_tf.data import load_beir
     from deepseek_tf.data.splits import split_train_dev
 
-    config = load_config(ROOT / "configs" / "tiny.yaml", [f"data.dataset={tiny_beir}", "data.dev_fraction=0.34",
-                                                          "data.dev_seed=7"])
+    config = load_config(
+        ROOT / "configs" / "tiny.yaml", [f"data.dataset={tiny_beir}", "data.dev_fraction=0.34", "data.dev_seed=7"]
+    )
     trained_on, held_out = split_train_dev(load_beir(tiny_beir, "train", unknown_ids="drop"), config)
     report = evaluate(str(tiny_run / "model"), str(tiny_beir), split="train", dev=(0.34, 7), verbose=False)
     assert set(report["dense"]["per_query"]) == set(held_out.qrels) and report["dense"]["queries"] == 4
@@ -165,7 +192,8 @@ def test_dev_fraction_scores_the_queries_training_held_out(tiny_run, tiny_beir):
     for bad in (0.0, 1.0):
         with pytest.raises(UserError, match=r"--dev-fraction must be in \(0, 1\)"):
             evaluate(str(tiny_run / "model"), str(tiny_beir), split="train", dev=(bad, 42), verbose=False)
-    bad = run_cli("deepseek_tf.evaluate", "--model", str(tiny_run / "model"), "--dataset", str(tiny_beir),
-                  "--dev-seed", "7")
+    bad = run_cli(
+        "deepseek_tf.evaluate", "--model", str(tiny_run / "model"), "--dataset", str(tiny_beir), "--dev-seed", "7"
+    )
     assert bad.returncode == 1
     assert bad.stderr.strip() == "error: --dev-seed needs --dev-fraction (the dev split it seeds)"

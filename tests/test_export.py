@@ -3,25 +3,30 @@
 Every mode is exported once per session from one temporary SavedModel, then run through
 `TFLiteEmbedder` on raw strings (Chinese included) and compared with the Keras model.
 """
+
 import hashlib
 import json
 import shutil
 
 import numpy as np
 import pytest
-
 from conftest import run_cli
-from deepseek_tf.retrieval.artifacts import load_embedder
+
 from deepseek_tf.errors import UserError
 from deepseek_tf.export.saved_model import HELD_TEXTS
-from deepseek_tf.export.towers import _Prepared
-from deepseek_tf.retrieval.tflite import TFLiteEmbedder
 from deepseek_tf.export.tflite import TOLERANCES, calibration_texts, compare
-from deepseek_tf.retrieval.tflite import tower_paths
+from deepseek_tf.export.towers import _Prepared
+from deepseek_tf.retrieval.artifacts import load_embedder
+from deepseek_tf.retrieval.tflite import TFLiteEmbedder, tower_paths
 
 # Not among the held texts the export checked itself on.
-FRESH = ["防水帐篷 两人", "espresso machine with burr grinder", "x", "Cranfield: 1400 abstracts; 225 queries.",
-         "running shoes " * 30]
+FRESH = [
+    "防水帐篷 两人",
+    "espresso machine with burr grinder",
+    "x",
+    "Cranfield: 1400 abstracts; 225 queries.",
+    "running shoes " * 30,
+]
 # The tiny model (2 layers, hidden 32, a few training steps) has a narrow activation range per
 # layer that 8-bit activations resolve coarsely; MiniLM figures are in README "Export".
 TINY_INT8_MIN_COSINE = 0.7
@@ -72,7 +77,9 @@ def test_tflite_attention_has_no_float_select(exported):
     ops = interpreter._get_ops_details()
     selects = [op for op in ops if op["op_name"] in ("SELECT", "SELECT_V2")]
     assert any(op["op_name"] == "BATCH_MATMUL" for op in ops)
-    assert [tensors[op["outputs"][0]]["dtype"] for op in selects if tensors[op["outputs"][0]]["dtype"] != np.int32] == []
+    assert [
+        tensors[op["outputs"][0]]["dtype"] for op in selects if tensors[op["outputs"][0]]["dtype"] != np.int32
+    ] == []
 
 
 def _spy_interpreter_threads(monkeypatch) -> list:
@@ -158,15 +165,27 @@ def test_failed_check_writes_nothing(exported, tmp_path, monkeypatch):
     encode = reference.encode
     # A reference off by 0.01 everywhere: the float32 file differs from it by 0.01 > 1e-4.
     monkeypatch.setattr(reference, "encode", lambda texts, tower: encode(texts, tower) + 0.01)
-    with pytest.raises(UserError, match=r"export check failed: query tower \(none\) max_abs_diff 0.01, "
-                                        r"needs <= 0.0001; nothing written"):
+    with pytest.raises(
+        UserError,
+        match=r"export check failed: query tower \(none\) max_abs_diff 0.01, "
+        r"needs <= 0.0001; nothing written",
+    ):
         exported["prepared"].write(tmp_path / "out" / "m", "none")
     assert not (tmp_path / "out").exists()
 
 
 def test_cli_int8_without_dataset_is_one_line(tiny_run, tmp_path):
-    proc = run_cli("deepseek_tf.export", "--model", str(tiny_run / "model"), "--format", "tflite",
-                   "--quantize", "int8", "--output", str(tmp_path / "m"))
+    proc = run_cli(
+        "deepseek_tf.export",
+        "--model",
+        str(tiny_run / "model"),
+        "--format",
+        "tflite",
+        "--quantize",
+        "int8",
+        "--output",
+        str(tmp_path / "m"),
+    )
     assert proc.returncode == 1
     lines = [l for l in proc.stderr.splitlines() if l.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: --quantize int8 needs --dataset DIR"), proc.stderr
@@ -177,8 +196,8 @@ def test_cli_int8_without_dataset_is_one_line(tiny_run, tmp_path):
 def cross_model_dir(tiny_run, tmp_path_factory):
     """An untrained tiny cross-encoder saved as a model/ dir (conversion needs no training)."""
     import tensorflow as tf
-
     from conftest import ROOT
+
     from deepseek_tf.config import load_config, save_config
     from deepseek_tf.models import build_model
     from deepseek_tf.text.tokenizer import Tokenizer
@@ -196,12 +215,23 @@ def cross_model_dir(tiny_run, tmp_path_factory):
 
 
 def test_report_on_a_cross_encoder_is_one_line(cross_model_dir, tiny_beir, tmp_path):
-    proc = run_cli("deepseek_tf.export", "--model", str(cross_model_dir), "--format", "tflite", "--report",
-                   "--dataset", str(tiny_beir), "--output", str(tmp_path / "ce"))
+    proc = run_cli(
+        "deepseek_tf.export",
+        "--model",
+        str(cross_model_dir),
+        "--format",
+        "tflite",
+        "--report",
+        "--dataset",
+        str(tiny_beir),
+        "--output",
+        str(tmp_path / "ce"),
+    )
     assert proc.returncode == 1
     lines = [l for l in proc.stderr.splitlines() if l.strip()]
-    assert len(lines) == 1 and lines[0].startswith(f"error: --report measures dual-encoder towers and "
-                                                   f"{cross_model_dir} is a cross_encoder"), proc.stderr
+    assert len(lines) == 1 and lines[0].startswith(
+        f"error: --report measures dual-encoder towers and {cross_model_dir} is a cross_encoder"
+    ), proc.stderr
     assert "evaluate --rerank FILE.tflite" in lines[0] and not any(tmp_path.iterdir())
 
 

@@ -1,5 +1,6 @@
 """`deepseek-tf index` / deepseek_tf.index: sharded build, resume after SIGKILL, refusal of damaged
 shards, the stored analyzer, and the loaded index's searches against references."""
+
 from __future__ import annotations
 
 import hashlib
@@ -12,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import ROOT
+
 from deepseek_tf.errors import UserError
 from deepseek_tf.index import build_index, load_built_index
 from deepseek_tf.index.build import KILL_AFTER_ENV
@@ -53,8 +54,10 @@ def test_dense_search_equals_exact_search_over_the_models_own_vectors(built, tin
     m = index.manifest
     assert (m["format"], m["version"], m["backend"], m["count"], m["dim"]) == ("deepseek_tf-index", 1, "exact", 24, 32)
     assert [s["count"] for s in m["shards"]] == [5, 5, 5, 5, 4] and index.ids == ids
-    assert m["model"] == str((tiny_run / "model").resolve()) and m["corpus_sha256"] == \
-        hashlib.sha256((tiny_beir / "corpus.jsonl").read_bytes()).hexdigest()
+    assert (
+        m["model"] == str((tiny_run / "model").resolve())
+        and m["corpus_sha256"] == hashlib.sha256((tiny_beir / "corpus.jsonl").read_bytes()).hexdigest()
+    )
     emb = load_embedder(str(tiny_run / "model"))
     docs = emb.encode_docs(texts)  # (24, dim)
     q = emb.encode_queries(["summer dress", "espresso machine", "手机壳 防摔"])
@@ -73,8 +76,9 @@ def test_dense_search_equals_exact_search_over_the_models_own_vectors(built, tin
 def test_faiss_backends_reuse_the_shards_and_find_the_exact_top_10(built, tiny_run, tiny_beir, tmp_path, backend):
     out = tmp_path / "ann"
     shutil.copytree(built, out)
-    manifest = build_index(str(tiny_run / "model"), tiny_beir / "corpus.jsonl", out, backend=backend,
-                           shard_size=5, verbose=False)
+    manifest = build_index(
+        str(tiny_run / "model"), tiny_beir / "corpus.jsonl", out, backend=backend, shard_size=5, verbose=False
+    )
     assert manifest["build"]["encode_seconds"] == 0  # every shard verified and reused
     assert manifest["build"]["ann_recall_at_10"] == 1.0  # 24 documents: ANN search is exhaustive
     exact, ann = load_built_index(built), load_built_index(out)
@@ -86,9 +90,13 @@ def test_faiss_backends_reuse_the_shards_and_find_the_exact_top_10(built, tiny_r
 
 def test_killed_build_resumes_to_the_same_bytes(tiny_run, tiny_beir, tmp_path):
     args = ["--model", str(tiny_run / "model"), "--corpus", str(tiny_beir / "corpus.jsonl"), "--shard-size", "2"]
-    killed = subprocess.run([sys.executable, "-m", "deepseek_tf.cli", "index", *args, "--output", str(tmp_path / "a")],
-                            capture_output=True, text=True, cwd=ROOT,
-                            env={**os.environ, "PYTHONPATH": str(ROOT), KILL_AFTER_ENV: "3"})
+    killed = subprocess.run(
+        [sys.executable, "-m", "deepseek_tf.cli", "index", *args, "--output", str(tmp_path / "a")],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT), KILL_AFTER_ENV: "3"},
+    )
     assert killed.returncode == -9, killed.stderr[-2000:]
     shards = sorted(p.name for p in (tmp_path / "a" / "shards").iterdir())
     assert [p for p in shards if p.endswith(".json")] == ["00000.json", "00001.json", "00002.json"]
@@ -114,8 +122,9 @@ def test_damaged_or_foreign_shards_are_refused_naming_the_file(built, tiny_run, 
         load_built_index(out)
     assert "\n" not in str(e.value)
     with pytest.raises(UserError, match=f"{shard}: truncated"):  # a rerun of the build refuses it too
-        build_index(str(tiny_run / "model"), tiny_beir / "corpus.jsonl", out, backend="faiss-hnsw",
-                    shard_size=5, verbose=False)
+        build_index(
+            str(tiny_run / "model"), tiny_beir / "corpus.jsonl", out, backend="faiss-hnsw", shard_size=5, verbose=False
+        )
     shutil.rmtree(out)
     shutil.copytree(built, out)
     vectors = np.load(out / "shards" / "00002.npy")
@@ -135,8 +144,9 @@ def test_bm25_side_uses_the_analyzer_decided_at_build(tiny_run, tmp_path):
 
     docs = {"a": "苹果手机壳 防摔", "b": "华为手机", "c": "笔记本电脑包", "d": "跑步鞋 运动鞋"}
     corpus = tmp_path / "zh.jsonl"
-    corpus.write_text("".join(json.dumps({"_id": k, "text": v}, ensure_ascii=False) + "\n" for k, v in docs.items()),
-                      encoding="utf-8")
+    corpus.write_text(
+        "".join(json.dumps({"_id": k, "text": v}, ensure_ascii=False) + "\n" for k, v in docs.items()), encoding="utf-8"
+    )
     model = str(tiny_run / "model")
     build_index(model, corpus, tmp_path / "zh", verbose=False)
     index = load_built_index(tmp_path / "zh")
@@ -173,13 +183,27 @@ def test_csv_and_tsv_corpora_stream_with_drops_counted(tmp_path):
         list(iter_documents(tmp_path / "bad.csv"))
 
 
-@pytest.mark.parametrize("case,argv,message", [
-    ("missing corpus", ["--corpus", "{t}/nope.jsonl", "--output", "{t}/out"], "missing corpus file: {t}/nope.jsonl"),
-    ("bad backend", ["--corpus", "{c}", "--output", "{t}/out", "--backend", "annoy"], "--backend 'annoy' is not one of"),
-    ("output is a file", ["--corpus", "{c}", "--output", "{t}/afile"], "--output {t}/afile is a file"),
-    ("bad param", ["--corpus", "{c}", "--output", "{t}/out", "--backend", "faiss-hnsw", "--param", "nlist=4"],
-     "has no parameter nlist"),
-])
+@pytest.mark.parametrize(
+    "case,argv,message",
+    [
+        (
+            "missing corpus",
+            ["--corpus", "{t}/nope.jsonl", "--output", "{t}/out"],
+            "missing corpus file: {t}/nope.jsonl",
+        ),
+        (
+            "bad backend",
+            ["--corpus", "{c}", "--output", "{t}/out", "--backend", "annoy"],
+            "--backend 'annoy' is not one of",
+        ),
+        ("output is a file", ["--corpus", "{c}", "--output", "{t}/afile"], "--output {t}/afile is a file"),
+        (
+            "bad param",
+            ["--corpus", "{c}", "--output", "{t}/out", "--backend", "faiss-hnsw", "--param", "nlist=4"],
+            "has no parameter nlist",
+        ),
+    ],
+)
 def test_cli_bad_input_is_one_line_and_writes_nothing(tiny_run, tiny_beir, tmp_path, capsys, case, argv, message):
     (tmp_path / "afile").write_text("mine\n")
     fill = lambda s: s.format(t=tmp_path, c=tiny_beir / "corpus.jsonl")

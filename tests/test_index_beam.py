@@ -1,4 +1,5 @@
 """The Beam encode step (DirectRunner) writes the shards the local build writes."""
+
 from __future__ import annotations
 
 import json
@@ -15,8 +16,9 @@ from deepseek_tf.index.beam import build_index_beam  # noqa: E402
 def test_direct_runner_shards_equal_the_local_encoders(tiny_run, tiny_beir, tmp_path):
     model, corpus = str(tiny_run / "model"), tiny_beir / "corpus.jsonl"
     local = build_index(model, corpus, tmp_path / "local", shard_size=10, verbose=False)
-    beam = build_index_beam(model, corpus, tmp_path / "beam", runner="DirectRunner", shard_size=10, batch_size=4,
-                            verbose=False)
+    beam = build_index_beam(
+        model, corpus, tmp_path / "beam", runner="DirectRunner", shard_size=10, batch_size=4, verbose=False
+    )
     assert beam["build"]["runner"] == "DirectRunner" and beam["count"] == local["count"] == 24
     assert [s["count"] for s in beam["shards"]] == [10, 10, 4]
     for entry in local["shards"]:

@@ -44,8 +44,12 @@ def test_infonce_masks_duplicate_positives():
     # so each row has a single valid candidate, its own positive, and loss = -log 1 = 0.
     q = tf.constant([[1.0, 0.0], [1.0, 0.0]])
     d = tf.constant([[1.0, 0.0], [0.0, 1.0]])
-    mask = losses.positive_mask(tf.constant([7, 7], tf.int64), tf.constant([1, 2], tf.int64),
-                                tf.constant([7, 7], tf.int64), tf.constant([1, 2], tf.int64))
+    mask = losses.positive_mask(
+        tf.constant([7, 7], tf.int64),
+        tf.constant([1, 2], tf.int64),
+        tf.constant([7, 7], tf.int64),
+        tf.constant([1, 2], tf.int64),
+    )
     np.testing.assert_array_equal(mask.numpy(), [[True, True], [True, True]])
     assert losses.infonce(q, d, temperature=1.0, mask=mask).numpy() == pytest.approx(0.0, abs=1e-6)
     # unmasked, row 0: logits [1, 0] -> log(1 + e^-1) = 0.313262; row 1: logits [1, 0], positive
@@ -57,9 +61,9 @@ def test_positive_mask_same_document_and_hard_negative():
     # pairs (qa, d1), (qb, d1), (qc, d2); hard negatives [d2, d3]
     qk, dk = tf.constant([1, 2, 3], tf.int64), tf.constant([10, 10, 20], tf.int64)
     mask = losses.positive_mask(qk, dk, qk, dk, tf.constant([20, 30], tf.int64)).numpy()
-    np.testing.assert_array_equal(mask, [[True, True, False, False, False],
-                                         [True, True, False, False, False],
-                                         [False, False, True, True, False]])  # n0 = d2 is q_c's positive
+    np.testing.assert_array_equal(
+        mask, [[True, True, False, False, False], [True, True, False, False, False], [False, False, True, True, False]]
+    )  # n0 = d2 is q_c's positive
 
 
 def test_infonce_offset_scores_a_slice_against_all_documents():
@@ -68,7 +72,7 @@ def test_infonce_offset_scores_a_slice_against_all_documents():
     rng = np.random.default_rng(0)
     q = tf.constant(rng.normal(size=(4, 3)), tf.float32)
     d = tf.constant(rng.normal(size=(4, 3)), tf.float32)
-    rows = [losses.infonce(q[i:i + 1], d, temperature=0.5, offset=i).numpy() for i in range(4)]
+    rows = [losses.infonce(q[i : i + 1], d, temperature=0.5, offset=i).numpy() for i in range(4)]
     assert np.mean(rows) == pytest.approx(losses.infonce(q, d, temperature=0.5).numpy(), abs=1e-6)
     assert losses.infonce(q[2:], d, temperature=0.5, offset=2).numpy() == pytest.approx(np.mean(rows[2:]), abs=1e-6)
 
@@ -85,17 +89,29 @@ def _tiny_dual_encoder(**kwargs):
     from deepseek_tf.config import config_from_dict
     from deepseek_tf.models import build_model
 
-    config = config_from_dict({"model": {"num_layers": 1, "hidden_dim": 8, "intermediate_dim": 16, "num_heads": 2,
-                                         "max_position": 32, "dropout": kwargs.pop("dropout", 0.0)},
-                               "train": kwargs})
+    config = config_from_dict(
+        {
+            "model": {
+                "num_layers": 1,
+                "hidden_dim": 8,
+                "intermediate_dim": 16,
+                "num_heads": 2,
+                "max_position": 32,
+                "dropout": kwargs.pop("dropout", 0.0),
+            },
+            "train": kwargs,
+        }
+    )
     return build_model(config, 50)
 
 
 def _batch(n=8, seed=0):
     rng = np.random.default_rng(seed)
-    ids = lambda length: {"token_ids": tf.constant(rng.integers(5, 50, size=(n, length)), tf.int32),
-                          "padding_mask": tf.ones((n, length), tf.bool),
-                          "segment_ids": tf.zeros((n, length), tf.int32)}
+    ids = lambda length: {
+        "token_ids": tf.constant(rng.integers(5, 50, size=(n, length)), tf.int32),
+        "padding_mask": tf.ones((n, length), tf.bool),
+        "segment_ids": tf.zeros((n, length), tf.int32),
+    }
     return {"query": ids(4), "doc": ids(6)}
 
 
@@ -127,7 +143,10 @@ def test_additive_attention_masks_match_keras_and_drop_the_selects(dropout):
 def test_text_keys_ignore_padding_and_tell_texts_apart():
     from deepseek_tf.models.dual_encoder import text_keys
 
-    a = {"token_ids": tf.constant([[2, 9, 3, 0], [2, 8, 3, 0]]), "padding_mask": tf.constant([[True, True, True, False]] * 2)}
+    a = {
+        "token_ids": tf.constant([[2, 9, 3, 0], [2, 8, 3, 0]]),
+        "padding_mask": tf.constant([[True, True, True, False]] * 2),
+    }
     b = {"token_ids": tf.constant([[2, 9, 3]]), "padding_mask": tf.constant([[True, True, True]])}
     ka, kb = text_keys(a).numpy(), text_keys(b).numpy()
     assert ka[0] == kb[0] and ka[0] != ka[1]

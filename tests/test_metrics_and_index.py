@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from deepseek_tf.retrieval.index import ExactIndex, exact_search
 from deepseek_tf.errors import UserError
 from deepseek_tf.evaluate.metrics import trec_metrics
+from deepseek_tf.retrieval.index import ExactIndex, exact_search
 
 
 def test_trec_metrics_three_documents_by_hand():
@@ -49,19 +49,29 @@ def test_index_save_load_refuses_other_model(tmp_path):
 def test_trec_metrics_match_pytrec_eval_on_multi_query_run():
     import pytrec_eval
 
-    qrels = {"q1": {"a": 2, "b": 1, "c": 0, "z": 1},  # z is never retrieved
-             "q2": {"d": 1},
-             "q3": {"e": 3, "f": 1},
-             "q4": {"g": 1}}  # absent from the run: scores 0 (pytrec_eval alone would leave it out)
-    run = {"q1": {"c": 0.9, "a": 0.8, "x": 0.7, "b": 0.6},
-           "q2": {**{f"n{i}": 1.0 - i / 100 for i in range(12)}, "d": 0.5},  # relevant at rank 13
-           "q3": {"f": 0.9, "y": 0.8, "e": 0.7},
-           "q9": {"a": 1.0}}  # not judged: not scored
+    qrels = {
+        "q1": {"a": 2, "b": 1, "c": 0, "z": 1},  # z is never retrieved
+        "q2": {"d": 1},
+        "q3": {"e": 3, "f": 1},
+        "q4": {"g": 1},
+    }  # absent from the run: scores 0 (pytrec_eval alone would leave it out)
+    run = {
+        "q1": {"c": 0.9, "a": 0.8, "x": 0.7, "b": 0.6},
+        "q2": {**{f"n{i}": 1.0 - i / 100 for i in range(12)}, "d": 0.5},  # relevant at rank 13
+        "q3": {"f": 0.9, "y": 0.8, "e": 0.7},
+        "q9": {"a": 1.0},
+    }  # not judged: not scored
     means, per_query = trec_metrics(qrels, run)
-    ref = pytrec_eval.RelevanceEvaluator(qrels, {"ndcg_cut.10", "recall.10", "recall.100", "P.10", "map",
-                                                 "recip_rank"}).evaluate(run)
-    names = {"ndcg@10": "ndcg_cut_10", "recall@10": "recall_10", "recall@100": "recall_100", "p@10": "P_10",
-             "map": "map"}
+    ref = pytrec_eval.RelevanceEvaluator(
+        qrels, {"ndcg_cut.10", "recall.10", "recall.100", "P.10", "map", "recip_rank"}
+    ).evaluate(run)
+    names = {
+        "ndcg@10": "ndcg_cut_10",
+        "recall@10": "recall_10",
+        "recall@100": "recall_100",
+        "p@10": "P_10",
+        "map": "map",
+    }
     assert set(per_query) == {"q1", "q2", "q3", "q4"} and means["queries"] == 4
     for q in ("q1", "q2", "q3"):
         for ours, theirs in names.items():

@@ -1,4 +1,5 @@
 """Packed inference (models.packed): texts sharing rows give the vectors they get padded."""
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -14,9 +15,11 @@ def test_pack_rows_first_fit_decreasing_by_hand():
 
 
 def test_pack_inputs_by_hand():
-    inputs = {"token_ids": np.array([[1, 2, 3, 0], [4, 0, 0, 0], [5, 6, 0, 0]], np.int32),
-              "padding_mask": np.array([[1, 1, 1, 0], [1, 0, 0, 0], [1, 1, 0, 0]], bool),
-              "segment_ids": np.zeros((3, 4), np.int32)}
+    inputs = {
+        "token_ids": np.array([[1, 2, 3, 0], [4, 0, 0, 0], [5, 6, 0, 0]], np.int32),
+        "padding_mask": np.array([[1, 1, 1, 0], [1, 0, 0, 0], [1, 1, 0, 0]], bool),
+        "segment_ids": np.zeros((3, 4), np.int32),
+    }
     # lengths 3, 1, 2 in rows of width 3: text 0 → row 0; text 2 → row 1; text 1 joins row 1 at column 2
     out = pack_inputs(inputs)
     assert out["token_ids"].tolist() == [[1, 2, 3, 0], [5, 6, 4, 0]]
@@ -32,16 +35,25 @@ def _tiny_encoder(pooling: str, projection_dim, normalize: bool):
     from deepseek_tf.models.encoder import Encoder
 
     keras_seed = np.random.default_rng(3)
-    backbone = keras_hub.models.BertBackbone(vocabulary_size=50, num_layers=2, num_heads=2, hidden_dim=8,
-                                             intermediate_dim=16, dropout=0.0, max_sequence_length=16)
+    backbone = keras_hub.models.BertBackbone(
+        vocabulary_size=50,
+        num_layers=2,
+        num_heads=2,
+        hidden_dim=8,
+        intermediate_dim=16,
+        dropout=0.0,
+        max_sequence_length=16,
+    )
     backbone.set_weights([keras_seed.normal(0, 0.5, w.shape).astype("float32") for w in backbone.get_weights()])
     encoder = Encoder(backbone, pooling=pooling, projection_dim=projection_dim, normalize=normalize)
     encoder.build()
     return encoder
 
 
-@pytest.mark.parametrize("pooling,projection_dim,normalize", [("mean", None, True), ("mean", 4, True),
-                                                              ("mean", None, False), ("cls", None, True)])
+@pytest.mark.parametrize(
+    "pooling,projection_dim,normalize",
+    [("mean", None, True), ("mean", 4, True), ("mean", None, False), ("cls", None, True)],
+)
 def test_packed_encode_equals_padded(pooling, projection_dim, normalize):
     encoder = _tiny_encoder(pooling, projection_dim, normalize)
     assert supports_packing(encoder)
@@ -65,8 +77,18 @@ def test_keras_embedder_packs_a_batch_and_gives_the_padded_vectors():
     from deepseek_tf.text.tokenizer import Tokenizer
 
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + list("abcdefghij") + ["手", "机", "壳"]
-    config = config_from_dict({"model": {"num_layers": 1, "hidden_dim": 8, "intermediate_dim": 16, "num_heads": 2,
-                                         "max_position": 32, "dropout": 0.0}})
+    config = config_from_dict(
+        {
+            "model": {
+                "num_layers": 1,
+                "hidden_dim": 8,
+                "intermediate_dim": 16,
+                "num_heads": 2,
+                "max_position": 32,
+                "dropout": 0.0,
+            }
+        }
+    )
     model = build_model(config, len(vocab))
     texts = ["a b c d e f g", "h", "手 机 壳", "i j", "a"]
     packed = KerasEmbedder(model, Tokenizer(vocab), 16, 16, "packed")

@@ -1,4 +1,5 @@
 """Real pretrained encoders: MiniLM parity with sentence-transformers, TF Hub towers, from scratch."""
+
 import json
 from pathlib import Path
 
@@ -78,7 +79,11 @@ class TinyHubEncoder(tf.Module):
 
 def save_tiny_hub(directory: Path, hub_names: bool = False) -> Path:
     module = TinyHubEncoder(hub_names)
-    names = ("input_word_ids", "input_mask", "input_type_ids") if hub_names else ("token_ids", "padding_mask", "segment_ids")
+    names = (
+        ("input_word_ids", "input_mask", "input_type_ids")
+        if hub_names
+        else ("token_ids", "padding_mask", "segment_ids")
+    )
     dtypes = (tf.int32, tf.int32 if hub_names else tf.bool, tf.int32)
     spec = {n: tf.TensorSpec([None, None], d) for n, d in zip(names, dtypes)}
     for training in (True, False):
@@ -90,13 +95,18 @@ def save_tiny_hub(directory: Path, hub_names: bool = False) -> Path:
 
 
 def hub_dual_encoder(handle: str, trainable: bool):
-    config = config_from_dict({"model": {"backbone": f"hub:{handle}", "trainable": trainable,
-                                         "projection_dim": None, "pooling": "mean"},
-                               "train": {"temperature": 0.1}})
+    config = config_from_dict(
+        {
+            "model": {"backbone": f"hub:{handle}", "trainable": trainable, "projection_dim": None, "pooling": "mean"},
+            "train": {"temperature": 0.1},
+        }
+    )
     tokenizer = Tokenizer.from_file(vocab_path(config.model.backbone))
     model = build_model(config, tokenizer.vocab_size)
-    batch = {"query": tokenizer(tf.constant(["red shoe", "camping tent", "blue dress"]), 8),
-             "doc": tokenizer(tf.constant(["running shoe red", "tent camping", "dress blue"]), 8)}
+    batch = {
+        "query": tokenizer(tf.constant(["red shoe", "camping tent", "blue dress"]), 8),
+        "doc": tokenizer(tf.constant(["running shoe red", "tent camping", "dress blue"]), 8),
+    }
     return model, batch
 
 
@@ -141,15 +151,16 @@ def test_hub_tower_save_and_reload(tmp_path):
     np.testing.assert_allclose(reloaded(batch)["query"].numpy(), expected, atol=1e-6)
 
 
-
 def test_hub_backbone_through_train_and_load(tmp_path, tiny_beir):
     """`model.backbone: hub:DIR` via train() (MirroredStrategy scope) and back via load_embedder."""
     from deepseek_tf.retrieval.artifacts import load_embedder
     from deepseek_tf.train import train
 
     handle = save_tiny_hub(tmp_path / "hub")
-    config = load_config(ROOT / "configs" / "tiny.yaml", [f"data.dataset={tiny_beir}", f"model.backbone=hub:{handle}",
-                                                         "train.epochs=1", "train.steps_per_epoch=2"])
+    config = load_config(
+        ROOT / "configs" / "tiny.yaml",
+        [f"data.dataset={tiny_beir}", f"model.backbone=hub:{handle}", "train.epochs=1", "train.steps_per_epoch=2"],
+    )
     history = train(config, tmp_path / "run", verbose=0)
     assert history["steps"] == [2]
     assert (tmp_path / "run" / "model" / "vocab.txt").read_text(encoding="utf-8").split() == VOCAB  # assets/vocab.txt
@@ -158,6 +169,7 @@ def test_hub_backbone_through_train_and_load(tmp_path, tiny_beir):
     tok = Tokenizer(VOCAB)
     untouched = model.query_encoder(tok(tf.constant(["red shoe", "camping tent"]), 16)).numpy()
     assert trained.shape == (2, 8) and not np.allclose(trained, untouched, atol=1e-6)
+
 
 def test_bad_hub_handle_is_a_user_error(tmp_path):
     from deepseek_tf.errors import UserError
@@ -174,27 +186,50 @@ def test_scratch_zh_config_trains_on_mixed_chinese_english(tmp_path):
     from deepseek_tf.retrieval.artifacts import load_embedder
     from deepseek_tf.train import train
 
-    rows = [("轻便笔记本电脑", "超薄笔记本电脑 续航长 lightweight laptop"),
-            ("iPhone 15 Pro 手机壳 防摔", "防摔手机壳 适用 iPhone 15 Pro shockproof case"),
-            ("summer dress 连衣裙", "夏季碎花连衣裙 cotton summer dress"),
-            ("露营帐篷 防水", "双人防水露营帐篷 waterproof camping tent"),
-            ("跑步鞋 running shoes", "缓震跑步鞋 trail running shoes"),
-            ("咖啡机 espresso", "意式咖啡机 espresso machine grinder")] * 2
+    rows = [
+        ("轻便笔记本电脑", "超薄笔记本电脑 续航长 lightweight laptop"),
+        ("iPhone 15 Pro 手机壳 防摔", "防摔手机壳 适用 iPhone 15 Pro shockproof case"),
+        ("summer dress 连衣裙", "夏季碎花连衣裙 cotton summer dress"),
+        ("露营帐篷 防水", "双人防水露营帐篷 waterproof camping tent"),
+        ("跑步鞋 running shoes", "缓震跑步鞋 trail running shoes"),
+        ("咖啡机 espresso", "意式咖啡机 espresso machine grinder"),
+    ] * 2
     # the BEIR layout the config reads (QBQTC's): graded qrels, a judged-0 title per query as well
     data = tmp_path / "beir"
     (data / "qrels").mkdir(parents=True)
-    (data / "corpus.jsonl").write_text("".join(json.dumps({"_id": f"t{i}", "title": "", "text": d}, ensure_ascii=False)
-                                               + "\n" for i, (_, d) in enumerate(rows)), encoding="utf-8")
-    (data / "queries.jsonl").write_text("".join(json.dumps({"_id": f"q{i}", "text": q}, ensure_ascii=False) + "\n"
-                                                for i, (q, _) in enumerate(rows)), encoding="utf-8")
-    (data / "qrels" / "train.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(
-        f"q{i}\tt{i}\t{1 + i % 2}\nq{i}\tt{(i + 1) % len(rows)}\t0\n" for i in range(len(rows))))
+    (data / "corpus.jsonl").write_text(
+        "".join(
+            json.dumps({"_id": f"t{i}", "title": "", "text": d}, ensure_ascii=False) + "\n"
+            for i, (_, d) in enumerate(rows)
+        ),
+        encoding="utf-8",
+    )
+    (data / "queries.jsonl").write_text(
+        "".join(json.dumps({"_id": f"q{i}", "text": q}, ensure_ascii=False) + "\n" for i, (q, _) in enumerate(rows)),
+        encoding="utf-8",
+    )
+    (data / "qrels" / "train.tsv").write_text(
+        "query-id\tcorpus-id\tscore\n"
+        + "".join(f"q{i}\tt{i}\t{1 + i % 2}\nq{i}\tt{(i + 1) % len(rows)}\t0\n" for i in range(len(rows)))
+    )
     # the config as shipped, shrunk to a test-sized transformer (the vocabulary is what is tested)
-    config = load_config(ROOT / "configs" / "scratch_zh.yaml",
-                         [f"data.dataset={data}", "train.batch_size=4", "train.steps_per_epoch=2", "train.epochs=1",
-                          "model.num_layers=1", "model.hidden_dim=32", "model.num_heads=2", "model.intermediate_dim=64",
-                          "model.doc_max_length=32", "model.max_position=64", "data.mine_top_k=8",
-                          "data.mine_skip_top=1"])
+    config = load_config(
+        ROOT / "configs" / "scratch_zh.yaml",
+        [
+            f"data.dataset={data}",
+            "train.batch_size=4",
+            "train.steps_per_epoch=2",
+            "train.epochs=1",
+            "model.num_layers=1",
+            "model.hidden_dim=32",
+            "model.num_heads=2",
+            "model.intermediate_dim=64",
+            "model.doc_max_length=32",
+            "model.max_position=64",
+            "data.mine_top_k=8",
+            "data.mine_skip_top=1",
+        ],
+    )
     history = train(config, tmp_path / "run", verbose=0)
     assert history["steps"] == [2] and np.isfinite(history["loss"]).all()
     vocab = (tmp_path / "run" / "model" / "vocab.txt").read_text(encoding="utf-8").splitlines()

@@ -2,6 +2,7 @@
 subcommand that exists and only flags its `--help` lists; every `make T` names a Makefile target.
 Also: the README stays a short user guide (<= 250 lines, one table) and no file a user reads talks
 about work sessions."""
+
 from __future__ import annotations
 
 import contextlib
@@ -9,7 +10,7 @@ import importlib.util
 import io
 import re
 import shlex
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import pytest
@@ -18,8 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 PREFIXES = ("deepseek-tf", "make", "python -m deepseek_tf")
 # `python -m deepseek_tf.MODULE` -> the deepseek-tf subcommand whose options it takes
-MODULE_COMMANDS = {"train": "train", "evaluate": "evaluate", "export": "export", "search": "search",
-                   "bench": "bench"}
+MODULE_COMMANDS = {"train": "train", "evaluate": "evaluate", "export": "export", "search": "search", "bench": "bench"}
 
 
 def _is_command(text: str) -> bool:
@@ -52,13 +52,13 @@ def split(command: str) -> list[str]:
     return shlex.split(command, comments=True)
 
 
-@lru_cache(maxsize=None)
+@cache
 def makefile_targets() -> frozenset[str]:
     text = (ROOT / "Makefile").read_text(encoding="utf-8")
     return frozenset(re.findall(r"^([A-Za-z0-9][A-Za-z0-9_.-]*)\s*:(?!=)", text, re.M))
 
 
-@lru_cache(maxsize=None)
+@cache
 def help_flags(subcommand: str) -> frozenset[str]:
     """The --flags that `deepseek-tf SUBCOMMAND --help` prints, run in-process (fast, no TensorFlow
     start-up per command)."""
@@ -96,7 +96,7 @@ def deepseek_invocation(tokens: list[str]) -> tuple[str | None, list[str]]:
 
 def flags_of(args: list[str]) -> list[str]:
     """The --flags before a bare `--` (what follows it goes to another program: Beam's options)."""
-    args = args[:args.index("--")] if "--" in args else args
+    args = args[: args.index("--")] if "--" in args else args
     return [a.split("=", 1)[0] for a in args if a.startswith("--")]
 
 
@@ -183,28 +183,37 @@ def test_every_set_key_in_the_readme_is_a_config_key():
     assert used and not sorted(set(used) - keys)
 
 
-@pytest.mark.parametrize("bad", [
-    "deepseek-tf train --config configs/tiny.yaml --set train.no_such_key=1",
-    "deepseek-tf evaluate --model all-MiniLM-L6-v2 --dataset d --no-such-flag",
-    "deepseek-tf search --model m --corpus c --query q --rerank-fusion=0.3 --fusion 0.3",
-    "deepseek-tf no-such-command --help",
-    "python -m deepseek_tf.train --config c --workdir w --resume",
-    "make no-such-target",
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "deepseek-tf train --config configs/tiny.yaml --set train.no_such_key=1",
+        "deepseek-tf evaluate --model all-MiniLM-L6-v2 --dataset d --no-such-flag",
+        "deepseek-tf search --model m --corpus c --query q --rerank-fusion=0.3 --fusion 0.3",
+        "deepseek-tf no-such-command --help",
+        "python -m deepseek_tf.train --config c --workdir w --resume",
+        "make no-such-target",
+    ],
+)
 def test_the_check_catches_what_does_not_exist(bad):
     with pytest.raises(AssertionError):
         check_command(bad)
 
 
 def test_the_check_passes_known_commands():
-    for good in ("deepseek-tf train --config configs/tiny.yaml --set train.seed=1 --workdir w", "python -m deepseek_tf.evaluate --baseline bm25",
-                 "make evaluate MODEL=m RERANK=r", "deepseek-tf --help"):
+    for good in (
+        "deepseek-tf train --config configs/tiny.yaml --set train.seed=1 --workdir w",
+        "python -m deepseek_tf.evaluate --baseline bm25",
+        "make evaluate MODEL=m RERANK=r",
+        "deepseek-tf --help",
+    ):
         check_command(good)
 
 
 def test_extraction_joins_continuations_and_skips_other_lines():
-    text = ("```bash\n. .venv/bin/activate\ndeepseek-tf search --model m \\\n    --query q   # a comment\n```\n"
-            "and `make test` or `--set x=1`\n")
+    text = (
+        "```bash\n. .venv/bin/activate\ndeepseek-tf search --model m \\\n    --query q   # a comment\n```\n"
+        "and `make test` or `--set x=1`\n"
+    )
     assert fenced_commands(text) == ["deepseek-tf search --model m      --query q   # a comment"]
     assert split(fenced_commands(text)[0]) == ["deepseek-tf", "search", "--model", "m", "--query", "q"]
     assert inline_commands(text) == ["make test"]

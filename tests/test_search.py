@@ -10,8 +10,12 @@ from deepseek_tf.retrieval.search import read_corpus, search
 
 def test_read_corpus_counts_what_it_drops(tmp_path):
     path = tmp_path / "corpus.jsonl"
-    rows = [{"_id": "a", "title": "Wing", "text": "flutter"}, {"_id": "a", "text": "dup"},
-            {"_id": "b", "title": "", "text": " "}, {"_id": 3, "title": "heat", "text": "heat transfer"}]
+    rows = [
+        {"_id": "a", "title": "Wing", "text": "flutter"},
+        {"_id": "a", "text": "dup"},
+        {"_id": "b", "title": "", "text": " "},
+        {"_id": 3, "title": "heat", "text": "heat transfer"},
+    ]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     ids, texts, dropped = read_corpus(path)
     assert ids == ["a", "3"] and texts == ["Wing flutter", "heat heat transfer"]  # title + text, as BEIR
@@ -54,8 +58,18 @@ def test_saved_index_is_reused_and_refused_when_stale(tiny_run, tiny_beir, tmp_p
 
 def test_cli_answers_and_refuses_another_model(tiny_run, tiny_beir, tmp_path, capsys):
     ix = tmp_path / "ix"
-    args = ["--model", str(tiny_run / "model"), "--corpus", str(tiny_beir / "corpus.jsonl"), "--index", str(ix),
-            "--query", "espresso machine", "--top-k", "3"]
+    args = [
+        "--model",
+        str(tiny_run / "model"),
+        "--corpus",
+        str(tiny_beir / "corpus.jsonl"),
+        "--index",
+        str(ix),
+        "--query",
+        "espresso machine",
+        "--top-k",
+        "3",
+    ]
     assert main(args) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("query: espresso machine") and [l.split()[0] for l in lines[1:]] == ["1.", "2.", "3."]
@@ -65,4 +79,5 @@ def test_cli_answers_and_refuses_another_model(tiny_run, tiny_beir, tmp_path, ca
     assert main(args) == 1
     assert capsys.readouterr().err.splitlines() == [
         f"error: {ix}: index was built with another model (fingerprint 0123456789abcdef != {meta['fingerprint']}); "
-        "rebuild it"]
+        "rebuild it"
+    ]

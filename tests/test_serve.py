@@ -1,13 +1,13 @@
 """`deepseek-tf serve`'s HTTP API in-process (FastAPI's TestClient): every kind of bad request
 gets a 4xx JSON error and the service answers the next good request correctly; good answers
 equal the library's dense / BM25 / hybrid / reranked search; caches and errors show on /metrics."""
+
 from __future__ import annotations
 
 import json
 
 import numpy as np
 import pytest
-
 from serve_fakes import DOCS, FakeIndex, HashEmbedder
 
 fastapi = pytest.importorskip("fastapi")
@@ -37,8 +37,10 @@ def word_overlap_reranker():
 
 
 def expected_dense(index: FakeIndex, query: str, k: int) -> list[dict]:
-    return [{"id": d, "score": pytest.approx(s, abs=1e-6)}
-            for d, s in index.search_dense(index.embedder().vectors([query]), k)[0]]
+    return [
+        {"id": d, "score": pytest.approx(s, abs=1e-6)}
+        for d, s in index.search_dense(index.embedder().vectors([query]), k)[0]
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +77,7 @@ BAD = [
     ("k zero", "POST", "/search", {**GOOD, "k": 0}, JSON, 422, "invalid_request"),
     ("k negative", "POST", "/search", {**GOOD, "k": -5}, JSON, 422, "invalid_request"),
     ("k over the limit", "POST", "/search", {**GOOD, "k": 21}, JSON, 422, "invalid_request"),
-    ("k huge", "POST", "/search", {**GOOD, "k": 10 ** 30}, JSON, 422, "invalid_request"),
+    ("k huge", "POST", "/search", {**GOOD, "k": 10**30}, JSON, 422, "invalid_request"),
     ("k a string", "POST", "/search", {**GOOD, "k": "3"}, JSON, 422, "invalid_request"),
     ("k a float", "POST", "/search", {**GOOD, "k": 2.5}, JSON, 422, "invalid_request"),
     ("k a bool", "POST", "/search", {**GOOD, "k": True}, JSON, 422, "invalid_request"),
@@ -85,10 +87,24 @@ BAD = [
     ("unknown field", "POST", "/search", {**GOOD, "topk": 3}, JSON, 422, "invalid_request"),
     ("body over the size limit", "POST", "/search", {"query": "x" * 3000}, JSON, 413, "body_too_large"),
     ("chunked body over the limit", "POST", "/search", "chunked", JSON, 413, "body_too_large"),
-    ("text/plain content type", "POST", "/search", json.dumps(GOOD), {"content-type": "text/plain"}, 415,
-     "unsupported_media_type"),
-    ("form content type", "POST", "/search", b"query=heat", {"content-type": "application/x-www-form-urlencoded"},
-     415, "unsupported_media_type"),
+    (
+        "text/plain content type",
+        "POST",
+        "/search",
+        json.dumps(GOOD),
+        {"content-type": "text/plain"},
+        415,
+        "unsupported_media_type",
+    ),
+    (
+        "form content type",
+        "POST",
+        "/search",
+        b"query=heat",
+        {"content-type": "application/x-www-form-urlencoded"},
+        415,
+        "unsupported_media_type",
+    ),
     ("GET on /search", "GET", "/search", None, {}, 405, "method_not_allowed"),
     ("DELETE on /health", "DELETE", "/health", None, {}, 405, "method_not_allowed"),
     ("unknown path", "POST", "/query", GOOD, JSON, 404, "not_found"),
@@ -97,24 +113,25 @@ BAD = [
     ("embed: a text not a string", "POST", "/embed", {"texts": ["heat", 3]}, JSON, 422, "invalid_request"),
     ("embed: too many texts", "POST", "/embed", {"texts": ["a"] * 5}, JSON, 422, "invalid_request"),
     ("embed: an empty text", "POST", "/embed", {"texts": ["heat", "  "]}, JSON, 422, "invalid_request"),
-    ("embed: unknown tower", "POST", "/embed", {"texts": ["heat"], "tower": "title"}, JSON, 422,
-     "invalid_request"),
+    ("embed: unknown tower", "POST", "/embed", {"texts": ["heat"], "tower": "title"}, JSON, 422, "invalid_request"),
     ("reload: index not a string", "POST", "/admin/reload", {"index": 3}, JSON, 422, "invalid_request"),
     ("reload: missing index", "POST", "/admin/reload", {"index": "/no/such/index"}, JSON, 400, "reload_failed"),
 ]
 
 
 @pytest.mark.parametrize("what,method,path,body,headers,status,code", BAD, ids=[b[0] for b in BAD])
-def test_bad_request_is_a_json_4xx_and_the_next_request_is_answered(fake, what, method, path, body, headers,
-                                                                    status, code):
+def test_bad_request_is_a_json_4xx_and_the_next_request_is_answered(
+    fake, what, method, path, body, headers, status, code
+):
     index, _, client = fake
     if body == "chunked":
         r = client.post(path, content=chunks(3000), headers=headers)
     elif body is None:
         r = client.request(method, path, headers=headers)
     else:
-        r = client.request(method, path, content=body if isinstance(body, (bytes, str)) else json.dumps(body),
-                           headers=headers)
+        r = client.request(
+            method, path, content=body if isinstance(body, (bytes, str)) else json.dumps(body), headers=headers
+        )
     assert r.status_code == status, r.text
     assert r.headers["content-type"].startswith("application/json")
     err = r.json()["error"]
@@ -146,8 +163,7 @@ def test_rerank_orders_the_retrieved_candidates_by_the_cross_encoder(fake):
     r = post(client, "/search", {"query": "heat flux on a blunt body", "k": 2, "mode": "bm25", "rerank": True})
     assert r.status_code == 200
     candidates = index.search_bm25(["heat flux on a blunt body"], 100)[0]  # --rerank-depth 100
-    scores = rerank_query(service.reranker, "heat flux on a blunt body", candidates,
-                          [DOCS[d] for d, _ in candidates])
+    scores = rerank_query(service.reranker, "heat flux on a blunt body", candidates, [DOCS[d] for d, _ in candidates])
     want = sorted(scores.items(), key=lambda x: (-x[1], x[0]))[:2]
     assert [(h["id"], pytest.approx(h["score"], abs=1e-5)) for h in r.json()["results"]] == want
     assert want[0] == ("heat-2", pytest.approx(6 - 0.06, abs=1e-5))  # all 6 words shared, 6 words long
@@ -195,7 +211,7 @@ def test_cache_hits_show_on_metrics():
     assert metric(text, 'deepseek_requests_total{endpoint="/search",status="200"}') == 3
     assert metric(text, 'deepseek_requests_total{endpoint="/search",status="422"}') == 1
     assert metric(text, 'deepseek_request_duration_seconds_count{endpoint="/search"}') == 4
-    assert metric(text, 'deepseek_model_batch_size_count') == 1  # one encoder call for three requests
+    assert metric(text, "deepseek_model_batch_size_count") == 1  # one encoder call for three requests
     assert metric(text, 'deepseek_model_batch_size_bucket{le="1"}') == 1
     assert "# TYPE deepseek_request_duration_seconds histogram" in text
 
@@ -208,7 +224,9 @@ def test_an_internal_error_is_a_json_500_without_traceback():
         for path, body in (("/search", GOOD), ("/search", {**GOOD, "mode": "hybrid"}), ("/embed", {"texts": ["a"]})):
             r = post(client, path, body)
             assert r.status_code == 500, r.text
-            assert r.json() == {"error": {"code": "internal_error", "message": "internal error (details in the server log)"}}
+            assert r.json() == {
+                "error": {"code": "internal_error", "message": "internal error (details in the server log)"}
+            }
             assert "secret-internal-detail" not in r.text and "Traceback" not in r.text
         ok = post(client, "/search", {**GOOD, "mode": "bm25"})  # BM25 needs no model: still served
         assert ok.status_code == 200 and ok.json()["results"][0]["id"] == "heat-1"

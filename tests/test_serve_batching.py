@@ -1,5 +1,6 @@
 """The serve micro-batcher and index reloads: concurrent queries share model calls and get the
 answers they would get alone; a reload under load fails no request; closing drains the queue."""
+
 from __future__ import annotations
 
 import asyncio
@@ -7,7 +8,6 @@ import threading
 
 import numpy as np
 import pytest
-
 from serve_fakes import FakeIndex, HashEmbedder
 
 pytest.importorskip("fastapi")
@@ -18,8 +18,12 @@ from deepseek_tf.serve.app import create_app  # noqa: E402
 from deepseek_tf.serve.batcher import BatcherClosed, MicroBatcher  # noqa: E402
 from deepseek_tf.serve.service import SearchService, ServiceOptions  # noqa: E402
 
-QUERIES = [f"query number {i} about {w}" for i, w in enumerate(
-    ["heat", "wings", "jets", "shells", "flutter", "noise", "plates", "layers", "flux", "speed", "bodies", "load"])]
+QUERIES = [
+    f"query number {i} about {w}"
+    for i, w in enumerate(
+        ["heat", "wings", "jets", "shells", "flutter", "noise", "plates", "layers", "flux", "speed", "bodies", "load"]
+    )
+]
 
 
 class GatedModel:
@@ -148,16 +152,17 @@ def test_concurrent_requests_are_batched_and_answered_as_alone():
 def test_reload_swaps_the_index_under_load_and_no_request_fails(tmp_path):
     a_docs = {f"a-{i}": f"document {i} about heat and wings" for i in range(6)}
     b_docs = {f"b-{i}": f"document {i} about jets and shells" for i in range(6)}
-    indexes = {"A": FakeIndex(a_docs, HashEmbedder(delay=0.02), "A"),
-               "B": FakeIndex(b_docs, HashEmbedder(delay=0.02, salt=1), "B")}
+    indexes = {
+        "A": FakeIndex(a_docs, HashEmbedder(delay=0.02), "A"),
+        "B": FakeIndex(b_docs, HashEmbedder(delay=0.02, salt=1), "B"),
+    }
 
     def loader(path):
         if str(path) not in indexes:
             raise UserError(f"{path}: not a built index")
         return indexes[str(path)]
 
-    service = SearchService(indexes["A"], None, ServiceOptions(max_batch=4, max_wait_ms=1, cache_size=0),
-                            loader=loader)
+    service = SearchService(indexes["A"], None, ServiceOptions(max_batch=4, max_wait_ms=1, cache_size=0), loader=loader)
     old_batcher = service._engine.batcher
     swaps = []
     service.on_reload = lambda: swaps.append(service.describe()["index"])  # the server thaws its heap here

@@ -1,6 +1,7 @@
 """`deepseek-tf serve` over a real built index (`deepseek_tf.index.build_index` with the tiny
 trained model): answers equal the library's search, and the command itself starts, reloads on
 SIGHUP, drains on SIGTERM and refuses bad input in one line."""
+
 from __future__ import annotations
 
 import os
@@ -12,7 +13,6 @@ import threading
 import time
 
 import pytest
-
 from conftest import ROOT
 
 pytest.importorskip("fastapi")
@@ -85,8 +85,14 @@ def test_embed_equals_the_models_vectors(client, tiny_run):
 
 
 def _start(argv, timeout=300):
-    proc = subprocess.Popen([sys.executable, "-m", "deepseek_tf.cli", "serve", *argv], stderr=subprocess.PIPE,
-                            stdout=subprocess.DEVNULL, text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "deepseek_tf.cli", "serve", *argv],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     lines, url = [], []
 
     def read():
@@ -117,8 +123,10 @@ def test_the_command_serves_reloads_on_sighup_and_drains_on_sigterm(built):
             if httpx.get(url + "/health", timeout=60).json()["generation"] == 2:
                 break
             time.sleep(0.1)
-        assert httpx.post(url + "/search", json={"query": "summer dress", "k": 3}, timeout=60).json()["results"] \
+        assert (
+            httpx.post(url + "/search", json={"query": "summer dress", "k": 3}, timeout=60).json()["results"]
             == first["results"]
+        )
 
         results: list = []
 
@@ -148,15 +156,18 @@ def test_the_command_serves_reloads_on_sighup_and_drains_on_sigterm(built):
     assert "Traceback" not in "".join(lines)
 
 
-@pytest.mark.parametrize("argv,message", [
-    (["--index", "{missing}"], "{missing}"),
-    (["--index", "{built}", "--max-batch", "0"], "--max-batch must be >= 1"),
-    (["--index", "{built}", "--max-wait-ms", "-1"], "--max-wait-ms must be >= 0"),
-    (["--index", "{built}", "--intra-op-threads", "-1"], "--intra-op-threads must be >= 0"),
-    (["--index", "{built}", "--port", "70000"], "--port must be in 0..65535"),
-    (["--index", "{built}", "--rerank", "{missing}"], "--rerank"),
-    (["--index", "{built}", "--port", "{busy}"], "cannot listen on 127.0.0.1:{busy}"),
-])
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["--index", "{missing}"], "{missing}"),
+        (["--index", "{built}", "--max-batch", "0"], "--max-batch must be >= 1"),
+        (["--index", "{built}", "--max-wait-ms", "-1"], "--max-wait-ms must be >= 0"),
+        (["--index", "{built}", "--intra-op-threads", "-1"], "--intra-op-threads must be >= 0"),
+        (["--index", "{built}", "--port", "70000"], "--port must be in 0..65535"),
+        (["--index", "{built}", "--rerank", "{missing}"], "--rerank"),
+        (["--index", "{built}", "--port", "{busy}"], "cannot listen on 127.0.0.1:{busy}"),
+    ],
+)
 def test_bad_command_lines_fail_in_one_line(built, tmp_path, capsys, argv, message):
     import socket
 

@@ -1,11 +1,12 @@
 """Model soups: the weight average by hand, the members' configs, and a tiny soup end to end
 (its weights are the mean of its members', a second call trains nothing more)."""
+
 import json
 
 import numpy as np
 import pytest
-
 from conftest import ROOT
+
 from deepseek_tf.config import config_to_dict, load_config
 from deepseek_tf.errors import ConfigError
 
@@ -51,8 +52,16 @@ def test_tiny_soup_is_the_mean_of_its_members(tiny_run, tiny_beir, tmp_path):
     from deepseek_tf.train import train
 
     # fine-tune the session's tiny model (a shared starting point) with two seeds
-    config = load_config(ROOT / "configs" / "tiny.yaml", [f"data.dataset={tiny_beir}", f"model.backbone={tiny_run / 'model'}",
-                                                          "train.soup=2", "train.epochs=1", "train.steps_per_epoch=2"])
+    config = load_config(
+        ROOT / "configs" / "tiny.yaml",
+        [
+            f"data.dataset={tiny_beir}",
+            f"model.backbone={tiny_run / 'model'}",
+            "train.soup=2",
+            "train.epochs=1",
+            "train.steps_per_epoch=2",
+        ],
+    )
     history = train(config, tmp_path, verbose=0)
     assert [m["seed"] for m in history["members"]] == [42, 43] and history["steps"] == [4]
     soup, _, soup_config = load_trained(tmp_path / "model")
@@ -69,18 +78,24 @@ def test_tiny_soup_is_the_mean_of_its_members(tiny_run, tiny_beir, tmp_path):
     assert json.loads((tmp_path / "history.json").read_text())["members"][1]["seed"] == 43
 
 
-@pytest.mark.parametrize("yaml,override,message", [
-    ("tiny.yaml", "train.loss=margin_mse", "need data.teacher"),
-    ("cross_encoder_tiny.yaml", "data.judged_negatives=4", "judged_negatives must be in"),
-    ("tiny.yaml", "data.judged_negatives=1", "set data.mine_negatives: true"),
-])
-def test_a_bad_member_setting_fails_before_the_soup_writes_anything(tiny_run, tiny_beir, tmp_path, yaml, override,
-                                                                    message):
+@pytest.mark.parametrize(
+    "yaml,override,message",
+    [
+        ("tiny.yaml", "train.loss=margin_mse", "need data.teacher"),
+        ("cross_encoder_tiny.yaml", "data.judged_negatives=4", "judged_negatives must be in"),
+        ("tiny.yaml", "data.judged_negatives=1", "set data.mine_negatives: true"),
+    ],
+)
+def test_a_bad_member_setting_fails_before_the_soup_writes_anything(
+    tiny_run, tiny_beir, tmp_path, yaml, override, message
+):
     from deepseek_tf.train import train
 
     # each member would refuse it; the soup used to write its config.yaml first
-    config = load_config(ROOT / "configs" / yaml, [f"data.dataset={tiny_beir}", f"model.backbone={tiny_run / 'model'}",
-                                                   "train.soup=2", override])
+    config = load_config(
+        ROOT / "configs" / yaml,
+        [f"data.dataset={tiny_beir}", f"model.backbone={tiny_run / 'model'}", "train.soup=2", override],
+    )
     with pytest.raises(ConfigError, match=message):
         train(config, tmp_path / "soup", verbose=0)
     assert not (tmp_path / "soup").exists()

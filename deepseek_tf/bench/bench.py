@@ -9,6 +9,7 @@ exact-search queries/s against `faiss.IndexFlatIP`. Ratios are ours / peer withi
 Writes OUTPUT_DIR/results.{md,json} and the table between the README's bench markers.
 Peers come from the `bench` extra (`make bench` installs it).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,9 +21,18 @@ from pathlib import Path
 import numpy as np
 
 from deepseek_tf.bench.peers import PRESET, sentence_transformer
-from deepseek_tf.bench.report import (TARGETS, cpu_model, encode_row, flops_per_token, package_versions,
-                                      render_markdown, replace_between_markers, system_load,
-                                      token_weighted_length, write_results)
+from deepseek_tf.bench.report import (
+    TARGETS,
+    cpu_model,
+    encode_row,
+    flops_per_token,
+    package_versions,
+    render_markdown,
+    replace_between_markers,
+    system_load,
+    token_weighted_length,
+    write_results,
+)
 from deepseek_tf.console import command_parser
 from deepseek_tf.errors import UserError, cli_entry
 
@@ -34,8 +44,11 @@ _START = time.perf_counter()
 
 def log(message: str) -> None:
     """Progress on stderr with wall and process CPU seconds (CPU ÷ threads ≈ wall on an idle machine)."""
-    print(f"[{time.perf_counter() - _START:6.0f}s wall {time.process_time():6.0f}s cpu] {message}",
-          file=sys.stderr, flush=True)
+    print(
+        f"[{time.perf_counter() - _START:6.0f}s wall {time.process_time():6.0f}s cpu] {message}",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def set_threads(n: int) -> None:
@@ -66,7 +79,7 @@ def matmul_rate(n: int = 2048, repeats: int = 5, rounds: int = 3) -> dict:
             for _ in range(repeats):
                 matmul()
             best = min(best, (time.perf_counter() - start) / repeats)
-        return 2 * n ** 3 / best
+        return 2 * n**3 / best
 
     a, b = tf.random.normal([n, n], seed=1), tf.random.normal([n, n], seed=2)
     out = {"n": n, "tf_flops": best_rate(lambda: tf.linalg.matmul(a, b).numpy())}
@@ -110,8 +123,13 @@ def xla_embedder(model, tokenizer, max_length: int, batch_size: int, bucket: int
 
         def warm_up(self) -> None:
             for w in widths:
-                encode({"token_ids": tf.ones([batch_size, w], tf.int32), "padding_mask": tf.ones([batch_size, w], tf.bool),
-                        "segment_ids": tf.zeros([batch_size, w], tf.int32)})
+                encode(
+                    {
+                        "token_ids": tf.ones([batch_size, w], tf.int32),
+                        "padding_mask": tf.ones([batch_size, w], tf.bool),
+                        "segment_ids": tf.zeros([batch_size, w], tf.int32),
+                    }
+                )
 
     return XlaEmbedder()
 
@@ -119,16 +137,21 @@ def xla_embedder(model, tokenizer, max_length: int, batch_size: int, bucket: int
 def encoders(args, workdir: Path) -> tuple[list[tuple[str, str, object]], list[dict], object]:
     """(system, kind, fn(texts) -> (N, D)) for every encoder, and rows for those that could not
     be built (with the reason). Exports (SavedModel, TFLite) happen here, outside the timing."""
+    from deepseek_tf.export.saved_model import export_saved_model
     from deepseek_tf.retrieval.artifacts import load_embedder
     from deepseek_tf.retrieval.embedders import SavedModelEmbedder
-    from deepseek_tf.export.saved_model import export_saved_model
 
     bs, L = args.batch_size, args.max_length
     keras_emb = load_embedder(PRESET)
     st = sentence_transformer(L)
-    systems = [("sentence-transformers (PyTorch fp32)", "peer",
-                lambda t: st.encode(t, batch_size=bs, convert_to_numpy=True, show_progress_bar=False)),
-               ("deepseek_tf Keras (graph)", "keras", lambda t: keras_emb.encode(t, "doc", bs))]
+    systems = [
+        (
+            "sentence-transformers (PyTorch fp32)",
+            "peer",
+            lambda t: st.encode(t, batch_size=bs, convert_to_numpy=True, show_progress_bar=False),
+        ),
+        ("deepseek_tf Keras (graph)", "keras", lambda t: keras_emb.encode(t, "doc", bs)),
+    ]
     if args.xla:
         xla = xla_embedder(keras_emb.model, keras_emb.tokenizer, L, bs)
         log("  compiling the XLA shapes ...")
@@ -140,8 +163,10 @@ def encoders(args, workdir: Path) -> tuple[list[tuple[str, str, object]], list[d
     export_saved_model(PRESET, saved)
     sm = SavedModelEmbedder(saved)
     systems.append(("deepseek_tf SavedModel", "saved_model", lambda t: sm.encode(t, "doc", bs)))
-    for quantize, kind, label in (("none", "tflite_fp32", "deepseek_tf TFLite float32"),
-                                  ("dynamic", "tflite_dynamic", "deepseek_tf TFLite dynamic int8")):
+    for quantize, kind, label in (
+        ("none", "tflite_fp32", "deepseek_tf TFLite float32"),
+        ("dynamic", "tflite_dynamic", "deepseek_tf TFLite dynamic int8"),
+    ):
         try:
             from deepseek_tf.export.tflite import convert
             from deepseek_tf.retrieval.tflite import TFLiteEmbedder
@@ -186,7 +211,7 @@ def bench_encoders(texts: list[str], args, workdir: Path, matmul: dict) -> tuple
                 matmul[key] = max(matmul.get(key, 0.0), again[key])
         idx = np.arange(r, len(texts), rounds)
         part = [texts[i] for i in idx]
-        for system, kind, fn in (systems if r % 2 == 0 else systems[::-1]):  # no system always goes first
+        for system, kind, fn in systems if r % 2 == 0 else systems[::-1]:  # no system always goes first
             log(f"  encode round {r + 1}/{rounds}: {system} ...")
             start = time.perf_counter()
             out = np.asarray(fn(part), np.float32)  # (len(part), dim)
@@ -199,9 +224,15 @@ def bench_encoders(texts: list[str], args, workdir: Path, matmul: dict) -> tuple
         row = encode_row(system, kind, len(texts), n_tokens, sum(seconds[kind]), vecs[kind], vecs["peer"])
         row["round_seconds"] = seconds[kind]
         rows.append(row)
-    stats = {"texts": len(texts), "tokens": n_tokens, "mean_tokens": n_tokens / len(texts),
-             "token_weighted_length": token_weighted_length(lengths), "max_length": L, "batch_size": bs,
-             "rounds": rounds}
+    stats = {
+        "texts": len(texts),
+        "tokens": n_tokens,
+        "mean_tokens": n_tokens / len(texts),
+        "token_weighted_length": token_weighted_length(lengths),
+        "max_length": L,
+        "batch_size": bs,
+        "rounds": rounds,
+    }
     return rows + failed, stats, vecs["keras"], keras_emb
 
 
@@ -228,8 +259,14 @@ def bench_search(queries: np.ndarray, docs: np.ndarray, k: int = 10, min_seconds
 
     ours, (_, i_ours) = rate(lambda: exact_search(q, docs, k))
     peer, (_, i_peer) = rate(lambda: index.search(q, k))
-    return {"queries": len(q), "docs": len(docs), "k": k, "ours_qps": ours, "peer_qps": peer,
-            "same_top_k": float(np.mean(np.all(i_ours == i_peer, axis=1)))}
+    return {
+        "queries": len(q),
+        "docs": len(docs),
+        "k": k,
+        "ours_qps": ours,
+        "peer_qps": peer,
+        "same_top_k": float(np.mean(np.all(i_ours == i_peer, axis=1))),
+    }
 
 
 # ------------------------------------------------------------------------ driver
@@ -237,8 +274,10 @@ def load_texts(dataset: Path) -> tuple[list[str], list[str]]:
     from deepseek_tf.data import load_beir
 
     if not (dataset / "corpus.jsonl").is_file():
-        raise UserError(f"--dataset {dataset}: no corpus.jsonl there (the benchmark needs a BEIR directory, "
-                        "e.g. ../shared/data/cranfield)")
+        raise UserError(
+            f"--dataset {dataset}: no corpus.jsonl there (the benchmark needs a BEIR directory, "
+            "e.g. ../shared/data/cranfield)"
+        )
     beir = load_beir(dataset, "train", unknown_ids="drop")
     return [beir.doc_text(d) for d in sorted(beir.corpus, key=str)], list(beir.queries.values())
 
@@ -253,11 +292,17 @@ def run(args) -> dict:
     if args.quick:
         docs, queries = docs[:64], queries[:32]
     elif args.docs:
-        docs = docs[:args.docs]
-    results = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "cpu": cpu_model(),
-               "threads": args.threads, "quick": bool(args.quick), "dataset": str(args.dataset),
-               "versions": package_versions(), "targets": TARGETS,
-               "load_before": system_load()}
+        docs = docs[: args.docs]
+    results = {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "cpu": cpu_model(),
+        "threads": args.threads,
+        "quick": bool(args.quick),
+        "dataset": str(args.dataset),
+        "versions": package_versions(),
+        "targets": TARGETS,
+        "load_before": system_load(),
+    }
     log("matmul rate ...")
     results["matmul"] = matmul_rate(1024 if args.quick else 2048, rounds=2 if args.quick else 3)
     with tempfile.TemporaryDirectory(prefix="deepseek_bench_") as tmp:
@@ -274,8 +319,9 @@ def run(args) -> dict:
             train_batch = args.train_batch_size or (8 if args.quick else args.batch_size)
             from deepseek_tf.bench.train import bench_training
 
-            results["training"] = bench_training(Path(args.dataset), train_batch, 1 if args.quick else args.train_steps,
-                                                 args.max_length, Path(tmp), log)
+            results["training"] = bench_training(
+                Path(args.dataset), train_batch, 1 if args.quick else args.train_steps, args.max_length, Path(tmp), log
+            )
     log("search ...")
     from deepseek_tf.bench.ann import random_unit_vectors
 
@@ -288,33 +334,64 @@ def run(args) -> dict:
         from deepseek_tf.bench.rerank import bench_reranking
 
         with tempfile.TemporaryDirectory(prefix="deepseek_bench_") as tmp:
-            results["rerank"] = bench_reranking(Path(args.dataset), 2 if args.quick else args.rerank_queries,
-                                                args.batch_size, args.max_length, args.threads, Path(tmp), log)
+            results["rerank"] = bench_reranking(
+                Path(args.dataset),
+                2 if args.quick else args.rerank_queries,
+                args.batch_size,
+                args.max_length,
+                args.threads,
+                Path(tmp),
+                log,
+            )
     results["load_after"] = system_load()
     log("done")
     return results
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = command_parser("bench", __doc__.split("\n\n")[0],
-                       ['deepseek-tf bench --dataset ../shared/data/cranfield --output-dir bench', 'deepseek-tf bench --dataset ../shared/data/cranfield --quick'])
+    p = command_parser(
+        "bench",
+        __doc__.split("\n\n")[0],
+        [
+            "deepseek-tf bench --dataset ../shared/data/cranfield --output-dir bench",
+            "deepseek-tf bench --dataset ../shared/data/cranfield --quick",
+        ],
+    )
     p.add_argument("--dataset", required=True, help="BEIR directory (e.g. ../shared/data/cranfield)")
     p.add_argument("--output-dir", default="bench", help="where results.md / results.json go (default: bench)")
-    p.add_argument("--readme", default="docs/results.md",
-                   help="Markdown file whose <!-- bench:start/end --> part gets the table (default: docs/results.md; '' to skip)")
-    p.add_argument("--threads", type=int, default=None,
-                   help="threads for TF, PyTorch, faiss, TFLite (default: the CPUs this process may use)")
+    p.add_argument(
+        "--readme",
+        default="docs/results.md",
+        help="Markdown file whose <!-- bench:start/end --> part gets the table (default: docs/results.md; '' to skip)",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="threads for TF, PyTorch, faiss, TFLite (default: the CPUs this process may use)",
+    )
     p.add_argument("--batch-size", type=int, default=32, help="encode batch size (default: 32)")
     p.add_argument("--max-length", type=int, default=256, help="max tokens per text (default: 256)")
     p.add_argument("--docs", type=int, default=0, help="encode only the first N corpus texts (0: all)")
-    p.add_argument("--train-steps", type=int, default=-1,
-                   help="timed training steps per system (default -1: one epoch of the train pairs; 0: skip)")
+    p.add_argument(
+        "--train-steps",
+        type=int,
+        default=-1,
+        help="timed training steps per system (default -1: one epoch of the train pairs; 0: skip)",
+    )
     p.add_argument("--train-batch-size", type=int, default=0, help="training batch size (default: --batch-size)")
     p.add_argument("--rounds", type=int, default=4, help="interleaved rounds the encode texts are split into")
-    p.add_argument("--rerank-queries", type=int, default=8,
-                   help="test queries whose BM25 top-100 the cross-encoders rerank (default: 8; 0: skip)")
-    p.add_argument("--xla", action="store_true",
-                   help="add a Keras + XLA encode row (slower than the plain graph on CPU; see docs/results.md)")
+    p.add_argument(
+        "--rerank-queries",
+        type=int,
+        default=8,
+        help="test queries whose BM25 top-100 the cross-encoders rerank (default: 8; 0: skip)",
+    )
+    p.add_argument(
+        "--xla",
+        action="store_true",
+        help="add a Keras + XLA encode row (slower than the plain graph on CPU; see docs/results.md)",
+    )
     p.add_argument("--quick", action="store_true", help="smoke run: 64 texts, 1 training step of 8, small search")
     args = p.parse_args(argv)
     if args.threads is None:  # imported after parsing: TensorFlow loads with it, and --help should not wait
@@ -330,8 +407,10 @@ def main(argv: list[str] | None = None) -> int:
     if min(args.threads, args.batch_size, args.max_length) < 1 or args.max_length < 8 or args.rerank_queries < 0:
         raise UserError("--threads and --batch-size must be >= 1, --max-length >= 8, --rerank-queries >= 0")
     if not Path(args.dataset).is_dir():
-        raise UserError(f"--dataset {args.dataset}: directory not found (pass a BEIR directory, "
-                        "e.g. --dataset ../shared/data/cranfield)")
+        raise UserError(
+            f"--dataset {args.dataset}: directory not found (pass a BEIR directory, "
+            "e.g. --dataset ../shared/data/cranfield)"
+        )
     results = run(args)
     table = render_markdown(results)
     print(table)

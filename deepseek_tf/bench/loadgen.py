@@ -8,6 +8,7 @@ keep connections alive, as a real caller would. Client-side latency is measured 
 QPS is answered requests over the wall time of the row. Any non-200 answer or transport error
 counts as an error. The generator's own CPU time per request is reported with each row.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -36,11 +37,18 @@ def unique_stream(items: list, n: int, seed: int = 0, offset: int = 0) -> list:
 def summarize(latencies_s: list[float], errors: int, seconds: float, statuses: Counter) -> dict:
     ms = np.asarray(latencies_s) * 1000.0
     pct = (lambda p: round(float(np.percentile(ms, p)), 2)) if len(ms) else (lambda p: None)
-    return {"requests": len(latencies_s) + errors, "ok": len(latencies_s), "errors": errors,
-            "seconds": round(seconds, 2), "qps": round(len(latencies_s) / max(seconds, 1e-9), 1),
-            "p50_ms": pct(50), "p95_ms": pct(95), "p99_ms": pct(99),
-            "mean_ms": round(float(ms.mean()), 2) if len(ms) else None,
-            "statuses": {str(k): v for k, v in sorted(statuses.items())}}
+    return {
+        "requests": len(latencies_s) + errors,
+        "ok": len(latencies_s),
+        "errors": errors,
+        "seconds": round(seconds, 2),
+        "qps": round(len(latencies_s) / max(seconds, 1e-9), 1),
+        "p50_ms": pct(50),
+        "p95_ms": pct(95),
+        "p99_ms": pct(99),
+        "mean_ms": round(float(ms.mean()), 2) if len(ms) else None,
+        "statuses": {str(k): v for k, v in sorted(statuses.items())},
+    }
 
 
 class RawConnection:
@@ -56,8 +64,10 @@ class RawConnection:
 
     async def post(self, path: str, body: bytes) -> int:
         await self.connect()
-        head = (f"POST {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nContent-Type: application/json\r\n"
-                f"Content-Length: {len(body)}\r\n\r\n").encode()
+        head = (
+            f"POST {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        ).encode()
         try:
             self.writer.write(head + body)
             await self.writer.drain()
@@ -81,8 +91,16 @@ class RawConnection:
         self.reader = self.writer = None
 
 
-async def _load(url: str, path: str, bodies: list[dict], concurrency: int, max_requests: int,
-                max_seconds: float, timeout: float, client: str = "httpx") -> dict:
+async def _load(
+    url: str,
+    path: str,
+    bodies: list[dict],
+    concurrency: int,
+    max_requests: int,
+    max_seconds: float,
+    timeout: float,
+    client: str = "httpx",
+) -> dict:
     import json
     from urllib.parse import urlsplit
 
@@ -97,8 +115,9 @@ async def _load(url: str, path: str, bodies: list[dict], concurrency: int, max_r
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=timeout) as pool:
         where = urlsplit(url)
         encoded = [json.dumps(b).encode() for b in bodies] if client == "raw" else None
-        conns = [RawConnection(where.hostname, where.port, timeout) if client == "raw" else None
-                 for _ in range(concurrency)]
+        conns = [
+            RawConnection(where.hostname, where.port, timeout) if client == "raw" else None for _ in range(concurrency)
+        ]
         # connected before the clock starts: a row times requests, not 32 simultaneous TCP handshakes
         await asyncio.gather(*(c.connect() for c in conns if c is not None))
         start = time.perf_counter()
@@ -132,8 +151,16 @@ async def _load(url: str, path: str, bodies: list[dict], concurrency: int, max_r
     return out
 
 
-def run_load(url: str, bodies: list[dict], concurrency: int, max_requests: int = 2000, max_seconds: float = 20.0,
-             path: str = "/search", timeout: float = 60.0, client: str = "httpx") -> dict:
+def run_load(
+    url: str,
+    bodies: list[dict],
+    concurrency: int,
+    max_requests: int = 2000,
+    max_seconds: float = 20.0,
+    path: str = "/search",
+    timeout: float = 60.0,
+    client: str = "httpx",
+) -> dict:
     """One row: {concurrency, client, requests, ok, errors, seconds, qps, p50_ms, p95_ms, p99_ms, mean_ms,
     statuses, client_cpu_ms_per_request}."""
     if client not in ("httpx", "raw"):

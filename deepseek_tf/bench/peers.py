@@ -1,4 +1,5 @@
 """The peer the benchmarks run beside ours: sentence-transformers on the same MiniLM weights, offline."""
+
 from __future__ import annotations
 
 import os
@@ -15,8 +16,9 @@ def peer_checkpoint() -> str:
     try:
         import sentence_transformers  # noqa: F401
     except ImportError:
-        raise UserError("sentence-transformers is not installed: run `make bench` "
-                        "(installs torch==2.13.0 and the `bench` extra)") from None
+        raise UserError(
+            "sentence-transformers is not installed: run `make bench` (installs torch==2.13.0 and the `bench` extra)"
+        ) from None
     from deepseek_tf.models.backbones import checkpoint_dir
 
     return str(checkpoint_dir(PRESET))

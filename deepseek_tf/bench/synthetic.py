@@ -6,6 +6,7 @@ documents first. Its BM25 side is empty: only dense requests are meaningful.
 `python -m deepseek_tf.bench.synthetic --ann FILE --model MODEL [serve flags]` serves one; the
 benchmark builds FILE with `build_hnsw` (cached: a second run reuses it).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -54,8 +55,9 @@ def build_hnsw(n: int, dim: int, path: str | Path, seed: int = 0, block: int = 1
     return {**meta, "build_s": took, "reused": None}
 
 
-def hnsw_recall(path: str | Path, n: int, dim: int, seed: int = 0, queries: int = 200, k: int = 10,
-                block: int = 100_000) -> dict:
+def hnsw_recall(
+    path: str | Path, n: int, dim: int, seed: int = 0, queries: int = 200, k: int = 10, block: int = 100_000
+) -> dict:
     """How well the graph finds neighbours, for queries made by perturbing indexed vectors:
     `planted_at_1`, how often its best hit is the vector the query was made from, and
     `recall_at_k` against exact inner-product search. Random unit vectors in 384-d are all
@@ -74,13 +76,16 @@ def hnsw_recall(path: str | Path, n: int, dim: int, seed: int = 0, queries: int 
         exact.add(random_vectors(min(block, n - s), dim, seed, s))
     _, truth = exact.search(q, k)
     _, got = index.search(q, k)
-    return {"recall_at_10": round(float(np.mean([len(set(a) & set(b)) / k for a, b in zip(truth, got)])), 4),
-            "planted_at_1": round(float(np.mean(got[:, 0] == planted)), 4),
-            "exact_planted_at_1": round(float(np.mean(truth[:, 0] == planted)), 4), "queries": queries}
+    return {
+        "recall_at_10": round(float(np.mean([len(set(a) & set(b)) / k for a, b in zip(truth, got)])), 4),
+        "planted_at_1": round(float(np.mean(got[:, 0] == planted)), 4),
+        "exact_planted_at_1": round(float(np.mean(truth[:, 0] == planted)), 4),
+        "queries": queries,
+    }
 
 
 class _Ids:
-    """"s0".."s{n-1}" without a million-string list."""
+    """ "s0".."s{n-1}" without a million-string list."""
 
     def __init__(self, n: int):
         self.n = n
@@ -104,9 +109,16 @@ class SyntheticIndex:
         self._ann.hnsw.efSearch = HNSW["ef_search"]
         self._model = model
         self.ids = _Ids(self._ann.ntotal)
-        self.manifest = {"format": "synthetic", "model": model, "model_fingerprint": model, "dim": self._ann.d,
-                         "backend": "faiss-hnsw", "backend_params": dict(HNSW), "count": self._ann.ntotal,
-                         "analyzer": None}
+        self.manifest = {
+            "format": "synthetic",
+            "model": model,
+            "model_fingerprint": model,
+            "dim": self._ann.d,
+            "backend": "faiss-hnsw",
+            "backend_params": dict(HNSW),
+            "count": self._ann.ntotal,
+            "analyzer": None,
+        }
 
     def embedder(self):
         from deepseek_tf.retrieval.artifacts import load_embedder
@@ -128,8 +140,9 @@ def main(argv: list[str] | None = None) -> int:
     from deepseek_tf.serve.server import configure_threads, run_server
     from deepseek_tf.serve.service import SearchService, ServiceOptions
 
-    p = argparse.ArgumentParser(prog="python -m deepseek_tf.bench.synthetic",
-                                description="Serve a synthetic HNSW index (benchmark only).")
+    p = argparse.ArgumentParser(
+        prog="python -m deepseek_tf.bench.synthetic", description="Serve a synthetic HNSW index (benchmark only)."
+    )
     p.add_argument("--ann", required=True)
     p.add_argument("--model", default="all-MiniLM-L6-v2")
     p.add_argument("--port", type=int, default=0)
@@ -142,8 +155,12 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as `deepseek-tf serve` does, before faiss runs
     configure_threads(args.threads, args.intra_op_threads)
-    options = ServiceOptions(batching=not args.no_batching, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
-                             cache_size=0 if args.no_cache else 10000)
+    options = ServiceOptions(
+        batching=not args.no_batching,
+        max_batch=args.max_batch,
+        max_wait_ms=args.max_wait_ms,
+        cache_size=0 if args.no_cache else 10000,
+    )
     service = SearchService(SyntheticIndex(args.ann, args.model), None, options)
     return run_server(service, "127.0.0.1", args.port)
 

@@ -1,5 +1,6 @@
 """The training part of `make bench`: examples/s of our dual-encoder `fit` against
 sentence-transformers' `fit` with MultipleNegativesRankingLoss, on the same pairs and batch size."""
+
 from __future__ import annotations
 
 import os
@@ -22,10 +23,13 @@ def bench_training(dataset: Path, batch_size: int, steps: int, max_length: int, 
     from deepseek_tf.train.compute import make_strategy
     from deepseek_tf.train.trainer import load_training_pairs
 
-    config = config_from_dict({
-        "model": {"backbone": PRESET, "query_max_length": max_length, "doc_max_length": max_length},
-        "data": {"dataset": str(dataset)},
-        "train": {"batch_size": batch_size, "learning_rate": 2e-5, "temperature": 0.05}})
+    config = config_from_dict(
+        {
+            "model": {"backbone": PRESET, "query_max_length": max_length, "doc_max_length": max_length},
+            "data": {"dataset": str(dataset)},
+            "train": {"batch_size": batch_size, "learning_rate": 2e-5, "temperature": 0.05},
+        }
+    )
     pairs = load_training_pairs(config)
     epoch = len(pairs) // batch_size - 1  # one epoch of batches after the warm-up step
     steps = epoch if steps < 0 else max(1, min(steps, epoch))
@@ -55,8 +59,7 @@ def bench_training(dataset: Path, batch_size: int, steps: int, max_length: int, 
     def fit(n: int) -> float:
         loader = DataLoader(examples, shuffle=True, batch_size=batch_size, drop_last=True)
         start = time.perf_counter()
-        st.fit(train_objectives=[(loader, loss)], epochs=1, steps_per_epoch=n, warmup_steps=0,
-               show_progress_bar=False)
+        st.fit(train_objectives=[(loader, loss)], epochs=1, steps_per_epoch=n, warmup_steps=0, show_progress_bar=False)
         return time.perf_counter() - start
 
     # Both sides draw shuffled batches of the same pairs (ST's Trainer shuffles whatever the loader does).

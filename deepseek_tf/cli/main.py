@@ -1,53 +1,63 @@
 """`deepseek-tf COMMAND [ARGS]`: dispatches to each stage's own command, imported only when run,
 so `deepseek-tf --help` answers without loading TensorFlow models."""
+
 from __future__ import annotations
 
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 
 def _train(argv: list[str]) -> int:
     from deepseek_tf.train.cli import main
+
     return main(argv)
 
 
 def _evaluate(argv: list[str]) -> int:
     from deepseek_tf.evaluate.cli import main
+
     return main(argv)
 
 
 def _export(argv: list[str]) -> int:
     from deepseek_tf.export.cli import main
+
     return main(argv)
 
 
 def _search(argv: list[str]) -> int:
     from deepseek_tf.retrieval.cli import search_main
+
     return search_main(argv)
 
 
 def _mine(argv: list[str]) -> int:
     from deepseek_tf.retrieval.cli import mine_main
+
     return mine_main(argv)
 
 
 def _index(argv: list[str]) -> int:
     from deepseek_tf.index.cli import main
+
     return main(argv)
 
 
 def _serve(argv: list[str]) -> int:
     from deepseek_tf.serve.cli import main
+
     return main(argv)
 
 
 def _bench(argv: list[str]) -> int:
     from deepseek_tf.bench.bench import main
+
     return main(argv)
 
 
 def _bench_ann(argv: list[str]) -> int:
     from deepseek_tf.bench.ann import main
+
     return main(argv)
 
 
@@ -90,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if argv[0] in ("-V", "--version"):
         from deepseek_tf import __version__
+
         print(f"deepseek-tf {__version__}")
         return 0
     if argv[0] not in COMMANDS:

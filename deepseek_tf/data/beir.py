@@ -1,12 +1,13 @@
 """BEIR-layout readers (corpus, queries, graded qrels), text cleaning, and TREC run files."""
+
 from __future__ import annotations
 
 import hashlib
 import json
 import unicodedata
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 from deepseek_tf.errors import UserError
 
@@ -34,11 +35,10 @@ class BeirDataset:
     def doc_text(self, doc_id: str, use_title: bool = True) -> str:
         return join_title(self.corpus[doc_id], use_title)
 
-    def judged_subset(self, qids) -> "BeirDataset":
+    def judged_subset(self, qids) -> BeirDataset:
         """The same corpus and queries with only these queries' judgments (dev splits, folds)."""
         keep = set(qids)
-        return BeirDataset(self.corpus, self.queries, {q: v for q, v in self.qrels.items() if q in keep},
-                           self.dropped)
+        return BeirDataset(self.corpus, self.queries, {q: v for q, v in self.qrels.items() if q in keep}, self.dropped)
 
 
 def join_title(doc: dict[str, str], use_title: bool = True) -> str:
@@ -137,7 +137,7 @@ def _read_lines(path: Path, what: str) -> list[str]:
     try:
         return data.decode("utf-8").splitlines()
     except UnicodeDecodeError as e:  # the line, so the bad byte can be found
-        line = data[:e.start].count(b"\n") + 1
+        line = data[: e.start].count(b"\n") + 1
         raise UserError(f"{path}:{line}: not UTF-8 (byte {e.start})") from None
 
 
@@ -203,7 +203,7 @@ RUN_PREFIX = "run:"
 
 def run_file(source: str) -> str | None:
     """The path in a "run:PATH" first-stage source (`data.negatives_from`), else None."""
-    return source[len(RUN_PREFIX):] if source.startswith(RUN_PREFIX) else None
+    return source[len(RUN_PREFIX) :] if source.startswith(RUN_PREFIX) else None
 
 
 def read_run(path: str | Path) -> dict[str, dict[str, float]]:
@@ -239,8 +239,9 @@ def load_run(path: str | Path, ds: BeirDataset, top_k: int) -> dict[str, dict[st
     qids = sorted(q for q in ds.qrels if q in ds.queries)
     missing = [q for q in qids if q not in run]
     if missing:
-        raise UserError(f"{path}: {len(missing)} of the {len(qids)} judged queries are not in the run "
-                        f"(first: {missing[0]!r})")
+        raise UserError(
+            f"{path}: {len(missing)} of the {len(qids)} judged queries are not in the run (first: {missing[0]!r})"
+        )
     unknown = sorted({d for q in qids for d in run[q] if d not in ds.corpus})
     if unknown:
         raise UserError(f"{path}: {len(unknown)} documents not in the corpus (first: {unknown[0]!r})")

@@ -3,18 +3,19 @@
 Tokenization happens in the pipeline, after batching, so each batch is padded to its
 own longest sequence and the model never holds a tokenizer while training.
 """
+
 from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import tensorflow as tf
 
-from deepseek_tf.data.beir import PAIR_COLUMNS, OPTIONAL_COLUMNS, BeirDataset, normalize_text
+from deepseek_tf.data.beir import OPTIONAL_COLUMNS, PAIR_COLUMNS, BeirDataset, normalize_text
 from deepseek_tf.errors import UserError
+
 
 @dataclass
 class Pairs:
@@ -23,8 +24,8 @@ class Pairs:
 
     queries: list[str]
     docs: list[str]
-    negs: Optional[list[str]] = None
-    labels: Optional[list[int]] = None
+    negs: list[str] | None = None
+    labels: list[int] | None = None
 
     def __len__(self) -> int:
         return len(self.queries)
@@ -38,7 +39,7 @@ def _read_table(path: Path):
     try:  # checked here: pandas reports an offset into its read buffer, not a line
         data.decode("utf-8")
     except UnicodeDecodeError as e:
-        line = data[:e.start].count(b"\n") + 1
+        line = data[: e.start].count(b"\n") + 1
         raise UserError(f"{path}:{line}: not UTF-8 (byte {e.start})") from None
     try:
         if suffix == ".jsonl":
@@ -85,8 +86,10 @@ def read_pairs(path: str | Path, verbose: bool = True) -> Pairs:
     if df.empty:
         raise UserError(f"{path}: no usable rows ({total} read, {n_empty} empty)")
     if verbose:
-        print(f"{path.name}: {total} rows read, {n_empty} empty dropped, {n_dup} duplicates dropped, "
-              f"{len(df)} kept", file=sys.stderr)
+        print(
+            f"{path.name}: {total} rows read, {n_empty} empty dropped, {n_dup} duplicates dropped, {len(df)} kept",
+            file=sys.stderr,
+        )
     negs = df["neg_doc"].tolist() if "neg_doc" in df.columns else None
     if negs is not None and any(n == "" for n in negs):
         negs = None if all(n == "" for n in negs) else negs
@@ -127,8 +130,8 @@ def pair_dataset(
     labels: bool = False,
 ) -> tf.data.Dataset:
     """Batches of {"query": ids, "doc": ids[, "neg": ids][, "teacher": (batch, k)]}
-    for dual-encoder training (plus "label": (batch,) graded labels with `labels`); `teacher` a teacher's margins per pair and hard negative (see
-    `distill.teacher_margins`); ids are padded
+    for dual-encoder training (plus "label": (batch,) graded labels with `labels`); `teacher` a
+    teacher's margins per pair and hard negative (see `distill.teacher_margins`); ids are padded
     to a multiple of `pad_multiple` (XLA: `Tokenizer.widen`)."""
     columns = {"query": pairs.queries, "doc": pairs.docs}
     if pairs.negs is not None:
@@ -154,8 +157,9 @@ def pair_dataset(
         return {name: tf.reshape(t, tf.concat([tf.shape(texts), tf.shape(t)[1:]], 0)) for name, t in flat.items()}
 
     def tokenize(batch):
-        return {k: ids(v, lengths[k], "query" if k == "query" else "doc") if k in lengths else v
-                for k, v in batch.items()}
+        return {
+            k: ids(v, lengths[k], "query" if k == "query" else "doc") if k in lengths else v for k, v in batch.items()
+        }
 
     return ds.map(tokenize, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
@@ -164,5 +168,5 @@ def text_batches(texts: list[str], tokenizer, max_length: int, batch_size: int):
     """Yields (indices, tokenized batch) with texts sorted by length, so padding stays small."""
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
     for start in range(0, len(order), batch_size):
-        idx = order[start:start + batch_size]
+        idx = order[start : start + batch_size]
         yield idx, tokenizer(tf.constant([texts[i] for i in idx]), max_length)

@@ -1,4 +1,5 @@
 """Held-out query splits: dev queries carved from a training split."""
+
 from __future__ import annotations
 
 import random
@@ -18,8 +19,9 @@ def split_dev(ds: data_lib.BeirDataset, fraction: float, seed: int):
     return ds.judged_subset(qids[n_dev:]), ds.judged_subset(qids[:n_dev])
 
 
-def split_train_dev(ds: data_lib.BeirDataset, config: Config
-                    ) -> tuple[data_lib.BeirDataset, data_lib.BeirDataset | None]:
+def split_train_dev(
+    ds: data_lib.BeirDataset, config: Config
+) -> tuple[data_lib.BeirDataset, data_lib.BeirDataset | None]:
     """(training set, dev set or None): qrels/{data.dev_split}.tsv, or data.dev_fraction of the
     training queries held out (chosen by data.dev_seed, so a soup's members hold out the same ones)."""
     d = config.data
@@ -37,5 +39,4 @@ def limit_corpus(ds: data_lib.BeirDataset, max_docs: int, seed: int) -> data_lib
     judged = {d for docs in ds.qrels.values() for d in docs if d in ds.corpus}
     rest = sorted(set(ds.corpus) - judged)
     keep = judged | set(random.Random(seed).sample(rest, max(0, min(len(rest), max_docs - len(judged)))))
-    return data_lib.BeirDataset({d: ds.corpus[d] for d in ds.corpus if d in keep}, ds.queries, ds.qrels,
-                                ds.dropped)
+    return data_lib.BeirDataset({d: ds.corpus[d] for d in ds.corpus if d in keep}, ds.queries, ds.qrels, ds.dropped)

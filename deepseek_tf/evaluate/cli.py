@@ -1,4 +1,6 @@
-"""`python -m deepseek_tf.evaluate` / `deepseek-tf evaluate`: trec_eval metrics for dense, BM25, hybrid and reranked systems."""
+"""`python -m deepseek_tf.evaluate` / `deepseek-tf evaluate`: trec_eval metrics for dense, BM25, hybrid and
+reranked systems."""
+
 from __future__ import annotations
 
 import argparse
@@ -9,9 +11,9 @@ from pathlib import Path
 from deepseek_tf.config import DataConfig
 from deepseek_tf.console import command_parser
 from deepseek_tf.errors import UserError, cli_entry
-from deepseek_tf.text.analyzer import ANALYZERS
 from deepseek_tf.evaluate.report import evaluate, format_table, plot_recall_curves
 from deepseek_tf.evaluate.significance import compare_reports, format_comparisons
+from deepseek_tf.text.analyzer import ANALYZERS
 
 
 def _weights(text: str) -> list[float]:
@@ -22,46 +24,92 @@ def _weights(text: str) -> list[float]:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = command_parser("evaluate", "Evaluate a retriever on a BEIR-layout dataset with trec_eval metrics; "
-                                            "optionally against BM25 and a BM25+dense hybrid.",
-                       ['deepseek-tf evaluate --model all-MiniLM-L6-v2 --dataset ../shared/data/cranfield --baseline bm25', 'deepseek-tf evaluate --model runs/cranfield_minilm/model --dataset ../shared/data/cranfield --rerank runs/cross_encoder_minilm/model --rerank-fusion 0.3', 'python -m deepseek_tf.evaluate --baseline bm25 --dataset ../shared/data/cranfield --output report.json'])
-    p.add_argument("--model", help="trained model/ dir, SavedModel dir, .tflite file or preset name "
-                                   "(may be left out with --baseline bm25)")
-    p.add_argument("--dataset", help="BEIR-layout directory (corpus.jsonl, queries.jsonl, qrels/); required "
-                                     "unless --compare")
-    p.add_argument("--run", metavar="FILE", help="a TREC run file (e.g. your production first stage) scored as "
-                   "system 'run' and, with --rerank, reranked; instead of --model")
+    p = command_parser(
+        "evaluate",
+        "Evaluate a retriever on a BEIR-layout dataset with trec_eval metrics; "
+        "optionally against BM25 and a BM25+dense hybrid.",
+        [
+            "deepseek-tf evaluate --model all-MiniLM-L6-v2 --dataset ../shared/data/cranfield --baseline bm25",
+            "deepseek-tf evaluate --model runs/cranfield_minilm/model --dataset ../shared/data/cranfield --rerank runs/cross_encoder_minilm/model --rerank-fusion 0.3",  # noqa: E501 (a command to copy whole)
+            "python -m deepseek_tf.evaluate --baseline bm25 --dataset ../shared/data/cranfield --output report.json",
+        ],
+    )
+    p.add_argument(
+        "--model",
+        help="trained model/ dir, SavedModel dir, .tflite file or preset name (may be left out with --baseline bm25)",
+    )
+    p.add_argument(
+        "--dataset", help="BEIR-layout directory (corpus.jsonl, queries.jsonl, qrels/); required unless --compare"
+    )
+    p.add_argument(
+        "--run",
+        metavar="FILE",
+        help="a TREC run file (e.g. your production first stage) scored as "
+        "system 'run' and, with --rerank, reranked; instead of --model",
+    )
     p.add_argument("--split", default="test", help="qrels split (default: test)")
-    p.add_argument("--dev-fraction", type=float, metavar="F", help="score only the queries of --split that "
-                   "training with data.dev_fraction F held out (with --split train: a dev set that both stages "
-                   "were trained without)")
+    p.add_argument(
+        "--dev-fraction",
+        type=float,
+        metavar="F",
+        help="score only the queries of --split that "
+        "training with data.dev_fraction F held out (with --split train: a dev set that both stages "
+        "were trained without)",
+    )
     p.add_argument("--dev-seed", type=int, help=f"data.dev_seed of that training (default: {DataConfig.dev_seed})")
     p.add_argument("--baseline", choices=["bm25"], help="also evaluate BM25 and, with --model, the hybrid (RRF)")
     p.add_argument("--top-k", type=int, default=100, help="documents retrieved per query (default: 100)")
-    p.add_argument("--rerank", metavar="MODEL", help="cross-encoder (trained model/ dir or its SavedModel) that "
-                                                     "rescores the first stage's top-k: adds a '+rerank' row")
-    p.add_argument("--rerank-fusion", type=_weights, metavar="W[,W...]", help="also a '+rerank+fusion' row "
-                   "ordered by W·z(cross-encoder) + (1−W)·z(first stage), z standardised per query (0..1); "
-                   "several weights (e.g. 0.3,0.4,0.5 on a dev split) give one '+rerank+fusion@W' row each "
-                   "from the same scoring pass")
+    p.add_argument(
+        "--rerank",
+        metavar="MODEL",
+        help="cross-encoder (trained model/ dir or its SavedModel) that "
+        "rescores the first stage's top-k: adds a '+rerank' row",
+    )
+    p.add_argument(
+        "--rerank-fusion",
+        type=_weights,
+        metavar="W[,W...]",
+        help="also a '+rerank+fusion' row "
+        "ordered by W·z(cross-encoder) + (1−W)·z(first stage), z standardised per query (0..1); "
+        "several weights (e.g. 0.3,0.4,0.5 on a dev split) give one '+rerank+fusion@W' row each "
+        "from the same scoring pass",
+    )
     p.add_argument("--batch-size", type=int, default=64, help="encoding batch size (default: 64)")
     p.add_argument("--rrf-k", type=int, default=60, help="reciprocal-rank fusion constant (default: 60)")
-    p.add_argument("--analyzer", default="default", choices=list(ANALYZERS),
-                   help="lexical analyzer of BM25 and the hybrid: default (decided on the corpus: mixed, or cjk "
-                        "for mostly-CJK text), mixed (English words stemmed, CJK runs as character 1-2-grams), "
-                        "cjk (mixed + Latin character 1-2-grams), english, jieba (default: default)")
+    p.add_argument(
+        "--analyzer",
+        default="default",
+        choices=list(ANALYZERS),
+        help="lexical analyzer of BM25 and the hybrid: default (decided on the corpus: mixed, or cjk "
+        "for mostly-CJK text), mixed (English words stemmed, CJK runs as character 1-2-grams), "
+        "cjk (mixed + Latin character 1-2-grams), english, jieba (default: default)",
+    )
     p.add_argument("--bm25-k1", type=float, default=1.5, help="BM25 k1 (default: 1.5, bm25s's default)")
     p.add_argument("--bm25-b", type=float, default=0.75, help="BM25 b (default: 0.75)")
-    p.add_argument("--bm25-method", default="lucene", choices=["lucene", "robertson", "atire", "bm25l", "bm25+"],
-                   help="BM25 variant (default: lucene)")
-    p.add_argument("--ignore-identical-ids", action="store_true",
-                   help="drop a retrieved doc whose id equals the query id (BEIR's convention)")
-    p.add_argument("--compare", nargs=2, metavar=("BASE.json[:SYSTEM]", "OTHER.json[:SYSTEM]"),
-                   help="compare two saved reports (--output files; default system: each one's first) query by "
-                        "query: difference, 95%% CI and paired randomization p per metric; evaluates nothing")
+    p.add_argument(
+        "--bm25-method",
+        default="lucene",
+        choices=["lucene", "robertson", "atire", "bm25l", "bm25+"],
+        help="BM25 variant (default: lucene)",
+    )
+    p.add_argument(
+        "--ignore-identical-ids",
+        action="store_true",
+        help="drop a retrieved doc whose id equals the query id (BEIR's convention)",
+    )
+    p.add_argument(
+        "--compare",
+        nargs=2,
+        metavar=("BASE.json[:SYSTEM]", "OTHER.json[:SYSTEM]"),
+        help="compare two saved reports (--output files; default system: each one's first) query by "
+        "query: difference, 95%% CI and paired randomization p per metric; evaluates nothing",
+    )
     p.add_argument("--output", help="write the report as JSON here")
-    p.add_argument("--save-runs", metavar="DIR", help="write each system's ranking to DIR/<system>.trec "
-                                                      "(TREC run files: trec_eval, or a reranker's run:PATH)")
+    p.add_argument(
+        "--save-runs",
+        metavar="DIR",
+        help="write each system's ranking to DIR/<system>.trec (TREC run files: trec_eval, or a reranker's run:PATH)",
+    )
     p.add_argument("--plot", help="write Recall@k curves (k=1..100) for every system to this PNG")
     return p.parse_args(argv)
 
@@ -80,9 +128,13 @@ def compare_main(base_spec: str, other_spec: str) -> int:
     print(f"{other_name} vs {base_name}, query by query:")
     print("| metric | base | other | difference | 95% CI | p |\n|---|---|---|---|---|---|")
     for metric, c in compare_reports(base, other).items():
-        print(f"| {metric} | {base[metric]:.4f} | {other[metric]:.4f} | {c['delta']:+.4f} | "
-              f"{c['ci95'][0]:+.4f} to {c['ci95'][1]:+.4f} | {c['p']:.4f} |")
-    print(f"{c['queries']} queries in both (paired bootstrap CI, 10,000 resamples; two-sided paired randomization test)")
+        print(
+            f"| {metric} | {base[metric]:.4f} | {other[metric]:.4f} | {c['delta']:+.4f} | "
+            f"{c['ci95'][0]:+.4f} to {c['ci95'][1]:+.4f} | {c['p']:.4f} |"
+        )
+    print(
+        f"{c['queries']} queries in both (paired bootstrap CI, 10,000 resamples; two-sided paired randomization test)"
+    )
     return 0
 
 
@@ -106,10 +158,22 @@ def main(argv: list[str] | None = None) -> int:
     seed = DataConfig.dev_seed if args.dev_seed is None else args.dev_seed  # training's default split
     dev = None if args.dev_fraction is None else (args.dev_fraction, seed)
     bm25_args = {"k1": args.bm25_k1, "b": args.bm25_b, "method": args.bm25_method, "analyzer": args.analyzer}
-    results = evaluate(args.model, args.dataset, args.split, args.top_k, args.batch_size, args.baseline,
-                       args.ignore_identical_ids, args.rrf_k, bm25_args, rerank=args.rerank,
-                       rerank_fusion=args.rerank_fusion, runs_dir=args.save_runs, first_run=args.run,
-                       dev=dev)
+    results = evaluate(
+        args.model,
+        args.dataset,
+        args.split,
+        args.top_k,
+        args.batch_size,
+        args.baseline,
+        args.ignore_identical_ids,
+        args.rrf_k,
+        bm25_args,
+        rerank=args.rerank,
+        rerank_fusion=args.rerank_fusion,
+        runs_dir=args.save_runs,
+        first_run=args.run,
+        dev=dev,
+    )
     print(format_table(results))
     for line in format_comparisons(results):
         print(line)
@@ -118,13 +182,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{left_out} judged queries have no document judged relevant and are left out of the means")
     if "bm25" in results:
         c = results["bm25"]["bm25"]
-        print(f"bm25: bm25s method={c['method']} k1={c['k1']} b={c['b']}, analyzer {c['analyzer_setting']}"
-              f"{' -> ' + c['analyzer'] if c['analyzer'] != c['analyzer_setting'] else ''}, title+text")
+        print(
+            f"bm25: bm25s method={c['method']} k1={c['k1']} b={c['b']}, analyzer {c['analyzer_setting']}"
+            f"{' -> ' + c['analyzer'] if c['analyzer'] != c['analyzer_setting'] else ''}, title+text"
+        )
     for name, r in results.items():
         if "rerank_latency_ms_p50" in r:
-            print(f"{name}: reranking {r['rerank_depth']} docs/query takes p50 {r['rerank_latency_ms_p50']:.0f} ms, "
-                  f"p95 {r['rerank_latency_ms_p95']:.0f} ms ({r['rerank_pairs_per_s']:.1f} pairs/s); "
-                  "the row's latency is first stage + reranking")
+            print(
+                f"{name}: reranking {r['rerank_depth']} docs/query takes p50 {r['rerank_latency_ms_p50']:.0f} ms, "
+                f"p95 {r['rerank_latency_ms_p95']:.0f} ms ({r['rerank_pairs_per_s']:.1f} pairs/s); "
+                "the row's latency is first stage + reranking"
+            )
     if args.output:
         _write_json(args.output, results)
     if args.plot:

@@ -1,4 +1,5 @@
 """IR metrics exactly as trec_eval computes them (through pytrec_eval): pure functions of qrels and a run."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -36,13 +37,20 @@ def trec_metrics(qrels: dict[str, dict[str, int]], run: Run) -> tuple[dict[str, 
     full = {q: run.get(q, {}) for q in qrels}
     measures = {"ndcg_cut.10", "recall.10", "recall.100", "P.10", "map"}
     per_query = pytrec_eval.RelevanceEvaluator(qrels, measures).evaluate(
-        {q: d if d else {"__none__": 0.0} for q, d in full.items()})
+        {q: d if d else {"__none__": 0.0} for q, d in full.items()}
+    )
     top10 = {q: dict(_trec_order(d)[:10]) or {"__none__": 0.0} for q, d in full.items()}
     rr = pytrec_eval.RelevanceEvaluator(qrels, {"recip_rank"}).evaluate(top10)
     rows = {}
     for q, m in per_query.items():
-        rows[q] = {"ndcg@10": m["ndcg_cut_10"], "mrr@10": rr[q]["recip_rank"], "recall@10": m["recall_10"],
-                   "recall@100": m["recall_100"], "p@10": m["P_10"], "map": m["map"]}
+        rows[q] = {
+            "ndcg@10": m["ndcg_cut_10"],
+            "mrr@10": rr[q]["recip_rank"],
+            "recall@10": m["recall_10"],
+            "recall@100": m["recall_100"],
+            "p@10": m["P_10"],
+            "map": m["map"],
+        }
     means = {k: float(np.mean([r[k] for r in rows.values()])) if rows else 0.0 for k in METRIC_KEYS}
     means["queries"] = len(rows)
     means["queries_without_relevant"] = judged - len(qrels)

@@ -3,6 +3,7 @@
 Every reported figure comes from pytrec_eval (trec_eval's own code). Systems: `dense` (the
 model, exact search), `bm25` (`--baseline bm25`) and `hybrid` (both fused by reciprocal rank).
 """
+
 from __future__ import annotations
 
 import resource
@@ -15,10 +16,10 @@ import numpy as np
 
 from deepseek_tf.data import BeirDataset, describe_dropped, load_beir, load_run, write_run
 from deepseek_tf.errors import UserError
+from deepseek_tf.evaluate.metrics import CURVE_MAX_K, Run, recall_curve, trec_metrics
 from deepseek_tf.evaluate.significance import METRIC_KEYS, add_comparisons
 
 COST_KEYS = ("latency_ms_p50", "latency_ms_p95", "docs_per_s", "peak_rss_mb")
-from deepseek_tf.evaluate.metrics import CURVE_MAX_K, Run, recall_curve, trec_metrics
 
 
 def drop_identical_ids(run: Run) -> Run:
@@ -33,13 +34,18 @@ def peak_rss_mb() -> float:
 
 def _latency_stats(latencies: dict[str, float], n_docs: int, index_s: float) -> dict:
     values = list(latencies.values())
-    return {"latency_ms_p50": float(np.percentile(values, 50)) if values else None,
-            "latency_ms_p95": float(np.percentile(values, 95)) if values else None,
-            "docs_per_s": n_docs / max(index_s, 1e-9), "index_s": index_s, "latency_ms": latencies}
+    return {
+        "latency_ms_p50": float(np.percentile(values, 50)) if values else None,
+        "latency_ms_p95": float(np.percentile(values, 95)) if values else None,
+        "docs_per_s": n_docs / max(index_s, 1e-9),
+        "index_s": index_s,
+        "latency_ms": latencies,
+    }
 
 
-def dense_run(embedder, ds: BeirDataset, top_k: int = 100, batch_size: int = 64,
-              use_title: bool = True) -> tuple[Run, dict[str, float]]:
+def dense_run(
+    embedder, ds: BeirDataset, top_k: int = 100, batch_size: int = 64, use_title: bool = True
+) -> tuple[Run, dict[str, float]]:
     """Encodes the corpus (length-sorted batches), then answers each judged query alone, so
     latency is per query (encode + search). stats["latency_ms"] holds each query's latency."""
     from deepseek_tf.retrieval.index import exact_search
@@ -62,8 +68,7 @@ def dense_run(embedder, ds: BeirDataset, top_k: int = 100, batch_size: int = 64,
     return run, _latency_stats(latencies, len(texts), encode_s)
 
 
-def hybrid_run(dense: tuple[Run, dict], bm25: tuple[Run, dict], top_k: int = 100,
-               rrf_k: int = 60) -> tuple[Run, dict]:
+def hybrid_run(dense: tuple[Run, dict], bm25: tuple[Run, dict], top_k: int = 100, rrf_k: int = 60) -> tuple[Run, dict]:
     """Reciprocal-rank fusion of a dense and a BM25 run; per-query latency is both systems' plus fusion."""
     from deepseek_tf.retrieval.bm25 import reciprocal_rank_fusion
 
@@ -72,8 +77,9 @@ def hybrid_run(dense: tuple[Run, dict], bm25: tuple[Run, dict], top_k: int = 100
     for q in d_run.keys() | b_run.keys():
         t0 = time.perf_counter()
         run.update(reciprocal_rank_fusion([{q: d_run.get(q, {})}, {q: b_run.get(q, {})}], rrf_k, top_k))
-        latencies[q] = ((time.perf_counter() - t0) * 1000 + d_stats["latency_ms"].get(q, 0.0)
-                        + b_stats["latency_ms"].get(q, 0.0))
+        latencies[q] = (
+            (time.perf_counter() - t0) * 1000 + d_stats["latency_ms"].get(q, 0.0) + b_stats["latency_ms"].get(q, 0.0)
+        )
     stats = _latency_stats(latencies, 0, 1.0)
     index_s = d_stats["index_s"] + b_stats["index_s"]  # both indexes must be built
     stats["docs_per_s"], stats["index_s"] = d_stats["docs_per_s"] * d_stats["index_s"] / max(index_s, 1e-9), index_s
@@ -95,16 +101,33 @@ def _score(name: str, qrels, run: Run, stats: dict, extra: dict) -> dict:
     for q, ms in stats.pop("latency_ms").items():
         if q in per_query:
             per_query[q]["latency_ms"] = ms
-    return {**means, **stats, "peak_rss_mb": peak_rss_mb(), **extra,
-            "recall_curve": recall_curve(qrels, run), "per_query": per_query}
+    return {
+        **means,
+        **stats,
+        "peak_rss_mb": peak_rss_mb(),
+        **extra,
+        "recall_curve": recall_curve(qrels, run),
+        "per_query": per_query,
+    }
 
 
-def evaluate(model: str | None, dataset: str, split: str = "test", top_k: int = 100,
-             batch_size: int = 64, baseline: str | None = None, ignore_identical_ids: bool = False,
-             rrf_k: int = 60, bm25_args: dict | None = None, verbose: bool = True,
-             rerank: str | None = None, rerank_fusion: float | Sequence[float] | None = None,
-             runs_dir: str | Path | None = None, first_run: str | Path | None = None,
-             dev: tuple[float, int] | None = None) -> dict[str, dict]:
+def evaluate(
+    model: str | None,
+    dataset: str,
+    split: str = "test",
+    top_k: int = 100,
+    batch_size: int = 64,
+    baseline: str | None = None,
+    ignore_identical_ids: bool = False,
+    rrf_k: int = 60,
+    bm25_args: dict | None = None,
+    verbose: bool = True,
+    rerank: str | None = None,
+    rerank_fusion: float | Sequence[float] | None = None,
+    runs_dir: str | Path | None = None,
+    first_run: str | Path | None = None,
+    dev: tuple[float, int] | None = None,
+) -> dict[str, dict]:
     """Evaluates MODEL (and BM25 / hybrid with baseline="bm25"); returns {system name: figures}.
 
     Each system's figures: METRIC_KEYS, queries, latency p50/p95 (ms, per query), docs_per_s
@@ -175,8 +198,9 @@ def evaluate(model: str | None, dataset: str, split: str = "test", top_k: int = 
         from deepseek_tf.retrieval.rerank import rerank_system
 
         name, (first_stage, first_stats) = first
-        for suffix, run, stats in rerank_system(rerank, ds, first_stage, first_stats, top_k, rerank_fusion,
-                                                progress=verbose and sys.stderr.isatty()):
+        for suffix, run, stats in rerank_system(
+            rerank, ds, first_stage, first_stats, top_k, rerank_fusion, progress=verbose and sys.stderr.isatty()
+        ):
             results[name + suffix] = score(name + suffix, run, stats, {"model": model, "reranker": rerank})
     add_comparisons(results)
     if runs_dir is not None:
@@ -190,9 +214,12 @@ def format_table(results: dict[str, dict]) -> str:
     cols = list(METRIC_KEYS) + ["queries"] + list(COST_KEYS)
     lines = ["| system | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
     for name, r in results.items():
-        cells = [f"{r[c]:.4f}" if c in METRIC_KEYS else
-                 (f"{r[c]}" if c == "queries" else (f"{r[c]:.1f}" if r.get(c) is not None else "-"))
-                 for c in cols]
+        cells = [
+            f"{r[c]:.4f}"
+            if c in METRIC_KEYS
+            else (f"{r[c]}" if c == "queries" else (f"{r[c]:.1f}" if r.get(c) is not None else "-"))
+            for c in cols
+        ]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -207,8 +234,12 @@ def plot_recall_curves(results: dict[str, dict], path: str | Path, title: str = 
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
     for name, r in results.items():
         curve = r["recall_curve"]
-        ax.plot(range(1, len(curve) + 1), curve, label=f"{name} (R@10 {r['recall@10']:.3f}, "
-                                                       f"R@100 {r['recall@100']:.3f})", linewidth=2)
+        ax.plot(
+            range(1, len(curve) + 1),
+            curve,
+            label=f"{name} (R@10 {r['recall@10']:.3f}, R@100 {r['recall@100']:.3f})",
+            linewidth=2,
+        )
     ax.set_xscale("log")
     ax.set_xticks([1, 2, 5, 10, 20, 50, 100], labels=["1", "2", "5", "10", "20", "50", "100"])
     ax.set_xlim(1, CURVE_MAX_K)

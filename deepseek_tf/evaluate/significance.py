@@ -4,6 +4,7 @@
 (`add_comparisons`); `--compare BASE.json[:SYSTEM] OTHER.json[:SYSTEM]` compares two saved
 reports, e.g. two trained models evaluated separately (`compare_reports`).
 """
+
 from __future__ import annotations
 
 import json
@@ -16,8 +17,7 @@ from deepseek_tf.errors import UserError
 METRIC_KEYS = ("ndcg@10", "mrr@10", "recall@10", "recall@100", "p@10", "map")
 
 
-def paired_comparison(base: dict[str, float], other: dict[str, float], samples: int = 10_000,
-                      seed: int = 0) -> dict:
+def paired_comparison(base: dict[str, float], other: dict[str, float], samples: int = 10_000, seed: int = 0) -> dict:
     """How sure a difference between two systems is, over the queries both scored.
 
     delta = mean_q (other_q − base_q); ci95 = the 2.5th and 97.5th percentiles of delta over
@@ -40,8 +40,12 @@ def paired_comparison(base: dict[str, float], other: dict[str, float], samples: 
     else:
         signs = rng.choice([-1.0, 1.0], size=(samples, len(d)))
         p = float((np.sum(np.abs((signs * d).mean(1)) >= observed) + 1) / (samples + 1))
-    return {"delta": float(d.mean()), "ci95": [float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))],
-            "p": p, "queries": len(d)}
+    return {
+        "delta": float(d.mean()),
+        "ci95": [float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))],
+        "p": p,
+        "queries": len(d),
+    }
 
 
 def add_comparisons(results: dict[str, dict], metrics: tuple[str, ...] = METRIC_KEYS) -> None:
@@ -80,8 +84,12 @@ def compare_reports(base: dict, other: dict, metrics: tuple[str, ...] = METRIC_K
     shared = base["per_query"].keys() & other["per_query"].keys()
     if not shared:
         raise UserError("--compare: the two reports share no query (another dataset or split?)")
-    return {k: paired_comparison({q: m[k] for q, m in base["per_query"].items()},
-                                 {q: m[k] for q, m in other["per_query"].items()}) for k in metrics}
+    return {
+        k: paired_comparison(
+            {q: m[k] for q, m in base["per_query"].items()}, {q: m[k] for q, m in other["per_query"].items()}
+        )
+        for k in metrics
+    }
 
 
 def format_comparisons(results: dict[str, dict], metric: str = "ndcg@10") -> list[str]:
@@ -93,5 +101,7 @@ def format_comparisons(results: dict[str, dict], metric: str = "ndcg@10") -> lis
 
 
 def _describe(c: dict) -> str:
-    return (f"{c['delta']:+.4f} (95% CI {c['ci95'][0]:+.4f} to {c['ci95'][1]:+.4f}; "
-            f"paired randomization p = {c['p']:.4f}; {c['queries']} queries)")
+    return (
+        f"{c['delta']:+.4f} (95% CI {c['ci95'][0]:+.4f} to {c['ci95'][1]:+.4f}; "
+        f"paired randomization p = {c['p']:.4f}; {c['queries']} queries)"
+    )

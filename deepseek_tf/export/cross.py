@@ -1,4 +1,5 @@
 """The cross-encoder's SavedModel export: one raw-string `score(query, doc)` endpoint."""
+
 from __future__ import annotations
 
 import shutil
@@ -15,8 +16,15 @@ from deepseek_tf.models.encoder import additive_attention_masks
 from deepseek_tf.retrieval.rerank import Reranker
 
 
-def export_cross_encoder(model, tokenizer, config: Config, output: str | Path, tolerance: float = 1e-5,
-                         check_texts: list[str] | None = None, overwrite: bool = False) -> dict:
+def export_cross_encoder(
+    model,
+    tokenizer,
+    config: Config,
+    output: str | Path,
+    tolerance: float = 1e-5,
+    check_texts: list[str] | None = None,
+    overwrite: bool = False,
+) -> dict:
     """SavedModel with one raw-string endpoint `score(query: string[N], doc: string[N]) -> float[N]`.
 
     Checked against the Keras model on held (query, doc) pairs; nothing is written when the
@@ -29,14 +37,21 @@ def export_cross_encoder(model, tokenizer, config: Config, output: str | Path, t
     archive = keras.export.ExportArchive()
     archive.track(model)
     archive.track(tokenizer)  # keeps the tensorflow-text lookup tables alive in the graph
-    archive.add_endpoint("score", reference._score_fn.python_function,
-                         input_signature=[tf.TensorSpec([None], tf.string, name="query"),
-                                          tf.TensorSpec([None], tf.string, name="doc")])
+    archive.add_endpoint(
+        "score",
+        reference._score_fn.python_function,
+        input_signature=[tf.TensorSpec([None], tf.string, name="query"), tf.TensorSpec([None], tf.string, name="doc")],
+    )
     tmp = output.with_name(output.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     archive.write_out(str(tmp), verbose=False)
-    texts = check_texts or ["summer dress", "What similarity laws must be obeyed for aeroelastic models?",
-                            "轻便笔记本", "Café naïve façade — 3.5 kg, 20% off!", ""]
+    texts = check_texts or [
+        "summer dress",
+        "What similarity laws must be obeyed for aeroelastic models?",
+        "轻便笔记本",
+        "Café naïve façade — 3.5 kg, 20% off!",
+        "",
+    ]
     queries, docs = [q for q in texts for _ in texts], [d for _ in texts for d in texts]
     want = reference.score_pairs(queries, docs)
     loaded = tf.saved_model.load(str(tmp))  # keep a reference: its variables die with it
@@ -44,9 +59,22 @@ def export_cross_encoder(model, tokenizer, config: Config, output: str | Path, t
     diff = float(np.max(np.abs(want.astype(np.float64) - got)))
     if not diff <= tolerance:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise UserError(f"export check failed: SavedModel score differs from Keras by {diff:.2e} "
-                        f"> tolerance {tolerance:.0e}; nothing written")
-    return publish(tmp, output, {"format": "saved_model", "kind": "cross_encoder", "endpoints": ["score"],
-                                 "pair_max_length": config.model.doc_max_length, "tolerance": tolerance,
-                                 "checks": {"score_max_abs_diff": diff}, "checks_passed": True,
-                                 "model_config": config_to_dict(config)["model"]}, overwrite)
+        raise UserError(
+            f"export check failed: SavedModel score differs from Keras by {diff:.2e} "
+            f"> tolerance {tolerance:.0e}; nothing written"
+        )
+    return publish(
+        tmp,
+        output,
+        {
+            "format": "saved_model",
+            "kind": "cross_encoder",
+            "endpoints": ["score"],
+            "pair_max_length": config.model.doc_max_length,
+            "tolerance": tolerance,
+            "checks": {"score_max_abs_diff": diff},
+            "checks_passed": True,
+            "model_config": config_to_dict(config)["model"],
+        },
+        overwrite,
+    )

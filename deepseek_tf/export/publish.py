@@ -4,6 +4,7 @@ An --output that already exists is replaced only when it is a previous export of
 (its deepseek_export.json, or a .tflite file's .json metadata) or with `overwrite`: anything
 else may be the user's own files, and deleting them is worse than refusing.
 """
+
 from __future__ import annotations
 
 import json
@@ -14,8 +15,10 @@ from deepseek_tf.errors import UserError
 from deepseek_tf.models.loading import EXPORT_META
 
 # Written into every SavedModel export's metadata (and quoted in the README).
-LOAD_NOTE = ("import tensorflow_text before tf.saved_model.load: the graph holds its tokenizer ops "
-             "(FastBertNormalize, FastWordpieceTokenizeWithOffsets), which that import registers")
+LOAD_NOTE = (
+    "import tensorflow_text before tf.saved_model.load: the graph holds its tokenizer ops "
+    "(FastBertNormalize, FastWordpieceTokenizeWithOffsets), which that import registers"
+)
 
 
 def _check_parent(output: Path) -> None:
@@ -35,11 +38,15 @@ def check_output_dir(output: str | Path, overwrite: bool = False) -> None:
     if overwrite or not output.exists() and not output.is_symlink():
         return
     if not output.is_dir():
-        raise UserError(f"--output {output}: an existing file, not a directory; nothing written "
-                        f"(choose another path or pass --overwrite)")
+        raise UserError(
+            f"--output {output}: an existing file, not a directory; nothing written "
+            f"(choose another path or pass --overwrite)"
+        )
     if any(output.iterdir()) and not (output / EXPORT_META).is_file():
-        raise UserError(f"--output {output}: directory is not empty and is not a previous export "
-                        f"(no {EXPORT_META}); nothing deleted (choose another path or pass --overwrite)")
+        raise UserError(
+            f"--output {output}: directory is not empty and is not a previous export "
+            f"(no {EXPORT_META}); nothing deleted (choose another path or pass --overwrite)"
+        )
 
 
 def check_output_files(paths: list[Path], overwrite: bool = False) -> None:
@@ -53,11 +60,15 @@ def check_output_files(paths: list[Path], overwrite: bool = False) -> None:
             if target.is_dir():
                 raise UserError(f"--output: {target} is a directory; nothing written")
         if path.exists() and not meta.is_file():
-            raise UserError(f"--output: {path} exists and is not a previous export (no {meta.name} beside it); "
-                            f"nothing written (choose another path or pass --overwrite)")
+            raise UserError(
+                f"--output: {path} exists and is not a previous export (no {meta.name} beside it); "
+                f"nothing written (choose another path or pass --overwrite)"
+            )
         if meta.exists() and not _is_our_meta(meta):
-            raise UserError(f"--output: {meta} exists and is not export metadata of ours; nothing written "
-                            f"(choose another path or pass --overwrite)")
+            raise UserError(
+                f"--output: {meta} exists and is not export metadata of ours; nothing written "
+                f"(choose another path or pass --overwrite)"
+            )
 
 
 def _is_our_meta(meta: Path) -> bool:

@@ -1,4 +1,5 @@
 """The quantization report: every TFLite mode exported and measured (size, latency, nDCG@10, cosine)."""
+
 from __future__ import annotations
 
 import json
@@ -42,9 +43,15 @@ def _p50_ms_per_text(embedders: dict, texts: list[str], tower: str) -> dict[str,
     return {m: float(np.percentile(t, 50)) for m, t in times.items()}
 
 
-def quantization_report(model: str | Path, dataset: str | Path, output: str | Path,
-                        modes: tuple[str, ...] = QUANT_MODES, split: str = "test",
-                        latency_texts: int = 100, overwrite: bool = False) -> dict:
+def quantization_report(
+    model: str | Path,
+    dataset: str | Path,
+    output: str | Path,
+    modes: tuple[str, ...] = QUANT_MODES,
+    split: str = "test",
+    latency_texts: int = 100,
+    overwrite: bool = False,
+) -> dict:
     """Exports every mode to OUTPUT-{float32,float16,dynamic-int8,int8}.{query,doc}.tflite and measures it.
 
     Per mode: file size; p50 latency of one text (queries and documents sampled from the
@@ -55,7 +62,6 @@ def quantization_report(model: str | Path, dataset: str | Path, output: str | Pa
     from deepseek_tf.console import progress  # a bar on a terminal, a line per mode in a log
     from deepseek_tf.data import load_beir
     from deepseek_tf.evaluate.report import dense_run, trec_metrics
-
     from deepseek_tf.export.publish import check_output_files
     from deepseek_tf.retrieval.tflite import tower_paths
 
@@ -83,15 +89,23 @@ def quantization_report(model: str | Path, dataset: str | Path, output: str | Pa
         run, stats = dense_run(embedders[mode], ds)
         means, _ = trec_metrics(ds.qrels, run)
         checks = exported[mode]["checks"]
-        rows[mode] = {"files": exported[mode]["paths"], "size_mb": exported[mode]["size_bytes"]["doc"] / 2**20,
-                      "ndcg@10": means["ndcg@10"], "recall@100": means["recall@100"], "queries": means["queries"],
-                      "min_cosine_to_keras": min(c["min_cosine"] for c in checks.values()),
-                      "max_abs_diff_to_keras": max(c["max_abs_diff"] for c in checks.values())}
+        rows[mode] = {
+            "files": exported[mode]["paths"],
+            "size_mb": exported[mode]["size_bytes"]["doc"] / 2**20,
+            "ndcg@10": means["ndcg@10"],
+            "recall@100": means["recall@100"],
+            "queries": means["queries"],
+            "min_cosine_to_keras": min(c["min_cosine"] for c in checks.values()),
+            "max_abs_diff_to_keras": max(c["max_abs_diff"] for c in checks.values()),
+        }
     base = embedders["none"].vectors
     for mode in modes:
         vecs = embedders[mode].vectors
-        cos = [float(np.dot(v, base[t][k]) / max(np.linalg.norm(v) * np.linalg.norm(base[t][k]), 1e-12))
-               for t in ("query", "doc") for k, v in vecs[t].items()]
+        cos = [
+            float(np.dot(v, base[t][k]) / max(np.linalg.norm(v) * np.linalg.norm(base[t][k]), 1e-12))
+            for t in ("query", "doc")
+            for k, v in vecs[t].items()
+        ]
         rows[mode]["mean_cosine_to_float32"] = float(np.mean(cos))
         rows[mode]["size_ratio"] = rows["none"]["size_mb"] / rows[mode]["size_mb"]
         rows[mode]["ndcg_ratio"] = rows[mode]["ndcg@10"] / max(rows["none"]["ndcg@10"], 1e-12)
@@ -106,10 +120,17 @@ def quantization_report(model: str | Path, dataset: str | Path, output: str | Pa
     import os
     import platform
 
-    report = {"model": str(model), "dataset": str(dataset), "split": split, "modes": rows, "failed": failed,
-              "latency_texts": latency_texts, "cpu": f"{platform.machine()} x{os.cpu_count()}",
-              "runtime": f"tensorflow.lite InterpreterWithCustomOps ({default_threads()} threads)",
-              "tolerances": {m: list(TOLERANCES[m]) for m in modes}}
+    report = {
+        "model": str(model),
+        "dataset": str(dataset),
+        "split": split,
+        "modes": rows,
+        "failed": failed,
+        "latency_texts": latency_texts,
+        "cpu": f"{platform.machine()} x{os.cpu_count()}",
+        "runtime": f"tensorflow.lite InterpreterWithCustomOps ({default_threads()} threads)",
+        "tolerances": {m: list(TOLERANCES[m]) for m in modes},
+    }
     report["markdown"] = format_report(report)
     out = Path(output)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -122,17 +143,24 @@ def quantization_report(model: str | Path, dataset: str | Path, output: str | Pa
 
 
 def format_report(report: dict) -> str:
-    head = ("| mode | file MB (per tower) | × smaller | p50 ms/query | p50 ms/doc | nDCG@10 | × float32 nDCG "
-            "| mean cos to float32 | min cos to Keras |")
-    lines = [f"Model `{report['model']}`, {report['dataset']} ({report['split']}), CPU {report['cpu']}, "
-             f"p50 over {report['latency_texts']} single texts per tower.", "", head, "|---" * 9 + "|"]
+    head = (
+        "| mode | file MB (per tower) | × smaller | p50 ms/query | p50 ms/doc | nDCG@10 | × float32 nDCG "
+        "| mean cos to float32 | min cos to Keras |"
+    )
+    lines = [
+        f"Model `{report['model']}`, {report['dataset']} ({report['split']}), CPU {report['cpu']}, "
+        f"p50 over {report['latency_texts']} single texts per tower.",
+        "",
+        head,
+        "|---" * 9 + "|",
+    ]
     for mode, r in report["modes"].items():
-        lines.append(f"| {FILE_LABELS[mode]} | {r['size_mb']:.1f} | {r['size_ratio']:.2f} | {r['p50_ms_query']:.2f} "
-                     f"| {r['p50_ms_doc']:.2f} | {r['ndcg@10']:.4f} | {r['ndcg_ratio']:.3f} "
-                     f"| {r['mean_cosine_to_float32']:.4f} | {r['min_cosine_to_keras']:.4f} |")
+        lines.append(
+            f"| {FILE_LABELS[mode]} | {r['size_mb']:.1f} | {r['size_ratio']:.2f} | {r['p50_ms_query']:.2f} "
+            f"| {r['p50_ms_doc']:.2f} | {r['ndcg@10']:.4f} | {r['ndcg_ratio']:.3f} "
+            f"| {r['mean_cosine_to_float32']:.4f} | {r['min_cosine_to_keras']:.4f} |"
+        )
     for mode, message in report.get("failed", {}).items():
         why = message.removeprefix("export check failed: ").removesuffix("; nothing written")
         lines.append(f"| {FILE_LABELS[mode]} | not written: {why} |" + " |" * 7)
     return "\n".join(lines)
-
-

@@ -7,6 +7,7 @@ score(query, doc) -> (N,) float32. `--format tflite` writes one raw-string file 
 and nothing is written when outputs drift past the tolerance. `--report` exports every
 TFLite quantization mode and measures size, latency, nDCG@10 and cosine to float32.
 """
+
 from __future__ import annotations
 
 import shutil
@@ -65,8 +66,11 @@ def build_archive(model, tokenizer, query_max_length: int, doc_max_length: int):
 
     archive.add_endpoint("encode_query", query_fn, input_signature=[spec])
     archive.add_endpoint("encode_doc", doc_fn, input_signature=[spec])
-    archive.add_endpoint("score", score_fn, input_signature=[tf.TensorSpec([None], tf.string, name="query"),
-                                                            tf.TensorSpec([None], tf.string, name="doc")])
+    archive.add_endpoint(
+        "score",
+        score_fn,
+        input_signature=[tf.TensorSpec([None], tf.string, name="query"), tf.TensorSpec([None], tf.string, name="doc")],
+    )
     return archive
 
 
@@ -77,8 +81,8 @@ def max_abs_diff(a: np.ndarray, b: np.ndarray) -> float:
 def load_for_export(spec: str | Path):
     """MODEL (trained model/ dir or preset) -> (keras model, Tokenizer, Config), built."""
     from deepseek_tf.models import preset_model
-    from deepseek_tf.models.loading import load_trained
     from deepseek_tf.models.backbones import PRESETS
+    from deepseek_tf.models.loading import load_trained
 
     model_dir = Path(str(spec))
     if str(spec) not in PRESETS:
@@ -106,16 +110,23 @@ def _reference(model, tokenizer, config):
 
 def _base_meta(tokenizer, config, reference) -> dict:
     m = config.model
-    return {"embedding_dim": int(reference.encode(["x"], "query").shape[-1]),
-            "query_max_length": m.query_max_length, "doc_max_length": m.doc_max_length,
-            "tokenizer": "wordpiece" if getattr(tokenizer, "vocab", None) is not None else "sentencepiece",
-            "vocab_size": tokenizer.vocab_size, "vocab_sha256": _vocab_hash(tokenizer),
-            "lowercase": tokenizer.lowercase, "query_prefix": tokenizer.query_prefix,
-            "doc_prefix": tokenizer.doc_prefix, "model_config": _config_dict(config)}
+    return {
+        "embedding_dim": int(reference.encode(["x"], "query").shape[-1]),
+        "query_max_length": m.query_max_length,
+        "doc_max_length": m.doc_max_length,
+        "tokenizer": "wordpiece" if getattr(tokenizer, "vocab", None) is not None else "sentencepiece",
+        "vocab_size": tokenizer.vocab_size,
+        "vocab_sha256": _vocab_hash(tokenizer),
+        "lowercase": tokenizer.lowercase,
+        "query_prefix": tokenizer.query_prefix,
+        "doc_prefix": tokenizer.doc_prefix,
+        "model_config": _config_dict(config),
+    }
 
 
-def export_saved_model(model_dir: str | Path, output: str | Path, tolerance: float = 1e-5,
-                       overwrite: bool = False) -> dict:
+def export_saved_model(
+    model_dir: str | Path, output: str | Path, tolerance: float = 1e-5, overwrite: bool = False
+) -> dict:
     """Writes a raw-string SavedModel to `output` after checking it matches the Keras model.
 
     An existing `output` is replaced only if it is a previous export (or `overwrite`)."""
@@ -139,10 +150,22 @@ def export_saved_model(model_dir: str | Path, output: str | Path, tolerance: flo
         checks[f"{tower}_max_abs_diff"] = max_abs_diff(want, got)
     if not max(checks.values()) <= tolerance:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise UserError(f"export check failed: SavedModel differs from Keras by {max(checks.values()):.2e} "
-                        f"> tolerance {tolerance:.0e}; nothing written")
-    return publish(tmp, output, {"format": "saved_model", **_base_meta(tokenizer, config, reference),
-                                 "tolerance": tolerance, "checks": checks, "checks_passed": True}, overwrite)
+        raise UserError(
+            f"export check failed: SavedModel differs from Keras by {max(checks.values()):.2e} "
+            f"> tolerance {tolerance:.0e}; nothing written"
+        )
+    return publish(
+        tmp,
+        output,
+        {
+            "format": "saved_model",
+            **_base_meta(tokenizer, config, reference),
+            "tolerance": tolerance,
+            "checks": checks,
+            "checks_passed": True,
+        },
+        overwrite,
+    )
 
 
 def _vocab_hash(tokenizer) -> str:

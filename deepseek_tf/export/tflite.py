@@ -13,6 +13,7 @@ runtime whose interpreter cannot take these kernels.
 A conversion that merely succeeds proves nothing (a wrongly frozen graph gives -inf), so
 every file is run on held texts and compared with the Keras model before it is written.
 """
+
 from __future__ import annotations
 
 import json
@@ -25,8 +26,7 @@ import tensorflow as tf
 
 from deepseek_tf.errors import UserError
 from deepseek_tf.retrieval.embedders import Embedder
-from deepseek_tf.retrieval.tflite import (TOWERS, TFLiteScorer, _Runner, _native_stderr_silenced, meta_path,
-                                         tower_paths)
+from deepseek_tf.retrieval.tflite import TOWERS, TFLiteScorer, _native_stderr_silenced, _Runner, meta_path, tower_paths
 
 QUANT_MODES = ("none", "float16", "dynamic", "int8")
 # Per mode: (check, bound). "max_abs_diff" must stay <= bound; "min_cosine" >= bound.
@@ -40,8 +40,9 @@ TOLERANCES: dict[str, tuple[str, float]] = {
 CALIBRATION_TEXTS = 64  # per tower, for --quantize int8
 
 
-def convert(saved_model: str | Path, signature: str, quantize: str = "none",
-            calibration: list[dict[str, str]] | None = None) -> bytes:
+def convert(
+    saved_model: str | Path, signature: str, quantize: str = "none", calibration: list[dict[str, str]] | None = None
+) -> bytes:
     """One SavedModel endpoint -> .tflite bytes.
 
     int8 is full-integer post-training quantization (weights and activations, calibrated
@@ -62,8 +63,9 @@ def convert(saved_model: str | Path, signature: str, quantize: str = "none",
     if quantize == "int8":
         if not calibration:
             raise UserError("--quantize int8 needs calibration texts (--dataset DIR)")
-        converter.representative_dataset = lambda: ({name: tf.constant([text]) for name, text in sample.items()}
-                                                    for sample in calibration)
+        converter.representative_dataset = lambda: (
+            {name: tf.constant([text]) for name, text in sample.items()} for sample in calibration
+        )
         # The calibrator runs the float model, tokenizer included, so it needs the kernels too.
         converter.target_spec._experimental_custom_op_registerers = tft.tflite_registrar.SELECT_TFTEXT_OPS
     try:
@@ -71,20 +73,24 @@ def convert(saved_model: str | Path, signature: str, quantize: str = "none",
             warnings.simplefilter("ignore")
             return converter.convert()
     except Exception as e:  # the converter raises assorted types with multi-line messages
-        raise UserError(f"TFLite conversion of {signature} ({quantize}) failed: "
-                        f"{str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}") from None
+        raise UserError(
+            f"TFLite conversion of {signature} ({quantize}) failed: "
+            f"{str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}"
+        ) from None
 
 
 def compare(want: np.ndarray, got: np.ndarray) -> dict[str, float]:
     """Row-wise agreement: max |want - got| and cos(want_i, got_i) = w·g / (|w| |g|)."""
     want, got = np.asarray(want, np.float64), np.asarray(got, np.float64)
     cos = np.sum(want * got, -1) / np.maximum(np.linalg.norm(want, axis=-1) * np.linalg.norm(got, axis=-1), 1e-12)
-    return {"max_abs_diff": float(np.max(np.abs(want - got))), "min_cosine": float(np.min(cos)),
-            "mean_cosine": float(np.mean(cos))}
+    return {
+        "max_abs_diff": float(np.max(np.abs(want - got))),
+        "min_cosine": float(np.min(cos)),
+        "mean_cosine": float(np.mean(cos)),
+    }
 
 
-def verify(runner: _Runner, want: np.ndarray, texts: list[str], quantize: str,
-           tolerance: float | None = None) -> dict:
+def verify(runner: _Runner, want: np.ndarray, texts: list[str], quantize: str, tolerance: float | None = None) -> dict:
     """Runs `texts` as one batch and one at a time; all rows must agree with `want` (Keras)."""
     got = runner(texts)  # (N, D)
     if not np.all(np.isfinite(got)):
@@ -94,18 +100,23 @@ def verify(runner: _Runner, want: np.ndarray, texts: list[str], quantize: str,
     alone = compare(want, single)
     check, bound = TOLERANCES[quantize]
     bound = bound if tolerance is None else tolerance
-    worst = (max(figures[check], alone[check]) if check == "max_abs_diff"
-             else min(figures[check], alone[check]))
+    worst = max(figures[check], alone[check]) if check == "max_abs_diff" else min(figures[check], alone[check])
     passed = worst <= bound if check == "max_abs_diff" else worst >= bound
-    return {"passed": bool(passed), "check": check, "bound": bound, "worst": worst, **figures,
-            "batch_of_one_max_abs_diff": alone["max_abs_diff"]}
+    return {
+        "passed": bool(passed),
+        "check": check,
+        "bound": bound,
+        "worst": worst,
+        **figures,
+        "batch_of_one_max_abs_diff": alone["max_abs_diff"],
+    }
 
 
 def calibration_texts(dataset: str | Path | None, n: int = CALIBRATION_TEXTS) -> dict[str, list[str]] | None:
     """A fixed sample of queries and documents from a BEIR dir (seeded, so exports repeat)."""
     if dataset is None:
         return None
-    from deepseek_tf.data.beir import read_jsonl, normalize_text
+    from deepseek_tf.data.beir import normalize_text, read_jsonl
 
     directory = Path(dataset)
     if not (directory / "corpus.jsonl").is_file() or not (directory / "queries.jsonl").is_file():
@@ -118,9 +129,16 @@ def calibration_texts(dataset: str | Path | None, n: int = CALIBRATION_TEXTS) ->
     return {"query": pick(queries), "doc": pick(docs)}
 
 
-def write_tflite(saved_model: str | Path, reference: Embedder, output: str | Path, quantize: str,
-                 check_texts: list[str], base_meta: dict, calibration: dict[str, list[str]] | None = None,
-                 tolerance: float | None = None) -> dict:
+def write_tflite(
+    saved_model: str | Path,
+    reference: Embedder,
+    output: str | Path,
+    quantize: str,
+    check_texts: list[str],
+    base_meta: dict,
+    calibration: dict[str, list[str]] | None = None,
+    tolerance: float | None = None,
+) -> dict:
     """Converts both towers, verifies them, then writes files + metadata (all or nothing)."""
     paths = tower_paths(output)
     if quantize == "int8" and not calibration:
@@ -137,29 +155,49 @@ def write_tflite(saved_model: str | Path, reference: Embedder, output: str | Pat
             c = checks[tower]
             sign = "<=" if c.get("check") == "max_abs_diff" else ">="
             what = c.get("check", c.get("reason"))
-            raise UserError(f"export check failed: {tower} tower ({quantize}) {what} {c.get('worst', float('nan')):.4g}, "
-                            f"needs {sign} {c.get('bound', 0):.4g}; nothing written")
+            raise UserError(
+                f"export check failed: {tower} tower ({quantize}) {what} {c.get('worst', float('nan')):.4g}, "
+                f"needs {sign} {c.get('bound', 0):.4g}; nothing written"
+            )
     names = {t: p.name for t, p in paths.items()}
     written = {}
     for tower, path in paths.items():
         path.parent.mkdir(parents=True, exist_ok=True)
-        meta = {**base_meta, "format": "tflite", "tower": tower, "quantization": quantize,
-                "tower_files": names, "max_length": base_meta[f"{tower}_max_length"],
-                "size_bytes": len(blobs[tower]), "checks": checks, "checks_passed": True,
-                "check_texts": len(check_texts), "calibration_texts": len((calibration or {}).get(tower, [])),
-                "runtime": "tensorflow.lite InterpreterWithCustomOps + tensorflow_text SELECT_TFTEXT_OPS"}
+        meta = {
+            **base_meta,
+            "format": "tflite",
+            "tower": tower,
+            "quantization": quantize,
+            "tower_files": names,
+            "max_length": base_meta[f"{tower}_max_length"],
+            "size_bytes": len(blobs[tower]),
+            "checks": checks,
+            "checks_passed": True,
+            "check_texts": len(check_texts),
+            "calibration_texts": len((calibration or {}).get(tower, [])),
+            "runtime": "tensorflow.lite InterpreterWithCustomOps + tensorflow_text SELECT_TFTEXT_OPS",
+        }
         for target, data in ((path, blobs[tower]), (meta_path(path), json.dumps(meta, indent=2).encode())):
             tmp = target.with_name(target.name + ".tmp")
             tmp.write_bytes(data)
             written[tmp] = target
     for tmp, target in written.items():
         tmp.replace(target)
-    return {"paths": {t: str(p) for t, p in paths.items()}, "checks": checks,
-            "size_bytes": {t: len(b) for t, b in blobs.items()}}
+    return {
+        "paths": {t: str(p) for t, p in paths.items()},
+        "checks": checks,
+        "size_bytes": {t: len(b) for t, b in blobs.items()},
+    }
 
 
-def verify_scores(scorer: TFLiteScorer, want: np.ndarray, queries: list[str], docs: list[str], quantize: str,
-                  tolerance: float | None = None) -> dict:
+def verify_scores(
+    scorer: TFLiteScorer,
+    want: np.ndarray,
+    queries: list[str],
+    docs: list[str],
+    quantize: str,
+    tolerance: float | None = None,
+) -> dict:
     """Scores are logits, not unit vectors: float32 must match to max |diff|; quantized files
     must keep the ordering, measured as Pearson r = cos(want - mean, got - mean) over the pairs."""
     got = scorer(queries, docs)
@@ -171,8 +209,15 @@ def verify_scores(scorer: TFLiteScorer, want: np.ndarray, queries: list[str], do
     bound = bound if tolerance is None else tolerance
     worst = diff if check == "max_abs_diff" else pearson
     passed = np.all(np.isfinite(got)) and (worst <= bound if check == "max_abs_diff" else worst >= bound)
-    return {"passed": bool(passed), "check": check if check == "max_abs_diff" else "pearson", "bound": bound,
-            "worst": worst, "max_abs_diff": diff, "pearson": pearson, "pairs": len(queries)}
+    return {
+        "passed": bool(passed),
+        "check": check if check == "max_abs_diff" else "pearson",
+        "bound": bound,
+        "worst": worst,
+        "max_abs_diff": diff,
+        "pearson": pearson,
+        "pairs": len(queries),
+    }
 
 
 def cross_path(output: str | Path) -> Path:
@@ -181,9 +226,16 @@ def cross_path(output: str | Path) -> Path:
     return output if output.suffix == ".tflite" else output.with_name(output.name + ".tflite")
 
 
-def write_cross_tflite(saved_model: str | Path, reference, output: str | Path, quantize: str,
-                       check_texts: list[str], base_meta: dict, calibration: dict[str, list[str]] | None = None,
-                       tolerance: float | None = None) -> dict:
+def write_cross_tflite(
+    saved_model: str | Path,
+    reference,
+    output: str | Path,
+    quantize: str,
+    check_texts: list[str],
+    base_meta: dict,
+    calibration: dict[str, list[str]] | None = None,
+    tolerance: float | None = None,
+) -> dict:
     """Converts a cross-encoder SavedModel's `score` endpoint to PREFIX.tflite (+ PREFIX.json).
 
     `reference` is a `rerank.Reranker` on the Keras model; held pairs are every check text
@@ -197,16 +249,24 @@ def write_cross_tflite(saved_model: str | Path, reference, output: str | Path, q
     blob = convert(saved_model, "score", quantize, cal_pairs)
     queries = [q for q in check_texts for _ in check_texts]
     docs = [d for _ in check_texts for d in check_texts]
-    check = verify_scores(TFLiteScorer(blob), reference.score_pairs(queries, docs), queries, docs,
-                          quantize, tolerance)
+    check = verify_scores(TFLiteScorer(blob), reference.score_pairs(queries, docs), queries, docs, quantize, tolerance)
     if not check["passed"]:
         sign = "<=" if check["check"] == "max_abs_diff" else ">="
-        raise UserError(f"export check failed: cross-encoder ({quantize}) {check['check']} {check['worst']:.4g}, "
-                        f"needs {sign} {check['bound']:.4g}; nothing written")
-    meta = {**base_meta, "format": "tflite", "kind": "cross_encoder", "quantization": quantize,
-            "size_bytes": len(blob), "checks": {"score": check}, "checks_passed": True,
-            "calibration_pairs": len(cal_pairs),
-            "runtime": "tensorflow.lite InterpreterWithCustomOps + tensorflow_text SELECT_TFTEXT_OPS"}
+        raise UserError(
+            f"export check failed: cross-encoder ({quantize}) {check['check']} {check['worst']:.4g}, "
+            f"needs {sign} {check['bound']:.4g}; nothing written"
+        )
+    meta = {
+        **base_meta,
+        "format": "tflite",
+        "kind": "cross_encoder",
+        "quantization": quantize,
+        "size_bytes": len(blob),
+        "checks": {"score": check},
+        "checks_passed": True,
+        "calibration_pairs": len(cal_pairs),
+        "runtime": "tensorflow.lite InterpreterWithCustomOps + tensorflow_text SELECT_TFTEXT_OPS",
+    }
     path.parent.mkdir(parents=True, exist_ok=True)
     for target, data in ((path, blob), (meta_path(path), json.dumps(meta, indent=2).encode())):
         target.with_name(target.name + ".tmp").write_bytes(data)

@@ -1,4 +1,5 @@
 """`export_tflite`: a dual encoder's towers (or a cross-encoder) as verified raw-string `.tflite` files."""
+
 from __future__ import annotations
 
 import shutil
@@ -7,8 +8,15 @@ from pathlib import Path
 
 from deepseek_tf.errors import UserError
 from deepseek_tf.export.publish import check_output_files
-from deepseek_tf.export.saved_model import (HELD_TEXTS, _base_meta, _config_dict, _reference, _vocab_hash,
-                                            build_archive, load_for_export)
+from deepseek_tf.export.saved_model import (
+    HELD_TEXTS,
+    _base_meta,
+    _config_dict,
+    _reference,
+    _vocab_hash,
+    build_archive,
+    load_for_export,
+)
 from deepseek_tf.export.tflite import QUANT_MODES, calibration_texts, cross_path, write_cross_tflite, write_tflite
 from deepseek_tf.retrieval.tflite import tower_paths
 from deepseek_tf.text.sentencepiece_lite import for_tflite
@@ -21,9 +29,11 @@ class _Prepared:
         self.model, self.tokenizer, self.config = loaded or load_for_export(spec)
         if self.config.model.kind != "dual_encoder":
             # export_tflite sends cross-encoders elsewhere; only the tower report lands here
-            raise UserError(f"--report measures dual-encoder towers and {spec} is a {self.config.model.kind}: "
-                            f"export it with --quantize MODE and score the file with "
-                            f"`evaluate --rerank FILE.tflite` (docs/results.md)")
+            raise UserError(
+                f"--report measures dual-encoder towers and {spec} is a {self.config.model.kind}: "
+                f"export it with --quantize MODE and score the file with "
+                f"`evaluate --rerank FILE.tflite` (docs/results.md)"
+            )
         m = self.config.model
         self.reference = _reference(self.model, self.tokenizer, self.config)
         self.base_meta = _base_meta(self.tokenizer, self.config, self.reference)
@@ -31,18 +41,26 @@ class _Prepared:
         self.saved_model = Path(self.tmpdir) / "saved_model"
         # SentencePiece runs as its lite twin: the same ids on ops that have TFLite kernels
         build_archive(self.model, for_tflite(self.tokenizer), m.query_max_length, m.doc_max_length).write_out(
-            str(self.saved_model), verbose=False)
+            str(self.saved_model), verbose=False
+        )
 
     def write(self, output: str | Path, quantize: str, calibration=None, tolerance: float | None = None) -> dict:
-        return write_tflite(self.saved_model, self.reference, output, quantize, HELD_TEXTS,
-                            self.base_meta, calibration, tolerance)
+        return write_tflite(
+            self.saved_model, self.reference, output, quantize, HELD_TEXTS, self.base_meta, calibration, tolerance
+        )
 
     def close(self) -> None:
         shutil.rmtree(self.tmpdir, ignore_errors=True)
 
 
-def export_tflite(model: str | Path, output: str | Path, quantize: str = "none", dataset: str | None = None,
-                  tolerance: float | None = None, overwrite: bool = False) -> dict:
+def export_tflite(
+    model: str | Path,
+    output: str | Path,
+    quantize: str = "none",
+    dataset: str | None = None,
+    tolerance: float | None = None,
+    overwrite: bool = False,
+) -> dict:
     """Writes PREFIX.query.tflite / PREFIX.doc.tflite (+ .json metadata) after verifying them.
 
     Existing files are replaced only when they are a previous export (their .json beside them)
@@ -72,12 +90,23 @@ def _export_cross_tflite(model, tokenizer, config, output, quantize: str, calibr
     tmpdir = Path(tempfile.mkdtemp(prefix="deepseek_export_"))
     try:
         export_cross_encoder(model, tokenizer, config, tmpdir / "saved_model")
-        base = {"pair_max_length": config.model.doc_max_length, "query_max_length": config.model.query_max_length,
-                "vocab_size": tokenizer.vocab_size, "vocab_sha256": _vocab_hash(tokenizer),
-                "lowercase": tokenizer.lowercase, "model_config": _config_dict(config)}
-        return write_cross_tflite(tmpdir / "saved_model", Reranker.from_keras(model, tokenizer, config), output,
-                                  quantize, HELD_TEXTS, base, calibration, tolerance)
+        base = {
+            "pair_max_length": config.model.doc_max_length,
+            "query_max_length": config.model.query_max_length,
+            "vocab_size": tokenizer.vocab_size,
+            "vocab_sha256": _vocab_hash(tokenizer),
+            "lowercase": tokenizer.lowercase,
+            "model_config": _config_dict(config),
+        }
+        return write_cross_tflite(
+            tmpdir / "saved_model",
+            Reranker.from_keras(model, tokenizer, config),
+            output,
+            quantize,
+            HELD_TEXTS,
+            base,
+            calibration,
+            tolerance,
+        )
     finally:
         shutil.rmtree(tmpdir, ignore_errors=True)
-
-

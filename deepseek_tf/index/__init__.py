@@ -4,6 +4,7 @@ backend (exact, faiss HNSW or IVF-PQ), a BM25 index with its analyzer and a docu
 and writes the manifest last. `load_built_index` opens one for search.
 
 The same encode step runs as an Apache Beam pipeline (`deepseek_tf.index.beam`)."""
+
 from __future__ import annotations
 
 from deepseek_tf.index.build import build_index

@@ -13,6 +13,7 @@ driver's. On a distributed runner --output and a path MODEL must be the same sha
 the driver and every worker (NFS, gcsfuse, ...), and workers need deepseek_tf installed
 (a container image or `--setup_file`). Needs `pip install 'deepseek_tf[beam]'`.
 """
+
 from __future__ import annotations
 
 import logging
@@ -26,7 +27,6 @@ from deepseek_tf.errors import UserError
 from deepseek_tf.index.build import shard_stream, start_build
 from deepseek_tf.index.finish import finish
 from deepseek_tf.index.shards import read_docs, verify_shard, write_docs, write_vectors
-
 
 _root = logging.getLogger()
 _level = _root.level
@@ -58,8 +58,10 @@ class EncodeDoFn(beam.DoFn):
 
         self.embedder = load_embedder(self.model)
         if self.embedder.fingerprint != self.fingerprint:
-            raise UserError(f"--model {self.model}: on this worker its fingerprint is {self.embedder.fingerprint}, "
-                            f"on the driver {self.fingerprint}; workers must see the same model")
+            raise UserError(
+                f"--model {self.model}: on this worker its fingerprint is {self.embedder.fingerprint}, "
+                f"on the driver {self.fingerprint}; workers must see the same model"
+            )
 
     def process(self, batch):
         vectors = self.embedder.encode_docs([t for _, _, t in batch], batch_size=len(batch))  # (batch, dim)
@@ -83,18 +85,21 @@ class WriteShardDoFn(beam.DoFn):
 
 def encode_pipeline(pipeline, model: str, output: Path, shards: list[int], settings: dict, batch_size: int):
     """Adds the encode step for `shards` to `pipeline`; returns the PCollection of written shard numbers."""
-    return (pipeline
-            | "shards" >> beam.Create(shards)
-            | "spread" >> beam.Reshuffle()
-            | "texts" >> beam.FlatMap(shard_texts, str(output))
-            | "batch" >> beam.BatchElements(min_batch_size=1, max_batch_size=batch_size)
-            | "encode" >> beam.ParDo(EncodeDoFn(model, settings["model_fingerprint"]))
-            | "by shard" >> beam.GroupByKey()
-            | "write" >> beam.ParDo(WriteShardDoFn(str(output), settings)))
+    return (
+        pipeline
+        | "shards" >> beam.Create(shards)
+        | "spread" >> beam.Reshuffle()
+        | "texts" >> beam.FlatMap(shard_texts, str(output))
+        | "batch" >> beam.BatchElements(min_batch_size=1, max_batch_size=batch_size)
+        | "encode" >> beam.ParDo(EncodeDoFn(model, settings["model_fingerprint"]))
+        | "by shard" >> beam.GroupByKey()
+        | "write" >> beam.ParDo(WriteShardDoFn(str(output), settings))
+    )
 
 
-def run_encode(model: str, output: Path, shards: list[int], settings: dict, batch_size: int, runner: str,
-               pipeline_args: list[str]) -> None:
+def run_encode(
+    model: str, output: Path, shards: list[int], settings: dict, batch_size: int, runner: str, pipeline_args: list[str]
+) -> None:
     options = PipelineOptions(list(pipeline_args), runner=runner)
     try:
         with beam.Pipeline(options=options) as pipeline:
@@ -103,16 +108,27 @@ def run_encode(model: str, output: Path, shards: list[int], settings: dict, batc
         raise
     except Exception as e:  # a worker's error arrives wrapped in the runner's own exception
         lines = [line for line in str(e).splitlines() if line.strip()]
-        raise UserError(f"the Beam pipeline failed on {runner}: {lines[-1] if lines else e.__class__.__name__}") from None
+        raise UserError(
+            f"the Beam pipeline failed on {runner}: {lines[-1] if lines else e.__class__.__name__}"
+        ) from None
 
 
-def build_index_beam(model: str, corpus: str | Path, output: str | Path, runner: str = "DirectRunner",
-                     pipeline_args: list[str] | None = None, backend: str = "exact", analyzer: str = "default",
-                     shard_size: int = 10000, batch_size: int = 64, verbose: bool = True, **backend_params) -> dict:
+def build_index_beam(
+    model: str,
+    corpus: str | Path,
+    output: str | Path,
+    runner: str = "DirectRunner",
+    pipeline_args: list[str] | None = None,
+    backend: str = "exact",
+    analyzer: str = "default",
+    shard_size: int = 10000,
+    batch_size: int = 64,
+    verbose: bool = True,
+    **backend_params,
+) -> dict:
     """`build_index` with the encoding run as a Beam pipeline on RUNNER; same files, same manifest
     (its build.runner names the runner). Resumes like the local build: finished shards are skipped."""
-    plan, done = start_build(model, corpus, output, backend, analyzer, shard_size, batch_size, verbose,
-                             backend_params)
+    plan, done = start_build(model, corpus, output, backend, analyzer, shard_size, batch_size, verbose, backend_params)
     if done is not None:
         return done
     pending, shards = [], 0
@@ -133,5 +149,18 @@ def build_index_beam(model: str, corpus: str | Path, output: str | Path, runner:
     for i in pending:
         if verify_shard(plan.output, i, plan.settings) is None:
             raise UserError(f"the Beam pipeline finished without writing shard {i:05d}; run the build again")
-    return finish(plan.output, plan.settings, shards, plan.embedder, backend, analyzer, plan.backend_params,
-                  plan.corpus, plan.dropped, plan.started, encode_s, plan.say, runner=runner)
+    return finish(
+        plan.output,
+        plan.settings,
+        shards,
+        plan.embedder,
+        backend,
+        analyzer,
+        plan.backend_params,
+        plan.corpus,
+        plan.dropped,
+        plan.started,
+        encode_s,
+        plan.say,
+        runner=runner,
+    )

@@ -10,6 +10,7 @@ The corpus is streamed: one shard's texts are in memory at a time. A shard's tex
 sorted by length, `batch_size` at a time, so its vectors depend only on its texts and a resumed
 build writes the same bytes as an uninterrupted one.
 """
+
 from __future__ import annotations
 
 import json
@@ -37,6 +38,7 @@ KILL_AFTER_ENV = "DEEPSEEK_TF_INDEX_KILL_AFTER_SHARDS"
 @dataclass
 class Plan:
     """What one build run works with; shared by the local build and the Beam pipeline."""
+
     model: str
     corpus: Path
     output: Path
@@ -62,20 +64,35 @@ def check_args(backend: str, analyzer: str, shard_size: int, batch_size: int, ba
         raise UserError("--shard-size and --batch-size must be >= 1")
     unknown = sorted(set(backend_params) - set(PARAMS[backend]))
     if unknown:
-        raise UserError(f"--backend {backend} has no parameter {', '.join(unknown)} "
-                        f"(its parameters: {', '.join(PARAMS[backend]) or 'none'})")
+        raise UserError(
+            f"--backend {backend} has no parameter {', '.join(unknown)} "
+            f"(its parameters: {', '.join(PARAMS[backend]) or 'none'})"
+        )
 
 
 def check_output(output: Path) -> None:
     if output.exists() and not output.is_dir():
         raise UserError(f"--output {output} is a file, not a directory")
-    if output.is_dir() and any(output.iterdir()) and not (output / MANIFEST).exists() \
-            and not (output / SHARD_DIR).is_dir():
+    if (
+        output.is_dir()
+        and any(output.iterdir())
+        and not (output / MANIFEST).exists()
+        and not (output / SHARD_DIR).is_dir()
+    ):
         raise UserError(f"--output {output} is a non-empty directory that holds no index; choose another")
 
 
-def plan_build(model: str, corpus: str | Path, output: str | Path, backend: str, analyzer: str, shard_size: int,
-               batch_size: int, verbose: bool, backend_params: dict) -> Plan:
+def plan_build(
+    model: str,
+    corpus: str | Path,
+    output: str | Path,
+    backend: str,
+    analyzer: str,
+    shard_size: int,
+    batch_size: int,
+    verbose: bool,
+    backend_params: dict,
+) -> Plan:
     """Checks every argument before anything is written, loads the embedder, hashes the corpus."""
     from deepseek_tf.retrieval.artifacts import load_embedder
 
@@ -83,10 +100,26 @@ def plan_build(model: str, corpus: str | Path, output: str | Path, backend: str,
     corpus, output = check_corpus(corpus), Path(output)
     check_output(output)
     embedder = load_embedder(model)
-    settings = {"model": model_spec(model), "model_fingerprint": embedder.fingerprint,
-                "corpus_sha256": file_sha256(corpus), "shard_size": shard_size}
-    return Plan(model, corpus, output, backend, analyzer, shard_size, batch_size, dict(backend_params), embedder,
-                settings, stderr_sayer(verbose), verbose)
+    settings = {
+        "model": model_spec(model),
+        "model_fingerprint": embedder.fingerprint,
+        "corpus_sha256": file_sha256(corpus),
+        "shard_size": shard_size,
+    }
+    return Plan(
+        model,
+        corpus,
+        output,
+        backend,
+        analyzer,
+        shard_size,
+        batch_size,
+        dict(backend_params),
+        embedder,
+        settings,
+        stderr_sayer(verbose),
+        verbose,
+    )
 
 
 def finished_manifest(plan: Plan) -> dict | None:
@@ -102,9 +135,12 @@ def finished_manifest(plan: Plan) -> dict | None:
         return None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise UserError(f"{path}: not a deepseek_tf index manifest; choose another --output")
-    same = all(manifest.get(k) == v for k, v in plan.settings.items() if k != "model") \
-        and manifest.get("backend") == plan.backend and manifest.get("analyzer_setting") == plan.analyzer \
+    same = (
+        all(manifest.get(k) == v for k, v in plan.settings.items() if k != "model")
+        and manifest.get("backend") == plan.backend
+        and manifest.get("analyzer_setting") == plan.analyzer
         and all(manifest.get("backend_params", {}).get(k) == int(v) for k, v in plan.backend_params.items())
+    )
     if same:
         from deepseek_tf.index.built import load_built_index
 
@@ -141,8 +177,10 @@ def encode_shards(plan: Plan) -> tuple[int, float]:
         encode_s += took
         written += 1
         rate = done_docs / max(time.perf_counter() - t_start, 1e-9)
-        plan.say(f"shard {i:05d}: {len(docs)} documents in {took:.1f} s ({len(docs) / max(took, 1e-9):.0f} docs/s); "
-                 f"{done_docs}/~{total_docs} documents, ETA {format_eta(max(total_docs - done_docs, 0) / rate)}")
+        plan.say(
+            f"shard {i:05d}: {len(docs)} documents in {took:.1f} s ({len(docs) / max(took, 1e-9):.0f} docs/s); "
+            f"{done_docs}/~{total_docs} documents, ETA {format_eta(max(total_docs - done_docs, 0) / rate)}"
+        )
         if kill_after and written >= kill_after:
             os.kill(os.getpid(), signal.SIGKILL)
     if shards == 0:
@@ -150,8 +188,17 @@ def encode_shards(plan: Plan) -> tuple[int, float]:
     return shards, encode_s
 
 
-def start_build(model: str, corpus: str | Path, output: str | Path, backend: str, analyzer: str, shard_size: int,
-                batch_size: int, verbose: bool, backend_params: dict):
+def start_build(
+    model: str,
+    corpus: str | Path,
+    output: str | Path,
+    backend: str,
+    analyzer: str,
+    shard_size: int,
+    batch_size: int,
+    verbose: bool,
+    backend_params: dict,
+):
     """(plan, manifest of a finished build or None): what the local and the Beam builds do first.
     When nothing is finished yet, OUTPUT exists and holds no stale temporary files."""
     plan = plan_build(model, corpus, output, backend, analyzer, shard_size, batch_size, verbose, backend_params)
@@ -164,19 +211,38 @@ def start_build(model: str, corpus: str | Path, output: str | Path, backend: str
     return plan, None
 
 
-def build_index(model: str, corpus: str | Path, output: str | Path, backend: str = "exact",
-                analyzer: str = "default", shard_size: int = 10000, batch_size: int = 64,
-                verbose: bool = True, **backend_params) -> dict:
+def build_index(
+    model: str,
+    corpus: str | Path,
+    output: str | Path,
+    backend: str = "exact",
+    analyzer: str = "default",
+    shard_size: int = 10000,
+    batch_size: int = 64,
+    verbose: bool = True,
+    **backend_params,
+) -> dict:
     """Builds (or resumes, or finishes) the index of CORPUS in OUTPUT; returns the manifest.
 
     Rerunning a finished build with the same arguments only checks it; with another backend,
     analyzer or backend parameters it reuses the shards and rebuilds the rest."""
-    plan, done = start_build(model, corpus, output, backend, analyzer, shard_size, batch_size, verbose,
-                             backend_params)
+    plan, done = start_build(model, corpus, output, backend, analyzer, shard_size, batch_size, verbose, backend_params)
     if done is not None:
         return done
     shards, encode_s = encode_shards(plan)
     for line in describe_dropped(plan.dropped):
         plan.say(f"warning: {plan.corpus}: {line}")
-    return finish(plan.output, plan.settings, shards, plan.embedder, plan.backend, plan.analyzer,
-                  plan.backend_params, plan.corpus, plan.dropped, plan.started, encode_s, plan.say)
+    return finish(
+        plan.output,
+        plan.settings,
+        shards,
+        plan.embedder,
+        plan.backend,
+        plan.analyzer,
+        plan.backend_params,
+        plan.corpus,
+        plan.dropped,
+        plan.started,
+        encode_s,
+        plan.say,
+    )

@@ -2,6 +2,7 @@
 the model that made the vectors). Everything the manifest names is checked on load; shard
 checksums too when the shards total at most VERIFY_BYTES (past that, sizes and headers only:
 hashing gigabytes would make every service start slow)."""
+
 from __future__ import annotations
 
 import json
@@ -10,23 +11,45 @@ from pathlib import Path
 
 import numpy as np
 
+from deepseek_tf.data.beir import file_sha256
 from deepseek_tf.errors import UserError
 from deepseek_tf.index.dense import BACKENDS, DenseSearcher, ShardedVectors
 from deepseek_tf.index.finish import FORMAT, MANIFEST, VERSION
 from deepseek_tf.index.lexical import StoredBM25, TextStore
-from deepseek_tf.data.beir import file_sha256
 from deepseek_tf.index.shards import read_vectors_header
 
 VERIFY_BYTES = 1 << 30
-REQUIRED = ("format", "version", "model", "model_fingerprint", "analyzer", "backend", "backend_params", "dim",
-            "count", "shards", "corpus", "corpus_sha256", "files", "build")
+REQUIRED = (
+    "format",
+    "version",
+    "model",
+    "model_fingerprint",
+    "analyzer",
+    "backend",
+    "backend_params",
+    "dim",
+    "count",
+    "shards",
+    "corpus",
+    "corpus_sha256",
+    "files",
+    "build",
+)
 
 
 class BuiltIndex:
     """A built index, ready to search. Thread-safe for concurrent searches."""
 
-    def __init__(self, path: Path, manifest: dict, ids: list[str], vectors: ShardedVectors, dense: DenseSearcher,
-                 bm25: StoredBM25, store: TextStore):
+    def __init__(
+        self,
+        path: Path,
+        manifest: dict,
+        ids: list[str],
+        vectors: ShardedVectors,
+        dense: DenseSearcher,
+        bm25: StoredBM25,
+        store: TextStore,
+    ):
         self.path, self.manifest, self.ids = Path(path), manifest, ids
         self.vectors, self._dense, self._bm25, self._store = vectors, dense, bm25, store
         self._rows = {d: r for r, d in enumerate(ids)}
@@ -41,9 +64,11 @@ class BuiltIndex:
 
                 embedder = load_embedder(self.manifest["model"])
                 if embedder.fingerprint != self.manifest["model_fingerprint"]:
-                    raise UserError(f"{self.path}: its model {self.manifest['model']} has changed since the index was "
-                                    f"built (fingerprint {embedder.fingerprint} != {self.manifest['model_fingerprint']}); "
-                                    f"build the index again")
+                    raise UserError(
+                        f"{self.path}: its model {self.manifest['model']} has changed since the index was "
+                        f"built (fingerprint {embedder.fingerprint} != {self.manifest['model_fingerprint']}); "
+                        f"build the index again"
+                    )
                 self._embedder = embedder
             return self._embedder
 
@@ -74,8 +99,10 @@ def _read_manifest(path: Path) -> dict:
     if not path.is_dir():
         raise UserError(f"--index {path}: no such directory")
     if not mpath.is_file():
-        raise UserError(f"{path}: no {MANIFEST} (not an index, or its build has not finished; run "
-                        f"`deepseek-tf index` again to finish it)")
+        raise UserError(
+            f"{path}: no {MANIFEST} (not an index, or its build has not finished; run "
+            f"`deepseek-tf index` again to finish it)"
+        )
     try:
         manifest = json.loads(mpath.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError):
@@ -98,7 +125,9 @@ def _check_shards(path: Path, manifest: dict, verify: bool) -> list[Path]:
             raise UserError(f"{f}: missing shard file; build the index again")
         shape, dtype, offset = read_vectors_header(f)
         if shape != (entry["count"], manifest["dim"]) or dtype != np.float32:
-            raise UserError(f"{f}: holds {shape} {dtype}, the manifest says ({entry['count']}, {manifest['dim']}) float32")
+            raise UserError(
+                f"{f}: holds {shape} {dtype}, the manifest says ({entry['count']}, {manifest['dim']}) float32"
+            )
         if f.stat().st_size != offset + entry["count"] * manifest["dim"] * 4:
             raise UserError(f"{f}: truncated (file size does not match its header); build the index again")
         if not (path / entry["docs"]).is_file():
@@ -111,8 +140,10 @@ def _check_shards(path: Path, manifest: dict, verify: bool) -> list[Path]:
         for entry in manifest["shards"]:
             for key, name in (("sha256", "file"), ("docs_sha256", "docs")):
                 if file_sha256(path / entry[name]) != entry[key]:
-                    raise UserError(f"{path / entry[name]}: checksum mismatch (changed after the index was built); "
-                                    f"build the index again")
+                    raise UserError(
+                        f"{path / entry[name]}: checksum mismatch (changed after the index was built); "
+                        f"build the index again"
+                    )
     return files
 
 
@@ -126,10 +157,14 @@ def load_built_index(path: str | Path, verify: bool | None = None) -> BuiltIndex
         ids = json.loads((path / manifest["files"]["ids"]).read_text(encoding="utf-8"))
         offsets = np.load(path / manifest["files"]["offsets"], mmap_mode="r")
     except (OSError, ValueError) as e:
-        raise UserError(f"{path}: unreadable ids or text offsets ({e.__class__.__name__}); build the index again") from None
+        raise UserError(
+            f"{path}: unreadable ids or text offsets ({e.__class__.__name__}); build the index again"
+        ) from None
     if len(ids) != manifest["count"] or offsets.shape != (manifest["count"], 2):
-        raise UserError(f"{path}: ids/offsets hold {len(ids)}/{offsets.shape[0]} rows, the manifest "
-                        f"{manifest['count']}; build the index again")
+        raise UserError(
+            f"{path}: ids/offsets hold {len(ids)}/{offsets.shape[0]} rows, the manifest "
+            f"{manifest['count']}; build the index again"
+        )
     # faiss indexes hold their own copy of the vectors: the shards stay memory-mapped, read only
     # for IVF-PQ's exact rescoring
     vectors = ShardedVectors.open(files, in_memory=None if manifest["backend"] == "exact" else False)

@@ -1,4 +1,5 @@
 """`deepseek-tf index`: build a sharded, resumable index of a corpus (locally or as a Beam pipeline)."""
+
 from __future__ import annotations
 
 import argparse
@@ -14,34 +15,46 @@ RUNNERS = ("DirectRunner", "DataflowRunner", "FlinkRunner", "SparkRunner", "Port
 def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     """(our arguments, Beam pipeline options: whatever follows a bare `--`)."""
     argv = list(argv)
-    beam_args = argv[argv.index("--") + 1:] if "--" in argv else []
-    ours = argv[:argv.index("--")] if "--" in argv else argv
+    beam_args = argv[argv.index("--") + 1 :] if "--" in argv else []
+    ours = argv[: argv.index("--")] if "--" in argv else argv
     params = "; ".join(f"{b}: {', '.join(PARAMS[b])}" for b in BACKENDS if PARAMS[b])
     p = command_parser(
-        "index", "Build a sharded, resumable index of a corpus: embedding shards with checksums, a dense "
+        "index",
+        "Build a sharded, resumable index of a corpus: embedding shards with checksums, a dense "
         "backend (exact or faiss ANN), BM25 with its analyzer, the document texts, and a manifest written "
         "last. Run the same command again after a crash to resume from the last finished shard.",
-        ["deepseek-tf index --model all-MiniLM-L6-v2 --corpus ../shared/data/cranfield/corpus.jsonl --output runs/idx",
-         "deepseek-tf index --model runs/cranfield_minilm/model --corpus docs.csv --output runs/idx "
-         "--backend faiss-hnsw --param ef_search=256",
-         "deepseek-tf index --model export/saved_model --corpus corpus.jsonl --output /mnt/shared/idx "
-         "--runner DataflowRunner -- --project P --region us-central1 --temp_location gs://B/tmp"])
+        [
+            "deepseek-tf index --model all-MiniLM-L6-v2 --corpus ../shared/data/cranfield/corpus.jsonl --output runs/idx",  # noqa: E501 (a command to copy whole)
+            "deepseek-tf index --model runs/cranfield_minilm/model --corpus docs.csv --output runs/idx "
+            "--backend faiss-hnsw --param ef_search=256",
+            "deepseek-tf index --model export/saved_model --corpus corpus.jsonl --output /mnt/shared/idx "
+            "--runner DataflowRunner -- --project P --region us-central1 --temp_location gs://B/tmp",
+        ],
+    )
     p.add_argument("--model", required=True, help="trained model/ dir, SavedModel dir, .tflite file or preset name")
-    p.add_argument("--corpus", required=True,
-                   help="BEIR corpus.jsonl, CSV/TSV with id,text[,title] columns, or .txt (one document per line)")
+    p.add_argument(
+        "--corpus",
+        required=True,
+        help="BEIR corpus.jsonl, CSV/TSV with id,text[,title] columns, or .txt (one document per line)",
+    )
     p.add_argument("--output", required=True, help="index directory (created; a rerun resumes or checks it)")
     p.add_argument("--backend", default="exact", help=f"dense search: {', '.join(BACKENDS)} (default: exact)")
-    p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
-                   help=f"backend parameter, repeatable ({params})")
-    p.add_argument("--analyzer", default="default",
-                   help=f"BM25 analyzer: {', '.join(ANALYZERS)} (default: decided on the corpus)")
+    p.add_argument(
+        "--param", action="append", default=[], metavar="NAME=VALUE", help=f"backend parameter, repeatable ({params})"
+    )
+    p.add_argument(
+        "--analyzer", default="default", help=f"BM25 analyzer: {', '.join(ANALYZERS)} (default: decided on the corpus)"
+    )
     p.add_argument("--shard-size", type=int, default=10000, help="documents per shard (default: 10000)")
     p.add_argument("--batch-size", type=int, default=64, help="texts encoded at once (default: 64)")
-    p.add_argument("--runner", help=f"encode as an Apache Beam pipeline on this runner ({', '.join(RUNNERS)}); "
-                                    "Beam pipeline options go after `--`: Dataflow --project --region "
-                                    "--temp_location --sdk_container_image (or --setup_file) --max_num_workers; "
-                                    "Flink --flink_master --environment_type --parallelism; Spark "
-                                    "--spark_master_url --environment_type; DirectRunner --direct_num_workers")
+    p.add_argument(
+        "--runner",
+        help=f"encode as an Apache Beam pipeline on this runner ({', '.join(RUNNERS)}); "
+        "Beam pipeline options go after `--`: Dataflow --project --region "
+        "--temp_location --sdk_container_image (or --setup_file) --max_num_workers; "
+        "Flink --flink_master --environment_type --parallelism; Spark "
+        "--spark_master_url --environment_type; DirectRunner --direct_num_workers",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress or summary on stderr")
     args = p.parse_args(ours)
     if beam_args and not args.runner:
@@ -68,9 +81,17 @@ def main(argv: list[str] | None = None) -> int:
 
     args, beam_args = parse_args(sys.argv[1:] if argv is None else argv)
     params = parse_params(args.param)
-    common = dict(model=args.model, corpus=args.corpus, output=args.output, backend=args.backend,
-                  analyzer=args.analyzer, shard_size=args.shard_size, batch_size=args.batch_size,
-                  verbose=not args.quiet, **params)
+    common = dict(
+        model=args.model,
+        corpus=args.corpus,
+        output=args.output,
+        backend=args.backend,
+        analyzer=args.analyzer,
+        shard_size=args.shard_size,
+        batch_size=args.batch_size,
+        verbose=not args.quiet,
+        **params,
+    )
     if args.runner:
         if args.runner not in RUNNERS:
             raise UserError(f"--runner {args.runner!r} is not one of {', '.join(RUNNERS)}")

@@ -6,13 +6,14 @@ column (`id`, `_id` or `doc_id`), a `text` column and an optional `title` column
 title joined as `data.join_title` does; empty documents and repeated ids (the first wins) are
 dropped and counted, as `deepseek-tf search` reads a corpus.
 """
+
 from __future__ import annotations
 
 import csv
 import itertools
 import sys
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Iterable, Iterator
 
 from deepseek_tf.data import join_title, normalize_text
 from deepseek_tf.data.beir import Dropped, iter_jsonl
@@ -27,8 +28,10 @@ def check_corpus(path: str | Path) -> Path:
     if not path.is_file():
         raise UserError(f"missing corpus file: {path}")
     if path.suffix.lower() not in FORMATS:
-        raise UserError(f"{path}: corpus must be one of {', '.join(FORMATS)} (BEIR corpus.jsonl, CSV/TSV "
-                        f"with id,text[,title] columns, or one document per line)")
+        raise UserError(
+            f"{path}: corpus must be one of {', '.join(FORMATS)} (BEIR corpus.jsonl, CSV/TSV "
+            f"with id,text[,title] columns, or one document per line)"
+        )
     return path
 
 
@@ -57,8 +60,10 @@ def _table_records(path: Path) -> Iterator[tuple[str, str, str]]:
             raise UserError(f"{path}: not UTF-8 (byte {e.start})") from None
         id_col = next((c for c in ID_COLUMNS if c in columns), None)
         if id_col is None or "text" not in columns:
-            raise UserError(f"{path}: needs a header with an id column ({' or '.join(ID_COLUMNS)}) and a 'text' "
-                            f"column (found: {', '.join(columns) or 'nothing'})")
+            raise UserError(
+                f"{path}: needs a header with an id column ({' or '.join(ID_COLUMNS)}) and a 'text' "
+                f"column (found: {', '.join(columns) or 'nothing'})"
+            )
         try:
             for row in reader:
                 yield str(row[id_col] or ""), row.get("title") or "", row.get("text") or ""

@@ -12,6 +12,7 @@
   256 centroids), `refine` (4): the top refine·k candidates are rescored exactly against the
   memory-mapped shards, so scores are true dot products and recall recovers PQ's coarse ranking.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -22,8 +23,11 @@ from deepseek_tf.errors import UserError
 from deepseek_tf.retrieval.index import _faiss, exact_search
 
 BACKENDS = ("exact", "faiss-hnsw", "faiss-ivfpq")
-PARAMS = {"exact": {}, "faiss-hnsw": {"hnsw_m": 32, "ef_construction": 200, "ef_search": 128},
-          "faiss-ivfpq": {"nlist": None, "nprobe": 16, "pq_m": None, "pq_bits": 8, "refine": 4}}
+PARAMS = {
+    "exact": {},
+    "faiss-hnsw": {"hnsw_m": 32, "ef_construction": 200, "ef_search": 128},
+    "faiss-ivfpq": {"nlist": None, "nprobe": 16, "pq_m": None, "pq_bits": 8, "refine": 4},
+}
 IN_MEMORY_BYTES = 1 << 30
 TRAIN_SAMPLE = 100_000
 FAISS_FILE = "dense.faiss"
@@ -39,7 +43,7 @@ class ShardedVectors:
         self.shape = (int(self.starts[-1]), int(parts[0].shape[1]) if parts else 0)
 
     @classmethod
-    def open(cls, files: list[Path], in_memory: bool | None = None) -> "ShardedVectors":
+    def open(cls, files: list[Path], in_memory: bool | None = None) -> ShardedVectors:
         parts = [np.load(f, mmap_mode="r") for f in files]
         total = sum(p.nbytes for p in parts)
         if in_memory if in_memory is not None else total <= IN_MEMORY_BYTES:
@@ -56,7 +60,7 @@ class ShardedVectors:
         pieces = []
         for p, (lo, hi) in enumerate(zip(self.starts[:-1], self.starts[1:])):
             if hi > start and lo < stop:
-                pieces.append(self.parts[p][max(start - lo, 0):min(stop, hi) - lo])
+                pieces.append(self.parts[p][max(start - lo, 0) : min(stop, hi) - lo])
         if not pieces:
             return np.zeros((0, self.shape[1]), np.float32)
         return np.asarray(pieces[0]) if len(pieces) == 1 else np.concatenate(pieces)
@@ -79,8 +83,10 @@ def resolve_params(backend: str, given: dict, n: int, dim: int) -> dict:
     allowed = PARAMS[backend]
     unknown = sorted(set(given) - set(allowed))
     if unknown:
-        raise UserError(f"--backend {backend} has no parameter {', '.join(unknown)} "
-                        f"(its parameters: {', '.join(allowed) or 'none'})")
+        raise UserError(
+            f"--backend {backend} has no parameter {', '.join(unknown)} "
+            f"(its parameters: {', '.join(allowed) or 'none'})"
+        )
     params = {**allowed, **{k: int(v) for k, v in given.items()}}
     if any(v is not None and v < 1 for v in params.values()):
         raise UserError(f"--backend {backend}: parameters must be >= 1")
@@ -104,13 +110,14 @@ def build_dense(backend: str, vectors: ShardedVectors, output: Path, params: dic
         index = faiss.IndexHNSWFlat(dim, params["hnsw_m"], faiss.METRIC_INNER_PRODUCT)
         index.hnsw.efConstruction = params["ef_construction"]
     else:
-        index = faiss.IndexIVFPQ(faiss.IndexFlatIP(dim), dim, params["nlist"], params["pq_m"], params["pq_bits"],
-                                 faiss.METRIC_INNER_PRODUCT)
+        index = faiss.IndexIVFPQ(
+            faiss.IndexFlatIP(dim), dim, params["nlist"], params["pq_m"], params["pq_bits"], faiss.METRIC_INNER_PRODUCT
+        )
         rng = np.random.default_rng(0)
         sample = np.sort(rng.choice(n, min(n, TRAIN_SAMPLE), replace=False))
         index.train(np.ascontiguousarray(vectors.rows(sample)))
     for start in range(0, n, block):
-        index.add(np.ascontiguousarray(vectors[start:start + block], np.float32))
+        index.add(np.ascontiguousarray(vectors[start : start + block], np.float32))
     tmp = Path(output) / f".{FAISS_FILE}.tmp"
     faiss.write_index(index, str(tmp))
     tmp.replace(Path(output) / FAISS_FILE)
@@ -132,8 +139,10 @@ class DenseSearcher:
         except RuntimeError:
             raise UserError(f"{path}: corrupt {backend} index file; build the index again") from None
         if self.index.ntotal != vectors.shape[0] or self.index.d != vectors.shape[1]:
-            raise UserError(f"{path}: holds {self.index.ntotal} x {self.index.d} vectors, the shards "
-                            f"{vectors.shape[0]} x {vectors.shape[1]}; build the index again")
+            raise UserError(
+                f"{path}: holds {self.index.ntotal} x {self.index.d} vectors, the shards "
+                f"{vectors.shape[0]} x {vectors.shape[1]}; build the index again"
+            )
         if backend == "faiss-hnsw":
             self.index.hnsw.efSearch = params["ef_search"]
         else:

@@ -1,5 +1,6 @@
 """After the shards: the text store, BM25, the dense backend, the recall check, and the manifest,
 written last (an index directory without `manifest.json` is never loaded)."""
+
 from __future__ import annotations
 
 import resource
@@ -12,8 +13,15 @@ import numpy as np
 
 from deepseek_tf.errors import UserError
 from deepseek_tf.index.dense import FAISS_FILE, DenseSearcher, ShardedVectors, build_dense, resolve_params
-from deepseek_tf.index.lexical import BM25_DIR, IDS_FILE, OFFSETS_FILE, StoredBM25, TextStore, resolve_analyzer, \
-    write_offsets
+from deepseek_tf.index.lexical import (
+    BM25_DIR,
+    IDS_FILE,
+    OFFSETS_FILE,
+    StoredBM25,
+    TextStore,
+    resolve_analyzer,
+    write_offsets,
+)
 from deepseek_tf.index.shards import SHARD_DIR, atomic_write, shard_paths, verify_shard, write_json
 
 FORMAT, VERSION = "deepseek_tf-index", 1
@@ -35,8 +43,9 @@ def _tree_bytes(path: Path) -> int:
     return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
 
 
-def ann_recall(searcher: DenseSearcher, store: TextStore, embedder, n: int, k: int = 10,
-               queries: int = RECALL_QUERIES) -> float:
+def ann_recall(
+    searcher: DenseSearcher, store: TextStore, embedder, n: int, k: int = 10, queries: int = RECALL_QUERIES
+) -> float:
     """Mean recall@k of the backend against exact search, with the query-tower encodings of a
     fixed sample of the corpus's own texts as queries."""
     rows = np.sort(np.random.default_rng(0).choice(n, min(n, queries), replace=False))
@@ -47,9 +56,21 @@ def ann_recall(searcher: DenseSearcher, store: TextStore, embedder, n: int, k: i
     return float(np.mean([len(set(a) & set(b)) / len(b) for a, b in zip(found, truth)]))
 
 
-def finish(output: Path, settings: dict, shards: int, embedder, backend: str, analyzer: str,
-           backend_params: dict, corpus: Path, dropped: dict, started: float, encode_s: float,
-           say=lambda m: None, runner: str = "local") -> dict:
+def finish(
+    output: Path,
+    settings: dict,
+    shards: int,
+    embedder,
+    backend: str,
+    analyzer: str,
+    backend_params: dict,
+    corpus: Path,
+    dropped: dict,
+    started: float,
+    encode_s: float,
+    say=lambda m: None,
+    runner: str = "local",
+) -> dict:
     """Builds everything after the shards and writes the manifest; returns it."""
     records = [verify_shard(output, i, settings, checksums=False) for i in range(shards)]
     missing = [i for i, r in enumerate(records) if r is None]
@@ -93,32 +114,61 @@ def finish(output: Path, settings: dict, shards: int, embedder, backend: str, an
         recall = ann_recall(searcher, TextStore(output, counts, offsets), embedder, n)
 
     manifest = {
-        "format": FORMAT, "version": VERSION,
-        "model": settings["model"], "model_fingerprint": settings["model_fingerprint"],
-        "analyzer": resolved.name, "analyzer_setting": analyzer,
-        "backend": backend, "backend_params": params, "dim": dim, "count": n, "shard_size": settings["shard_size"],
-        "shards": [{"file": f"{SHARD_DIR}/{shard_paths(output, i)['vectors'].name}",
-                    "docs": f"{SHARD_DIR}/{shard_paths(output, i)['docs'].name}",
-                    "count": r["count"], "sha256": r["sha256"], "docs_sha256": r["docs_sha256"]}
-                   for i, r in enumerate(records)],
-        "files": {"ids": IDS_FILE, "offsets": OFFSETS_FILE, "bm25": BM25_DIR,
-                  "dense": FAISS_FILE if backend != "exact" else None},
-        "corpus": str(Path(corpus).resolve()), "corpus_sha256": settings["corpus_sha256"],
+        "format": FORMAT,
+        "version": VERSION,
+        "model": settings["model"],
+        "model_fingerprint": settings["model_fingerprint"],
+        "analyzer": resolved.name,
+        "analyzer_setting": analyzer,
+        "backend": backend,
+        "backend_params": params,
+        "dim": dim,
+        "count": n,
+        "shard_size": settings["shard_size"],
+        "shards": [
+            {
+                "file": f"{SHARD_DIR}/{shard_paths(output, i)['vectors'].name}",
+                "docs": f"{SHARD_DIR}/{shard_paths(output, i)['docs'].name}",
+                "count": r["count"],
+                "sha256": r["sha256"],
+                "docs_sha256": r["docs_sha256"],
+            }
+            for i, r in enumerate(records)
+        ],
+        "files": {
+            "ids": IDS_FILE,
+            "offsets": OFFSETS_FILE,
+            "bm25": BM25_DIR,
+            "dense": FAISS_FILE if backend != "exact" else None,
+        },
+        "corpus": str(Path(corpus).resolve()),
+        "corpus_sha256": settings["corpus_sha256"],
         "dropped": dict(dropped),
     }
     size = _tree_bytes(output)
     manifest["build"] = {
-        "runner": runner, "seconds": round(time.perf_counter() - started, 3), "encode_seconds": round(encode_s, 3),
-        "lexical_seconds": round(lexical_s, 3), "dense_seconds": round(dense_s, 3),
-        "peak_rss_mb": round(peak_rss_mb(), 1), "bytes": size, "bytes_per_doc": round(size / n, 1),
-        "ann_recall_at_10": recall, "ann_recall_queries": min(n, RECALL_QUERIES) if recall is not None else 0,
+        "runner": runner,
+        "seconds": round(time.perf_counter() - started, 3),
+        "encode_seconds": round(encode_s, 3),
+        "lexical_seconds": round(lexical_s, 3),
+        "dense_seconds": round(dense_s, 3),
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+        "bytes": size,
+        "bytes_per_doc": round(size / n, 1),
+        "ann_recall_at_10": recall,
+        "ann_recall_queries": min(n, RECALL_QUERIES) if recall is not None else 0,
     }
     write_json(output / MANIFEST, manifest)
     b = manifest["build"]
-    say(f"indexed {n} documents into {output}: {b['seconds']:.1f} s (encoding {encode_s:.1f} s), "
+    say(
+        f"indexed {n} documents into {output}: {b['seconds']:.1f} s (encoding {encode_s:.1f} s), "
         f"peak RSS {b['peak_rss_mb']:.0f} MB, {b['bytes_per_doc']:.0f} bytes/doc"
-        + (f", {backend} recall@10 vs exact {recall:.3f} on {b['ann_recall_queries']} sample queries"
-           if recall is not None else ""))
+        + (
+            f", {backend} recall@10 vs exact {recall:.3f} on {b['ann_recall_queries']} sample queries"
+            if recall is not None
+            else ""
+        )
+    )
     return manifest
 
 

@@ -5,6 +5,7 @@ Both read the shards one at a time. BM25 keeps each document's terms as integer 
 vocabulary (bm25s indexes from ids), never the texts; `default` is resolved on the whole
 corpus: the CJK share of each shard weighted by its letters and digits.
 """
+
 from __future__ import annotations
 
 import json
@@ -43,7 +44,7 @@ class StoredBM25(BM25Index):
     """BM25Index built shard by shard from a built index's docs files, saved with bm25s's own
     files and loaded back (memory-mapped) with the analyzer its manifest names."""
 
-    def build(self, output: Path, shards: int, ids: list[str]) -> "StoredBM25":
+    def build(self, output: Path, shards: int, ids: list[str]) -> StoredBM25:
         vocab: dict[str, int] = {}
         token_ids: list[list[int]] = []
         for i in range(shards):
@@ -60,7 +61,7 @@ class StoredBM25(BM25Index):
         self._bm25.save(str(directory), show_progress=False)
 
     @classmethod
-    def load(cls, directory: Path, analyzer: str, ids: list[str]) -> "StoredBM25":
+    def load(cls, directory: Path, analyzer: str, ids: list[str]) -> StoredBM25:
         import bm25s
 
         index = cls(analyzer=analyzer)
@@ -68,10 +69,14 @@ class StoredBM25(BM25Index):
         try:
             index._bm25 = bm25s.BM25.load(str(directory), mmap=True, show_progress=False)
         except (OSError, ValueError, KeyError) as e:
-            raise UserError(f"{directory}: unreadable BM25 index ({e.__class__.__name__}); build the index again") from None
+            raise UserError(
+                f"{directory}: unreadable BM25 index ({e.__class__.__name__}); build the index again"
+            ) from None
         if index._bm25.scores.get("num_docs") != len(ids):
-            raise UserError(f"{directory}: BM25 index holds {index._bm25.scores.get('num_docs')} documents, "
-                            f"the index {len(ids)}; build the index again")
+            raise UserError(
+                f"{directory}: BM25 index holds {index._bm25.scores.get('num_docs')} documents, "
+                f"the index {len(ids)}; build the index again"
+            )
         index.ids = list(ids)
         return index
 
@@ -89,9 +94,11 @@ def write_offsets(output: Path, counts: list[int]) -> tuple[list[str], np.ndarra
                 offsets[row] = (pos, len(line))
                 pos += len(line)
                 row += 1
-        if row != sum(counts[:i + 1]):
-            raise UserError(f"{shard_paths(output, i)['docs']}: holds another number of documents than its "
-                            f"vectors ({count}); delete that shard's files to encode it again")
+        if row != sum(counts[: i + 1]):
+            raise UserError(
+                f"{shard_paths(output, i)['docs']}: holds another number of documents than its "
+                f"vectors ({count}); delete that shard's files to encode it again"
+            )
     return ids, offsets
 
 

@@ -13,12 +13,13 @@ of a killed build and is encoded again. A recorded shard whose files fail the re
 changed, another model or corpus) is refused with an error naming the file: it was complete once,
 so something outside the build changed it, and only the user can say which side is right.
 """
+
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -31,8 +32,11 @@ RECORD_KEYS = ("model_fingerprint", "corpus_sha256", "shard_size")
 
 def shard_paths(output: Path, i: int) -> dict[str, Path]:
     base = Path(output) / SHARD_DIR / f"{i:05d}"
-    return {"vectors": base.with_suffix(".npy"), "docs": base.with_suffix(".docs.jsonl"),
-            "record": base.with_suffix(".json")}
+    return {
+        "vectors": base.with_suffix(".npy"),
+        "docs": base.with_suffix(".docs.jsonl"),
+        "record": base.with_suffix(".json"),
+    }
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
@@ -60,8 +64,10 @@ def read_docs(output: Path, i: int) -> list[tuple[str, str]]:
         with path.open(encoding="utf-8") as f:
             return [tuple(json.loads(line)) for line in f]
     except (OSError, ValueError) as e:
-        raise UserError(f"{path}: unreadable shard documents ({e.__class__.__name__}); delete "
-                        f"{path.with_suffix('').with_suffix('')}.* to encode that shard again") from None
+        raise UserError(
+            f"{path}: unreadable shard documents ({e.__class__.__name__}); delete "
+            f"{path.with_suffix('').with_suffix('')}.* to encode that shard again"
+        ) from None
 
 
 def write_vectors(output: Path, i: int, vectors: np.ndarray, settings: dict) -> dict:
@@ -74,16 +80,23 @@ def write_vectors(output: Path, i: int, vectors: np.ndarray, settings: dict) -> 
             np.save(f, vectors)
 
     atomic_write(paths["vectors"], save)
-    record = {"shard": i, "count": int(vectors.shape[0]), "dim": int(vectors.shape[1]),
-              "first_row": i * settings["shard_size"], "sha256": file_sha256(paths["vectors"]),
-              "docs_sha256": file_sha256(paths["docs"]), **{k: settings[k] for k in RECORD_KEYS}}
+    record = {
+        "shard": i,
+        "count": int(vectors.shape[0]),
+        "dim": int(vectors.shape[1]),
+        "first_row": i * settings["shard_size"],
+        "sha256": file_sha256(paths["vectors"]),
+        "docs_sha256": file_sha256(paths["docs"]),
+        **{k: settings[k] for k in RECORD_KEYS},
+    }
     write_json(paths["record"], record)
     return record
 
 
 def _refuse(path: Path, why: str, i: int) -> UserError:
-    return UserError(f"{path}: {why}; delete {path.parent / f'{i:05d}'}.* to encode that shard again, "
-                     f"or build into another --output")
+    return UserError(
+        f"{path}: {why}; delete {path.parent / f'{i:05d}'}.* to encode that shard again, or build into another --output"
+    )
 
 
 def read_vectors_header(path: Path) -> tuple[tuple[int, ...], np.dtype, int]:
@@ -111,10 +124,15 @@ def verify_shard(output: Path, i: int, settings: dict, checksums: bool = True) -
         count, dim = int(record["count"]), int(record["dim"])
     except (ValueError, KeyError, TypeError):
         raise _refuse(paths["record"], "corrupt shard record", i) from None
-    for key, what in (("model_fingerprint", "another model"), ("corpus_sha256", "another corpus file"),
-                      ("shard_size", "another --shard-size")):
+    for key, what in (
+        ("model_fingerprint", "another model"),
+        ("corpus_sha256", "another corpus file"),
+        ("shard_size", "another --shard-size"),
+    ):
         if record.get(key) != settings[key]:
-            raise _refuse(paths["record"], f"shard was built from {what} ({key} {record.get(key)} != {settings[key]})", i)
+            raise _refuse(
+                paths["record"], f"shard was built from {what} ({key} {record.get(key)} != {settings[key]})", i
+            )
     for kind in ("vectors", "docs"):
         if not paths[kind].is_file():
             raise _refuse(paths[kind], "missing shard file", i)

@@ -1,8 +1,9 @@
 """Backbone resolution: from scratch, a preset name, a Hugging Face BERT dir, or a TF Hub handle."""
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import keras
 
@@ -53,8 +54,10 @@ def backbone_kind(spec: str) -> str:
         return "hub"
     if (path / "model.keras").is_file() and ((path / "vocab.txt").is_file() or _has_sentencepiece(path)):
         return "trained"
-    raise UserError(f"model.backbone: {spec!r} is not 'scratch', a preset ({', '.join(PRESETS)}), "
-                    "a Hugging Face checkpoint directory, a TF Hub handle or a trained dual encoder's model/ dir")
+    raise UserError(
+        f"model.backbone: {spec!r} is not 'scratch', a preset ({', '.join(PRESETS)}), "
+        "a Hugging Face checkpoint directory, a TF Hub handle or a trained dual encoder's model/ dir"
+    )
 
 
 def _has_sentencepiece(directory: Path) -> bool:

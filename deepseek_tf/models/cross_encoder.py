@@ -13,6 +13,7 @@ Two interactions, both built from YAML (`model.kind: cross_encoder`, `model.inte
 Training inputs are groups: x holds n documents per query (positives first) flattened to B·n rows,
 y the graded judgments (B, n); `compute_loss` reshapes the scores to (B, n).
 """
+
 from __future__ import annotations
 
 import keras
@@ -25,8 +26,9 @@ from deepseek_tf.models.encoder import MeanPooling
 RANKING_LOSSES = ("bce", "ranknet", "hinge", "listwise")
 
 
-def ranking_loss(name: str, scores: tf.Tensor, grades: tf.Tensor, margin: float = 1.0,
-                 max_grade: float = 4.0) -> tf.Tensor:
+def ranking_loss(
+    name: str, scores: tf.Tensor, grades: tf.Tensor, margin: float = 1.0, max_grade: float = 4.0
+) -> tf.Tensor:
     """Dispatches `train.loss` to the group losses in `deepseek_tf.losses`; shapes (B, n)."""
     if name == "bce":
         return losses.pointwise_bce(scores, grades, max_grade)
@@ -53,8 +55,7 @@ def _cosine(a, b):
 class _RankingModel(keras.Model):
     """Shared loss plumbing and config for both cross-encoder variants."""
 
-    def __init__(self, backbone, loss: str = "listwise", margin: float = 1.0, max_grade: float = 4.0,
-                 **kwargs):
+    def __init__(self, backbone, loss: str = "listwise", margin: float = 1.0, max_grade: float = 4.0, **kwargs):
         super().__init__(**kwargs)
         if loss not in RANKING_LOSSES:
             raise ValueError(f"cross-encoder loss must be one of {', '.join(RANKING_LOSSES)}, got {loss!r}")
@@ -72,15 +73,23 @@ class _RankingModel(keras.Model):
 
     def _sequence(self, ids, training):
         outputs = self.backbone(
-            {"token_ids": ids["token_ids"], "padding_mask": ids["padding_mask"],
-             "segment_ids": ids.get("segment_ids", ops.zeros_like(ids["token_ids"]))},
+            {
+                "token_ids": ids["token_ids"],
+                "padding_mask": ids["padding_mask"],
+                "segment_ids": ids.get("segment_ids", ops.zeros_like(ids["token_ids"])),
+            },
             training=training and self.backbone.trainable,  # a frozen tower drops no units
         )
         return outputs["sequence_output"]  # (batch, seq, hidden)
 
     def get_config(self):
-        return {"name": self.name, "backbone": keras.saving.serialize_keras_object(self.backbone),
-                "loss": self.loss_name, "margin": self.margin, "max_grade": self.max_grade}
+        return {
+            "name": self.name,
+            "backbone": keras.saving.serialize_keras_object(self.backbone),
+            "loss": self.loss_name,
+            "margin": self.margin,
+            "max_grade": self.max_grade,
+        }
 
     @classmethod
     def from_config(cls, config):
@@ -106,8 +115,7 @@ class CrossEncoder(_RankingModel):
         and training learns the interaction on top.
     """
 
-    def __init__(self, backbone, pooling: str = "mean", head: str = "dense", temperature: float = 0.05,
-                 **kwargs):
+    def __init__(self, backbone, pooling: str = "mean", head: str = "dense", temperature: float = 0.05, **kwargs):
         super().__init__(backbone, **kwargs)
         if pooling not in ("mean", "cls"):
             raise ValueError(f"pooling must be 'mean' or 'cls', got {pooling!r}")
@@ -141,8 +149,12 @@ class CrossEncoder(_RankingModel):
         return score
 
     def get_config(self):
-        return {**super().get_config(), "pooling": self.pooling, "head": self.head_kind,
-                "temperature": self.temperature}
+        return {
+            **super().get_config(),
+            "pooling": self.pooling,
+            "head": self.head_kind,
+            "temperature": self.temperature,
+        }
 
 
 @keras.saving.register_keras_serializable(package="deepseek_tf")
@@ -169,8 +181,9 @@ class LightCrossEncoder(_RankingModel):
         self.attention = keras.layers.MultiHeadAttention(num_heads, hidden // num_heads, name="query_over_doc")
         self.norm = keras.layers.LayerNormalization(epsilon=1e-6, name="interaction_norm")
         self.mean_pool = MeanPooling()
-        self.head = keras.layers.Dense(1, kernel_initializer="zeros" if head == "cosine" else "glorot_uniform",
-                                       name="score")
+        self.head = keras.layers.Dense(
+            1, kernel_initializer="zeros" if head == "cosine" else "glorot_uniform", name="score"
+        )
 
     def build(self, input_shape=None):
         hidden = self.backbone.hidden_dim
@@ -197,8 +210,12 @@ class LightCrossEncoder(_RankingModel):
         return score
 
     def get_config(self):
-        return {**super().get_config(), "num_heads": self.num_heads, "head": self.head_kind,
-                "temperature": self.temperature}
+        return {
+            **super().get_config(),
+            "num_heads": self.num_heads,
+            "head": self.head_kind,
+            "temperature": self.temperature,
+        }
 
 
 def build_cross_encoder(config, vocab_size: int) -> keras.Model:
@@ -209,14 +226,22 @@ def build_cross_encoder(config, vocab_size: int) -> keras.Model:
     if t.loss in ("contrastive", "triplet", "margin_mse"):
         from deepseek_tf.errors import ConfigError
 
-        raise ConfigError(f"train.loss {t.loss!r} is for dual encoders; a cross-encoder takes "
-                          f"{', '.join(RANKING_LOSSES)}")
+        raise ConfigError(
+            f"train.loss {t.loss!r} is for dual encoders; a cross-encoder takes {', '.join(RANKING_LOSSES)}"
+        )
     # "infonce" is the config default; for groups of 1 positive + k negatives it is "listwise".
     loss = t.loss if t.loss in RANKING_LOSSES else "listwise"
     common = dict(loss=loss, margin=t.margin, max_grade=4.0)
     backbone = build_backbone(m, vocab_size)
     if m.interaction == "light":
-        return LightCrossEncoder(backbone, num_heads=m.interaction_heads, head=m.score_head,
-                                 temperature=t.temperature, name="light_cross_encoder", **common)
-    return CrossEncoder(backbone, pooling=m.pooling, head=m.score_head, temperature=t.temperature,
-                        name="cross_encoder", **common)
+        return LightCrossEncoder(
+            backbone,
+            num_heads=m.interaction_heads,
+            head=m.score_head,
+            temperature=t.temperature,
+            name="light_cross_encoder",
+            **common,
+        )
+    return CrossEncoder(
+        backbone, pooling=m.pooling, head=m.score_head, temperature=t.temperature, name="cross_encoder", **common
+    )

@@ -1,4 +1,5 @@
 """Dual encoder (two-tower retriever): query and document towers, shared or separate."""
+
 from __future__ import annotations
 
 import keras
@@ -28,8 +29,9 @@ def text_keys(ids: dict) -> tf.Tensor:
     adds nothing). Used to mask duplicate positives; a collision has odds ~2⁻⁶⁴.
     """
     token_ids = tf.where(tf.cast(ids["padding_mask"], tf.bool), ids["token_ids"], 0)  # (B, T)
-    coefs = tf.random.stateless_uniform([_KEY_LENGTH], seed=[20, 26], minval=None, maxval=None,
-                                        dtype=tf.int64)[:tf.shape(token_ids)[1]]  # (T,)
+    coefs = tf.random.stateless_uniform([_KEY_LENGTH], seed=[20, 26], minval=None, maxval=None, dtype=tf.int64)[
+        : tf.shape(token_ids)[1]
+    ]  # (T,)
     return tf.reduce_sum(tf.cast(token_ids, tf.int64) * coefs[None, :], axis=1)  # (B,)
 
 
@@ -53,10 +55,18 @@ class DualEncoder(keras.Model):
     `distill_weight` w > 0 adds w · margin_mse to the loss named.
     """
 
-    def __init__(self, query_encoder, doc_encoder=None, loss: str = "infonce",
-                 temperature: float = 0.05, margin: float = 0.5,
-                 mask_duplicates: bool = True, gather_across_replicas: bool = True,
-                 distill_weight: float = 0.0, **kwargs):
+    def __init__(
+        self,
+        query_encoder,
+        doc_encoder=None,
+        loss: str = "infonce",
+        temperature: float = 0.05,
+        margin: float = 0.5,
+        mask_duplicates: bool = True,
+        gather_across_replicas: bool = True,
+        distill_weight: float = 0.0,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.query_encoder = query_encoder
         self.doc_encoder = doc_encoder
@@ -96,20 +106,29 @@ class DualEncoder(keras.Model):
             if keys is not None:
                 gathered_keys = ctx.all_gather(keys, axis=0)
             sizes = ctx.all_gather(tf.shape(q)[:1], axis=0)  # (replicas,)
-            offset = tf.reduce_sum(sizes[:ctx.replica_id_in_sync_group])
+            offset = tf.reduce_sum(sizes[: ctx.replica_id_in_sync_group])
         mask = None
         if keys is not None:
             g = gathered_keys
             mask = losses.positive_mask(keys["query"], keys["doc"], g["query"], g["doc"], g.get("neg"))
         # graded labels, when the data carries them (train.label_weighting)
         weights = x.get("label") if isinstance(x, dict) else None
-        return losses.infonce(q, gathered["d"], gathered.get("neg"), temperature=self.temperature,
-                              offset=offset, mask=mask, weights=weights)
+        return losses.infonce(
+            q,
+            gathered["d"],
+            gathered.get("neg"),
+            temperature=self.temperature,
+            offset=offset,
+            mask=mask,
+            weights=weights,
+        )
 
     def _margin_mse(self, x, q, d, neg) -> tf.Tensor:
         if x is None or "teacher" not in x or neg is None:
-            raise ValueError("margin_mse needs hard negatives and the teacher's margins "
-                             "(inputs 'neg' and 'teacher'; set data.teacher)")
+            raise ValueError(
+                "margin_mse needs hard negatives and the teacher's margins "
+                "(inputs 'neg' and 'teacher'; set data.teacher)"
+            )
         return losses.margin_mse(q, d, neg, x["teacher"], self.temperature)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
@@ -137,9 +156,13 @@ class DualEncoder(keras.Model):
         # MultiWorkerMirroredStrategy cannot reduce a nested batch, and the taken batch would
         # shift the data stream. The trainer builds model and optimizer up front, so when
         # nothing is left to build, skip it.
-        nothing_to_build = (all(layer.built for layer in self._flatten_layers())
-                            and self.optimizer is not None and self.optimizer.built
-                            and self._compile_metrics is None and self._compile_loss is None)
+        nothing_to_build = (
+            all(layer.built for layer in self._flatten_layers())
+            and self.optimizer is not None
+            and self.optimizer.built
+            and self._compile_metrics is None
+            and self._compile_loss is None
+        )
         if not nothing_to_build:
             super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
 
@@ -150,8 +173,10 @@ class DualEncoder(keras.Model):
     def train_step(self, data):
         logs = self._train_step(data)
         strategy = tf.distribute.get_strategy()
-        if (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
-                and strategy.extended._in_multi_worker_mode()):
+        if (
+            isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+            and strategy.extended._in_multi_worker_mode()
+        ):
             # Keras reduces logs across workers with reduce(MEAN, axis=0), which needs a batch axis
             logs = {key: tf.reshape(value, [1]) for key, value in logs.items()}
         return logs
@@ -174,8 +199,9 @@ class DualEncoder(keras.Model):
         with tf.GradientTape() as tape:
             tape.watch(y_pred)
             loss = self._compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True)
-            self._loss_tracker.update_state(unscale_loss_for_distribution(loss),
-                                            sample_weight=tf.shape(tf.nest.flatten(x)[0])[0])
+            self._loss_tracker.update_state(
+                unscale_loss_for_distribution(loss), sample_weight=tf.shape(tf.nest.flatten(x)[0])[0]
+            )
             scaled = self.optimizer.scale_loss(loss)
         emb_grads, direct = tape.gradient(scaled, (y_pred, weights))  # direct: e.g. logit_scale
         grads = list(direct)
@@ -185,8 +211,7 @@ class DualEncoder(keras.Model):
                 var.assign(value)
             with tf.GradientTape() as tape:
                 out = self(chunk, training=True)
-                surrogate = tf.add_n([tf.reduce_sum(out[key] * tf.split(emb_grads[key], k, axis=0)[i])
-                                      for key in out])
+                surrogate = tf.add_n([tf.reduce_sum(out[key] * tf.split(emb_grads[key], k, axis=0)[i]) for key in out])
             grads = [_add_grads(a, b) for a, b in zip(grads, tape.gradient(surrogate, weights))]
         self.optimizer.apply_gradients(zip(grads, weights))
         return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
@@ -195,8 +220,9 @@ class DualEncoder(keras.Model):
         return {
             "name": self.name,
             "query_encoder": keras.saving.serialize_keras_object(self.query_encoder),
-            "doc_encoder": (keras.saving.serialize_keras_object(self.doc_encoder)
-                            if self.doc_encoder is not None else None),
+            "doc_encoder": (
+                keras.saving.serialize_keras_object(self.doc_encoder) if self.doc_encoder is not None else None
+            ),
             "loss": self.loss_name,
             "temperature": self.temperature,
             "margin": self.margin,
@@ -230,6 +256,5 @@ def _add_grads(a, b):
     if b is None:
         return a
     if isinstance(a, tf.IndexedSlices) and isinstance(b, tf.IndexedSlices):
-        return tf.IndexedSlices(tf.concat([a.values, b.values], 0), tf.concat([a.indices, b.indices], 0),
-                                a.dense_shape)
+        return tf.IndexedSlices(tf.concat([a.values, b.values], 0), tf.concat([a.indices, b.indices], 0), a.dense_shape)
     return tf.convert_to_tensor(a) + tf.convert_to_tensor(b)

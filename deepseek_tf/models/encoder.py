@@ -1,4 +1,5 @@
 """Text encoder: a transformer backbone, pooling, optional projection, optional L2 norm."""
+
 from __future__ import annotations
 
 import warnings
@@ -38,8 +39,9 @@ class Encoder(keras.layers.Layer):
       normalize: L2-normalise the output so dot product = cosine.
     """
 
-    def __init__(self, backbone, pooling: str = "mean", projection_dim: int | None = None,
-                 normalize: bool = True, **kwargs):
+    def __init__(
+        self, backbone, pooling: str = "mean", projection_dim: int | None = None, normalize: bool = True, **kwargs
+    ):
         super().__init__(**kwargs)
         if pooling not in ("mean", "cls"):
             raise ValueError(f"pooling must be 'mean' or 'cls', got {pooling!r}")
@@ -48,8 +50,9 @@ class Encoder(keras.layers.Layer):
         self.projection_dim = projection_dim
         self.normalize = normalize
         self.mean_pool = MeanPooling(dtype=self.dtype_policy)
-        self.projection = (keras.layers.Dense(projection_dim, name="projection", dtype=self.dtype_policy)
-                           if projection_dim else None)
+        self.projection = (
+            keras.layers.Dense(projection_dim, name="projection", dtype=self.dtype_policy) if projection_dim else None
+        )
 
     def build(self, input_shape=None):
         # The backbone arrives built; only the projection needs the hidden size.
@@ -108,8 +111,9 @@ class Encoder(keras.layers.Layer):
         return cls(**config)
 
 
-def _additive_attention(self, query, key, value, attention_mask=None, training=None,
-                        return_attention_scores=False, use_causal_mask=False):
+def _additive_attention(
+    self, query, key, value, attention_mask=None, training=None, return_attention_scores=False, use_causal_mask=False
+):
     """MultiHeadAttention's attention with the mask added to the scores as a bias.
 
     Keras masks with `where` ops that broadcast a (batch, 1, T, S) mask over (batch, heads,
@@ -120,8 +124,9 @@ def _additive_attention(self, query, key, value, attention_mask=None, training=N
     only for a query row with every key masked, which a padding mask never makes.
     """
     if use_causal_mask or len(self._attention_axes) != 1:
-        return type(self)._compute_attention(self, query, key, value, attention_mask, training,
-                                             return_attention_scores, use_causal_mask)
+        return type(self)._compute_attention(
+            self, query, key, value, attention_mask, training, return_attention_scores, use_causal_mask
+        )
     query = ops.multiply(query, ops.cast(self._inverse_sqrt_key_dim, query.dtype))  # (batch, T, heads, dim)
     scores = ops.einsum(self._dot_product_equation, key, query)  # (batch, heads, T, S)
     if attention_mask is not None:

@@ -11,6 +11,7 @@ sequence output tensor (batch, seq, hidden) or a dict holding "sequence_output".
 keys may be ours (token_ids / padding_mask / segment_ids) or TF Hub BERT's
 (input_word_ids / input_mask / input_type_ids).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -77,15 +78,23 @@ class HubBackbone(keras.layers.Layer):
         elif "serving_default" in getattr(self._loaded, "signatures", {}):
             self._fn, self._is_signature = self._loaded.signatures["serving_default"], True
         else:
-            raise UserError(f"TF Hub handle {handle!r}: SavedModel has neither __call__ nor a serving_default signature")
+            raise UserError(
+                f"TF Hub handle {handle!r}: SavedModel has neither __call__ nor a serving_default signature"
+            )
         self._keys, self._dtypes = _input_keys(self._fn)
         self._hub_names = "input_word_ids" in self._keys
         for v in self._saved_variables():
             # Wrapping (not copying) the SavedModel's tf.Variable: its functions read the same one.
-            self._track_variable(keras.Variable(v, trainable=v.trainable, dtype=v.dtype, shape=v.shape,
-                                                name=v.name.split(":")[0].replace("/", "_")))
-        probe = {"token_ids": tf.zeros([1, 2], tf.int32), "padding_mask": tf.ones([1, 2], tf.bool),
-                 "segment_ids": tf.zeros([1, 2], tf.int32)}
+            self._track_variable(
+                keras.Variable(
+                    v, trainable=v.trainable, dtype=v.dtype, shape=v.shape, name=v.name.split(":")[0].replace("/", "_")
+                )
+            )
+        probe = {
+            "token_ids": tf.zeros([1, 2], tf.int32),
+            "padding_mask": tf.ones([1, 2], tf.bool),
+            "segment_ids": tf.zeros([1, 2], tf.int32),
+        }
         self.hidden_dim = int(self.call(probe)["sequence_output"].shape[-1])
         self.built = True
 
@@ -96,8 +105,13 @@ class HubBackbone(keras.layers.Layer):
         # A bare restored function: the variables its concrete functions capture, trainable first
         # (what Keras's own ExportArchive collects; public Keras exposes no helper for it).
         fn = self._fn
-        concrete = (fn.concrete_functions if hasattr(fn, "concrete_functions")
-                    else [fn.get_concrete_function()] if hasattr(fn, "get_concrete_function") else [fn])
+        concrete = (
+            fn.concrete_functions
+            if hasattr(fn, "concrete_functions")
+            else [fn.get_concrete_function()]
+            if hasattr(fn, "get_concrete_function")
+            else [fn]
+        )
         seen, trainable, frozen = set(), [], []
         for cf in concrete:
             for v in cf.trainable_variables:

@@ -1,4 +1,6 @@
-"""Loading a trained `model/` dir (model.keras + vocab.txt or SentencePiece files + config.yaml) and fingerprinting weights."""
+"""Loading a trained `model/` dir (model.keras + vocab.txt or SentencePiece files + config.yaml) and
+fingerprinting weights."""
+
 from __future__ import annotations
 
 import hashlib
@@ -32,8 +34,10 @@ def refuse_unfinished(path: Path, what: str = "--model") -> None:
     """Writers build `X.tmp` and rename it to `X` when done: a `.tmp` left behind is a killed or
     failed write whose files may look complete, so it is never loaded."""
     if Path(path).name.endswith(".tmp"):
-        raise UserError(f"{what} {path}: an unfinished write (a killed or failed export/training left "
-                        f"this .tmp behind); use the finished directory or run it again")
+        raise UserError(
+            f"{what} {path}: an unfinished write (a killed or failed export/training left "
+            f"this .tmp behind); use the finished directory or run it again"
+        )
 
 
 def load_exported_saved_model(path: Path, what: str = "--model"):

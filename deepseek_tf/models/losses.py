@@ -1,11 +1,17 @@
 """Ranking losses as pure functions of embeddings. Shapes: (batch, dim) unless noted."""
+
 from __future__ import annotations
 
 import tensorflow as tf
 
 
-def positive_mask(q_keys: tf.Tensor, d_keys: tf.Tensor, q_keys_all: tf.Tensor, d_keys_all: tf.Tensor,
-                  neg_keys_all: tf.Tensor | None = None) -> tf.Tensor:
+def positive_mask(
+    q_keys: tf.Tensor,
+    d_keys: tf.Tensor,
+    q_keys_all: tf.Tensor,
+    d_keys_all: tf.Tensor,
+    neg_keys_all: tf.Tensor | None = None,
+) -> tf.Tensor:
     """True where candidate j is also a positive of query i, so it must not count as a negative.
 
     For local pairs (q_i, d_i) and candidate pairs (q'_j, d'_j) (all replicas), candidate
@@ -20,9 +26,15 @@ def positive_mask(q_keys: tf.Tensor, d_keys: tf.Tensor, q_keys_all: tf.Tensor, d
     return same
 
 
-def infonce(q: tf.Tensor, d: tf.Tensor, neg: tf.Tensor | None = None, temperature: float = 0.05,
-            offset: int | tf.Tensor = 0, mask: tf.Tensor | None = None,
-            weights: tf.Tensor | None = None) -> tf.Tensor:
+def infonce(
+    q: tf.Tensor,
+    d: tf.Tensor,
+    neg: tf.Tensor | None = None,
+    temperature: float = 0.05,
+    offset: int | tf.Tensor = 0,
+    mask: tf.Tensor | None = None,
+    weights: tf.Tensor | None = None,
+) -> tf.Tensor:
     """In-batch softmax cross-entropy (InfoNCE; MultipleNegativesRankingLoss; NT-Xent).
 
     With candidates c = [d; neg] and s_ij = q_i·c_j / τ, the positive of q_i being
@@ -42,8 +54,9 @@ def infonce(q: tf.Tensor, d: tf.Tensor, neg: tf.Tensor | None = None, temperatur
     return _softmax_ce(tf.matmul(q, candidates, transpose_b=True) / temperature, labels, mask, weights)
 
 
-def _softmax_ce(logits: tf.Tensor, labels: tf.Tensor, mask: tf.Tensor | None,
-                weights: tf.Tensor | None = None) -> tf.Tensor:
+def _softmax_ce(
+    logits: tf.Tensor, labels: tf.Tensor, mask: tf.Tensor | None, weights: tf.Tensor | None = None
+) -> tf.Tensor:
     """Mean (or `weights`-weighted mean) over rows of −log p_label; masked columns are excluded."""
     logits = tf.cast(logits, tf.float32)
     own = tf.one_hot(labels, tf.shape(logits)[1], on_value=True, off_value=False)  # (B, C)
@@ -78,8 +91,9 @@ def triplet(q: tf.Tensor, pos: tf.Tensor, neg: tf.Tensor, margin: float = 0.5) -
     return tf.reduce_mean(tf.nn.relu(d_pos - d_neg + margin))
 
 
-def margin_mse(q: tf.Tensor, pos: tf.Tensor, neg: tf.Tensor, teacher: tf.Tensor,
-               temperature: float | tf.Tensor = 0.05) -> tf.Tensor:
+def margin_mse(
+    q: tf.Tensor, pos: tf.Tensor, neg: tf.Tensor, teacher: tf.Tensor, temperature: float | tf.Tensor = 0.05
+) -> tf.Tensor:
     """Margin-MSE distillation (Hofstätter et al. 2020): the student's score margins regress
     the teacher's.
 

@@ -11,14 +11,21 @@ would cost T², more than padding for a large batch).
 
 Same outputs as `Encoder.call` to float rounding; inference only (no dropout).
 """
+
 from __future__ import annotations
 
 import numpy as np
 import tensorflow as tf
 from keras import ops
 
-_BERT_PARTS = ("token_embedding", "position_embedding", "segment_embedding", "embeddings_add",
-               "embeddings_layer_norm", "transformer_layers")
+_BERT_PARTS = (
+    "token_embedding",
+    "position_embedding",
+    "segment_embedding",
+    "embeddings_add",
+    "embeddings_layer_norm",
+    "transformer_layers",
+)
 PACKED_KEYS = ("token_ids", "segment_ids", "positions", "slot_text")
 
 
@@ -65,8 +72,12 @@ def pack_inputs(inputs: dict) -> dict[str, np.ndarray] | None:
         return None
     text, position = np.nonzero(mask)  # every token, text by text, in order
     slot = row[text] * width + col[text] + position  # its place in the packed (rows·L,) layout
-    out = {"token_ids": np.zeros(rows * width, ids.dtype), "segment_ids": np.zeros(rows * width, segments.dtype),
-           "positions": np.zeros(rows * width, np.int32), "slot_text": np.full(rows * width, -1, np.int32)}
+    out = {
+        "token_ids": np.zeros(rows * width, ids.dtype),
+        "segment_ids": np.zeros(rows * width, segments.dtype),
+        "positions": np.zeros(rows * width, np.int32),
+        "slot_text": np.full(rows * width, -1, np.int32),
+    }
     out["token_ids"][slot] = ids[mask]
     out["segment_ids"][slot] = segments[mask]
     out["positions"][slot] = position
@@ -80,8 +91,13 @@ def packed_encode(encoder, packed: dict, batch: tf.Tensor) -> tf.Tensor:
     backbone = encoder.backbone
     slot_text = packed["slot_text"]  # (rows, L)
     tokens = backbone.token_embedding(packed["token_ids"])  # (rows, L, hidden)
-    x = backbone.embeddings_add((tokens, backbone.position_embedding(tokens, positions=packed["positions"]),
-                                 backbone.segment_embedding(packed["segment_ids"])))
+    x = backbone.embeddings_add(
+        (
+            tokens,
+            backbone.position_embedding(tokens, positions=packed["positions"]),
+            backbone.segment_embedding(packed["segment_ids"]),
+        )
+    )
     x = backbone.embeddings_layer_norm(x)
     # (rows, L, L): a token sees the tokens of its own text; an empty slot sees nothing
     same_text = (slot_text[:, :, None] == slot_text[:, None, :]) & (slot_text[:, None, :] >= 0)

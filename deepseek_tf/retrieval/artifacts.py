@@ -1,5 +1,6 @@
 """Loading any model artifact for inference: `load_embedder(spec)` takes what the CLIs take as
 MODEL: a trained `model/` directory, an exported SavedModel directory, a `.tflite` file, or a preset name."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -16,8 +17,9 @@ def load_embedder(spec: str) -> Embedder:
     path = Path(spec)
     if spec in PRESETS:
         model, tokenizer, config = preset_model(spec)
-        return KerasEmbedder(model, tokenizer, config.model.query_max_length, config.model.doc_max_length,
-                             name=spec, fingerprint=spec)
+        return KerasEmbedder(
+            model, tokenizer, config.model.query_max_length, config.model.doc_max_length, name=spec, fingerprint=spec
+        )
     refuse_unfinished(path)
     if path.suffix == ".tflite":
         if not path.is_file():
@@ -25,10 +27,16 @@ def load_embedder(spec: str) -> Embedder:
         return TFLiteEmbedder(path)
     if (path / "model.keras").is_file():
         model, tokenizer, config = load_trained(path)
-        return KerasEmbedder(model, tokenizer, config.model.query_max_length, config.model.doc_max_length,
-                             name=path.parent.name or path.name, fingerprint=weights_fingerprint(path))
+        return KerasEmbedder(
+            model,
+            tokenizer,
+            config.model.query_max_length,
+            config.model.doc_max_length,
+            name=path.parent.name or path.name,
+            fingerprint=weights_fingerprint(path),
+        )
     if (path / "saved_model.pb").is_file():
         return SavedModelEmbedder(path)
-    raise UserError(f"--model {spec!r}: not a trained model dir, a SavedModel, a .tflite file "
-                    f"or a preset ({', '.join(PRESETS)})")
-
+    raise UserError(
+        f"--model {spec!r}: not a trained model dir, a SavedModel, a .tflite file or a preset ({', '.join(PRESETS)})"
+    )

@@ -10,6 +10,7 @@ with N documents, df(t) documents containing t, |d| the document's length in tok
 These are bm25s's documented defaults, unchanged; on Cranfield test (title + text) they give nDCG@10 0.3832
 (the reference figure is 0.383).
 """
+
 from __future__ import annotations
 
 import sys
@@ -46,13 +47,18 @@ class BM25Index:
         self.ids: list[str] = []
 
     def config(self) -> dict:
-        return {"k1": self.k1, "b": self.b, "method": self.method, "analyzer": self.analyzer.name,
-                "analyzer_setting": self.analyzer_setting}
+        return {
+            "k1": self.k1,
+            "b": self.b,
+            "method": self.method,
+            "analyzer": self.analyzer.name,
+            "analyzer_setting": self.analyzer_setting,
+        }
 
     def _tokenize(self, texts: list[str]) -> list[list[str]]:
         return self.analyzer(texts)
 
-    def index(self, ids: list[str], texts: list[str], progress: bool = False) -> "BM25Index":
+    def index(self, ids: list[str], texts: list[str], progress: bool = False) -> BM25Index:
         if not texts:
             raise UserError("BM25: no documents to index")
         self.ids = list(ids)
@@ -82,7 +88,8 @@ class BM25Index:
 
 
 def bm25_run(ds, top_k: int = 100, use_title: bool = True, **bm25_args) -> tuple[dict, dict]:
-    """BM25 over a BeirDataset: (run, stats); stats as evaluate.dense_run's (latency_ms per query, docs/s of indexing)."""
+    """BM25 over a BeirDataset: (run, stats); stats as evaluate.dense_run's (latency_ms per query, docs/s
+    of indexing)."""
     ids = list(ds.corpus)
     texts = [ds.doc_text(d, use_title) for d in ids]
     start = time.perf_counter()
@@ -96,15 +103,20 @@ def bm25_run(ds, top_k: int = 100, use_title: bool = True, **bm25_args) -> tuple
         latencies[q] = (time.perf_counter() - t0) * 1000
         run[q] = dict(hits)
     values = list(latencies.values())
-    stats = {"latency_ms_p50": float(np.percentile(values, 50)) if values else None,
-             "latency_ms_p95": float(np.percentile(values, 95)) if values else None,
-             "docs_per_s": len(texts) / max(index_s, 1e-9), "index_s": index_s, "latency_ms": latencies,
-             "bm25": index.config()}
+    stats = {
+        "latency_ms_p50": float(np.percentile(values, 50)) if values else None,
+        "latency_ms_p95": float(np.percentile(values, 95)) if values else None,
+        "docs_per_s": len(texts) / max(index_s, 1e-9),
+        "index_s": index_s,
+        "latency_ms": latencies,
+        "bm25": index.config(),
+    }
     return run, stats
 
 
-def reciprocal_rank_fusion(runs: list[dict[str, dict[str, float]]], k: int = 60,
-                           top_k: int | None = None) -> dict[str, dict[str, float]]:
+def reciprocal_rank_fusion(
+    runs: list[dict[str, dict[str, float]]], k: int = 60, top_k: int | None = None
+) -> dict[str, dict[str, float]]:
     """RRF (Cormack et al., 2009): fused(d) = sum_{r in runs} 1 / (k + rank_r(d)), ranks from 1.
 
     A document missing from a run gets nothing from it. Ranks follow each run's scores

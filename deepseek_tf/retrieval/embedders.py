@@ -1,6 +1,7 @@
 """Embedders turn texts into vectors: the base class, a Keras dual encoder, an exported SavedModel.
 
 `retrieval.artifacts.load_embedder(spec)` picks one for what the CLIs accept as MODEL."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -22,8 +23,7 @@ class Embedder:
     def _encode(self, texts: list[str], tower: str) -> np.ndarray:
         raise NotImplementedError
 
-    def encode(self, texts: list[str], tower: str = "doc", batch_size: int = 64,
-               progress: bool = False) -> np.ndarray:
+    def encode(self, texts: list[str], tower: str = "doc", batch_size: int = 64, progress: bool = False) -> np.ndarray:
         """Encodes in length-sorted batches (padding stays small); rows keep the input order."""
         if not texts:
             return np.zeros((0, 0), np.float32)
@@ -35,7 +35,7 @@ class Embedder:
 
             batches = shown(batches, f"encoding {tower}s", unit="batch", leave=False)
         for start in batches:
-            idx = order[start:start + batch_size]
+            idx = order[start : start + batch_size]
             vecs = self._encode([texts[i] for i in idx], tower)
             if out is None:
                 out = np.zeros((len(texts), vecs.shape[-1]), np.float32)
@@ -55,27 +55,47 @@ class KerasEmbedder(Embedder):
     With `packing` (the default) a batch of texts shares rows instead of padding each to the
     longest (`models.packed`): the same vectors for less work, e.g. a micro-batch of queries."""
 
-    def __init__(self, model, tokenizer, query_max_length: int, doc_max_length: int, name: str,
-                 fingerprint: str = "", packing: bool = True):
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        query_max_length: int,
+        doc_max_length: int,
+        name: str,
+        fingerprint: str = "",
+        packing: bool = True,
+    ):
         self.model, self.tokenizer, self.name, self.fingerprint = model, tokenizer, name, fingerprint
         self.max_length = {"query": query_max_length, "doc": doc_max_length}
         towers = {"query": model.query_encoder, "doc": model.doc_tower}
         text_spec = [tf.TensorSpec([None], tf.string)]
         # tokenizer.tower adds the tower's prefix (e5's "query: " / "passage: ")
-        self._fns = {k: tf.function(lambda t, enc=enc, k=k: enc(tokenizer.tower(t, self.max_length[k], k),
-                                                                  training=False), input_signature=text_spec)
-                     for k, enc in towers.items()}
+        self._fns = {
+            k: tf.function(
+                lambda t, enc=enc, k=k: enc(tokenizer.tower(t, self.max_length[k], k), training=False),
+                input_signature=text_spec,
+            )
+            for k, enc in towers.items()
+        }
         self._packed = {}
         if packing and all(supports_packing(enc) for enc in towers.values()):
-            self._tokenize = {k: tf.function(lambda t, k=k: tokenizer.tower(t, self.max_length[k], k),
-                                             input_signature=text_spec) for k in towers}
-            self._packed = {k: tf.function(lambda p, b, enc=enc: packed_encode(enc, p, b),
-                                           input_signature=packed_signature()) for k, enc in towers.items()}
+            self._tokenize = {
+                k: tf.function(lambda t, k=k: tokenizer.tower(t, self.max_length[k], k), input_signature=text_spec)
+                for k in towers
+            }
+            self._packed = {
+                k: tf.function(lambda p, b, enc=enc: packed_encode(enc, p, b), input_signature=packed_signature())
+                for k, enc in towers.items()
+            }
             # a batch packing does not shrink runs padded from the ids already made, not tokenized again
-            token_spec = {k: tf.TensorSpec([None, None], v.dtype) for k, v in
-                          self._tokenize["query"].get_concrete_function().structured_outputs.items()}
-            self._padded = {k: tf.function(lambda x, enc=enc: enc(x, training=False), input_signature=[token_spec])
-                            for k, enc in towers.items()}
+            token_spec = {
+                k: tf.TensorSpec([None, None], v.dtype)
+                for k, v in self._tokenize["query"].get_concrete_function().structured_outputs.items()
+            }
+            self._padded = {
+                k: tf.function(lambda x, enc=enc: enc(x, training=False), input_signature=[token_spec])
+                for k, enc in towers.items()
+            }
 
     def _encode(self, texts: list[str], tower: str) -> np.ndarray:
         if len(texts) > 1 and self._packed:

@@ -5,6 +5,7 @@ Every index is saved with the fingerprint of the model that made its vectors, an
 with another model's fingerprint is refused. `deepseek-tf bench-ann --bench` measures
 exact search at 1M x 384 against faiss.IndexFlatIP.
 """
+
 from __future__ import annotations
 
 import json
@@ -24,8 +25,9 @@ def _chunk_topk(queries, chunk, k):
     return tf.math.top_k(scores, k=k)
 
 
-def exact_search(queries: np.ndarray, docs: np.ndarray, k: int, chunk_size: int = 65536,
-                 query_batch: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+def exact_search(
+    queries: np.ndarray, docs: np.ndarray, k: int, chunk_size: int = 65536, query_batch: int = 1024
+) -> tuple[np.ndarray, np.ndarray]:
     """Top-k by dot product: (scores (q, k), indices (q, k)), best first.
 
     Scores at most query_batch × chunk_size at once, merging running top-k lists,
@@ -37,19 +39,19 @@ def exact_search(queries: np.ndarray, docs: np.ndarray, k: int, chunk_size: int 
     all_scores = np.zeros((len(queries), k), np.float32)
     all_idx = np.zeros((len(queries), k), np.int64)
     for qs in range(0, len(queries), query_batch):
-        q = tf.constant(queries[qs:qs + query_batch], tf.float32)  # (qb, dim)
+        q = tf.constant(queries[qs : qs + query_batch], tf.float32)  # (qb, dim)
         best_s = tf.fill([tf.shape(q)[0], 0], 0.0)
         best_i = tf.zeros([tf.shape(q)[0], 0], tf.int64)
         for start in range(0, n, chunk_size):
-            chunk = tf.constant(docs[start:start + chunk_size], tf.float32)  # (chunk, dim)
+            chunk = tf.constant(docs[start : start + chunk_size], tf.float32)  # (chunk, dim)
             s, i = _chunk_topk(q, chunk, tf.constant(min(k, chunk.shape[0])))
             merged_s = tf.concat([best_s, s], axis=1)  # (qb, <= 2k)
             merged_i = tf.concat([best_i, tf.cast(i, tf.int64) + start], axis=1)
             top = tf.math.top_k(merged_s, k=min(k, merged_s.shape[1]))
             best_s = top.values
             best_i = tf.gather(merged_i, top.indices, batch_dims=1)
-        all_scores[qs:qs + query_batch] = best_s.numpy()
-        all_idx[qs:qs + query_batch] = best_i.numpy()
+        all_scores[qs : qs + query_batch] = best_s.numpy()
+        all_idx[qs : qs + query_batch] = best_i.numpy()
     return all_scores, all_idx
 
 
@@ -78,19 +80,25 @@ class ExactIndex:
         return [[(self.ids[j], float(s)) for s, j in zip(row_s, row_i)] for row_s, row_i in zip(scores, idx)]
 
     def _meta(self) -> dict:
-        return {"kind": self.kind, "ids": self.ids, "fingerprint": self.fingerprint,
-                "dim": int(self.vectors.shape[1]) if self.vectors.ndim == 2 else 0, **self.meta}
+        return {
+            "kind": self.kind,
+            "ids": self.ids,
+            "fingerprint": self.fingerprint,
+            "dim": int(self.vectors.shape[1]) if self.vectors.ndim == 2 else 0,
+            **self.meta,
+        }
 
     def save(self, directory: str | Path) -> None:
         def save_npy(path: Path) -> None:
             with path.open("wb") as f:  # np.save on a path would append ".npy"
                 np.save(f, self.vectors)
 
-        _write_dir(Path(directory), {"vectors.npy": save_npy,
-                                     "index.json": lambda p: p.write_text(json.dumps(self._meta()))})
+        _write_dir(
+            Path(directory), {"vectors.npy": save_npy, "index.json": lambda p: p.write_text(json.dumps(self._meta()))}
+        )
 
     @classmethod
-    def load(cls, directory: str | Path, fingerprint: str | None = None) -> "ExactIndex":
+    def load(cls, directory: str | Path, fingerprint: str | None = None) -> ExactIndex:
         meta = _read_meta(Path(directory), fingerprint)
         return cls(np.load(Path(directory) / "vectors.npy"), meta["ids"], meta["fingerprint"], _extra(meta))
 
@@ -103,15 +111,31 @@ class FaissIndex:
     recall for speed; `deepseek-tf bench-ann --bench --faiss ivf hnsw` measures it.
     """
 
-    def __init__(self, kind: str, index, ids: list[str], fingerprint: str = "", params: dict | None = None,
-                 meta: dict | None = None):
+    def __init__(
+        self,
+        kind: str,
+        index,
+        ids: list[str],
+        fingerprint: str = "",
+        params: dict | None = None,
+        meta: dict | None = None,
+    ):
         self.kind, self.index, self.ids, self.fingerprint = kind, index, list(ids), fingerprint
         self.params, self.meta = dict(params or {}), dict(meta or {})
 
     @classmethod
-    def build(cls, vectors: np.ndarray, ids: list[str], kind: str = "flat", fingerprint: str = "",
-              nlist: int | None = None, nprobe: int = 16, hnsw_m: int = 32, ef_search: int = 128,
-              meta: dict | None = None) -> "FaissIndex":
+    def build(
+        cls,
+        vectors: np.ndarray,
+        ids: list[str],
+        kind: str = "flat",
+        fingerprint: str = "",
+        nlist: int | None = None,
+        nprobe: int = 16,
+        hnsw_m: int = 32,
+        ef_search: int = 128,
+        meta: dict | None = None,
+    ) -> FaissIndex:
         faiss = _faiss()
         vectors = np.ascontiguousarray(vectors, np.float32)  # (n, dim)
         n, dim = vectors.shape
@@ -135,19 +159,29 @@ class FaissIndex:
 
     def search(self, queries: np.ndarray, k: int = 10) -> list[list[tuple[str, float]]]:
         scores, idx = self.search_arrays(queries, k)
-        return [[(self.ids[j], float(s)) for s, j in zip(row_s, row_i) if j >= 0]
-                for row_s, row_i in zip(scores, idx)]
+        return [[(self.ids[j], float(s)) for s, j in zip(row_s, row_i) if j >= 0] for row_s, row_i in zip(scores, idx)]
 
     def save(self, directory: str | Path) -> None:
         faiss = _faiss()
 
-        meta = {"kind": self.kind, "ids": self.ids, "dim": self.index.d, "fingerprint": self.fingerprint,
-                "params": self.params, **self.meta}
-        _write_dir(Path(directory), {"index.faiss": lambda p: faiss.write_index(self.index, str(p)),
-                                     "index.json": lambda p: p.write_text(json.dumps(meta))})
+        meta = {
+            "kind": self.kind,
+            "ids": self.ids,
+            "dim": self.index.d,
+            "fingerprint": self.fingerprint,
+            "params": self.params,
+            **self.meta,
+        }
+        _write_dir(
+            Path(directory),
+            {
+                "index.faiss": lambda p: faiss.write_index(self.index, str(p)),
+                "index.json": lambda p: p.write_text(json.dumps(meta)),
+            },
+        )
 
     @classmethod
-    def load(cls, directory: str | Path, fingerprint: str | None = None) -> "FaissIndex":
+    def load(cls, directory: str | Path, fingerprint: str | None = None) -> FaissIndex:
         faiss = _faiss()
         meta = _read_meta(Path(directory), fingerprint)
         index = faiss.read_index(str(Path(directory) / "index.faiss"))
@@ -163,7 +197,9 @@ def _faiss():
     try:
         import faiss
     except ImportError:
-        raise UserError("faiss is not installed: pip install 'deepseek_tf[faiss]' (or use --index-type exact)") from None
+        raise UserError(
+            "faiss is not installed: pip install 'deepseek_tf[faiss]' (or use --index-type exact)"
+        ) from None
     return faiss
 
 
@@ -180,13 +216,16 @@ def _read_meta(directory: Path, fingerprint: str | None) -> dict:
     except json.JSONDecodeError:
         raise UserError(f"{meta_path}: corrupt index metadata; rebuild the index") from None
     if fingerprint is not None and meta.get("fingerprint") != fingerprint:
-        raise UserError(f"{directory}: index was built with another model "
-                        f"(fingerprint {meta.get('fingerprint')} != {fingerprint}); rebuild it")
+        raise UserError(
+            f"{directory}: index was built with another model "
+            f"(fingerprint {meta.get('fingerprint')} != {fingerprint}); rebuild it"
+        )
     return meta
 
 
-def build_index(vectors: np.ndarray, ids: list[str], kind: str = "exact", fingerprint: str = "",
-                meta: dict | None = None, **params) -> ExactIndex | FaissIndex:
+def build_index(
+    vectors: np.ndarray, ids: list[str], kind: str = "exact", fingerprint: str = "", meta: dict | None = None, **params
+) -> ExactIndex | FaissIndex:
     if len(ids) != len(vectors):
         raise UserError(f"{len(ids)} ids for {len(vectors)} vectors")
     if kind == "exact":

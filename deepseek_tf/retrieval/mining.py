@@ -14,6 +14,7 @@ seeded random unjudged document is used, so every pair gets a negative (and the 
 such fall-backs is reported). The output is a pairs file (query, doc_content, neg_doc,
 label) that `data.pairs` reads directly.
 """
+
 from __future__ import annotations
 
 import random
@@ -35,8 +36,9 @@ class MinedPairs:
     fallbacks: int  # negatives from outside the top-k window (random unjudged documents)
 
 
-def score_matrix_bm25(ds: BeirDataset, qids: list[str], doc_ids: list[str], use_title: bool = True,
-                      analyzer: str = "default") -> np.ndarray:
+def score_matrix_bm25(
+    ds: BeirDataset, qids: list[str], doc_ids: list[str], use_title: bool = True, analyzer: str = "default"
+) -> np.ndarray:
     """BM25 (bm25s, Lucene variant, k1=1.5, b=0.75) score of every document for every query,
     terms from `analyzer`: (queries, docs)."""
     import bm25s
@@ -49,18 +51,29 @@ def score_matrix_bm25(ds: BeirDataset, qids: list[str], doc_ids: list[str], use_
     return np.stack([bm25.get_scores(t) if t else np.zeros(len(doc_ids), np.float32) for t in tokens])
 
 
-def score_matrix_dense(embedder, ds: BeirDataset, qids: list[str], doc_ids: list[str],
-                       use_title: bool = True, batch_size: int = 64) -> np.ndarray:
+def score_matrix_dense(
+    embedder, ds: BeirDataset, qids: list[str], doc_ids: list[str], use_title: bool = True, batch_size: int = 64
+) -> np.ndarray:
     """Dot products of the embedder's query and document vectors: (queries, docs)."""
-    docs = embedder.encode_docs([ds.doc_text(d, use_title) for d in doc_ids], batch_size,
-                                progress=sys.stderr.isatty())
+    docs = embedder.encode_docs([ds.doc_text(d, use_title) for d in doc_ids], batch_size, progress=sys.stderr.isatty())
     queries = embedder.encode_queries([ds.queries[q] for q in qids], batch_size)
     return queries @ docs.T
 
 
-def mine_negatives(ds: BeirDataset, scores: np.ndarray, qids: list[str], doc_ids: list[str],
-                   top_k: int = 30, skip_top: int = 3, margin: float = 0.05, min_label: int = 1,
-                   seed: int = 42, use_title: bool = True, per_pair: int = 1, judged: int = 0) -> MinedPairs:
+def mine_negatives(
+    ds: BeirDataset,
+    scores: np.ndarray,
+    qids: list[str],
+    doc_ids: list[str],
+    top_k: int = 30,
+    skip_top: int = 3,
+    margin: float = 0.05,
+    min_label: int = 1,
+    seed: int = 42,
+    use_title: bool = True,
+    per_pair: int = 1,
+    judged: int = 0,
+) -> MinedPairs:
     """`per_pair` guarded hard negatives per (query, judged positive); `scores` is (queries, docs).
     With per_pair 1 a pair's negative is a string, else a list of distinct documents. The first
     up to `judged` of them are the query's judged non-relevant documents (grade < min_label,
@@ -79,8 +92,9 @@ def mine_negatives(ds: BeirDataset, scores: np.ndarray, qids: list[str], doc_ids
     for row, qid in enumerate(qids):
         grades = ds.qrels.get(qid, {})
         relevant = {d for d, g in grades.items() if g >= min_label}
-        judged_out = sorted((d for d, g in grades.items() if g < min_label and d in column),
-                            key=lambda d: (-scores[row, column[d]], d))[:judged]
+        judged_out = sorted(
+            (d for d, g in grades.items() if g < min_label and d in column), key=lambda d: (-scores[row, column[d]], d)
+        )[:judged]
         order = np.argsort(-scores[row], kind="stable")  # (docs,) best first
         ranked = [doc_ids[j] for j in order[skip_top:top_k] if doc_ids[j] not in relevant]
         turn = rng.randrange(max(len(ranked), 1))
@@ -99,8 +113,7 @@ def mine_negatives(ds: BeirDataset, scores: np.ndarray, qids: list[str], doc_ids
                 fallbacks += 1
                 pool = [d for d in doc_ids if d not in relevant and d not in chosen]
                 if not pool:
-                    raise UserError(f"mining: too few documents not relevant to query {qid!r} for "
-                                    f"{per_pair} negatives")
+                    raise UserError(f"mining: too few documents not relevant to query {qid!r} for {per_pair} negatives")
                 chosen.append(rng.choice(pool))
             texts = [ds.doc_text(n, use_title) for n in chosen]
             queries.append(ds.queries[qid])
@@ -113,9 +126,20 @@ def mine_negatives(ds: BeirDataset, scores: np.ndarray, qids: list[str], doc_ids
     return MinedPairs(Pairs(queries, docs, negs, labels), ids, fallbacks)
 
 
-def mine(ds: BeirDataset, source: str = "bm25", top_k: int = 30, skip_top: int = 3, margin: float = 0.05,
-         min_label: int = 1, seed: int = 42, use_title: bool = True, embedder=None, per_pair: int = 1,
-         judged: int = 0, analyzer: str = "default") -> MinedPairs:
+def mine(
+    ds: BeirDataset,
+    source: str = "bm25",
+    top_k: int = 30,
+    skip_top: int = 3,
+    margin: float = 0.05,
+    min_label: int = 1,
+    seed: int = 42,
+    use_title: bool = True,
+    embedder=None,
+    per_pair: int = 1,
+    judged: int = 0,
+    analyzer: str = "default",
+) -> MinedPairs:
     """Mines negatives for every judged query of `ds`; `embedder` (or the MODEL spec in
     `source`) scores densely, `source="bm25"` uses BM25 with `analyzer`; `judged`: see
     `mine_negatives`."""
@@ -129,10 +153,14 @@ def mine(ds: BeirDataset, source: str = "bm25", top_k: int = 30, skip_top: int =
         scores = score_matrix_bm25(ds, qids, doc_ids, use_title, analyzer)
     else:
         scores = score_matrix_dense(embedder, ds, qids, doc_ids, use_title)
-    mined = mine_negatives(ds, scores, qids, doc_ids, top_k, skip_top, margin, min_label, seed, use_title, per_pair,
-                           judged)
-    print(f"mining ({source}): {len(mined.pairs)} pairs × {per_pair} negatives, {mined.fallbacks} random "
-          f"(no top-{top_k} candidate passed the guards)", file=sys.stderr)
+    mined = mine_negatives(
+        ds, scores, qids, doc_ids, top_k, skip_top, margin, min_label, seed, use_title, per_pair, judged
+    )
+    print(
+        f"mining ({source}): {len(mined.pairs)} pairs × {per_pair} negatives, {mined.fallbacks} random "
+        f"(no top-{top_k} candidate passed the guards)",
+        file=sys.stderr,
+    )
     return mined
 
 
@@ -154,8 +182,9 @@ def write_pairs(pairs: Pairs, path: str | Path) -> None:
 
     path = Path(path)
     check_output_file(path)
-    frame = pd.DataFrame({"query": pairs.queries, "doc_content": pairs.docs, "neg_doc": pairs.negs,
-                          "label": pairs.labels})
+    frame = pd.DataFrame(
+        {"query": pairs.queries, "doc_content": pairs.docs, "neg_doc": pairs.negs, "label": pairs.labels}
+    )
     tmp = path.with_name(path.name + ".tmp")
     try:
         frame.to_csv(tmp, sep="\t", index=False)

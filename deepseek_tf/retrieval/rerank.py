@@ -4,6 +4,7 @@ fusion, and the `evaluate --rerank` systems.
 Training the cross-encoder (mined groups, `train_cross_encoder`) is in `train/rerank_train.py`,
 its SavedModel export in `export/cross.py`.
 """
+
 from __future__ import annotations
 
 import time
@@ -39,20 +40,24 @@ class Reranker:
         self._score_fn, self.name, self.batch_size = score_fn, name, batch_size
 
     @classmethod
-    def from_keras(cls, model, tokenizer, config: Config, name: str = "cross_encoder") -> "Reranker":
+    def from_keras(cls, model, tokenizer, config: Config, name: str = "cross_encoder") -> Reranker:
         m = config.model
         spec = tf.TensorSpec([None], tf.string)
         if m.interaction == "light":
+
             def fn(q, d):
-                return model({"query": tokenizer(q, m.query_max_length), "doc": tokenizer(d, m.doc_max_length)},
-                             training=False)
+                return model(
+                    {"query": tokenizer(q, m.query_max_length), "doc": tokenizer(d, m.doc_max_length)}, training=False
+                )
         else:
+
             def fn(q, d):
                 return model(_tflite_safe_segments(tokenizer.pairs(q, d, m.doc_max_length)), training=False)
+
         return cls(tf.function(fn, input_signature=[spec, spec]), name)
 
     @classmethod
-    def load(cls, spec: str) -> "Reranker":
+    def load(cls, spec: str) -> Reranker:
         from deepseek_tf.models.loading import refuse_unfinished
 
         path = Path(spec)
@@ -89,24 +94,32 @@ class Reranker:
 
             starts = shown(starts, "scoring pairs", unit="batch", leave=False)
         for s in starts:
-            idx = order[s:s + self.batch_size]
-            out[idx] = np.asarray(self._score_fn(tf.constant([queries[i] for i in idx]),
-                                                 tf.constant([docs[i] for i in idx])))
+            idx = order[s : s + self.batch_size]
+            out[idx] = np.asarray(
+                self._score_fn(tf.constant([queries[i] for i in idx]), tf.constant([docs[i] for i in idx]))
+            )
         return out
 
     def score(self, query: str, docs: list[str]) -> np.ndarray:
         return self.score_pairs([query] * len(docs), docs)
 
 
-def rerank_query(reranker: Reranker, query: str, candidates: list[tuple[str, float]],
-                 texts: list[str]) -> dict[str, float]:
+def rerank_query(
+    reranker: Reranker, query: str, candidates: list[tuple[str, float]], texts: list[str]
+) -> dict[str, float]:
     """One query's first-stage candidates [(doc id, score)] and their texts -> {doc id: reranked score}."""
     scores = reranker.score(query, texts)  # (len(candidates),)
     return {d: float(s) for (d, _), s in zip(candidates, scores)}
 
 
-def rerank_run(reranker: Reranker, ds: data_lib.BeirDataset, first_stage: Run, top_k: int = 100,
-               use_title: bool = True, progress: bool = False) -> tuple[Run, dict[str, float]]:
+def rerank_run(
+    reranker: Reranker,
+    ds: data_lib.BeirDataset,
+    first_stage: Run,
+    top_k: int = 100,
+    use_title: bool = True,
+    progress: bool = False,
+) -> tuple[Run, dict[str, float]]:
     """Rescores each query's top-k first-stage documents.
 
     stats: latency_ms (per query, reranking only) and its p50/p95, docs_per_s (pairs scored per second).
@@ -127,9 +140,13 @@ def rerank_run(reranker: Reranker, ds: data_lib.BeirDataset, first_stage: Run, t
         latencies[q] = (time.perf_counter() - t0) * 1000
         pairs += len(top)
     values = list(latencies.values())
-    stats = {"latency_ms_p50": float(np.percentile(values, 50)) if values else None,
-             "latency_ms_p95": float(np.percentile(values, 95)) if values else None,
-             "docs_per_s": pairs / max(sum(values) / 1000, 1e-9), "rerank_depth": top_k, "latency_ms": latencies}
+    stats = {
+        "latency_ms_p50": float(np.percentile(values, 50)) if values else None,
+        "latency_ms_p95": float(np.percentile(values, 95)) if values else None,
+        "docs_per_s": pairs / max(sum(values) / 1000, 1e-9),
+        "rerank_depth": top_k,
+        "latency_ms": latencies,
+    }
     return run, stats
 
 
@@ -141,6 +158,7 @@ def fuse(first_stage: Run, reranked: Run, weight: float) -> Run:
     w = 1 is the cross-encoder alone; the first stage's score keeps what it knows that the
     cross-encoder (trained on few queries, reading 128 tokens) may not.
     """
+
     def z(values: np.ndarray) -> np.ndarray:
         std = values.std()
         return (values - values.mean()) / (std if std > 0 else 1.0)
@@ -165,9 +183,15 @@ def fusion_weights(fusion: float | Sequence[float] | None) -> tuple[float, ...]:
     return weights
 
 
-def rerank_system(spec: str, ds: data_lib.BeirDataset, first_stage: Run, first_stats: dict, top_k: int = 100,
-                  fusion: float | Sequence[float] | None = None,
-                  progress: bool = False) -> list[tuple[str, Run, dict]]:
+def rerank_system(
+    spec: str,
+    ds: data_lib.BeirDataset,
+    first_stage: Run,
+    first_stats: dict,
+    top_k: int = 100,
+    fusion: float | Sequence[float] | None = None,
+    progress: bool = False,
+) -> list[tuple[str, Run, dict]]:
     """The "<first stage>+rerank" system(s) for evaluate: [(name suffix, run, stats)].
 
     "+rerank" orders by the cross-encoder alone; with `fusion` = w, "+rerank+fusion" orders
@@ -183,11 +207,16 @@ def rerank_system(spec: str, ds: data_lib.BeirDataset, first_stage: Run, first_s
     before = first_stats.get("latency_ms", {})
     latencies = {q: ms + before.get(q, 0.0) for q, ms in stats.pop("latency_ms").items()}
     values = list(latencies.values())
-    common = {"latency_ms_p50": float(np.percentile(values, 50)) if values else None,
-              "latency_ms_p95": float(np.percentile(values, 95)) if values else None,
-              "docs_per_s": first_stats.get("docs_per_s"), "index_s": first_stats.get("index_s"),
-              "rerank_latency_ms_p50": stats["latency_ms_p50"], "rerank_latency_ms_p95": stats["latency_ms_p95"],
-              "rerank_pairs_per_s": stats["docs_per_s"], "rerank_depth": top_k}
+    common = {
+        "latency_ms_p50": float(np.percentile(values, 50)) if values else None,
+        "latency_ms_p95": float(np.percentile(values, 95)) if values else None,
+        "docs_per_s": first_stats.get("docs_per_s"),
+        "index_s": first_stats.get("index_s"),
+        "rerank_latency_ms_p50": stats["latency_ms_p50"],
+        "rerank_latency_ms_p95": stats["latency_ms_p95"],
+        "rerank_pairs_per_s": stats["docs_per_s"],
+        "rerank_depth": top_k,
+    }
     systems = [("+rerank", run, {**common, "latency_ms": latencies})]
     for w in weights:
         name = "+rerank+fusion" if len(weights) == 1 else f"+rerank+fusion@{w:g}"

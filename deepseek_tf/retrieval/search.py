@@ -7,6 +7,7 @@ another model (fingerprint) or from another corpus file (content hash) is refuse
 cross-encoder (model/ dir, SavedModel or .tflite) and `--rerank-fusion W` orders them by
 W·z(cross-encoder) + (1 − W)·z(retriever), as `evaluate --rerank` does.
 """
+
 from __future__ import annotations
 
 import sys
@@ -21,7 +22,8 @@ INDEX_TYPES = ("exact", "flat", "ivf", "hnsw")
 def read_corpus(path: str | Path) -> tuple[list[str], list[str], dict[str, int]]:
     """(ids, texts, dropped) from a BEIR corpus.jsonl (`_id, title, text`) or a .txt file
     (one document per line, id = line number); duplicate ids and empty texts are dropped and counted."""
-    from deepseek_tf.data import join_title, normalize_text, read_corpus as read_jsonl_corpus
+    from deepseek_tf.data import join_title, normalize_text
+    from deepseek_tf.data import read_corpus as read_jsonl_corpus
 
     path = Path(path)
     if not path.is_file():
@@ -49,8 +51,15 @@ def file_hash(path: str | Path) -> str:
     return file_sha256(path)[:16]
 
 
-def open_index(embedder, corpus: str | Path, index_dir: str | Path | None = None, index_type: str | None = None,
-               rebuild: bool = False, batch_size: int = 64, verbose: bool = True):
+def open_index(
+    embedder,
+    corpus: str | Path,
+    index_dir: str | Path | None = None,
+    index_type: str | None = None,
+    rebuild: bool = False,
+    batch_size: int = 64,
+    verbose: bool = True,
+):
     """(index, texts by id): reuses INDEX_DIR when it matches the model and corpus, else builds it."""
     from deepseek_tf.retrieval.index import build_index, load_index
 
@@ -64,8 +73,9 @@ def open_index(embedder, corpus: str | Path, index_dir: str | Path | None = None
     if index_dir is not None and (Path(index_dir) / "index.json").is_file() and not rebuild:
         index = load_index(index_dir, embedder.fingerprint)
         if index.meta.get("corpus_sha256") != corpus_hash:
-            raise UserError(f"{index_dir}: index was built from another corpus than {corpus}; "
-                            f"pass --rebuild to rebuild it")
+            raise UserError(
+                f"{index_dir}: index was built from another corpus than {corpus}; pass --rebuild to rebuild it"
+            )
         if index_type is not None and index.kind != index_type:
             raise UserError(f"{index_dir}: index is '{index.kind}', not '{index_type}'; pass --rebuild to rebuild it")
         say(f"reusing {index.kind} index {index_dir} ({len(index.ids)} documents)")
@@ -74,17 +84,32 @@ def open_index(embedder, corpus: str | Path, index_dir: str | Path | None = None
     vectors = embedder.encode_docs(texts, batch_size, progress=sys.stderr.isatty())  # (n, dim)
     took = time.perf_counter() - start
     say(f"encoded {len(texts)} documents in {took:.1f} s ({len(texts) / max(took, 1e-9):.1f} docs/s)")
-    index = build_index(vectors, ids, index_type or "exact", embedder.fingerprint,
-                        meta={"corpus_sha256": corpus_hash, "corpus": str(corpus)})
+    index = build_index(
+        vectors,
+        ids,
+        index_type or "exact",
+        embedder.fingerprint,
+        meta={"corpus_sha256": corpus_hash, "corpus": str(corpus)},
+    )
     if index_dir is not None:
         index.save(index_dir)
         say(f"saved {index.kind} index to {index_dir}")
     return index, dict(zip(ids, texts))
 
 
-def search(model: str, corpus: str | Path, queries: list[str], top_k: int = 10, index_dir: str | None = None,
-           index_type: str | None = None, rebuild: bool = False, verbose: bool = True, rerank: str | None = None,
-           rerank_depth: int = 100, fusion: float | None = None) -> list[dict]:
+def search(
+    model: str,
+    corpus: str | Path,
+    queries: list[str],
+    top_k: int = 10,
+    index_dir: str | None = None,
+    index_type: str | None = None,
+    rebuild: bool = False,
+    verbose: bool = True,
+    rerank: str | None = None,
+    rerank_depth: int = 100,
+    fusion: float | None = None,
+) -> list[dict]:
     """[{query, latency_ms, hits: [{id, score, text}]}] for each query, best hit first.
 
     With `rerank` (a cross-encoder) the retriever's top `rerank_depth` are rescored and the best
@@ -111,8 +136,13 @@ def search(model: str, corpus: str | Path, queries: list[str], top_k: int = 10, 
         t0 = time.perf_counter()
         hits = index.search(embedder.encode_queries([q]), rerank_depth if reranker else top_k)[0]
         if reranker is None:
-            out.append({"query": q, "latency_ms": (time.perf_counter() - t0) * 1000,
-                        "hits": [{"id": d, "score": s, "text": texts.get(d, "")} for d, s in hits]})
+            out.append(
+                {
+                    "query": q,
+                    "latency_ms": (time.perf_counter() - t0) * 1000,
+                    "hits": [{"id": d, "score": s, "text": texts.get(d, "")} for d, s in hits],
+                }
+            )
             continue
         t1 = time.perf_counter()
         first = dict(hits)
@@ -120,9 +150,23 @@ def search(model: str, corpus: str | Path, queries: list[str], top_k: int = 10, 
         order = reranked if fusion is None else fuse({q: first}, {q: reranked}, fusion)[q]
         best = sorted(order.items(), key=lambda x: (-x[1], x[0]))[:top_k]
         done = time.perf_counter()
-        out.append({"query": q, "latency_ms": (done - t0) * 1000, "rerank_ms": (done - t1) * 1000,
-                    "hits": [{"id": d, "score": s, "retriever_score": first[d], "reranker_score": reranked[d],
-                              "text": texts.get(d, "")} for d, s in best]})
+        out.append(
+            {
+                "query": q,
+                "latency_ms": (done - t0) * 1000,
+                "rerank_ms": (done - t1) * 1000,
+                "hits": [
+                    {
+                        "id": d,
+                        "score": s,
+                        "retriever_score": first[d],
+                        "reranker_score": reranked[d],
+                        "text": texts.get(d, ""),
+                    }
+                    for d, s in best
+                ],
+            }
+        )
     return out
 
 
@@ -132,6 +176,6 @@ def format_results(results: list[dict], width: int = 100) -> str:
         reranked = f", reranking {r['rerank_ms']:.1f} ms" if "rerank_ms" in r else ""
         lines.append(f"query: {r['query']}  ({r['latency_ms']:.1f} ms{reranked})")
         for rank, h in enumerate(r["hits"], 1):
-            text = h["text"] if len(h["text"]) <= width else h["text"][:width - 1] + "…"
+            text = h["text"] if len(h["text"]) <= width else h["text"][: width - 1] + "…"
             lines.append(f"{rank:3d}. {h['score']:.4f}  {h['id']}  {text}")
     return "\n".join(lines)

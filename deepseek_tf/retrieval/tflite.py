@@ -7,6 +7,7 @@ TensorFlow's own TFLite runtime, so files run in
 `tensorflow.lite.python.interpreter.InterpreterWithCustomOps`; ai-edge-litert ships a separate
 runtime whose interpreter cannot take these kernels.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -75,8 +76,11 @@ def _interpreter(model_content: bytes, num_threads: int | None = None, source: s
     try:
         with warnings.catch_warnings(), _native_stderr_silenced():  # "deprecated": see module docstring
             warnings.simplefilter("ignore")
-            return InterpreterWithCustomOps(model_content=model_content, num_threads=num_threads,
-                                            custom_op_registerers=tft.tflite_registrar.SELECT_TFTEXT_OPS)
+            return InterpreterWithCustomOps(
+                model_content=model_content,
+                num_threads=num_threads,
+                custom_op_registerers=tft.tflite_registrar.SELECT_TFTEXT_OPS,
+            )
     except (ValueError, RuntimeError) as e:  # the flatbuffer verifier's "Model provided has model identifier ..."
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UserError(f"{source}: not a valid TFLite file (corrupt or truncated? {first})") from None
@@ -128,8 +132,11 @@ class TFLiteEmbedder(Embedder):
         blobs = {t: f.read_bytes() for t, f in files.items()}
         self.fingerprint = _blob_hash(blobs["query"] + blobs["doc"])
         self.runners = {"query": _Runner(blobs["query"], num_threads, files["query"])}
-        self.runners["doc"] = (self.runners["query"] if files["doc"] == files["query"]
-                               else _Runner(blobs["doc"], num_threads, files["doc"]))
+        self.runners["doc"] = (
+            self.runners["query"]
+            if files["doc"] == files["query"]
+            else _Runner(blobs["doc"], num_threads, files["doc"])
+        )
 
     def _encode(self, texts: list[str], tower: str) -> np.ndarray:
         return self.runners[tower](texts)
@@ -173,8 +180,13 @@ class TFLiteScorer:
         self.runner = self.interpreter.get_signature_runner("score")  # resizes inputs per call
 
     def __call__(self, queries, docs) -> np.ndarray:
-        as_bytes = lambda xs: np.array([x if isinstance(x, bytes) else str(x).encode("utf-8")
-                                        for x in (xs.numpy() if hasattr(xs, "numpy") else xs)], dtype=object)
+        as_bytes = lambda xs: np.array(
+            [
+                x if isinstance(x, bytes) else str(x).encode("utf-8")
+                for x in (xs.numpy() if hasattr(xs, "numpy") else xs)
+            ],
+            dtype=object,
+        )
         with _native_stderr_silenced():  # the signature runner re-allocates when N changes
             out = self.runner(query=as_bytes(queries), doc=as_bytes(docs))
         return np.array(next(iter(out.values())), np.float32).reshape(-1)  # (N,)

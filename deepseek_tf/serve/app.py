@@ -16,6 +16,7 @@ each kind of bad input gets its own status and code:
   500 internal_error          a failure inside the service
   503 shutting_down           the service is stopping
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -36,8 +37,15 @@ from deepseek_tf.serve.service import SearchService, ServiceError
 
 log = logging.getLogger("deepseek_tf.serve")
 ENDPOINTS = ("/search", "/embed", "/health", "/metrics", "/admin/reload")
-STATUS_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "body_too_large",
-                415: "unsupported_media_type", 422: "invalid_request", 503: "shutting_down"}
+STATUS_CODES = {
+    400: "bad_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "body_too_large",
+    415: "unsupported_media_type",
+    422: "invalid_request",
+    503: "shutting_down",
+}
 
 
 @dataclass(frozen=True)
@@ -82,8 +90,9 @@ async def read_json(request: Request, limits: Limits) -> dict:
     """The request's JSON object, or a ServiceError naming what is wrong with the body."""
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype != "application/json":
-        raise ServiceError(415, "unsupported_media_type",
-                           f"Content-Type must be application/json, not {ctype or 'missing'}")
+        raise ServiceError(
+            415, "unsupported_media_type", f"Content-Type must be application/json, not {ctype or 'missing'}"
+        )
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limits.max_body_bytes:
         raise ServiceError(413, "body_too_large", f"body over {limits.max_body_bytes} bytes")
@@ -150,8 +159,9 @@ class MetricsMiddleware:
             metrics.observe_request(path if path in ENDPOINTS else "other", status, time.perf_counter() - start)
 
 
-def create_app(service: SearchService, limits: Limits | None = None, admin: bool = True,
-               on_startup=None, on_shutdown=None) -> FastAPI:
+def create_app(
+    service: SearchService, limits: Limits | None = None, admin: bool = True, on_startup=None, on_shutdown=None
+) -> FastAPI:
     """The FastAPI app. `on_startup` (async) runs before the first request; `on_shutdown` (sync)
     after the last one (the server closes the service there)."""
     limits = limits or Limits()
@@ -175,8 +185,10 @@ def create_app(service: SearchService, limits: Limits | None = None, admin: bool
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, e: StarletteHTTPException):
         code = STATUS_CODES.get(e.status_code, "bad_request" if e.status_code < 500 else "internal_error")
-        message = {404: f"no endpoint {request.url.path}",
-                   405: f"{request.method} is not allowed on {request.url.path}"}.get(e.status_code, str(e.detail))
+        message = {
+            404: f"no endpoint {request.url.path}",
+            405: f"{request.method} is not allowed on {request.url.path}",
+        }.get(e.status_code, str(e.detail))
         return error(e.status_code, code, message)
 
     @app.exception_handler(Exception)
@@ -210,12 +222,14 @@ def create_app(service: SearchService, limits: Limits | None = None, admin: bool
     async def embed(request: Request):
         body = parse(EmbedBody, await read_json(request, limits))
         if not 1 <= len(body.texts) <= limits.max_embed_texts:
-            raise ServiceError(422, "invalid_request",
-                               f"texts: between 1 and {limits.max_embed_texts} texts, not {len(body.texts)}")
+            raise ServiceError(
+                422, "invalid_request", f"texts: between 1 and {limits.max_embed_texts} texts, not {len(body.texts)}"
+            )
         texts = [check_text(t, limits.max_text_chars, f"texts.{i}") for i, t in enumerate(body.texts)]
         vectors, took = await guarded(service.embed(texts, body.tower))
-        return JSONResponse({"embeddings": vectors.tolist(), "dim": int(vectors.shape[-1]), "tower": body.tower,
-                             "took_ms": took})
+        return JSONResponse(
+            {"embeddings": vectors.tolist(), "dim": int(vectors.shape[-1]), "tower": body.tower, "took_ms": took}
+        )
 
     @app.get("/health")
     async def health():
@@ -227,6 +241,7 @@ def create_app(service: SearchService, limits: Limits | None = None, admin: bool
         return Response(service.metrics.render(caches), media_type=CONTENT_TYPE)
 
     if admin:
+
         @app.post("/admin/reload")
         async def reload(request: Request):
             data = await read_json(request, limits) if request.headers.get("content-length", "0") != "0" else {}
@@ -237,8 +252,9 @@ def create_app(service: SearchService, limits: Limits | None = None, admin: bool
                 raise ServiceError(400, "reload_failed", str(e)) from None
             except Exception:
                 log.exception("reload failed")
-                raise ServiceError(500, "internal_error", "reload failed (details in the server log); "
-                                   "the index being served stays") from None
+                raise ServiceError(
+                    500, "internal_error", "reload failed (details in the server log); the index being served stays"
+                ) from None
             return {"status": "ok", **described}
 
     return app

@@ -9,13 +9,14 @@ batch leaves cores idle in its serial parts). While a call runs, new requests qu
 under load batches fill without waiting. The wait is only taken when the previous batch held
 more than one item: a lone caller (concurrency 1) never waits for company that is not coming.
 """
+
 from __future__ import annotations
 
 import queue
 import threading
 import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from typing import Callable, Sequence
 
 _STOP = object()
 
@@ -33,9 +34,16 @@ class MicroBatcher:
     `close()` lets the worker finish everything queued before it, then stops it.
     """
 
-    def __init__(self, fn: Callable[[list], Sequence], max_batch: int = 32, max_wait_ms: float = 2.0,
-                 on_batch: Callable[[int, float], None] | None = None, name: str = "micro-batcher",
-                 dedupe: bool = True, workers: int = 1):
+    def __init__(
+        self,
+        fn: Callable[[list], Sequence],
+        max_batch: int = 32,
+        max_wait_ms: float = 2.0,
+        on_batch: Callable[[int, float], None] | None = None,
+        name: str = "micro-batcher",
+        dedupe: bool = True,
+        workers: int = 1,
+    ):
         if max_batch < 1 or workers < 1:
             raise ValueError("max_batch and workers must be >= 1")
         if max_wait_ms < 0:

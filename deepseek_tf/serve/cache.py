@@ -1,9 +1,11 @@
 """A thread-safe LRU cache that counts its hits and misses (reported on /metrics)."""
+
 from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from typing import Any, Hashable
+from collections.abc import Hashable
+from typing import Any
 
 MISSING = object()
 

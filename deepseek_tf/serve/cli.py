@@ -1,4 +1,5 @@
 """`deepseek-tf serve --index DIR`: the HTTP search service over a built index."""
+
 from __future__ import annotations
 
 import argparse
@@ -10,58 +11,104 @@ from deepseek_tf.errors import UserError, cli_entry
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = command_parser(
-        "serve", "HTTP search service over an index built by `deepseek-tf index` (its manifest names the model): "
+        "serve",
+        "HTTP search service over an index built by `deepseek-tf index` (its manifest names the model): "
         "POST /search, POST /embed, GET /health, GET /metrics (Prometheus), POST /admin/reload. "
         "SIGHUP re-reads --index; SIGTERM finishes in-flight requests, then exits.",
-        ["deepseek-tf serve --index runs/cranfield_built --port 8000",
-         "deepseek-tf serve --index runs/qbqtc_built --rerank runs/cross_encoder_minilm/model --max-batch 32",
-         "curl -s localhost:8000/search -H 'Content-Type: application/json' -d '{\"query\": \"heat transfer\", \"k\": 5, \"mode\": \"hybrid\"}'"])
+        [
+            "deepseek-tf serve --index runs/cranfield_built --port 8000",
+            "deepseek-tf serve --index runs/qbqtc_built --rerank runs/cross_encoder_minilm/model --max-batch 32",
+            'curl -s localhost:8000/search -H \'Content-Type: application/json\' -d \'{"query": "heat transfer", "k": 5, "mode": "hybrid"}\'',  # noqa: E501 (a command to copy whole)
+        ],
+    )
     p.add_argument("--index", required=True, help="built index directory (deepseek-tf index --output DIR)")
-    p.add_argument("--rerank", metavar="MODEL", help="cross-encoder (trained model/ dir, SavedModel or .tflite) "
-                   "for requests with \"rerank\": true")
+    p.add_argument(
+        "--rerank",
+        metavar="MODEL",
+        help='cross-encoder (trained model/ dir, SavedModel or .tflite) for requests with "rerank": true',
+    )
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="port (default: 8000; 0 picks a free one)")
-    p.add_argument("--max-batch", type=int, default=16,
-                   help="most queries per encoder call (default: 16; with --batch-workers 2, two batches run side by side)")
-    p.add_argument("--max-wait-ms", type=float, default=2.0,
-                   help="how long a query waits for others to join its batch (default: 2.0)")
-    p.add_argument("--batch-workers", type=int, default=2,
-                   help="threads that run batches, so one is gathered while another is in the model (default: 2)")
+    p.add_argument(
+        "--max-batch",
+        type=int,
+        default=16,
+        help="most queries per encoder call (default: 16; with --batch-workers 2, two batches run side by side)",
+    )
+    p.add_argument(
+        "--max-wait-ms",
+        type=float,
+        default=2.0,
+        help="how long a query waits for others to join its batch (default: 2.0)",
+    )
+    p.add_argument(
+        "--batch-workers",
+        type=int,
+        default=2,
+        help="threads that run batches, so one is gathered while another is in the model (default: 2)",
+    )
     p.add_argument("--no-batching", action="store_true", help="encode each query in its own model call")
-    p.add_argument("--cache-size", type=int, default=10000,
-                   help="entries in each LRU cache, query embeddings and results (default: 10000; 0 = off)")
+    p.add_argument(
+        "--cache-size",
+        type=int,
+        default=10000,
+        help="entries in each LRU cache, query embeddings and results (default: 10000; 0 = off)",
+    )
     p.add_argument("--no-cache", action="store_true", help="same as --cache-size 0")
     p.add_argument("--rerank-depth", type=int, default=100, help="candidates the cross-encoder rescores (default: 100)")
-    p.add_argument("--hybrid-depth", type=int, default=100,
-                   help="depth of the dense and BM25 runs fused in hybrid mode (default: 100)")
+    p.add_argument(
+        "--hybrid-depth",
+        type=int,
+        default=100,
+        help="depth of the dense and BM25 runs fused in hybrid mode (default: 100)",
+    )
     p.add_argument("--max-k", type=int, default=100, help="largest k a request may ask for (default: 100)")
     p.add_argument("--max-query-chars", type=int, default=1000, help="longest query accepted (default: 1000)")
     p.add_argument("--max-body-bytes", type=int, default=65536, help="largest request body (default: 65536)")
-    p.add_argument("--workers", type=int, default=8,
-                   help="threads for search, BM25, reranking and unbatched encoding (default: 8)")
-    p.add_argument("--threads", type=int, default=0,
-                   help="TensorFlow inter-op threads: model calls that run at once (default: one per core)")
-    p.add_argument("--intra-op-threads", type=int, default=1,
-                   help="threads one TensorFlow op may use (default: 1, as concurrent calls keep the cores busy; "
-                   "0 = all cores)")
-    p.add_argument("--drain-timeout", type=float, default=30.0,
-                   help="seconds SIGTERM waits for in-flight requests (default: 30)")
+    p.add_argument(
+        "--workers", type=int, default=8, help="threads for search, BM25, reranking and unbatched encoding (default: 8)"
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="TensorFlow inter-op threads: model calls that run at once (default: one per core)",
+    )
+    p.add_argument(
+        "--intra-op-threads",
+        type=int,
+        default=1,
+        help="threads one TensorFlow op may use (default: 1, as concurrent calls keep the cores busy; 0 = all cores)",
+    )
+    p.add_argument(
+        "--drain-timeout", type=float, default=30.0, help="seconds SIGTERM waits for in-flight requests (default: 30)"
+    )
     p.add_argument("--no-admin", action="store_true", help="no POST /admin/reload (SIGHUP still reloads)")
     p.add_argument("--access-log", action="store_true", help="log every request (off: it costs throughput)")
     return p.parse_args(argv)
 
 
 def check_args(args: argparse.Namespace) -> None:
-    positive = {"--max-batch": args.max_batch, "--max-k": args.max_k, "--max-query-chars": args.max_query_chars,
-                "--max-body-bytes": args.max_body_bytes, "--workers": args.workers,
-                "--rerank-depth": args.rerank_depth, "--hybrid-depth": args.hybrid_depth,
-                "--batch-workers": args.batch_workers}
+    positive = {
+        "--max-batch": args.max_batch,
+        "--max-k": args.max_k,
+        "--max-query-chars": args.max_query_chars,
+        "--max-body-bytes": args.max_body_bytes,
+        "--workers": args.workers,
+        "--rerank-depth": args.rerank_depth,
+        "--hybrid-depth": args.hybrid_depth,
+        "--batch-workers": args.batch_workers,
+    }
     for flag, value in positive.items():
         if value < 1:
             raise UserError(f"{flag} must be >= 1, not {value}", exit_code=2)
-    for flag, value in {"--max-wait-ms": args.max_wait_ms, "--cache-size": args.cache_size,
-                        "--threads": args.threads, "--intra-op-threads": args.intra_op_threads,
-                        "--drain-timeout": args.drain_timeout}.items():
+    for flag, value in {
+        "--max-wait-ms": args.max_wait_ms,
+        "--cache-size": args.cache_size,
+        "--threads": args.threads,
+        "--intra-op-threads": args.intra_op_threads,
+        "--drain-timeout": args.drain_timeout,
+    }.items():
         if value < 0:
             raise UserError(f"{flag} must be >= 0, not {value}", exit_code=2)
     if not 0 <= args.port <= 65535:
@@ -86,10 +133,24 @@ def main(argv: list[str] | None = None) -> int:
 
     bind(args.host, args.port).close()  # a busy port fails now, before a model loads for seconds
     configure_threads(args.threads, args.intra_op_threads)
-    options = ServiceOptions(batching=not args.no_batching, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
-                             cache_size=0 if args.no_cache else args.cache_size, rerank_depth=args.rerank_depth,
-                             hybrid_depth=args.hybrid_depth, workers=args.workers, batch_workers=args.batch_workers)
+    options = ServiceOptions(
+        batching=not args.no_batching,
+        max_batch=args.max_batch,
+        max_wait_ms=args.max_wait_ms,
+        cache_size=0 if args.no_cache else args.cache_size,
+        rerank_depth=args.rerank_depth,
+        hybrid_depth=args.hybrid_depth,
+        workers=args.workers,
+        batch_workers=args.batch_workers,
+    )
     service = SearchService.open(args.index, args.rerank, options)
     limits = Limits(max_k=args.max_k, max_query_chars=args.max_query_chars, max_body_bytes=args.max_body_bytes)
-    return run_server(service, args.host, args.port, limits, admin=not args.no_admin,
-                      drain_timeout=args.drain_timeout, access_log=args.access_log)
+    return run_server(
+        service,
+        args.host,
+        args.port,
+        limits,
+        admin=not args.no_admin,
+        drain_timeout=args.drain_timeout,
+        access_log=args.access_log,
+    )

@@ -1,11 +1,12 @@
 """Prometheus text exposition (format 0.0.4) of the service's counters and histograms, kept
 in-process: request counts by endpoint and status, request latency, model batch sizes, cache
 hits and misses."""
+
 from __future__ import annotations
 
 import math
 import threading
-from typing import Iterable
+from collections.abc import Iterable
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -91,13 +92,16 @@ class ServiceMetrics:
 
     def __init__(self):
         self.requests = Counter("deepseek_requests_total", "HTTP requests by endpoint and status code.")
-        self.latency = Histogram("deepseek_request_duration_seconds", "HTTP request latency by endpoint.",
-                                 LATENCY_BUCKETS)
+        self.latency = Histogram(
+            "deepseek_request_duration_seconds", "HTTP request latency by endpoint.", LATENCY_BUCKETS
+        )
         self.batch_size = Histogram("deepseek_model_batch_size", "Texts per query-encoder call.", BATCH_BUCKETS)
-        self.search_batch_size = Histogram("deepseek_search_batch_size", "Queries per dense-search call.",
-                                           BATCH_BUCKETS)
-        self.model_seconds = Histogram("deepseek_model_call_seconds", "Duration of one query-encoder call.",
-                                       LATENCY_BUCKETS)
+        self.search_batch_size = Histogram(
+            "deepseek_search_batch_size", "Queries per dense-search call.", BATCH_BUCKETS
+        )
+        self.model_seconds = Histogram(
+            "deepseek_model_call_seconds", "Duration of one query-encoder call.", LATENCY_BUCKETS
+        )
         self.cache_hits = Counter("deepseek_cache_hits_total", "Cache hits by cache (embedding, results).")
         self.cache_misses = Counter("deepseek_cache_misses_total", "Cache misses by cache (embedding, results).")
         self.reloads = Counter("deepseek_index_reloads_total", "Index reloads by outcome.")
@@ -119,6 +123,16 @@ class ServiceMetrics:
         for name, cache in (caches or {}).items():
             self.cache_hits.set(cache.hits, cache=name)
             self.cache_misses.set(cache.misses, cache=name)
-        parts = [self.requests, self.latency, self.batch_size, self.search_batch_size, self.model_seconds, self.cache_hits,
-                 self.cache_misses, self.reloads, self.gauges, self.in_flight]
+        parts = [
+            self.requests,
+            self.latency,
+            self.batch_size,
+            self.search_batch_size,
+            self.model_seconds,
+            self.cache_hits,
+            self.cache_misses,
+            self.reloads,
+            self.gauges,
+            self.in_flight,
+        ]
         return "\n".join(line for m in parts for line in m.render()) + "\n"

@@ -1,5 +1,6 @@
 """Running the app under uvicorn: a socket bound before anything loads (a busy port is a one-line
 error), SIGHUP re-reads the index, SIGTERM/SIGINT drain in-flight requests and the batcher's queue."""
+
 from __future__ import annotations
 
 import asyncio
@@ -43,9 +44,10 @@ def configure_threads(threads: int = 0, intra_op_threads: int = 1) -> None:
     import tensorflow as tf
 
     threading = tf.config.threading
-    wanted = [(threading.get_intra_op_parallelism_threads, threading.set_intra_op_parallelism_threads,
-               intra_op_threads), (threading.get_inter_op_parallelism_threads,
-                                   threading.set_inter_op_parallelism_threads, threads)]
+    wanted = [
+        (threading.get_intra_op_parallelism_threads, threading.set_intra_op_parallelism_threads, intra_op_threads),
+        (threading.get_inter_op_parallelism_threads, threading.set_inter_op_parallelism_threads, threads),
+    ]
     for get, set_, n in wanted:
         if n and get() != n:
             try:
@@ -69,20 +71,32 @@ def _reload_on_sighup(service: SearchService) -> None:
         pass
 
 
-def run_server(service: SearchService, host: str = "127.0.0.1", port: int = 8000, limits: Limits | None = None,
-               admin: bool = True, drain_timeout: float = 30.0, access_log: bool = False,
-               log_level: str = "warning") -> int:
+def run_server(
+    service: SearchService,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    limits: Limits | None = None,
+    admin: bool = True,
+    drain_timeout: float = 30.0,
+    access_log: bool = False,
+    log_level: str = "warning",
+) -> int:
     """Serves until SIGTERM/SIGINT; returns once in-flight requests and queued encoder calls are done."""
     import uvicorn
 
     logging.basicConfig(level=log_level.upper(), format="%(levelname)s: %(message)s", stream=sys.stderr)
     sock = bind(host, port)
+
     async def _announce():
         _reload_on_sighup(service)
         actual = sock.getsockname()[1]
         d = service.describe()
-        print(f"serving {d['index']} ({d['documents']} documents, {d['backend']}, model {d['model']}) "
-              f"on http://{host}:{actual}", file=sys.stderr, flush=True)
+        print(
+            f"serving {d['index']} ({d['documents']} documents, {d['backend']}, model {d['model']}) "
+            f"on http://{host}:{actual}",
+            file=sys.stderr,
+            flush=True,
+        )
 
     app = create_app(service, limits, admin=admin, on_startup=_announce, on_shutdown=service.close)
     # The loaded model and index are hundreds of thousands of long-lived objects; every full
@@ -92,8 +106,14 @@ def run_server(service: SearchService, host: str = "127.0.0.1", port: int = 8000
     gc.collect()
     gc.freeze()
     service.on_reload = gc.unfreeze
-    config = uvicorn.Config(app, log_level=log_level, access_log=access_log, lifespan="on",
-                            timeout_graceful_shutdown=drain_timeout, timeout_keep_alive=30)
+    config = uvicorn.Config(
+        app,
+        log_level=log_level,
+        access_log=access_log,
+        lifespan="on",
+        timeout_graceful_shutdown=drain_timeout,
+        timeout_keep_alive=30,
+    )
     server = uvicorn.Server(config)
     # uvicorn re-raises the stop signal once it has drained; with these handlers in place that
     # ends here, and a stop that finished its requests exits 0 instead of dying by the signal.

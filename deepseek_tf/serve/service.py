@@ -10,6 +10,7 @@ concurrent requests, encodes the queries not in the cache in one `encode_queries
 searches all of them in one `search_dense` call at the deepest k asked for (each request keeps
 its own top k), so the model and the search run once per batch instead of once per request.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -68,8 +69,14 @@ def index_fingerprint(index) -> str:
 
 
 class SearchService:
-    def __init__(self, index, reranker=None, options: ServiceOptions | None = None,
-                 metrics: ServiceMetrics | None = None, loader=None):
+    def __init__(
+        self,
+        index,
+        reranker=None,
+        options: ServiceOptions | None = None,
+        metrics: ServiceMetrics | None = None,
+        loader=None,
+    ):
         self.options = options or ServiceOptions()
         self.metrics = metrics or ServiceMetrics()
         self.reranker = reranker
@@ -86,7 +93,7 @@ class SearchService:
         self.metrics.gauges.set(len(index.ids))
 
     @classmethod
-    def open(cls, path: str | Path, rerank: str | None = None, options: ServiceOptions | None = None) -> "SearchService":
+    def open(cls, path: str | Path, rerank: str | None = None, options: ServiceOptions | None = None) -> SearchService:
         """Loads the built index at PATH (the manifest names its model) and the optional cross-encoder."""
         from deepseek_tf.index import load_built_index
 
@@ -114,9 +121,14 @@ class SearchService:
         index.search_bm25(["warm-up"], 1)
         batcher = None
         if self.options.batching:
-            batcher = MicroBatcher(lambda items: self._dense_batch(index, embedder, items), self.options.max_batch,
-                                   self.options.max_wait_ms, name="dense", dedupe=False,
-                                   workers=self.options.batch_workers)
+            batcher = MicroBatcher(
+                lambda items: self._dense_batch(index, embedder, items),
+                self.options.max_batch,
+                self.options.max_wait_ms,
+                name="dense",
+                dedupe=False,
+                workers=self.options.batch_workers,
+            )
         self._generation += 1
         return Engine(index, embedder, batcher, self._generation, fingerprint or f"embedder-{id(embedder)}")
 
@@ -138,7 +150,7 @@ class SearchService:
             found = index.search_dense(np.stack([vectors[i] for i in wanted]), max(items[i][2] for i in wanted))
             self.metrics.observe_search_batch(len(wanted), 0.0)
             for i, h in zip(wanted, found):
-                hits[i] = h[:items[i][2]]
+                hits[i] = h[: items[i][2]]
         return list(zip(vectors, hits))
 
     def _acquire(self) -> Engine:
@@ -190,11 +202,18 @@ class SearchService:
     def describe(self) -> dict:
         engine = self._engine
         m = engine.index.manifest
-        return {"index": str(self.path) if self.path else None, "generation": engine.generation,
-                "documents": len(engine.index.ids), "model": m.get("model"), "backend": m.get("backend"),
-                "analyzer": m.get("analyzer"), "dim": m.get("dim"),
-                "rerank": getattr(self.reranker, "name", None), "batching": engine.batcher is not None,
-                "cache_size": self.options.cache_size}
+        return {
+            "index": str(self.path) if self.path else None,
+            "generation": engine.generation,
+            "documents": len(engine.index.ids),
+            "model": m.get("model"),
+            "backend": m.get("backend"),
+            "analyzer": m.get("analyzer"),
+            "dim": m.get("dim"),
+            "rerank": getattr(self.reranker, "name", None),
+            "batching": engine.batcher is not None,
+            "cache_size": self.options.cache_size,
+        }
 
     def close(self) -> None:
         """Finishes every queued encoder call, then stops the worker threads."""
@@ -253,7 +272,9 @@ class SearchService:
         from deepseek_tf.retrieval.bm25 import ranked, reciprocal_rank_fusion
 
         runs_depth = max(depth, self.options.hybrid_depth)
-        dense, bm25 = await asyncio.gather(self._dense(engine, query, runs_depth), self._bm25(engine, query, runs_depth))
+        dense, bm25 = await asyncio.gather(
+            self._dense(engine, query, runs_depth), self._bm25(engine, query, runs_depth)
+        )
         fused = reciprocal_rank_fusion([{query: dict(dense)}, {query: dict(bm25)}], self.options.rrf_k, depth)
         docs = fused.get(query, {})
         return [(d, docs[d]) for d in ranked(docs)]
@@ -269,7 +290,9 @@ class SearchService:
         if mode not in MODES:
             raise ServiceError(422, "invalid_request", f"mode must be one of {', '.join(MODES)}")
         if rerank and self.reranker is None:
-            raise ServiceError(400, "rerank_unavailable", "rerank needs a cross-encoder: start the server with --rerank MODEL")
+            raise ServiceError(
+                400, "rerank_unavailable", "rerank needs a cross-encoder: start the server with --rerank MODEL"
+            )
         engine = self._acquire()
         try:
             key = (engine.generation, query, k, mode, rerank)

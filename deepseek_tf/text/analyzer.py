@@ -15,10 +15,11 @@
 - `jieba`: CJK runs segmented into words by jieba (search mode: long words also give their
   shorter dictionary words), Latin runs as `cjk`. Needs `pip install jieba`.
 """
+
 from __future__ import annotations
 
 import re
-from typing import Callable
+from collections.abc import Callable
 
 from deepseek_tf.errors import UserError
 
@@ -26,8 +27,9 @@ ANALYZERS = ("default", "mixed", "cjk", "english", "jieba")
 CJK_SHARE = 0.3
 
 # Han (unified, extension A, compatibility, extensions B+), kana, Hangul syllables and jamo.
-_CJK = ("\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af\u1100-\u11ff\u3130-\u318f"
-        "\U00020000-\U0003134f")
+_CJK = (
+    "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af\u1100-\u11ff\u3130-\u318f\U00020000-\U0003134f"
+)
 _CJK_RUN = re.compile(f"[{_CJK}]+")
 _WORD = re.compile(r"(?u)\b\w\w+\b")  # bm25s.tokenize's token_pattern
 _LATIN_RUN = re.compile(r"[^\W_]+")  # letters and digits of the non-CJK part
@@ -35,7 +37,7 @@ _LATIN_RUN = re.compile(r"[^\W_]+")  # letters and digits of the non-CJK part
 
 def cjk_ngrams(run: str) -> list[str]:
     """Character unigrams, then adjacent pairs, of one CJK run."""
-    return list(run) + [run[i:i + 2] for i in range(len(run) - 1)]
+    return list(run) + [run[i : i + 2] for i in range(len(run) - 1)]
 
 
 def cjk_share(texts: list[str]) -> float:
@@ -66,7 +68,7 @@ class Analyzer:
             self._segment = _jieba_segmenter()
         self._latin_ngrams = name in ("cjk", "jieba")
 
-    def resolved(self, texts: list[str]) -> "Analyzer":
+    def resolved(self, texts: list[str]) -> Analyzer:
         """`default` decided on `texts` (the corpus); any other analyzer is returned as it is."""
         if self.name != "default":
             return self
@@ -97,7 +99,7 @@ class Analyzer:
             raise ValueError("the default analyzer is decided on a corpus first: Analyzer.resolved(texts)")
         out, start = [], 0
         for m in _CJK_RUN.finditer(text):
-            out += self._latin(text[start:m.start()])
+            out += self._latin(text[start : m.start()])
             out += self._segment(m.group())
             start = m.end()
         return out + self._latin(text[start:])

@@ -12,11 +12,12 @@ Two pieces:
   proto with an identity normalizer gives the same ids. A Hugging Face `sentencepiece.bpe.model`
   carries its own normalizer and runs with no map.
 """
+
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import tensorflow as tf
 
@@ -51,9 +52,18 @@ def _int_field(field: int, value: int) -> bytes:
     return _key(field, 0) + _varint(value & 0xFFFFFFFFFFFFFFFF if value < 0 else value)
 
 
-def build_model_proto(pieces: Sequence[str], scores: Sequence[float], types: Sequence[int], *,
-                      unk_id: int, bos_id: int, eos_id: int, pad_id: int,
-                      add_dummy_prefix: bool = True, remove_extra_whitespaces: bool = False) -> bytes:
+def build_model_proto(
+    pieces: Sequence[str],
+    scores: Sequence[float],
+    types: Sequence[int],
+    *,
+    unk_id: int,
+    bos_id: int,
+    eos_id: int,
+    pad_id: int,
+    add_dummy_prefix: bool = True,
+    remove_extra_whitespaces: bool = False,
+) -> bytes:
     """A serialized unigram ModelProto whose ids are the positions in `pieces`.
 
     The normalizer is 'identity', by default with remove_extra_whitespaces off: callers that
@@ -64,15 +74,21 @@ def build_model_proto(pieces: Sequence[str], scores: Sequence[float], types: Seq
         if kind != NORMAL:
             sp += _int_field(3, kind)
         body += _bytes_field(1, sp)
-    trainer = (_int_field(3, 1)  # model_type UNIGRAM
-               + _int_field(4, len(pieces))  # vocab_size
-               + _int_field(40, unk_id) + _int_field(41, bos_id)
-               + _int_field(42, eos_id) + _int_field(43, pad_id))
+    trainer = (
+        _int_field(3, 1)  # model_type UNIGRAM
+        + _int_field(4, len(pieces))  # vocab_size
+        + _int_field(40, unk_id)
+        + _int_field(41, bos_id)
+        + _int_field(42, eos_id)
+        + _int_field(43, pad_id)
+    )
     body += _bytes_field(2, trainer)
-    normalizer = (_bytes_field(1, b"identity")
-                  + _int_field(3, int(add_dummy_prefix))
-                  + _int_field(4, int(remove_extra_whitespaces))
-                  + _int_field(5, 1))  # escape_whitespaces: ' ' -> U+2581
+    normalizer = (
+        _bytes_field(1, b"identity")
+        + _int_field(3, int(add_dummy_prefix))
+        + _int_field(4, int(remove_extra_whitespaces))
+        + _int_field(5, 1)
+    )  # escape_whitespaces: ' ' -> U+2581
     body += _bytes_field(3, normalizer)
     return bytes(body)
 
@@ -97,14 +113,14 @@ def proto_pieces(model_proto: bytes) -> list[str]:
         if wire == 2:
             size, i = _read_varint(model_proto, i)
             if key >> 3 == 1:
-                sub, j, end = model_proto[i:i + size], 0, size
+                sub, j, end = model_proto[i : i + size], 0, size
                 piece = ""
                 while j < end:
                     k, j = _read_varint(sub, j)
                     if k & 7 == 2:
                         n, j = _read_varint(sub, j)
                         if k >> 3 == 1:
-                            piece = sub[j:j + n].decode("utf-8")
+                            piece = sub[j : j + n].decode("utf-8")
                         j += n
                     elif k & 7 == 5:
                         j += 4
@@ -152,10 +168,22 @@ class SentencePieceTokenizer(Tokenizer):
     models take raw text; `__call__(prefix=...)` overrides it per call.
     """
 
-    def __init__(self, model_proto: bytes, pieces: Sequence[str] | None = None, *,
-                 bos_id: int = 0, eos_id: int = 2, pad_id: int = 1, normalization=None,
-                 fast: bool = True, prefix: str = "", fairseq_offset: bool = False,
-                 split_unknown: bool = False, unk_id: int = 3, name: str | None = None):
+    def __init__(
+        self,
+        model_proto: bytes,
+        pieces: Sequence[str] | None = None,
+        *,
+        bos_id: int = 0,
+        eos_id: int = 2,
+        pad_id: int = 1,
+        normalization=None,
+        fast: bool = True,
+        prefix: str = "",
+        fairseq_offset: bool = False,
+        split_unknown: bool = False,
+        unk_id: int = 3,
+        name: str | None = None,
+    ):
         import tensorflow_text as tf_text
 
         tf.Module.__init__(self, name=name)
@@ -166,8 +194,11 @@ class SentencePieceTokenizer(Tokenizer):
         self.source_dir: Path | None = None  # the files it was read from (saved with a trained model)
         self.lowercase = False
         self.fairseq_offset = fairseq_offset
-        self.sentencepiece = (tf_text.FastSentencepieceTokenizer(model_proto) if fast
-                              else tf_text.SentencepieceTokenizer(model_proto, out_type=tf.int32))
+        self.sentencepiece = (
+            tf_text.FastSentencepieceTokenizer(model_proto)
+            if fast
+            else tf_text.SentencepieceTokenizer(model_proto, out_type=tf.int32)
+        )
         self.vocab = list(pieces) if pieces is not None else None
         self.cls_id, self.sep_id, self.pad_id = bos_id, eos_id, pad_id
         self.unk_id = unk_id
@@ -182,16 +213,17 @@ class SentencePieceTokenizer(Tokenizer):
                 known.add(0x20)
             known = sorted(known)
             self._known = tf.lookup.StaticHashTable(
-                tf.lookup.KeyValueTensorInitializer(tf.constant(known, tf.int64),
-                                                    tf.ones([len(known)], tf.int64)),
-                default_value=0)
+                tf.lookup.KeyValueTensorInitializer(tf.constant(known, tf.int64), tf.ones([len(known)], tf.int64)),
+                default_value=0,
+            )
         self.normalization = list(normalization or [])  # kept for the TFLite twin (sentencepiece_lite)
         self._norm = bool(normalization)
         if normalization:
             keys = tf.constant([cp for cp, _ in normalization], tf.int64)
             self._norm_index = tf.lookup.StaticHashTable(
                 tf.lookup.KeyValueTensorInitializer(keys, tf.range(len(normalization), dtype=tf.int64)),
-                default_value=-1)
+                default_value=-1,
+            )
             self._norm_values = tf.constant(["".join(map(chr, outs)) for _, outs in normalization])
 
     @property
@@ -206,8 +238,8 @@ class SentencePieceTokenizer(Tokenizer):
         cps = tf.strings.unicode_decode(texts, "UTF-8", errors="replace")
         idx = tf.ragged.map_flat_values(lambda c: self._norm_index.lookup(tf.cast(c, tf.int64)), cps)
         mapped = tf.ragged.map_flat_values(
-            lambda i, c: tf.where(i >= 0, tf.gather(self._norm_values, tf.maximum(i, 0)), c),
-            idx, chars)
+            lambda i, c: tf.where(i >= 0, tf.gather(self._norm_values, tf.maximum(i, 0)), c), idx, chars
+        )
         joined = tf.strings.reduce_join(mapped, axis=-1)
         joined = tf.strings.regex_replace(joined, " {2,}", " ")
         return tf.strings.regex_replace(joined, "^ ", "")
@@ -230,14 +262,16 @@ class SentencePieceTokenizer(Tokenizer):
     def _split_unknown_runs(self, normalized: tf.Tensor, ids: tf.RaggedTensor) -> tf.RaggedTensor:
         cps = tf.strings.unicode_decode(normalized, "UTF-8", errors="replace")
         unknown = tf.equal(self._known.lookup(tf.cast(cps.flat_values, tf.int64)), 0)
-        first_in_row = tf.equal(tf.range(tf.size(cps.flat_values, out_type=tf.int64)),
-                                tf.gather(cps.row_starts(), cps.value_rowids()))
+        first_in_row = tf.equal(
+            tf.range(tf.size(cps.flat_values, out_type=tf.int64)), tf.gather(cps.row_starts(), cps.value_rowids())
+        )
         previous = tf.concat([[False], unknown[:-1]], 0) & ~first_in_row
         starts = unknown & ~previous
         run_id = tf.cumsum(tf.cast(starts, tf.int32)) - 1
         n_runs = tf.reduce_sum(tf.cast(starts, tf.int32))
-        run_len = tf.math.unsorted_segment_sum(tf.cast(unknown, tf.int32),
-                                               tf.where(unknown, run_id, n_runs), n_runs + 1)
+        run_len = tf.math.unsorted_segment_sum(
+            tf.cast(unknown, tf.int32), tf.where(unknown, run_id, n_runs), n_runs + 1
+        )
         flat = ids.flat_values
         is_unk = tf.equal(flat, self.unk_id)
         k = tf.clip_by_value(tf.cumsum(tf.cast(is_unk, tf.int32)) - 1, 0, tf.maximum(n_runs - 1, 0))
@@ -252,8 +286,9 @@ class SentencePieceTokenizer(Tokenizer):
         longest = tf.reduce_max(tf.concat([lengths, [0]], 0))
         return dense[:, :longest], lengths
 
-    def __call__(self, texts: tf.Tensor, max_length: int = 128, multiple: int = 1,
-                 prefix: str | None = None) -> dict[str, tf.Tensor]:
+    def __call__(
+        self, texts: tf.Tensor, max_length: int = 128, multiple: int = 1, prefix: str | None = None
+    ) -> dict[str, tf.Tensor]:
         return self.framed(*self.word_ids(texts, max_length - 2, prefix), max_length, multiple)
 
     def tower(self, texts: tf.Tensor, max_length: int, tower: str, multiple: int = 1) -> dict[str, tf.Tensor]:
@@ -263,7 +298,7 @@ class SentencePieceTokenizer(Tokenizer):
         return self(texts, max_length, multiple, prefix=self.prefix + extra)
 
     @classmethod
-    def from_dir(cls, directory: str | Path, fast: bool = True, prefix: str = "") -> "SentencePieceTokenizer":
+    def from_dir(cls, directory: str | Path, fast: bool = True, prefix: str = "") -> SentencePieceTokenizer:
         """A checkpoint dir holding deepseek_tf_tokenizer.json (the e5 conversion) or a plain
         Hugging Face `sentencepiece.bpe.model` (XLM-R/fairseq ids: proto id + 1, <s>=0 <pad>=1
         </s>=2 <unk>=3; its own normalizer runs inside the proto)."""
@@ -274,15 +309,29 @@ class SentencePieceTokenizer(Tokenizer):
         if meta_path.is_file():
             meta = json.loads(meta_path.read_text())
             norm = read_normalization(directory / meta["normalization"]) if meta.get("normalization") else None
-            tok = cls((directory / meta["model"]).read_bytes(), bos_id=meta["bos_id"],
-                      eos_id=meta["eos_id"], pad_id=meta["pad_id"], normalization=norm,
-                      fast=fast, prefix=prefix, split_unknown=meta.get("split_unknown", False),
-                      unk_id=meta["unk_id"])
+            tok = cls(
+                (directory / meta["model"]).read_bytes(),
+                bos_id=meta["bos_id"],
+                eos_id=meta["eos_id"],
+                pad_id=meta["pad_id"],
+                normalization=norm,
+                fast=fast,
+                prefix=prefix,
+                split_unknown=meta.get("split_unknown", False),
+                unk_id=meta["unk_id"],
+            )
             tok.query_prefix = meta.get("query_prefix", "")
             tok.doc_prefix = meta.get("passage_prefix", "")
         elif (directory / "sentencepiece.bpe.model").is_file():
-            tok = cls((directory / "sentencepiece.bpe.model").read_bytes(), bos_id=0, eos_id=2,
-                      pad_id=1, fast=fast, prefix=prefix, fairseq_offset=True)
+            tok = cls(
+                (directory / "sentencepiece.bpe.model").read_bytes(),
+                bos_id=0,
+                eos_id=2,
+                pad_id=1,
+                fast=fast,
+                prefix=prefix,
+                fairseq_offset=True,
+            )
         else:
             raise FileNotFoundError(f"{directory}: no SentencePiece model")
         tok.source_dir = directory

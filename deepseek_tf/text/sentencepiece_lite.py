@@ -17,6 +17,7 @@ The lite graph uses only ops with TFLite kernels:
 
 On the e5 parity corpus (509 texts, tests/test_e5_parity.py) it gives the reference's ids.
 """
+
 from __future__ import annotations
 
 import tensorflow as tf
@@ -81,8 +82,10 @@ class LiteSentencePieceTokenizer(SentencePieceTokenizer):
         self.normalizer = tft.FastBertNormalizer(model_buffer=normalizer_model(table)) if table else None
         # (head, tail) ids per prefix, from the full tokenizer: head = ids of the prefix without
         # its trailing space; tail = what that space adds when nothing follows it.
-        self._prefix_ids = {p: _split_prefix(base, p)
-                            for p in {self.prefix, self.prefix + self.query_prefix, self.prefix + self.doc_prefix}}
+        self._prefix_ids = {
+            p: _split_prefix(base, p)
+            for p in {self.prefix, self.prefix + self.query_prefix, self.prefix + self.doc_prefix}
+        }
 
     @property
     def vocab_size(self) -> int:
@@ -150,7 +153,7 @@ def _split_prefix(base: SentencePieceTokenizer, prefix: str) -> tuple[list[int],
     stripped = prefix.rstrip(" ")
     head = base.pieces(tf.constant([""]), prefix=stripped)[0].numpy().tolist() if stripped else []
     full = base.pieces(tf.constant([""]), prefix=prefix)[0].numpy().tolist()
-    return head, full[len(head):] if full[:len(head)] == head else []
+    return head, full[len(head) :] if full[: len(head)] == head else []
 
 
 def for_tflite(tokenizer):

@@ -14,12 +14,13 @@ characters, map whitespace to ' ', NFD-decompose, drop combining marks and lower
 same op takes its per-codepoint table as a flatbuffer (`model_buffer`), so we build that
 table here with HF's rules (`hf_normalizer_model`) and the graph stays TFLite-friendly.
 """
+
 from __future__ import annotations
 
 import functools
 import unicodedata
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 import tensorflow as tf
@@ -74,8 +75,11 @@ def save_vocab(vocab: list[str], path: str | Path) -> None:
 
 # ---------------------------------------------------------------- HF-parity normalizer
 # Unicode White_Space (Rust `char::is_whitespace`, what HF's BertNormalizer uses).
-_WHITESPACE = frozenset(map(chr, [9, 10, 11, 12, 13, 32, 0x85, 0xA0, 0x1680, *range(0x2000, 0x200B),
-                                  0x2028, 0x2029, 0x202F, 0x205F, 0x3000]))
+_WHITESPACE = frozenset(
+    map(
+        chr, [9, 10, 11, 12, 13, 32, 0x85, 0xA0, 0x1680, *range(0x2000, 0x200B), 0x2028, 0x2029, 0x202F, 0x205F, 0x3000]
+    )
+)
 # HF's BertNormalizer decides "mark" and "control" with Unicode 8-era tables: these Mn/Cf
 # codepoints (assigned later) pass through it unchanged. U+1734 was Mn then (HF drops it),
 # U+166D and U+111C9 punctuation (HF splits there). tests/test_tokenizer_parity.py checks all
@@ -180,10 +184,10 @@ def _darts_trie(keys: dict[bytes, int]) -> np.ndarray:
             pos[node + bytes([byte])] = base ^ byte
         units[pos[node]] = ((pos[node] ^ base) << 10) | (node[-1] if node else 0)
     at = np.array([pos[k] for k in keys], np.uint32)  # (n_keys,) each key node's slot
-    slots = np.flatnonzero(~used)[:len(keys)].astype(np.uint32)  # its value slot = its base
+    slots = np.flatnonzero(~used)[: len(keys)].astype(np.uint32)  # its value slot = its base
     units[at] = ((at ^ slots) << 10) | 0x100 | np.array([k[-1] for k in keys], np.uint32)  # 0x100: has a value
     units[slots] = np.array(list(keys.values()), np.uint32) | 0x80000000  # top bit: value unit, never a label
-    units = units[:max(int(slots.max(initial=0)), int(np.flatnonzero(used).max())) + 1]
+    units = units[: max(int(slots.max(initial=0)), int(np.flatnonzero(used).max())) + 1]
     assert len(units) < (1 << 21), "offsets must fit 21 bits"
     return units
 
@@ -263,7 +267,7 @@ class Tokenizer(tf.Module):
         self.sep_id = self.vocab.index("[SEP]")
 
     @classmethod
-    def from_file(cls, path: str | Path, lowercase: bool = True) -> "Tokenizer":
+    def from_file(cls, path: str | Path, lowercase: bool = True) -> Tokenizer:
         return cls(read_vocab(path), lowercase=lowercase)
 
     # What a retriever puts before each tower's texts (e5: "query: " / "passage: "). They live on
@@ -271,7 +275,7 @@ class Tokenizer(tf.Module):
     query_prefix = ""
     doc_prefix = ""
 
-    def set_prefixes(self, query: str | None = None, doc: str | None = None) -> "Tokenizer":
+    def set_prefixes(self, query: str | None = None, doc: str | None = None) -> Tokenizer:
         """Overrides the per-tower prefixes; None keeps the one the tokenizer came with."""
         if query is not None:
             self.query_prefix = query
@@ -319,8 +323,9 @@ class Tokenizer(tf.Module):
         out = {"token_ids": ids, "padding_mask": mask, "segment_ids": tf.zeros_like(ids)}
         return self.widen(out, multiple, max_length)
 
-    def pairs(self, first: tf.Tensor, second: tf.Tensor, max_length: int = 256,
-              multiple: int = 1) -> dict[str, tf.Tensor]:
+    def pairs(
+        self, first: tf.Tensor, second: tf.Tensor, max_length: int = 256, multiple: int = 1
+    ) -> dict[str, tf.Tensor]:
         """`[CLS] first [SEP] second [SEP]` with segment ids 0/1 (cross-encoder input).
 
         The first text keeps at most a quarter of the budget if the pair is too long
@@ -365,6 +370,8 @@ class Tokenizer(tf.Module):
         width = tf.shape(ids["token_ids"])[1]
         target = tf.minimum(-(-width // multiple) * multiple, tf.maximum(width, max_length))
         extra = [[0, 0], [0, target - width]]
-        return {"token_ids": tf.pad(ids["token_ids"], extra, constant_values=self.pad_id),
-                "padding_mask": tf.pad(ids["padding_mask"], extra, constant_values=False),
-                "segment_ids": tf.pad(ids["segment_ids"], extra)}
+        return {
+            "token_ids": tf.pad(ids["token_ids"], extra, constant_values=self.pad_id),
+            "padding_mask": tf.pad(ids["padding_mask"], extra, constant_values=False),
+            "segment_ids": tf.pad(ids["segment_ids"], extra),
+        }

@@ -1,4 +1,5 @@
 """What a trainer writes into its workdir besides checkpoints: the vocabulary and the `model/` dir."""
+
 from __future__ import annotations
 
 import shutil
@@ -9,8 +10,7 @@ import keras
 from deepseek_tf.config import Config, save_config
 from deepseek_tf.data import Pairs
 from deepseek_tf.errors import ConfigError
-from deepseek_tf.models.backbones import (backbone_kind, has_pretrained_sentencepiece, pretrained_tokenizer,
-                                          vocab_path)
+from deepseek_tf.models.backbones import backbone_kind, has_pretrained_sentencepiece, pretrained_tokenizer, vocab_path
 from deepseek_tf.text.sentencepiece import SentencePieceTokenizer
 from deepseek_tf.text.tokenizer import Tokenizer, build_vocab, read_vocab, save_vocab
 

@@ -1,4 +1,5 @@
 """Keras callbacks of the trainers: step checkpoints, the dev-set evaluator, plain progress lines."""
+
 from __future__ import annotations
 
 import json
@@ -56,8 +57,11 @@ class DevEvaluator(keras.callbacks.Callback):
         self.evaluate, self.patience = evaluate, patience
         self.best_dir = best_dir
         self.state_path = best_dir / "best.json"
-        self.state = json.loads(self.state_path.read_text()) if self.state_path.is_file() else {
-            "dev_ndcg@10": -1.0, "epoch": 0, "step": 0, "wait": 0}
+        self.state = (
+            json.loads(self.state_path.read_text())
+            if self.state_path.is_file()
+            else {"dev_ndcg@10": -1.0, "epoch": 0, "step": 0, "wait": 0}
+        )
         self.manager = tf.train.CheckpointManager(tf.train.Checkpoint(model=model_ref), str(best_dir), max_to_keep=1)
 
     def restore_best(self, model, history: dict) -> None:
@@ -85,8 +89,11 @@ class DevEvaluator(keras.callbacks.Callback):
         tmp = self.state_path.with_name("best.json.tmp")
         tmp.write_text(json.dumps(self.state, indent=2))
         tmp.replace(self.state_path)
-        print(f"\nepoch {epoch + 1}: dev nDCG@10 {score:.4f} (best {self.state['dev_ndcg@10']:.4f} "
-              f"at epoch {self.state['epoch']})", file=sys.stderr)
+        print(
+            f"\nepoch {epoch + 1}: dev nDCG@10 {score:.4f} (best {self.state['dev_ndcg@10']:.4f} "
+            f"at epoch {self.state['epoch']})",
+            file=sys.stderr,
+        )
         if self.exhausted():
             self.model.stop_training = True
 
@@ -111,8 +118,14 @@ class PlainProgressLogger(keras.callbacks.Callback):
         epochs, steps = self.params.get("epochs") or 1, self.params.get("steps")
         if self.every is None:
             self.every = self.every_arg or every_for((steps or 0) * max(1, epochs - epoch), self.lines)
-        self.bar = PlainProgress(f"epoch {epoch + 1}/{epochs} step", steps, self.every,
-                                 self.stream or sys.stderr, clock=self.clock, unit="steps")
+        self.bar = PlainProgress(
+            f"epoch {epoch + 1}/{epochs} step",
+            steps,
+            self.every,
+            self.stream or sys.stderr,
+            clock=self.clock,
+            unit="steps",
+        )
         self.epochs = epochs
 
     def on_train_batch_end(self, batch, logs=None):
@@ -123,8 +136,12 @@ class PlainProgressLogger(keras.callbacks.Callback):
         bar = self.bar
         elapsed = max(self.clock() - bar.start, 1e-9)
         figures = "".join(f", {k} {float(v):.4f}" for k, v in (logs or {}).items() if np.ndim(v) == 0)
-        print(f"epoch {epoch + 1}/{self.epochs} done: {bar.done} steps in {format_eta(elapsed)}, "
-              f"{bar.done / elapsed:.2f} steps/s{figures}", file=bar.stream, flush=True)
+        print(
+            f"epoch {epoch + 1}/{self.epochs} done: {bar.done} steps in {format_eta(elapsed)}, "
+            f"{bar.done / elapsed:.2f} steps/s{figures}",
+            file=bar.stream,
+            flush=True,
+        )
 
 
 def fit_progress(verbose: int) -> tuple[int, list[keras.callbacks.Callback]]:

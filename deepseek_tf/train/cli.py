@@ -1,4 +1,5 @@
 """`deepseek-tf train` (`python -m deepseek_tf.train`)."""
+
 from __future__ import annotations
 
 import argparse
@@ -11,10 +12,18 @@ from deepseek_tf.train.run import train
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = command_parser("train", "Train a retrieval model from a YAML config.",
-                       ['deepseek-tf train --config configs/cranfield_minilm.yaml', 'deepseek-tf train --config configs/tiny.yaml --set data.dataset=DIR --set train.learning_rate=3e-4 --workdir runs/tiny', 'python -m deepseek_tf.train --config configs/cross_encoder_minilm.yaml'])
-    add_run_arguments(p, "YAML config file (see configs/)", "train.batch_size=8",
-                      "output directory (default: runs/<config name>)")
+    p = command_parser(
+        "train",
+        "Train a retrieval model from a YAML config.",
+        [
+            "deepseek-tf train --config configs/cranfield_minilm.yaml",
+            "deepseek-tf train --config configs/tiny.yaml --set data.dataset=DIR --set train.learning_rate=3e-4 --workdir runs/tiny",  # noqa: E501 (a command to copy whole)
+            "python -m deepseek_tf.train --config configs/cross_encoder_minilm.yaml",
+        ],
+    )
+    add_run_arguments(
+        p, "YAML config file (see configs/)", "train.batch_size=8", "output directory (default: runs/<config name>)"
+    )
     return p.parse_args(argv)
 
 

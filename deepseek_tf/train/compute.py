@@ -4,6 +4,7 @@ Shared by the dual-encoder (`train`) and cross-encoder (`rerank_train`) trainers
 are measured ones (docs/results.md): bfloat16 only where the CPU has it natively, XLA only for
 cross-encoders in float32 on a CPU; models are served and exported in float32.
 """
+
 from __future__ import annotations
 
 import sys
@@ -58,14 +59,17 @@ def precision_policy(name: str, cpuinfo: str | None = None) -> str | None:
     gpus = tf.config.list_physical_devices("GPU")
     if name == "auto":
         if gpus:
-            capabilities = [tf.config.experimental.get_device_details(g).get("compute_capability", (0, 0))
-                            for g in gpus]
+            capabilities = [
+                tf.config.experimental.get_device_details(g).get("compute_capability", (0, 0)) for g in gpus
+            ]
             return "mixed_bfloat16" if min(capabilities) >= (8, 0) else "mixed_float16"
         return "mixed_bfloat16" if cpu_has_native_bf16(cpuinfo) else None
     if name == "mixed_bfloat16" and not gpus and not cpu_has_native_bf16(cpuinfo):
-        print("warning: train.mixed_precision mixed_bfloat16 on a CPU without native bfloat16 (no AMX, "
-              "AVX512_BF16 or BF16 flag): emulated, several times slower than float32; use auto or none",
-              file=sys.stderr)
+        print(
+            "warning: train.mixed_precision mixed_bfloat16 on a CPU without native bfloat16 (no AMX, "
+            "AVX512_BF16 or BF16 flag): emulated, several times slower than float32; use auto or none",
+            file=sys.stderr,
+        )
     return None if name == "none" else name
 
 

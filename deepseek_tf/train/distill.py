@@ -6,6 +6,7 @@ training pair's positive and hard negatives once, before training; the student's
 s(q, p) − s(q, n) regress the teacher's (`losses.margin_mse`). The fast model learns from the
 precise one without reading the pairs together at query time.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -30,8 +31,12 @@ def _wanted(pairs: data_lib.Pairs) -> set[tuple[str, str]]:
     return {(q, d) for q, p, ns in zip(pairs.queries, pairs.docs, _negatives(pairs)) for d in [p, *ns]}
 
 
-def teacher_margins(reranker: Reranker | None, pairs: data_lib.Pairs, progress: bool = False,
-                    known: dict[tuple[str, str], float] | None = None) -> np.ndarray:
+def teacher_margins(
+    reranker: Reranker | None,
+    pairs: data_lib.Pairs,
+    progress: bool = False,
+    known: dict[tuple[str, str], float] | None = None,
+) -> np.ndarray:
     """(N, k) margins S(q_i, p_i) − S(q_i, n_ij) of a cross-encoder teacher for each training pair
     and each of its k hard negatives (`losses.margin_mse`'s targets); each distinct (query,
     document) pair is scored once, and not at all when `known` (updated in place) has its score."""
@@ -45,8 +50,9 @@ def teacher_margins(reranker: Reranker | None, pairs: data_lib.Pairs, progress: 
             raise ValueError(f"{len(missing)} pairs have no known score and there is no teacher to score them")
         scores = reranker.score_pairs([q for q, _ in missing], [d for _, d in missing], progress=progress)
         score.update(zip(missing, scores.tolist()))
-    return np.array([[score[(q, p)] - score[(q, n)] for n in ns]
-                     for q, p, ns in zip(pairs.queries, pairs.docs, negs)], np.float32)
+    return np.array(
+        [[score[(q, p)] - score[(q, n)] for n in ns] for q, p, ns in zip(pairs.queries, pairs.docs, negs)], np.float32
+    )
 
 
 def check_distillation(config: Config) -> None:
@@ -61,7 +67,9 @@ def check_distillation(config: Config) -> None:
         raise ConfigError("data.teacher needs train.loss: margin_mse or train.distill_weight > 0")
     if d.teacher:
         if not (d.mine_negatives or d.pairs):
-            raise ConfigError("data.teacher scores hard negatives: set data.mine_negatives (or a pairs file with neg_doc)")
+            raise ConfigError(
+                "data.teacher scores hard negatives: set data.mine_negatives (or a pairs file with neg_doc)"
+            )
         try:
             check_reranker_spec(d.teacher, name="data.teacher")
         except UserError as e:
@@ -97,10 +105,17 @@ def load_teacher_margins(spec: str, pairs: data_lib.Pairs, cache_dir: Path, verb
     cache_dir.mkdir(parents=True, exist_ok=True)
     tmp = cache.with_name("teacher_scores.tmp.npz")
     with open(tmp, "wb") as f:  # no half-written cache on a kill
-        np.savez(f, key=np.array(list(by_key), str), score=np.array(list(by_key.values()), np.float32),
-                 teacher=np.array(fingerprint))
+        np.savez(
+            f,
+            key=np.array(list(by_key), str),
+            score=np.array(list(by_key.values()), np.float32),
+            teacher=np.array(fingerprint),
+        )
     tmp.replace(cache)
-    print(f"teacher {spec}: scored {len(wanted) - cached} pairs ({cached} cached), {margins.size} margins"
-          f" (mean {margins.mean():.2f}, std {margins.std():.2f}) "
-          f"in {time.perf_counter() - start:.1f}s", file=sys.stderr)
+    print(
+        f"teacher {spec}: scored {len(wanted) - cached} pairs ({cached} cached), {margins.size} margins"
+        f" (mean {margins.mean():.2f}, std {margins.std():.2f}) "
+        f"in {time.perf_counter() - start:.1f}s",
+        file=sys.stderr,
+    )
     return margins

@@ -1,4 +1,5 @@
 """The optimizer both trainers build: AdamW on a warm-up + exponential-decay schedule."""
+
 from __future__ import annotations
 
 import keras
@@ -23,13 +24,16 @@ class WarmupExponentialDecay(keras.optimizers.schedules.LearningRateSchedule):
         return tf.where(step < self.warmup_steps, warmup_lr, self.decay(step - self.warmup_steps))
 
     def get_config(self):
-        return {"peak": self.peak, "warmup_steps": self.warmup_steps,
-                "decay_steps": self.decay_steps, "decay_rate": self.decay_rate}
+        return {
+            "peak": self.peak,
+            "warmup_steps": self.warmup_steps,
+            "decay_steps": self.decay_steps,
+            "decay_rate": self.decay_rate,
+        }
 
 
 def make_optimizer(config: Config, total_steps: int) -> keras.optimizers.Optimizer:
     """train.*'s AdamW on a WarmupExponentialDecay schedule over total_steps."""
     t = config.train
-    schedule = WarmupExponentialDecay(t.learning_rate, int(total_steps * t.warmup_ratio),
-                                      t.decay_steps, t.decay_rate)
+    schedule = WarmupExponentialDecay(t.learning_rate, int(total_steps * t.warmup_ratio), t.decay_steps, t.decay_rate)
     return keras.optimizers.AdamW(learning_rate=schedule, weight_decay=t.weight_decay, clipnorm=t.clipnorm)

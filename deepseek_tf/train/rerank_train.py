@@ -6,6 +6,7 @@ as a MODEL), with every judged positive of that query removed; judged non-releva
 (0-4). `train.py` hands `model.kind: cross_encoder` configs to `train_cross_encoder` here; reranking
 with the result is in `rerank.py`.
 """
+
 from __future__ import annotations
 
 import json
@@ -24,8 +25,7 @@ from deepseek_tf.retrieval.rerank import Run
 
 
 # ---------------------------------------------------------------------------- training data
-def first_stage_top_k(ds: data_lib.BeirDataset, source: str = "bm25", top_k: int = 30,
-                      use_title: bool = True) -> Run:
+def first_stage_top_k(ds: data_lib.BeirDataset, source: str = "bm25", top_k: int = 30, use_title: bool = True) -> Run:
     """Per judged query: {doc id: score} of the first stage's top-k. `source`: "bm25", a retriever
     MODEL, or "run:PATH", a TREC run file (another system's results, e.g. the production first
     stage the reranker will sit behind)."""
@@ -50,8 +50,14 @@ def first_stage_top_k(ds: data_lib.BeirDataset, source: str = "bm25", top_k: int
     return {q: {doc_ids[j]: float(s) for j, s in zip(row, srow)} for q, row, srow in zip(qids, idx, scores)}
 
 
-def mine_negatives(ds: data_lib.BeirDataset, source: str = "bm25", top_k: int = 30,
-                   use_title: bool = True, min_label: int = 1, first: Run | None = None) -> dict[str, list[str]]:
+def mine_negatives(
+    ds: data_lib.BeirDataset,
+    source: str = "bm25",
+    top_k: int = 30,
+    use_title: bool = True,
+    min_label: int = 1,
+    first: Run | None = None,
+) -> dict[str, list[str]]:
     """Per judged query: the first stage's top-k doc ids minus that query's judged positives.
 
     A judged positive is any document with grade >= min_label; grade-0 judgments are
@@ -85,13 +91,21 @@ def check_group_shape(num_negatives: int, judged_negatives: int = 0) -> None:
     if num_negatives < 1:
         raise ConfigError("data.num_negatives must be >= 1 for a cross-encoder")
     if not 0 <= judged_negatives <= num_negatives:
-        raise ConfigError(f"data.judged_negatives must be in [0, data.num_negatives = {num_negatives}], "
-                          f"got {judged_negatives}")
+        raise ConfigError(
+            f"data.judged_negatives must be in [0, data.num_negatives = {num_negatives}], got {judged_negatives}"
+        )
 
 
-def build_groups(ds: data_lib.BeirDataset, pools: dict[str, list[str]], num_negatives: int,
-                 min_label: int = 1, use_title: bool = True, rounds: int = 1, seed: int = 42,
-                 judged_negatives: int = 0) -> Groups:
+def build_groups(
+    ds: data_lib.BeirDataset,
+    pools: dict[str, list[str]],
+    num_negatives: int,
+    min_label: int = 1,
+    use_title: bool = True,
+    rounds: int = 1,
+    seed: int = 42,
+    judged_negatives: int = 0,
+) -> Groups:
     """`rounds` passes over every (query, positive); each pass samples fresh negatives.
 
     judged_negatives: up to this many of the group's num_negatives slots go to the query's judged
@@ -128,8 +142,7 @@ def build_groups(ds: data_lib.BeirDataset, pools: dict[str, list[str]], num_nega
     return Groups(queries, docs, grades)
 
 
-def tokenize_groups(tokenizer, interaction: str, query_max_length: int, pair_max_length: int,
-                    pad_multiple: int = 1):
+def tokenize_groups(tokenizer, interaction: str, query_max_length: int, pair_max_length: int, pad_multiple: int = 1):
     """A tf.data map: {"query": (B,), "docs": (B, n)}, grades -> (model inputs for B·n pairs, grades)."""
 
     def fn(batch, grades):
@@ -137,8 +150,10 @@ def tokenize_groups(tokenizer, interaction: str, query_max_length: int, pair_max
         queries = tf.repeat(batch["query"], n)  # (B·n,) query i repeated for its n docs
         docs = tf.reshape(batch["docs"], [-1])  # (B·n,)
         if interaction == "light":
-            x = {"query": tokenizer(queries, query_max_length, pad_multiple),
-                 "doc": tokenizer(docs, pair_max_length, pad_multiple)}
+            x = {
+                "query": tokenizer(queries, query_max_length, pad_multiple),
+                "doc": tokenizer(docs, pair_max_length, pad_multiple),
+            }
         else:
             x = tokenizer.pairs(queries, docs, pair_max_length, pad_multiple)
         return x, tf.cast(grades, tf.float32)
@@ -146,8 +161,9 @@ def tokenize_groups(tokenizer, interaction: str, query_max_length: int, pair_max
     return fn
 
 
-def group_dataset(groups: Groups, tokenizer, config: Config, shuffle: bool = True,
-                  pad_multiple: int = 1) -> tf.data.Dataset:
+def group_dataset(
+    groups: Groups, tokenizer, config: Config, shuffle: bool = True, pad_multiple: int = 1
+) -> tf.data.Dataset:
     """Batches of groups -> (pair inputs, grades); inputs padded to a multiple of `pad_multiple`
     (XLA: `Tokenizer.widen`)."""
     m, t = config.model, config.train
@@ -166,24 +182,28 @@ def check_cross_encoder_config(config: Config) -> None:
     if not d.dataset:
         raise ConfigError("config: a cross-encoder trains on a BEIR directory; set data.dataset")
     if d.teacher or t.distill_weight:
-        raise ConfigError("data.teacher / train.distill_weight distill a cross-encoder into a dual encoder; "
-                          "a cross-encoder does not take them")
+        raise ConfigError(
+            "data.teacher / train.distill_weight distill a cross-encoder into a dual encoder; "
+            "a cross-encoder does not take them"
+        )
     check_group_shape(d.num_negatives, d.judged_negatives)
     run_path = data_lib.run_file(d.negatives_from)
     if run_path is not None and not Path(run_path).is_file():
         raise ConfigError(f"data.negatives_from: missing run file: {run_path}")
 
 
-def dev_rerank_ndcg(model, tokenizer, config: Config, dev: data_lib.BeirDataset, first: Run,
-                    fusion: float = 0.5) -> tuple[float, dict[str, float]]:
+def dev_rerank_ndcg(
+    model, tokenizer, config: Config, dev: data_lib.BeirDataset, first: Run, fusion: float = 0.5
+) -> tuple[float, dict[str, float]]:
     """(nDCG@10 of the dev queries' first-stage top-k reranked by the model being trained,
     {"dev_fused_ndcg@10": the same fused with the first stage, `rerank.fuse` at W = fusion}):
     the first decides the best epoch, the second is logged beside it."""
     from deepseek_tf.evaluate.report import trec_metrics
     from deepseek_tf.retrieval.rerank import Reranker, fuse, rerank_run
 
-    run, _ = rerank_run(Reranker.from_keras(model, tokenizer, config), dev, first, config.data.mine_top_k,
-                        config.data.use_title)
+    run, _ = rerank_run(
+        Reranker.from_keras(model, tokenizer, config), dev, first, config.data.mine_top_k, config.data.use_title
+    )
     fused = trec_metrics(dev.qrels, fuse(first, run, fusion))[0]["ndcg@10"]
     return trec_metrics(dev.qrels, run)[0]["ndcg@10"], {"dev_fused_ndcg@10": fused}
 
@@ -199,12 +219,18 @@ def train_cross_encoder(config: Config, workdir: str | Path, verbose: int = 1) -
     import keras
 
     from deepseek_tf.config import save_config
-    from deepseek_tf.train.optim import make_optimizer
-    from deepseek_tf.train.callbacks import Checkpointer, DevEvaluator, fit_progress
-    from deepseek_tf.train.compute import (build_in_policy, float32_copy, jit_policy, make_strategy, pad_multiple,
-                                     precision_policy)
     from deepseek_tf.data.splits import split_train_dev
     from deepseek_tf.train.artifacts import prepare_tokenizer, save_trained_model
+    from deepseek_tf.train.callbacks import Checkpointer, DevEvaluator, fit_progress
+    from deepseek_tf.train.compute import (
+        build_in_policy,
+        float32_copy,
+        jit_policy,
+        make_strategy,
+        pad_multiple,
+        precision_policy,
+    )
+    from deepseek_tf.train.optim import make_optimizer
 
     workdir, d, t = Path(workdir), config.data, config.train
     check_cross_encoder_config(config)  # before minutes of mining
@@ -213,8 +239,10 @@ def train_cross_encoder(config: Config, workdir: str | Path, verbose: int = 1) -
         print(f"warning: {d.dataset}: {line}", file=sys.stderr)
     ds, dev = split_train_dev(ds, config)
     if dev is not None and dev.qrels.keys() & ds.qrels.keys():  # before minutes of mining
-        raise UserError(f"data.dev_split {d.dev_split}: {len(dev.qrels.keys() & ds.qrels.keys())} of its "
-                        f"queries are also in data.train_split {d.train_split}")
+        raise UserError(
+            f"data.dev_split {d.dev_split}: {len(dev.qrels.keys() & ds.qrels.keys())} of its "
+            f"queries are also in data.train_split {d.train_split}"
+        )
     workdir.mkdir(parents=True, exist_ok=True)
     save_config(config, workdir / "config.yaml")
     keras.utils.set_random_seed(t.seed)
@@ -224,13 +252,26 @@ def train_cross_encoder(config: Config, workdir: str | Path, verbose: int = 1) -
     first = first_stage_top_k(both, d.negatives_from, d.mine_top_k, d.use_title)
     dev_first = None if dev is None else {q: first.pop(q) for q in dev.qrels if q in first}
     if dev is not None:
-        print(f"dev: {len(dev_first)} queries, their {d.negatives_from} top-{d.mine_top_k} reranked after each epoch",
-              file=sys.stderr)
+        print(
+            f"dev: {len(dev_first)} queries, their {d.negatives_from} top-{d.mine_top_k} reranked after each epoch",
+            file=sys.stderr,
+        )
     pools = mine_negatives(ds, d.negatives_from, d.mine_top_k, d.use_title, d.min_label, first=first)
-    groups = build_groups(ds, pools, d.num_negatives, d.min_label, d.use_title, rounds=t.epochs, seed=t.seed,
-                          judged_negatives=d.judged_negatives)
-    print(f"{len(groups) // t.epochs} groups per epoch (1 positive + {d.num_negatives} negatives from "
-          f"{d.negatives_from} top-{d.mine_top_k}), mined in {time.perf_counter() - start:.1f}s", file=sys.stderr)
+    groups = build_groups(
+        ds,
+        pools,
+        d.num_negatives,
+        d.min_label,
+        d.use_title,
+        rounds=t.epochs,
+        seed=t.seed,
+        judged_negatives=d.judged_negatives,
+    )
+    print(
+        f"{len(groups) // t.epochs} groups per epoch (1 positive + {d.num_negatives} negatives from "
+        f"{d.negatives_from} top-{d.mine_top_k}), mined in {time.perf_counter() - start:.1f}s",
+        file=sys.stderr,
+    )
     # A scratch vocabulary is learned from every query and document text.
     flat = data_lib.Pairs(list(ds.queries.values()), [ds.doc_text(x, d.use_title) for x in ds.corpus])
     tokenizer = prepare_tokenizer(config, flat, workdir)
@@ -260,15 +301,23 @@ def train_cross_encoder(config: Config, workdir: str | Path, verbose: int = 1) -
     callbacks = [Checkpointer(manager), keras.callbacks.TensorBoard(str(workdir / "logs"))]
     evaluator = None
     if dev is not None:  # first: the others see dev_ndcg@10 in the logs
-        evaluator = DevEvaluator(lambda: dev_rerank_ndcg(model, tokenizer, config, dev, dev_first),
-                                 workdir / "best", t.patience, model)
+        evaluator = DevEvaluator(
+            lambda: dev_rerank_ndcg(model, tokenizer, config, dev, dev_first), workdir / "best", t.patience, model
+        )
         callbacks.insert(0, evaluator)
     fit_verbose, shown = fit_progress(verbose)  # a bar on a terminal, plain lines in a log
     callbacks += shown
     fit_start = time.perf_counter()
     if initial_epoch < t.epochs and not (evaluator and evaluator.exhausted()):
-        result = model.fit(dataset, epochs=t.epochs, initial_epoch=initial_epoch, steps_per_epoch=steps,
-                           shuffle=False, verbose=fit_verbose, callbacks=callbacks)
+        result = model.fit(
+            dataset,
+            epochs=t.epochs,
+            initial_epoch=initial_epoch,
+            steps_per_epoch=steps,
+            shuffle=False,
+            verbose=fit_verbose,
+            callbacks=callbacks,
+        )
         for k, v in result.history.items():
             history.setdefault(k, []).extend(float(x) for x in v)
     if any(not math.isfinite(x) for x in history.get("loss", [])):

@@ -1,4 +1,5 @@
 """`train(config, workdir)`: the one entry point; a soup, a cross-encoder or a dual encoder."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -44,8 +45,10 @@ def check_workdir(config: Config, workdir: str | Path) -> None:
     changed = [k for k in new if k in old and old[k] != new[k]]
     if changed:
         shown = ", ".join(f"model.{k} ({old[k]!r} -> {new[k]!r})" for k in changed[:5])
-        raise ConfigError(f"--workdir {workdir} holds checkpoints trained with another model config: {shown}; "
-                          f"nothing written (use a new --workdir, or the config it was trained with)")
+        raise ConfigError(
+            f"--workdir {workdir} holds checkpoints trained with another model config: {shown}; "
+            f"nothing written (use a new --workdir, or the config it was trained with)"
+        )
 
 
 def train(config: Config, workdir: str | Path, verbose: int = 1, shared_dir: str | Path | None = None) -> dict:

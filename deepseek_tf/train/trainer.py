@@ -5,6 +5,7 @@ best.json when a dev set is configured); resumes from the last checkpoint when W
 already holds one: step count, learning-rate schedule, optimizer moments and the position
 in the (seeded) data stream all continue where they stopped.
 """
+
 from __future__ import annotations
 
 import json
@@ -17,20 +18,27 @@ import keras
 import tensorflow as tf
 
 from deepseek_tf import data as data_lib
-from deepseek_tf.data.splits import limit_corpus, split_train_dev
-from deepseek_tf.train import distill
-from deepseek_tf.train.callbacks import Checkpointer, DevEvaluator, dev_ndcg, fit_progress
-from deepseek_tf.train.compute import (build_in_policy, float32_copy, jit_policy, make_strategy, pad_multiple,
-                                 precision_policy)
 from deepseek_tf.config import Config, save_config
+from deepseek_tf.data.splits import limit_corpus, split_train_dev
 from deepseek_tf.errors import ConfigError, UserError
-from deepseek_tf.train.artifacts import prepare_tokenizer, save_trained_model
-from deepseek_tf.train.optim import make_optimizer
 from deepseek_tf.text.tokenizer import Tokenizer
+from deepseek_tf.train import distill
+from deepseek_tf.train.artifacts import prepare_tokenizer, save_trained_model
+from deepseek_tf.train.callbacks import Checkpointer, DevEvaluator, dev_ndcg, fit_progress
+from deepseek_tf.train.compute import (
+    build_in_policy,
+    float32_copy,
+    jit_policy,
+    make_strategy,
+    pad_multiple,
+    precision_policy,
+)
+from deepseek_tf.train.optim import make_optimizer
 
 
-def load_training_data(config: Config) -> tuple[data_lib.Pairs, data_lib.BeirDataset | None,
-                                                 data_lib.BeirDataset | None]:
+def load_training_data(
+    config: Config,
+) -> tuple[data_lib.Pairs, data_lib.BeirDataset | None, data_lib.BeirDataset | None]:
     """(pairs, train BEIR set or None, dev BEIR set or None); bm25/MODEL negatives are mined here."""
     d = config.data
     if d.pairs:
@@ -61,9 +69,20 @@ def mined_pairs(ds: data_lib.BeirDataset, config: Config, source: str, embedder=
         from deepseek_tf.retrieval.artifacts import load_embedder
 
         embedder = load_embedder(source)
-    return mine(ds, source, d.mine_top_k, d.mine_skip_top, d.mine_margin, d.min_label, seed, d.use_title,
-                embedder=embedder, per_pair=d.hard_negatives, judged=d.judged_negatives,
-                analyzer=d.analyzer).pairs
+    return mine(
+        ds,
+        source,
+        d.mine_top_k,
+        d.mine_skip_top,
+        d.mine_margin,
+        d.min_label,
+        seed,
+        d.use_title,
+        embedder=embedder,
+        per_pair=d.hard_negatives,
+        judged=d.judged_negatives,
+        analyzer=d.analyzer,
+    ).pairs
 
 
 def load_training_pairs(config: Config) -> data_lib.Pairs:
@@ -76,20 +95,26 @@ def check_dual_config(config: Config) -> None:
     TensorFlow op: MultiWorkerMirroredStrategy comes first."""
     d = config.data
     if d.judged_negatives and not d.mine_negatives:
-        raise ConfigError("data.judged_negatives: a dual encoder takes judged negatives among its mined ones; "
-                          "set data.mine_negatives: true")
+        raise ConfigError(
+            "data.judged_negatives: a dual encoder takes judged negatives among its mined ones; "
+            "set data.mine_negatives: true"
+        )
     if d.judged_negatives > d.hard_negatives:
-        raise ConfigError(f"data.judged_negatives ({d.judged_negatives}) must be at most data.hard_negatives "
-                          f"({d.hard_negatives})")
+        raise ConfigError(
+            f"data.judged_negatives ({d.judged_negatives}) must be at most data.hard_negatives ({d.hard_negatives})"
+        )
     if d.mine_negatives and data_lib.run_file(d.negatives_from) is not None:
-        raise ConfigError("data.negatives_from: a run file serves cross-encoder training; a dual encoder mines "
-                          "from bm25, self or a MODEL")
+        raise ConfigError(
+            "data.negatives_from: a run file serves cross-encoder training; a dual encoder mines "
+            "from bm25, self or a MODEL"
+        )
     distill.check_distillation(config)
 
 
 # ---------------------------------------------------------------------------- training
-def train_dual_encoder(config: Config, workdir: str | Path, verbose: int = 1,
-                       shared_dir: str | Path | None = None) -> dict:
+def train_dual_encoder(
+    config: Config, workdir: str | Path, verbose: int = 1, shared_dir: str | Path | None = None
+) -> dict:
     """Trains a dual encoder per `config` into `workdir`; returns the history dict. `shared_dir`
     (default: workdir) holds what runs of one recipe can share: a soup passes its own dir, so its
     members score their distillation teacher's pairs once between them."""
@@ -100,8 +125,10 @@ def train_dual_encoder(config: Config, workdir: str | Path, verbose: int = 1,
     strategy = make_strategy(t.strategy)
     replicas = strategy.num_replicas_in_sync
     if t.batch_size % (replicas * t.accumulation_steps):
-        raise ConfigError(f"train.batch_size ({t.batch_size}) must be a multiple of replicas ({replicas}) "
-                          f"x train.accumulation_steps ({t.accumulation_steps})")
+        raise ConfigError(
+            f"train.batch_size ({t.batch_size}) must be a multiple of replicas ({replicas}) "
+            f"x train.accumulation_steps ({t.accumulation_steps})"
+        )
     keras.utils.set_random_seed(t.seed)
 
     # Bad data is found before the workdir gets anything: a failed start leaves no config.yaml
@@ -123,20 +150,26 @@ def train_dual_encoder(config: Config, workdir: str | Path, verbose: int = 1,
         model.compile(optimizer=optimizer, jit_compile=jit)
         # build variables before restoring (eager tokenizer calls: in multi-worker mode an
         # eager iterator over a nested tf.data element hands back tuples, not dicts)
-        sample = {"query": tokenizer(tf.constant(pairs.queries[:2]), config.model.query_max_length),
-                  "doc": tokenizer(tf.constant(pairs.docs[:2]), config.model.doc_max_length)}
+        sample = {
+            "query": tokenizer(tf.constant(pairs.queries[:2]), config.model.query_max_length),
+            "doc": tokenizer(tf.constant(pairs.docs[:2]), config.model.doc_max_length),
+        }
         model(sample)
         model.optimizer.build(model.trainable_variables)
         checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
     manager = tf.train.CheckpointManager(checkpoint, str(workdir / "checkpoints"), max_to_keep=2)
     if manager.latest_checkpoint:
         checkpoint.restore(manager.latest_checkpoint).expect_partial()
-        print(f"resuming from {manager.latest_checkpoint} (step {int(model.optimizer.iterations.numpy())})",
-              file=sys.stderr)
+        print(
+            f"resuming from {manager.latest_checkpoint} (step {int(model.optimizer.iterations.numpy())})",
+            file=sys.stderr,
+        )
     elif d.mine_negatives and d.negatives_from == "self":
         pairs = _mine_with_model(model, tokenizer, config, train_ds)
 
-    teacher = distill.load_teacher_margins(d.teacher, pairs, Path(shared_dir or workdir), verbose) if d.teacher else None
+    teacher = (
+        distill.load_teacher_margins(d.teacher, pairs, Path(shared_dir or workdir), verbose) if d.teacher else None
+    )
     callbacks: list[keras.callbacks.Callback] = []
     evaluator = None
     if dev is not None:
@@ -158,13 +191,31 @@ def train_dual_encoder(config: Config, workdir: str | Path, verbose: int = 1,
     while done < total and not (evaluator and evaluator.exhausted()):
         # A resume mid-epoch first finishes that epoch; the data stream skips what was seen.
         epoch, into = divmod(done, steps)
-        dataset = data_lib.pair_dataset(
-            pairs, tokenizer, t.batch_size, config.model.query_max_length, config.model.doc_max_length,
-            seed=t.seed, shuffle_buffer=d.shuffle_buffer, teacher=teacher,
-            pad_multiple=pad_multiple(jit), labels=t.label_weighting).repeat().skip(done)
-        result = model.fit(dataset, epochs=epoch + 1 if into else t.epochs, initial_epoch=epoch,
-                           steps_per_epoch=steps - into if into else steps, verbose=fit_verbose, callbacks=callbacks,
-                           shuffle=False)  # the tf.data pipeline shuffles with the seed
+        dataset = (
+            data_lib.pair_dataset(
+                pairs,
+                tokenizer,
+                t.batch_size,
+                config.model.query_max_length,
+                config.model.doc_max_length,
+                seed=t.seed,
+                shuffle_buffer=d.shuffle_buffer,
+                teacher=teacher,
+                pad_multiple=pad_multiple(jit),
+                labels=t.label_weighting,
+            )
+            .repeat()
+            .skip(done)
+        )
+        result = model.fit(
+            dataset,
+            epochs=epoch + 1 if into else t.epochs,
+            initial_epoch=epoch,
+            steps_per_epoch=steps - into if into else steps,
+            verbose=fit_verbose,
+            callbacks=callbacks,
+            shuffle=False,
+        )  # the tf.data pipeline shuffles with the seed
         for k, v in result.history.items():
             history.setdefault(k, []).extend(float(x) for x in v)
         done = int(model.optimizer.iterations.numpy())

@@ -8,6 +8,7 @@ never with the project venv:
 The file holds the texts, sentence-transformers' embeddings (mean pooling + L2, max length
 256) and the model's own tokenizer.json ids, so tests compare against them without torch.
 """
+
 from __future__ import annotations
 
 import json
