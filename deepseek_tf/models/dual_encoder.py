@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import keras
 import tensorflow as tf
 
@@ -12,6 +14,29 @@ from deepseek_tf.models import losses
 _RETIRED_OPTIONS = ("symmetric", "learn_temperature", "label_smoothing")
 
 _KEY_LENGTH = 8192  # longest token sequence `text_keys` can identify (BERT stops at 512)
+
+
+@dataclass(frozen=True)
+class DualLoss:
+    """One row of the dual encoder's loss table: the method computing it and the batch fields it
+    reads besides the two towers' embeddings (the trainer's data pipeline supplies them)."""
+
+    method: str  # DualEncoder method (x, q, d, neg) -> scalar loss
+    reads_labels: bool = False  # x["label"]: graded labels of the pairs, when the data has them
+
+
+# `train.loss` -> how a dual encoder computes it (`losses` holds the formulas).
+LOSSES = {
+    "infonce": DualLoss("_infonce"),
+    "contrastive": DualLoss("_contrastive", reads_labels=True),
+    "triplet": DualLoss("_triplet"),
+    "margin_mse": DualLoss("_margin_mse"),
+}
+
+
+def reads_labels(loss: str, label_weighting: bool = False) -> bool:
+    """Whether training batches must carry the pairs' graded labels for this loss."""
+    return LOSSES[loss].reads_labels or (loss == "infonce" and label_weighting)
 
 
 def unscale_loss_for_distribution(loss: tf.Tensor) -> tf.Tensor:
@@ -131,21 +156,31 @@ class DualEncoder(keras.Model):
             )
         return losses.margin_mse(q, d, neg, x["teacher"], self.temperature)
 
+    def _contrastive(self, x, q, d, neg) -> tf.Tensor:
+        # Each pair is relevant when its graded label is >= 1 (all are, without labels); its hard
+        # negatives, or else the next pair's document, are irrelevant pairs of the same query.
+        labels = x.get("label") if isinstance(x, dict) else None
+        y = tf.ones(tf.shape(q)[:1]) if labels is None else tf.cast(tf.reshape(labels, [-1]) >= 1, tf.float32)
+        if neg is None:
+            neg_q, neg_d = q, tf.roll(d, shift=1, axis=0)  # (B, dim)
+        else:
+            per_pair = tf.shape(neg)[0] // tf.shape(q)[0]
+            neg_q, neg_d = tf.repeat(q, per_pair, axis=0), neg  # (B·k, dim), pair-major like neg
+        pairs_q, pairs_d = tf.concat([q, neg_q], axis=0), tf.concat([d, neg_d], axis=0)
+        y = tf.concat([y, tf.zeros(tf.shape(neg_q)[:1])], axis=0)  # (B + B·k,)
+        return losses.contrastive(pairs_q, pairs_d, y, margin=self.margin)
+
+    def _triplet(self, x, q, d, neg) -> tf.Tensor:
+        if neg is None:
+            return losses.triplet(q, d, tf.roll(d, shift=1, axis=0), margin=self.margin)  # next pair's doc
+        per_pair = tf.shape(neg)[0] // tf.shape(q)[0]  # one triplet per hard negative, pair-major
+        return losses.triplet(tf.repeat(q, per_pair, 0), tf.repeat(d, per_pair, 0), neg, margin=self.margin)
+
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         q, d, neg = y_pred["query"], y_pred["doc"], y_pred.get("neg")  # (batch, dim) each
-        if self.loss_name == "margin_mse":
-            loss = self._margin_mse(x, q, d, neg)
-        elif self.loss_name == "infonce":
-            loss = self._infonce(x, q, d, neg)
-        elif self.loss_name == "triplet":
-            if neg is None:
-                neg = tf.roll(d, shift=1, axis=0)  # the next pair's document as negative
-            loss = losses.triplet(q, d, neg, margin=self.margin)
-        elif self.loss_name == "contrastive":
-            labels = y if y is not None else tf.ones(tf.shape(q)[:1])
-            loss = losses.contrastive(q, d, labels, margin=self.margin)
-        else:
-            raise ValueError(f"unknown loss {self.loss_name!r}")
+        if self.loss_name not in LOSSES:
+            raise ValueError(f"unknown dual-encoder loss {self.loss_name!r} (one of {', '.join(LOSSES)})")
+        loss = getattr(self, LOSSES[self.loss_name].method)(x, q, d, neg)
         if self.distill_weight and self.loss_name != "margin_mse":
             loss = loss + self.distill_weight * self._margin_mse(x, q, d, neg)
         # Keras sums gradients over replicas; each replica contributes loss / n_replicas.
@@ -167,8 +202,10 @@ class DualEncoder(keras.Model):
             super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
 
     # ------------------------------------------------------------------ GradCache
-    def _seed_states(self) -> list:
-        return [sg.state for layer in self._flatten_layers() for sg in getattr(layer, "_seed_generators", [])]
+    def seed_states(self) -> list:
+        """The state variables of every dropout seed generator in the towers (Keras tracks each
+        keras.random.SeedGenerator's state among the non-trainable variables)."""
+        return [v for v in self.non_trainable_variables if v.path.endswith("seed_generator_state")]
 
     def train_step(self, data):
         logs = self._train_step(data)
@@ -187,7 +224,7 @@ class DualEncoder(keras.Model):
             return super().train_step(data)
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         chunks = [tf.nest.map_structure(lambda t, i=i: tf.split(t, k, axis=0)[i], x) for i in range(k)]
-        seeds = self._seed_states()
+        seeds = self.seed_states()
         # Pass 1: embeddings of every micro-batch, no graph kept. Dropout seeds are recorded
         # so pass 2 draws the same masks and the two passes compute the same function.
         states, outs = [], []

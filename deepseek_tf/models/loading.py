@@ -15,15 +15,19 @@ from deepseek_tf.text.tokenizer import Tokenizer
 
 
 def weights_fingerprint(path: Path) -> str:
-    """Hash of a model dir's weight files (or of one model file): an index built with other
-    weights is refused, a teacher's cached scores are not reused for another teacher."""
+    """Hash of every byte of a model: one model file, or every file under a model dir (weights,
+    vocabulary, tokenizer, config: a prefix or a vocabulary change alters the vectors as surely
+    as a weight does). An index built with another model is refused, a teacher's cached scores
+    are not reused for another teacher."""
+    path = Path(path)
     h = hashlib.sha256()
-    for f in [path] if path.is_file() else sorted(path.rglob("*")):
-        if f.is_file() and f.suffix in (".keras", ".pb", ".index", ".tflite", ".txt") or "variables.data" in f.name:
-            h.update(f.name.encode())
-            h.update(str(f.stat().st_size).encode())
-            with f.open("rb") as fh:
-                h.update(fh.read(1 << 20))
+    files = [path] if path.is_file() else sorted(f for f in path.rglob("*") if f.is_file())
+    for f in files:
+        h.update(f.relative_to(path).as_posix().encode() if f != path else f.name.encode())
+        h.update(b"\0" + str(f.stat().st_size).encode() + b"\0")
+        with f.open("rb") as fh:
+            while chunk := fh.read(1 << 20):
+                h.update(chunk)
     return h.hexdigest()[:16]
 
 

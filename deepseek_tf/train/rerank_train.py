@@ -42,7 +42,7 @@ def first_stage_top_k(ds: data_lib.BeirDataset, source: str = "bm25", top_k: int
         hits = BM25Index().index(doc_ids, texts).search(queries, top_k)
         return {q: {d: float(s) for d, s in row} for q, row in zip(qids, hits)}
     from deepseek_tf.retrieval.artifacts import load_embedder
-    from deepseek_tf.retrieval.index import exact_search
+    from deepseek_tf.retrieval.knn import exact_search
 
     embedder = load_embedder(source)
     doc_vecs = embedder.encode_docs(texts, progress=sys.stderr.isatty())
@@ -186,6 +186,19 @@ def check_cross_encoder_config(config: Config) -> None:
             "data.teacher / train.distill_weight distill a cross-encoder into a dual encoder; "
             "a cross-encoder does not take them"
         )
+    # dual-encoder-only keys would be accepted and do nothing: refused, naming them
+    dual_only = [
+        key
+        for key, value, default in (
+            ("train.accumulation_steps", t.accumulation_steps, 1),
+            ("train.label_weighting", t.label_weighting, False),
+            ("train.mask_duplicates", t.mask_duplicates, True),
+            ("train.gather_across_replicas", t.gather_across_replicas, True),
+        )
+        if value != default
+    ]
+    if dual_only:
+        raise ConfigError(f"{', '.join(dual_only)}: dual-encoder settings; a cross-encoder does not take them")
     check_group_shape(d.num_negatives, d.judged_negatives)
     run_path = data_lib.run_file(d.negatives_from)
     if run_path is not None and not Path(run_path).is_file():

@@ -21,6 +21,8 @@ from deepseek_tf import data as data_lib
 from deepseek_tf.config import Config, save_config
 from deepseek_tf.data.splits import limit_corpus, split_train_dev
 from deepseek_tf.errors import ConfigError, UserError
+from deepseek_tf.models.dual_encoder import LOSSES as DUAL_LOSSES
+from deepseek_tf.models.dual_encoder import reads_labels
 from deepseek_tf.text.tokenizer import Tokenizer
 from deepseek_tf.train import distill
 from deepseek_tf.train.artifacts import prepare_tokenizer, save_trained_model
@@ -108,6 +110,13 @@ def check_dual_config(config: Config) -> None:
             "data.negatives_from: a run file serves cross-encoder training; a dual encoder mines "
             "from bm25, self or a MODEL"
         )
+    t = config.train
+    if t.label_weighting and t.loss != "infonce":
+        raise ConfigError(f"train.label_weighting weights infonce's pairs; train.loss is {t.loss!r}")
+    if t.loss not in DUAL_LOSSES:
+        raise ConfigError(
+            f"train.loss {t.loss!r} is a cross-encoder loss; a dual encoder takes {', '.join(DUAL_LOSSES)}"
+        )
     distill.check_distillation(config)
 
 
@@ -188,6 +197,9 @@ def train_dual_encoder(
     start = time.perf_counter()
     total = steps * t.epochs
     done = int(model.optimizer.iterations.numpy())
+    # label_weighting requires labels (pair_dataset says so when they are missing); contrastive
+    # uses them when the data has them
+    with_labels = reads_labels(t.loss, t.label_weighting) and (t.label_weighting or pairs.labels is not None)
     while done < total and not (evaluator and evaluator.exhausted()):
         # A resume mid-epoch first finishes that epoch; the data stream skips what was seen.
         epoch, into = divmod(done, steps)
@@ -202,7 +214,7 @@ def train_dual_encoder(
                 shuffle_buffer=d.shuffle_buffer,
                 teacher=teacher,
                 pad_multiple=pad_multiple(jit),
-                labels=t.label_weighting,
+                labels=with_labels,
             )
             .repeat()
             .skip(done)
