@@ -115,7 +115,8 @@ BAD = [
     ("embed: an empty text", "POST", "/embed", {"texts": ["heat", "  "]}, JSON, 422, "invalid_request"),
     ("embed: unknown tower", "POST", "/embed", {"texts": ["heat"], "tower": "title"}, JSON, 422, "invalid_request"),
     ("reload: index not a string", "POST", "/admin/reload", {"index": 3}, JSON, 422, "invalid_request"),
-    ("reload: missing index", "POST", "/admin/reload", {"index": "/no/such/index"}, JSON, 400, "reload_failed"),
+    ("reload: missing index", "POST", "/admin/reload", {"index": "no-such-index"}, JSON, 400, "reload_failed"),
+    ("reload: outside the index root", "POST", "/admin/reload", {"index": "/no/such/index"}, JSON, 403, "forbidden"),
 ]
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -157,15 +158,15 @@ def test_reload_swaps_the_index_under_load_and_no_request_fails(tmp_path):
         "B": FakeIndex(b_docs, HashEmbedder(delay=0.02, salt=1), "B"),
     }
 
-    def loader(path):
-        if str(path) not in indexes:
+    def loader(path):  # the service passes the path resolved under the index root (the working directory)
+        if Path(path).name not in indexes:
             raise UserError(f"{path}: not a built index")
-        return indexes[str(path)]
+        return indexes[Path(path).name]
 
     service = SearchService(indexes["A"], None, ServiceOptions(max_batch=4, max_wait_ms=1, cache_size=0), loader=loader)
     old_batcher = service._engine.batcher
     swaps = []
-    service.on_reload = lambda: swaps.append(service.describe()["index"])  # the server thaws its heap here
+    service.on_retired = lambda: swaps.append(service.describe()["index"])  # the server collects the heap here
     app = create_app(service)
 
     async def scenario():
@@ -186,8 +187,12 @@ def test_reload_swaps_the_index_under_load_and_no_request_fails(tmp_path):
     assert old_ids, "no request finished on the old index: the swap was not under load"
     assert all(h["id"].startswith("b-") for r in after for h in r.json()["results"])
     assert failed.status_code == 400 and failed.json()["error"]["code"] == "reload_failed"
-    assert swaps == ["B"]  # once, after the swap that succeeded
     assert still.status_code == 200 and still.json()["results"][0]["id"].startswith("b-")
+    for _ in range(500):  # the old engine retires in a worker thread once its last request is done
+        if swaps:
+            break
+        threading.Event().wait(0.01)
+    assert swaps == ["B"]  # once, after the swap that succeeded
     assert old_batcher.closed  # the old engine's worker stopped once its requests were done
     service.close()
     assert service._engine.batcher.closed

@@ -1,20 +1,27 @@
 """The HTTP API (FastAPI) over a `SearchService`.
 
-Every error is JSON, `{"error": {"code": ..., "message": ...}}`, with a 4xx status for a bad
-request and 5xx for a failure inside the service; no response carries a traceback (it goes to
+Every error is JSON, `{"error": {"code": ..., "message": ...}}`, with the status that
+`service.ERRORS` gives its code; no response carries a traceback or a server path (they go to
 the server's log). Request bodies are read and checked here, not by FastAPI's validation, so
 each kind of bad input gets its own status and code:
 
-  400 invalid_json            body is not JSON (or not UTF-8, or holds NaN/Infinity)
+  400 invalid_json            body is not JSON (not UTF-8, NaN/Infinity, a key twice, nested too deep)
   400 rerank_unavailable      "rerank": true on a server started without --rerank
   400 reload_failed           /admin/reload could not load the index (the old one stays)
+  401 unauthorized            an admin endpoint without the API key (`Authorization: Bearer KEY`)
+  403 forbidden               /admin/reload of a path outside --index-root
   404 not_found               unknown path
   405 method_not_allowed      e.g. GET /search
+  408 request_timeout         the request did not arrive within --read-timeout (`serve.protocol`)
   413 body_too_large          body over --max-body-bytes
   415 unsupported_media_type  Content-Type is not application/json
   422 invalid_request         wrong field, type or value (the message names the field)
   500 internal_error          a failure inside the service
   503 shutting_down           the service is stopping
+  503 overloaded              --max-connections reached with every connection busy (`serve.protocol`)
+
+An answer sent before the request's body was read to its end says `Connection: close` and the
+connection is closed after it; any other answer leaves the connection usable for the next request.
 """
 
 from __future__ import annotations
@@ -22,39 +29,31 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import time
-from dataclasses import dataclass
+from itertools import accumulate
+from pathlib import Path
 from typing import Literal
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from deepseek_tf.errors import UserError
+from deepseek_tf.serve.auth import bearer_matches
+from deepseek_tf.serve.limits import Limits
 from deepseek_tf.serve.metrics import CONTENT_TYPE
-from deepseek_tf.serve.service import SearchService, ServiceError
+from deepseek_tf.serve.service import ERRORS, SearchService, ServiceError, error_body, public_name
+
+__all__ = ["Limits", "create_app", "error", "read_json"]
 
 log = logging.getLogger("deepseek_tf.serve")
-ENDPOINTS = ("/search", "/embed", "/health", "/metrics", "/admin/reload")
-STATUS_CODES = {
-    400: "bad_request",
-    404: "not_found",
-    405: "method_not_allowed",
-    413: "body_too_large",
-    415: "unsupported_media_type",
-    422: "invalid_request",
-    503: "shutting_down",
-}
-
-
-@dataclass(frozen=True)
-class Limits:
-    max_k: int = 100
-    max_query_chars: int = 1000
-    max_body_bytes: int = 64 * 1024
-    max_embed_texts: int = 64
-    max_text_chars: int = 10000
+ENDPOINTS = ("/search", "/embed", "/health", "/metrics", "/admin/reload", "/docs", "/openapi.json")
+# the code of an error that Starlette raises (routing) rather than the service
+STATUS_CODES = {status: code for code, status in reversed(ERRORS.items())}
+INTERNAL = "internal error (details in the server log)"
 
 
 class _Strict(BaseModel):
@@ -78,37 +77,100 @@ class ReloadBody(_Strict):
     index: str | None = None
 
 
-def error(status: int, code: str, message: str) -> JSONResponse:
-    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
+def error(code: str, message: str, headers: dict | None = None) -> Response:
+    # error_body escapes non-ASCII: a message quoting the client's text cannot fail to encode
+    return Response(error_body(code, message), ERRORS[code], headers, media_type="application/json")
 
 
 def _no_constants(name: str):
     raise ValueError(f"{name} is not valid JSON")
 
 
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
+    # json.loads keeps the last of two equal keys: {"k": "ten", "k": 2} would pass as k=2
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set = set()
+        key = next(k for k, _ in pairs if k in seen or seen.add(k))
+        raise _DuplicateKey(f"key {json.dumps(key)} appears twice")
+    return obj
+
+
+_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_NOT_BRACKET = bytes(b for b in range(256) if b not in b"[]{}")
+_STEP = [0] * 256
+_STEP[ord("[")] = _STEP[ord("{")] = 1
+_STEP[ord("]")] = _STEP[ord("}")] = -1
+
+
+def json_depth(body: bytes, limit: int) -> int:
+    """How deep arrays and objects nest in BODY (brackets inside strings not counted), measured
+    without parsing: the parser recurses per level and a deep enough body exhausts the stack.
+    Only a body with more than LIMIT opening brackets is scanned (the bodies served have two)."""
+    if body.count(b"[") + body.count(b"{") <= limit:
+        return 0
+    brackets = _STRING.sub(b"", body).translate(None, _NOT_BRACKET)
+    return max(accumulate(_STEP[b] for b in brackets), default=0)
+
+
+def _check_unicode(value, where: str) -> None:
+    """A lone surrogate ("\\ud800") is valid JSON but no text: refused here, not in the tokenizer."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ServiceError("invalid_request", f"{where}: not valid Unicode (a lone surrogate)") from None
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_unicode(key, f"{where}: a field name")
+            _check_unicode(item, key if where == "body" else f"{where}.{key}")
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _check_unicode(item, f"{where}.{i}")
+
+
+def has_body(scope: dict) -> bool:
+    """Whether the request carries a body (a non-zero Content-Length, or chunked)."""
+    for name, value in scope.get("headers", ()):
+        if name == b"transfer-encoding" or (name == b"content-length" and value.strip() != b"0"):
+            return True
+    return False
+
+
 async def read_json(request: Request, limits: Limits) -> dict:
     """The request's JSON object, or a ServiceError naming what is wrong with the body."""
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype != "application/json":
-        raise ServiceError(
-            415, "unsupported_media_type", f"Content-Type must be application/json, not {ctype or 'missing'}"
-        )
+        shown = json.dumps(ctype[:50]) if ctype else "missing"
+        raise ServiceError("unsupported_media_type", f"Content-Type must be application/json, not {shown}")
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limits.max_body_bytes:
-        raise ServiceError(413, "body_too_large", f"body over {limits.max_body_bytes} bytes")
+        raise ServiceError("body_too_large", f"body over {limits.max_body_bytes} bytes")
     body = bytearray()
-    async for chunk in request.stream():  # chunked bodies have no Content-Length: count as they come
-        body += chunk
-        if len(body) > limits.max_body_bytes:
-            raise ServiceError(413, "body_too_large", f"body over {limits.max_body_bytes} bytes")
     try:
-        data = json.loads(body.decode("utf-8"), parse_constant=_no_constants)
+        async for chunk in request.stream():  # chunked bodies have no Content-Length: count as they come
+            body += chunk
+            if len(body) > limits.max_body_bytes:
+                raise ServiceError("body_too_large", f"body over {limits.max_body_bytes} bytes")
+    except ClientDisconnect:
+        raise ServiceError("client_closed_request", "the client hung up before its body was read") from None
+    body = bytes(body)
+    if json_depth(body, limits.max_json_depth) > limits.max_json_depth:
+        raise ServiceError("invalid_json", f"body nests arrays or objects more than {limits.max_json_depth} deep")
+    try:
+        data = json.loads(body.decode("utf-8"), parse_constant=_no_constants, object_pairs_hook=_unique_keys)
     except UnicodeDecodeError:
-        raise ServiceError(400, "invalid_json", "body is not UTF-8") from None
+        raise ServiceError("invalid_json", "body is not UTF-8") from None
     except ValueError as e:
-        raise ServiceError(400, "invalid_json", f"body is not valid JSON: {e}") from None
+        raise ServiceError("invalid_json", f"body is not valid JSON: {e}") from None
+    if b"\\u" in body:  # only an escape can make a lone surrogate: UTF-8 input cannot hold one
+        _check_unicode(data, "body")
     if not isinstance(data, dict):
-        raise ServiceError(422, "invalid_request", f"body must be a JSON object, not {type(data).__name__}")
+        raise ServiceError("invalid_request", f"body must be a JSON object, not {type(data).__name__}")
     return data
 
 
@@ -120,20 +182,27 @@ def parse(model: type[_Strict], data: dict):
         where = ".".join(str(p) for p in first["loc"]) or "body"
         message = "unknown field" if first["type"] == "extra_forbidden" else first["msg"]
         more = f" (and {e.error_count() - 1} more)" if e.error_count() > 1 else ""
-        raise ServiceError(422, "invalid_request", f"{where}: {message}{more}") from None
+        raise ServiceError("invalid_request", f"{where}: {message}{more}") from None
 
 
 def check_text(text: str, limit: int, name: str) -> str:
     text = text.strip()
     if not text:
-        raise ServiceError(422, "invalid_request", f"{name}: must not be empty")
+        raise ServiceError("invalid_request", f"{name}: must not be empty")
     if len(text) > limit:
-        raise ServiceError(422, "invalid_request", f"{name}: longer than {limit} characters ({len(text)})")
+        raise ServiceError("invalid_request", f"{name}: longer than {limit} characters ({len(text)})")
     return text
 
 
-class MetricsMiddleware:
-    """Counts every HTTP request by endpoint (unknown paths as "other") and status, with its latency."""
+class RequestGuard:
+    """The outermost layer of the app, around every HTTP request:
+
+    - counts it by endpoint (unknown paths as "other") and status, with its latency;
+    - answers a failure that nothing else caught with the JSON 500 (logged once, with its
+      traceback) instead of letting it reach uvicorn, which would drop the connection unannounced;
+    - adds `Connection: close` to an answer sent before the request's body was read to its end
+      (a refused body, a timeout, a client gone): what remains of that body would otherwise be
+      read as the start of the next request, or keep the connection waiting for it."""
 
     def __init__(self, app, service: SearchService):
         self.app, self.service = app, service
@@ -141,30 +210,73 @@ class MetricsMiddleware:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        start, status = time.perf_counter(), 500
+        start, status, started = time.perf_counter(), 500, False
+        body_read = not has_body(scope)
         metrics = self.service.metrics
 
-        async def send_status(message):
-            nonlocal status
+        async def receive_tracked():
+            nonlocal body_read
+            message = await receive()
+            if message["type"] == "http.request" and not message.get("more_body", False):
+                body_read = True
+            return message
+
+        async def send_tracked(message):
+            nonlocal status, started
             if message["type"] == "http.response.start":
-                status = message["status"]
+                started, status = True, message["status"]
+                if not body_read:
+                    message = {**message, "headers": [*message.get("headers", ()), (b"connection", b"close")]}
             await send(message)
 
         metrics.in_flight.inc(1)
         try:
-            await self.app(scope, receive, send_status)
+            await self.app(scope, receive_tracked, send_tracked)
+        except Exception:
+            log.exception("internal error on %s %s", scope.get("method"), scope.get("path"))
+            if not started:  # else the answer was cut short: uvicorn closes the connection
+                await error("internal_error", INTERNAL)(scope, receive_tracked, send_tracked)
         finally:
             metrics.in_flight.inc(-1)
             path = scope.get("path", "")
             metrics.observe_request(path if path in ENDPOINTS else "other", status, time.perf_counter() - start)
 
 
+def _body_doc(model: type[_Strict]) -> dict:
+    # the bodies are read by read_json, not by FastAPI: /docs learns their shape from here
+    schema = model.model_json_schema()
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
+def confine(root: Path, given: str) -> Path:
+    """GIVEN (absolute, or relative to ROOT) resolved, symbolic links followed, if it lies under
+    ROOT; else a 403 that says the same whether or not the path exists."""
+    try:
+        target = (root / given).resolve()
+    except (OSError, ValueError, RuntimeError):  # a NUL byte, a symlink loop, a name too long
+        target = None
+    if target is None or not target.is_relative_to(root):
+        raise ServiceError("forbidden", "index: must name a directory under the server's index root")
+    return target
+
+
 def create_app(
-    service: SearchService, limits: Limits | None = None, admin: bool = True, on_startup=None, on_shutdown=None
+    service: SearchService,
+    limits: Limits | None = None,
+    admin: bool = True,
+    on_startup=None,
+    on_shutdown=None,
+    api_key: str | None = None,
+    index_root: str | Path | None = None,
 ) -> FastAPI:
     """The FastAPI app. `on_startup` (async) runs before the first request; `on_shutdown` (sync)
-    after the last one (the server closes the service there)."""
+    after the last one (the server closes the service there). With `api_key`, admin endpoints
+    need `Authorization: Bearer API_KEY`. `/admin/reload` loads only indexes under `index_root`
+    (default: the directory holding the index being served)."""
     limits = limits or Limits()
+    if index_root is None and service.path is not None:
+        index_root = service.path.resolve().parent
+    root = Path(index_root).resolve() if index_root is not None else None
     from contextlib import asynccontextmanager
 
     @asynccontextmanager
@@ -175,12 +287,18 @@ def create_app(
         if on_shutdown is not None:
             await asyncio.get_running_loop().run_in_executor(None, on_shutdown)
 
-    app = FastAPI(title="deepseek_tf search", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
-    app.add_middleware(MetricsMiddleware, service=service)
+    # /docs and /openapi.json describe the API and change nothing: served on every host
+    app = FastAPI(
+        title="deepseek_tf search", docs_url="/docs", redoc_url=None, openapi_url="/openapi.json", lifespan=lifespan
+    )
+    app.add_middleware(RequestGuard, service=service)
 
     @app.exception_handler(ServiceError)
     async def _service_error(request: Request, e: ServiceError):
-        return error(e.status, e.code, e.message)
+        headers = {"WWW-Authenticate": "Bearer"} if e.code == "unauthorized" else None
+        if e.code == "client_closed_request":  # nobody to answer: one line, no traceback
+            log.info("%s %s: %s", request.method, request.url.path, e.message)
+        return error(e.code, e.message, headers)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, e: StarletteHTTPException):
@@ -189,12 +307,7 @@ def create_app(
             404: f"no endpoint {request.url.path}",
             405: f"{request.method} is not allowed on {request.url.path}",
         }.get(e.status_code, str(e.detail))
-        return error(e.status_code, code, message)
-
-    @app.exception_handler(Exception)
-    async def _internal(request: Request, e: Exception):
-        log.exception("internal error on %s", request.url.path)
-        return error(500, "internal_error", "internal error (details in the server log)")
+        return error(code, message)
 
     async def guarded(work):
         """Runs a request's work: a ServiceError is the client's, anything else is logged as a 500."""
@@ -205,56 +318,75 @@ def create_app(
             raise
         except Exception:
             log.exception("internal error")
-            raise ServiceError(500, "internal_error", "internal error (details in the server log)") from None
+            raise ServiceError("internal_error", INTERNAL) from None
         return out, round((time.perf_counter() - start) * 1000, 3)
 
-    @app.post("/search")
+    @app.post("/search", openapi_extra=_body_doc(SearchBody))
     async def search(request: Request):
         body = parse(SearchBody, await read_json(request, limits))
         query = check_text(body.query, limits.max_query_chars, "query")
         if not 1 <= body.k <= limits.max_k:
-            raise ServiceError(422, "invalid_request", f"k: must be between 1 and {limits.max_k}, not {body.k}")
+            raise ServiceError("invalid_request", f"k: must be between 1 and {limits.max_k}, not {body.k}")
         out, took = await guarded(service.search(query, body.k, body.mode, body.rerank))
         # a JSONResponse skips FastAPI's per-value encoding walk: the payload is plain JSON already
         return JSONResponse({"results": out["results"], "took_ms": took, "cached": out["cached"]})
 
-    @app.post("/embed")
+    @app.post("/embed", openapi_extra=_body_doc(EmbedBody))
     async def embed(request: Request):
         body = parse(EmbedBody, await read_json(request, limits))
         if not 1 <= len(body.texts) <= limits.max_embed_texts:
             raise ServiceError(
-                422, "invalid_request", f"texts: between 1 and {limits.max_embed_texts} texts, not {len(body.texts)}"
+                "invalid_request", f"texts: between 1 and {limits.max_embed_texts} texts, not {len(body.texts)}"
             )
         texts = [check_text(t, limits.max_text_chars, f"texts.{i}") for i, t in enumerate(body.texts)]
+        total = sum(map(len, texts))
+        if total > limits.max_embed_chars:  # the model's work grows with the characters it reads
+            raise ServiceError(
+                "invalid_request",
+                f"texts: {total} characters in all, over the {limits.max_embed_chars} one request may hold",
+            )
         vectors, took = await guarded(service.embed(texts, body.tower))
         return JSONResponse(
             {"embeddings": vectors.tolist(), "dim": int(vectors.shape[-1]), "tower": body.tower, "took_ms": took}
         )
 
-    @app.get("/health")
+    @app.api_route("/health", methods=["GET", "HEAD"])
     async def health():
-        return {"status": "ok", **service.describe()}
+        return JSONResponse({"status": "ok", **service.describe()})
 
-    @app.get("/metrics")
+    @app.api_route("/metrics", methods=["GET", "HEAD"])
     async def metrics():
         caches = {"embedding": service.embedding_cache, "results": service.results_cache}
         return Response(service.metrics.render(caches), media_type=CONTENT_TYPE)
 
+    def authorize(request: Request) -> None:
+        if api_key is not None and not bearer_matches(request.headers.get("authorization"), api_key):
+            raise ServiceError("unauthorized", "this endpoint needs the server's API key: Authorization: Bearer KEY")
+
     if admin:
 
-        @app.post("/admin/reload")
+        @app.post("/admin/reload", openapi_extra=_body_doc(ReloadBody))
         async def reload(request: Request):
-            data = await read_json(request, limits) if request.headers.get("content-length", "0") != "0" else {}
-            body = parse(ReloadBody, data)
+            authorize(request)  # before the body is read: nothing of an unauthorized client's is parsed
+            body = parse(ReloadBody, await read_json(request, limits) if has_body(request.scope) else {})
+            target, shown = None, public_name(service.path) or ""
+            if body.index is not None:
+                if root is None:
+                    raise ServiceError("forbidden", "index: this server has no index root to load from")
+                target = confine(root, body.index)
+                shown = str(target.relative_to(root))
             try:
-                described = await asyncio.get_running_loop().run_in_executor(None, service.reload, body.index)
-            except UserError as e:
-                raise ServiceError(400, "reload_failed", str(e)) from None
+                described = await asyncio.get_running_loop().run_in_executor(None, service.reload, target)
+            except UserError as e:  # the reason may quote server paths or file contents: the log keeps it
+                log.warning("reload of %s failed, still serving the previous index: %s", target or service.path, e)
+                raise ServiceError(
+                    "reload_failed", f"could not load index {json.dumps(shown)} (details in the server log)"
+                ) from None
             except Exception:
                 log.exception("reload failed")
                 raise ServiceError(
-                    500, "internal_error", "reload failed (details in the server log); the index being served stays"
+                    "internal_error", "reload failed (details in the server log); the index being served stays"
                 ) from None
-            return {"status": "ok", **described}
+            return JSONResponse({"status": "ok", **described})
 
     return app

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 from deepseek_tf.console import command_parser
 from deepseek_tf.errors import UserError, cli_entry
+from deepseek_tf.serve.auth import API_KEY_ENV, load_api_key
+from deepseek_tf.serve.limits import ConnectionLimits, Limits, is_loopback
+
+LIMITS, CONNECTIONS = Limits(), ConnectionLimits()  # the defaults, declared once (serve.limits)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -27,7 +32,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="MODEL",
         help='cross-encoder (trained model/ dir, SavedModel or .tflite) for requests with "rerank": true',
     )
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default: 127.0.0.1; any other needs an API key unless --no-admin)",
+    )
     p.add_argument("--port", type=int, default=8000, help="port (default: 8000; 0 picks a free one)")
     p.add_argument(
         "--max-batch",
@@ -62,9 +71,47 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=100,
         help="depth of the dense and BM25 runs fused in hybrid mode (default: 100)",
     )
-    p.add_argument("--max-k", type=int, default=100, help="largest k a request may ask for (default: 100)")
-    p.add_argument("--max-query-chars", type=int, default=1000, help="longest query accepted (default: 1000)")
-    p.add_argument("--max-body-bytes", type=int, default=65536, help="largest request body (default: 65536)")
+    p.add_argument(
+        "--max-k", type=int, default=LIMITS.max_k, help=f"largest k a request may ask for (default: {LIMITS.max_k})"
+    )
+    p.add_argument(
+        "--max-query-chars",
+        type=int,
+        default=LIMITS.max_query_chars,
+        help=f"longest query accepted (default: {LIMITS.max_query_chars})",
+    )
+    p.add_argument(
+        "--max-body-bytes",
+        type=int,
+        default=LIMITS.max_body_bytes,
+        help=f"largest request body (default: {LIMITS.max_body_bytes})",
+    )
+    p.add_argument(
+        "--max-embed-chars",
+        type=int,
+        default=None,
+        help="most characters, all texts together, in one /embed request (default: a quarter of --max-body-bytes)",
+    )
+    p.add_argument(
+        "--read-timeout",
+        type=float,
+        default=CONNECTIONS.read_timeout,
+        help="seconds a client has to send a whole request, from its first byte, and a new connection "
+        f"its first request (default: {CONNECTIONS.read_timeout:g}; then 408 and closed)",
+    )
+    p.add_argument(
+        "--keep-alive-timeout",
+        type=float,
+        default=CONNECTIONS.keep_alive,
+        help=f"seconds an idle keep-alive connection stays open (default: {CONNECTIONS.keep_alive:g})",
+    )
+    p.add_argument(
+        "--max-connections",
+        type=int,
+        default=CONNECTIONS.max_connections,
+        help="open connections at most; past it the one idle longest is closed (default: "
+        f"{CONNECTIONS.max_connections}, lowered to fit ulimit -n)",
+    )
     p.add_argument(
         "--workers", type=int, default=8, help="threads for search, BM25, reranking and unbatched encoding (default: 8)"
     )
@@ -84,6 +131,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--drain-timeout", type=float, default=30.0, help="seconds SIGTERM waits for in-flight requests (default: 30)"
     )
     p.add_argument("--no-admin", action="store_true", help="no POST /admin/reload (SIGHUP still reloads)")
+    p.add_argument(
+        "--api-key-file",
+        metavar="F",
+        help="file whose first line is the API key that admin endpoints ask for (Authorization: Bearer KEY); "
+        f"else the {API_KEY_ENV} environment variable; required with --host beyond loopback unless --no-admin",
+    )
+    p.add_argument(
+        "--index-root",
+        metavar="DIR",
+        help="the directory under which /admin/reload may load indexes (default: the one holding --index)",
+    )
     p.add_argument("--access-log", action="store_true", help="log every request (off: it costs throughput)")
     return p.parse_args(argv)
 
@@ -94,11 +152,14 @@ def check_args(args: argparse.Namespace) -> None:
         "--max-k": args.max_k,
         "--max-query-chars": args.max_query_chars,
         "--max-body-bytes": args.max_body_bytes,
+        "--max-connections": args.max_connections,
         "--workers": args.workers,
         "--rerank-depth": args.rerank_depth,
         "--hybrid-depth": args.hybrid_depth,
         "--batch-workers": args.batch_workers,
     }
+    if args.max_embed_chars is not None:
+        positive["--max-embed-chars"] = args.max_embed_chars
     for flag, value in positive.items():
         if value < 1:
             raise UserError(f"{flag} must be >= 1, not {value}", exit_code=2)
@@ -111,14 +172,39 @@ def check_args(args: argparse.Namespace) -> None:
     }.items():
         if value < 0:
             raise UserError(f"{flag} must be >= 0, not {value}", exit_code=2)
+    for flag, value in {"--read-timeout": args.read_timeout, "--keep-alive-timeout": args.keep_alive_timeout}.items():
+        if not value > 0 or value == float("inf"):
+            raise UserError(f"{flag} must be a number of seconds > 0, not {value}", exit_code=2)
     if not 0 <= args.port <= 65535:
         raise UserError(f"--port must be in 0..65535, not {args.port}", exit_code=2)
+
+
+def check_exposure(host: str, admin: bool, api_key: str | None) -> None:
+    """Beyond loopback, anyone who can reach the port can call the service: refuses to start with
+    admin endpoints open to them (no API key), and warns that the traffic is not encrypted."""
+    if is_loopback(host):
+        return
+    if admin and api_key is None:
+        raise UserError(
+            f"--host {host} reaches beyond this machine: give --api-key-file F (or set {API_KEY_ENV}) "
+            "to protect /admin/reload, or pass --no-admin",
+            exit_code=2,
+        )
+    print(
+        f"warning: listening on {host}, beyond this machine, over plain HTTP: put a TLS reverse proxy in front "
+        "(docs/serving.md#security)",
+        file=sys.stderr,
+    )
 
 
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     check_args(args)
+    api_key = load_api_key(args.api_key_file)
+    check_exposure(args.host, not args.no_admin, api_key)
+    if args.index_root is not None and not os.path.isdir(args.index_root):
+        raise UserError(f"--index-root {args.index_root}: no such directory", exit_code=2)
     # faiss's OpenMP workers spin while idle by default; in a server they would take the cores the
     # event loop and the encoder need. Read once, when faiss first runs: set before any index loads.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -127,7 +213,6 @@ def main(argv: list[str] | None = None) -> int:
         import uvicorn  # noqa: F401
     except ImportError:
         raise UserError("the HTTP service needs FastAPI and uvicorn: pip install 'deepseek_tf[serve]'") from None
-    from deepseek_tf.serve.app import Limits
     from deepseek_tf.serve.server import bind, configure_threads, run_server
     from deepseek_tf.serve.service import SearchService, ServiceOptions
 
@@ -144,7 +229,15 @@ def main(argv: list[str] | None = None) -> int:
         batch_workers=args.batch_workers,
     )
     service = SearchService.open(args.index, args.rerank, options)
-    limits = Limits(max_k=args.max_k, max_query_chars=args.max_query_chars, max_body_bytes=args.max_body_bytes)
+    limits = Limits(
+        max_k=args.max_k,
+        max_query_chars=args.max_query_chars,
+        max_body_bytes=args.max_body_bytes,
+        max_embed_chars=args.max_embed_chars or 0,
+    )
+    connections = ConnectionLimits(
+        read_timeout=args.read_timeout, keep_alive=args.keep_alive_timeout, max_connections=args.max_connections
+    )
     return run_server(
         service,
         args.host,
@@ -153,4 +246,7 @@ def main(argv: list[str] | None = None) -> int:
         admin=not args.no_admin,
         drain_timeout=args.drain_timeout,
         access_log=args.access_log,
+        connections=connections,
+        api_key=api_key,
+        index_root=args.index_root,
     )

@@ -1,17 +1,22 @@
 """Running the app under uvicorn: a socket bound before anything loads (a busy port is a one-line
-error), SIGHUP re-reads the index, SIGTERM/SIGINT drain in-flight requests and the batcher's queue."""
+error), connections guarded against slow clients (`serve.protocol`), SIGHUP re-reads the index,
+SIGTERM/SIGINT drain in-flight requests and the batcher's queue."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gc
 import logging
+import resource
 import signal
 import socket
 import sys
 
 from deepseek_tf.errors import UserError
 from deepseek_tf.serve.app import Limits, create_app
+from deepseek_tf.serve.limits import ConnectionLimits
+from deepseek_tf.serve.protocol import guarded_protocol
 from deepseek_tf.serve.service import SearchService
 
 log = logging.getLogger("deepseek_tf.serve")
@@ -71,6 +76,37 @@ def _reload_on_sighup(service: SearchService) -> None:
         pass
 
 
+def collect_and_freeze() -> None:
+    """Collects what a replaced index left (its objects were frozen with the rest of the heap, out
+    of the collector's reach), then freezes the heap again, new index included."""
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
+
+
+# file descriptors kept for what is not a client connection (model and index files, TensorFlow)
+FD_RESERVE = 128
+
+
+def fit_connections(limits: ConnectionLimits) -> ConnectionLimits:
+    """LIMITS with max_connections lowered to fit the process's file-descriptor limit (raised to
+    its hard limit first): past it, accept() fails and good clients are refused at random."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = limits.max_connections + FD_RESERVE
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        new = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+            soft = new
+        except (ValueError, OSError):
+            pass
+        if soft < wanted:
+            fit = max(1, soft - FD_RESERVE)
+            log.warning("%d open files allowed (ulimit -n): at most %d connections", soft, fit)
+            return dataclasses.replace(limits, max_connections=fit)
+    return limits
+
+
 def run_server(
     service: SearchService,
     host: str = "127.0.0.1",
@@ -80,8 +116,12 @@ def run_server(
     drain_timeout: float = 30.0,
     access_log: bool = False,
     log_level: str = "warning",
+    connections: ConnectionLimits | None = None,
+    api_key: str | None = None,
+    index_root: str | None = None,
 ) -> int:
-    """Serves until SIGTERM/SIGINT; returns once in-flight requests and queued encoder calls are done."""
+    """Serves until SIGTERM/SIGINT; returns once in-flight requests and queued encoder calls are done.
+    `api_key`: what admin endpoints ask for; `index_root`: where /admin/reload may load from."""
     import uvicorn
 
     logging.basicConfig(level=log_level.upper(), format="%(levelname)s: %(message)s", stream=sys.stderr)
@@ -91,28 +131,40 @@ def run_server(
         _reload_on_sighup(service)
         actual = sock.getsockname()[1]
         d = service.describe()
-        print(
-            f"serving {d['index']} ({d['documents']} documents, {d['backend']}, model {d['model']}) "
+        print(  # the operator's console: the full path
+            f"serving {service.path} ({d['documents']} documents, {d['backend']}, model {d['model']}) "
             f"on http://{host}:{actual}",
             file=sys.stderr,
             flush=True,
         )
 
-    app = create_app(service, limits, admin=admin, on_startup=_announce, on_shutdown=service.close)
+    app = create_app(
+        service,
+        limits,
+        admin=admin,
+        on_startup=_announce,
+        on_shutdown=service.close,
+        api_key=api_key,
+        index_root=index_root,
+    )
+    connections = fit_connections(connections or ConnectionLimits())
     # The loaded model and index are hundreds of thousands of long-lived objects; every full
     # garbage collection walks them all, a 250 ms pause in the middle of serving (p99 at
-    # concurrency 32: 275-300 ms without, 60 ms with). Frozen, the collector skips them. A reload
-    # thaws them, so the replaced index's objects can be collected.
+    # concurrency 32: 275-300 ms without, 60 ms with). Frozen, the collector skips them. Once a
+    # reload's replaced index is let go, the heap is thawed, collected and frozen again: its
+    # objects are freed at once (thawed alone, they waited for a rare full collection and memory
+    # grew with every reload) and the new index's are frozen too.
     gc.collect()
     gc.freeze()
-    service.on_reload = gc.unfreeze
+    service.on_retired = collect_and_freeze
     config = uvicorn.Config(
         app,
         log_level=log_level,
         access_log=access_log,
         lifespan="on",
         timeout_graceful_shutdown=drain_timeout,
-        timeout_keep_alive=30,
+        timeout_keep_alive=connections.keep_alive,
+        http=guarded_protocol(connections),
     )
     server = uvicorn.Server(config)
     # uvicorn re-raises the stop signal once it has drained; with these handlers in place that

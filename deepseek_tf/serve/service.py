@@ -14,6 +14,7 @@ its own top k), so the model and the search run once per batch instead of once p
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import threading
 import time
@@ -33,12 +34,44 @@ TOWERS = ("query", "doc")
 log = logging.getLogger("deepseek_tf.serve")
 
 
-class ServiceError(Exception):
-    """A request the service refuses: HTTP status, a stable error code, a one-line message."""
+# Every error the service answers, by its stable code: the one place a code gets its HTTP status.
+ERRORS = {
+    "bad_request": 400,  # not HTTP: a malformed request line or header (answered by the protocol)
+    "invalid_json": 400,
+    "rerank_unavailable": 400,
+    "reload_failed": 400,
+    "unauthorized": 401,
+    "forbidden": 403,
+    "not_found": 404,
+    "method_not_allowed": 405,
+    "request_timeout": 408,
+    "body_too_large": 413,
+    "unsupported_media_type": 415,
+    "invalid_request": 422,
+    "client_closed_request": 499,  # the client hung up before its request was read: nobody to answer
+    "internal_error": 500,
+    "shutting_down": 503,
+    "overloaded": 503,
+}
 
-    def __init__(self, status: int, code: str, message: str):
+
+class ServiceError(Exception):
+    """A request the service refuses: a stable error code (its HTTP status from ERRORS) and a
+    one-line message that names the field or limit and no server path."""
+
+    def __init__(self, code: str, message: str):
         super().__init__(message)
-        self.status, self.code, self.message = status, code, message
+        self.status, self.code, self.message = ERRORS[code], code, message
+
+
+def error_body(code: str, message: str) -> bytes:
+    """The JSON body of every error answer."""
+    return json.dumps({"error": {"code": code, "message": message}}).encode()
+
+
+def public_name(value) -> str | None:
+    """What a client may see of a server path: its last part (a preset name stays as it is)."""
+    return None if value is None else Path(str(value)).name or str(value)
 
 
 @dataclass(frozen=True)
@@ -83,7 +116,9 @@ class SearchService:
         self.embedding_cache = LRUCache(self.options.cache_size)
         self.results_cache = LRUCache(self.options.cache_size)
         self._loader = loader
-        self.on_reload = None  # called after each successful swap (the server thaws its frozen heap)
+        # Called (in a worker thread) once a replaced index is no longer used by any request and
+        # its references are dropped: the server collects it there and freezes the heap again.
+        self.on_retired = None
         self._executor = ThreadPoolExecutor(self.options.workers, thread_name_prefix="serve")
         self._lock = threading.Lock()
         self._reload_lock = threading.Lock()
@@ -163,12 +198,22 @@ class SearchService:
         with self._lock:
             engine.in_flight -= 1
             done = engine.retired and engine.in_flight == 0
-        if done:
-            self._close_engine(engine, wait=False)
+        if done:  # the last request on a replaced index: let it go, off the event loop (it joins threads)
+            self._executor.submit(self._retire, engine)
 
     def _close_engine(self, engine: Engine, wait: bool) -> None:
         if engine.batcher is not None:
             engine.batcher.close(wait=wait)
+
+    def _retire(self, engine: Engine) -> None:
+        """Stops a replaced engine and drops what it holds, so its index can be freed now: its
+        batcher's threads are joined (their closure holds the index) and its references cut (an
+        Engine object kept by a finished request's frame would otherwise keep the index alive)."""
+        self._close_engine(engine, wait=True)
+        engine.index = engine.embedder = engine.batcher = None
+        del engine
+        if self.on_retired is not None:
+            self.on_retired()
 
     def reload(self, path: str | Path | None = None) -> dict:
         """Loads the index at PATH (default: the one being served, re-read from disk) and swaps it in.
@@ -189,28 +234,30 @@ class SearchService:
                 self.path = target
                 old.retired = True
                 idle = old.in_flight == 0
-            if idle:
-                self._close_engine(old, wait=False)
             self.results_cache.clear()  # results are keyed by generation: the old ones can never hit
-            if self.on_reload is not None:
-                self.on_reload()
+            if old.fingerprint != engine.fingerprint:
+                self.embedding_cache.clear()  # vectors of a model no longer served
             self.metrics.reloads.inc(outcome="ok")
             self.metrics.gauges.set(len(engine.index.ids))
             log.warning("serving %s (generation %d, %d documents)", target, engine.generation, len(engine.index.ids))
+            if idle:  # else the last request still on it retires it (`_release`)
+                self._retire(old)
+            del old
             return self.describe()
 
     def describe(self) -> dict:
         engine = self._engine
         m = engine.index.manifest
         return {
-            "index": str(self.path) if self.path else None,
+            # names, not server paths: a client learns nothing about the server's file system
+            "index": public_name(self.path),
             "generation": engine.generation,
             "documents": len(engine.index.ids),
-            "model": m.get("model"),
+            "model": public_name(m.get("model")),
             "backend": m.get("backend"),
             "analyzer": m.get("analyzer"),
             "dim": m.get("dim"),
-            "rerank": getattr(self.reranker, "name", None),
+            "rerank": public_name(getattr(self.reranker, "name", None)),
             "batching": engine.batcher is not None,
             "cache_size": self.options.cache_size,
         }
@@ -236,7 +283,7 @@ class SearchService:
         try:
             return await asyncio.wrap_future(engine.batcher.submit((text, vec, depth)))
         except BatcherClosed:
-            raise ServiceError(503, "shutting_down", "the service is shutting down") from None
+            raise ServiceError("shutting_down", "the service is shutting down") from None
 
     async def query_vector(self, engine: Engine, text: str) -> np.ndarray:
         key = (engine.fingerprint, text)
@@ -288,10 +335,10 @@ class SearchService:
     async def search(self, query: str, k: int = 10, mode: str = "dense", rerank: bool = False) -> dict:
         """{"results": [{"id", "score"}] best first, "cached": bool}; `query` already validated."""
         if mode not in MODES:
-            raise ServiceError(422, "invalid_request", f"mode must be one of {', '.join(MODES)}")
+            raise ServiceError("invalid_request", f"mode must be one of {', '.join(MODES)}")
         if rerank and self.reranker is None:
             raise ServiceError(
-                400, "rerank_unavailable", "rerank needs a cross-encoder: start the server with --rerank MODEL"
+                "rerank_unavailable", "rerank needs a cross-encoder: start the server with --rerank MODEL"
             )
         engine = self._acquire()
         try:
@@ -312,7 +359,7 @@ class SearchService:
     async def embed(self, texts: list[str], tower: str = "query") -> np.ndarray:
         """(len(texts), dim): query texts go through the cache and the batcher, documents in one call."""
         if tower not in TOWERS:
-            raise ServiceError(422, "invalid_request", f"tower must be one of {', '.join(TOWERS)}")
+            raise ServiceError("invalid_request", f"tower must be one of {', '.join(TOWERS)}")
         engine = self._acquire()
         try:
             if tower == "query":
