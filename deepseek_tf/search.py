@@ -2,7 +2,7 @@
 
 import sys
 
-from deepseek_tf.retrieval.cli import search_main as main
+from deepseek_tf.index.search import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -592,8 +592,7 @@ def test_search_reranks_as_evaluate_does(tiny_run, ce_run, tiny_beir, tmp_path, 
     query the scores evaluate's dense+rerank(+fusion) run gives it, best first, cut to --top-k."""
     from deepseek_tf.data import load_beir, read_run
     from deepseek_tf.evaluate.report import evaluate
-    from deepseek_tf.retrieval.cli import search_main as main
-    from deepseek_tf.retrieval.search import search
+    from deepseek_tf.index.search import main, search
 
     model, corpus, ce = str(tiny_run / "model"), tiny_beir / "corpus.jsonl", str(ce_run / "model")
     evaluate(model, str(tiny_beir), top_k=10, rerank=ce, rerank_fusion=0.5, verbose=False, runs_dir=tmp_path / "runs")

@@ -3,7 +3,7 @@ import pytest
 
 from deepseek_tf.errors import UserError
 from deepseek_tf.evaluate.metrics import trec_metrics
-from deepseek_tf.retrieval.index import ExactIndex, exact_search
+from deepseek_tf.retrieval.knn import exact_search
 
 
 def test_trec_metrics_three_documents_by_hand():
@@ -34,15 +34,6 @@ def test_exact_search_matches_brute_force_in_chunks():
     brute = np.argsort(-(queries @ docs.T), axis=1)[:, :10]
     np.testing.assert_array_equal(idx, brute)
     np.testing.assert_allclose(scores, np.take_along_axis(queries @ docs.T, brute, 1), rtol=1e-5)
-
-
-def test_index_save_load_refuses_other_model(tmp_path):
-    index = ExactIndex(np.eye(3, dtype=np.float32), ["a", "b", "c"], fingerprint="abc")
-    index.save(tmp_path)
-    again = ExactIndex.load(tmp_path, fingerprint="abc")
-    assert again.search(np.array([[0, 1, 0]], np.float32), k=2)[0][0] == ("b", 1.0)
-    with pytest.raises(UserError, match="built with another model"):
-        ExactIndex.load(tmp_path, fingerprint="zzz")
 
 
 # ---------------------------------------------------------------------------- trec_eval parity
@@ -110,7 +101,7 @@ def test_recall_curve_matches_cut_metrics():
 
 # ---------------------------------------------------------------------------- exact search and faiss
 def test_exact_search_never_scores_more_than_one_block(monkeypatch):
-    import deepseek_tf.retrieval.index as index_mod
+    import deepseek_tf.retrieval.knn as index_mod
 
     shapes = []
     real = index_mod._chunk_topk
@@ -150,33 +141,43 @@ def test_exact_top10_equals_faiss_flat_ip():
         assert set(idx[r]) == set(f_idx[r]) or abs(scores[r, -1] - f_scores[r, -1]) < 1e-6
 
 
-@pytest.mark.parametrize("kind", ["flat", "ivf", "hnsw"])
-def test_faiss_index_save_load_and_fingerprint(tmp_path, kind):
+@pytest.mark.parametrize("kind", ["flat", "ivf", "ivfpq", "hnsw"])
+def test_faiss_kinds_find_each_document_itself(kind):
     pytest.importorskip("faiss")
-    from deepseek_tf.retrieval.index import build_index, load_index
+    from deepseek_tf.retrieval.knn import EF_CONSTRUCTION, fill_faiss, new_faiss_index, set_search_params
 
     rng = np.random.default_rng(2)
     docs = _unit(rng, 2000, 16)
-    ids = [f"d{i}" for i in range(2000)]
-    index = build_index(docs, ids, kind, fingerprint="m1", meta={"corpus_sha256": "c1"})
-    queries = docs[:5]  # each document's best match is itself (unit vectors, score 1)
-    before = index.search(queries, k=3)
-    index.save(tmp_path / "ix")
-    again = load_index(tmp_path / "ix", fingerprint="m1")
-    assert again.kind == kind and again.meta == {"corpus_sha256": "c1"} and again.params == index.params
-    assert again.search(queries, k=3) == before
-    assert [hits[0][0] for hits in before] == ids[:5] and before[0][0][1] == pytest.approx(1.0, abs=1e-5)
-    with pytest.raises(UserError, match="built with another model"):
-        load_index(tmp_path / "ix", fingerprint="m2")
+    index = fill_faiss(new_faiss_index(kind, 16, len(docs), pq_m=4), docs, block=300)  # 7 blocks
+    assert index.ntotal == 2000
+    if kind in ("ivf", "ivfpq"):
+        assert index.nlist == 51  # min(4·sqrt(2000) = 178, 2000 // 39 = 51)
+        set_search_params(index, nprobe=index.nlist)
+    if kind == "hnsw":
+        assert index.hnsw.efConstruction == EF_CONSTRUCTION == 200
+        set_search_params(index, ef_search=64)
+    scores, rows = index.search(docs[:5], 3)  # each document's best match is itself (unit vectors, score 1)
+    assert rows[:, 0].tolist() == [0, 1, 2, 3, 4]
+    if kind != "ivfpq":  # PQ codes approximate the vectors: scores near 1, not 1
+        np.testing.assert_allclose(scores[:, 0], 1.0, atol=1e-5)
 
 
-def test_index_without_metadata_is_refused(tmp_path):
-    from deepseek_tf.retrieval.index import load_index
+def test_ivf_cells_rule():
+    from deepseek_tf.retrieval.knn import ivf_cells
 
-    ExactIndex(np.eye(3, dtype=np.float32), ["a", "b", "c"], "f").save(tmp_path / "ix")
-    (tmp_path / "ix" / "index.json").unlink()  # as after a crash mid-save: index.json is written last
-    with pytest.raises(UserError, match="no index in"):
-        load_index(tmp_path / "ix", "f")
+    # 4·sqrt(n) cells, at most n/39 (faiss wants 39 training points per cell), at least 1
+    assert [ivf_cells(n) for n in (1, 38, 390, 10_000, 1_000_000)] == [1, 1, 10, 256, 4000]
+    assert ivf_cells(10_000, nlist=50) == 50 and ivf_cells(100, nlist=50) == 2
+
+
+def test_faiss_missing_is_one_line(monkeypatch):
+    import sys
+
+    from deepseek_tf.retrieval.knn import faiss_module
+
+    monkeypatch.setitem(sys.modules, "faiss", None)  # import faiss raises ImportError
+    with pytest.raises(UserError, match=r"faiss is not installed: pip install 'deepseek_tf\[faiss\]'"):
+        faiss_module()
 
 
 def test_queries_without_a_relevant_document_are_left_out_and_counted():

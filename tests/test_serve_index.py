@@ -52,12 +52,13 @@ def _by_score(hits):  # BM25 ties may come in either order
 
 
 def test_answers_equal_the_librarys_search(client, tiny_run, tiny_beir):
+    from deepseek_tf.index.corpus import iter_documents
+    from deepseek_tf.index.search import search
     from deepseek_tf.retrieval.bm25 import BM25Index, ranked, reciprocal_rank_fusion
-    from deepseek_tf.retrieval.search import read_corpus, search
 
     c, service = client
     model, corpus = str(tiny_run / "model"), tiny_beir / "corpus.jsonl"
-    ids, texts, _ = read_corpus(corpus)
+    ids, texts = map(list, zip(*iter_documents(corpus)))
     bm25 = BM25Index(analyzer=service.describe()["analyzer"]).index(ids, texts)
     library = search(model, corpus, QUERIES, top_k=len(ids), verbose=False)  # exact search, in memory
     for q, lib in zip(QUERIES, library):

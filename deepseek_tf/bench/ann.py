@@ -23,7 +23,7 @@ import numpy as np
 
 from deepseek_tf.console import command_parser, progress
 from deepseek_tf.errors import UserError, cli_entry
-from deepseek_tf.retrieval.index import FaissIndex, _faiss, exact_search
+from deepseek_tf.retrieval.knn import exact_search, faiss_module, fill_faiss, new_faiss_index, set_search_params
 
 DATA = ("uniform", "clustered")
 
@@ -112,14 +112,11 @@ def hnsw_study(
 ) -> dict:
     """faiss HNSW-Flat as a service uses it: build figures, then per efSearch the recall@k on both
     query sets and the single-query latency on the reported set; efSearch is picked on the tuning set."""
-    faiss = _faiss()
+    faiss = faiss_module()
     rss_before = _current_rss_mb()
     t0 = time.perf_counter()
-    index = faiss.IndexHNSWFlat(docs.shape[1], hnsw_m, faiss.METRIC_INNER_PRODUCT)
-    index.hnsw.efConstruction = ef_construction
-    block = 50_000
-    for s in progress(range(0, len(docs), block), "hnsw add", unit="block"):
-        index.add(np.ascontiguousarray(docs[s : s + block]))
+    index = new_faiss_index("hnsw", docs.shape[1], len(docs), hnsw_m=hnsw_m, ef_construction=ef_construction)
+    fill_faiss(index, docs, blocks=lambda starts: progress(starts, "hnsw add", unit="block"))
     out: dict = {
         "M": hnsw_m,
         "efConstruction": ef_construction,
@@ -198,17 +195,19 @@ def bench(
     out["exact_largest_score_block_mb"] = min(queries, 1024) * min(n, chunk_size) * 4 / 2**20
     for kind in (("flat",) if flat else ()) + tuple(kk for kk in faiss_kinds if kk != "hnsw"):
         t0 = time.perf_counter()
-        index = FaissIndex.build(docs, [str(i) for i in range(n)], kind)
+        index = fill_faiss(new_faiss_index(kind, dim, n), docs)
+        params = {"nlist": index.nlist, "nprobe": min(16, index.nlist)} if kind == "ivf" else {}
+        set_search_params(index, nprobe=params.get("nprobe"))
         built = time.perf_counter() - t0
         t0 = time.perf_counter()
-        s_f, i_f = index.search_arrays(q, k)
+        s_f, i_f = index.search(np.ascontiguousarray(q, np.float32), min(k, n))
         out[kind] = {
             "build_s": built,
             "search_s": time.perf_counter() - t0,
             "rows_equal_to_exact": float(np.mean(np.all(i_f == i_tf, axis=1))),
             "recall@10_vs_exact": _recall(i_f, i_tf, k),
             "max_abs_score_diff": float(np.max(np.abs(s_f - s_tf))),
-            **index.params,
+            **params,
         }
         del index
     if "hnsw" in faiss_kinds:
@@ -293,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
             "--n, --dim, --queries, --k, --chunk-size, --centres, --hnsw-m, --ef-construction "
             "and --ef-search must be >= 1"
         )
-    _faiss()
+    faiss_module()
     result = bench(
         args.n,
         args.dim,

@@ -241,7 +241,7 @@ def bench_search(queries: np.ndarray, docs: np.ndarray, k: int = 10, min_seconds
     """Queries/s of our exact_search and faiss.IndexFlatIP on the same vectors (best of repeats)."""
     import faiss
 
-    from deepseek_tf.retrieval.index import exact_search
+    from deepseek_tf.retrieval.knn import exact_search
 
     index = faiss.IndexFlatIP(docs.shape[1])
     index.add(np.ascontiguousarray(docs, np.float32))

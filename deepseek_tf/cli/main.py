@@ -26,9 +26,9 @@ def _export(argv: list[str]) -> int:
 
 
 def _search(argv: list[str]) -> int:
-    from deepseek_tf.retrieval.cli import search_main
+    from deepseek_tf.index.search import main
 
-    return search_main(argv)
+    return main(argv)
 
 
 def _mine(argv: list[str]) -> int:

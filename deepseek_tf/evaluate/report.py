@@ -48,7 +48,7 @@ def dense_run(
 ) -> tuple[Run, dict[str, float]]:
     """Encodes the corpus (length-sorted batches), then answers each judged query alone, so
     latency is per query (encode + search). stats["latency_ms"] holds each query's latency."""
-    from deepseek_tf.retrieval.index import exact_search
+    from deepseek_tf.retrieval.knn import exact_search
 
     doc_ids = list(ds.corpus)
     texts = [ds.doc_text(d, use_title) for d in doc_ids]

@@ -25,7 +25,7 @@ from deepseek_tf.data import describe_dropped
 from deepseek_tf.data.beir import Dropped, file_sha256
 from deepseek_tf.errors import UserError
 from deepseek_tf.index.corpus import check_corpus, chunked, count_lines, iter_documents
-from deepseek_tf.index.dense import BACKENDS, PARAMS
+from deepseek_tf.index.dense import check_backend
 from deepseek_tf.index.finish import FORMAT, MANIFEST, finish, model_spec, stderr_sayer
 from deepseek_tf.index.shards import SHARD_DIR, remove_stale, verify_shard, write_docs, write_vectors
 from deepseek_tf.text.analyzer import ANALYZERS
@@ -56,18 +56,11 @@ class Plan:
 
 
 def check_args(backend: str, analyzer: str, shard_size: int, batch_size: int, backend_params: dict) -> None:
-    if backend not in BACKENDS:
-        raise UserError(f"--backend {backend!r} is not one of {', '.join(BACKENDS)}")
+    check_backend(backend, backend_params)
     if analyzer not in ANALYZERS:
         raise UserError(f"--analyzer {analyzer!r} is not one of {', '.join(ANALYZERS)}")
     if shard_size < 1 or batch_size < 1:
         raise UserError("--shard-size and --batch-size must be >= 1")
-    unknown = sorted(set(backend_params) - set(PARAMS[backend]))
-    if unknown:
-        raise UserError(
-            f"--backend {backend} has no parameter {', '.join(unknown)} "
-            f"(its parameters: {', '.join(PARAMS[backend]) or 'none'})"
-        )
 
 
 def check_output(output: Path) -> None:

@@ -1,13 +1,12 @@
 """Dense backends over the embedding shards.
 
 - `exact`: the shards themselves, memory-mapped (read into one array when they total at most
-  IN_MEMORY_BYTES), searched with `retrieval.index.exact_search`.
+  IN_MEMORY_BYTES), searched with `retrieval.knn.exact_search`.
 - `faiss-hnsw`: faiss IndexHNSWFlat (inner product), filled shard by shard. Parameters: `hnsw_m`
-  links per node (32), `ef_construction` (200), `ef_search` (128). faiss's own efConstruction
-  default, 40, builds a graph that clustered data cannot be searched well in: on 1M clustered
-  384-d vectors recall@10 was 0.84 at efSearch 128 with it, 0.999 with 200 (docs/results.md).
-- `faiss-ivfpq`: faiss IndexIVFPQ, trained on a sample of at most TRAIN_SAMPLE vectors, filled
-  shard by shard. Parameters: `nlist` cells (4·sqrt(n), at most n/39), `nprobe` (16), `pq_m`
+  links per node (32), `ef_construction` (knn.EF_CONSTRUCTION, 200: why in retrieval/knn.py),
+  `ef_search` (128).
+- `faiss-ivfpq`: faiss IndexIVFPQ, trained on a sample of at most knn.TRAIN_SAMPLE vectors, filled
+  shard by shard. Parameters: `nlist` cells (knn.ivf_cells: 4·sqrt(n), at most n/39), `nprobe` (16), `pq_m`
   sub-quantizers (dim/8, a divisor of dim), `pq_bits` (8; fewer on corpora too small to train
   256 centroids), `refine` (4): the top refine·k candidates are rescored exactly against the
   memory-mapped shards, so scores are true dot products and recall recovers PQ's coarse ranking.
@@ -20,22 +19,29 @@ from pathlib import Path
 import numpy as np
 
 from deepseek_tf.errors import UserError
-from deepseek_tf.retrieval.index import _faiss, exact_search
+from deepseek_tf.retrieval.knn import (
+    EF_CONSTRUCTION,
+    exact_search,
+    faiss_module,
+    fill_faiss,
+    ivf_cells,
+    new_faiss_index,
+    set_search_params,
+)
 
 BACKENDS = ("exact", "faiss-hnsw", "faiss-ivfpq")
 PARAMS = {
     "exact": {},
-    "faiss-hnsw": {"hnsw_m": 32, "ef_construction": 200, "ef_search": 128},
+    "faiss-hnsw": {"hnsw_m": 32, "ef_construction": EF_CONSTRUCTION, "ef_search": 128},
     "faiss-ivfpq": {"nlist": None, "nprobe": 16, "pq_m": None, "pq_bits": 8, "refine": 4},
 }
 IN_MEMORY_BYTES = 1 << 30
-TRAIN_SAMPLE = 100_000
 FAISS_FILE = "dense.faiss"
 
 
 class ShardedVectors:
     """The shards as one (n, dim) float32 matrix: `shape`, slices and row gathers, without
-    concatenating them (exact_search only slices its `docs`)."""
+    concatenating them (the knn kernel only slices and gathers)."""
 
     def __init__(self, parts: list[np.ndarray]):
         self.parts = parts
@@ -53,7 +59,9 @@ class ShardedVectors:
     def __len__(self) -> int:
         return self.shape[0]
 
-    def __getitem__(self, item: slice) -> np.ndarray:
+    def __getitem__(self, item: slice | np.ndarray) -> np.ndarray:
+        if not isinstance(item, slice):
+            return self.rows(item)
         start, stop, step = item.indices(self.shape[0])
         if step != 1:
             raise IndexError("ShardedVectors takes contiguous slices only")
@@ -76,22 +84,29 @@ class ShardedVectors:
         return out.reshape(*np.shape(indices), self.shape[1])
 
 
-def resolve_params(backend: str, given: dict, n: int, dim: int) -> dict:
-    """The backend's parameters with defaults filled in for this corpus; unknown names refused."""
+def check_backend(backend: str, given: dict) -> None:
+    """Refuses an unknown backend or parameter name, and a faiss backend without faiss installed,
+    before anything is encoded."""
     if backend not in BACKENDS:
         raise UserError(f"--backend {backend!r} is not one of {', '.join(BACKENDS)}")
-    allowed = PARAMS[backend]
-    unknown = sorted(set(given) - set(allowed))
+    unknown = sorted(set(given) - set(PARAMS[backend]))
     if unknown:
         raise UserError(
             f"--backend {backend} has no parameter {', '.join(unknown)} "
-            f"(its parameters: {', '.join(allowed) or 'none'})"
+            f"(its parameters: {', '.join(PARAMS[backend]) or 'none'})"
         )
-    params = {**allowed, **{k: int(v) for k, v in given.items()}}
+    if backend != "exact":
+        faiss_module()
+
+
+def resolve_params(backend: str, given: dict, n: int, dim: int) -> dict:
+    """The backend's parameters with defaults filled in for this corpus; unknown names refused."""
+    check_backend(backend, given)
+    params = {**PARAMS[backend], **{k: int(v) for k, v in given.items()}}
     if any(v is not None and v < 1 for v in params.values()):
         raise UserError(f"--backend {backend}: parameters must be >= 1")
     if backend == "faiss-ivfpq":
-        params["nlist"] = min(params["nlist"] or int(4 * np.sqrt(n)), max(1, n // 39))  # faiss wants 39 points per cell
+        params["nlist"] = ivf_cells(n, params["nlist"])
         params["pq_m"] = params["pq_m"] or max(d for d in range(1, max(dim // 8, 1) + 1) if dim % d == 0)
         if dim % params["pq_m"]:
             raise UserError(f"--param pq_m={params['pq_m']} must divide the dimension {dim}")
@@ -104,22 +119,14 @@ def build_dense(backend: str, vectors: ShardedVectors, output: Path, params: dic
     """Writes the backend's file into OUTPUT (exact needs none: the shards are its data)."""
     if backend == "exact":
         return
-    faiss = _faiss()
     n, dim = vectors.shape
     if backend == "faiss-hnsw":
-        index = faiss.IndexHNSWFlat(dim, params["hnsw_m"], faiss.METRIC_INNER_PRODUCT)
-        index.hnsw.efConstruction = params["ef_construction"]
+        index = new_faiss_index("hnsw", dim, n, hnsw_m=params["hnsw_m"], ef_construction=params["ef_construction"])
     else:
-        index = faiss.IndexIVFPQ(
-            faiss.IndexFlatIP(dim), dim, params["nlist"], params["pq_m"], params["pq_bits"], faiss.METRIC_INNER_PRODUCT
-        )
-        rng = np.random.default_rng(0)
-        sample = np.sort(rng.choice(n, min(n, TRAIN_SAMPLE), replace=False))
-        index.train(np.ascontiguousarray(vectors.rows(sample)))
-    for start in range(0, n, block):
-        index.add(np.ascontiguousarray(vectors[start : start + block], np.float32))
+        index = new_faiss_index("ivfpq", dim, n, nlist=params["nlist"], pq_m=params["pq_m"], pq_bits=params["pq_bits"])
+    fill_faiss(index, vectors, block)
     tmp = Path(output) / f".{FAISS_FILE}.tmp"
-    faiss.write_index(index, str(tmp))
+    faiss_module().write_index(index, str(tmp))
     tmp.replace(Path(output) / FAISS_FILE)
 
 
@@ -130,7 +137,7 @@ class DenseSearcher:
         self.backend, self.vectors, self.params, self.index = backend, vectors, params, None
         if backend == "exact":
             return
-        faiss = _faiss()
+        faiss = faiss_module()
         path = Path(output) / FAISS_FILE
         if not path.is_file():
             raise UserError(f"{path}: missing {backend} index file; build the index again")
@@ -143,10 +150,7 @@ class DenseSearcher:
                 f"{path}: holds {self.index.ntotal} x {self.index.d} vectors, the shards "
                 f"{vectors.shape[0]} x {vectors.shape[1]}; build the index again"
             )
-        if backend == "faiss-hnsw":
-            self.index.hnsw.efSearch = params["ef_search"]
-        else:
-            self.index.nprobe = params["nprobe"]
+        set_search_params(self.index, nprobe=params.get("nprobe"), ef_search=params.get("ef_search"))
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         queries = np.ascontiguousarray(queries, np.float32)  # (q, dim)

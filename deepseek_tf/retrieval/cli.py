@@ -1,77 +1,14 @@
-"""`deepseek-tf search` (`python -m deepseek_tf.search`) and `deepseek-tf mine`."""
+"""`deepseek-tf mine` (`deepseek-tf search` is deepseek_tf.index.search: it searches built indexes)."""
 
 from __future__ import annotations
 
 import argparse
-import json
 
 from deepseek_tf.console import command_parser
 from deepseek_tf.data import load_beir
 from deepseek_tf.errors import UserError, cli_entry
 from deepseek_tf.retrieval.mining import check_output_file, mine, write_pairs
-from deepseek_tf.retrieval.search import INDEX_TYPES, format_results, search
 from deepseek_tf.text.analyzer import ANALYZERS
-
-
-def search_parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = command_parser(
-        "search",
-        "Answer queries over a corpus with a retriever (exact or faiss index).",
-        [
-            'deepseek-tf search --model all-MiniLM-L6-v2 --corpus ../shared/data/cranfield/corpus.jsonl --query "boundary layer transition"',  # noqa: E501 (a command to copy whole)
-            'deepseek-tf search --model runs/cranfield_minilm/model --corpus docs.jsonl --index runs/index --query "summer dress" --top-k 5',  # noqa: E501 (a command to copy whole)
-        ],
-    )
-    p.add_argument("--model", required=True, help="trained model/ dir, SavedModel dir, .tflite file or preset name")
-    p.add_argument("--corpus", required=True, help="corpus.jsonl (_id, title, text) or .txt (one document per line)")
-    p.add_argument("--index", help="index directory: built and saved on first use, reused afterwards")
-    p.add_argument(
-        "--index-type",
-        choices=INDEX_TYPES,
-        help="exact (TensorFlow, default for a new index) or a faiss index: flat, ivf, hnsw",
-    )
-    p.add_argument("--rebuild", action="store_true", help="rebuild --index even if one is there")
-    p.add_argument("--query", action="append", required=True, help="query text (repeat for several)")
-    p.add_argument("--top-k", type=int, default=10, help="results per query (default: 10)")
-    p.add_argument(
-        "--rerank",
-        metavar="MODEL",
-        help="cross-encoder (trained model/ dir, its SavedModel or .tflite) "
-        "that rescores the retriever's top --rerank-depth",
-    )
-    p.add_argument("--rerank-depth", type=int, default=100, help="candidates reranked per query (default: 100)")
-    p.add_argument(
-        "--rerank-fusion",
-        type=float,
-        metavar="W",
-        help="order by W·z(cross-encoder) + "
-        "(1−W)·z(retriever), z standardised over the candidates "
-        "(0.3 on Cranfield, picked on held-out queries: docs/results.md); "
-        "default: the cross-encoder alone",
-    )
-    p.add_argument("--json", action="store_true", help="print the results as JSON")
-    return p.parse_args(argv)
-
-
-@cli_entry
-def search_main(argv: list[str] | None = None) -> int:
-    args = search_parse_args(argv)
-    if args.top_k < 1:
-        raise UserError("--top-k must be >= 1")
-    results = search(
-        args.model,
-        args.corpus,
-        args.query,
-        args.top_k,
-        args.index,
-        args.index_type,
-        args.rebuild,
-        rerank=args.rerank,
-        rerank_depth=args.rerank_depth,
-        fusion=args.rerank_fusion,
-    )
-    print(json.dumps(results, indent=2, ensure_ascii=False) if args.json else format_results(results))
-    return 0
 
 
 def mine_parse_args(argv: list[str] | None = None) -> argparse.Namespace:
