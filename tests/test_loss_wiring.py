@@ -138,3 +138,16 @@ def test_keys_a_model_kind_does_not_use_are_refused(tiny_beir, config, overrides
 
     with pytest.raises(ConfigError, match=message):
         check_config(load_config(ROOT / "configs" / config, [f"data.dataset={tiny_beir}", *overrides]))
+
+
+def test_config_loss_choices_are_the_loss_tables():
+    """train.loss's allowed values (and so docs/configuration.md) name exactly the losses the two
+    model kinds dispatch; a loss added to a table but not to the config, or the reverse, fails."""
+    import dataclasses
+
+    from deepseek_tf.config import TrainConfig
+    from deepseek_tf.models.cross_encoder import RANKING_LOSSES
+    from deepseek_tf.models.dual_encoder import LOSSES
+
+    choices = next(f for f in dataclasses.fields(TrainConfig) if f.name == "loss").metadata["choices"]
+    assert set(choices) == set(LOSSES) | set(RANKING_LOSSES)

@@ -23,22 +23,22 @@ from keras import ops
 from deepseek_tf.models import losses
 from deepseek_tf.models.encoder import MeanPooling
 
-RANKING_LOSSES = ("bce", "ranknet", "hinge", "listwise")
+# `train.loss` -> the group loss over (B, n) scores and grades: f(scores, grades, margin, max_grade).
+RANKING_LOSSES = {
+    "bce": lambda s, g, margin, max_grade: losses.pointwise_bce(s, g, max_grade),
+    "ranknet": lambda s, g, margin, max_grade: losses.ranknet(s, g),
+    "hinge": lambda s, g, margin, max_grade: losses.pairwise_hinge(s, g, margin),
+    "listwise": lambda s, g, margin, max_grade: losses.listwise_softmax(s, g),
+}
 
 
 def ranking_loss(
     name: str, scores: tf.Tensor, grades: tf.Tensor, margin: float = 1.0, max_grade: float = 4.0
 ) -> tf.Tensor:
-    """Dispatches `train.loss` to the group losses in `deepseek_tf.losses`; shapes (B, n)."""
-    if name == "bce":
-        return losses.pointwise_bce(scores, grades, max_grade)
-    if name == "ranknet":
-        return losses.ranknet(scores, grades)
-    if name == "hinge":
-        return losses.pairwise_hinge(scores, grades, margin)
-    if name == "listwise":
-        return losses.listwise_softmax(scores, grades)
-    raise ValueError(f"cross-encoder loss must be one of {', '.join(RANKING_LOSSES)}, got {name!r}")
+    """Dispatches `train.loss` through RANKING_LOSSES to the group losses in `losses`; shapes (B, n)."""
+    if name not in RANKING_LOSSES:
+        raise ValueError(f"cross-encoder loss must be one of {', '.join(RANKING_LOSSES)}, got {name!r}")
+    return RANKING_LOSSES[name](scores, grades, margin, max_grade)
 
 
 # Constructor options of removed experiments (train.grade_weighting, model.local_layers),
@@ -223,7 +223,7 @@ def build_cross_encoder(config, vocab_size: int) -> keras.Model:
     from deepseek_tf.models.backbones import build_backbone
 
     m, t = config.model, config.train
-    if t.loss in ("contrastive", "triplet", "margin_mse"):
+    if t.loss not in RANKING_LOSSES and t.loss != "infonce":
         from deepseek_tf.errors import ConfigError
 
         raise ConfigError(
