@@ -3,6 +3,8 @@ the same API as `deepseek_tf.index.BuiltIndex`."""
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import threading
 import time
 from pathlib import Path
@@ -36,6 +38,7 @@ class HashEmbedder:
     def vectors(self, texts: list[str]) -> np.ndarray:
         out = np.zeros((len(texts), self.dim), np.float32)
         for i, t in enumerate(texts):
+            t.encode("utf-8")  # as a model's string tensor does: a lone surrogate fails here
             for j, ch in enumerate(t):
                 out[i, (ord(ch) * 7 + j % 3 + self.salt) % self.dim] += 1.0
         return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-9)
@@ -92,3 +95,27 @@ class FakeIndex:
 
     def search_bm25(self, queries: list[str], k: int) -> list[list[tuple[str, float]]]:
         return self._bm25.search(queries, k)
+
+
+@contextlib.contextmanager
+def serving(app, connections=None):
+    """APP under uvicorn as `deepseek-tf serve` runs it (connections guarded), in a thread, on a
+    free 127.0.0.1 port; yields the port."""
+    from deepseek_tf.serve.server import uvicorn_server
+
+    server = uvicorn_server(app, connections)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    for _ in range(400):
+        if server.started:
+            break
+        time.sleep(0.025)
+    assert server.started, "the server did not start"
+    try:
+        yield sock.getsockname()[1]
+    finally:
+        server.should_exit = True
+        thread.join(30)
+        sock.close()

@@ -85,13 +85,17 @@ class GuardedH11Protocol(H11Protocol):
 
     # -- the connection cap
     def _make_room(self) -> None:
-        waiting = [c for c in self.connections if c is not self and getattr(c, "waiting_since", None) is not None]
+        # a connection closed a moment ago stays in the set until its loss is reported: not counted
+        others = [c for c in self.connections if c is not self and not c.transport.is_closing()]
+        if len(others) < self.limits.max_connections:
+            return
+        waiting = [c for c in others if getattr(c, "waiting_since", None) is not None]
         if waiting:
             oldest = min(waiting, key=lambda c: c.waiting_since)
-            log.info("%s: closed to make room (%d connections open)", _peer(oldest.client), len(self.connections))
+            log.info("%s: closed to make room (%d connections open)", _peer(oldest.client), len(others) + 1)
             oldest.transport.close()
         else:
-            log.warning("refused a connection: %d open, all busy (--max-connections)", len(self.connections) - 1)
+            log.warning("refused a connection: %d open, all busy (--max-connections)", len(others))
             self.transport.write(raw_error("overloaded", "the server is at its connection limit; try again"))
             self.transport.close()
 

@@ -107,6 +107,29 @@ def fit_connections(limits: ConnectionLimits) -> ConnectionLimits:
     return limits
 
 
+def uvicorn_server(
+    app,
+    connections: ConnectionLimits | None = None,
+    drain_timeout: float = 30.0,
+    access_log: bool = False,
+    log_level: str = "warning",
+):
+    """The uvicorn.Server for APP, its connections guarded against slow and hostile clients."""
+    import uvicorn
+
+    connections = connections or ConnectionLimits()
+    config = uvicorn.Config(
+        app,
+        log_level=log_level,
+        access_log=access_log,
+        lifespan="on",
+        timeout_graceful_shutdown=drain_timeout,
+        timeout_keep_alive=connections.keep_alive,
+        http=guarded_protocol(connections),
+    )
+    return uvicorn.Server(config)
+
+
 def run_server(
     service: SearchService,
     host: str = "127.0.0.1",
@@ -122,8 +145,6 @@ def run_server(
 ) -> int:
     """Serves until SIGTERM/SIGINT; returns once in-flight requests and queued encoder calls are done.
     `api_key`: what admin endpoints ask for; `index_root`: where /admin/reload may load from."""
-    import uvicorn
-
     logging.basicConfig(level=log_level.upper(), format="%(levelname)s: %(message)s", stream=sys.stderr)
     sock = bind(host, port)
 
@@ -157,16 +178,7 @@ def run_server(
     gc.collect()
     gc.freeze()
     service.on_retired = collect_and_freeze
-    config = uvicorn.Config(
-        app,
-        log_level=log_level,
-        access_log=access_log,
-        lifespan="on",
-        timeout_graceful_shutdown=drain_timeout,
-        timeout_keep_alive=connections.keep_alive,
-        http=guarded_protocol(connections),
-    )
-    server = uvicorn.Server(config)
+    server = uvicorn_server(app, connections, drain_timeout, access_log, log_level)
     # uvicorn re-raises the stop signal once it has drained; with these handlers in place that
     # ends here, and a stop that finished its requests exits 0 instead of dying by the signal.
     stops = [s for s in (signal.SIGTERM, signal.SIGINT)]
