@@ -80,5 +80,14 @@ bench-serve: $(BIN)/activate  ## load test of `deepseek-tf serve` + e5 encode la
 	$(PYTHON) -m pip install -q -e ".[serve]"
 	$(PYTHON) -m deepseek_tf.bench.serve --data $(QBQTC) --output-dir bench $(if $(SERVE_INDEX),--index $(SERVE_INDEX)) $(BENCH_ARGS)
 
+# 64 loopback clients for 20 s, good requests mixed with hostile ones, against `deepseek-tf serve`
+# over SOAK_INDEX (built from $(DATA) with all-MiniLM-L6-v2 the first time); fails unless every
+# good request is answered as it is alone and nothing is a 5xx. Writes runs/soak.json (RSS growth too).
+SOAK_INDEX ?= runs/soak_index
+.PHONY: soak
+soak: $(BIN)/activate  ## loopback burst of good and hostile clients against `deepseek-tf serve` -> runs/soak.json
+	@test -f $(SOAK_INDEX)/manifest.json || $(BIN)/deepseek-tf index --model all-MiniLM-L6-v2 --corpus $(DATA)/corpus.jsonl --output $(SOAK_INDEX)
+	$(PYTHON) -m deepseek_tf.serve.soak --index $(SOAK_INDEX) --clients 64 --seconds 20 --output runs/soak.json
+
 clean:  ## remove build and run outputs (keeps .venv)
 	rm -rf runs build *.egg-info .pytest_cache export/tiny export/saved_model export/model*
