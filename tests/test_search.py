@@ -166,3 +166,11 @@ def test_another_backend_is_refused_or_rebuilt_from_the_same_shards(tiny_run, ti
     hnsw = search(model, corpus, ["trail running shoes"], index_dir=ix, backend="faiss-hnsw", rebuild=True)
     assert load_built_index(ix).manifest["backend"] == "faiss-hnsw" and _files(ix / "shards") == shards
     assert [h["id"] for h in hnsw[0]["hits"]] == [h["id"] for h in exact[0]["hits"]]  # 24 documents: exhaustive
+
+
+def test_python_m_search_is_the_same_command():
+    from conftest import run_cli
+
+    done = run_cli("deepseek_tf.search", "--help")
+    assert done.returncode == 0 and "deepseek-tf search" in done.stdout
+    assert all(flag in done.stdout for flag in ("--index", "--backend", "--rebuild", "--rerank-fusion"))

@@ -28,9 +28,10 @@ from deepseek_tf.errors import UserError, cli_entry
 from deepseek_tf.index.build import build_index
 from deepseek_tf.index.built import load_built_index
 from deepseek_tf.index.corpus import check_corpus, iter_documents
-from deepseek_tf.index.dense import BACKENDS
+from deepseek_tf.index.dense import BACKENDS, check_backend
 from deepseek_tf.index.finish import MANIFEST
 from deepseek_tf.index.shards import SHARD_DIR
+from deepseek_tf.retrieval.knn import exact_search
 
 OLD_FORMAT = "index.json"  # what `search --index` wrote before it used `deepseek-tf index`'s format
 
@@ -107,7 +108,9 @@ def open_index(
     return load_built_index(path)
 
 
-def in_memory(embedder, corpus: str | Path, batch_size: int = 64, verbose: bool = True):
+def in_memory(
+    embedder, corpus: str | Path, batch_size: int = 64, verbose: bool = True
+) -> tuple[DenseSearch, Callable[[str], str]]:
     """(dense search, text by id) over CORPUS encoded now and searched exactly."""
     dropped = Dropped()
     docs = list(iter_documents(corpus, dropped))
@@ -126,8 +129,6 @@ def in_memory(embedder, corpus: str | Path, batch_size: int = 64, verbose: bool 
         )
 
     def dense(query_vectors: np.ndarray, k: int) -> list[list[tuple[str, float]]]:
-        from deepseek_tf.retrieval.knn import exact_search
-
         scores, rows = exact_search(query_vectors, vectors, k)
         return [[(ids[r], float(s)) for s, r in zip(rs, rr)] for rs, rr in zip(scores, rows)]
 
@@ -166,8 +167,8 @@ def search(
         raise UserError("--rerank-fusion needs --rerank CROSS_ENCODER")
     if rerank is not None and rerank_depth < top_k:
         raise UserError(f"--rerank-depth ({rerank_depth}) must be >= --top-k ({top_k})")
-    if backend is not None and backend not in BACKENDS:
-        raise UserError(f"--backend {backend!r} is not one of {', '.join(BACKENDS)}")
+    if backend is not None:
+        check_backend(backend, {})  # a faiss backend without faiss is refused before any encoding
     fusion_weights(fusion)  # W in [0, 1]
     check_corpus(corpus)
     if index_dir is not None:
