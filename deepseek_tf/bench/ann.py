@@ -23,7 +23,14 @@ import numpy as np
 
 from deepseek_tf.console import command_parser, progress
 from deepseek_tf.errors import UserError, cli_entry
-from deepseek_tf.retrieval.knn import exact_search, faiss_module, fill_faiss, new_faiss_index, set_search_params
+from deepseek_tf.retrieval.knn import (
+    EF_CONSTRUCTION,
+    exact_search,
+    faiss_module,
+    fill_faiss,
+    new_faiss_index,
+    set_search_params,
+)
 
 DATA = ("uniform", "clustered")
 
@@ -164,7 +171,7 @@ def bench(
     data: str = "uniform",
     centres: int = 4096,
     hnsw_m: int = 32,
-    ef_construction: int = 200,
+    ef_construction: int = EF_CONSTRUCTION,
     ef_search: tuple[int, ...] = (128,),
     target_recall: float = 0.95,
     flat: bool = True,
@@ -255,8 +262,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--ef-construction",
         type=int,
-        default=200,
-        help="HNSW efConstruction (default: 200; faiss's own 40 builds a graph clustered data defeats)",
+        default=EF_CONSTRUCTION,
+        help=f"HNSW efConstruction (default: {EF_CONSTRUCTION}; faiss's own 40 builds a graph clustered data defeats)",
     )
     p.add_argument(
         "--ef-search", type=int, nargs="+", default=[128], help="HNSW efSearch values to measure (default: 128)"
