@@ -239,6 +239,27 @@ def test_a_replaced_index_is_let_go_at_once():
         service.close()
 
 
+def test_reloads_between_two_models_load_each_model_once():
+    loaded = []
+
+    class CountedIndex(FakeIndex):
+        def embedder(self):
+            loaded.append(self.manifest["model_fingerprint"])
+            return super().embedder()
+
+    def loader(path):  # indexes, each with its own model
+        return CountedIndex(embedder=HashEmbedder(salt="abc".index(str(path))), path=path)
+
+    service = SearchService(loader("a"), None, ServiceOptions(max_wait_ms=1), loader=loader)
+    for i in range(10):
+        service.reload("b" if i % 2 == 0 else "a")
+        assert service._engine.embedder.salt == (1 if i % 2 == 0 else 0)  # each index with its own model
+    assert loaded == ["hash-32-0", "hash-32-1"]  # loaded once each: a reload back reuses the one kept
+    service.reload("c")  # a third model: the one two reloads back ("b"'s) is let go
+    assert loaded == ["hash-32-0", "hash-32-1", "hash-32-2"] and sorted(service._models) == ["hash-32-0", "hash-32-2"]
+    service.close()
+
+
 def test_beyond_loopback_admin_needs_a_key(tmp_path, capsys, monkeypatch):
     from deepseek_tf.serve.auth import API_KEY_ENV, bearer_matches, load_api_key
     from deepseek_tf.serve.cli import check_exposure, main

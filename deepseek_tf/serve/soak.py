@@ -338,19 +338,26 @@ def main(argv: list[str] | None = None) -> int:
         if port is None:
             print("error: the server did not start", file=sys.stderr)
             return 1
-        threading.Thread(target=lambda: [None for _ in proc.stderr], daemon=True).start()  # keep its pipe drained
+        log: list[str] = []
+        drain = threading.Thread(target=lambda: log.extend(proc.stderr), daemon=True)  # keeps its pipe drained
+        drain.start()
         queries = ["heat transfer", "boundary layer transition", "supersonic jet noise", "buckling of shells"]
         good = expectations(port, queries)
         report = run_burst(port, good, args.clients, args.seconds, server_pid=proc.pid)
     finally:
         proc.terminate()
         proc.wait(60)
+    drain.join(10)
+    # the server's log: a hostile request is a one-line warning at most, never a traceback
+    report["server_log_lines"] = len(log)
+    report["server_tracebacks"] = sum("Traceback" in line for line in log)
+    report["server_errors"] = sum(line.startswith("ERROR") for line in log)
     text = json.dumps(report, indent=2)
     print(text)
     if args.output:
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)
         Path(args.output).write_text(text + "\n")
-    return 0 if passed(report) else 1
+    return 0 if passed(report) and report["server_tracebacks"] == report["server_errors"] == 0 else 1
 
 
 if __name__ == "__main__":
