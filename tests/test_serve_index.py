@@ -167,12 +167,20 @@ def test_the_command_serves_reloads_on_sighup_and_drains_on_sigterm(built):
         (["--index", "{built}", "--port", "70000"], "--port must be in 0..65535"),
         (["--index", "{built}", "--rerank", "{missing}"], "--rerank"),
         (["--index", "{built}", "--port", "{busy}"], "cannot listen on 127.0.0.1:{busy}"),
+        (["--index", "{built}", "--read-timeout", "0"], "--read-timeout must be a number of seconds > 0"),
+        (["--index", "{built}", "--max-connections", "0"], "--max-connections must be >= 1"),
+        (["--index", "{built}", "--max-embed-chars", "0"], "--max-embed-chars must be >= 1"),
+        (["--index", "{built}", "--index-root", "{missing}"], "--index-root {missing}: no such directory"),
+        (["--index", "{built}", "--host", "0.0.0.0"], "--host 0.0.0.0 reaches beyond this machine"),
     ],
 )
-def test_bad_command_lines_fail_in_one_line(built, tmp_path, capsys, argv, message):
+def test_bad_command_lines_fail_in_one_line(built, tmp_path, capsys, monkeypatch, argv, message):
     import socket
 
+    from deepseek_tf.serve.auth import API_KEY_ENV
     from deepseek_tf.serve.cli import main
+
+    monkeypatch.delenv(API_KEY_ENV, raising=False)  # no key: --host beyond loopback is refused
 
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
