@@ -12,12 +12,16 @@ import resource
 import signal
 import socket
 import sys
+from typing import TYPE_CHECKING
 
 from deepseek_tf.errors import UserError
 from deepseek_tf.serve.app import Limits, create_app
 from deepseek_tf.serve.limits import ConnectionLimits
 from deepseek_tf.serve.protocol import guarded_protocol
 from deepseek_tf.serve.service import SearchService
+
+if TYPE_CHECKING:
+    import uvicorn
 
 log = logging.getLogger("deepseek_tf.serve")
 
@@ -113,7 +117,7 @@ def uvicorn_server(
     drain_timeout: float = 30.0,
     access_log: bool = False,
     log_level: str = "warning",
-):
+) -> uvicorn.Server:
     """The uvicorn.Server for APP, its connections guarded against slow and hostile clients."""
     import uvicorn
 

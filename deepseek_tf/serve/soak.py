@@ -27,6 +27,7 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 HOST = "127.0.0.1"
@@ -281,7 +282,7 @@ def _close(a: list[float], b: list[float], tol: float = 1e-5) -> bool:
     return len(a) == len(b) and all(abs(x - y) <= tol for x, y in zip(a, b))
 
 
-def same_results(alone: dict):
+def same_results(alone: dict) -> Callable[[dict], bool]:
     """A check that an answer holds the documents of ALONE in its order, scores to 1e-5 (a query
     encoded in a batch gets its lone vector to 1e-7)."""
     ids, scores = [h["id"] for h in alone["results"]], [h["score"] for h in alone["results"]]
@@ -292,7 +293,7 @@ def same_results(alone: dict):
     return check
 
 
-def same_embeddings(alone: dict):
+def same_embeddings(alone: dict) -> Callable[[dict], bool]:
     rows = alone["embeddings"]
     return lambda body: len(body["embeddings"]) == len(rows) and all(map(_close, body["embeddings"], rows))
 
