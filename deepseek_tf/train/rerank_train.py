@@ -9,7 +9,6 @@ with the result is in `rerank.py`.
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from dataclasses import dataclass
@@ -25,10 +24,12 @@ from deepseek_tf.retrieval.rerank import Run
 
 
 # ---------------------------------------------------------------------------- training data
-def first_stage_top_k(ds: data_lib.BeirDataset, source: str = "bm25", top_k: int = 30, use_title: bool = True) -> Run:
-    """Per judged query: {doc id: score} of the first stage's top-k. `source`: "bm25", a retriever
-    MODEL, or "run:PATH", a TREC run file (another system's results, e.g. the production first
-    stage the reranker will sit behind)."""
+def first_stage_top_k(
+    ds: data_lib.BeirDataset, source: str = "bm25", top_k: int = 30, use_title: bool = True, analyzer: str = "default"
+) -> Run:
+    """Per judged query: {doc id: score} of the first stage's top-k. `source`: "bm25" (terms from
+    `analyzer`, data.analyzer), a retriever MODEL, or "run:PATH", a TREC run file (another
+    system's results, e.g. the production first stage the reranker will sit behind)."""
     qids = sorted(q for q in ds.qrels if q in ds.queries)
     run_path = data_lib.run_file(source)
     if run_path is not None:
@@ -39,7 +40,7 @@ def first_stage_top_k(ds: data_lib.BeirDataset, source: str = "bm25", top_k: int
     if source == "bm25":
         from deepseek_tf.retrieval.bm25 import BM25Index
 
-        hits = BM25Index().index(doc_ids, texts).search(queries, top_k)
+        hits = BM25Index(analyzer=analyzer).index(doc_ids, texts).search(queries, top_k)
         return {q: {d: float(s) for d, s in row} for q, row in zip(qids, hits)}
     from deepseek_tf.retrieval.artifacts import load_embedder
     from deepseek_tf.retrieval.knn import exact_search
@@ -227,26 +228,20 @@ def train_cross_encoder(config: Config, workdir: str | Path, verbose: int = 1) -
     Same workdir layout, checkpointing and resume as dual-encoder training (train.py).
     `train.batch_size` counts groups, so a step scores batch_size × (1 + num_negatives) pairs.
     """
-    import math
 
     import keras
 
     from deepseek_tf.config import save_config
     from deepseek_tf.data.splits import split_train_dev
-    from deepseek_tf.train.artifacts import prepare_tokenizer, save_trained_model
-    from deepseek_tf.train.callbacks import Checkpointer, DevEvaluator, fit_progress
-    from deepseek_tf.train.compute import (
-        build_in_policy,
-        float32_copy,
-        jit_policy,
-        make_strategy,
-        pad_multiple,
-        precision_policy,
-    )
-    from deepseek_tf.train.optim import make_optimizer
+    from deepseek_tf.train.artifacts import prepare_tokenizer
+    from deepseek_tf.train.compute import jit_policy, make_strategy, precision_policy
+    from deepseek_tf.train.compute import pad_multiple as jit_pad_multiple
+    from deepseek_tf.train.loop import Training
 
     workdir, d, t = Path(workdir), config.data, config.train
     check_cross_encoder_config(config)  # before minutes of mining
+    # MultiWorkerMirroredStrategy must exist before any other TensorFlow op runs.
+    strategy = make_strategy(t.strategy)
     ds = data_lib.load_beir(d.dataset, d.train_split, unknown_ids="drop")
     for line in data_lib.describe_dropped(ds.dropped):
         print(f"warning: {d.dataset}: {line}", file=sys.stderr)
@@ -262,7 +257,7 @@ def train_cross_encoder(config: Config, workdir: str | Path, verbose: int = 1) -
     start = time.perf_counter()
     # one first-stage pass: the training queries' pools and the dev queries' candidates
     both = ds if dev is None else data_lib.BeirDataset(ds.corpus, ds.queries, {**dev.qrels, **ds.qrels}, ds.dropped)
-    first = first_stage_top_k(both, d.negatives_from, d.mine_top_k, d.use_title)
+    first = first_stage_top_k(both, d.negatives_from, d.mine_top_k, d.use_title, d.analyzer)
     dev_first = None if dev is None else {q: first.pop(q) for q in dev.qrels if q in first}
     if dev is not None:
         print(
@@ -292,55 +287,16 @@ def train_cross_encoder(config: Config, workdir: str | Path, verbose: int = 1) -
     if steps < 1:
         raise UserError(f"only {len(groups) // t.epochs} groups: fewer than one batch of {t.batch_size}")
     policy = precision_policy(t.mixed_precision)
-    jit = jit_policy(t.jit_compile, policy, t.strategy, config.model.kind)
-    dataset = group_dataset(groups, tokenizer, config, pad_multiple=pad_multiple(jit)).repeat()
-    sample = next(iter(dataset.take(1)))[0]
-    with make_strategy(t.strategy).scope():
-        model = build_in_policy(config, tokenizer.vocab_size, policy)
-        optimizer = make_optimizer(config, steps * t.epochs)
-        model.compile(optimizer=optimizer, jit_compile=jit)
-        model(sample)  # build variables before restoring
-        optimizer.build(model.trainable_variables)
-        checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
-    manager = tf.train.CheckpointManager(checkpoint, str(workdir / "checkpoints"), max_to_keep=2)
-    initial_epoch = 0
-    if manager.latest_checkpoint:
-        checkpoint.restore(manager.latest_checkpoint).expect_partial()
-        initial_epoch = int(optimizer.iterations.numpy()) // steps
-        print(f"resuming from {manager.latest_checkpoint}", file=sys.stderr)
-    history_path = workdir / "history.json"
-    history = json.loads(history_path.read_text()) if history_path.is_file() else {}
-    history.pop("train_seconds", None)
-    callbacks = [Checkpointer(manager), keras.callbacks.TensorBoard(str(workdir / "logs"))]
-    evaluator = None
-    if dev is not None:  # first: the others see dev_ndcg@10 in the logs
-        evaluator = DevEvaluator(
-            lambda: dev_rerank_ndcg(model, tokenizer, config, dev, dev_first), workdir / "best", t.patience, model
-        )
-        callbacks.insert(0, evaluator)
-    fit_verbose, shown = fit_progress(verbose)  # a bar on a terminal, plain lines in a log
-    callbacks += shown
-    fit_start = time.perf_counter()
-    if initial_epoch < t.epochs and not (evaluator and evaluator.exhausted()):
-        result = model.fit(
-            dataset,
-            epochs=t.epochs,
-            initial_epoch=initial_epoch,
-            steps_per_epoch=steps,
-            shuffle=False,
-            verbose=fit_verbose,
-            callbacks=callbacks,
-        )
-        for k, v in result.history.items():
-            history.setdefault(k, []).extend(float(x) for x in v)
-    if any(not math.isfinite(x) for x in history.get("loss", [])):
-        raise UserError("training diverged: loss is not finite (lower train.learning_rate?)")
-    history["steps"] = [int(optimizer.iterations.numpy())]
-    history["train_seconds"] = [round(time.perf_counter() - fit_start, 1)]  # fit alone, as train.py's
-    if evaluator is not None:
-        evaluator.restore_best(model, history)
-    history_path.write_text(json.dumps(history, indent=2))
-    if policy:  # served and exported in float32 (see compute.float32_copy)
-        model = float32_copy(model, config, tokenizer.vocab_size, sample)
-    save_trained_model(model, tokenizer, config, workdir / "model")
-    return history
+    pad = jit_pad_multiple(jit_policy(t.jit_compile, policy, t.strategy, config.model.kind))
+
+    def stream(done: int) -> tf.data.Dataset:
+        # groups of every epoch in one seeded order: skipping `done` batches resumes mid-epoch
+        return group_dataset(groups, tokenizer, config, pad_multiple=pad).repeat().skip(done)
+
+    sample = next(iter(stream(0).take(1)))[0]
+    run = Training(config, workdir, strategy, policy, tokenizer, steps, sample)
+    model = run.model
+    dev_metric = None
+    if dev is not None:
+        dev_metric = lambda: dev_rerank_ndcg(model, tokenizer, config, dev, dev_first)  # noqa: E731
+    return run.fit_and_save(stream, dev_metric, verbose)

@@ -8,10 +8,7 @@ in the (seeded) data stream all continue where they stopped.
 
 from __future__ import annotations
 
-import json
-import math
 import sys
-import time
 from pathlib import Path
 
 import keras
@@ -25,17 +22,13 @@ from deepseek_tf.models.dual_encoder import LOSSES as DUAL_LOSSES
 from deepseek_tf.models.dual_encoder import reads_labels
 from deepseek_tf.text.tokenizer import Tokenizer
 from deepseek_tf.train import distill
-from deepseek_tf.train.artifacts import prepare_tokenizer, save_trained_model
-from deepseek_tf.train.callbacks import Checkpointer, DevEvaluator, dev_ndcg, fit_progress
+from deepseek_tf.train.artifacts import prepare_tokenizer
+from deepseek_tf.train.callbacks import dev_ndcg
 from deepseek_tf.train.compute import (
-    build_in_policy,
-    float32_copy,
-    jit_policy,
     make_strategy,
-    pad_multiple,
     precision_policy,
 )
-from deepseek_tf.train.optim import make_optimizer
+from deepseek_tf.train.loop import Training
 
 
 def load_training_data(
@@ -150,60 +143,40 @@ def train_dual_encoder(
     if steps < 1:
         raise UserError(f"only {len(pairs)} training pairs: fewer than one batch of {t.batch_size}")
 
-    policy = precision_policy(t.mixed_precision)
-    with strategy.scope():
-        model = build_in_policy(config, tokenizer.vocab_size, policy)
-        model.accumulation_steps = t.accumulation_steps
-        optimizer = make_optimizer(config, steps * t.epochs)
-        jit = jit_policy(t.jit_compile, policy, t.strategy, config.model.kind)
-        model.compile(optimizer=optimizer, jit_compile=jit)
-        # build variables before restoring (eager tokenizer calls: in multi-worker mode an
-        # eager iterator over a nested tf.data element hands back tuples, not dicts)
-        sample = {
-            "query": tokenizer(tf.constant(pairs.queries[:2]), config.model.query_max_length),
-            "doc": tokenizer(tf.constant(pairs.docs[:2]), config.model.doc_max_length),
-        }
-        model(sample)
-        model.optimizer.build(model.trainable_variables)
-        checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
-    manager = tf.train.CheckpointManager(checkpoint, str(workdir / "checkpoints"), max_to_keep=2)
-    if manager.latest_checkpoint:
-        checkpoint.restore(manager.latest_checkpoint).expect_partial()
-        print(
-            f"resuming from {manager.latest_checkpoint} (step {int(model.optimizer.iterations.numpy())})",
-            file=sys.stderr,
-        )
-    elif d.mine_negatives and d.negatives_from == "self":
+    # eager tokenizer calls: in multi-worker mode an eager iterator over a nested tf.data element
+    # hands back tuples, not dicts
+    sample = {
+        "query": tokenizer(tf.constant(pairs.queries[:2]), config.model.query_max_length),
+        "doc": tokenizer(tf.constant(pairs.docs[:2]), config.model.doc_max_length),
+    }
+    run = Training(
+        config,
+        workdir,
+        strategy,
+        precision_policy(t.mixed_precision),
+        tokenizer,
+        steps,
+        sample,
+        configure=lambda model: setattr(model, "accumulation_steps", t.accumulation_steps),
+    )
+    model = run.model
+    if not run.resumed and d.mine_negatives and d.negatives_from == "self":
         pairs = _mine_with_model(model, tokenizer, config, train_ds)
-
     teacher = (
         distill.load_teacher_margins(d.teacher, pairs, Path(shared_dir or workdir), verbose) if d.teacher else None
     )
-    callbacks: list[keras.callbacks.Callback] = []
-    evaluator = None
+    dev_metric = None
     if dev is not None:
         from deepseek_tf.retrieval.embedders import KerasEmbedder
 
         embedder = KerasEmbedder(model, tokenizer, config.model.query_max_length, config.model.doc_max_length, "dev")
-        evaluator = DevEvaluator(lambda: dev_ndcg(embedder, config, dev), workdir / "best", t.patience, model)
-        callbacks.append(evaluator)  # first: the others see dev_ndcg@10 in the logs
-    callbacks += [Checkpointer(manager, t.checkpoint_every), keras.callbacks.TensorBoard(str(workdir / "logs"))]
-    fit_verbose, shown = fit_progress(verbose)  # a bar on a terminal, plain lines in a log
-    callbacks += shown  # last: the lines show dev_ndcg@10
-
-    history_path = workdir / "history.json"
-    previous = json.loads(history_path.read_text()) if history_path.is_file() else {}
-    history = {k: list(v) for k, v in previous.items() if k not in ("steps", "best", "train_seconds")}
-    start = time.perf_counter()
-    total = steps * t.epochs
-    done = int(model.optimizer.iterations.numpy())
+        dev_metric = lambda: dev_ndcg(embedder, config, dev)  # noqa: E731
     # label_weighting requires labels (pair_dataset says so when they are missing); contrastive
     # uses them when the data has them
     with_labels = reads_labels(t.loss, t.label_weighting) and (t.label_weighting or pairs.labels is not None)
-    while done < total and not (evaluator and evaluator.exhausted()):
-        # A resume mid-epoch first finishes that epoch; the data stream skips what was seen.
-        epoch, into = divmod(done, steps)
-        dataset = (
+
+    def stream(done: int) -> tf.data.Dataset:
+        return (
             data_lib.pair_dataset(
                 pairs,
                 tokenizer,
@@ -213,39 +186,14 @@ def train_dual_encoder(
                 seed=t.seed,
                 shuffle_buffer=d.shuffle_buffer,
                 teacher=teacher,
-                pad_multiple=pad_multiple(jit),
+                pad_multiple=run.pad_multiple,
                 labels=with_labels,
             )
             .repeat()
             .skip(done)
         )
-        result = model.fit(
-            dataset,
-            epochs=epoch + 1 if into else t.epochs,
-            initial_epoch=epoch,
-            steps_per_epoch=steps - into if into else steps,
-            verbose=fit_verbose,
-            callbacks=callbacks,
-            shuffle=False,
-        )  # the tf.data pipeline shuffles with the seed
-        for k, v in result.history.items():
-            history.setdefault(k, []).extend(float(x) for x in v)
-        done = int(model.optimizer.iterations.numpy())
-        if model.stop_training:
-            break
-    if any(not math.isfinite(x) for x in history.get("loss", [])):
-        raise UserError("training diverged: loss is not finite (lower train.learning_rate?)")
-    history["steps"] = [done]
-    history["train_seconds"] = [round(time.perf_counter() - start, 1)]
-    if evaluator is not None:
-        evaluator.restore_best(model, history)
-    tmp = history_path.with_name("history.json.tmp")
-    tmp.write_text(json.dumps(history, indent=2))
-    tmp.replace(history_path)
-    if policy:  # serve, evaluate and export in float32: same weights, no bfloat16 rounding
-        model = float32_copy(model, config, tokenizer.vocab_size, sample)
-    save_trained_model(model, tokenizer, config, workdir / "model")
-    return history
+
+    return run.fit_and_save(stream, dev_metric, verbose)
 
 
 def _mine_with_model(model, tokenizer: Tokenizer, config: Config, train_ds) -> data_lib.Pairs:
