@@ -79,6 +79,44 @@ def test_resume_mid_epoch_from_step_checkpoint(tiny_beir, tmp_path):
         np.testing.assert_allclose(a, b, atol=1e-5)
 
 
+class _Killed(Exception):
+    pass
+
+
+@pytest.mark.parametrize("recipe", ["tiny.yaml", "cross_encoder_tiny.yaml"])  # one skeleton, both kinds
+def test_a_run_killed_mid_epoch_resumes_to_the_uninterrupted_weights(tiny_beir, tmp_path, monkeypatch, recipe):
+    """A run dies after step 4's checkpoint (mid-way through epoch 2); the same command again
+    continues from there on the batches not yet seen and ends on the uninterrupted weights."""
+    from deepseek_tf.train.callbacks import Checkpointer
+
+    config = load_config(
+        ROOT / "configs" / recipe,
+        [
+            f"data.dataset={tiny_beir}",
+            "model.dropout=0.0",
+            "train.epochs=2",
+            "train.steps_per_epoch=3",
+            "train.checkpoint_every=1",
+        ],
+    )
+    straight = train(config, tmp_path / "a", verbose=0)
+    save = Checkpointer.on_train_batch_end
+
+    def dies_after_step_4(self, batch, logs=None):
+        save(self, batch, logs)
+        if int(self.model.optimizer.iterations.numpy()) == 4:
+            raise _Killed
+
+    monkeypatch.setattr(Checkpointer, "on_train_batch_end", dies_after_step_4)
+    with pytest.raises(_Killed):
+        train(config, tmp_path / "b", verbose=0)
+    monkeypatch.undo()
+    resumed = train(config, tmp_path / "b", verbose=0)
+    assert resumed["steps"] == straight["steps"] == [6]
+    for a, b in zip(_weights(tmp_path / "a"), _weights(tmp_path / "b")):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+
+
 def test_dev_early_stopping_keeps_the_best_epoch(tiny_beir, tmp_path):
     # learning rate 1e-12 (steps below float32 resolution; 0 is not a valid rate): dev nDCG@10
     # never improves after epoch 1, so patience 1 stops after epoch 2
