@@ -119,3 +119,18 @@ def serving(app, connections=None):
         server.should_exit = True
         thread.join(30)
         sock.close()
+
+
+if __name__ == "__main__":
+    # `python tests/serve_fakes.py [serve flags]`: `deepseek-tf serve`'s server over a fake index
+    # (no model to load), for tests that need a process of its own, e.g. under a lower `ulimit -n`.
+    import sys
+
+    from deepseek_tf.serve.cli import CONNECTIONS
+    from deepseek_tf.serve.limits import ConnectionLimits
+    from deepseek_tf.serve.server import run_server
+    from deepseek_tf.serve.service import SearchService, ServiceOptions
+
+    timeout = float(sys.argv[1]) if len(sys.argv) > 1 else CONNECTIONS.read_timeout
+    service = SearchService(FakeIndex(), None, ServiceOptions(max_wait_ms=1))
+    sys.exit(run_server(service, port=0, connections=ConnectionLimits(read_timeout=timeout)))

@@ -307,3 +307,45 @@ def test_a_burst_of_good_and_hostile_clients(live):
     print("burst:", json.dumps({k: v for k, v in report.items() if k != "problems"}))
     assert passed(report), report
     assert report["hostile"] > 0 and report["hung_up"] > 0 and report["slow_closed"] > 0
+
+
+def test_under_a_low_file_limit_slow_clients_do_not_starve_good_ones():
+    """1,000 connections that each send a byte against a server allowed 256 open files: it fits
+    its connection cap to the limit, so accept() never fails and good requests are answered."""
+    import re
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    proc = subprocess.Popen(
+        ["bash", "-c", f"ulimit -n 256 && exec {sys.executable} tests/serve_fakes.py 30"],
+        cwd=ROOT,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": f"{ROOT}:{ROOT / 'tests'}"},
+    )
+    slow = []
+    try:
+        lines = []
+        for line in proc.stderr:
+            lines.append(line)
+            if m := re.search(r"on http://127\.0\.0\.1:(\d+)", line):
+                port = int(m.group(1))
+                break
+        else:
+            pytest.fail("".join(lines))
+        assert "at most 139 connections" in "".join(lines)  # (256 - 64) * 8 // 11
+        for _ in range(1000):
+            slow.append(socket.create_connection(("127.0.0.1", port), timeout=10))
+            slow[-1].sendall(b"P")
+        for _ in range(10):
+            start = time.monotonic()
+            assert RawHTTP(port, timeout=10).exchange(GOOD)[0] == 200
+            assert time.monotonic() - start < 1.0
+    finally:
+        for s in slow:
+            s.close()
+        proc.terminate()
+        log = proc.communicate(timeout=30)[1]
+    assert "out of system resource" not in log and "Traceback" not in log, log[-2000:]

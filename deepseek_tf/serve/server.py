@@ -88,15 +88,23 @@ def collect_and_freeze() -> None:
     gc.freeze()
 
 
-# file descriptors kept for what is not a client connection (model and index files, TensorFlow)
-FD_RESERVE = 128
+# file descriptors kept for what is not a client connection (the serving process holds 12 at idle)
+FD_RESERVE = 64
+
+
+def accept_burst(limits: ConnectionLimits) -> int:
+    """Connections accepted in one go (uvicorn's backlog): asyncio accepts up to this many before
+    any of them runs, and a connection the cap closes frees its descriptor an iteration later, so
+    about three bursts are open beyond the cap at any moment; the descriptors must hold them."""
+    return min(2048, max(16, limits.max_connections // 8))
 
 
 def fit_connections(limits: ConnectionLimits) -> ConnectionLimits:
     """LIMITS with max_connections lowered to fit the process's file-descriptor limit (raised to
-    its hard limit first): past it, accept() fails and good clients are refused at random."""
+    its hard limit first): past it, accept() fails, asyncio stops accepting for a second and logs
+    a traceback per failure, and good clients wait."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    wanted = limits.max_connections + FD_RESERVE
+    wanted = limits.max_connections + 3 * accept_burst(limits) + FD_RESERVE
     if soft != resource.RLIM_INFINITY and soft < wanted:
         new = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
         try:
@@ -105,7 +113,7 @@ def fit_connections(limits: ConnectionLimits) -> ConnectionLimits:
         except (ValueError, OSError):
             pass
         if soft < wanted:
-            fit = max(1, soft - FD_RESERVE)
+            fit = max(1, (soft - FD_RESERVE) * 8 // 11)  # fit + 3 * (fit // 8) + FD_RESERVE <= soft
             log.warning("%d open files allowed (ulimit -n): at most %d connections", soft, fit)
             return dataclasses.replace(limits, max_connections=fit)
     return limits
@@ -130,6 +138,7 @@ def uvicorn_server(
         timeout_graceful_shutdown=drain_timeout,
         timeout_keep_alive=connections.keep_alive,
         http=guarded_protocol(connections),
+        backlog=accept_burst(connections),
     )
     return uvicorn.Server(config)
 
