@@ -6,18 +6,52 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
 from typing import IO
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    """Usage errors as one `error:` line (exit 2), like every other bad input: argparse's own
+    usage block would bury the message under a screenful of options."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
 
 
 def command_parser(command: str, description: str, examples: list[str]) -> argparse.ArgumentParser:
     """The parser of `deepseek-tf COMMAND` (also `python -m deepseek_tf.COMMAND` where one exists)."""
     epilog = "examples:\n" + "\n".join(f"  {e}" for e in examples)
-    return argparse.ArgumentParser(
+    return _OneLineParser(
         prog=f"deepseek-tf {command}",
         description=description,
         epilog=epilog,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+
+
+def number(
+    kind: type = float, low: float | None = 0, high: float | None = None, low_open: bool = False
+) -> Callable[[str], float]:
+    """An argparse `type=` for a numeric flag: `kind` (int or float) within [low, high] (low excluded
+    when `low_open`); NaN and infinities are refused, as nothing downstream is defined on them."""
+
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected {'an integer' if kind is int else 'a number'}, got {text!r}"
+            ) from None
+        if value != value or value in (float("inf"), float("-inf")):
+            raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+        if low is not None and (value <= low if low_open else value < low):
+            raise argparse.ArgumentTypeError(f"must be {'>' if low_open else '>='} {low}, got {text!r}")
+        if high is not None and value > high:
+            raise argparse.ArgumentTypeError(f"must be <= {high}, got {text!r}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
 
 
 def is_terminal(stream: IO | None = None) -> bool:
@@ -31,6 +65,10 @@ def format_eta(seconds: float) -> str:
     h, rest = divmod(seconds, 3600)
     m, s = divmod(rest, 60)
     return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s" if m else f"{s}s"
+
+
+# Longest a plain progress display stays silent on long work (a log reader must see it is alive).
+MAX_SILENCE_S = 30.0
 
 
 class PlainProgress:
@@ -51,7 +89,7 @@ class PlainProgress:
     ):
         self.what, self.total, self.every = what, total, max(1, every)
         self.stream, self.clock, self.unit = stream or sys.stderr, clock, unit
-        self.start = clock()
+        self.start = self.last_line = clock()
         self.done = 0
 
     def line(self, step: int, extra: str = "") -> str:
@@ -64,9 +102,13 @@ class PlainProgress:
         return f"{self.what} {step}{total}{extra}, {rate:.2f}{unit}/s{eta}"
 
     def update(self, step: int, extra: str = "") -> None:
+        """A line every `every` steps, at the last, and whenever MAX_SILENCE_S passed without one."""
         self.done = step
-        if step % self.every == 0 or (self.total and step == self.total):
+        now = self.clock()
+        due = step % self.every == 0 or (self.total and step == self.total)
+        if due or now - self.last_line >= MAX_SILENCE_S:
             print(self.line(step, extra), file=self.stream, flush=True)
+            self.last_line = now
 
 
 def every_for(total: int | None, lines: int = 30) -> int:

@@ -53,6 +53,18 @@ def test_plain_progress_rate_and_eta_on_a_fake_clock():
     assert out.getvalue() == "step 20/100, loss 2.3141, 2.00/s, ETA 40s\nstep 100/100, 2.00/s, ETA 0s\n"
 
 
+def test_plain_progress_speaks_at_least_every_30_seconds_of_slow_work():
+    clock, out = FakeClock(), io.StringIO()
+    bar = PlainProgress("encoding docs", 1000, every=50, stream=out, clock=clock)
+    for step in range(1, 4):  # one batch every 12 s: a line is due at 36 s, long before step 50
+        clock.now += 12
+        bar.update(step)
+    assert out.getvalue() == "encoding docs 3/1000, 0.08/s, ETA 3h19m\n"
+    clock.now += 12
+    bar.update(4)
+    assert out.getvalue().count("\n") == 1  # 12 s since the last line
+
+
 def test_plain_progress_units_and_unknown_total():
     clock = FakeClock()
     bar = PlainProgress("epoch 1/2 step", 67, every=20, clock=clock, unit="steps")

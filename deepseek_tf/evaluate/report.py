@@ -44,16 +44,17 @@ def _latency_stats(latencies: dict[str, float], n_docs: int, index_s: float) -> 
 
 
 def dense_run(
-    embedder, ds: BeirDataset, top_k: int = 100, batch_size: int = 64, use_title: bool = True
+    embedder, ds: BeirDataset, top_k: int = 100, batch_size: int = 64, use_title: bool = True, progress: bool = False
 ) -> tuple[Run, dict[str, float]]:
-    """Encodes the corpus (length-sorted batches), then answers each judged query alone, so
-    latency is per query (encode + search). stats["latency_ms"] holds each query's latency."""
+    """Encodes the corpus (length-sorted batches; with `progress` a bar on a terminal, plain lines
+    in a log), then answers each judged query alone, so latency is per query (encode + search).
+    stats["latency_ms"] holds each query's latency."""
     from deepseek_tf.retrieval.knn import exact_search
 
     doc_ids = list(ds.corpus)
     texts = [ds.doc_text(d, use_title) for d in doc_ids]
     start = time.perf_counter()
-    doc_vecs = embedder.encode_docs(texts, batch_size, progress=sys.stderr.isatty())
+    doc_vecs = embedder.encode_docs(texts, batch_size, progress=progress)
     encode_s = time.perf_counter() - start
     run, latencies = {}, {}
     qids = [q for q in ds.qrels if q in ds.queries]
@@ -184,7 +185,7 @@ def evaluate(
         from deepseek_tf.retrieval.artifacts import load_embedder
 
         embedder = load_embedder(model)
-        dense = dense_run(embedder, ds, top_k, batch_size)
+        dense = dense_run(embedder, ds, top_k, batch_size, progress=verbose)
         results = {"dense": score("dense", dense[0], dict(dense[1]), {"model": model}), **results}
         if bm25 is not None:
             run, stats = hybrid_run(dense, bm25, top_k, rrf_k)
@@ -199,7 +200,7 @@ def evaluate(
 
         name, (first_stage, first_stats) = first
         for suffix, run, stats in rerank_system(
-            rerank, ds, first_stage, first_stats, top_k, rerank_fusion, progress=verbose and sys.stderr.isatty()
+            rerank, ds, first_stage, first_stats, top_k, rerank_fusion, progress=verbose
         ):
             results[name + suffix] = score(name + suffix, run, stats, {"model": model, "reranker": rerank})
     add_comparisons(results)

@@ -46,7 +46,7 @@ def first_stage_top_k(
     from deepseek_tf.retrieval.knn import exact_search
 
     embedder = load_embedder(source)
-    doc_vecs = embedder.encode_docs(texts, progress=sys.stderr.isatty())
+    doc_vecs = embedder.encode_docs(texts, progress=True)
     scores, idx = exact_search(embedder.encode_queries(queries), doc_vecs, top_k)
     return {q: {doc_ids[j]: float(s) for j, s in zip(row, srow)} for q, row, srow in zip(qids, idx, scores)}
 
