@@ -235,8 +235,8 @@ def test_a_replaced_index_is_let_go_at_once():
             time.sleep(0.01)
         assert loads[-2]() is None
     finally:
+        service.close()  # first: its worker threads may still be freezing the heap
         gc.unfreeze()
-        service.close()
 
 
 def test_reloads_between_two_models_load_each_model_once():
