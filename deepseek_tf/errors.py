@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import functools
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from pathlib import Path
 
 
 class UserError(Exception):
@@ -22,6 +23,25 @@ class UserError(Exception):
 class ConfigError(UserError):
     def __init__(self, message: str):
         super().__init__(message, exit_code=2)
+
+
+def refuse_aliasing(output_flag: str, outputs: Iterable[str | Path], inputs: dict[str, Iterable[str | Path]]) -> None:
+    """Before anything is written: no output may be, hold or sit inside an input.
+
+    `outputs`: the paths the command will write (a directory counts as everything under it);
+    `inputs`: {flag: paths read through it}. Paths are resolved, so a symlink or `..` is no way around.
+    """
+    for out in outputs:
+        o = Path(out).resolve()
+        for flag, paths in inputs.items():
+            for inp in paths:
+                i = Path(inp).resolve()
+                if o == i or i in o.parents or o in i.parents:
+                    how = "is" if o == i else "lies inside" if i in o.parents else "holds"
+                    raise UserError(
+                        f"{output_flag} {out} {how} {flag} {inp}: an output may not overwrite an input; "
+                        f"nothing written (choose another {output_flag})"
+                    )
 
 
 def cli_entry(fn: Callable[..., int | None]) -> Callable[..., int]:

@@ -59,30 +59,88 @@ def file_sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
+# One record (a JSONL line, a .txt document, a CSV row's line) is read with this bound: the
+# corpus readers stream, and a 50 MB line once took 5 GB of memory on its way to the encoder.
+MAX_LINE_BYTES = 8 << 20
+
+
+def iter_lines(path: str | Path, max_line_bytes: int = MAX_LINE_BYTES) -> Iterator[tuple[int, str]]:
+    """(line number, text) of a UTF-8 file split at b"\n" only (never at \x0c, \x1c or U+2028,
+    which str.splitlines also splits at), each line read with the bound `max_line_bytes`: a
+    longer one is refused naming file:line before it is held whole."""
+    with Path(path).open("rb") as f:
+        lineno = 0
+        while raw := f.readline(max_line_bytes + 1):
+            lineno += 1
+            if len(raw) - raw.endswith(b"\n") > max_line_bytes:
+                raise UserError(
+                    f"{path}:{lineno}: line longer than {max_line_bytes / 2**20:.3g} MB, the most one record may "
+                    f"take; split it (`deepseek-tf index --max-line-mb` raises the bound)"
+                )
+            try:
+                yield lineno, raw.decode("utf-8")
+            except UnicodeDecodeError as e:  # the line, so the bad byte can be found
+                raise UserError(f"{path}:{lineno}: not UTF-8 (byte {e.start} of the line)") from None
+
+
 def read_jsonl(path: Path, id_key: str = "_id") -> list[dict]:
     if not path.is_file():
         raise UserError(f"missing file: {path}")
     return list(iter_jsonl(path, id_key))
 
 
-def iter_jsonl(path: Path, id_key: str = "_id") -> Iterator[dict]:
+def iter_jsonl(path: Path, id_key: str = "_id", max_line_bytes: int = MAX_LINE_BYTES) -> Iterator[dict]:
     """The records of a JSONL file one at a time (a corpus too big to hold stays on disk); a bad
-    line is one error naming the file and the line."""
-    with Path(path).open("rb") as f:
-        for lineno, raw in enumerate(f, 1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as e:  # the line, so the bad byte can be found
-                raise UserError(f"{path}:{lineno}: not UTF-8 (byte {e.start} of the line)") from None
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise UserError(f"{path}:{lineno}: invalid JSON ({e.msg})") from None
-            if not isinstance(row, dict) or id_key not in row:
-                raise UserError(f"{path}:{lineno}: record has no '{id_key}' field")
-            yield row
+    line is one error naming the file and the line. See `iter_jsonl_numbered`."""
+    for _, row in iter_jsonl_numbered(path, id_key, max_line_bytes):
+        yield row
+
+
+def iter_jsonl_numbered(
+    path: Path, id_key: str = "_id", max_line_bytes: int = MAX_LINE_BYTES
+) -> Iterator[tuple[int, dict]]:
+    """(line number, record) of a JSONL file. Every record's `id_key` is a string or an integer
+    and comes out as a string: null, true or 1.0 would become "None", "True" or "1.0", ids no
+    qrels line could name, so they are refused with file:line."""
+    for lineno, line in iter_lines(path, max_line_bytes):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise UserError(f"{path}:{lineno}: invalid JSON ({e.msg})") from None
+        if not isinstance(row, dict) or id_key not in row:
+            raise UserError(f"{path}:{lineno}: record has no '{id_key}' field")
+        value = row[id_key]
+        if isinstance(value, bool) or not isinstance(value, str | int):
+            raise UserError(f"{path}:{lineno}: '{id_key}' is {_shown(value)}; ids must be strings or integers")
+        row[id_key] = str(value)
+        yield lineno, row
+
+
+def _shown(value: object) -> str:
+    """A JSON value in an error line: its JSON, cut short (the line must stay one short line)."""
+    text = json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def text_field(row: dict, key: str, path: str | Path, lineno: int) -> str:
+    """row[key] as text: a string, or "" when missing or null. An object, array, number or
+    boolean is refused with file:line: indexed as its Python repr, it would be searched as
+    "{'a': 1}"."""
+    value = row.get(key)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise UserError(f"{path}:{lineno}: '{key}' is {_shown(value)}; text fields must be strings")
+    return value
+
+
+def jsonl_documents(path: Path, max_line_bytes: int = MAX_LINE_BYTES) -> Iterator[tuple[str, str, str]]:
+    """(doc id, title, text) of a BEIR corpus.jsonl, checked, not yet normalised: the one reading
+    of a JSONL corpus (BEIR loading, `index`, `search`)."""
+    for lineno, row in iter_jsonl_numbered(path, "_id", max_line_bytes):
+        yield row["_id"], text_field(row, "title", path, lineno), text_field(row, "text", path, lineno)
 
 
 class Dropped(dict):
@@ -115,16 +173,20 @@ def read_corpus(path: Path) -> tuple[dict[str, dict[str, str]], dict[str, int]]:
 
     The first of duplicate ids wins; documents with neither title nor text are dropped.
     """
+    if not path.is_file():
+        raise UserError(f"missing file: {path}")
     corpus: dict[str, dict[str, str]] = {}
     dropped = Dropped()
-    for row in read_jsonl(path):
-        doc_id = str(row["_id"])
+    for doc_id, title, text in jsonl_documents(path):
+        if not doc_id.strip():
+            dropped.add("docs without an id")
+            continue
         if doc_id in corpus:
             dropped.add("duplicate doc ids", doc_id)
             continue
-        title, text = normalize_text(row.get("title")), normalize_text(row.get("text"))
+        title, text = normalize_text(title), normalize_text(text)
         if not title and not text:
-            dropped["empty docs"] = dropped.get("empty docs", 0) + 1
+            dropped.add("empty docs")
             continue
         corpus[doc_id] = {"title": title, "text": text}
     return corpus, dropped
@@ -173,8 +235,11 @@ def load_beir(directory: str | Path, split: str = "test", unknown_ids: str = "er
         raise UserError(f"dataset directory not found: {directory}")
     corpus, dropped = read_corpus(directory / "corpus.jsonl")
     queries: dict[str, str] = {}
-    for row in read_jsonl(directory / "queries.jsonl"):
-        text = normalize_text(row.get("text"))
+    queries_path = directory / "queries.jsonl"
+    if not queries_path.is_file():
+        raise UserError(f"missing file: {queries_path}")
+    for lineno, row in iter_jsonl_numbered(queries_path):
+        text = normalize_text(text_field(row, "text", queries_path, lineno))
         if not text:
             dropped["empty queries"] = dropped.get("empty queries", 0) + 1
             continue

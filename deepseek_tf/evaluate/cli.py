@@ -9,17 +9,18 @@ import sys
 from pathlib import Path
 
 from deepseek_tf.config import DataConfig
-from deepseek_tf.console import command_parser
-from deepseek_tf.errors import UserError, cli_entry
+from deepseek_tf.console import command_parser, number
+from deepseek_tf.errors import UserError, cli_entry, refuse_aliasing
 from deepseek_tf.evaluate.report import evaluate, format_table, plot_recall_curves
 from deepseek_tf.evaluate.significance import compare_reports, format_comparisons
 from deepseek_tf.text.analyzer import ANALYZERS
 
 
 def _weights(text: str) -> list[float]:
+    weight = number(float, 0, 1)
     try:
-        return [float(w) for w in text.split(",")]
-    except ValueError:
+        return [weight(w) for w in text.split(",")]
+    except argparse.ArgumentTypeError:
         raise argparse.ArgumentTypeError(f"expected W or W1,W2,... (numbers in [0, 1]), got {text!r}") from None
 
 
@@ -50,15 +51,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--split", default="test", help="qrels split (default: test)")
     p.add_argument(
         "--dev-fraction",
-        type=float,
+        type=number(float, 0, 1, low_open=True),
         metavar="F",
         help="score only the queries of --split that "
         "training with data.dev_fraction F held out (with --split train: a dev set that both stages "
         "were trained without)",
     )
-    p.add_argument("--dev-seed", type=int, help=f"data.dev_seed of that training (default: {DataConfig.dev_seed})")
+    p.add_argument(
+        "--dev-seed", type=number(int, 0), help=f"data.dev_seed of that training (default: {DataConfig.dev_seed})"
+    )
     p.add_argument("--baseline", choices=["bm25"], help="also evaluate BM25 and, with --model, the hybrid (RRF)")
-    p.add_argument("--top-k", type=int, default=100, help="documents retrieved per query (default: 100)")
+    p.add_argument("--top-k", type=number(int, 1), default=100, help="documents retrieved per query (default: 100)")
     p.add_argument(
         "--rerank",
         metavar="MODEL",
@@ -74,8 +77,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "several weights (e.g. 0.3,0.4,0.5 on a dev split) give one '+rerank+fusion@W' row each "
         "from the same scoring pass",
     )
-    p.add_argument("--batch-size", type=int, default=64, help="encoding batch size (default: 64)")
-    p.add_argument("--rrf-k", type=int, default=60, help="reciprocal-rank fusion constant (default: 60)")
+    p.add_argument("--batch-size", type=number(int, 1), default=64, help="encoding batch size (default: 64)")
+    p.add_argument("--rrf-k", type=number(int, 0), default=60, help="reciprocal-rank fusion constant (default: 60)")
     p.add_argument(
         "--analyzer",
         default="default",
@@ -84,8 +87,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "for mostly-CJK text), mixed (English words stemmed, CJK runs as character 1-2-grams), "
         "cjk (mixed + Latin character 1-2-grams), english, jieba (default: default)",
     )
-    p.add_argument("--bm25-k1", type=float, default=1.5, help="BM25 k1 (default: 1.5, bm25s's default)")
-    p.add_argument("--bm25-b", type=float, default=0.75, help="BM25 b (default: 0.75)")
+    p.add_argument("--bm25-k1", type=number(float, 0), default=1.5, help="BM25 k1 (default: 1.5, bm25s's default)")
+    p.add_argument("--bm25-b", type=number(float, 0, 1), default=0.75, help="BM25 b (default: 0.75)")
     p.add_argument(
         "--bm25-method",
         default="lucene",
@@ -145,14 +148,22 @@ def main(argv: list[str] | None = None) -> int:
         return compare_main(*args.compare)
     if not args.dataset:
         raise UserError("--dataset is required (a BEIR-layout directory), unless --compare")
-    if args.top_k < 1:
-        raise UserError("--top-k must be >= 1")
-    if args.rrf_k < 0:
-        raise UserError("--rrf-k must be >= 0")
-    for flag in ("output", "plot"):
+    for flag in ("output", "plot"):  # checked now, not after the whole evaluation
         target = getattr(args, flag)
+        if target and Path(target).is_dir():
+            raise UserError(f"--{flag} {target}: a directory, not a file; nothing evaluated")
         if target and not Path(target).resolve().parent.is_dir():
             raise UserError(f"--{flag} {target}: directory {Path(target).parent} does not exist")
+    inputs = {
+        flag: [Path(v)]
+        for flag, v in (("--model", args.model), ("--rerank", args.rerank), ("--run", args.run))
+        if v and Path(v).exists()
+    }
+    dataset = Path(args.dataset)
+    inputs["--dataset"] = [f for f in dataset.rglob("*") if f.is_file()] if dataset.is_dir() else [dataset]
+    for flag in ("output", "plot", "save_runs"):
+        if getattr(args, flag):
+            refuse_aliasing(f"--{flag.replace('_', '-')}", [getattr(args, flag)], inputs)
     if args.dev_seed is not None and args.dev_fraction is None:
         raise UserError("--dev-seed needs --dev-fraction (the dev split it seeds)")
     seed = DataConfig.dev_seed if args.dev_seed is None else args.dev_seed  # training's default split

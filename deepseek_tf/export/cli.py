@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from deepseek_tf.console import command_parser
+from deepseek_tf.console import command_parser, number
 from deepseek_tf.errors import UserError, cli_entry
 from deepseek_tf.export.quantization import quantization_report
 from deepseek_tf.export.saved_model import export_saved_model
@@ -41,7 +41,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument(
         "--tolerance",
-        type=float,
+        type=number(float, 0),
         default=None,
         help="override the check: max abs diff (saved_model, tflite none) or min cosine "
         "(tflite float16/dynamic/int8) against the Keras model",

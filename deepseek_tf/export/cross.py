@@ -11,7 +11,7 @@ import tensorflow as tf
 
 from deepseek_tf.config import Config, config_to_dict
 from deepseek_tf.errors import UserError
-from deepseek_tf.export.publish import check_output_dir, publish
+from deepseek_tf.export.publish import check_output_dir, publish, removed_on_failure
 from deepseek_tf.models.encoder import additive_attention_masks
 from deepseek_tf.retrieval.rerank import Reranker
 
@@ -44,7 +44,8 @@ def export_cross_encoder(
     )
     tmp = output.with_name(output.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    archive.write_out(str(tmp), verbose=False)
+    with removed_on_failure(tmp):
+        archive.write_out(str(tmp), verbose=False)
     texts = check_texts or [
         "summer dress",
         "What similarity laws must be obeyed for aeroelastic models?",

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-from deepseek_tf.errors import UserError
+from deepseek_tf.errors import UserError, refuse_aliasing
 from deepseek_tf.models.loading import EXPORT_META
 
 # Written into every SavedModel export's metadata (and quoted in the README).
@@ -27,6 +29,57 @@ def _check_parent(output: Path) -> None:
             if not parent.is_dir():
                 raise UserError(f"--output {output}: {parent} is a file, not a directory")
             return
+
+
+def check_not_model(model: str | Path, outputs: list[Path]) -> None:
+    """Before anything is written: an export may not replace, hold or sit inside the model it
+    exports (`--output run/model --overwrite` once deleted model.keras, config.yaml and vocab.txt)."""
+    if Path(str(model)).exists():
+        refuse_aliasing("--output", outputs, {"--model": [Path(str(model))]})
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(getattr(e, "message", None) or getattr(e, "strerror", None) or e).strip()
+    return text.splitlines()[0][:200] if text else type(e).__name__
+
+
+@contextmanager
+def removed_on_failure(tmp: Path) -> Iterator[Path]:
+    """The block writes the directory `tmp`; on any failure it is removed (a left `.tmp` is an
+    unfinished write that other commands refuse), and a failed write (a full disk, `ulimit -f`:
+    TensorFlow's OutOfRangeError or an OSError, neither naming the file) is one line naming it."""
+    try:
+        yield tmp
+    except UserError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    except Exception as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        import tensorflow as tf
+
+        if isinstance(e, OSError | tf.errors.OpError):
+            raise UserError(f"{tmp}: cannot write the export ({_first_line(e)}); nothing written") from None
+        raise
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def write_files(files: list[tuple[Path, bytes]]) -> None:
+    """Writes every (target, data) to `target.tmp`, then renames them all into place: a failed
+    write (a full disk, `ulimit -f`) removes what it wrote and names the file."""
+    written: list[Path] = []
+    try:
+        for target, data in files:
+            tmp = target.with_name(target.name + ".tmp")
+            written.append(tmp)
+            tmp.write_bytes(data)
+    except OSError as e:
+        for tmp in written:
+            tmp.unlink(missing_ok=True)
+        raise UserError(f"{written[-1]}: cannot write ({_first_line(e)}); nothing written") from None
+    for (target, _), tmp in zip(files, written):
+        tmp.replace(target)
 
 
 def check_output_dir(output: str | Path, overwrite: bool = False) -> None:

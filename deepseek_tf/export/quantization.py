@@ -62,11 +62,15 @@ def quantization_report(
     from deepseek_tf.console import progress  # a bar on a terminal, a line per mode in a log
     from deepseek_tf.data import load_beir
     from deepseek_tf.evaluate.report import dense_run, trec_metrics
-    from deepseek_tf.export.publish import check_output_files
+    from deepseek_tf.export.publish import check_not_model, check_output_files
     from deepseek_tf.retrieval.tflite import tower_paths
 
-    ds = load_beir(dataset, split, unknown_ids="drop")
     modes = ("none",) + tuple(m for m in modes if m != "none")  # float32 is the baseline
+    check_not_model(
+        model,
+        [Path(f"{output}.report.md"), *(p for m in modes for p in tower_paths(f"{output}-{FILE_LABELS[m]}").values())],
+    )
+    ds = load_beir(dataset, split, unknown_ids="drop")
     check_output_files([p for m in modes for p in tower_paths(f"{output}-{FILE_LABELS[m]}").values()], overwrite)
     calibration = calibration_texts(dataset) if "int8" in modes else None
     prepared = _Prepared(model)

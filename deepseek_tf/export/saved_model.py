@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from deepseek_tf.errors import UserError
-from deepseek_tf.export.publish import check_output_dir, publish
+from deepseek_tf.export.publish import check_not_model, check_output_dir, publish, removed_on_failure
 
 # Texts the export checks itself on: varied lengths, punctuation, numbers, CJK.
 CHECK_TEXTS = [
@@ -131,6 +131,7 @@ def export_saved_model(
 
     An existing `output` is replaced only if it is a previous export (or `overwrite`)."""
     output = Path(output)
+    check_not_model(model_dir, [output])
     check_output_dir(output, overwrite)  # before minutes of work, and before anything is deleted
     model, tokenizer, config = load_for_export(model_dir)
     if config.model.kind == "cross_encoder":  # one score(query, doc) endpoint, built in rerank.py
@@ -141,19 +142,19 @@ def export_saved_model(
     reference = _reference(model, tokenizer, config)
     tmp = output.with_name(output.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    build_archive(model, tokenizer, m.query_max_length, m.doc_max_length).write_out(str(tmp), verbose=False)
-    loaded = tf.saved_model.load(str(tmp))
-    checks = {}
-    for tower, fn in (("query", loaded.encode_query), ("doc", loaded.encode_doc)):
-        want = reference.encode(HELD_TEXTS, tower)
-        got = fn(tf.constant(HELD_TEXTS)).numpy()
-        checks[f"{tower}_max_abs_diff"] = max_abs_diff(want, got)
-    if not max(checks.values()) <= tolerance:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise UserError(
-            f"export check failed: SavedModel differs from Keras by {max(checks.values()):.2e} "
-            f"> tolerance {tolerance:.0e}; nothing written"
-        )
+    with removed_on_failure(tmp):
+        build_archive(model, tokenizer, m.query_max_length, m.doc_max_length).write_out(str(tmp), verbose=False)
+        loaded = tf.saved_model.load(str(tmp))
+        checks = {}
+        for tower, fn in (("query", loaded.encode_query), ("doc", loaded.encode_doc)):
+            want = reference.encode(HELD_TEXTS, tower)
+            got = fn(tf.constant(HELD_TEXTS)).numpy()
+            checks[f"{tower}_max_abs_diff"] = max_abs_diff(want, got)
+        if not max(checks.values()) <= tolerance:
+            raise UserError(
+                f"export check failed: SavedModel differs from Keras by {max(checks.values()):.2e} "
+                f"> tolerance {tolerance:.0e}; nothing written"
+            )
     return publish(
         tmp,
         output,

@@ -25,6 +25,7 @@ import numpy as np
 import tensorflow as tf
 
 from deepseek_tf.errors import UserError
+from deepseek_tf.export.publish import write_files
 from deepseek_tf.retrieval.embedders import Embedder
 from deepseek_tf.retrieval.tflite import TOWERS, TFLiteScorer, _native_stderr_silenced, _Runner, meta_path, tower_paths
 
@@ -160,7 +161,7 @@ def write_tflite(
                 f"needs {sign} {c.get('bound', 0):.4g}; nothing written"
             )
     names = {t: p.name for t, p in paths.items()}
-    written = {}
+    written: list[tuple[Path, bytes]] = []
     for tower, path in paths.items():
         path.parent.mkdir(parents=True, exist_ok=True)
         meta = {
@@ -177,12 +178,8 @@ def write_tflite(
             "calibration_texts": len((calibration or {}).get(tower, [])),
             "runtime": "tensorflow.lite InterpreterWithCustomOps + tensorflow_text SELECT_TFTEXT_OPS",
         }
-        for target, data in ((path, blobs[tower]), (meta_path(path), json.dumps(meta, indent=2).encode())):
-            tmp = target.with_name(target.name + ".tmp")
-            tmp.write_bytes(data)
-            written[tmp] = target
-    for tmp, target in written.items():
-        tmp.replace(target)
+        written += [(path, blobs[tower]), (meta_path(path), json.dumps(meta, indent=2).encode())]
+    write_files(written)  # every file or none
     return {
         "paths": {t: str(p) for t, p in paths.items()},
         "checks": checks,
@@ -268,8 +265,5 @@ def write_cross_tflite(
         "runtime": "tensorflow.lite InterpreterWithCustomOps + tensorflow_text SELECT_TFTEXT_OPS",
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    for target, data in ((path, blob), (meta_path(path), json.dumps(meta, indent=2).encode())):
-        target.with_name(target.name + ".tmp").write_bytes(data)
-    for target in (path, meta_path(path)):
-        target.with_name(target.name + ".tmp").replace(target)
+    write_files([(path, blob), (meta_path(path), json.dumps(meta, indent=2).encode())])
     return {"paths": {"score": str(path)}, "checks": {"score": check}, "size_bytes": {"score": len(blob)}}

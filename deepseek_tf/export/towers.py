@@ -7,7 +7,7 @@ import tempfile
 from pathlib import Path
 
 from deepseek_tf.errors import UserError
-from deepseek_tf.export.publish import check_output_files
+from deepseek_tf.export.publish import check_not_model, check_output_files, removed_on_failure
 from deepseek_tf.export.saved_model import (
     HELD_TEXTS,
     _base_meta,
@@ -40,9 +40,10 @@ class _Prepared:
         self.tmpdir = tempfile.mkdtemp(prefix="deepseek_export_")
         self.saved_model = Path(self.tmpdir) / "saved_model"
         # SentencePiece runs as its lite twin: the same ids on ops that have TFLite kernels
-        build_archive(self.model, for_tflite(self.tokenizer), m.query_max_length, m.doc_max_length).write_out(
-            str(self.saved_model), verbose=False
-        )
+        with removed_on_failure(Path(self.tmpdir)):
+            build_archive(self.model, for_tflite(self.tokenizer), m.query_max_length, m.doc_max_length).write_out(
+                str(self.saved_model), verbose=False
+            )
 
     def write(self, output: str | Path, quantize: str, calibration=None, tolerance: float | None = None) -> dict:
         return write_tflite(
@@ -69,6 +70,7 @@ def export_tflite(
         raise UserError(f"--quantize must be one of {', '.join(QUANT_MODES)}, got {quantize!r}")
     if quantize == "int8" and dataset is None:
         raise UserError("--quantize int8 needs --dataset DIR (texts to calibrate activations on)")
+    check_not_model(model, [cross_path(output), *tower_paths(output).values()])
     calibration = calibration_texts(dataset) if quantize == "int8" else None
     loaded = load_for_export(model)
     cross = loaded[2].model.kind == "cross_encoder"
@@ -89,7 +91,8 @@ def _export_cross_tflite(model, tokenizer, config, output, quantize: str, calibr
 
     tmpdir = Path(tempfile.mkdtemp(prefix="deepseek_export_"))
     try:
-        export_cross_encoder(model, tokenizer, config, tmpdir / "saved_model")
+        with removed_on_failure(tmpdir):
+            export_cross_encoder(model, tokenizer, config, tmpdir / "saved_model")
         base = {
             "pair_max_length": config.model.doc_max_length,
             "query_max_length": config.model.query_max_length,

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from deepseek_tf.data import describe_dropped
+from deepseek_tf.data.beir import MAX_LINE_BYTES
 from deepseek_tf.errors import UserError
 from deepseek_tf.index.build import shard_stream, start_build
 from deepseek_tf.index.finish import finish
@@ -124,11 +125,14 @@ def build_index_beam(
     shard_size: int = 10000,
     batch_size: int = 64,
     verbose: bool = True,
+    max_line_bytes: int = MAX_LINE_BYTES,
     **backend_params,
 ) -> dict:
     """`build_index` with the encoding run as a Beam pipeline on RUNNER; same files, same manifest
     (its build.runner names the runner). Resumes like the local build: finished shards are skipped."""
-    plan, done = start_build(model, corpus, output, backend, analyzer, shard_size, batch_size, verbose, backend_params)
+    plan, done = start_build(
+        model, corpus, output, backend, analyzer, shard_size, batch_size, verbose, backend_params, max_line_bytes
+    )
     if done is not None:
         return done
     pending, shards = [], 0

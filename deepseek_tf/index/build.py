@@ -22,9 +22,9 @@ from pathlib import Path
 
 from deepseek_tf.console import format_eta, is_terminal
 from deepseek_tf.data import describe_dropped
-from deepseek_tf.data.beir import Dropped, file_sha256
-from deepseek_tf.errors import UserError
-from deepseek_tf.index.corpus import check_corpus, chunked, count_lines, iter_documents
+from deepseek_tf.data.beir import MAX_LINE_BYTES, Dropped, file_sha256
+from deepseek_tf.errors import UserError, refuse_aliasing
+from deepseek_tf.index.corpus import check_corpus, chunked, iter_documents, scan_corpus
 from deepseek_tf.index.dense import check_backend
 from deepseek_tf.index.finish import FORMAT, MANIFEST, finish, model_spec, stderr_sayer
 from deepseek_tf.index.shards import SHARD_DIR, remove_stale, verify_shard, write_docs, write_vectors
@@ -53,6 +53,8 @@ class Plan:
     verbose: bool
     started: float = field(default_factory=time.perf_counter)
     dropped: Dropped = field(default_factory=Dropped)
+    max_line_bytes: int = MAX_LINE_BYTES
+    records: int = 0  # records in the corpus: the progress total
 
 
 def check_args(backend: str, analyzer: str, shard_size: int, batch_size: int, backend_params: dict) -> None:
@@ -85,6 +87,7 @@ def plan_build(
     batch_size: int,
     verbose: bool,
     backend_params: dict,
+    max_line_bytes: int = MAX_LINE_BYTES,
 ) -> Plan:
     """Checks every argument before anything is written, loads the embedder, hashes the corpus."""
     from deepseek_tf.retrieval.artifacts import load_embedder
@@ -92,6 +95,11 @@ def plan_build(
     check_args(backend, analyzer, shard_size, batch_size, backend_params)
     corpus, output = check_corpus(corpus), Path(output)
     check_output(output)
+    records = scan_corpus(corpus, max_line_bytes)  # a bad line is refused now, not after hours of encoding
+    # the build writes under OUTPUT: a corpus or model inside it (or OUTPUT inside a model dir) would be overwritten
+    refuse_aliasing(
+        "--output", [output], {"--corpus": [corpus], **({"--model": [model]} if Path(model).exists() else {})}
+    )
     embedder = load_embedder(model)
     settings = {
         "model": model_spec(model),
@@ -112,12 +120,22 @@ def plan_build(
         settings,
         stderr_sayer(verbose),
         verbose,
+        max_line_bytes=max_line_bytes,
+        records=records,
     )
 
 
+# what a finished index was built from, and the flag that chose it
+BUILT_FROM = {"model_fingerprint": "--model", "corpus_sha256": "--corpus", "shard_size": "--shard-size"}
+
+
 def finished_manifest(plan: Plan) -> dict | None:
-    """The manifest when OUTPUT already holds this very index (checked file by file), else None;
-    a manifest of another build is removed, as the build is about to change what it describes."""
+    """The manifest when OUTPUT already holds this very index (checked file by file), else None.
+
+    A finished index of another model, corpus or shard size is refused before anything is touched:
+    none of its shards could be reused, and removing its manifest would stop it serving. With only
+    another backend, analyzer or backend parameters the shards are reused and the manifest removed,
+    as the build is about to change what it describes."""
     path = plan.output / MANIFEST
     if not path.is_file():
         return None
@@ -128,9 +146,14 @@ def finished_manifest(plan: Plan) -> dict | None:
         return None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise UserError(f"{path}: not a deepseek_tf index manifest; choose another --output")
+    for key, flag in BUILT_FROM.items():
+        if manifest.get(key) != plan.settings[key]:
+            raise UserError(
+                f"--output {plan.output} holds a finished index built with another {flag} ({key} "
+                f"{manifest.get(key)} != {plan.settings[key]}); nothing changed: build into another --output"
+            )
     same = (
-        all(manifest.get(k) == v for k, v in plan.settings.items() if k != "model")
-        and manifest.get("backend") == plan.backend
+        manifest.get("backend") == plan.backend
         and manifest.get("analyzer_setting") == plan.analyzer
         and all(manifest.get("backend_params", {}).get(k) == int(v) for k, v in plan.backend_params.items())
     )
@@ -145,14 +168,14 @@ def finished_manifest(plan: Plan) -> dict | None:
 def shard_stream(plan: Plan):
     """(shard number, docs, record or None) over the corpus, shard by shard; verified shards come
     with their record and are not to be encoded again."""
-    for i, docs in enumerate(chunked(iter_documents(plan.corpus, plan.dropped), plan.shard_size)):
+    for i, docs in enumerate(chunked(iter_documents(plan.corpus, plan.dropped, plan.max_line_bytes), plan.shard_size)):
         yield i, docs, verify_shard(plan.output, i, plan.settings)
 
 
 def encode_shards(plan: Plan) -> tuple[int, float]:
     """Encodes every unfinished shard in turn; (shards in the corpus, seconds spent encoding)."""
     kill_after = int(os.environ.get(KILL_AFTER_ENV, "0") or 0)
-    total_docs = count_lines(plan.corpus)  # an upper bound: the progress total and ETA
+    total_docs = plan.records  # an upper bound (some may be dropped): the progress total and ETA
     bar = is_terminal() and plan.verbose
     shards = written = done_docs = 0
     encode_s, t_start = 0.0, time.perf_counter()
@@ -191,10 +214,13 @@ def start_build(
     batch_size: int,
     verbose: bool,
     backend_params: dict,
+    max_line_bytes: int = MAX_LINE_BYTES,
 ):
     """(plan, manifest of a finished build or None): what the local and the Beam builds do first.
     When nothing is finished yet, OUTPUT exists and holds no stale temporary files."""
-    plan = plan_build(model, corpus, output, backend, analyzer, shard_size, batch_size, verbose, backend_params)
+    plan = plan_build(
+        model, corpus, output, backend, analyzer, shard_size, batch_size, verbose, backend_params, max_line_bytes
+    )
     done = finished_manifest(plan)
     if done is not None:
         plan.say(f"{plan.output}: already built ({done['count']} documents, {done['backend']}); nothing to do")
@@ -213,13 +239,17 @@ def build_index(
     shard_size: int = 10000,
     batch_size: int = 64,
     verbose: bool = True,
+    max_line_bytes: int = MAX_LINE_BYTES,
     **backend_params,
 ) -> dict:
     """Builds (or resumes, or finishes) the index of CORPUS in OUTPUT; returns the manifest.
 
     Rerunning a finished build with the same arguments only checks it; with another backend,
-    analyzer or backend parameters it reuses the shards and rebuilds the rest."""
-    plan, done = start_build(model, corpus, output, backend, analyzer, shard_size, batch_size, verbose, backend_params)
+    analyzer or backend parameters it reuses the shards and rebuilds the rest; with another model,
+    corpus or shard size it is refused. `max_line_bytes` bounds one corpus line."""
+    plan, done = start_build(
+        model, corpus, output, backend, analyzer, shard_size, batch_size, verbose, backend_params, max_line_bytes
+    )
     if done is not None:
         return done
     shards, encode_s = encode_shards(plan)

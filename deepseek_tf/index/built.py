@@ -1,7 +1,7 @@
 """Loading a built index: `load_built_index(DIR)` -> BuiltIndex (dense and BM25 search, texts,
-the model that made the vectors). Everything the manifest names is checked on load; shard
-checksums too when the shards total at most VERIFY_BYTES (past that, sizes and headers only:
-hashing gigabytes would make every service start slow)."""
+the model that made the vectors). Everything the manifest names must lie inside DIR and is
+checked on load: sizes and headers always, sha256 of the shards, ids, offsets and BM25 files
+when they total at most VERIFY_BYTES (hashing gigabytes would make every service start slow)."""
 
 from __future__ import annotations
 
@@ -33,6 +33,7 @@ REQUIRED = (
     "corpus",
     "corpus_sha256",
     "files",
+    "checksums",
     "build",
 )
 
@@ -117,8 +118,65 @@ def _read_manifest(path: Path) -> dict:
     return manifest
 
 
+def _inside(path: Path, name: object, what: str) -> Path:
+    """PATH/name when it resolves inside the index directory. A manifest is data: one naming
+    "../../etc/passwd" must not make the loader read (and quote) a file outside the index."""
+    target = (path / name).resolve() if isinstance(name, str) and name else None
+    if target is None or not target.is_relative_to(path.resolve()):
+        raise UserError(f"{path / MANIFEST}: its {what} {name!r} lies outside the index directory; refused")
+    return path / name
+
+
+def _check_paths(path: Path, manifest: dict) -> None:
+    """Every file the manifest names lies inside the index directory (checked before any is opened)."""
+    if not isinstance(manifest["shards"], list) or not isinstance(manifest["files"], dict):
+        raise UserError(f"{path / MANIFEST}: corrupt manifest (shards or files of the wrong type)")
+    if not isinstance(manifest["checksums"], dict):
+        raise UserError(f"{path / MANIFEST}: corrupt manifest (checksums of the wrong type)")
+    for entry in manifest["shards"]:
+        if not isinstance(entry, dict):
+            raise UserError(f"{path / MANIFEST}: corrupt manifest (a shard entry is not an object)")
+        _inside(path, entry.get("file"), "shard file")
+        _inside(path, entry.get("docs"), "shard documents")
+    for key, name in manifest["files"].items():
+        if name is not None:
+            _inside(path, name, f"{key} file")
+    for name in manifest["checksums"]:
+        _inside(path, name, "checksummed file")
+
+
+def _check_files(path: Path, manifest: dict, verify: bool) -> None:
+    """ids, offsets, BM25 and faiss files against the manifest's sizes and sha256 (hashed when
+    `verify`): an edited ids.json would otherwise serve other documents under the ids."""
+    named = {manifest["files"].get(k) for k in ("ids", "offsets")}
+    if not named <= set(manifest["checksums"]) or not any(
+        n.startswith(f"{manifest['files'].get('bm25')}/") for n in manifest["checksums"]
+    ):
+        raise UserError(
+            f"{path / MANIFEST}: has no checksums for its ids, offsets or BM25 files; build the index again"
+        )
+    for name, want in manifest["checksums"].items():
+        f = path / name
+        if not f.is_file():
+            raise UserError(f"{f}: missing index file; build the index again")
+        if not isinstance(want, dict) or f.stat().st_size != want.get("bytes"):
+            raise UserError(
+                f"{f}: size differs from the manifest (changed after the index was built); build the index again"
+            )
+        if verify and file_sha256(f) != want.get("sha256"):
+            raise UserError(f"{f}: checksum mismatch (changed after the index was built); build the index again")
+
+
+def _indexed_bytes(path: Path, manifest: dict) -> int:
+    shards = sum(f.stat().st_size for e in manifest["shards"] if (f := path / e["file"]).is_file())
+    others = sum(
+        w["bytes"] for w in manifest["checksums"].values() if isinstance(w, dict) and isinstance(w.get("bytes"), int)
+    )
+    return shards + others
+
+
 def _check_shards(path: Path, manifest: dict, verify: bool) -> list[Path]:
-    files, total = [], 0
+    files = []
     for entry in manifest["shards"]:
         f = path / entry["file"]
         if not f.is_file():
@@ -133,10 +191,9 @@ def _check_shards(path: Path, manifest: dict, verify: bool) -> list[Path]:
         if not (path / entry["docs"]).is_file():
             raise UserError(f"{path / entry['docs']}: missing shard documents; build the index again")
         files.append(f)
-        total += f.stat().st_size
     if sum(e["count"] for e in manifest["shards"]) != manifest["count"]:
         raise UserError(f"{path / MANIFEST}: shard counts do not add up to {manifest['count']}")
-    if verify if verify is not None else total <= VERIFY_BYTES:
+    if verify:
         for entry in manifest["shards"]:
             for key, name in (("sha256", "file"), ("docs_sha256", "docs")):
                 if file_sha256(path / entry[name]) != entry[key]:
@@ -152,7 +209,11 @@ def load_built_index(path: str | Path, verify: bool | None = None) -> BuiltIndex
     inconsistent. `verify`: check shard checksums (default: when they total at most VERIFY_BYTES)."""
     path = Path(path)
     manifest = _read_manifest(path)
+    _check_paths(path, manifest)
+    if verify is None:
+        verify = _indexed_bytes(path, manifest) <= VERIFY_BYTES
     files = _check_shards(path, manifest, verify)
+    _check_files(path, manifest, verify)
     try:
         ids = json.loads((path / manifest["files"]["ids"]).read_text(encoding="utf-8"))
         offsets = np.load(path / manifest["files"]["offsets"], mmap_mode="r")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from deepseek_tf.console import command_parser
+from deepseek_tf.console import command_parser, number
+from deepseek_tf.data.beir import MAX_LINE_BYTES
 from deepseek_tf.errors import UserError, cli_entry
 from deepseek_tf.index.dense import BACKENDS, PARAMS
 from deepseek_tf.text.analyzer import ANALYZERS
@@ -45,8 +46,15 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     p.add_argument(
         "--analyzer", default="default", help=f"BM25 analyzer: {', '.join(ANALYZERS)} (default: decided on the corpus)"
     )
-    p.add_argument("--shard-size", type=int, default=10000, help="documents per shard (default: 10000)")
-    p.add_argument("--batch-size", type=int, default=64, help="texts encoded at once (default: 64)")
+    p.add_argument("--shard-size", type=number(int, 1), default=10000, help="documents per shard (default: 10000)")
+    p.add_argument("--batch-size", type=number(int, 1), default=64, help="texts encoded at once (default: 64)")
+    p.add_argument(
+        "--max-line-mb",
+        type=number(float, 0, low_open=True),
+        default=MAX_LINE_BYTES / 2**20,
+        help=f"refuse a corpus line (one document) longer than this, naming file:line: the corpus is "
+        f"streamed and one huge line would be held whole (default: {MAX_LINE_BYTES / 2**20:g})",
+    )
     p.add_argument(
         "--runner",
         help=f"encode as an Apache Beam pipeline on this runner ({', '.join(RUNNERS)}); "
@@ -90,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         shard_size=args.shard_size,
         batch_size=args.batch_size,
         verbose=not args.quiet,
+        max_line_bytes=max(1, int(args.max_line_mb * 2**20)),
         **params,
     )
     if args.runner:

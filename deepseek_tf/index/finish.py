@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from deepseek_tf.data.beir import file_sha256
 from deepseek_tf.errors import UserError
 from deepseek_tf.index.dense import FAISS_FILE, DenseSearcher, ShardedVectors, build_dense, resolve_params
 from deepseek_tf.index.lexical import (
@@ -22,7 +23,15 @@ from deepseek_tf.index.lexical import (
     resolve_analyzer,
     write_offsets,
 )
-from deepseek_tf.index.shards import SHARD_DIR, atomic_write, shard_paths, verify_shard, write_json
+from deepseek_tf.index.shards import (
+    SHARD_DIR,
+    atomic_write,
+    check_npy_written,
+    save_npy,
+    shard_paths,
+    verify_shard,
+    write_json,
+)
 
 FORMAT, VERSION = "deepseek_tf-index", 1
 MANIFEST = "manifest.json"
@@ -56,6 +65,16 @@ def ann_recall(
     return float(np.mean([len(set(a) & set(b)) / len(b) for a, b in zip(found, truth)]))
 
 
+def file_checksums(output: Path, names: list[str]) -> dict[str, dict]:
+    """{path relative to OUTPUT: {sha256, bytes}} of the named files and of every file under the
+    named directories: what a loader checks before it serves ids, offsets or BM25 postings."""
+    files = []
+    for name in names:
+        p = output / name
+        files += sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
+    return {str(f.relative_to(output)): {"sha256": file_sha256(f), "bytes": f.stat().st_size} for f in files}
+
+
 def finish(
     output: Path,
     settings: dict,
@@ -86,16 +105,20 @@ def finish(
     ids, offsets = write_offsets(output, counts)
     write_json(output / IDS_FILE, ids)
 
-    def save_offsets(p: Path) -> None:
-        with p.open("wb") as f:
-            np.save(f, offsets)
-
-    atomic_write(output / OFFSETS_FILE, save_offsets)
+    atomic_write(output / OFFSETS_FILE, lambda p: save_npy(p, offsets))
     resolved = resolve_analyzer(analyzer, output, shards)
     say(f"BM25 over {n} documents with the {resolved.name} analyzer")
     tmp = output / f".{BM25_DIR}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    StoredBM25(analyzer=resolved.name).build(output, shards, ids).save(tmp)
+    bm25 = StoredBM25(analyzer=resolved.name).build(output, shards, ids)
+    try:
+        bm25.save(tmp)
+        for npy in tmp.glob("*.npy"):  # bm25s saves with np.save, which ignores a short write
+            check_npy_written(npy)
+    except (OSError, UserError) as e:  # bm25s names no file when the disk is full or `ulimit -f` is reached
+        shutil.rmtree(tmp, ignore_errors=True)
+        why = e.strerror if isinstance(e, OSError) and e.strerror else e
+        raise UserError(f"{tmp}: cannot write the BM25 index ({why}); nothing of it kept") from None
     shutil.rmtree(output / BM25_DIR, ignore_errors=True)
     tmp.replace(output / BM25_DIR)
     lexical_s = time.perf_counter() - t0
@@ -141,6 +164,11 @@ def finish(
             "bm25": BM25_DIR,
             "dense": FAISS_FILE if backend != "exact" else None,
         },
+        # every file but the shards (they carry their own sums above): an edited ids.json would
+        # serve other documents under the ids, so the loader verifies these too
+        "checksums": file_checksums(
+            output, [IDS_FILE, OFFSETS_FILE, BM25_DIR] + ([FAISS_FILE] if backend != "exact" else [])
+        ),
         "corpus": str(Path(corpus).resolve()),
         "corpus_sha256": settings["corpus_sha256"],
         "dropped": dict(dropped),

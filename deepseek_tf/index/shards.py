@@ -16,15 +16,17 @@ so something outside the build changed it, and only the user can say which side 
 
 from __future__ import annotations
 
+import errno
 import json
 import os
-from collections.abc import Callable
+import shutil
 from pathlib import Path
 
 import numpy as np
 
 from deepseek_tf.data.beir import file_sha256
 from deepseek_tf.errors import UserError
+from deepseek_tf.files import atomic_write, write_json
 
 SHARD_DIR = "shards"
 RECORD_KEYS = ("model_fingerprint", "corpus_sha256", "shard_size")
@@ -39,18 +41,24 @@ def shard_paths(output: Path, i: int) -> dict[str, Path]:
     }
 
 
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """write(tmp) then rename over PATH: a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    write(tmp)
-    with tmp.open("rb") as f:
-        os.fsync(f.fileno())  # the rename must not reach the disk before the data
-    tmp.replace(path)
+def save_npy(path: Path, array: np.ndarray) -> None:
+    """np.save to PATH, checked: numpy writes an array's data with fwrite and ignores a short write
+    (a full disk, `ulimit -f`), which left a truncated shard behind a record that vouched for it."""
+    with path.open("wb") as f:  # np.save on a path would append ".npy"
+        np.save(f, array)
+        f.flush()
+        size, want = os.fstat(f.fileno()).st_size, f.tell()
+    if size != want:
+        raise OSError(errno.EFBIG, f"short write: {size} of {want} bytes reached the disk")
 
 
-def write_json(path: Path, data: dict | list) -> None:
-    atomic_write(path, lambda p: p.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n", encoding="utf-8"))
+def check_npy_written(path: Path) -> None:
+    """OSError unless the .npy file at PATH holds all the data its header announces (a check after
+    a library's np.save, which ignores a short write)."""
+    shape, dtype, offset = read_vectors_header(path)
+    want = offset + int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+    if path.stat().st_size != want:
+        raise OSError(errno.EFBIG, f"short write: {path.stat().st_size} of {want} bytes reached the disk", str(path))
 
 
 def write_docs(output: Path, i: int, docs: list[tuple[str, str]]) -> None:
@@ -74,12 +82,7 @@ def write_vectors(output: Path, i: int, vectors: np.ndarray, settings: dict) -> 
     """Writes shard i's vectors (its docs file must exist), then its record; returns the record."""
     paths = shard_paths(output, i)
     vectors = np.ascontiguousarray(vectors, np.float32)  # (count, dim)
-
-    def save(p: Path) -> None:
-        with p.open("wb") as f:  # np.save on a path would append ".npy"
-            np.save(f, vectors)
-
-    atomic_write(paths["vectors"], save)
+    atomic_write(paths["vectors"], lambda p: save_npy(p, vectors))
     record = {
         "shard": i,
         "count": int(vectors.shape[0]),
@@ -150,8 +153,12 @@ def verify_shard(output: Path, i: int, settings: dict, checksums: bool = True) -
 
 
 def remove_stale(output: Path) -> None:
-    """Temporary files of a killed write: never complete, so never kept."""
+    """Temporary files of a killed write: never complete, so never kept. Some are directories
+    (bm25s saves a directory: `.bm25.tmp/`), removed as a whole."""
     for directory in (Path(output), Path(output) / SHARD_DIR):
         if directory.is_dir():
             for tmp in directory.glob(".*.tmp"):
-                tmp.unlink(missing_ok=True)
+                if tmp.is_dir() and not tmp.is_symlink():
+                    shutil.rmtree(tmp)
+                else:
+                    tmp.unlink(missing_ok=True)

@@ -10,7 +10,14 @@ from deepseek_tf.models import preset_model
 from deepseek_tf.models.backbones import PRESETS
 from deepseek_tf.models.loading import load_trained, refuse_unfinished, weights_fingerprint
 from deepseek_tf.retrieval.embedders import Embedder, KerasEmbedder, SavedModelEmbedder
-from deepseek_tf.retrieval.tflite import TFLiteEmbedder
+from deepseek_tf.retrieval.tflite import TFLiteEmbedder, _read_meta
+
+
+def _not_a_retriever(spec: str) -> UserError:
+    # a cross-encoder scores (query, document) pairs: it has no towers to embed with
+    return UserError(
+        f"{spec}: a cross-encoder (reranker), not a retriever; give it as --rerank and a dual encoder as the model"
+    )
 
 
 def load_embedder(spec: str) -> Embedder:
@@ -24,9 +31,13 @@ def load_embedder(spec: str) -> Embedder:
     if path.suffix == ".tflite":
         if not path.is_file():
             raise UserError(f"TFLite file not found: {path}")
+        if _read_meta(path).get("kind") == "cross_encoder":
+            raise _not_a_retriever(spec)
         return TFLiteEmbedder(path)
     if (path / "model.keras").is_file():
         model, tokenizer, config = load_trained(path)
+        if config.model.kind == "cross_encoder":
+            raise _not_a_retriever(spec)
         return KerasEmbedder(
             model,
             tokenizer,

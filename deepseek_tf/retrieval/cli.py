@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-from deepseek_tf.console import command_parser
+from deepseek_tf.console import command_parser, number
 from deepseek_tf.data import load_beir
 from deepseek_tf.errors import UserError, cli_entry
-from deepseek_tf.retrieval.mining import check_output_file, mine, write_pairs
+from deepseek_tf.retrieval.mining import check_mine_output, check_output_file, mine, write_pairs
 from deepseek_tf.text.analyzer import ANALYZERS
 
 
@@ -23,16 +23,16 @@ def mine_parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--dataset", required=True, help="BEIR-layout directory")
     p.add_argument("--split", default="train", help="qrels split whose queries are mined (default: train)")
     p.add_argument("--source", default="bm25", help="'bm25' or a MODEL (trained model dir, SavedModel, preset)")
-    p.add_argument("--top-k", type=int, default=30, help="candidates per query (default: 30)")
-    p.add_argument("--skip-top", type=int, default=3, help="best ranks never taken (default: 3)")
+    p.add_argument("--top-k", type=number(int, 1), default=30, help="candidates per query (default: 30)")
+    p.add_argument("--skip-top", type=number(int, 0), default=3, help="best ranks never taken (default: 3)")
     p.add_argument(
         "--margin",
-        type=float,
+        type=number(float, 0),
         default=0.05,
         help="negative score <= positive score - margin*|positive score| (default: 0.05)",
     )
-    p.add_argument("--min-label", type=int, default=1, help="grade from which a judgment is relevant")
-    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--min-label", type=number(int, 0), default=1, help="grade from which a judgment is relevant")
+    p.add_argument("--seed", type=number(int, 0), default=42)
     p.add_argument(
         "--analyzer",
         default="default",
@@ -41,7 +41,7 @@ def mine_parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument(
         "--judged",
-        type=int,
+        type=number(int, 0),
         default=0,
         help="negatives per pair taken first from the query's judged non-relevant documents (default: 0)",
     )
@@ -55,6 +55,7 @@ def mine_main(argv: list[str] | None = None) -> int:
     if args.top_k < 1 or args.skip_top < 0:
         raise UserError("--top-k must be >= 1 and --skip-top >= 0")
     check_output_file(args.output)
+    check_mine_output(args.output, args.dataset, args.source)
     ds = load_beir(args.dataset, args.split, unknown_ids="drop")
     mined = mine(
         ds,

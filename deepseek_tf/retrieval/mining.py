@@ -24,8 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from deepseek_tf.data import BeirDataset, Pairs
-from deepseek_tf.errors import UserError
+from deepseek_tf.data import BeirDataset, Pairs, describe_dropped
+from deepseek_tf.errors import UserError, refuse_aliasing
 from deepseek_tf.text.analyzer import Analyzer
 
 
@@ -145,6 +145,8 @@ def mine(
     `mine_negatives`."""
     qids = sorted(q for q in ds.qrels if q in ds.queries)
     doc_ids = list(ds.corpus)
+    for line in describe_dropped(ds.dropped):  # e.g. judgments naming documents the corpus lacks
+        print(f"warning: {line}; mining the rest", file=sys.stderr)
     if embedder is None and source != "bm25":
         from deepseek_tf.retrieval.artifacts import load_embedder
 
@@ -162,6 +164,16 @@ def mine(
         file=sys.stderr,
     )
     return mined
+
+
+def check_mine_output(output: str | Path, dataset: str | Path, source: str) -> None:
+    """The pairs file may not be any file of the BEIR directory (mining reads them; the qrels
+    would be replaced by the pairs) nor lie in or over a --source model."""
+    dataset = Path(dataset)
+    inputs = {"--dataset": [f for f in dataset.rglob("*") if f.is_file()] if dataset.is_dir() else [dataset]}
+    if source != "bm25" and Path(source).exists():
+        inputs["--source"] = [Path(source)]
+    refuse_aliasing("--output", [output], inputs)
 
 
 def check_output_file(path: str | Path) -> None:
