@@ -325,6 +325,21 @@ CASES = [
         after=_no_tmp,
     ),
     Case(
+        "export-tflite-under-ulimit-f",
+        lambda fx, t: (_export(fx.model, t / "tiny", "tflite"), ": cannot write"),
+        fsize=64 << 10,
+        after=_no_tmp,
+    ),
+    Case(
+        "evaluate-output-under-ulimit-f",
+        lambda fx, t: (
+            ["evaluate", "--baseline", "bm25", "--dataset", str(fx.beir), "--output", str(t / "r.json")],
+            f"{t / 'r.json'}: cannot write",
+        ),
+        fsize=2000,
+        after=_no_tmp,
+    ),
+    Case(
         "index-under-ulimit-f",
         lambda fx, t: (
             _index_argv(fx, fx.model, _big_corpus(t), t / "out", "--shard-size", "600"),

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from deepseek_tf.errors import UserError
+from deepseek_tf.files import write_text
 
 PAIR_COLUMNS = ("query", "doc_content")
 OPTIONAL_COLUMNS = ("neg_doc", "label")
@@ -320,7 +321,4 @@ def write_run(run: dict[str, dict[str, float]], path: str | Path, tag: str = "de
     for q in sorted(run):
         ranked = sorted(run[q].items(), key=lambda kv: (-kv[1], kv[0]))
         lines += [f"{q} Q0 {d} {rank} {score:.6f} {tag}" for rank, (d, score) in enumerate(ranked, 1)]
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    write_text(Path(path), "\n".join(lines) + "\n")

@@ -4,7 +4,6 @@ reranked systems."""
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -13,6 +12,7 @@ from deepseek_tf.console import command_parser, number
 from deepseek_tf.errors import UserError, cli_entry, refuse_aliasing
 from deepseek_tf.evaluate.report import evaluate, format_table, plot_recall_curves
 from deepseek_tf.evaluate.significance import compare_reports, format_comparisons
+from deepseek_tf.files import write_json
 from deepseek_tf.text.analyzer import ANALYZERS
 
 
@@ -117,13 +117,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def _write_json(path: str | Path, obj) -> None:
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2))
-    tmp.replace(path)
-
-
 def compare_main(base_spec: str, other_spec: str) -> int:
     from deepseek_tf.evaluate.significance import load_report_system
 
@@ -205,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
                 "the row's latency is first stage + reranking"
             )
     if args.output:
-        _write_json(args.output, results)
+        write_json(Path(args.output), results, indent=2)
     if args.plot:
         plot_recall_curves(results, args.plot, f"{Path(args.dataset).name} ({args.split})")
     return 0

@@ -26,6 +26,7 @@ import numpy as np
 
 from deepseek_tf.data import BeirDataset, Pairs, describe_dropped
 from deepseek_tf.errors import UserError, refuse_aliasing
+from deepseek_tf.files import atomic_write
 from deepseek_tf.text.analyzer import Analyzer
 
 
@@ -197,9 +198,4 @@ def write_pairs(pairs: Pairs, path: str | Path) -> None:
     frame = pd.DataFrame(
         {"query": pairs.queries, "doc_content": pairs.docs, "neg_doc": pairs.negs, "label": pairs.labels}
     )
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        frame.to_csv(tmp, sep="\t", index=False)
-        tmp.replace(path)
-    finally:  # a failed write leaves no half-written .tmp beside the output
-        tmp.unlink(missing_ok=True)
+    atomic_write(path, lambda tmp: frame.to_csv(tmp, sep="\t", index=False))
