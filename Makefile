@@ -16,7 +16,7 @@ EXPORT_MODEL ?= $(if $(wildcard $(MODEL)/model.keras),$(MODEL),all-MiniLM-L6-v2)
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
 .DEFAULT_GOAL := help
-.PHONY: help install lint test docs smoke train evaluate export-savedmodel export-tflite bench bench-serve clean
+.PHONY: help install lint test test-quick docs smoke train evaluate export-savedmodel export-tflite bench bench-serve clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -44,6 +44,12 @@ lint: $(BIN)/activate  ## import layers (import-linter contracts in setup.cfg), 
 
 test: lint  ## import contracts, then the test suite (tiny models, no network; TEST_WORKERS=0 for one process)
 	$(PYTHON) -m pytest tests -n $(TEST_WORKERS) --maxprocesses 4
+
+# Unit tests of config, data, text, losses, metrics and search kernels: no training run, no subprocess.
+QUICK_TESTS := test_config test_console test_metrics_and_index test_analyzer test_bm25 test_data test_tokenizer \
+	test_optim test_losses_and_models test_loss_wiring
+test-quick: $(BIN)/activate  ## the fast unit tests (about a minute on 2 cores), before the whole suite
+	$(PYTHON) -m pytest $(foreach t,$(QUICK_TESTS),tests/$(t).py) -n 2 -k "not cli and not train_to_a_file and not inside_fit"
 
 docs: $(BIN)/activate  ## regenerate docs/configuration.md from the config dataclasses
 	$(PYTHON) -m deepseek_tf.config docs/configuration.md
