@@ -15,7 +15,7 @@ from conftest import run_cli
 from deepseek_tf.errors import UserError
 from deepseek_tf.export.saved_model import HELD_TEXTS
 from deepseek_tf.export.tflite import TOLERANCES, calibration_texts, compare
-from deepseek_tf.export.towers import _Prepared
+from deepseek_tf.export.towers import PreparedExport
 from deepseek_tf.retrieval.artifacts import load_embedder
 from deepseek_tf.retrieval.tflite import TFLiteEmbedder, tower_paths
 
@@ -36,7 +36,7 @@ TINY_INT8_MIN_COSINE = 0.7
 def exported(tiny_run, tiny_beir, tmp_path_factory):
     """{mode: PREFIX.query.tflite} for none / float16 / dynamic / int8, the reference, the exporter."""
     out = tmp_path_factory.mktemp("tflite")
-    prepared = _Prepared(tiny_run / "model")  # one temporary SavedModel for every mode
+    prepared = PreparedExport(tiny_run / "model")  # one temporary SavedModel for every mode
     paths = {}
     try:
         for mode in ("none", "float16", "dynamic", "int8"):

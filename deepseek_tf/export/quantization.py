@@ -11,7 +11,8 @@ import numpy as np
 
 from deepseek_tf.errors import UserError
 from deepseek_tf.export.tflite import QUANT_MODES, TOLERANCES, calibration_texts
-from deepseek_tf.export.towers import _Prepared
+from deepseek_tf.export.towers import PreparedExport
+from deepseek_tf.files import write_text
 from deepseek_tf.retrieval.tflite import TFLiteEmbedder, default_threads
 
 FILE_LABELS = {"none": "float32", "float16": "float16", "dynamic": "dynamic-int8", "int8": "int8"}
@@ -73,7 +74,7 @@ def quantization_report(
     ds = load_beir(dataset, split, unknown_ids="drop")
     check_output_files([p for m in modes for p in tower_paths(f"{output}-{FILE_LABELS[m]}").values()], overwrite)
     calibration = calibration_texts(dataset) if "int8" in modes else None
-    prepared = _Prepared(model)
+    prepared = PreparedExport(model)
     exported, failed = {}, {}
     try:
         for mode in progress(modes, "exporting", unit="mode"):
@@ -137,12 +138,8 @@ def quantization_report(
     }
     report["markdown"] = format_report(report)
     out = Path(output)
-    out.parent.mkdir(parents=True, exist_ok=True)
     for suffix, text in ((".report.json", json.dumps(report, indent=2)), (".report.md", report["markdown"] + "\n")):
-        target = out.with_name(out.name + suffix)
-        tmp = target.with_name(target.name + ".tmp")
-        tmp.write_text(text)
-        tmp.replace(target)
+        write_text(out.with_name(out.name + suffix), text)
     return report
 
 

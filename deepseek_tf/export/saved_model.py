@@ -101,14 +101,14 @@ def load_for_export(spec: str | Path):
     return model, tokenizer, config
 
 
-def _reference(model, tokenizer, config):
+def reference_embedder(model, tokenizer, config):
     from deepseek_tf.retrieval.embedders import KerasEmbedder
 
     m = config.model
     return KerasEmbedder(model, tokenizer, m.query_max_length, m.doc_max_length, name="keras")
 
 
-def _base_meta(tokenizer, config, reference) -> dict:
+def base_meta(tokenizer, config, reference) -> dict:
     m = config.model
     return {
         "embedding_dim": int(reference.encode(["x"], "query").shape[-1]),
@@ -116,11 +116,11 @@ def _base_meta(tokenizer, config, reference) -> dict:
         "doc_max_length": m.doc_max_length,
         "tokenizer": "wordpiece" if getattr(tokenizer, "vocab", None) is not None else "sentencepiece",
         "vocab_size": tokenizer.vocab_size,
-        "vocab_sha256": _vocab_hash(tokenizer),
+        "vocab_sha256": vocab_hash(tokenizer),
         "lowercase": tokenizer.lowercase,
         "query_prefix": tokenizer.query_prefix,
         "doc_prefix": tokenizer.doc_prefix,
-        "model_config": _config_dict(config),
+        "model_config": config_dict(config),
     }
 
 
@@ -139,7 +139,7 @@ def export_saved_model(
 
         return export_cross_encoder(model, tokenizer, config, output, tolerance, overwrite=overwrite)
     m = config.model
-    reference = _reference(model, tokenizer, config)
+    reference = reference_embedder(model, tokenizer, config)
     tmp = output.with_name(output.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     with removed_on_failure(tmp):
@@ -160,7 +160,7 @@ def export_saved_model(
         output,
         {
             "format": "saved_model",
-            **_base_meta(tokenizer, config, reference),
+            **base_meta(tokenizer, config, reference),
             "tolerance": tolerance,
             "checks": checks,
             "checks_passed": True,
@@ -169,7 +169,7 @@ def export_saved_model(
     )
 
 
-def _vocab_hash(tokenizer) -> str:
+def vocab_hash(tokenizer) -> str:
     """sha256 of the WordPiece vocabulary, or of the SentencePiece model proto."""
     import hashlib
 
@@ -178,7 +178,7 @@ def _vocab_hash(tokenizer) -> str:
     return hashlib.sha256("\n".join(tokenizer.vocab).encode("utf-8")).hexdigest()
 
 
-def _config_dict(config) -> dict:
+def config_dict(config) -> dict:
     from deepseek_tf.config import config_to_dict
 
     return config_to_dict(config)["model"]

@@ -27,7 +27,14 @@ import tensorflow as tf
 from deepseek_tf.errors import UserError
 from deepseek_tf.export.publish import write_files
 from deepseek_tf.retrieval.embedders import Embedder
-from deepseek_tf.retrieval.tflite import TOWERS, TFLiteScorer, _native_stderr_silenced, _Runner, meta_path, tower_paths
+from deepseek_tf.retrieval.tflite import (
+    TOWERS,
+    TFLiteRunner,
+    TFLiteScorer,
+    meta_path,
+    native_stderr_silenced,
+    tower_paths,
+)
 
 QUANT_MODES = ("none", "float16", "dynamic", "int8")
 # Per mode: (check, bound). "max_abs_diff" must stay <= bound; "min_cosine" >= bound.
@@ -70,7 +77,7 @@ def convert(
         # The calibrator runs the float model, tokenizer included, so it needs the kernels too.
         converter.target_spec._experimental_custom_op_registerers = tft.tflite_registrar.SELECT_TFTEXT_OPS
     try:
-        with warnings.catch_warnings(), _native_stderr_silenced():  # the int8 calibrator: deprecated Interpreter
+        with warnings.catch_warnings(), native_stderr_silenced():  # the int8 calibrator: deprecated Interpreter
             warnings.simplefilter("ignore")
             return converter.convert()
     except Exception as e:  # the converter raises assorted types with multi-line messages
@@ -91,7 +98,9 @@ def compare(want: np.ndarray, got: np.ndarray) -> dict[str, float]:
     }
 
 
-def verify(runner: _Runner, want: np.ndarray, texts: list[str], quantize: str, tolerance: float | None = None) -> dict:
+def verify(
+    runner: TFLiteRunner, want: np.ndarray, texts: list[str], quantize: str, tolerance: float | None = None
+) -> dict:
     """Runs `texts` as one batch and one at a time; all rows must agree with `want` (Keras)."""
     got = runner(texts)  # (N, D)
     if not np.all(np.isfinite(got)):
@@ -150,7 +159,7 @@ def write_tflite(
         samples = [{"text": t} for t in (calibration or {}).get(tower, [])]
         blobs[tower] = convert(saved_model, f"encode_{tower}", quantize, samples)
         want = reference.encode(check_texts, tower)
-        checks[tower] = verify(_Runner(blobs[tower]), want, check_texts, quantize, tolerance)
+        checks[tower] = verify(TFLiteRunner(blobs[tower]), want, check_texts, quantize, tolerance)
         checks[tower]["convert_s"] = round(time.perf_counter() - start, 2)
         if not checks[tower]["passed"]:
             c = checks[tower]

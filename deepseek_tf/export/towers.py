@@ -10,19 +10,19 @@ from deepseek_tf.errors import UserError
 from deepseek_tf.export.publish import check_not_model, check_output_files, removed_on_failure
 from deepseek_tf.export.saved_model import (
     HELD_TEXTS,
-    _base_meta,
-    _config_dict,
-    _reference,
-    _vocab_hash,
+    base_meta,
     build_archive,
+    config_dict,
     load_for_export,
+    reference_embedder,
+    vocab_hash,
 )
 from deepseek_tf.export.tflite import QUANT_MODES, calibration_texts, cross_path, write_cross_tflite, write_tflite
 from deepseek_tf.retrieval.tflite import tower_paths
 from deepseek_tf.text.sentencepiece_lite import for_tflite
 
 
-class _Prepared:
+class PreparedExport:
     """A model loaded once, its Keras reference and a temporary SavedModel to convert from."""
 
     def __init__(self, spec: str | Path, loaded: tuple | None = None):
@@ -35,8 +35,8 @@ class _Prepared:
                 f"`evaluate --rerank FILE.tflite` (docs/results.md)"
             )
         m = self.config.model
-        self.reference = _reference(self.model, self.tokenizer, self.config)
-        self.base_meta = _base_meta(self.tokenizer, self.config, self.reference)
+        self.reference = reference_embedder(self.model, self.tokenizer, self.config)
+        self.base_meta = base_meta(self.tokenizer, self.config, self.reference)
         self.tmpdir = tempfile.mkdtemp(prefix="deepseek_export_")
         self.saved_model = Path(self.tmpdir) / "saved_model"
         # SentencePiece runs as its lite twin: the same ids on ops that have TFLite kernels
@@ -77,7 +77,7 @@ def export_tflite(
     check_output_files([cross_path(output)] if cross else list(tower_paths(output).values()), overwrite)
     if cross:
         return _export_cross_tflite(*loaded, output, quantize, calibration, tolerance)
-    prepared = _Prepared(model, loaded)
+    prepared = PreparedExport(model, loaded)
     try:
         return prepared.write(output, quantize, calibration, tolerance)
     finally:
@@ -97,9 +97,9 @@ def _export_cross_tflite(model, tokenizer, config, output, quantize: str, calibr
             "pair_max_length": config.model.doc_max_length,
             "query_max_length": config.model.query_max_length,
             "vocab_size": tokenizer.vocab_size,
-            "vocab_sha256": _vocab_hash(tokenizer),
+            "vocab_sha256": vocab_hash(tokenizer),
             "lowercase": tokenizer.lowercase,
-            "model_config": _config_dict(config),
+            "model_config": config_dict(config),
         }
         return write_cross_tflite(
             tmpdir / "saved_model",

@@ -10,7 +10,7 @@ from deepseek_tf.models import preset_model
 from deepseek_tf.models.backbones import PRESETS
 from deepseek_tf.models.loading import load_trained, refuse_unfinished, weights_fingerprint
 from deepseek_tf.retrieval.embedders import Embedder, KerasEmbedder, SavedModelEmbedder
-from deepseek_tf.retrieval.tflite import TFLiteEmbedder, _read_meta
+from deepseek_tf.retrieval.tflite import TFLiteEmbedder, read_meta
 
 
 def _not_a_retriever(spec: str) -> UserError:
@@ -31,7 +31,7 @@ def load_embedder(spec: str) -> Embedder:
     if path.suffix == ".tflite":
         if not path.is_file():
             raise UserError(f"TFLite file not found: {path}")
-        if _read_meta(path).get("kind") == "cross_encoder":
+        if read_meta(path).get("kind") == "cross_encoder":
             raise _not_a_retriever(spec)
         return TFLiteEmbedder(path)
     if (path / "model.keras").is_file():

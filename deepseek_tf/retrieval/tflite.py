@@ -38,7 +38,7 @@ def meta_path(tflite_path: str | Path) -> Path:
 
 
 @contextlib.contextmanager
-def _native_stderr_silenced():
+def native_stderr_silenced():
     """TFLite's C++ side prints INFO lines on fd 2 (XNNPACK delegate created, quantizer flags),
     which would break the CLI's one-line errors; failures still arrive as Python exceptions."""
     sys.stderr.flush()
@@ -74,7 +74,7 @@ def _interpreter(model_content: bytes, num_threads: int | None = None, source: s
     if num_threads < 1:
         raise UserError(f"TFLite threads must be >= 1, got {num_threads}")
     try:
-        with warnings.catch_warnings(), _native_stderr_silenced():  # "deprecated": see module docstring
+        with warnings.catch_warnings(), native_stderr_silenced():  # "deprecated": see module docstring
             warnings.simplefilter("ignore")
             return InterpreterWithCustomOps(
                 model_content=model_content,
@@ -86,7 +86,7 @@ def _interpreter(model_content: bytes, num_threads: int | None = None, source: s
         raise UserError(f"{source}: not a valid TFLite file (corrupt or truncated? {first})") from None
 
 
-class _Runner:
+class TFLiteRunner:
     """One interpreter with a string[N] input; re-allocates only when the batch size changes."""
 
     def __init__(self, model_content: bytes, num_threads: int | None = None, source: str | Path = "TFLite model"):
@@ -101,7 +101,7 @@ class _Runner:
 
     def __call__(self, texts: list[str]) -> np.ndarray:
         if len(texts) != self.batch:  # the batch dimension is dynamic (shape_signature [-1])
-            with _native_stderr_silenced():  # delegates are (re)applied here
+            with native_stderr_silenced():  # delegates are (re)applied here
                 self.interpreter.resize_tensor_input(self.input, [len(texts)])
                 self.interpreter.allocate_tensors()
             self.batch = len(texts)
@@ -123,7 +123,7 @@ class TFLiteEmbedder(Embedder):
         if not path.is_file():
             raise UserError(f"TFLite file not found: {path}")
         self.name = path.name
-        self.meta = _read_meta(path)
+        self.meta = read_meta(path)
         files = {t: path.with_name(n) for t, n in self.meta.get("tower_files", {}).items()}
         files = {t: files.get(t, path) for t in TOWERS}
         missing = [str(f) for f in files.values() if not f.is_file()]
@@ -131,18 +131,18 @@ class TFLiteEmbedder(Embedder):
             raise UserError(f"{path}: its metadata names {missing[0]}, which is missing")
         blobs = {t: f.read_bytes() for t, f in files.items()}
         self.fingerprint = _blob_hash(blobs["query"] + blobs["doc"])
-        self.runners = {"query": _Runner(blobs["query"], num_threads, files["query"])}
+        self.runners = {"query": TFLiteRunner(blobs["query"], num_threads, files["query"])}
         self.runners["doc"] = (
             self.runners["query"]
             if files["doc"] == files["query"]
-            else _Runner(blobs["doc"], num_threads, files["doc"])
+            else TFLiteRunner(blobs["doc"], num_threads, files["doc"])
         )
 
     def _encode(self, texts: list[str], tower: str) -> np.ndarray:
         return self.runners[tower](texts)
 
 
-def _read_meta(path: Path) -> dict:
+def read_meta(path: Path) -> dict:
     """The export's metadata beside a .tflite file ({} when there is none)."""
     meta = meta_path(path)
     if not meta.is_file():
@@ -187,6 +187,6 @@ class TFLiteScorer:
             ],
             dtype=object,
         )
-        with _native_stderr_silenced():  # the signature runner re-allocates when N changes
+        with native_stderr_silenced():  # the signature runner re-allocates when N changes
             out = self.runner(query=as_bytes(queries), doc=as_bytes(docs))
         return np.array(next(iter(out.values())), np.float32).reshape(-1)  # (N,)

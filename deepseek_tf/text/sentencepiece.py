@@ -39,17 +39,17 @@ def _varint(n: int) -> bytes:
             return bytes(out)
 
 
-def _key(field: int, wire: int) -> bytes:
+def proto_key(field: int, wire: int) -> bytes:
     return _varint(field << 3 | wire)
 
 
-def _bytes_field(field: int, data: bytes) -> bytes:
-    return _key(field, 2) + _varint(len(data)) + data
+def proto_bytes_field(field: int, data: bytes) -> bytes:
+    return proto_key(field, 2) + _varint(len(data)) + data
 
 
-def _int_field(field: int, value: int) -> bytes:
+def proto_int_field(field: int, value: int) -> bytes:
     # negative int32 values are encoded as 10-byte two's complement varints
-    return _key(field, 0) + _varint(value & 0xFFFFFFFFFFFFFFFF if value < 0 else value)
+    return proto_key(field, 0) + _varint(value & 0xFFFFFFFFFFFFFFFF if value < 0 else value)
 
 
 def build_model_proto(
@@ -70,26 +70,26 @@ def build_model_proto(
     need a normalization do it before (see `SentencePieceTokenizer(normalization=...)`)."""
     body = bytearray()
     for piece, score, kind in zip(pieces, scores, types):
-        sp = _bytes_field(1, piece.encode("utf-8")) + _key(2, 5) + struct.pack("<f", float(score))
+        sp = proto_bytes_field(1, piece.encode("utf-8")) + proto_key(2, 5) + struct.pack("<f", float(score))
         if kind != NORMAL:
-            sp += _int_field(3, kind)
-        body += _bytes_field(1, sp)
+            sp += proto_int_field(3, kind)
+        body += proto_bytes_field(1, sp)
     trainer = (
-        _int_field(3, 1)  # model_type UNIGRAM
-        + _int_field(4, len(pieces))  # vocab_size
-        + _int_field(40, unk_id)
-        + _int_field(41, bos_id)
-        + _int_field(42, eos_id)
-        + _int_field(43, pad_id)
+        proto_int_field(3, 1)  # model_type UNIGRAM
+        + proto_int_field(4, len(pieces))  # vocab_size
+        + proto_int_field(40, unk_id)
+        + proto_int_field(41, bos_id)
+        + proto_int_field(42, eos_id)
+        + proto_int_field(43, pad_id)
     )
-    body += _bytes_field(2, trainer)
+    body += proto_bytes_field(2, trainer)
     normalizer = (
-        _bytes_field(1, b"identity")
-        + _int_field(3, int(add_dummy_prefix))
-        + _int_field(4, int(remove_extra_whitespaces))
-        + _int_field(5, 1)
+        proto_bytes_field(1, b"identity")
+        + proto_int_field(3, int(add_dummy_prefix))
+        + proto_int_field(4, int(remove_extra_whitespaces))
+        + proto_int_field(5, 1)
     )  # escape_whitespaces: ' ' -> U+2581
-    body += _bytes_field(3, normalizer)
+    body += proto_bytes_field(3, normalizer)
     return bytes(body)
 
 

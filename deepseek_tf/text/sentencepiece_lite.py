@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from deepseek_tf.text.sentencepiece import SentencePieceTokenizer, _bytes_field, _int_field, proto_pieces
+from deepseek_tf.text.sentencepiece import SentencePieceTokenizer, proto_bytes_field, proto_int_field, proto_pieces
 from deepseek_tf.text.tokenizer import normalizer_model
 
 # Appended to a serialized ModelProto: protobuf merges a repeated singular message field, so
 # this turns remove_extra_whitespaces on in whatever normalizer spec the proto has.
-_REMOVE_EXTRA_WHITESPACES = _bytes_field(3, _int_field(4, 1))
+_REMOVE_EXTRA_WHITESPACES = proto_bytes_field(3, proto_int_field(4, 1))
 _SENTINEL = "\ue000"  # stands for one unknown character; private use, so in no vocabulary
 _PLANES = 0x30000  # codepoints below this (planes 0-2) get their unknown characters mapped
 
@@ -36,9 +36,11 @@ def _sentinel_piece() -> bytes:
     """A NORMAL piece for the sentinel, appended as the proto's last piece (id = vocab size)."""
     import struct
 
-    from deepseek_tf.text.sentencepiece import _key
+    from deepseek_tf.text.sentencepiece import proto_key
 
-    return _bytes_field(1, _bytes_field(1, _SENTINEL.encode("utf-8")) + _key(2, 5) + struct.pack("<f", 0.0))
+    return proto_bytes_field(
+        1, proto_bytes_field(1, _SENTINEL.encode("utf-8")) + proto_key(2, 5) + struct.pack("<f", 0.0)
+    )
 
 
 def _table(normalization, known: set[int] | None) -> dict[int, str]:
