@@ -190,7 +190,9 @@ class DualEncoder(keras.Model):
         # Keras takes one batch from the stream and `strategy.reduce`s it to build state;
         # MultiWorkerMirroredStrategy cannot reduce a nested batch, and the taken batch would
         # shift the data stream. The trainer builds model and optimizer up front, so when
-        # nothing is left to build, skip it.
+        # nothing is left to build, skip it. Private Keras names: Keras offers no public hook for
+        # this step (Model.fit calls _maybe_symbolic_build itself), nor a public recursive layer
+        # list (Model.layers holds direct children only) or view of what compile() was given.
         nothing_to_build = (
             all(layer.built for layer in self._flatten_layers())
             and self.optimizer is not None
@@ -214,7 +216,9 @@ class DualEncoder(keras.Model):
             isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
             and strategy.extended._in_multi_worker_mode()
         ):
-            # Keras reduces logs across workers with reduce(MEAN, axis=0), which needs a batch axis
+            # Keras reduces logs across workers with reduce(MEAN, axis=0), which needs a batch axis.
+            # (_in_multi_worker_mode: the strategy's own test for a cluster of several workers;
+            # tf.distribute has no public one, and Keras uses the same call for the same purpose.)
             logs = {key: tf.reshape(value, [1]) for key, value in logs.items()}
         return logs
 
@@ -235,6 +239,9 @@ class DualEncoder(keras.Model):
         weights = self.trainable_weights
         with tf.GradientTape() as tape:
             tape.watch(y_pred)
+            # As Keras's own train_step does: _compute_loss wraps compute_loss with the training
+            # flag, and _loss_tracker is the metric behind the "loss" log; Keras exposes neither
+            # publicly, and a second tracker would log a second "loss".
             loss = self._compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True)
             self._loss_tracker.update_state(
                 unscale_loss_for_distribution(loss), sample_weight=tf.shape(tf.nest.flatten(x)[0])[0]

@@ -145,6 +145,9 @@ def additive_attention_masks(model: keras.layers.Layer) -> int:
     rounding; returns how many layers were switched."""
     import types
 
+    # Private Keras names, no public path: _flatten_layers is the only recursive walk over
+    # nested layers, and _compute_attention is the one MultiHeadAttention step to replace (a
+    # subclass would change the saved class names that model.keras files refer to).
     count = 0
     for layer in model._flatten_layers(include_self=True, recursive=True):
         if isinstance(layer, keras.layers.MultiHeadAttention):

@@ -118,6 +118,8 @@ def build_in_policy(config: Config, vocab_size: int, policy: str | None) -> kera
 
 
 def dropout_layers(model: keras.Model) -> list[keras.layers.Dropout]:
+    # _flatten_layers: Keras has no public recursive walk (Model.layers lists direct children,
+    # and our Encoder holds its backbone as an attribute)
     return [layer for layer in model._flatten_layers() if isinstance(layer, keras.layers.Dropout)]
 
 
