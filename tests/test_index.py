@@ -52,7 +52,7 @@ def test_dense_search_equals_exact_search_over_the_models_own_vectors(built, tin
     index = load_built_index(built)
     ids, texts = _corpus(tiny_beir)
     m = index.manifest
-    assert (m["format"], m["version"], m["backend"], m["count"], m["dim"]) == ("deepseek_tf-index", 1, "exact", 24, 32)
+    assert (m["format"], m["version"], m["backend"], m["count"], m["dim"]) == ("deepseek_tf-index", 2, "exact", 24, 32)
     assert [s["count"] for s in m["shards"]] == [5, 5, 5, 5, 4] and index.ids == ids
     assert (
         m["model"] == str((tiny_run / "model").resolve())

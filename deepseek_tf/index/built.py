@@ -111,7 +111,10 @@ def _read_manifest(path: Path) -> dict:
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise UserError(f"{mpath}: not a deepseek_tf index manifest")
     if manifest.get("version") != VERSION:
-        raise UserError(f"{mpath}: index format version {manifest.get('version')}, this deepseek_tf reads {VERSION}")
+        raise UserError(
+            f"{mpath}: index format version {manifest.get('version')}, this deepseek_tf reads {VERSION}; "
+            f"build the index again"
+        )
     missing = [k for k in REQUIRED if k not in manifest]
     if missing or manifest["backend"] not in BACKENDS:
         raise UserError(f"{mpath}: incomplete manifest (missing {', '.join(missing) or 'a known backend'})")

@@ -33,7 +33,7 @@ from deepseek_tf.index.shards import (
     write_json,
 )
 
-FORMAT, VERSION = "deepseek_tf-index", 1
+FORMAT, VERSION = "deepseek_tf-index", 2  # 2: checksums of the ids, offsets and BM25 files
 MANIFEST = "manifest.json"
 RECALL_QUERIES = 200
 
