@@ -527,7 +527,8 @@ def test_evaluate_rerank_rows_side_by_side(tiny_run, ce_run, tiny_beir, tmp_path
         "--rerank-fusion",
         "2",
     )
-    assert bad.returncode == 1 and "--rerank-fusion must be in [0, 1]" in bad.stderr
+    # refused by the command line's parser (exit 2), before any work
+    assert bad.returncode == 2 and "--rerank-fusion: expected W or W1,W2,... (numbers in [0, 1])" in bad.stderr
 
 
 def test_evaluate_fusion_sweep_gives_one_row_per_weight(tiny_run, ce_run, tiny_beir, tmp_path):
@@ -646,6 +647,63 @@ def test_search_reranks_as_evaluate_does(tiny_run, ce_run, tiny_beir, tmp_path, 
         assert len(err) == 1 and message in err[0] and not ix.exists()
     assert main(args[:8] + ["--rerank-fusion", "0.3"]) == 1  # fusion without --rerank
     assert capsys.readouterr().err.strip() == "error: --rerank-fusion needs --rerank CROSS_ENCODER"
+
+
+def test_evaluate_search_and_serve_rank_a_query_alike(tiny_run, ce_run, tiny_beir, tmp_path, capsys, monkeypatch):
+    """The one query flow (retrieval/pipeline.py): each query gets the same ranking (ids, order,
+    scores within 1e-5) from evaluate's run, `search --json` and serve's /search, for dense, BM25
+    and hybrid retrieval, reranked by a cross-encoder and fused with the retriever."""
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from deepseek_tf.data import load_beir
+    from deepseek_tf.evaluate import report
+    from deepseek_tf.index.cli import main as index_main
+    from deepseek_tf.index.search import main as search_main
+    from deepseek_tf.retrieval.ranking import ranking
+    from deepseek_tf.serve.app import create_app
+    from deepseek_tf.serve.service import SearchService, ServiceOptions
+
+    model, corpus, ce, ix = str(tiny_run / "model"), tiny_beir / "corpus.jsonl", str(ce_run / "model"), tmp_path / "ix"
+    assert index_main(["--model", model, "--corpus", str(corpus), "--output", str(ix), "--quiet"]) == 0
+    runs = {}  # evaluate's runs as they are scored (a run file rounds scores to 6 decimals)
+    monkeypatch.setattr(report, "write_run", lambda run, path, tag: runs.__setitem__(tag, run))
+    for first_stage in (model, None):  # rows dense, bm25, hybrid, dense+rerank(+fusion); then bm25+rerank(+fusion)
+        options = {"baseline": "bm25", "rerank": ce, "rerank_fusion": 0.5, "verbose": False, "runs_dir": tmp_path}
+        report.evaluate(first_stage, str(tiny_beir), **options)
+    ds = load_beir(tiny_beir, "test")
+    qids = sorted(ds.qrels)[:2]
+    queries = [ds.queries[q] for q in qids]
+
+    def same(got: list[tuple[str, float]], want: list[tuple[str, float]], what: str) -> None:
+        assert [d for d, _ in got] == [d for d, _ in want], what
+        np.testing.assert_allclose([s for _, s in got], [s for _, s in want], atol=1e-5, err_msg=what)
+
+    def searched(mode: str, rerank: list[str]) -> list[list[tuple[str, float]]]:
+        argv = ["--model", model, "--corpus", str(corpus), "--index", str(ix), "--top-k", "10", "--json"]
+        assert search_main(argv + ["--mode", mode] + [a for q in queries for a in ("--query", q)] + rerank) == 0
+        return [[(h["id"], h["score"]) for h in r["hits"]] for r in json.loads(capsys.readouterr().out)]
+
+    service = SearchService.open(ix, rerank=ce, options=ServiceOptions(max_wait_ms=1, cache_size=0))
+    with TestClient(create_app(service)) as client:
+
+        def served(query: str, mode: str, rerank: bool, fusion: float | None) -> list[tuple[str, float]]:
+            body = {"query": query, "k": 10, "mode": mode, "rerank": rerank}
+            r = client.post("/search", json=body if fusion is None else {**body, "rerank_fusion": fusion})
+            assert r.status_code == 200, r.text
+            return [(h["id"], h["score"]) for h in r.json()["results"]]
+
+        for mode in ("dense", "bm25", "hybrid"):
+            for rerank, fusion, suffix in ((False, None, ""), (True, None, "+rerank"), (True, 0.5, "+rerank+fusion")):
+                flags = ["--rerank", ce] if rerank else []
+                flags += ["--rerank-fusion", str(fusion)] if fusion is not None else []
+                for q, query, hits in zip(qids, queries, searched(mode, flags)):
+                    what = f"{mode}{suffix} {query!r}"
+                    same(served(query, mode, rerank, fusion), hits, what + ": serve vs search")
+                    if mode + suffix in runs:  # evaluate reranks its first stage: no hybrid+rerank row
+                        same(hits, ranking(runs[mode + suffix][q], 10), what + ": search vs evaluate")
+    service.close()
+    assert {"dense", "bm25", "hybrid", "dense+rerank+fusion", "bm25+rerank"} <= set(runs)
 
 
 def test_saved_model_score_endpoint_matches_keras(ce_run, tmp_path):

@@ -89,6 +89,23 @@ def test_same_top_k_through_the_index_the_index_loader_and_in_memory(tiny_run, t
         assert all(h["text"] == loaded.text(h["id"]) for h in a["hits"])
 
 
+def test_bm25_and_hybrid_modes_in_memory_and_through_the_index(tiny_run, tiny_beir, tmp_path, capsys):
+    """--mode bm25|hybrid rank alike with or without --index (BM25 over the same texts, the same analyzer)."""
+    model, corpus, ix = str(tiny_run / "model"), tiny_beir / "corpus.jsonl", tmp_path / "ix"
+    queries = _queries(tiny_beir)
+    for mode in ("bm25", "hybrid"):
+        via_index = search(model, corpus, queries, top_k=5, index_dir=ix, verbose=False, mode=mode)
+        in_memory = search(model, corpus, queries, top_k=5, verbose=False, mode=mode)
+        for a, b in zip(via_index, in_memory):
+            assert [h["id"] for h in a["hits"]] == [h["id"] for h in b["hits"]], (mode, a["query"])
+            np.testing.assert_allclose([h["score"] for h in a["hits"]], [h["score"] for h in b["hits"]], atol=1e-5)
+    assert any(len(r["hits"]) < 5 for r in search(model, corpus, queries, top_k=5, verbose=False, mode="bm25"))
+    with pytest.raises(SystemExit) as bad:
+        main(["--model", model, "--corpus", str(corpus), "--query", "tent", "--mode", "sparse"])
+    assert bad.value.code == 2
+    assert "invalid choice: 'sparse'" in capsys.readouterr().err
+
+
 def _old_format_index(directory: Path) -> None:
     """What `search --index` wrote before: vectors.npy, then index.json."""
     directory.mkdir()

@@ -20,6 +20,7 @@ from deepseek_tf.serve.service import SearchService, ServiceOptions  # noqa: E40
 LIMITS = Limits(max_k=20, max_query_chars=50, max_body_bytes=2000, max_embed_texts=4, max_text_chars=100)
 JSON = {"content-type": "application/json"}
 GOOD = {"query": "heat transfer", "k": 3}
+RERANK = {**GOOD, "rerank": True}
 
 
 def word_overlap_reranker():
@@ -84,6 +85,10 @@ BAD = [
     ("unknown mode", "POST", "/search", {**GOOD, "mode": "semantic"}, JSON, 422, "invalid_request"),
     ("mode not a string", "POST", "/search", {**GOOD, "mode": 1}, JSON, 422, "invalid_request"),
     ("rerank not a bool", "POST", "/search", {**GOOD, "rerank": "yes"}, JSON, 422, "invalid_request"),
+    ("fusion over 1", "POST", "/search", {**RERANK, "rerank_fusion": 1.5}, JSON, 422, "invalid_request"),
+    ("fusion negative", "POST", "/search", {**RERANK, "rerank_fusion": -0.1}, JSON, 422, "invalid_request"),
+    ("fusion a string", "POST", "/search", {**RERANK, "rerank_fusion": "0.5"}, JSON, 422, "invalid_request"),
+    ("fusion without rerank", "POST", "/search", {**GOOD, "rerank_fusion": 0.5}, JSON, 422, "invalid_request"),
     ("unknown field", "POST", "/search", {**GOOD, "topk": 3}, JSON, 422, "invalid_request"),
     ("body over the size limit", "POST", "/search", {"query": "x" * 3000}, JSON, 413, "body_too_large"),
     ("chunked body over the limit", "POST", "/search", "chunked", JSON, 413, "body_too_large"),

@@ -26,6 +26,7 @@ def rerank_pairs(dataset: Path, n_queries: int, depth: int = 100) -> list[tuple[
     """(query, BM25's top-`depth` document texts) for the first `n_queries` test queries by id."""
     from deepseek_tf.data import BeirDataset, load_beir
     from deepseek_tf.retrieval.bm25 import bm25_run
+    from deepseek_tf.retrieval.ranking import ranking
 
     full = load_beir(dataset, "test", unknown_ids="drop")
     qids = sorted((q for q in full.qrels if q in full.queries), key=str)[:n_queries]
@@ -33,8 +34,7 @@ def rerank_pairs(dataset: Path, n_queries: int, depth: int = 100) -> list[tuple[
     run, _ = bm25_run(ds, top_k=depth)
     out = []
     for q in qids:
-        ranked = sorted(run.get(q, {}).items(), key=lambda kv: -kv[1])
-        out.append((ds.queries[q], [ds.doc_text(d) for d, _ in ranked]))
+        out.append((ds.queries[q], [ds.doc_text(d) for d, _ in ranking(run.get(q, {}))]))
     if not out or not any(docs for _, docs in out):
         raise UserError(f"--dataset {dataset}: no test query retrieved any document to rerank")
     return out

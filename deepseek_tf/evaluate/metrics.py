@@ -5,14 +5,10 @@ from __future__ import annotations
 import numpy as np
 
 from deepseek_tf.evaluate.significance import METRIC_KEYS
+from deepseek_tf.retrieval.ranking import ranking
 
 CURVE_MAX_K = 100
 Run = dict[str, dict[str, float]]  # query id -> {doc id: score}
-
-
-def _trec_order(docs: dict[str, float]) -> list[tuple[str, float]]:
-    # trec_eval ranks by score descending, ties by doc id descending; cuts must agree with it
-    return sorted(docs.items(), key=lambda x: (x[1], x[0]), reverse=True)
 
 
 def trec_metrics(qrels: dict[str, dict[str, int]], run: Run) -> tuple[dict[str, float], dict[str, dict]]:
@@ -39,7 +35,8 @@ def trec_metrics(qrels: dict[str, dict[str, int]], run: Run) -> tuple[dict[str, 
     per_query = pytrec_eval.RelevanceEvaluator(qrels, measures).evaluate(
         {q: d if d else {"__none__": 0.0} for q, d in full.items()}
     )
-    top10 = {q: dict(_trec_order(d)[:10]) or {"__none__": 0.0} for q, d in full.items()}
+    # cut in trec_eval's own order (the one ranking order), so MRR@10 reads the 10 that trec_eval ranks first
+    top10 = {q: dict(ranking(d, 10)) or {"__none__": 0.0} for q, d in full.items()}
     rr = pytrec_eval.RelevanceEvaluator(qrels, {"recip_rank"}).evaluate(top10)
     rows = {}
     for q, m in per_query.items():

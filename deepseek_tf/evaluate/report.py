@@ -1,7 +1,9 @@
 """Evaluation: systems (dense, BM25, hybrid, reranked) scored on a BEIR split, the report and its table.
 
 Every reported figure comes from pytrec_eval (trec_eval's own code). Systems: `dense` (the
-model, exact search), `bm25` (`--baseline bm25`) and `hybrid` (both fused by reciprocal rank).
+model, exact search), `bm25` (`--baseline bm25`) and `hybrid` (both fused by reciprocal rank);
+dense queries, hybrid fusion and reranking run through the one query flow that `search` and
+`serve` run (`retrieval/pipeline.py`), each system timed on its own.
 """
 
 from __future__ import annotations
@@ -49,35 +51,38 @@ def dense_run(
     """Encodes the corpus (length-sorted batches; with `progress` a bar on a terminal, plain lines
     in a log), then answers each judged query alone, so latency is per query (encode + search).
     stats["latency_ms"] holds each query's latency."""
-    from deepseek_tf.retrieval.knn import exact_search
+    from deepseek_tf.retrieval.pipeline import SearchPipeline, exact_dense
 
     doc_ids = list(ds.corpus)
     texts = [ds.doc_text(d, use_title) for d in doc_ids]
     start = time.perf_counter()
     doc_vecs = embedder.encode_docs(texts, batch_size, progress=progress)
     encode_s = time.perf_counter() - start
+    pipeline = SearchPipeline(encode_queries=embedder.encode_queries, dense=exact_dense(doc_vecs, doc_ids))
     run, latencies = {}, {}
     qids = [q for q in ds.qrels if q in ds.queries]
     if qids:
         embedder.encode_queries([ds.queries[qids[0]]])  # warm-up: trace/compile once
     for q in qids:
         t0 = time.perf_counter()
-        vec = embedder.encode_queries([ds.queries[q]])
-        scores, idx = exact_search(vec, doc_vecs, top_k)
+        hits = pipeline.retrieve(ds.queries[q], "dense", top_k)
         latencies[q] = (time.perf_counter() - t0) * 1000
-        run[q] = {doc_ids[j]: float(s) for s, j in zip(scores[0], idx[0])}
+        run[q] = dict(hits)
     return run, _latency_stats(latencies, len(texts), encode_s)
 
 
 def hybrid_run(dense: tuple[Run, dict], bm25: tuple[Run, dict], top_k: int = 100, rrf_k: int = 60) -> tuple[Run, dict]:
-    """Reciprocal-rank fusion of a dense and a BM25 run; per-query latency is both systems' plus fusion."""
-    from deepseek_tf.retrieval.bm25 import reciprocal_rank_fusion
+    """Reciprocal-rank fusion of a dense and a BM25 run (the pipeline's hybrid stage over runs already
+    retrieved top_k deep, as `search` and `serve` fetch them); per-query latency is both systems' plus fusion."""
+    from deepseek_tf.retrieval.pipeline import SearchPipeline
 
+    pipeline = SearchPipeline(hybrid_depth=top_k, rrf_k=rrf_k)
     run, latencies = {}, {}
     (d_run, d_stats), (b_run, b_stats) = dense, bm25
     for q in d_run.keys() | b_run.keys():
         t0 = time.perf_counter()
-        run.update(reciprocal_rank_fusion([{q: d_run.get(q, {})}, {q: b_run.get(q, {})}], rrf_k, top_k))
+        hits = pipeline.first_stage("hybrid", top_k, list(d_run.get(q, {}).items()), list(b_run.get(q, {}).items()))
+        run[q] = dict(hits)
         latencies[q] = (
             (time.perf_counter() - t0) * 1000 + d_stats["latency_ms"].get(q, 0.0) + b_stats["latency_ms"].get(q, 0.0)
         )

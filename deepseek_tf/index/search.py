@@ -5,9 +5,11 @@ and searched exactly in memory. With --index DIR the search goes through the ind
 `deepseek-tf index` builds: one already in DIR for the same model and corpus is loaded; a missing or
 empty DIR (or one holding an unfinished build) gets one built there first, by the same build;
 anything else is refused and left as it is, so a user's own files are never taken for an index.
-`--rerank CROSS_ENCODER` rescores the retriever's top `--rerank-depth` (100) with a
+`--mode dense|bm25|hybrid` picks the retriever (hybrid: dense and BM25 fused by reciprocal
+rank). `--rerank CROSS_ENCODER` rescores the retriever's top `--rerank-depth` (100) with a
 cross-encoder (model/ dir, SavedModel or .tflite) and `--rerank-fusion W` orders them by
-W·z(cross-encoder) + (1 − W)·z(retriever), as `evaluate --rerank` does.
+W·z(cross-encoder) + (1 − W)·z(retriever). Queries run through the one query flow
+(`retrieval/pipeline.py`) that `serve` and `evaluate` run, so each gets the same ranking.
 """
 
 from __future__ import annotations
@@ -16,10 +18,7 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
-
-import numpy as np
 
 from deepseek_tf.console import command_parser
 from deepseek_tf.data import describe_dropped
@@ -31,12 +30,9 @@ from deepseek_tf.index.corpus import check_corpus, iter_documents
 from deepseek_tf.index.dense import BACKENDS, check_backend
 from deepseek_tf.index.finish import MANIFEST
 from deepseek_tf.index.shards import SHARD_DIR
-from deepseek_tf.retrieval.knn import exact_search
+from deepseek_tf.retrieval.pipeline import MODES, SearchPipeline, exact_dense, fusion_weights
 
 OLD_FORMAT = "index.json"  # what `search --index` wrote before it used `deepseek-tf index`'s format
-
-# query vectors (q, dim), k -> per query [(doc id, score)], best first
-DenseSearch = Callable[[np.ndarray, int], list[list[tuple[str, float]]]]
 
 
 def check_index_dir(path: Path, model: str, corpus: str | Path) -> bool:
@@ -109,9 +105,10 @@ def open_index(
 
 
 def in_memory(
-    embedder, corpus: str | Path, batch_size: int = 64, verbose: bool = True
-) -> tuple[DenseSearch, Callable[[str], str]]:
-    """(dense search, text by id) over CORPUS encoded now and searched exactly."""
+    embedder, corpus: str | Path, mode: str = "dense", batch_size: int = 64, verbose: bool = True
+) -> SearchPipeline:
+    """The pipeline over CORPUS held in memory: encoded now and searched exactly (modes dense and
+    hybrid), BM25-indexed now (modes bm25 and hybrid); texts by id for a reranker."""
     dropped = Dropped()
     docs = list(iter_documents(corpus, dropped))
     if verbose:
@@ -120,6 +117,13 @@ def in_memory(
     if not docs:
         raise UserError(f"{corpus}: no documents")
     ids, texts = [d for d, _ in docs], dict(docs)
+    pipeline = SearchPipeline(text=texts.__getitem__)
+    if mode != "dense":
+        from deepseek_tf.retrieval.bm25 import BM25Index
+
+        pipeline.bm25 = BM25Index().index(ids, [t for _, t in docs]).search
+    if mode == "bm25":
+        return pipeline  # no model work for a lexical search
     start = time.perf_counter()
     vectors = embedder.encode_docs([t for _, t in docs], batch_size, progress=verbose and sys.stderr.isatty())
     took = time.perf_counter() - start
@@ -127,12 +131,8 @@ def in_memory(
         print(
             f"encoded {len(ids)} documents in {took:.1f} s ({len(ids) / max(took, 1e-9):.1f} docs/s)", file=sys.stderr
         )
-
-    def dense(query_vectors: np.ndarray, k: int) -> list[list[tuple[str, float]]]:
-        scores, rows = exact_search(query_vectors, vectors, k)
-        return [[(ids[r], float(s)) for s, r in zip(rs, rr)] for rs, rr in zip(scores, rows)]
-
-    return dense, texts.__getitem__
+    pipeline.encode_queries, pipeline.dense = embedder.encode_queries, exact_dense(vectors, ids)
+    return pipeline
 
 
 def search(
@@ -147,22 +147,28 @@ def search(
     rerank: str | None = None,
     rerank_depth: int = 100,
     fusion: float | None = None,
+    mode: str = "dense",
+    hybrid_depth: int = 100,
+    rrf_k: int = 60,
 ) -> list[dict]:
     """[{query, latency_ms, hits: [{id, score, text}]}] for each query, best hit first.
 
-    With `rerank` (a cross-encoder) the retriever's top `rerank_depth` are rescored and the best
-    `top_k` of them returned; each hit also carries `retriever_score` and `reranker_score`, `score`
-    is what orders them (the reranker's, or the fusion's with `fusion` = W), and `rerank_ms` is
-    the reranking part of `latency_ms`.
+    `mode`: dense, bm25 or hybrid (dense and BM25 each `max(top_k, hybrid_depth)` deep, fused by
+    reciprocal rank with k = `rrf_k`). With `rerank` (a cross-encoder) the retriever's top
+    `rerank_depth` are rescored and the best `top_k` of them returned; each hit also carries
+    `retriever_score` and `reranker_score`, `score` is what orders them (the reranker's, or the
+    fusion's with `fusion` = W), and `rerank_ms` is the reranking part of `latency_ms`.
     """
     from deepseek_tf.retrieval.artifacts import load_embedder
-    from deepseek_tf.retrieval.rerank import Reranker, fuse, fusion_weights, rerank_query
+    from deepseek_tf.retrieval.rerank import Reranker
 
     queries = [q.strip() for q in queries]
     if not queries or not all(queries):
         raise UserError("--query must be a non-empty text")
     if top_k < 1:
         raise UserError("--top-k must be >= 1")
+    if mode not in MODES:
+        raise UserError(f"--mode {mode!r} is not one of {', '.join(MODES)}")
     if rerank is None and fusion is not None:
         raise UserError("--rerank-fusion needs --rerank CROSS_ENCODER")
     if rerank is not None and rerank_depth < top_k:
@@ -176,46 +182,36 @@ def search(
     embedder = load_embedder(model)
     reranker = Reranker.load(rerank) if rerank is not None else None  # refused before any index is built
     if index_dir is None:
-        dense, text = in_memory(embedder, corpus, verbose=verbose)
+        pipeline = in_memory(embedder, corpus, mode, verbose=verbose)
     else:
         index = open_index(embedder, model, corpus, index_dir, backend, rebuild, verbose)
-        dense, text = index.search_dense, index.text
+        pipeline = SearchPipeline.over_index(index, embedder)
+    pipeline.reranker, pipeline.rerank_depth = reranker, rerank_depth
+    pipeline.hybrid_depth, pipeline.rrf_k = hybrid_depth, rrf_k
+    pipeline.check(mode, reranker is not None, fusion)
     out = []
     for q in queries:
         t0 = time.perf_counter()
-        hits = dense(embedder.encode_queries([q]), rerank_depth if reranker else top_k)[0]
-        if reranker is None:
-            out.append(
-                {
-                    "query": q,
-                    "latency_ms": (time.perf_counter() - t0) * 1000,
-                    "hits": [{"id": d, "score": s, "text": text(d)} for d, s in hits],
-                }
-            )
-            continue
+        hits = pipeline.retrieve(q, mode, pipeline.depth(top_k, reranker is not None))
         t1 = time.perf_counter()
-        first = dict(hits)
-        reranked = rerank_query(reranker, q, hits, [text(d) for d, _ in hits])
-        order = reranked if fusion is None else fuse({q: first}, {q: reranked}, fusion)[q]
-        best = sorted(order.items(), key=lambda x: (-x[1], x[0]))[:top_k]
+        best = pipeline.finish(q, hits, top_k, reranker is not None, fusion)
         done = time.perf_counter()
-        out.append(
-            {
-                "query": q,
-                "latency_ms": (done - t0) * 1000,
-                "rerank_ms": (done - t1) * 1000,
-                "hits": [
-                    {
-                        "id": d,
-                        "score": s,
-                        "retriever_score": first[d],
-                        "reranker_score": reranked[d],
-                        "text": text(d),
-                    }
-                    for d, s in best
-                ],
-            }
-        )
+        result = {"query": q, "latency_ms": (done - t0) * 1000}
+        if reranker is None:
+            result["hits"] = [{"id": h.id, "score": h.score, "text": pipeline.text(h.id)} for h in best]
+        else:
+            result["rerank_ms"] = (done - t1) * 1000
+            result["hits"] = [
+                {
+                    "id": h.id,
+                    "score": h.score,
+                    "retriever_score": h.retriever_score,
+                    "reranker_score": h.reranker_score,
+                    "text": pipeline.text(h.id),
+                }
+                for h in best
+            ]
+        out.append(result)
     return out
 
 
@@ -262,6 +258,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--query", action="append", required=True, help="query text (repeat for several)")
     p.add_argument("--top-k", type=int, default=10, help="results per query (default: 10)")
     p.add_argument(
+        "--mode",
+        choices=MODES,
+        default="dense",
+        help="retriever: dense (the model), bm25, or hybrid (both fused by reciprocal rank); default: dense",
+    )
+    p.add_argument(
         "--rerank",
         metavar="MODEL",
         help="cross-encoder (trained model/ dir, its SavedModel or .tflite) "
@@ -295,6 +297,7 @@ def main(argv: list[str] | None = None) -> int:
         rerank=args.rerank,
         rerank_depth=args.rerank_depth,
         fusion=args.rerank_fusion,
+        mode=args.mode,
     )
     print(json.dumps(results, indent=2, ensure_ascii=False) if args.json else format_results(results))
     return 0

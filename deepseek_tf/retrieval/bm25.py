@@ -19,6 +19,7 @@ import time
 import numpy as np
 
 from deepseek_tf.errors import UserError
+from deepseek_tf.retrieval.ranking import ranked
 from deepseek_tf.text.analyzer import Analyzer
 
 METHODS = ("lucene", "robertson", "atire", "bm25l", "bm25+")
@@ -119,8 +120,8 @@ def reciprocal_rank_fusion(
 ) -> dict[str, dict[str, float]]:
     """RRF (Cormack et al., 2009): fused(d) = sum_{r in runs} 1 / (k + rank_r(d)), ranks from 1.
 
-    A document missing from a run gets nothing from it. Ranks follow each run's scores
-    (ties: higher doc id first, as trec_eval orders them).
+    A document missing from a run gets nothing from it. Ranks follow each run's scores in the one
+    ranking order (`ranking.ranked`: ties by higher doc id first, as trec_eval orders them).
     """
     fused: dict[str, dict[str, float]] = {}
     for run in runs:
@@ -131,8 +132,3 @@ def reciprocal_rank_fusion(
     if top_k is not None:
         fused = {q: dict((d, docs[d]) for d in ranked(docs)[:top_k]) for q, docs in fused.items()}
     return fused
-
-
-def ranked(docs: dict[str, float]) -> list[str]:
-    """Doc ids in trec_eval's order: score descending, ties by doc id descending."""
-    return [d for d, _ in sorted(docs.items(), key=lambda x: (x[1], x[0]), reverse=True)]

@@ -1,5 +1,6 @@
-"""Retrieve -> rerank: reranking a first-stage run with a trained cross-encoder, score
-fusion, and the `evaluate --rerank` systems.
+"""Retrieve -> rerank: the trained cross-encoder (`Reranker`) and the `evaluate --rerank` systems,
+which rerank and fuse through the one query flow (`retrieval/pipeline.py`: `rerank_query`,
+`fuse` and `fusion_weights` live there and are imported here by their old names).
 
 Training the cross-encoder (mined groups, `train_cross_encoder`) is in `train/rerank_train.py`,
 its SavedModel export in `export/cross.py`.
@@ -17,8 +18,9 @@ import tensorflow as tf
 from deepseek_tf import data as data_lib
 from deepseek_tf.config import Config
 from deepseek_tf.errors import UserError
-
-Run = dict[str, dict[str, float]]  # query id -> {doc id: score}
+from deepseek_tf.retrieval.pipeline import Run, SearchPipeline, fuse, fusion_weights
+from deepseek_tf.retrieval.pipeline import rerank_query as rerank_query  # its old home: callers import it here
+from deepseek_tf.retrieval.ranking import ranking
 
 
 # ---------------------------------------------------------------------------- reranking
@@ -104,14 +106,6 @@ class Reranker:
         return self.score_pairs([query] * len(docs), docs)
 
 
-def rerank_query(
-    reranker: Reranker, query: str, candidates: list[tuple[str, float]], texts: list[str]
-) -> dict[str, float]:
-    """One query's first-stage candidates [(doc id, score)] and their texts -> {doc id: reranked score}."""
-    scores = reranker.score(query, texts)  # (len(candidates),)
-    return {d: float(s) for (d, _), s in zip(candidates, scores)}
-
-
 def rerank_run(
     reranker: Reranker,
     ds: data_lib.BeirDataset,
@@ -120,7 +114,7 @@ def rerank_run(
     use_title: bool = True,
     progress: bool = False,
 ) -> tuple[Run, dict[str, float]]:
-    """Rescores each query's top-k first-stage documents.
+    """Rescores each query's top-k first-stage documents (the pipeline's rerank stage).
 
     stats: latency_ms (per query, reranking only) and its p50/p95, docs_per_s (pairs scored per second).
     """
@@ -132,11 +126,12 @@ def rerank_run(
         from deepseek_tf.console import progress as shown
 
         items = shown(qids, "reranking", unit="query", leave=False)
+    pipeline = SearchPipeline(text=lambda d: ds.doc_text(d, use_title), reranker=reranker, rerank_depth=top_k)
     run, latencies, pairs = {}, {}, 0
     for q in items:
-        top = sorted(first_stage[q].items(), key=lambda x: (-x[1], x[0]))[:top_k]
+        top = ranking(first_stage[q], top_k)
         t0 = time.perf_counter()
-        run[q] = rerank_query(reranker, ds.queries[q], top, [ds.doc_text(d, use_title) for d, _ in top])
+        run[q] = pipeline.rerank_scores(ds.queries[q], top)
         latencies[q] = (time.perf_counter() - t0) * 1000
         pairs += len(top)
     values = list(latencies.values())
@@ -148,39 +143,6 @@ def rerank_run(
         "latency_ms": latencies,
     }
     return run, stats
-
-
-def fuse(first_stage: Run, reranked: Run, weight: float) -> Run:
-    """Score fusion over each query's reranked documents, both scores standardised per query:
-
-    fused(d) = w · z_ce(d) + (1 − w) · z_first(d),  z(d) = (s(d) − mean_q s) / std_q s  (std 0 -> 1)
-
-    w = 1 is the cross-encoder alone; the first stage's score keeps what it knows that the
-    cross-encoder (trained on few queries, reading 128 tokens) may not.
-    """
-
-    def z(values: np.ndarray) -> np.ndarray:
-        std = values.std()
-        return (values - values.mean()) / (std if std > 0 else 1.0)
-
-    fused = {}
-    for q, docs in reranked.items():
-        ids = list(docs)
-        ce = z(np.array([docs[d] for d in ids], np.float64))
-        first = z(np.array([first_stage[q][d] for d in ids], np.float64))
-        fused[q] = {d: float(weight * c + (1 - weight) * f) for d, c, f in zip(ids, ce, first)}
-    return fused
-
-
-def fusion_weights(fusion: float | Sequence[float] | None) -> tuple[float, ...]:
-    """--rerank-fusion W or W1,W2,...: the weights as a tuple, each checked to lie in [0, 1]."""
-    weights = () if fusion is None else (fusion,) if isinstance(fusion, (int, float)) else tuple(fusion)
-    for w in weights:
-        if not 0.0 <= w <= 1.0:
-            raise UserError(f"--rerank-fusion must be in [0, 1], got {w:g}")
-    if len(set(weights)) != len(weights):
-        raise UserError(f"--rerank-fusion: a weight is given twice ({','.join(f'{w:g}' for w in weights)})")
-    return weights
 
 
 def rerank_system(

@@ -37,7 +37,7 @@ from typing import Literal
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
@@ -66,6 +66,8 @@ class SearchBody(_Strict):
     k: int = 10
     mode: Literal["dense", "bm25", "hybrid"] = "dense"
     rerank: bool = False
+    # W: order the reranked candidates by W·z(cross-encoder) + (1 − W)·z(retriever); needs rerank
+    rerank_fusion: float | None = Field(None, ge=0.0, le=1.0)
 
 
 class EmbedBody(_Strict):
@@ -327,7 +329,9 @@ def create_app(
         query = check_text(body.query, limits.max_query_chars, "query")
         if not 1 <= body.k <= limits.max_k:
             raise ServiceError("invalid_request", f"k: must be between 1 and {limits.max_k}, not {body.k}")
-        out, took = await guarded(service.search(query, body.k, body.mode, body.rerank))
+        if body.rerank_fusion is not None and not body.rerank:
+            raise ServiceError("invalid_request", 'rerank_fusion: needs "rerank": true')
+        out, took = await guarded(service.search(query, body.k, body.mode, body.rerank, body.rerank_fusion))
         # a JSONResponse skips FastAPI's per-value encoding walk: the payload is plain JSON already
         return JSONResponse({"results": out["results"], "took_ms": took, "cached": out["cached"]})
 

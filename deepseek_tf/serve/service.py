@@ -9,6 +9,11 @@ With batching on, dense requests go through the engine's micro-batcher: one work
 concurrent requests, encodes the queries not in the cache in one `encode_queries` call and
 searches all of them in one `search_dense` call at the deepest k asked for (each request keeps
 its own top k), so the model and the search run once per batch instead of once per request.
+
+A request's ranking is the one query flow's (`retrieval/pipeline.py`, as `search` and `evaluate`
+run it): this service only fetches the first-stage hits its own way (dense through the batcher
+and the caches, BM25 in a worker thread, both at once for hybrid) and hands them to the engine's
+pipeline for fusion, reranking and score fusion.
 """
 
 from __future__ import annotations
@@ -25,11 +30,11 @@ from pathlib import Path
 import numpy as np
 
 from deepseek_tf.errors import UserError
+from deepseek_tf.retrieval.pipeline import MODES, SearchPipeline
 from deepseek_tf.serve.batcher import BatcherClosed, MicroBatcher
 from deepseek_tf.serve.cache import MISSING, LRUCache
 from deepseek_tf.serve.metrics import ServiceMetrics
 
-MODES = ("dense", "bm25", "hybrid")
 TOWERS = ("query", "doc")
 log = logging.getLogger("deepseek_tf.serve")
 
@@ -88,10 +93,18 @@ class ServiceOptions:
 
 
 class Engine:
-    """One loaded index with its query encoder and batcher, counted while requests use it."""
+    """One loaded index with its query encoder, batcher and query pipeline, counted while requests use it."""
 
-    def __init__(self, index, embedder, batcher: MicroBatcher | None, generation: int, fingerprint: str):
-        self.index, self.embedder, self.batcher = index, embedder, batcher
+    def __init__(
+        self,
+        index,
+        embedder,
+        batcher: MicroBatcher | None,
+        generation: int,
+        fingerprint: str,
+        pipeline: SearchPipeline | None = None,
+    ):
+        self.index, self.embedder, self.batcher, self.pipeline = index, embedder, batcher, pipeline
         self.generation, self.fingerprint = generation, fingerprint
         self.in_flight, self.retired = 0, False
 
@@ -172,8 +185,16 @@ class SearchService:
                 dedupe=False,
                 workers=self.options.batch_workers,
             )
+        pipeline = SearchPipeline.over_index(
+            index,
+            embedder,
+            reranker=self.reranker,
+            rerank_depth=self.options.rerank_depth,
+            hybrid_depth=self.options.hybrid_depth,
+            rrf_k=self.options.rrf_k,
+        )
         self._generation += 1
-        return Engine(index, embedder, batcher, self._generation, fingerprint or f"embedder-{id(embedder)}")
+        return Engine(index, embedder, batcher, self._generation, fingerprint or f"embedder-{id(embedder)}", pipeline)
 
     def _dense_batch(self, index, embedder, items: list[tuple[str, np.ndarray | None, int | None]]) -> list:
         """A batch of (query, its vector or None, k or None) -> (vector, top-k hits or None) each: the
@@ -218,7 +239,7 @@ class SearchService:
         batcher's threads are joined (their closure holds the index) and its references cut (an
         Engine object kept by a finished request's frame would otherwise keep the index alive)."""
         self._close_engine(engine, wait=True)
-        engine.index = engine.embedder = engine.batcher = None
+        engine.index = engine.embedder = engine.batcher = engine.pipeline = None  # the pipeline holds the index too
         del engine
         if self.on_retired is not None:
             self.on_retired()
@@ -321,45 +342,42 @@ class SearchService:
         return (await self._run(engine.index.search_bm25, [query], depth))[0]
 
     async def _retrieve(self, engine: Engine, query: str, depth: int, mode: str) -> list[tuple[str, float]]:
+        """The pipeline's first stage, its retrievers' hits fetched here (hybrid: both at once)."""
+        n = engine.pipeline.run_depth(mode, depth)
         if mode == "dense":
-            return await self._dense(engine, query, depth)
-        if mode == "bm25":
-            return await self._bm25(engine, query, depth)
-        from deepseek_tf.retrieval.bm25 import ranked, reciprocal_rank_fusion
+            dense, bm25 = await self._dense(engine, query, n), None
+        elif mode == "bm25":
+            dense, bm25 = None, await self._bm25(engine, query, n)
+        else:
+            dense, bm25 = await asyncio.gather(self._dense(engine, query, n), self._bm25(engine, query, n))
+        return engine.pipeline.first_stage(mode, depth, dense, bm25)
 
-        runs_depth = max(depth, self.options.hybrid_depth)
-        dense, bm25 = await asyncio.gather(
-            self._dense(engine, query, runs_depth), self._bm25(engine, query, runs_depth)
-        )
-        fused = reciprocal_rank_fusion([{query: dict(dense)}, {query: dict(bm25)}], self.options.rrf_k, depth)
-        docs = fused.get(query, {})
-        return [(d, docs[d]) for d in ranked(docs)]
-
-    def _rerank(self, engine: Engine, query: str, hits: list[tuple[str, float]], k: int) -> list[tuple[str, float]]:
-        from deepseek_tf.retrieval.rerank import rerank_query
-
-        scores = rerank_query(self.reranker, query, hits, [engine.index.text(d) for d, _ in hits])
-        return sorted(scores.items(), key=lambda x: (-x[1], x[0]))[:k]
-
-    async def search(self, query: str, k: int = 10, mode: str = "dense", rerank: bool = False) -> dict:
-        """{"results": [{"id", "score"}] best first, "cached": bool}; `query` already validated."""
+    async def search(
+        self, query: str, k: int = 10, mode: str = "dense", rerank: bool = False, fusion: float | None = None
+    ) -> dict:
+        """{"results": [{"id", "score"}] best first, "cached": bool}; `query` already validated.
+        `fusion` W (with `rerank`): ordered by W·z(cross-encoder) + (1 − W)·z(retriever)."""
         if mode not in MODES:
             raise ServiceError("invalid_request", f"mode must be one of {', '.join(MODES)}")
         if rerank and self.reranker is None:
             raise ServiceError(
                 "rerank_unavailable", "rerank needs a cross-encoder: start the server with --rerank MODEL"
             )
+        if fusion is not None and not (rerank and 0.0 <= fusion <= 1.0):
+            raise ServiceError("invalid_request", "rerank_fusion: a number in [0, 1], with rerank true")
         engine = self._acquire()
         try:
-            key = (engine.generation, query, k, mode, rerank)
+            key = (engine.generation, query, k, mode, rerank, fusion)
             results = self.results_cache.get(key)
             if results is not MISSING:
                 return {"results": results, "cached": True}
-            depth = max(k, self.options.rerank_depth) if rerank else k
-            hits = await self._retrieve(engine, query, depth, mode)
-            if rerank:
-                hits = await self._run(self._rerank, engine, query, hits, k)
-            results = [{"id": d, "score": float(s)} for d, s in hits[:k]]
+            pipeline = engine.pipeline
+            hits = await self._retrieve(engine, query, pipeline.depth(k, rerank), mode)
+            if rerank:  # the cross-encoder's work, off the event loop
+                best = await self._run(pipeline.finish, query, hits, k, rerank, fusion)
+            else:
+                best = pipeline.finish(query, hits, k)
+            results = [{"id": h.id, "score": float(h.score)} for h in best]
             self.results_cache.put(key, results)
             return {"results": results, "cached": False}
         finally:
