@@ -149,6 +149,7 @@ class SearchPipeline:
 
     # ------------------------------------------------------------------ stage 1
     def retrieve_dense(self, queries: list[str], depth: int) -> list[Hits]:
+        """Each query's top `depth` by the dense retriever, in its own order (not yet ranked)."""
         return self.dense(np.asarray(self.encode_queries(queries)), depth)
 
     def first_stage(self, mode: str, depth: int, dense: Hits | None = None, bm25: Hits | None = None) -> Hits:
@@ -158,6 +159,7 @@ class SearchPipeline:
             return ranking(dict(dense), depth)
         if mode == "bm25":
             return ranking(dict(bm25), depth)
+        # RRF fuses runs ({query id: {doc id: score}}): one query's hits under a placeholder id
         fused = reciprocal_rank_fusion([{"q": dict(dense)}, {"q": dict(bm25)}], self.rrf_k, depth)
         return ranking(fused.get("q", {}))
 
