@@ -11,10 +11,14 @@ _os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 _os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 
-def _import_tensorflow_quietly() -> None:
-    """TF's C++ start-up lines (absl, oneDNN, CUDA stubs) ignore TF_CPP_MIN_LOG_LEVEL;
-    hide them so a CLI's one-line error is the only thing on stderr."""
-    if _os.environ.get("DEEPSEEK_TF_VERBOSE"):
+def load_tensorflow() -> None:
+    """Imports TensorFlow with its C++ start-up lines (absl, oneDNN, CUDA stubs) hidden: they
+    ignore TF_CPP_MIN_LOG_LEVEL, and a CLI's one-line error must be the only thing on stderr.
+    Every command calls it once its arguments are parsed (`console.command_parser`), so `--help`
+    and usage errors answer without loading TensorFlow."""
+    import sys as _sys
+
+    if "tensorflow" in _sys.modules or _os.environ.get("DEEPSEEK_TF_VERBOSE"):
         return
     saved = _os.dup(2)
     try:
@@ -31,5 +35,18 @@ def _import_tensorflow_quietly() -> None:
         _os.close(saved)
 
 
-_import_tensorflow_quietly()
+def lazy_exports(package: str, sources: dict[str, str]):
+    """A package's `__getattr__` (PEP 562) that imports each exported name from its module on first
+    use: `from deepseek_tf.train import train` works as before, while `deepseek_tf.train.cli`
+    (whose parser needs no model) does not load TensorFlow through the package."""
+    import importlib
+
+    def __getattr__(name: str):
+        if name not in sources:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        return getattr(importlib.import_module(sources[name]), name)
+
+    return __getattr__
+
+
 __version__ = "0.1.0"

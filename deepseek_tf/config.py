@@ -283,9 +283,12 @@ class TrainConfig:
     )
 
 
+QUANT_MODES = ("none", "float16", "dynamic", "int8")  # TFLite export precisions (export.tflite)
+
+
 @dataclass(frozen=True)
 class ExportConfig:
-    quantize: str = setting("none", "TFLite weights and activations", choices=("none", "float16", "dynamic", "int8"))
+    quantize: str = setting("none", "TFLite weights and activations", choices=QUANT_MODES)
     tolerance: float = setting(1e-4, "largest output drift from the Keras model an export may have", range="> 0")
 
 

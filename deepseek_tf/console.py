@@ -17,6 +17,14 @@ class _OneLineParser(argparse.ArgumentParser):
     def error(self, message: str):
         self.exit(2, f"error: {message} (see {self.prog} --help)\n")
 
+    def parse_known_args(self, args=None, namespace=None):
+        # --help and usage errors exit inside the parse, before TensorFlow is loaded
+        parsed = super().parse_known_args(args, namespace)
+        from deepseek_tf import load_tensorflow
+
+        load_tensorflow()
+        return parsed
+
 
 def command_parser(command: str, description: str, examples: list[str]) -> argparse.ArgumentParser:
     """The parser of `deepseek-tf COMMAND` (also `python -m deepseek_tf.COMMAND` where one exists)."""

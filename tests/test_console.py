@@ -153,3 +153,22 @@ def test_train_to_a_file_writes_plain_lines(tiny_beir, tmp_path):
     assert all(" steps/s, ETA " in x for x in steps)
     assert any(x.startswith("epoch 2/2 done: 3 steps in ") and ", loss " in x for x in lines)
     assert lines[-1].startswith("trained 6 steps, final loss ")
+
+
+@pytest.mark.parametrize(
+    "command", ["train", "evaluate", "export", "search", "mine", "index", "serve", "bench", "bench-ann"]
+)
+def test_help_answers_without_loading_tensorflow(command):
+    """`deepseek-tf COMMAND --help` prints its options and examples without importing TensorFlow
+    (which takes seconds); the command loads it once its arguments are parsed."""
+    import subprocess
+
+    code = (
+        "import atexit, sys\n"
+        "atexit.register(lambda: print('tensorflow' in sys.modules, file=sys.stderr))\n"
+        "from deepseek_tf.cli.main import main\n"
+        f"sys.exit(main([{command!r}, '--help']))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "examples:" in done.stdout
+    assert done.stderr.strip() == "False"

@@ -1,21 +1,6 @@
 """Data: BEIR-layout collections, training pairs, dev splits and tf.data pipelines."""
 
-from deepseek_tf.data.beir import (
-    RUN_PREFIX,
-    BeirDataset,
-    describe_dropped,
-    join_title,
-    load_beir,
-    load_run,
-    normalize_text,
-    read_corpus,
-    read_qrels,
-    read_run,
-    run_file,
-    write_run,
-)
-from deepseek_tf.data.pairs import Pairs, pair_dataset, pairs_from_beir, read_pairs, text_batches
-from deepseek_tf.data.splits import limit_corpus, split_dev, split_train_dev
+from deepseek_tf import lazy_exports
 
 __all__ = [
     "BeirDataset",
@@ -39,3 +24,28 @@ __all__ = [
     "split_dev",
     "split_train_dev",
 ]
+__getattr__ = lazy_exports(
+    __name__,
+    {
+        "RUN_PREFIX": "deepseek_tf.data.beir",
+        "BeirDataset": "deepseek_tf.data.beir",
+        "describe_dropped": "deepseek_tf.data.beir",
+        "join_title": "deepseek_tf.data.beir",
+        "load_beir": "deepseek_tf.data.beir",
+        "load_run": "deepseek_tf.data.beir",
+        "normalize_text": "deepseek_tf.data.beir",
+        "read_corpus": "deepseek_tf.data.beir",
+        "read_qrels": "deepseek_tf.data.beir",
+        "read_run": "deepseek_tf.data.beir",
+        "run_file": "deepseek_tf.data.beir",
+        "write_run": "deepseek_tf.data.beir",
+        "Pairs": "deepseek_tf.data.pairs",
+        "pair_dataset": "deepseek_tf.data.pairs",
+        "pairs_from_beir": "deepseek_tf.data.pairs",
+        "read_pairs": "deepseek_tf.data.pairs",
+        "text_batches": "deepseek_tf.data.pairs",
+        "limit_corpus": "deepseek_tf.data.splits",
+        "split_dev": "deepseek_tf.data.splits",
+        "split_train_dev": "deepseek_tf.data.splits",
+    },
+)

@@ -5,12 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from deepseek_tf.config import QUANT_MODES
 from deepseek_tf.console import command_parser, number
 from deepseek_tf.errors import UserError, cli_entry
-from deepseek_tf.export.quantization import quantization_report
-from deepseek_tf.export.saved_model import export_saved_model
-from deepseek_tf.export.tflite import QUANT_MODES
-from deepseek_tf.export.towers import export_tflite
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -68,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.format == "saved_model":
         if args.quantize != "none" or args.report:
             raise UserError("--quantize and --report apply to --format tflite only")
+        from deepseek_tf.export.saved_model import export_saved_model
+
         meta = export_saved_model(args.model, args.output, args.tolerance or 1e-5, overwrite=args.overwrite)
         if meta.get("kind") == "cross_encoder":
             print(
@@ -83,10 +82,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.report:
         if not args.dataset:
             raise UserError("--report needs --dataset DIR (nDCG@10 and int8 calibration)")
+        from deepseek_tf.export.quantization import quantization_report
+
         report = quantization_report(args.model, args.dataset, args.output, split=args.split, overwrite=args.overwrite)
         print(report["markdown"])
         print(f"wrote {args.output}.report.md and {args.output}.report.json")
         return 0
+    from deepseek_tf.export.towers import export_tflite
+
     result = export_tflite(
         args.model, args.output, args.quantize, args.dataset, args.tolerance, overwrite=args.overwrite
     )

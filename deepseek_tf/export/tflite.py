@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from deepseek_tf.config import QUANT_MODES
 from deepseek_tf.errors import UserError
 from deepseek_tf.export.publish import write_files
 from deepseek_tf.retrieval.embedders import Embedder
@@ -36,7 +37,6 @@ from deepseek_tf.retrieval.tflite import (
     tower_paths,
 )
 
-QUANT_MODES = ("none", "float16", "dynamic", "int8")
 # Per mode: (check, bound). "max_abs_diff" must stay <= bound; "min_cosine" >= bound.
 # Set from measurements on all-MiniLM-L6-v2 and the tiny test model (docs/results.md, "Export").
 TOLERANCES: dict[str, tuple[str, float]] = {

@@ -7,7 +7,14 @@ The same encode step runs as an Apache Beam pipeline (`deepseek_tf.index.beam`).
 
 from __future__ import annotations
 
-from deepseek_tf.index.build import build_index
-from deepseek_tf.index.built import BuiltIndex, load_built_index
+from deepseek_tf import lazy_exports
 
 __all__ = ["BuiltIndex", "build_index", "load_built_index"]
+__getattr__ = lazy_exports(
+    __name__,
+    {
+        "build_index": "deepseek_tf.index.build",
+        "BuiltIndex": "deepseek_tf.index.built",
+        "load_built_index": "deepseek_tf.index.built",
+    },
+)

@@ -5,9 +5,7 @@ from __future__ import annotations
 import argparse
 
 from deepseek_tf.console import command_parser, number
-from deepseek_tf.data import load_beir
 from deepseek_tf.errors import UserError, cli_entry
-from deepseek_tf.retrieval.mining import check_mine_output, check_output_file, mine, write_pairs
 from deepseek_tf.text.analyzer import ANALYZERS
 
 
@@ -54,6 +52,9 @@ def mine_main(argv: list[str] | None = None) -> int:
     args = mine_parse_args(argv)
     if args.top_k < 1 or args.skip_top < 0:
         raise UserError("--top-k must be >= 1 and --skip-top >= 0")
+    from deepseek_tf.data import load_beir
+    from deepseek_tf.retrieval.mining import check_mine_output, check_output_file, mine, write_pairs
+
     check_output_file(args.output)
     check_mine_output(args.output, args.dataset, args.source)
     ds = load_beir(args.dataset, args.split, unknown_ids="drop")

@@ -12,10 +12,10 @@ faiss kinds: `flat` (exact), `ivf` (IVF-Flat), `ivfpq` (IVF-PQ) and `hnsw` (HNSW
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
-import tensorflow as tf
 
 from deepseek_tf.errors import UserError
 
@@ -25,10 +25,17 @@ TRAIN_SAMPLE = 100_000
 ADD_BLOCK = 50_000
 
 
-@tf.function(reduce_retracing=True)
-def _chunk_topk(queries, chunk, k):
-    scores = tf.matmul(queries, chunk, transpose_b=True)  # (q, chunk)
-    return tf.math.top_k(scores, k=k)
+@functools.cache
+def _chunk_topk():
+    # built on first use: importing this module (for its constants) must not load TensorFlow
+    import tensorflow as tf
+
+    @tf.function(reduce_retracing=True)
+    def chunk_topk(queries, chunk, k):
+        scores = tf.matmul(queries, chunk, transpose_b=True)  # (q, chunk)
+        return tf.math.top_k(scores, k=k)
+
+    return chunk_topk
 
 
 def exact_search(
@@ -41,6 +48,8 @@ def exact_search(
     lists, so a 1M-document corpus never yields a 1M × Q score matrix (at the defaults the largest
     score block is 1024 × 65536 float32 = 256 MiB).
     """
+    import tensorflow as tf
+
     n = docs.shape[0]
     k = min(k, n)
     all_scores = np.zeros((len(queries), k), np.float32)
@@ -51,7 +60,7 @@ def exact_search(
         best_i = tf.zeros([tf.shape(q)[0], 0], tf.int64)
         for start in range(0, n, chunk_size):
             chunk = tf.constant(docs[start : start + chunk_size], tf.float32)  # (chunk, dim)
-            s, i = _chunk_topk(q, chunk, tf.constant(min(k, chunk.shape[0])))
+            s, i = _chunk_topk()(q, chunk, tf.constant(min(k, chunk.shape[0])))
             merged_s = tf.concat([best_s, s], axis=1)  # (qb, <= 2k)
             merged_i = tf.concat([best_i, tf.cast(i, tf.int64) + start], axis=1)
             top = tf.math.top_k(merged_s, k=min(k, merged_s.shape[1]))

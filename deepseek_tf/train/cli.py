@@ -8,7 +8,6 @@ from pathlib import Path
 from deepseek_tf.config import add_run_arguments, config_and_workdir
 from deepseek_tf.console import command_parser
 from deepseek_tf.errors import cli_entry
-from deepseek_tf.train.run import train
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -30,6 +29,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    from deepseek_tf.train.run import train
+
     config, workdir = config_and_workdir(args)
     history = train(config, workdir, verbose=0 if args.quiet else 1)
     loss = history.get("loss", [float("nan")])[-1]
