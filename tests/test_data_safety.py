@@ -436,6 +436,30 @@ CASES = [
             f"{t / 'corpus.jsonl'}:3: 'text' is 5",
         ),
     ),
+    Case(
+        "search-query-of-control-characters-only",
+        lambda fx, t: (
+            ["search", "--model", str(fx.model), "--corpus", str(fx.corpus), "--query", "\x01\x02\x07"],
+            "--query must be a non-empty text",
+        ),
+    ),
+    Case(
+        "search-top-k-zero",
+        lambda fx, t: (
+            ["search", "--model", str(fx.model), "--corpus", str(fx.corpus), "--query", "dress", "--top-k", "0"],
+            "--top-k: must be >= 1",
+        ),
+        code=2,
+    ),
+    Case(
+        "search-rerank-fusion-nan",
+        lambda fx, t: (
+            ["search", "--model", str(fx.model), "--corpus", str(fx.corpus), "--query", "dress"]
+            + ["--rerank-fusion", "nan"],
+            "--rerank-fusion: expected a finite number",
+        ),
+        code=2,
+    ),
     # numeric flags out of range
     Case(
         "mine-margin-nan",

@@ -104,13 +104,13 @@ def test_exact_search_never_scores_more_than_one_block(monkeypatch):
     import deepseek_tf.retrieval.knn as index_mod
 
     shapes = []
-    real = index_mod._chunk_topk
+    real = index_mod._chunk_topk()  # the compiled block kernel
 
     def spy(q, chunk, k):
         shapes.append((int(q.shape[0]), int(chunk.shape[0])))
         return real(q, chunk, k)
 
-    monkeypatch.setattr(index_mod, "_chunk_topk", spy)
+    monkeypatch.setattr(index_mod, "_chunk_topk", lambda: spy)
     rng = np.random.default_rng(1)
     docs, queries = rng.normal(size=(1000, 8)).astype(np.float32), rng.normal(size=(50, 8)).astype(np.float32)
     _, idx = index_mod.exact_search(queries, docs, k=5, chunk_size=300, query_batch=20)

@@ -20,9 +20,9 @@ import sys
 import time
 from pathlib import Path
 
-from deepseek_tf.console import command_parser
+from deepseek_tf.console import command_parser, number
 from deepseek_tf.data import describe_dropped
-from deepseek_tf.data.beir import Dropped, file_sha256
+from deepseek_tf.data.beir import Dropped, file_sha256, normalize_text
 from deepseek_tf.errors import UserError, cli_entry
 from deepseek_tf.index.build import build_index
 from deepseek_tf.index.built import load_built_index
@@ -163,8 +163,8 @@ def search(
     from deepseek_tf.retrieval.rerank import Reranker
 
     queries = [q.strip() for q in queries]
-    if not queries or not all(queries):
-        raise UserError("--query must be a non-empty text")
+    if not queries or not all(normalize_text(q) for q in queries):  # spaces and control characters alone
+        raise UserError("--query must be a non-empty text (not only spaces or control characters)")
     if top_k < 1:
         raise UserError("--top-k must be >= 1")
     if mode not in MODES:
@@ -256,7 +256,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--rebuild", action="store_true", help="rebuild the dense backend of --index as --backend (documents reused)"
     )
     p.add_argument("--query", action="append", required=True, help="query text (repeat for several)")
-    p.add_argument("--top-k", type=int, default=10, help="results per query (default: 10)")
+    p.add_argument("--top-k", type=number(int, 1), default=10, help="results per query (default: 10)")
     p.add_argument(
         "--mode",
         choices=MODES,
@@ -269,10 +269,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="cross-encoder (trained model/ dir, its SavedModel or .tflite) "
         "that rescores the retriever's top --rerank-depth",
     )
-    p.add_argument("--rerank-depth", type=int, default=100, help="candidates reranked per query (default: 100)")
+    p.add_argument(
+        "--rerank-depth", type=number(int, 1), default=100, help="candidates reranked per query (default: 100)"
+    )
     p.add_argument(
         "--rerank-fusion",
-        type=float,
+        type=number(float, 0, 1),
         metavar="W",
         help="order by W·z(cross-encoder) + "
         "(1−W)·z(retriever), z standardised over the candidates "

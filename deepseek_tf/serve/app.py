@@ -41,6 +41,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
+from deepseek_tf.data.beir import normalize_text
 from deepseek_tf.errors import UserError
 from deepseek_tf.serve.auth import bearer_matches
 from deepseek_tf.serve.limits import Limits
@@ -189,8 +190,8 @@ def parse(model: type[_Strict], data: dict):
 
 def check_text(text: str, limit: int, name: str) -> str:
     text = text.strip()
-    if not text:
-        raise ServiceError("invalid_request", f"{name}: must not be empty")
+    if not normalize_text(text):  # empty, or only spaces and control characters: nothing to search for
+        raise ServiceError("invalid_request", f"{name}: must not be empty (or only control characters)")
     if len(text) > limit:
         raise ServiceError("invalid_request", f"{name}: longer than {limit} characters ({len(text)})")
     return text
