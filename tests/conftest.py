@@ -43,3 +43,32 @@ def run_cli(module: str, *args: str):
         cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
+
+
+def run_cli_here(module: str, *args: str):
+    """`python -m module args` in this process (what a subprocess would return: exit code, stdout,
+    stderr), for tables of CLI rows: a fresh interpreter per row pays TensorFlow's import each
+    time. A row that needs a process of its own (limits, signals, a fresh start) uses `run_cli`.
+    An exception escaping the command is returned as its traceback on stderr with exit code 1."""
+    import contextlib
+    import io
+    import runpy
+    import subprocess
+    import traceback
+
+    out, err, saved = io.StringIO(), io.StringIO(), sys.argv
+    sys.argv = [module, *args]
+    code = 0
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            runpy.run_module(module, run_name="__main__", alter_sys=False)
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        if isinstance(e.code, str):
+            err.write(e.code + "\n")
+    except BaseException:
+        err.write(traceback.format_exc())
+        code = 1
+    finally:
+        sys.argv = saved
+    return subprocess.CompletedProcess([module, *args], code, out.getvalue(), err.getvalue())

@@ -1,7 +1,7 @@
 """Bad input through the real CLIs: a one-line `error:`, a non-zero exit, and nothing lost or
 half-written left looking valid.
 
-One table, one subprocess per row (`run_cli`): each row builds its inputs in its own directory
+One table, each row run as the CLI in this process (`run_cli_here`): each row builds its inputs in its own directory
 from artifacts made once here (the shared `tiny_run` model, one SavedModel and one TFLite
 export), so no row trains or exports. After the run, every file in the row's directory must be
 exactly as before: nothing deleted or changed, nothing new (no `*.tmp`, no config.yaml rewritten).
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, run_cli
+from conftest import ROOT, run_cli, run_cli_here
 
 
 @dataclass
@@ -463,7 +463,7 @@ def test_bad_input_fails_in_one_line_and_leaves_everything_as_it_was(case: Case,
     argv, names = case.build(fx, tmp_path)
     shared = {p: _snapshot(p) for p in (fx.run, fx.saved_model.parent)}
     before = _snapshot(tmp_path)
-    result = run_cli("deepseek_tf.cli", *argv)
+    result = run_cli_here("deepseek_tf.cli", *argv)
     lines = result.stderr.strip().splitlines()
     assert "Traceback" not in result.stderr, result.stderr[-3000:]
     assert result.returncode == case.code, (result.returncode, result.stderr[-2000:])

@@ -637,12 +637,16 @@ def test_search_reranks_as_evaluate_does(tiny_run, ce_run, tiny_beir, tmp_path, 
     assert "reranking" in lines[0] and [l.split()[0] for l in lines[1:]] == ["1.", "2."]
     # bad input: one line, exit 1, and no index written
     ix = tmp_path / "ix"
-    for extra, message in (
-        (["--rerank-depth", "1"], "--rerank-depth (1) must be >= --top-k (2)"),
-        (["--rerank-fusion", "1.5"], "--rerank-fusion must be in [0, 1], got 1.5"),
-        (["--rerank", model], "a dual_encoder model, not a cross-encoder"),
+    for extra, message, code in (
+        (["--rerank-depth", "1"], "--rerank-depth (1) must be >= --top-k (2)", 1),
+        (["--rerank-fusion", "1.5"], "--rerank-fusion: must be <= 1, got '1.5'", 2),  # refused by the parser
+        (["--rerank", model], "a dual_encoder model, not a cross-encoder", 1),
     ):
-        assert main(args + ["--index", str(ix)] + extra) == 1
+        try:
+            rc = main(args + ["--index", str(ix)] + extra)
+        except SystemExit as e:  # a usage error: argparse exits
+            rc = e.code
+        assert rc == code
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and message in err[0] and not ix.exists()
     assert main(args[:8] + ["--rerank-fusion", "0.3"]) == 1  # fusion without --rerank

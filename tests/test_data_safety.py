@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, run_cli_here
 from test_bad_input import _beir, _copy, _file, _snapshot
 from test_index import _tree
 
@@ -67,7 +67,10 @@ def fx(tiny_beir, tiny_run, tmp_path_factory) -> Fx:
 
 
 def run(argv: list[str], fsize: int | None = None) -> subprocess.CompletedProcess:
-    """`python -m deepseek_tf.cli ARGV`; with `fsize`, under `ulimit -f` of that many bytes."""
+    """`python -m deepseek_tf.cli ARGV`, in this process; with `fsize`, in a process of its own
+    under `ulimit -f` of that many bytes."""
+    if not fsize:
+        return run_cli_here("deepseek_tf.cli", *argv)
 
     def limit() -> None:
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG from write(), as a shell with ulimit -f and trap
