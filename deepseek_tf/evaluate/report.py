@@ -20,6 +20,7 @@ from deepseek_tf.data import BeirDataset, describe_dropped, load_beir, load_run,
 from deepseek_tf.errors import UserError
 from deepseek_tf.evaluate.metrics import CURVE_MAX_K, Run, recall_curve, trec_metrics
 from deepseek_tf.evaluate.significance import METRIC_KEYS, add_comparisons
+from deepseek_tf.files import atomic_write
 
 COST_KEYS = ("latency_ms_p50", "latency_ms_p95", "docs_per_s", "peak_rss_mb")
 
@@ -256,8 +257,5 @@ def plot_recall_curves(results: dict[str, dict], path: str | Path, title: str = 
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(loc="lower right")
     fig.tight_layout()
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    fig.savefig(tmp, format="png")
+    atomic_write(Path(path), lambda tmp: fig.savefig(tmp, format="png"))
     plt.close(fig)
-    tmp.replace(path)

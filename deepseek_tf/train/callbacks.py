@@ -14,6 +14,7 @@ import tensorflow as tf
 from deepseek_tf import data as data_lib
 from deepseek_tf.config import Config
 from deepseek_tf.console import PlainProgress, every_for, format_eta, is_terminal
+from deepseek_tf.files import write_json
 
 
 def dev_ndcg(embedder, config: Config, dev: data_lib.BeirDataset) -> float:
@@ -86,9 +87,7 @@ class DevEvaluator(keras.callbacks.Callback):
             self.state = {"dev_ndcg@10": score, "epoch": epoch + 1, "step": step, "wait": 0}
         else:
             self.state["wait"] += 1
-        tmp = self.state_path.with_name("best.json.tmp")
-        tmp.write_text(json.dumps(self.state, indent=2))
-        tmp.replace(self.state_path)
+        write_json(self.state_path, self.state, indent=2)
         print(
             f"\nepoch {epoch + 1}: dev nDCG@10 {score:.4f} (best {self.state['dev_ndcg@10']:.4f} "
             f"at epoch {self.state['epoch']})",

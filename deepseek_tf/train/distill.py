@@ -19,6 +19,7 @@ import numpy as np
 from deepseek_tf import data as data_lib
 from deepseek_tf.config import Config
 from deepseek_tf.errors import ConfigError, UserError
+from deepseek_tf.files import atomic_write
 from deepseek_tf.retrieval.rerank import Reranker, check_reranker_spec
 
 
@@ -103,15 +104,17 @@ def load_teacher_margins(spec: str, pairs: data_lib.Pairs, cache_dir: Path, verb
     margins = teacher_margins(Reranker.load(spec), pairs, progress=bool(verbose), known=known)
     by_key.update((_pair_key(*qd), s) for qd, s in known.items())
     cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_name("teacher_scores.tmp.npz")
-    with open(tmp, "wb") as f:  # no half-written cache on a kill
-        np.savez(
-            f,
-            key=np.array(list(by_key), str),
-            score=np.array(list(by_key.values()), np.float32),
-            teacher=np.array(fingerprint),
-        )
-    tmp.replace(cache)
+    columns = {
+        "key": np.array(list(by_key), str),
+        "score": np.array(list(by_key.values()), np.float32),
+        "teacher": np.array(fingerprint),
+    }
+
+    def save(tmp: Path) -> None:
+        with open(tmp, "wb") as f:  # a file object: np.savez would add ".npz" to a path
+            np.savez(f, **columns)
+
+    atomic_write(cache, save)  # no half-written cache on a kill
     print(
         f"teacher {spec}: scored {len(wanted) - cached} pairs ({cached} cached), {margins.size} margins"
         f" (mean {margins.mean():.2f}, std {margins.std():.2f}) "

@@ -18,7 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from deepseek_tf import data as data_lib
-from deepseek_tf.config import Config
+from deepseek_tf.config import Config, TrainConfig
 from deepseek_tf.errors import ConfigError, UserError
 from deepseek_tf.retrieval.rerank import Run
 
@@ -188,15 +188,11 @@ def check_cross_encoder_config(config: Config) -> None:
             "a cross-encoder does not take them"
         )
     # dual-encoder-only keys would be accepted and do nothing: refused, naming them
+    defaults = TrainConfig()
     dual_only = [
-        key
-        for key, value, default in (
-            ("train.accumulation_steps", t.accumulation_steps, 1),
-            ("train.label_weighting", t.label_weighting, False),
-            ("train.mask_duplicates", t.mask_duplicates, True),
-            ("train.gather_across_replicas", t.gather_across_replicas, True),
-        )
-        if value != default
+        f"train.{name}"
+        for name in ("accumulation_steps", "label_weighting", "mask_duplicates", "gather_across_replicas")
+        if getattr(t, name) != getattr(defaults, name)
     ]
     if dual_only:
         raise ConfigError(f"{', '.join(dual_only)}: dual-encoder settings; a cross-encoder does not take them")
