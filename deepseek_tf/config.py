@@ -103,6 +103,12 @@ class ModelConfig:
     trainable: bool = setting(
         True, "train the backbone's weights; false freezes them (e.g. a light cross-encoder on a retriever's tower)"
     )
+    freeze_embeddings: bool = setting(
+        False,
+        "keep the backbone's token-embedding table fixed while the rest trains (multilingual-e5-small: "
+        "96M of its 118M weights, whose dense gradient and optimizer state dominate a CPU step's time "
+        "and memory)",
+    )
     interaction: str = setting(
         "full",
         "cross-encoder: `full` reads `[CLS] q [SEP] d [SEP]` through one "
@@ -188,6 +194,12 @@ class DataConfig:
     )
     dev_max_docs: int = setting(
         20000, "dev ranking corpus: the judged documents plus a seeded sample up to this many", range=">= 1"
+    )
+    dev_max_queries: int | None = setting(
+        None,
+        "cross-encoder: rerank a seeded sample of this many dev queries after each epoch "
+        "(reranking every dev query can take longer than the epoch); unset: all",
+        range=">= 1",
     )
     teacher: str | None = setting(
         None,

@@ -40,3 +40,11 @@ def limit_corpus(ds: data_lib.BeirDataset, max_docs: int, seed: int) -> data_lib
     rest = sorted(set(ds.corpus) - judged)
     keep = judged | set(random.Random(seed).sample(rest, max(0, min(len(rest), max_docs - len(judged)))))
     return data_lib.BeirDataset({d: ds.corpus[d] for d in ds.corpus if d in keep}, ds.queries, ds.qrels, ds.dropped)
+
+
+def sample_queries(ds: data_lib.BeirDataset, max_queries: int | None, seed: int) -> data_lib.BeirDataset:
+    """A seeded sample of at most `max_queries` judged queries (None: all of them)."""
+    if max_queries is None or len(ds.qrels) <= max_queries:
+        return ds
+    keep = set(random.Random(seed).sample(sorted(ds.qrels), max_queries))
+    return data_lib.BeirDataset(ds.corpus, ds.queries, {q: ds.qrels[q] for q in ds.qrels if q in keep}, ds.dropped)

@@ -69,6 +69,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "rescores the first stage's top-k: adds a '+rerank' row",
     )
     p.add_argument(
+        "--rerank-stage",
+        choices=("dense", "hybrid", "bm25", "run"),
+        default=None,
+        help="which system's top-k --rerank reorders (default: --run, else --model's dense, else bm25); "
+        "hybrid needs --model and --baseline bm25",
+    )
+    p.add_argument(
         "--rerank-fusion",
         type=_weights,
         metavar="W[,W...]",
@@ -177,6 +184,7 @@ def main(argv: list[str] | None = None) -> int:
         runs_dir=args.save_runs,
         first_run=args.run,
         dev=dev,
+        rerank_stage=args.rerank_stage,
     )
     print(format_table(results))
     for line in format_comparisons(results):

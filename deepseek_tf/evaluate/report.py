@@ -134,6 +134,7 @@ def evaluate(
     runs_dir: str | Path | None = None,
     first_run: str | Path | None = None,
     dev: tuple[float, int] | None = None,
+    rerank_stage: str | None = None,
 ) -> dict[str, dict]:
     """Evaluates MODEL (and BM25 / hybrid with baseline="bm25"); returns {system name: figures}.
 
@@ -143,6 +144,8 @@ def evaluate(
     paired difference from the first stage, per metric, with its 95% CI and p: add_comparisons).
     runs_dir: also write each system's ranking there as a TREC run file, RUNS_DIR/<system>.trec.
     first_run: a TREC run file scored as system `run` (another first stage: --rerank reranks it).
+    rerank_stage: the system whose top-k --rerank reorders ("dense", "hybrid", "bm25" or "run");
+    None: the given first stage (--run, else --model's dense, else BM25).
     dev: (fraction, seed): score only the queries of `split` that training with data.dev_fraction
     = fraction and data.dev_seed = seed holds out (`train.split_dev`), e.g. to pick a fusion weight.
     """
@@ -156,6 +159,15 @@ def evaluate(
         from deepseek_tf.retrieval.rerank import check_reranker_spec
 
         check_reranker_spec(rerank, rerank_fusion)
+    if rerank_stage is not None:
+        needs = {"dense": model, "hybrid": model and baseline, "bm25": baseline, "run": first_run}
+        if rerank_stage not in needs:
+            raise UserError(f"--rerank-stage must be one of {', '.join(needs)}, got {rerank_stage!r}")
+        if rerank is None or not needs[rerank_stage]:
+            what = {"dense": "--model", "hybrid": "--model and --baseline bm25", "bm25": "--baseline bm25"}
+            raise UserError(
+                f"--rerank-stage {rerank_stage} needs --rerank and {what.get(rerank_stage, '--run')}; nothing evaluated"
+            )
     if dev is not None and not 0.0 < dev[0] < 1.0:
         raise UserError(f"--dev-fraction must be in (0, 1), got {dev[0]:g}")
     ds = load_beir(dataset, split, unknown_ids="drop")
@@ -193,14 +205,18 @@ def evaluate(
         embedder = load_embedder(model)
         dense = dense_run(embedder, ds, top_k, batch_size, progress=verbose)
         results = {"dense": score("dense", dense[0], dict(dense[1]), {"model": model}), **results}
-        if bm25 is not None:
-            run, stats = hybrid_run(dense, bm25, top_k, rrf_k)
-            results["hybrid"] = score("hybrid", run, stats, {"model": model})
         first = ("dense", dense)
+        if bm25 is not None:
+            hybrid = hybrid_run(dense, bm25, top_k, rrf_k)
+            results["hybrid"] = score("hybrid", hybrid[0], dict(hybrid[1]), {"model": model})
+            if rerank_stage == "hybrid":
+                first = ("hybrid", hybrid)
     if first_run is not None:  # another system's results: no latency or indexing figures to report
         given = (load_run(first_run, ds, top_k), {"latency_ms": {}})
         results = {"run": score("run", given[0], dict(given[1]), {"run": str(first_run)}), **results}
         first = ("run", given)
+    if rerank_stage == "bm25":
+        first = ("bm25", bm25)
     if rerank is not None:  # cross-encoder over the first stage's top-k (BM25's when it is the only one)
         from deepseek_tf.retrieval.rerank import rerank_system
 

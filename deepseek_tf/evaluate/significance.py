@@ -49,14 +49,19 @@ def paired_comparison(base: dict[str, float], other: dict[str, float], samples: 
 
 
 def add_comparisons(results: dict[str, dict], metrics: tuple[str, ...] = METRIC_KEYS) -> None:
-    """Adds results[name]["vs"]: each system against the first stage it builds on (`dense` when
-    there is one, else a given `run`, else `bm25`; `dense` and `run` themselves against `bm25`),
-    per metric (`paired_comparison`)."""
+    """Adds results[name]["vs"]: each system against the first stage it builds on (a reranked
+    `X+rerank...` row against X; otherwise `dense` when there is one, else a given `run`, else
+    `bm25`; `dense` and `run` themselves against `bm25`), per metric (`paired_comparison`); and
+    results[name]["vs_bm25"] where that first stage is not BM25 itself, so every system's gain over
+    the baseline users already have is in the report with its CI."""
     ref = next((n for n in ("dense", "run") if n in results), "bm25")
     for name, r in results.items():
-        base = {"bm25": None, "dense": "bm25", "run": "bm25"}.get(name, ref)
+        stage = name.split("+rerank", 1)[0] if "+rerank" in name else None
+        base = stage or {"bm25": None, "dense": "bm25", "run": "bm25"}.get(name, ref)
         if base in results:
             r["vs"] = {"system": base, **compare_reports(results[base], r, metrics)}
+        if name != "bm25" and base != "bm25" and "bm25" in results:
+            r["vs_bm25"] = {"system": "bm25", **compare_reports(results["bm25"], r, metrics)}
 
 
 def load_report_system(spec: str) -> tuple[str, dict]:
@@ -95,8 +100,9 @@ def compare_reports(base: dict, other: dict, metrics: tuple[str, ...] = METRIC_K
 def format_comparisons(results: dict[str, dict], metric: str = "ndcg@10") -> list[str]:
     lines = []
     for name, r in results.items():
-        if "vs" in r:
-            lines.append(f"{name} vs {r['vs']['system']}: {metric} {_describe(r['vs'][metric])}")
+        for key in ("vs", "vs_bm25"):
+            if key in r:
+                lines.append(f"{name} vs {r[key]['system']}: {metric} {_describe(r[key][metric])}")
     return lines
 
 

@@ -205,12 +205,16 @@ def verify_scores(
     tolerance: float | None = None,
 ) -> dict:
     """Scores are logits, not unit vectors: float32 must match to max |diff|; quantized files
-    must keep the ordering, measured as Pearson r = cos(want - mean, got - mean) over the pairs."""
+    must keep the ordering, measured as Pearson r = cos(want - mean, got - mean) over the pairs
+    (Spearman's rho, the same on ranks, is reported beside it)."""
     got = scorer(queries, docs)
     single = np.concatenate([scorer([q], [d]) for q, d in zip(queries, docs)])  # batch of 1
     diff = float(max(np.max(np.abs(want - got)), np.max(np.abs(want - single))))
     centred = lambda x: (np.asarray(x, np.float64) - np.mean(x))[None]
     pearson = min(compare(centred(want), centred(out))["min_cosine"] for out in (got, single))
+    # rank agreement: Spearman's rho = Pearson r of the ranks (no ties among float scores)
+    ranks = lambda x: np.argsort(np.argsort(np.asarray(x, np.float64))).astype(np.float64)
+    spearman = min(compare(centred(ranks(want)), centred(ranks(out)))["min_cosine"] for out in (got, single))
     check, bound = TOLERANCES[quantize]
     bound = bound if tolerance is None else tolerance
     worst = diff if check == "max_abs_diff" else pearson
@@ -222,6 +226,7 @@ def verify_scores(
         "worst": worst,
         "max_abs_diff": diff,
         "pearson": pearson,
+        "spearman": spearman,
         "pairs": len(queries),
     }
 

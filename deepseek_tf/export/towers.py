@@ -92,7 +92,8 @@ def _export_cross_tflite(model, tokenizer, config, output, quantize: str, calibr
     tmpdir = Path(tempfile.mkdtemp(prefix="deepseek_export_"))
     try:
         with removed_on_failure(tmpdir):
-            export_cross_encoder(model, tokenizer, config, tmpdir / "saved_model")
+            # a SentencePiece tokenizer goes in as its twin on ops with TFLite kernels
+            export_cross_encoder(model, for_tflite(tokenizer), config, tmpdir / "saved_model")
         base = {
             "pair_max_length": config.model.doc_max_length,
             "query_max_length": config.model.query_max_length,

@@ -8,7 +8,7 @@ from pathlib import Path
 import keras
 
 from deepseek_tf.config import ModelConfig
-from deepseek_tf.errors import UserError
+from deepseek_tf.errors import ConfigError, UserError
 
 
 def _minilm_dir() -> Path:
@@ -132,6 +132,11 @@ def build_backbone(cfg: ModelConfig, vocab_size: int) -> keras.layers.Layer:
 
         backbone = HubBackbone(cfg.backbone.removeprefix("hub:"), trainable=cfg.trainable)
     backbone.trainable = cfg.trainable
+    if cfg.freeze_embeddings:
+        embedding = getattr(backbone, "token_embedding", None)  # keras_hub BertBackbone's public attribute
+        if embedding is None:
+            raise ConfigError(f"model.freeze_embeddings: backbone {cfg.backbone!r} has no token embedding to freeze")
+        embedding.trainable = False
     return backbone
 
 

@@ -297,6 +297,11 @@ class SentencePieceTokenizer(Tokenizer):
         extra = self.query_prefix if tower == "query" else self.doc_prefix
         return self(texts, max_length, multiple, prefix=self.prefix + extra)
 
+    def tower_word_ids(self, texts: tf.Tensor, max_tokens: int, tower: str) -> tuple[tf.Tensor, tf.Tensor]:
+        """`Tokenizer.tower_word_ids` with the prefix passed to `word_ids`, as `tower` does."""
+        extra = self.query_prefix if tower == "query" else self.doc_prefix
+        return self.word_ids(texts, max_tokens, prefix=self.prefix + extra)
+
     @classmethod
     def from_dir(cls, directory: str | Path, fast: bool = True, prefix: str = "") -> SentencePieceTokenizer:
         """A checkpoint dir holding deepseek_tf_tokenizer.json (the e5 conversion) or a plain

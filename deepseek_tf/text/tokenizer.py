@@ -289,6 +289,12 @@ class Tokenizer(tf.Module):
         texts = tf.convert_to_tensor(texts, tf.string)
         return self(tf.strings.join([prefix, texts]) if prefix else texts, max_length, multiple)
 
+    def tower_word_ids(self, texts: tf.Tensor, max_tokens: int, tower: str) -> tuple[tf.Tensor, tf.Tensor]:
+        """`word_ids` of `tower`'s prefix + each text (a cross-encoder pair's two halves)."""
+        prefix = self.query_prefix if tower == "query" else self.doc_prefix
+        texts = tf.reshape(tf.convert_to_tensor(texts, tf.string), [-1])
+        return self.word_ids(tf.strings.join([prefix, texts]) if prefix else texts, max_tokens)
+
     @property
     def vocab_size(self) -> int:
         return len(self.vocab)
@@ -326,15 +332,16 @@ class Tokenizer(tf.Module):
     def pairs(
         self, first: tf.Tensor, second: tf.Tensor, max_length: int = 256, multiple: int = 1
     ) -> dict[str, tf.Tensor]:
-        """`[CLS] first [SEP] second [SEP]` with segment ids 0/1 (cross-encoder input).
+        """`[CLS] first [SEP] second [SEP]` with segment ids 0/1 (cross-encoder input); first and
+        second carry the query and document prefixes (e5: `query: ` / `passage: `).
 
         The first text keeps at most a quarter of the budget if the pair is too long
         (queries are short, documents carry the content); the second gets the rest.
         `multiple` > 1 pads to the next multiple of it (at most max_length): see `widen`.
         """
         budget = max_length - 3
-        a, la = self.word_ids(first, max(budget // 4, 1))
-        b, lb = self.word_ids(second, budget)
+        a, la = self.tower_word_ids(first, max(budget // 4, 1), "query")
+        b, lb = self.tower_word_ids(second, budget, "doc")
         lb = tf.minimum(lb, budget - la)
         batch = tf.shape(a)[0]
         width = tf.reduce_max(tf.concat([la + lb + 3, [3]], 0))

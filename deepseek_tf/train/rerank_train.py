@@ -228,7 +228,7 @@ def train_cross_encoder(config: Config, workdir: str | Path, verbose: int = 1) -
     import keras
 
     from deepseek_tf.config import save_config
-    from deepseek_tf.data.splits import split_train_dev
+    from deepseek_tf.data.splits import sample_queries, split_train_dev
     from deepseek_tf.train.artifacts import prepare_tokenizer
     from deepseek_tf.train.compute import jit_policy, make_strategy, precision_policy
     from deepseek_tf.train.compute import pad_multiple as jit_pad_multiple
@@ -247,6 +247,8 @@ def train_cross_encoder(config: Config, workdir: str | Path, verbose: int = 1) -
             f"data.dev_split {d.dev_split}: {len(dev.qrels.keys() & ds.qrels.keys())} of its "
             f"queries are also in data.train_split {d.train_split}"
         )
+    if dev is not None:
+        dev = sample_queries(dev, d.dev_max_queries, d.dev_seed)
     workdir.mkdir(parents=True, exist_ok=True)
     save_config(config, workdir / "config.yaml")
     keras.utils.set_random_seed(t.seed)
