@@ -246,3 +246,24 @@ def test_evaluate_reranks_the_hybrid_and_reports_it_against_bm25(reranker_run, t
     # without a hybrid to rerank: one line, nothing evaluated
     proc = run_cli_here("deepseek_tf.evaluate", *args[4:6], "--baseline", "bm25", "--rerank-stage", "hybrid")
     assert proc.returncode != 0 and "--rerank-stage hybrid needs" in proc.stderr
+
+
+def test_max_queries_scores_a_seeded_sample(chinese_beir, tmp_path):
+    """--max-queries N: the same N queries each run, for every system."""
+    from conftest import run_cli_here
+
+    reports = []
+    for name in ("a.json", "b.json"):
+        args = [
+            "--baseline",
+            "bm25",
+            "--dataset",
+            str(chinese_beir),
+            "--max-queries",
+            "3",
+            "--output",
+            str(tmp_path / name),
+        ]
+        assert run_cli_here("deepseek_tf.evaluate", *args).returncode == 0
+        reports.append(json.loads((tmp_path / name).read_text())["bm25"])
+    assert reports[0]["queries"] == 3 and reports[0]["per_query"].keys() == reports[1]["per_query"].keys()

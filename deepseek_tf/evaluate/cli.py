@@ -60,6 +60,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--dev-seed", type=number(int, 0), help=f"data.dev_seed of that training (default: {DataConfig.dev_seed})"
     )
+    p.add_argument(
+        "--max-queries",
+        type=number(int, 1),
+        metavar="N",
+        help="score a seeded sample of N of the judged queries (e.g. to time a reranker); default: all",
+    )
     p.add_argument("--baseline", choices=["bm25"], help="also evaluate BM25 and, with --model, the hybrid (RRF)")
     p.add_argument("--top-k", type=number(int, 1), default=100, help="documents retrieved per query (default: 100)")
     p.add_argument(
@@ -185,6 +191,7 @@ def main(argv: list[str] | None = None) -> int:
         first_run=args.run,
         dev=dev,
         rerank_stage=args.rerank_stage,
+        max_queries=args.max_queries,
     )
     print(format_table(results))
     for line in format_comparisons(results):

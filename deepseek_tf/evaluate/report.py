@@ -135,6 +135,7 @@ def evaluate(
     first_run: str | Path | None = None,
     dev: tuple[float, int] | None = None,
     rerank_stage: str | None = None,
+    max_queries: int | None = None,
 ) -> dict[str, dict]:
     """Evaluates MODEL (and BM25 / hybrid with baseline="bm25"); returns {system name: figures}.
 
@@ -146,6 +147,7 @@ def evaluate(
     first_run: a TREC run file scored as system `run` (another first stage: --rerank reranks it).
     rerank_stage: the system whose top-k --rerank reorders ("dense", "hybrid", "bm25" or "run");
     None: the given first stage (--run, else --model's dense, else BM25).
+    max_queries: score a sample of this many judged queries (seeded, data.splits.sample_queries).
     dev: (fraction, seed): score only the queries of `split` that training with data.dev_fraction
     = fraction and data.dev_seed = seed holds out (`train.split_dev`), e.g. to pick a fusion weight.
     """
@@ -175,6 +177,10 @@ def evaluate(
         from deepseek_tf.data.splits import split_dev
 
         ds = split_dev(ds, *dev)[1]
+    if max_queries is not None:
+        from deepseek_tf.data.splits import sample_queries
+
+        ds = sample_queries(ds, max_queries, 0)
     warnings = dataset_warnings(ds)
     if verbose:
         for line in warnings:
