@@ -64,7 +64,12 @@ def dense_run(
     qids = [q for q in ds.qrels if q in ds.queries]
     if qids:
         embedder.encode_queries([ds.queries[qids[0]]])  # warm-up: trace/compile once
-    for q in qids:
+    items = qids
+    if progress:  # one query at a time is minutes for thousands of queries
+        from deepseek_tf.console import progress as shown
+
+        items = shown(qids, "answering queries", unit="query", leave=False)
+    for q in items:
         t0 = time.perf_counter()
         hits = pipeline.retrieve(ds.queries[q], "dense", top_k)
         latencies[q] = (time.perf_counter() - t0) * 1000
@@ -227,6 +232,8 @@ def evaluate(
         from deepseek_tf.retrieval.rerank import rerank_system
 
         name, (first_stage, first_stats) = first
+        # a query with no document judged relevant is left out of every mean: not worth its pairs
+        first_stage = {q: r for q, r in first_stage.items() if max(ds.qrels.get(q, {}).values(), default=0) >= 1}
         for suffix, run, stats in rerank_system(
             rerank, ds, first_stage, first_stats, top_k, rerank_fusion, progress=verbose
         ):
