@@ -267,3 +267,15 @@ def test_max_queries_scores_a_seeded_sample(chinese_beir, tmp_path):
         assert run_cli_here("deepseek_tf.evaluate", *args).returncode == 0
         reports.append(json.loads((tmp_path / name).read_text())["bm25"])
     assert reports[0]["queries"] == 3 and reports[0]["per_query"].keys() == reports[1]["per_query"].keys()
+
+
+def test_mining_with_a_model_reports_progress_in_a_log(tiny_run, tiny_beir, capsys):
+    """Off a terminal, mining with a MODEL prints progress lines for the documents and the queries
+    (on a large corpus it is minutes of encoding) and ends with its summary line."""
+    from deepseek_tf.data import load_beir
+    from deepseek_tf.retrieval.mining import mine
+
+    mined = mine(load_beir(tiny_beir, "train"), str(tiny_run / "model"), top_k=5, skip_top=0)
+    err = capsys.readouterr().err
+    assert len(mined.pairs) > 0 and "mining (" in err
+    assert "encoding docs" in err and "encoding queries" in err, err

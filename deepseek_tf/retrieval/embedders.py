@@ -33,7 +33,8 @@ class Embedder:
         if progress:  # a bar on a terminal, plain lines in a log
             from deepseek_tf.console import progress as shown
 
-            batches = shown(batches, f"encoding {tower}s", unit="batch", leave=False)
+            label = {"query": "queries", "doc": "docs"}.get(tower, tower)
+            batches = shown(batches, f"encoding {label}", unit="batch", leave=False)
         for start in batches:
             idx = order[start : start + batch_size]
             vecs = self._encode([texts[i] for i in idx], tower)

@@ -56,8 +56,9 @@ def score_matrix_dense(
     embedder, ds: BeirDataset, qids: list[str], doc_ids: list[str], use_title: bool = True, batch_size: int = 64
 ) -> np.ndarray:
     """Dot products of the embedder's query and document vectors: (queries, docs)."""
-    docs = embedder.encode_docs([ds.doc_text(d, use_title) for d in doc_ids], batch_size, progress=sys.stderr.isatty())
-    queries = embedder.encode_queries([ds.queries[q] for q in qids], batch_size)
+    # minutes for a large corpus: a bar on a terminal, plain lines in a log (console.progress)
+    docs = embedder.encode_docs([ds.doc_text(d, use_title) for d in doc_ids], batch_size, progress=True)
+    queries = embedder.encode([ds.queries[q] for q in qids], "query", batch_size, progress=True)
     return queries @ docs.T
 
 
