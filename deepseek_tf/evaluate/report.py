@@ -167,14 +167,18 @@ def evaluate(
 
         check_reranker_spec(rerank, rerank_fusion)
     if rerank_stage is not None:
-        needs = {"dense": model, "hybrid": model and baseline, "bm25": baseline, "run": first_run}
-        if rerank_stage not in needs:
-            raise UserError(f"--rerank-stage must be one of {', '.join(needs)}, got {rerank_stage!r}")
-        if rerank is None or not needs[rerank_stage]:
-            what = {"dense": "--model", "hybrid": "--model and --baseline bm25", "bm25": "--baseline bm25"}
-            raise UserError(
-                f"--rerank-stage {rerank_stage} needs --rerank and {what.get(rerank_stage, '--run')}; nothing evaluated"
-            )
+        # stage -> (whether this call produces it, the options that do)
+        stages = {
+            "dense": (model, "--model"),
+            "hybrid": (model and baseline, "--model and --baseline bm25"),
+            "bm25": (baseline, "--baseline bm25"),
+            "run": (first_run, "--run"),
+        }
+        if rerank_stage not in stages:
+            raise UserError(f"--rerank-stage must be one of {', '.join(stages)}, got {rerank_stage!r}")
+        produced, options = stages[rerank_stage]
+        if rerank is None or not produced:
+            raise UserError(f"--rerank-stage {rerank_stage} needs --rerank and {options}; nothing evaluated")
     if dev is not None and not 0.0 < dev[0] < 1.0:
         raise UserError(f"--dev-fraction must be in (0, 1), got {dev[0]:g}")
     ds = load_beir(dataset, split, unknown_ids="drop")

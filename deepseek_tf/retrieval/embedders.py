@@ -43,8 +43,8 @@ class Embedder:
             out[idx] = vecs
         return out
 
-    def encode_queries(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
-        return self.encode(texts, "query", batch_size)
+    def encode_queries(self, texts: list[str], batch_size: int = 64, progress: bool = False) -> np.ndarray:
+        return self.encode(texts, "query", batch_size, progress)
 
     def encode_docs(self, texts: list[str], batch_size: int = 64, progress: bool = False) -> np.ndarray:
         return self.encode(texts, "doc", batch_size, progress)

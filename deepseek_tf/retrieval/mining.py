@@ -58,7 +58,7 @@ def score_matrix_dense(
     """Dot products of the embedder's query and document vectors: (queries, docs)."""
     # minutes for a large corpus: a bar on a terminal, plain lines in a log (console.progress)
     docs = embedder.encode_docs([ds.doc_text(d, use_title) for d in doc_ids], batch_size, progress=True)
-    queries = embedder.encode([ds.queries[q] for q in qids], "query", batch_size, progress=True)
+    queries = embedder.encode_queries([ds.queries[q] for q in qids], batch_size, progress=True)
     return queries @ docs.T
 
 

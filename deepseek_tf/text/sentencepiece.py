@@ -291,16 +291,10 @@ class SentencePieceTokenizer(Tokenizer):
     ) -> dict[str, tf.Tensor]:
         return self.framed(*self.word_ids(texts, max_length - 2, prefix), max_length, multiple)
 
-    def tower(self, texts: tf.Tensor, max_length: int, tower: str, multiple: int = 1) -> dict[str, tf.Tensor]:
-        """`Tokenizer.tower`, with the tower's prefix passed to `word_ids` (where a subclass may add
-        it as ids) instead of joined to the strings."""
-        extra = self.query_prefix if tower == "query" else self.doc_prefix
-        return self(texts, max_length, multiple, prefix=self.prefix + extra)
-
     def tower_word_ids(self, texts: tf.Tensor, max_tokens: int, tower: str) -> tuple[tf.Tensor, tf.Tensor]:
-        """`Tokenizer.tower_word_ids` with the prefix passed to `word_ids`, as `tower` does."""
-        extra = self.query_prefix if tower == "query" else self.doc_prefix
-        return self.word_ids(texts, max_tokens, prefix=self.prefix + extra)
+        """`Tokenizer.tower_word_ids` with the prefix passed to `word_ids` (where a subclass may add
+        it as ids) instead of joined to the strings; `tower` and `pairs` go through it."""
+        return self.word_ids(texts, max_tokens, prefix=self.prefix + self.tower_prefix(tower))
 
     @classmethod
     def from_dir(cls, directory: str | Path, fast: bool = True, prefix: str = "") -> SentencePieceTokenizer:

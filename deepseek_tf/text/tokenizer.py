@@ -283,15 +283,17 @@ class Tokenizer(tf.Module):
             self.doc_prefix = doc
         return self
 
+    def tower_prefix(self, tower: str) -> str:
+        """What goes before `tower`'s texts ("query" or "doc")."""
+        return self.query_prefix if tower == "query" else self.doc_prefix
+
     def tower(self, texts: tf.Tensor, max_length: int, tower: str, multiple: int = 1) -> dict[str, tf.Tensor]:
         """`__call__` on `tower`'s prefix + each text; tower is "query" or "doc"."""
-        prefix = self.query_prefix if tower == "query" else self.doc_prefix
-        texts = tf.convert_to_tensor(texts, tf.string)
-        return self(tf.strings.join([prefix, texts]) if prefix else texts, max_length, multiple)
+        return self.framed(*self.tower_word_ids(texts, max_length - 2, tower), max_length, multiple)
 
     def tower_word_ids(self, texts: tf.Tensor, max_tokens: int, tower: str) -> tuple[tf.Tensor, tf.Tensor]:
-        """`word_ids` of `tower`'s prefix + each text (a cross-encoder pair's two halves)."""
-        prefix = self.query_prefix if tower == "query" else self.doc_prefix
+        """`word_ids` of `tower`'s prefix + each text (one tower's input, or one half of a pair)."""
+        prefix = self.tower_prefix(tower)
         texts = tf.reshape(tf.convert_to_tensor(texts, tf.string), [-1])
         return self.word_ids(tf.strings.join([prefix, texts]) if prefix else texts, max_tokens)
 
