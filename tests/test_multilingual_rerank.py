@@ -279,3 +279,57 @@ def test_mining_with_a_model_reports_progress_in_a_log(tiny_run, tiny_beir, caps
     err = capsys.readouterr().err
     assert len(mined.pairs) > 0 and "mining (" in err
     assert "encoding docs" in err and "encoding queries" in err, err
+
+
+def test_serve_reranks_a_trained_dir_through_its_int8_export(reranker_run, tmp_path, monkeypatch, capsys):
+    """serve --rerank RUN/model: exported once to RUN/tflite/rerank_int8.tflite, reused while the
+    model's bytes stay the same, exported again when they change; the service loads that file."""
+    from deepseek_tf.errors import UserError
+    from deepseek_tf.export.serving import int8_path, serving_reranker
+    from deepseek_tf.retrieval.rerank import Reranker
+    from deepseek_tf.serve import service as service_lib
+    from deepseek_tf.serve.cli import main
+
+    model = tmp_path / "run" / "model"
+    shutil.copytree(reranker_run / "model", model)
+    said: list[str] = []
+    got = serving_reranker(str(model), say=said.append)
+    target = int8_path(model)
+    assert got == str(target) == str(tmp_path / "run" / "tflite" / "rerank_int8.tflite")
+    assert said[0].startswith("exporting") and json.loads(target.with_suffix(".json").read_text())["checks_passed"]
+    scores = Reranker.load(got).score_pairs(["轻便笔记本", "summer dress"], ["轻便笔记本电脑 14寸 学生", "华为手机壳"])
+    assert np.all(np.isfinite(scores))
+
+    made = target.stat().st_mtime_ns
+    said.clear()
+    assert serving_reranker(str(model), say=said.append) == got and target.stat().st_mtime_ns == made
+    assert not any(line.startswith("exporting") for line in said)  # reused
+
+    with (model / "config.yaml").open("a") as f:  # other bytes: another model, its export is stale
+        f.write("# changed\n")
+    said.clear()
+    assert serving_reranker(str(model), say=said.append) == got and said[0].startswith("exporting")
+    assert serving_reranker(str(model), runtime="keras") == str(model)
+
+    opened = []
+
+    def fake_open(index, rerank, options):
+        opened.append(rerank)
+        raise UserError("stop here")
+
+    monkeypatch.setattr(service_lib.SearchService, "open", fake_open)
+    assert main(["--index", str(tmp_path / "idx"), "--port", "0", "--rerank", str(model)]) == 1
+    assert opened == [str(target)] and "reranking with" in capsys.readouterr().err
+
+
+def test_a_failed_int8_export_serves_the_keras_model(reranker_run, tmp_path, monkeypatch):
+    import subprocess
+
+    from deepseek_tf.export.serving import serving_reranker
+
+    model = tmp_path / "run" / "model"
+    shutil.copytree(reranker_run / "model", model)
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(a, 1, "", "error: disk full\n"))
+    said: list[str] = []
+    assert serving_reranker(str(model), say=said.append) == str(model)
+    assert said[-1].startswith("warning: int8 export") and "disk full" in said[-1]

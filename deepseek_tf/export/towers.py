@@ -18,6 +18,7 @@ from deepseek_tf.export.saved_model import (
     vocab_hash,
 )
 from deepseek_tf.export.tflite import QUANT_MODES, calibration_texts, cross_path, write_cross_tflite, write_tflite
+from deepseek_tf.models.loading import weights_fingerprint
 from deepseek_tf.retrieval.tflite import tower_paths
 from deepseek_tf.text.sentencepiece_lite import for_tflite
 
@@ -76,7 +77,8 @@ def export_tflite(
     cross = loaded[2].model.kind == "cross_encoder"
     check_output_files([cross_path(output)] if cross else list(tower_paths(output).values()), overwrite)
     if cross:
-        return _export_cross_tflite(*loaded, output, quantize, calibration, tolerance)
+        source = weights_fingerprint(Path(model)) if Path(str(model)).is_dir() else None
+        return _export_cross_tflite(*loaded, output, quantize, calibration, tolerance, source)
     prepared = PreparedExport(model, loaded)
     try:
         return prepared.write(output, quantize, calibration, tolerance)
@@ -84,8 +86,12 @@ def export_tflite(
         prepared.close()
 
 
-def _export_cross_tflite(model, tokenizer, config, output, quantize: str, calibration, tolerance) -> dict:
-    """Cross-encoder: its checked SavedModel (rerank.export_cross_encoder) -> one PREFIX.tflite."""
+def _export_cross_tflite(
+    model, tokenizer, config, output, quantize: str, calibration, tolerance, source: str | None = None
+) -> dict:
+    """Cross-encoder: its checked SavedModel (rerank.export_cross_encoder) -> one PREFIX.tflite.
+
+    `source`: the model dir's weights_fingerprint, recorded so a service can tell a stale file."""
     from deepseek_tf.export.cross import export_cross_encoder
     from deepseek_tf.retrieval.rerank import Reranker
 
@@ -101,6 +107,7 @@ def _export_cross_tflite(model, tokenizer, config, output, quantize: str, calibr
             "vocab_sha256": vocab_hash(tokenizer),
             "lowercase": tokenizer.lowercase,
             "model_config": config_dict(config),
+            "source_fingerprint": source,
         }
         return write_cross_tflite(
             tmpdir / "saved_model",

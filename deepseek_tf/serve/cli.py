@@ -8,6 +8,7 @@ import sys
 
 from deepseek_tf.console import command_parser
 from deepseek_tf.errors import UserError, cli_entry
+from deepseek_tf.export.serving import DEFAULT_RERANK_RUNTIME, RERANK_RUNTIMES
 from deepseek_tf.serve.auth import API_KEY_ENV, load_api_key
 from deepseek_tf.serve.limits import ConnectionLimits, Limits, is_loopback
 
@@ -31,6 +32,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--rerank",
         metavar="MODEL",
         help='cross-encoder (trained model/ dir, SavedModel or .tflite) for requests with "rerank": true',
+    )
+    p.add_argument(
+        "--rerank-runtime",
+        choices=list(RERANK_RUNTIMES),
+        default=DEFAULT_RERANK_RUNTIME,
+        help="how --rerank serves a trained model/ dir: "
+        + "; ".join(f"{k}: {v}" for k, v in RERANK_RUNTIMES.items())
+        + f" (default: {DEFAULT_RERANK_RUNTIME}: within 0.001 nDCG@10 of Keras on QBQTC dev, 2.5x faster)",
     )
     p.add_argument(
         "--host",
@@ -228,7 +237,12 @@ def main(argv: list[str] | None = None) -> int:
         workers=args.workers,
         batch_workers=args.batch_workers,
     )
-    service = SearchService.open(args.index, args.rerank, options)
+    rerank = args.rerank
+    if rerank is not None:
+        from deepseek_tf.export.serving import serving_reranker
+
+        rerank = serving_reranker(rerank, args.rerank_runtime, say=lambda line: print(line, file=sys.stderr))
+    service = SearchService.open(args.index, rerank, options)
     limits = Limits(
         max_k=args.max_k,
         max_query_chars=args.max_query_chars,
