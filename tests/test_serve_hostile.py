@@ -295,7 +295,7 @@ def test_docs_and_openapi_are_served(live):
     paths = json.loads(body)["paths"]
     assert status == 200 and {"/search", "/embed", "/health", "/admin/reload"} <= set(paths)
     schema = paths["/search"]["post"]["requestBody"]["content"]["application/json"]["schema"]
-    assert set(schema["properties"]) == {"query", "k", "mode", "rerank", "rerank_fusion"}
+    assert set(schema["properties"]) == {"query", "k", "mode", "rerank", "rerank_fusion", "filter", "fields"}
     status, headers, body = conn.exchange(request("GET", "/docs"))
     assert status == 200 and headers["content-type"].startswith("text/html") and b"swagger" in body.lower()
 

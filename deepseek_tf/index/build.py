@@ -17,6 +17,7 @@ import json
 import os
 import signal
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from deepseek_tf.console import format_eta, is_terminal
 from deepseek_tf.data import describe_dropped
 from deepseek_tf.data.beir import MAX_LINE_BYTES, Dropped, file_sha256
 from deepseek_tf.errors import UserError, refuse_aliasing
-from deepseek_tf.index.corpus import check_corpus, chunked, iter_documents, scan_corpus
+from deepseek_tf.index.corpus import check_corpus, chunked, iter_records, scan_corpus
 from deepseek_tf.index.dense import check_backend
 from deepseek_tf.index.finish import FORMAT, MANIFEST, finish, model_spec, stderr_sayer
 from deepseek_tf.index.shards import SHARD_DIR, remove_stale, verify_shard, write_docs, write_vectors
@@ -55,6 +56,8 @@ class Plan:
     dropped: Dropped = field(default_factory=Dropped)
     max_line_bytes: int = MAX_LINE_BYTES
     records: int = 0  # records in the corpus: the progress total
+    fields: tuple[str, ...] | None = None  # stored fields (None: every key or column)
+    filterable: tuple[str, ...] = ()  # stored fields that requests may filter on
 
 
 def check_args(backend: str, analyzer: str, shard_size: int, batch_size: int, backend_params: dict) -> None:
@@ -88,11 +91,14 @@ def plan_build(
     verbose: bool,
     backend_params: dict,
     max_line_bytes: int = MAX_LINE_BYTES,
+    fields: Sequence[str] | None = None,
+    filterable: Sequence[str] = (),
 ) -> Plan:
     """Checks every argument before anything is written, loads the embedder, hashes the corpus."""
     from deepseek_tf.retrieval.artifacts import load_embedder
 
     check_args(backend, analyzer, shard_size, batch_size, backend_params)
+    fields, filterable = check_fields(fields, filterable)
     corpus, output = check_corpus(corpus), Path(output)
     check_output(output)
     records = scan_corpus(corpus, max_line_bytes)  # a bad line is refused now, not after hours of encoding
@@ -106,6 +112,7 @@ def plan_build(
         "model_fingerprint": embedder.fingerprint,
         "corpus_sha256": file_sha256(corpus),
         "shard_size": shard_size,
+        "stored_fields": "all" if fields is None else list(fields),
     }
     return Plan(
         model,
@@ -122,11 +129,31 @@ def plan_build(
         verbose,
         max_line_bytes=max_line_bytes,
         records=records,
+        fields=fields,
+        filterable=filterable,
     )
 
 
+def check_fields(
+    fields: Sequence[str] | None, filterable: Sequence[str]
+) -> tuple[tuple[str, ...] | None, tuple[str, ...]]:
+    """--fields and --filterable as tuples; a filterable field must be stored."""
+    fields = None if fields is None else tuple(dict.fromkeys(f.strip() for f in fields if f.strip()))
+    filterable = tuple(dict.fromkeys(f.strip() for f in filterable if f.strip()))
+    if fields is not None and (missing := [f for f in filterable if f not in fields]):
+        raise UserError(f"--filterable {','.join(missing)}: not among --fields {','.join(fields) or '(none)'}")
+    if clash := [f for f in filterable if f in ("text", "_id", "id")]:
+        raise UserError(f"--filterable {clash[0]}: the document text and id are not filter fields")
+    return fields, filterable
+
+
 # what a finished index was built from, and the flag that chose it
-BUILT_FROM = {"model_fingerprint": "--model", "corpus_sha256": "--corpus", "shard_size": "--shard-size"}
+BUILT_FROM = {
+    "model_fingerprint": "--model",
+    "corpus_sha256": "--corpus",
+    "shard_size": "--shard-size",
+    "stored_fields": "--fields",
+}
 
 
 def finished_manifest(plan: Plan) -> dict | None:
@@ -155,6 +182,7 @@ def finished_manifest(plan: Plan) -> dict | None:
     same = (
         manifest.get("backend") == plan.backend
         and manifest.get("analyzer_setting") == plan.analyzer
+        and list(manifest.get("filters", {})) == list(plan.filterable)
         and all(manifest.get("backend_params", {}).get(k) == int(v) for k, v in plan.backend_params.items())
     )
     if same:
@@ -168,7 +196,8 @@ def finished_manifest(plan: Plan) -> dict | None:
 def shard_stream(plan: Plan):
     """(shard number, docs, record or None) over the corpus, shard by shard; verified shards come
     with their record and are not to be encoded again."""
-    for i, docs in enumerate(chunked(iter_documents(plan.corpus, plan.dropped, plan.max_line_bytes), plan.shard_size)):
+    records = iter_records(plan.corpus, plan.dropped, plan.max_line_bytes, plan.fields)
+    for i, docs in enumerate(chunked(records, plan.shard_size)):
         yield i, docs, verify_shard(plan.output, i, plan.settings)
 
 
@@ -187,7 +216,7 @@ def encode_shards(plan: Plan) -> tuple[int, float]:
             continue
         t0 = time.perf_counter()
         write_docs(plan.output, i, docs)
-        vectors = plan.embedder.encode_docs([t for _, t in docs], plan.batch_size, progress=bar)  # (docs, dim)
+        vectors = plan.embedder.encode_docs([d[1] for d in docs], plan.batch_size, progress=bar)  # (docs, dim)
         write_vectors(plan.output, i, vectors, plan.settings)
         took = time.perf_counter() - t0
         encode_s += took
@@ -204,23 +233,9 @@ def encode_shards(plan: Plan) -> tuple[int, float]:
     return shards, encode_s
 
 
-def start_build(
-    model: str,
-    corpus: str | Path,
-    output: str | Path,
-    backend: str,
-    analyzer: str,
-    shard_size: int,
-    batch_size: int,
-    verbose: bool,
-    backend_params: dict,
-    max_line_bytes: int = MAX_LINE_BYTES,
-):
-    """(plan, manifest of a finished build or None): what the local and the Beam builds do first.
-    When nothing is finished yet, OUTPUT exists and holds no stale temporary files."""
-    plan = plan_build(
-        model, corpus, output, backend, analyzer, shard_size, batch_size, verbose, backend_params, max_line_bytes
-    )
+def start_build(plan: Plan):
+    """(plan, manifest of a finished build or None) for a `plan_build` plan: what the local and the
+    Beam builds do first. When nothing is finished yet, OUTPUT exists and holds no stale temporary files."""
     done = finished_manifest(plan)
     if done is not None:
         plan.say(f"{plan.output}: already built ({done['count']} documents, {done['backend']}); nothing to do")
@@ -240,15 +255,31 @@ def build_index(
     batch_size: int = 64,
     verbose: bool = True,
     max_line_bytes: int = MAX_LINE_BYTES,
+    fields: Sequence[str] | None = None,
+    filterable: Sequence[str] = (),
     **backend_params,
 ) -> dict:
     """Builds (or resumes, or finishes) the index of CORPUS in OUTPUT; returns the manifest.
 
     Rerunning a finished build with the same arguments only checks it; with another backend,
     analyzer or backend parameters it reuses the shards and rebuilds the rest; with another model,
-    corpus or shard size it is refused. `max_line_bytes` bounds one corpus line."""
+    corpus or shard size it is refused. `max_line_bytes` bounds one corpus line. `fields`: the
+    stored fields (None: all), `filterable`: those requests may filter on."""
     plan, done = start_build(
-        model, corpus, output, backend, analyzer, shard_size, batch_size, verbose, backend_params, max_line_bytes
+        plan_build(
+            model,
+            corpus,
+            output,
+            backend,
+            analyzer,
+            shard_size,
+            batch_size,
+            verbose,
+            backend_params,
+            max_line_bytes,
+            fields,
+            filterable,
+        )
     )
     if done is not None:
         return done
@@ -268,4 +299,5 @@ def build_index(
         plan.started,
         encode_s,
         plan.say,
+        filterable=plan.filterable,
     )

@@ -14,6 +14,7 @@ import numpy as np
 from deepseek_tf.data.beir import file_sha256
 from deepseek_tf.errors import UserError
 from deepseek_tf.index.dense import BACKENDS, DenseSearcher, ShardedVectors
+from deepseek_tf.index.filters import Columns, evaluate
 from deepseek_tf.index.finish import FORMAT, MANIFEST, VERSION
 from deepseek_tf.index.lexical import StoredBM25, TextStore
 from deepseek_tf.index.shards import read_vectors_header
@@ -50,9 +51,11 @@ class BuiltIndex:
         dense: DenseSearcher,
         bm25: StoredBM25,
         store: TextStore,
+        columns: Columns | None = None,
     ):
         self.path, self.manifest, self.ids = Path(path), manifest, ids
         self.vectors, self._dense, self._bm25, self._store = vectors, dense, bm25, store
+        self.columns = columns or Columns(len(ids), {})
         self._rows = {d: r for r, d in enumerate(ids)}
         self._embedder = None
         self._lock = threading.Lock()
@@ -77,22 +80,41 @@ class BuiltIndex:
         """The document's text (title and text joined); KeyError for an id not in the index."""
         return self._store.get(self._rows[doc_id])[1]
 
-    def search_dense(self, query_vectors: np.ndarray, k: int) -> list[list[tuple[str, float]]]:
-        """Top-k (id, inner product) per query vector, best first. query_vectors: (q, dim)."""
+    def analyze(self, texts: list[str]) -> list[list[str]]:
+        """The BM25 terms of each text, by the analyzer the index was built with."""
+        return self._bm25.analyzer(list(texts))
+
+    def bm25_stats(self) -> tuple[dict[str, int], int, float, float]:
+        """({term: document frequency}, documents, k1, b) of the BM25 index."""
+        return self._bm25.term_stats()
+
+    def fields(self, doc_id: str) -> dict:
+        """The document's stored fields (`index --fields`); KeyError for an id not in the index."""
+        return self._store.fields(self._rows[doc_id])
+
+    def filter_mask(self, spec: dict) -> np.ndarray:
+        """(n,) bool: the rows a filter (`index.filters`) selects; FilterError names what is wrong."""
+        return evaluate(spec, self.columns)
+
+    def search_dense(
+        self, query_vectors: np.ndarray, k: int, mask: np.ndarray | None = None
+    ) -> list[list[tuple[str, float]]]:
+        """Top-k (id, inner product) per query vector, best first, among the rows MASK keeps
+        (all by default). query_vectors: (q, dim)."""
         q = np.asarray(query_vectors, np.float32)
         if q.ndim != 2 or q.shape[1] != self.manifest["dim"]:
             raise UserError(f"query vectors of shape {q.shape}; this index holds {self.manifest['dim']}-d vectors")
         if k < 1:
             raise UserError("k must be >= 1")
-        scores, rows = self._dense.search(q, k)
+        scores, rows = self._dense.search(q, k) if mask is None else self._dense.search_filtered(q, k, mask)
         return [[(self.ids[r], float(s)) for s, r in zip(rs, rr) if r >= 0] for rs, rr in zip(scores, rows)]
 
-    def search_bm25(self, queries: list[str], k: int) -> list[list[tuple[str, float]]]:
-        """Top-k (id, BM25 score) per query with the analyzer the index was built with; documents
-        sharing no term with a query are left out."""
+    def search_bm25(self, queries: list[str], k: int, mask: np.ndarray | None = None) -> list[list[tuple[str, float]]]:
+        """Top-k (id, BM25 score) per query with the analyzer the index was built with, among the
+        rows MASK keeps; documents sharing no term with a query are left out."""
         if k < 1:
             raise UserError("k must be >= 1")
-        return self._bm25.search(list(queries), k)
+        return self._bm25.search(list(queries), k, mask)
 
 
 def _read_manifest(path: Path) -> dict:
@@ -146,6 +168,12 @@ def _check_paths(path: Path, manifest: dict) -> None:
             _inside(path, name, f"{key} file")
     for name in manifest["checksums"]:
         _inside(path, name, "checksummed file")
+    filters = manifest.get("filters") or {}
+    if not isinstance(filters, dict) or not all(isinstance(f, dict) for f in filters.values()):
+        raise UserError(f"{path / MANIFEST}: corrupt manifest (filters of the wrong type)")
+    for field, entry in filters.items():
+        for name in (entry.get("files") or {}).values():
+            _inside(path, name, f"filter file of {field!r}")
 
 
 def _check_files(path: Path, manifest: dict, verify: bool) -> None:
@@ -238,4 +266,5 @@ def load_built_index(path: str | Path, verify: bool | None = None) -> BuiltIndex
         raise UserError(f"{bm25_dir}: missing BM25 index; build the index again")
     bm25 = StoredBM25.load(bm25_dir, manifest["analyzer"], ids)
     store = TextStore(path, [e["count"] for e in manifest["shards"]], offsets)
-    return BuiltIndex(path, manifest, ids, vectors, dense, bm25, store)
+    columns = Columns.load(path, manifest.get("filters") or {}, len(ids))
+    return BuiltIndex(path, manifest, ids, vectors, dense, bm25, store, columns)

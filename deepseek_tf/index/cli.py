@@ -28,23 +28,50 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
             "deepseek-tf index --model all-MiniLM-L6-v2 --corpus ../shared/data/cranfield/corpus.jsonl --output runs/idx",  # noqa: E501 (a command to copy whole)
             "deepseek-tf index --model runs/cranfield_minilm/model --corpus docs.csv --output runs/idx "
             "--backend faiss-hnsw --param ef_search=256",
+            "deepseek-tf index --model multilingual-e5-small --corpus products.jsonl --output runs/shop "
+            "--filterable brand,category,price,in_stock",
+            "deepseek-tf index --update runs/shop --corpus new_products.jsonl",
+            "deepseek-tf index --compact runs/shop",
             "deepseek-tf index --model export/saved_model --corpus corpus.jsonl --output /mnt/shared/idx "
             "--runner DataflowRunner -- --project P --region us-central1 --temp_location gs://B/tmp",
         ],
     )
-    p.add_argument("--model", required=True, help="trained model/ dir, SavedModel dir, .tflite file or preset name")
+    p.add_argument("--model", help="trained model/ dir, SavedModel dir, .tflite file or preset name")
     p.add_argument(
         "--corpus",
-        required=True,
         help="BEIR corpus.jsonl, CSV/TSV with id,text[,title] columns, or .txt (one document per line)",
     )
-    p.add_argument("--output", required=True, help="index directory (created; a rerun resumes or checks it)")
+    p.add_argument("--output", help="index directory (created; a rerun resumes or checks it)")
+    p.add_argument(
+        "--update",
+        metavar="DIR",
+        help="upsert --corpus's documents into the built index DIR (encoded with its model, searchable and "
+        "durable at once; a server serving DIR loads them on SIGHUP)",
+    )
+    p.add_argument(
+        "--compact",
+        metavar="DIR",
+        help="fold DIR's upserts and deletes into a new base index (swapped in atomically)",
+    )
     p.add_argument("--backend", default="exact", help=f"dense search: {', '.join(BACKENDS)} (default: exact)")
     p.add_argument(
         "--param", action="append", default=[], metavar="NAME=VALUE", help=f"backend parameter, repeatable ({params})"
     )
     p.add_argument(
         "--analyzer", default="default", help=f"BM25 analyzer: {', '.join(ANALYZERS)} (default: decided on the corpus)"
+    )
+    p.add_argument(
+        "--fields",
+        metavar="A,B,...",
+        help="stored fields that search results return: title, text and any other JSONL key or CSV column "
+        "(default: all of them; '' for none)",
+    )
+    p.add_argument(
+        "--filterable",
+        metavar="A,B,...",
+        default="",
+        help="stored fields that requests may filter on (strings, numbers or true/false; the type of each is "
+        "inferred and recorded), e.g. --filterable brand,category,price,in_stock",
     )
     p.add_argument("--shard-size", type=number(int, 1), default=10000, help="documents per shard (default: 10000)")
     p.add_argument("--batch-size", type=number(int, 1), default=64, help="texts encoded at once (default: 64)")
@@ -65,6 +92,18 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     )
     p.add_argument("--quiet", action="store_true", help="no progress or summary on stderr")
     args = p.parse_args(ours)
+    if args.update and args.compact:
+        raise UserError("--update and --compact: one at a time")
+    if args.compact and (args.corpus or args.model or args.output):
+        raise UserError("--compact DIR takes no --model, --corpus or --output")
+    if args.update and (args.model or args.output or not args.corpus):
+        raise UserError("--update DIR needs --corpus NEW (and no --model or --output: the index's model encodes)")
+    if not (args.update or args.compact):
+        missing = [
+            f for f, v in (("--model", args.model), ("--corpus", args.corpus), ("--output", args.output)) if not v
+        ]
+        if missing:
+            p.error(f"the following arguments are required: {', '.join(missing)}")
     if beam_args and not args.runner:
         raise UserError("options after `--` are Beam pipeline options: add --runner")
     return args, beam_args
@@ -88,6 +127,14 @@ def main(argv: list[str] | None = None) -> int:
     import sys
 
     args, beam_args = parse_args(sys.argv[1:] if argv is None else argv)
+    if args.update or args.compact:
+        from deepseek_tf.index.compact import compact_index, update_index
+
+        if args.update:
+            update_index(args.update, args.corpus, args.batch_size, verbose=not args.quiet)
+        else:
+            compact_index(args.compact, verbose=not args.quiet)
+        return 0
     params = parse_params(args.param)
     common = dict(
         model=args.model,
@@ -99,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
         batch_size=args.batch_size,
         verbose=not args.quiet,
         max_line_bytes=max(1, int(args.max_line_mb * 2**20)),
+        fields=None if args.fields is None else [f for f in args.fields.split(",") if f.strip()],
+        filterable=[f for f in args.filterable.split(",") if f.strip()],
         **params,
     )
     if args.runner:

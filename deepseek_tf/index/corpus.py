@@ -10,7 +10,17 @@ from deepseek_tf.data.corpus import (
     chunked,
     count_lines,
     iter_documents,
+    iter_records,
     scan_corpus,
 )
 
-__all__ = ["FORMATS", "ID_COLUMNS", "check_corpus", "chunked", "count_lines", "iter_documents", "scan_corpus"]
+__all__ = [
+    "FORMATS",
+    "ID_COLUMNS",
+    "check_corpus",
+    "chunked",
+    "count_lines",
+    "iter_documents",
+    "iter_records",
+    "scan_corpus",
+]

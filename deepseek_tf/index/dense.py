@@ -36,6 +36,10 @@ PARAMS = {
     "faiss-ivfpq": {"nlist": None, "nprobe": 16, "pq_m": None, "pq_bits": 8, "refine": 4},
 }
 IN_MEMORY_BYTES = 1 << 30
+# Filtered dense search scores the passing rows exactly when they are at most this many, or this
+# share of the index (bench: deepseek_tf.bench.filtered); above, faiss filters inside its search.
+GATHER_ROWS, GATHER_SHARE = 20_000, 0.02
+MAX_EF = 4096  # the widest HNSW beam a filtered search asks for
 FAISS_FILE = "dense.faiss"
 
 
@@ -161,8 +165,90 @@ class DenseSearcher:
             return self.index.search(queries, k)
         depth = min(k * self.params["refine"], self.vectors.shape[0])
         _, cand = self.index.search(queries, depth)  # (q, depth), PQ-approximate order
+        return self._refine(queries, cand, k)
+
+    def _refine(self, queries: np.ndarray, cand: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """IVF-PQ's candidates (q, depth) rescored exactly; the best k by true dot product."""
         safe = np.where(cand >= 0, cand, 0)
         exact = np.einsum("qd,qcd->qc", queries, self.vectors.rows(safe))  # (q, depth) true dot products
         exact = np.where(cand >= 0, exact, -np.inf)
         order = np.argsort(-exact, axis=1, kind="stable")[:, :k]
         return np.take_along_axis(exact, order, 1), np.take_along_axis(cand, order, 1)
+
+    def search_filtered(self, queries: np.ndarray, k: int, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """`search` over the rows MASK ((n,) bool) keeps: exactly the best min(k, passing) of them
+        when scored exactly (the exact backend, or few enough rows: `filtered_plan`), else faiss
+        with the mask as its ID selector; a query it answers with fewer than k rows while k pass
+        is scored exactly."""
+        queries = np.ascontiguousarray(queries, np.float32)  # (q, dim)
+        rows = np.flatnonzero(mask)
+        k = min(k, len(rows))
+        if k == 0:
+            return np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64)
+        plan = filtered_plan(self.backend, len(rows), self.vectors.shape[0])
+        if plan == "scan":
+            return masked_topk(queries, self.vectors, k, mask=mask)
+        if plan == "gather":
+            return masked_topk(queries, self.vectors, k, rows=rows)
+        scores, found = self._faiss_filtered(queries, k, mask)
+        short = np.flatnonzero((found < 0).any(axis=1))
+        if len(short):  # the graph or the probed cells held fewer than k passing rows
+            scores[short], found[short] = masked_topk(queries[short], self.vectors, k, rows=rows)
+        return scores, found
+
+    def _faiss_filtered(self, queries: np.ndarray, k: int, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        faiss = faiss_module()
+        bits = np.packbits(mask, bitorder="little")  # bit i of the bitmap is row i
+        selector = faiss.IDSelectorBitmap(len(mask), faiss.swig_ptr(bits))
+        share = max(float(mask.mean()), 1e-9)
+        if self.backend == "faiss-hnsw":
+            params = faiss.SearchParametersHNSW()
+            # the graph walk meets passing rows at the filter's rate: widen the beam to match
+            params.efSearch = int(min(max(self.params["ef_search"], k) / share**0.5, MAX_EF))
+            params.sel = selector
+            return self.index.search(queries, k, params=params)
+        params = faiss.SearchParametersIVF()
+        params.nprobe = int(min(self.params["nprobe"] / share**0.5, self.params["nlist"]))
+        params.sel = selector
+        depth = min(k * self.params["refine"], int(mask.sum()))
+        _, cand = self.index.search(queries, depth, params=params)
+        scores, found = self._refine(queries, cand, k)
+        return scores, np.where(np.isfinite(scores), found, -1)
+
+
+def filtered_plan(backend: str, passing: int, n: int) -> str:
+    """How a filtered dense search runs: "gather" (score the passing rows exactly, gathered),
+    "scan" (the exact backend over every row, the rest masked out) or "faiss" (the ANN index with
+    the mask as ID selector)."""
+    if passing <= GATHER_ROWS or passing <= GATHER_SHARE * n:
+        return "gather"
+    return "scan" if backend == "exact" else "faiss"
+
+
+def masked_topk(
+    queries: np.ndarray,
+    vectors,
+    k: int,
+    rows: np.ndarray | None = None,
+    mask: np.ndarray | None = None,
+    block: int = 32768,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-k by dot product over ROWS (gathered block by block) or over every row with
+    MASK's out of play: (scores (q, k), rows (q, k)), best first."""
+    q = len(queries)
+    best_s, best_r = np.full((q, 0), -np.inf, np.float32), np.zeros((q, 0), np.int64)
+    total = len(rows) if rows is not None else vectors.shape[0]
+    for start in range(0, total, block):
+        if rows is not None:
+            ids = rows[start : start + block]
+            scores = queries @ vectors.rows(ids).T  # (q, block)
+        else:
+            ids = np.arange(start, min(start + block, total))
+            scores = queries @ np.asarray(vectors[start : start + block]).T
+            scores[:, ~mask[start : start + block]] = -np.inf
+        all_s = np.concatenate([best_s, scores], axis=1)
+        all_r = np.concatenate([best_r, np.broadcast_to(ids, scores.shape)], axis=1)
+        top = np.argpartition(-all_s, min(k, all_s.shape[1]) - 1, axis=1)[:, :k]
+        best_s, best_r = np.take_along_axis(all_s, top, 1), np.take_along_axis(all_r, top, 1)
+    order = np.argsort(-best_s, axis=1, kind="stable")
+    return np.take_along_axis(best_s, order, 1), np.take_along_axis(best_r, order, 1)

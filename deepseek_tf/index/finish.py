@@ -14,6 +14,7 @@ import numpy as np
 from deepseek_tf.data.beir import file_sha256
 from deepseek_tf.errors import UserError
 from deepseek_tf.index.dense import FAISS_FILE, DenseSearcher, ShardedVectors, build_dense, resolve_params
+from deepseek_tf.index.filters import FILTER_DIR, Columns, infer_type
 from deepseek_tf.index.lexical import (
     BM25_DIR,
     IDS_FILE,
@@ -27,6 +28,7 @@ from deepseek_tf.index.shards import (
     SHARD_DIR,
     atomic_write,
     check_npy_written,
+    read_rows,
     save_npy,
     shard_paths,
     verify_shard,
@@ -89,6 +91,7 @@ def finish(
     encode_s: float,
     say=lambda m: None,
     runner: str = "local",
+    filterable: tuple[str, ...] = (),
 ) -> dict:
     """Builds everything after the shards and writes the manifest; returns it."""
     records = [verify_shard(output, i, settings, checksums=False) for i in range(shards)]
@@ -106,6 +109,7 @@ def finish(
     write_json(output / IDS_FILE, ids)
 
     atomic_write(output / OFFSETS_FILE, lambda p: save_npy(p, offsets))
+    stored, filters = write_filter_columns(output, shards, filterable, n, say)
     resolved = resolve_analyzer(analyzer, output, shards)
     say(f"BM25 over {n} documents with the {resolved.name} analyzer")
     tmp = output / f".{BM25_DIR}.tmp"
@@ -142,12 +146,14 @@ def finish(
         "model": settings["model"],
         "model_fingerprint": settings["model_fingerprint"],
         "analyzer": resolved.name,
+        "bm25_avgdl": bm25.avgdl,
         "analyzer_setting": analyzer,
         "backend": backend,
         "backend_params": params,
         "dim": dim,
         "count": n,
         "shard_size": settings["shard_size"],
+        "stored_fields": settings["stored_fields"],
         "shards": [
             {
                 "file": f"{SHARD_DIR}/{shard_paths(output, i)['vectors'].name}",
@@ -164,10 +170,15 @@ def finish(
             "bm25": BM25_DIR,
             "dense": FAISS_FILE if backend != "exact" else None,
         },
+        "fields": stored,
+        "filters": filters,
         # every file but the shards (they carry their own sums above): an edited ids.json would
         # serve other documents under the ids, so the loader verifies these too
         "checksums": file_checksums(
-            output, [IDS_FILE, OFFSETS_FILE, BM25_DIR] + ([FAISS_FILE] if backend != "exact" else [])
+            output,
+            [IDS_FILE, OFFSETS_FILE, BM25_DIR]
+            + ([FAISS_FILE] if backend != "exact" else [])
+            + ([FILTER_DIR] if filters else []),
         ),
         "corpus": str(Path(corpus).resolve()),
         "corpus_sha256": settings["corpus_sha256"],
@@ -198,6 +209,29 @@ def finish(
         )
     )
     return manifest
+
+
+def write_filter_columns(
+    output: Path, shards: int, filterable: tuple[str, ...], n: int, say=lambda m: None
+) -> tuple[list[str], dict]:
+    """(the stored field names, the manifest's "filters" entry): the columns of the filterable
+    fields, their types inferred from every document, written under OUTPUT/filters/."""
+    names: dict[str, None] = {}
+    rows: list[dict] = []
+    ids: list[str] = []
+    for i in range(shards):
+        for row in read_rows(output, i):
+            fields = row[2] if len(row) > 2 else {}
+            names.update(dict.fromkeys(fields))
+            if filterable:
+                rows.append({f: fields.get(f) for f in filterable})
+                ids.append(row[0])
+    shutil.rmtree(output / FILTER_DIR, ignore_errors=True)
+    if not filterable:
+        return list(names), {}
+    types = {f: infer_type(f, zip(ids, (r[f] for r in rows))) for f in filterable}
+    say("filter fields: " + ", ".join(f"{f} ({t})" for f, t in types.items()))
+    return list(names), Columns.from_values(types, rows).save(output)
 
 
 def stderr_sayer(verbose: bool):

@@ -54,8 +54,20 @@ class StoredBM25(BM25Index):
         if not vocab:
             raise UserError(f"BM25: the {self.analyzer.name} analyzer finds no terms in any document")
         self.ids = list(ids)
+        self.avgdl = float(np.mean([len(t) for t in token_ids])) if token_ids else 1.0
         self._bm25.index((token_ids, vocab), show_progress=False)
         return self
+
+    def term_stats(self) -> tuple[dict[str, int], int, float, float]:
+        """({term: document frequency}, documents, k1, b): what scores a document added later."""
+        df = np.diff(self._bm25.scores["indptr"])  # bm25s keeps one CSC column per term
+        vocab = self._bm25.vocab_dict
+        return (
+            {t: int(df[i]) for t, i in vocab.items() if i < len(df)},  # bm25s may add an empty token past the matrix
+            int(self._bm25.scores["num_docs"]),
+            self._bm25.k1,
+            self._bm25.b,
+        )
 
     def save(self, directory: Path) -> None:
         self._bm25.save(str(directory), show_progress=False)
@@ -118,11 +130,19 @@ class TextStore:
                 self._fds[shard] = os.open(shard_paths(self.output, shard)["docs"], os.O_RDONLY)
             return self._fds[shard]
 
-    def get(self, row: int) -> tuple[str, str]:
+    def line(self, row: int) -> list:
+        """[id, text] or [id, text, stored fields] of ROW."""
         shard = int(np.searchsorted(self.starts, row, side="right") - 1)
         start, length = self.offsets[row]
-        doc_id, text = json.loads(os.pread(self._fd(shard), int(length), int(start)))
-        return doc_id, text
+        return json.loads(os.pread(self._fd(shard), int(length), int(start)))
+
+    def get(self, row: int) -> tuple[str, str]:
+        line = self.line(row)
+        return line[0], line[1]
+
+    def fields(self, row: int) -> dict:
+        line = self.line(row)
+        return line[2] if len(line) > 2 else {}
 
     def close(self) -> None:
         with self._lock:

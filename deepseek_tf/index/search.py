@@ -150,14 +150,17 @@ def search(
     mode: str = "dense",
     hybrid_depth: int = 100,
     rrf_k: int = 60,
+    filter: dict | None = None,
 ) -> list[dict]:
-    """[{query, latency_ms, hits: [{id, score, text}]}] for each query, best hit first.
+    """[{query, latency_ms, hits: [{id, score, text, fields}]}] for each query, best hit first
+    (`fields`: the stored fields, from an --index that keeps them).
 
     `mode`: dense, bm25 or hybrid (dense and BM25 each `max(top_k, hybrid_depth)` deep, fused by
     reciprocal rank with k = `rrf_k`). With `rerank` (a cross-encoder) the retriever's top
     `rerank_depth` are rescored and the best `top_k` of them returned; each hit also carries
     `retriever_score` and `reranker_score`, `score` is what orders them (the reranker's, or the
     fusion's with `fusion` = W), and `rerank_ms` is the reranking part of `latency_ms`.
+    `filter` (an --index built with --filterable; `index.filters`): only the documents it selects.
     """
     from deepseek_tf.retrieval.artifacts import load_embedder
     from deepseek_tf.retrieval.rerank import Reranker
@@ -173,6 +176,8 @@ def search(
         raise UserError("--rerank-fusion needs --rerank CROSS_ENCODER")
     if rerank is not None and rerank_depth < top_k:
         raise UserError(f"--rerank-depth ({rerank_depth}) must be >= --top-k ({top_k})")
+    if filter is not None and index_dir is None:
+        raise UserError("--filter needs --index DIR (an index built with --filterable)")
     if backend is not None:
         check_backend(backend, {})  # a faiss backend without faiss is refused before any encoding
     fusion_weights(fusion)  # W in [0, 1]
@@ -181,18 +186,22 @@ def search(
         check_index_dir(Path(index_dir), model, corpus)  # refused before a model is loaded
     embedder = load_embedder(model)
     reranker = Reranker.load(rerank) if rerank is not None else None  # refused before any index is built
+    mask, stored = None, lambda doc_id: None
     if index_dir is None:
         pipeline = in_memory(embedder, corpus, mode, verbose=verbose)
     else:
         index = open_index(embedder, model, corpus, index_dir, backend, rebuild, verbose)
         pipeline = SearchPipeline.over_index(index, embedder)
+        mask = index.filter_mask(filter) if filter else None
+        if index.manifest.get("fields"):
+            stored = index.fields
     pipeline.reranker, pipeline.rerank_depth = reranker, rerank_depth
     pipeline.hybrid_depth, pipeline.rrf_k = hybrid_depth, rrf_k
     pipeline.check(mode, reranker is not None, fusion)
     out = []
     for q in queries:
         t0 = time.perf_counter()
-        hits = pipeline.retrieve(q, mode, pipeline.depth(top_k, reranker is not None))
+        hits = pipeline.retrieve(q, mode, pipeline.depth(top_k, reranker is not None), mask)
         t1 = time.perf_counter()
         best = pipeline.finish(q, hits, top_k, reranker is not None, fusion)
         done = time.perf_counter()
@@ -211,6 +220,9 @@ def search(
                 }
                 for h in best
             ]
+        for hit in result["hits"]:
+            if (fields := stored(hit["id"])) is not None:
+                hit["fields"] = fields
         out.append(result)
     return out
 
@@ -221,9 +233,18 @@ def format_results(results: list[dict], width: int = 100) -> str:
         reranked = f", reranking {r['rerank_ms']:.1f} ms" if "rerank_ms" in r else ""
         lines.append(f"query: {r['query']}  ({r['latency_ms']:.1f} ms{reranked})")
         for rank, h in enumerate(r["hits"], 1):
-            text = h["text"] if len(h["text"]) <= width else h["text"][: width - 1] + "…"
+            text = str(h.get("fields", {}).get("title") or h["text"])  # a catalogue's title says what it is
+            text = text if len(text) <= width else text[: width - 1] + "…"
             lines.append(f"{rank:3d}. {h['score']:.4f}  {h['id']}  {text}")
     return "\n".join(lines)
+
+
+def json_object(text: str) -> dict:
+    """--filter's value: a JSON object (argparse turns the ValueError into a one-line usage error)."""
+    value = json.loads(text)
+    if not isinstance(value, dict):
+        raise ValueError("not a JSON object")
+    return value
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -281,7 +302,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "(0.3 on Cranfield, picked on held-out queries: docs/results.md); "
         "default: the cross-encoder alone",
     )
-    p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.add_argument(
+        "--filter",
+        type=json_object,
+        metavar="JSON",
+        help="only documents this filter selects, from an --index built with --filterable, e.g. "
+        '\'{"brand": "apple", "price": {"lt": 3000}}\' (docs/serving.md#filters)',
+    )
+    p.add_argument("--json", action="store_true", help="print the results as JSON (with stored fields)")
     return p.parse_args(argv)
 
 
@@ -300,6 +328,7 @@ def main(argv: list[str] | None = None) -> int:
         rerank_depth=args.rerank_depth,
         fusion=args.rerank_fusion,
         mode=args.mode,
+        filter=args.filter,
     )
     print(json.dumps(results, indent=2, ensure_ascii=False) if args.json else format_results(results))
     return 0

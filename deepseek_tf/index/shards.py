@@ -3,7 +3,8 @@
 Shard i holds documents [i·S, (i+1)·S) of the cleaned corpus stream (S = --shard-size) in three
 files under `shards/`, each written to a temporary name and renamed:
 
-- `0000i.docs.jsonl`: one `[id, text]` JSON array per line, in row order (the text store);
+- `0000i.docs.jsonl`: one `[id, text]` or `[id, text, {stored fields}]` JSON array per line, in row
+  order (the text store);
 - `0000i.npy`: float32 (count, dim) document vectors, rows in the same order;
 - `0000i.json`: the shard's record (count, dim, sha256 of both files, model fingerprint, corpus
   sha256, shard size), written last. The record is what makes a shard finished.
@@ -29,7 +30,7 @@ from deepseek_tf.errors import UserError
 from deepseek_tf.files import atomic_write, write_json
 
 SHARD_DIR = "shards"
-RECORD_KEYS = ("model_fingerprint", "corpus_sha256", "shard_size")
+RECORD_KEYS = ("model_fingerprint", "corpus_sha256", "shard_size", "stored_fields")
 
 
 def shard_paths(output: Path, i: int) -> dict[str, Path]:
@@ -61,21 +62,30 @@ def check_npy_written(path: Path) -> None:
         raise OSError(errno.EFBIG, f"short write: {path.stat().st_size} of {want} bytes reached the disk", str(path))
 
 
-def write_docs(output: Path, i: int, docs: list[tuple[str, str]]) -> None:
-    lines = "".join(json.dumps([d, t], ensure_ascii=False) + "\n" for d, t in docs)
+def write_docs(output: Path, i: int, docs: list[tuple]) -> None:
+    """docs: (id, text) or (id, text, stored fields) per document; empty fields are not written."""
+    lines = "".join(
+        json.dumps(list(d) if len(d) > 2 and d[2] else list(d[:2]), ensure_ascii=False) + "\n" for d in docs
+    )
     atomic_write(shard_paths(output, i)["docs"], lambda p: p.write_text(lines, encoding="utf-8"))
 
 
-def read_docs(output: Path, i: int) -> list[tuple[str, str]]:
+def read_rows(output: Path, i: int) -> list[list]:
+    """Shard i's docs lines: [id, text] or [id, text, stored fields] each."""
     path = shard_paths(output, i)["docs"]
     try:
         with path.open(encoding="utf-8") as f:
-            return [tuple(json.loads(line)) for line in f]
+            return [json.loads(line) for line in f]
     except (OSError, ValueError) as e:
         raise UserError(
             f"{path}: unreadable shard documents ({e.__class__.__name__}); delete "
             f"{path.with_suffix('').with_suffix('')}.* to encode that shard again"
         ) from None
+
+
+def read_docs(output: Path, i: int) -> list[tuple[str, str]]:
+    """Shard i's (id, text) pairs."""
+    return [(row[0], row[1]) for row in read_rows(output, i)]
 
 
 def write_vectors(output: Path, i: int, vectors: np.ndarray, settings: dict) -> dict:
@@ -131,6 +141,7 @@ def verify_shard(output: Path, i: int, settings: dict, checksums: bool = True) -
         ("model_fingerprint", "another model"),
         ("corpus_sha256", "another corpus file"),
         ("shard_size", "another --shard-size"),
+        ("stored_fields", "another --fields"),
     ):
         if record.get(key) != settings[key]:
             raise _refuse(

@@ -70,19 +70,25 @@ class BM25Index:
         self._bm25.index(terms, show_progress=progress)
         return self
 
-    def search(self, queries: list[str], k: int = 100) -> list[list[tuple[str, float]]]:
-        """Top-k (doc id, score) per query, best first; documents sharing no term are left out.
+    def search(self, queries: list[str], k: int = 100, mask: np.ndarray | None = None) -> list[list[tuple[str, float]]]:
+        """Top-k (doc id, score) per query, best first; documents sharing no term are left out,
+        and with `mask` ((n,) bool) those it leaves out.
 
         bm25s pads a short result list with score-0 documents in arbitrary order; keeping them
         would rank non-matching documents (and give them reciprocal-rank credit in fusion).
         """
-        k = min(k, len(self.ids))
+        k = min(k, len(self.ids) if mask is None else int(mask.sum()))
+        if k < 1:
+            return [[] for _ in queries]
+        weights = None if mask is None else mask.astype(np.float32)  # bm25s multiplies each score by it
         tokens = self._tokenize(queries)
         out: list[list[tuple[str, float]]] = [[] for _ in queries]
         live = [i for i, t in enumerate(tokens) if t]  # all-stop-word queries match nothing
         if not live:
             return out
-        docs, scores = self._bm25.retrieve([tokens[i] for i in live], k=k, show_progress=False, n_threads=1)
+        docs, scores = self._bm25.retrieve(
+            [tokens[i] for i in live], k=k, show_progress=False, n_threads=1, weight_mask=weights
+        )
         for row, i in enumerate(live):
             out[i] = [(self.ids[j], float(s)) for j, s in zip(docs[row], scores[row]) if s > 0]
         return out

@@ -148,9 +148,11 @@ class SearchPipeline:
         return max(depth, self.hybrid_depth) if mode == "hybrid" else depth
 
     # ------------------------------------------------------------------ stage 1
-    def retrieve_dense(self, queries: list[str], depth: int) -> list[Hits]:
-        """Each query's top `depth` by the dense retriever, in its own order (not yet ranked)."""
-        return self.dense(np.asarray(self.encode_queries(queries)), depth)
+    def retrieve_dense(self, queries: list[str], depth: int, mask: np.ndarray | None = None) -> list[Hits]:
+        """Each query's top `depth` by the dense retriever, in its own order (not yet ranked);
+        with `mask` ((n,) bool, a built index's `filter_mask`), among the rows it keeps."""
+        vectors = np.asarray(self.encode_queries(queries))
+        return self.dense(vectors, depth) if mask is None else self.dense(vectors, depth, mask)
 
     def first_stage(self, mode: str, depth: int, dense: Hits | None = None, bm25: Hits | None = None) -> Hits:
         """The first stage's best `depth`, ranked, from the hits of the retrievers MODE uses
@@ -163,11 +165,11 @@ class SearchPipeline:
         fused = reciprocal_rank_fusion([{"q": dict(dense)}, {"q": dict(bm25)}], self.rrf_k, depth)
         return ranking(fused.get("q", {}))
 
-    def retrieve(self, query: str, mode: str, depth: int) -> Hits:
-        """Stage 1 for one query: its best `depth` by MODE."""
+    def retrieve(self, query: str, mode: str, depth: int, mask: np.ndarray | None = None) -> Hits:
+        """Stage 1 for one query: its best `depth` by MODE (among the rows MASK keeps)."""
         n = self.run_depth(mode, depth)
-        dense = self.retrieve_dense([query], n)[0] if mode != "bm25" else None
-        bm25 = self.bm25([query], n)[0] if mode != "dense" else None
+        dense = self.retrieve_dense([query], n, mask)[0] if mode != "bm25" else None
+        bm25 = (self.bm25([query], n) if mask is None else self.bm25([query], n, mask))[0] if mode != "dense" else None
         return self.first_stage(mode, depth, dense, bm25)
 
     # ------------------------------------------------------------------ stages 2 and 3
@@ -186,8 +188,14 @@ class SearchPipeline:
         return [Hit(d, s, first[d], reranked[d]) for d, s in ranking(order, k)]
 
     def search(
-        self, query: str, k: int = 10, mode: str = "dense", rerank: bool = False, fusion: float | None = None
+        self,
+        query: str,
+        k: int = 10,
+        mode: str = "dense",
+        rerank: bool = False,
+        fusion: float | None = None,
+        mask: np.ndarray | None = None,
     ) -> list[Hit]:
-        """The whole flow for one query: its best k, best first."""
-        hits = self.retrieve(query, mode, self.depth(k, rerank))
+        """The whole flow for one query: its best k, best first (among the rows MASK keeps)."""
+        hits = self.retrieve(query, mode, self.depth(k, rerank), mask)
         return self.finish(query, hits, k, rerank, fusion)

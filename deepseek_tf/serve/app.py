@@ -29,172 +29,68 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import re
 import time
-from itertools import accumulate
 from pathlib import Path
 from typing import Literal
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.requests import ClientDisconnect
 
-from deepseek_tf.data.beir import normalize_text
 from deepseek_tf.errors import UserError
+from deepseek_tf.serve import compat
 from deepseek_tf.serve.auth import bearer_matches
+from deepseek_tf.serve.bodies import Strict, body_doc, check_text, has_body, parse, read_json
+from deepseek_tf.serve.documents import add_document_routes
 from deepseek_tf.serve.limits import Limits
 from deepseek_tf.serve.metrics import CONTENT_TYPE
+from deepseek_tf.serve.page import add_page_routes
 from deepseek_tf.serve.service import ERRORS, SearchService, ServiceError, error_body, public_name
 
 __all__ = ["Limits", "create_app", "error", "read_json"]
 
 log = logging.getLogger("deepseek_tf.serve")
-ENDPOINTS = ("/search", "/embed", "/health", "/metrics", "/admin/reload", "/docs", "/openapi.json")
+ENDPOINTS = (
+    "/",
+    "/search",
+    "/embed",
+    "/health",
+    "/metrics",
+    "/admin/reload",
+    "/docs",
+    "/openapi.json",
+    "/documents",
+    *compat.PATHS,
+)
 # the code of an error that Starlette raises (routing) rather than the service
 STATUS_CODES = {status: code for code, status in reversed(ERRORS.items())}
 INTERNAL = "internal error (details in the server log)"
 
 
-class _Strict(BaseModel):
-    # strict: "10" is not an int and 1 is not a bool; forbid: a misspelt field is an error, not ignored
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-
-class SearchBody(_Strict):
+class SearchBody(Strict):
     query: str
     k: int = 10
     mode: Literal["dense", "bm25", "hybrid"] = "dense"
     rerank: bool = False
     # W: order the reranked candidates by W·z(cross-encoder) + (1 − W)·z(retriever); needs rerank
     rerank_fusion: float | None = Field(None, ge=0.0, le=1.0)
+    filter: dict | None = None  # index.filters: {"brand": "apple", "price": {"lt": 3000}, ...}
+    fields: list[str] | None = None  # stored fields each result carries (default: all; []: none)
 
 
-class EmbedBody(_Strict):
+class EmbedBody(Strict):
     texts: list[str]
     tower: Literal["query", "doc"] = "query"
 
 
-class ReloadBody(_Strict):
+class ReloadBody(Strict):
     index: str | None = None
 
 
 def error(code: str, message: str, headers: dict | None = None) -> Response:
     # error_body escapes non-ASCII: a message quoting the client's text cannot fail to encode
     return Response(error_body(code, message), ERRORS[code], headers, media_type="application/json")
-
-
-def _no_constants(name: str):
-    raise ValueError(f"{name} is not valid JSON")
-
-
-class _DuplicateKey(ValueError):
-    pass
-
-
-def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
-    # json.loads keeps the last of two equal keys: {"k": "ten", "k": 2} would pass as k=2
-    obj = dict(pairs)
-    if len(obj) != len(pairs):
-        seen: set = set()
-        key = next(k for k, _ in pairs if k in seen or seen.add(k))
-        raise _DuplicateKey(f"key {json.dumps(key)} appears twice")
-    return obj
-
-
-_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
-_NOT_BRACKET = bytes(b for b in range(256) if b not in b"[]{}")
-_STEP = [0] * 256
-_STEP[ord("[")] = _STEP[ord("{")] = 1
-_STEP[ord("]")] = _STEP[ord("}")] = -1
-
-
-def json_depth(body: bytes, limit: int) -> int:
-    """How deep arrays and objects nest in BODY (brackets inside strings not counted), measured
-    without parsing: the parser recurses per level and a deep enough body exhausts the stack.
-    Only a body with more than LIMIT opening brackets is scanned (the bodies served have two)."""
-    if body.count(b"[") + body.count(b"{") <= limit:
-        return 0
-    brackets = _STRING.sub(b"", body).translate(None, _NOT_BRACKET)
-    return max(accumulate(_STEP[b] for b in brackets), default=0)
-
-
-def _check_unicode(value, where: str) -> None:
-    """A lone surrogate ("\\ud800") is valid JSON but no text: refused here, not in the tokenizer."""
-    if isinstance(value, str):
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            raise ServiceError("invalid_request", f"{where}: not valid Unicode (a lone surrogate)") from None
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            _check_unicode(key, f"{where}: a field name")
-            _check_unicode(item, key if where == "body" else f"{where}.{key}")
-    elif isinstance(value, list):
-        for i, item in enumerate(value):
-            _check_unicode(item, f"{where}.{i}")
-
-
-def has_body(scope: dict) -> bool:
-    """Whether the request carries a body (a non-zero Content-Length, or chunked)."""
-    for name, value in scope.get("headers", ()):
-        if name == b"transfer-encoding" or (name == b"content-length" and value.strip() != b"0"):
-            return True
-    return False
-
-
-async def read_json(request: Request, limits: Limits) -> dict:
-    """The request's JSON object, or a ServiceError naming what is wrong with the body."""
-    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if ctype != "application/json":
-        shown = json.dumps(ctype[:50]) if ctype else "missing"
-        raise ServiceError("unsupported_media_type", f"Content-Type must be application/json, not {shown}")
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limits.max_body_bytes:
-        raise ServiceError("body_too_large", f"body over {limits.max_body_bytes} bytes")
-    body = bytearray()
-    try:
-        async for chunk in request.stream():  # chunked bodies have no Content-Length: count as they come
-            body += chunk
-            if len(body) > limits.max_body_bytes:
-                raise ServiceError("body_too_large", f"body over {limits.max_body_bytes} bytes")
-    except ClientDisconnect:
-        raise ServiceError("client_closed_request", "the client hung up before its body was read") from None
-    body = bytes(body)
-    if json_depth(body, limits.max_json_depth) > limits.max_json_depth:
-        raise ServiceError("invalid_json", f"body nests arrays or objects more than {limits.max_json_depth} deep")
-    try:
-        data = json.loads(body.decode("utf-8"), parse_constant=_no_constants, object_pairs_hook=_unique_keys)
-    except UnicodeDecodeError:
-        raise ServiceError("invalid_json", "body is not UTF-8") from None
-    except ValueError as e:
-        raise ServiceError("invalid_json", f"body is not valid JSON: {e}") from None
-    if b"\\u" in body:  # only an escape can make a lone surrogate: UTF-8 input cannot hold one
-        _check_unicode(data, "body")
-    if not isinstance(data, dict):
-        raise ServiceError("invalid_request", f"body must be a JSON object, not {type(data).__name__}")
-    return data
-
-
-def parse(model: type[_Strict], data: dict):
-    try:
-        return model.model_validate(data)
-    except ValidationError as e:
-        first = e.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "body"
-        message = "unknown field" if first["type"] == "extra_forbidden" else first["msg"]
-        more = f" (and {e.error_count() - 1} more)" if e.error_count() > 1 else ""
-        raise ServiceError("invalid_request", f"{where}: {message}{more}") from None
-
-
-def check_text(text: str, limit: int, name: str) -> str:
-    text = text.strip()
-    if not normalize_text(text):  # empty, or only spaces and control characters: nothing to search for
-        raise ServiceError("invalid_request", f"{name}: must not be empty (or only control characters)")
-    if len(text) > limit:
-        raise ServiceError("invalid_request", f"{name}: longer than {limit} characters ({len(text)})")
-    return text
 
 
 class RequestGuard:
@@ -245,12 +141,6 @@ class RequestGuard:
             metrics.observe_request(path if path in ENDPOINTS else "other", status, time.perf_counter() - start)
 
 
-def _body_doc(model: type[_Strict]) -> dict:
-    # the bodies are read by read_json, not by FastAPI: /docs learns their shape from here
-    schema = model.model_json_schema()
-    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
-
-
 def confine(root: Path, given: str) -> Path:
     """GIVEN (absolute, or relative to ROOT) resolved, symbolic links followed, if it lies under
     ROOT; else a 403 that says the same whether or not the path exists."""
@@ -295,6 +185,7 @@ def create_app(
         title="deepseek_tf search", docs_url="/docs", redoc_url=None, openapi_url="/openapi.json", lifespan=lifespan
     )
     app.add_middleware(RequestGuard, service=service)
+    add_page_routes(app)  # GET /: a page showing two modes' results side by side
 
     @app.exception_handler(ServiceError)
     async def _service_error(request: Request, e: ServiceError):
@@ -324,7 +215,7 @@ def create_app(
             raise ServiceError("internal_error", INTERNAL) from None
         return out, round((time.perf_counter() - start) * 1000, 3)
 
-    @app.post("/search", openapi_extra=_body_doc(SearchBody))
+    @app.post("/search", openapi_extra=body_doc(SearchBody))
     async def search(request: Request):
         body = parse(SearchBody, await read_json(request, limits))
         query = check_text(body.query, limits.max_query_chars, "query")
@@ -332,11 +223,13 @@ def create_app(
             raise ServiceError("invalid_request", f"k: must be between 1 and {limits.max_k}, not {body.k}")
         if body.rerank_fusion is not None and not body.rerank:
             raise ServiceError("invalid_request", 'rerank_fusion: needs "rerank": true')
-        out, took = await guarded(service.search(query, body.k, body.mode, body.rerank, body.rerank_fusion))
+        out, took = await guarded(
+            service.search(query, body.k, body.mode, body.rerank, body.rerank_fusion, body.filter, body.fields)
+        )
         # a JSONResponse skips FastAPI's per-value encoding walk: the payload is plain JSON already
         return JSONResponse({"results": out["results"], "took_ms": took, "cached": out["cached"]})
 
-    @app.post("/embed", openapi_extra=_body_doc(EmbedBody))
+    @app.post("/embed", openapi_extra=body_doc(EmbedBody))
     async def embed(request: Request):
         body = parse(EmbedBody, await read_json(request, limits))
         if not 1 <= len(body.texts) <= limits.max_embed_texts:
@@ -364,13 +257,16 @@ def create_app(
         caches = {"embedding": service.embedding_cache, "results": service.results_cache}
         return Response(service.metrics.render(caches), media_type=CONTENT_TYPE)
 
+    compat.add_compat_routes(app, service, limits, guarded, read_json, parse, check_text)  # OpenAI's, TEI's APIs
+
     def authorize(request: Request) -> None:
         if api_key is not None and not bearer_matches(request.headers.get("authorization"), api_key):
             raise ServiceError("unauthorized", "this endpoint needs the server's API key: Authorization: Bearer KEY")
 
     if admin:
+        add_document_routes(app, service, limits, guarded, authorize)  # writes: upsert, delete
 
-        @app.post("/admin/reload", openapi_extra=_body_doc(ReloadBody))
+        @app.post("/admin/reload", openapi_extra=body_doc(ReloadBody))
         async def reload(request: Request):
             authorize(request)  # before the body is read: nothing of an unauthorized client's is parsed
             body = parse(ReloadBody, await read_json(request, limits) if has_body(request.scope) else {})

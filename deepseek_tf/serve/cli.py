@@ -19,7 +19,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = command_parser(
         "serve",
         "HTTP search service over an index built by `deepseek-tf index` (its manifest names the model): "
-        "POST /search, POST /embed, GET /health, GET /metrics (Prometheus), POST /admin/reload. "
+        "POST /search, POST /embed, GET /health, GET /metrics (Prometheus), POST /admin/reload; "
+        "OpenAI's POST /v1/embeddings and GET /v1/models, text-embeddings-inference's POST /rerank. "
         "SIGHUP re-reads --index; SIGTERM finishes in-flight requests, then exits.",
         [
             "deepseek-tf serve --index runs/cranfield_built --port 8000",
@@ -139,7 +140,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--drain-timeout", type=float, default=30.0, help="seconds SIGTERM waits for in-flight requests (default: 30)"
     )
-    p.add_argument("--no-admin", action="store_true", help="no POST /admin/reload (SIGHUP still reloads)")
+    p.add_argument(
+        "--no-admin",
+        action="store_true",
+        help="no POST /admin/reload and no writes (POST/DELETE /documents); SIGHUP still reloads",
+    )
     p.add_argument(
         "--api-key-file",
         metavar="F",
@@ -196,7 +201,7 @@ def check_exposure(host: str, admin: bool, api_key: str | None) -> None:
     if admin and api_key is None:
         raise UserError(
             f"--host {host} reaches beyond this machine: give --api-key-file F (or set {API_KEY_ENV}) "
-            "to protect /admin/reload, or pass --no-admin",
+            "to protect /admin/reload and /documents (writes), or pass --no-admin",
             exit_code=2,
         )
     print(

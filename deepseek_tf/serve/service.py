@@ -30,53 +30,17 @@ from pathlib import Path
 import numpy as np
 
 from deepseek_tf.errors import UserError
+from deepseek_tf.index.updates import IndexBusy
 from deepseek_tf.retrieval.pipeline import MODES, SearchPipeline
 from deepseek_tf.serve.batcher import BatcherClosed, MicroBatcher
 from deepseek_tf.serve.cache import MISSING, LRUCache
+from deepseek_tf.serve.engine import Engine, doc_count, index_fingerprint
+from deepseek_tf.serve.errors import ERRORS, ServiceError, error_body, public_name
 from deepseek_tf.serve.metrics import ServiceMetrics
 
+__all__ = ["ERRORS", "SearchService", "ServiceError", "ServiceOptions", "error_body", "public_name"]
 TOWERS = ("query", "doc")
 log = logging.getLogger("deepseek_tf.serve")
-
-
-# Every error the service answers, by its stable code: the one place a code gets its HTTP status.
-ERRORS = {
-    "bad_request": 400,  # not HTTP: a malformed request line or header (answered by the protocol)
-    "invalid_json": 400,
-    "rerank_unavailable": 400,
-    "reload_failed": 400,
-    "unauthorized": 401,
-    "forbidden": 403,
-    "not_found": 404,
-    "method_not_allowed": 405,
-    "request_timeout": 408,
-    "body_too_large": 413,
-    "unsupported_media_type": 415,
-    "invalid_request": 422,
-    "client_closed_request": 499,  # the client hung up before its request was read: nobody to answer
-    "internal_error": 500,
-    "shutting_down": 503,
-    "overloaded": 503,
-}
-
-
-class ServiceError(Exception):
-    """A request the service refuses: a stable error code (its HTTP status from ERRORS) and a
-    one-line message that names the field or limit and no server path."""
-
-    def __init__(self, code: str, message: str):
-        super().__init__(message)
-        self.status, self.code, self.message = ERRORS[code], code, message
-
-
-def error_body(code: str, message: str) -> bytes:
-    """The JSON body of every error answer."""
-    return json.dumps({"error": {"code": code, "message": message}}).encode()
-
-
-def public_name(value) -> str | None:
-    """What a client may see of a server path: its last part (a preset name stays as it is)."""
-    return None if value is None else Path(str(value)).name or str(value)
 
 
 @dataclass(frozen=True)
@@ -90,28 +54,6 @@ class ServiceOptions:
     rrf_k: int = 60
     workers: int = 8  # threads for search, BM25, reranking and (without batching) the encoder
     batch_workers: int = 2  # micro-batch workers: one batch is gathered while another is in the model
-
-
-class Engine:
-    """One loaded index with its query encoder, batcher and query pipeline, counted while requests use it."""
-
-    def __init__(
-        self,
-        index,
-        embedder,
-        batcher: MicroBatcher | None,
-        generation: int,
-        fingerprint: str,
-        pipeline: SearchPipeline | None = None,
-    ):
-        self.index, self.embedder, self.batcher, self.pipeline = index, embedder, batcher, pipeline
-        self.generation, self.fingerprint = generation, fingerprint
-        self.in_flight, self.retired = 0, False
-
-
-def index_fingerprint(index) -> str:
-    m = index.manifest
-    return str(m.get("model_fingerprint") or m.get("model") or "")
 
 
 class SearchService:
@@ -144,12 +86,15 @@ class SearchService:
         self._models: dict[str, object] = {}
         self._engine = self._make_engine(index)
         self._keep_models(self._engine)
-        self.metrics.gauges.set(len(index.ids))
+        self.metrics.gauges.set(doc_count(index))
 
     @classmethod
     def open(cls, path: str | Path, rerank: str | None = None, options: ServiceOptions | None = None) -> SearchService:
-        """Loads the built index at PATH (the manifest names its model) and the optional cross-encoder."""
-        from deepseek_tf.index import load_built_index
+        """Loads the built index at PATH (the manifest names its model) with the writes in its update
+        log (`index.live`), and the optional cross-encoder."""
+        from deepseek_tf.index.live import LiveIndex
+
+        load_built_index = LiveIndex.open
 
         reranker = None
         if rerank is not None:
@@ -268,8 +213,8 @@ class SearchService:
             if old.fingerprint != engine.fingerprint:
                 self.embedding_cache.clear()  # vectors of a model no longer served
             self.metrics.reloads.inc(outcome="ok")
-            self.metrics.gauges.set(len(engine.index.ids))
-            log.warning("serving %s (generation %d, %d documents)", target, engine.generation, len(engine.index.ids))
+            self.metrics.gauges.set(doc_count(engine.index))
+            log.warning("serving %s (generation %d, %d documents)", target, engine.generation, doc_count(engine.index))
             if idle:  # else the last request still on it retires it (`_release`)
                 self._retire(old)
             del old
@@ -282,7 +227,7 @@ class SearchService:
             # names, not server paths: a client learns nothing about the server's file system
             "index": public_name(self.path),
             "generation": engine.generation,
-            "documents": len(engine.index.ids),
+            "documents": doc_count(engine.index),
             "model": public_name(m.get("model")),
             "backend": m.get("backend"),
             "analyzer": m.get("analyzer"),
@@ -327,7 +272,10 @@ class SearchService:
         self.embedding_cache.put(key, vec)
         return vec
 
-    async def _dense(self, engine: Engine, query: str, depth: int) -> list[tuple[str, float]]:
+    async def _dense(self, engine: Engine, query: str, depth: int, mask=None) -> list[tuple[str, float]]:
+        if mask is not None:  # a filtered search is its own: the batch searches the whole index
+            vec = await self.query_vector(engine, query)
+            return (await self._run(engine.index.search_dense, vec[None, :], depth, mask))[0]
         if engine.batcher is None:
             vec = await self.query_vector(engine, query)
             return (await self._run(engine.index.search_dense, vec[None, :], depth))[0]
@@ -338,25 +286,53 @@ class SearchService:
             self.embedding_cache.put(key, vec)
         return hits
 
-    async def _bm25(self, engine: Engine, query: str, depth: int) -> list[tuple[str, float]]:
-        return (await self._run(engine.index.search_bm25, [query], depth))[0]
+    async def _bm25(self, engine: Engine, query: str, depth: int, mask=None) -> list[tuple[str, float]]:
+        extra = () if mask is None else (mask,)  # an index without filters takes no mask
+        return (await self._run(engine.index.search_bm25, [query], depth, *extra))[0]
 
-    async def _retrieve(self, engine: Engine, query: str, depth: int, mode: str) -> list[tuple[str, float]]:
-        """The pipeline's first stage, its retrievers' hits fetched here (hybrid: both at once)."""
+    async def _retrieve(self, engine: Engine, query: str, depth: int, mode: str, mask=None) -> list[tuple[str, float]]:
+        """The pipeline's first stage, its retrievers' hits fetched here (hybrid: both at once),
+        among the rows MASK keeps."""
         n = engine.pipeline.run_depth(mode, depth)
         if mode == "dense":
-            dense, bm25 = await self._dense(engine, query, n), None
+            dense, bm25 = await self._dense(engine, query, n, mask), None
         elif mode == "bm25":
-            dense, bm25 = None, await self._bm25(engine, query, n)
+            dense, bm25 = None, await self._bm25(engine, query, n, mask)
         else:
-            dense, bm25 = await asyncio.gather(self._dense(engine, query, n), self._bm25(engine, query, n))
+            dense, bm25 = await asyncio.gather(self._dense(engine, query, n, mask), self._bm25(engine, query, n, mask))
         return engine.pipeline.first_stage(mode, depth, dense, bm25)
 
+    @staticmethod
+    def _mask(engine: Engine, spec: dict | None):
+        if not spec:
+            return None
+        try:
+            return engine.index.filter_mask(spec)
+        except UserError as e:
+            raise ServiceError("invalid_request", str(e)) from None
+
+    @staticmethod
+    def _with_fields(engine: Engine, doc_id: str, score: float, fields: list[str] | None) -> dict:
+        hit = {"id": doc_id, "score": score}
+        if fields != [] and engine.index.manifest.get("fields"):
+            stored = engine.index.fields(doc_id)
+            hit["fields"] = stored if fields is None else {f: stored[f] for f in fields if f in stored}
+        return hit
+
     async def search(
-        self, query: str, k: int = 10, mode: str = "dense", rerank: bool = False, fusion: float | None = None
+        self,
+        query: str,
+        k: int = 10,
+        mode: str = "dense",
+        rerank: bool = False,
+        fusion: float | None = None,
+        filter: dict | None = None,
+        fields: list[str] | None = None,
     ) -> dict:
-        """{"results": [{"id", "score"}] best first, "cached": bool}; `query` already validated.
-        `fusion` W (with `rerank`): ordered by W·z(cross-encoder) + (1 − W)·z(retriever)."""
+        """{"results": [{"id", "score", "fields"}] best first, "cached": bool}; `query` already
+        validated. `fusion` W (with `rerank`): ordered by W·z(cross-encoder) + (1 − W)·z(retriever).
+        `filter` (`index.filters`): only documents it selects, exactly the best k of them when k pass.
+        `fields`: the stored fields each result carries (None: all; []: none)."""
         if mode not in MODES:
             raise ServiceError("invalid_request", f"mode must be one of {', '.join(MODES)}")
         if rerank and self.reranker is None:
@@ -367,21 +343,45 @@ class SearchService:
             raise ServiceError("invalid_request", "rerank_fusion: a number in [0, 1], with rerank true")
         engine = self._acquire()
         try:
-            key = (engine.generation, query, k, mode, rerank, fusion)
+            chosen = None if fields is None else tuple(fields)
+            seq = getattr(engine.index, "seq", 0)  # a write changes what a search finds
+            key = (engine.generation, seq, query, k, mode, rerank, fusion, json.dumps(filter, sort_keys=True), chosen)
             results = self.results_cache.get(key)
             if results is not MISSING:
                 return {"results": results, "cached": True}
             pipeline = engine.pipeline
-            hits = await self._retrieve(engine, query, pipeline.depth(k, rerank), mode)
+            mask = self._mask(engine, filter)
+            hits = await self._retrieve(engine, query, pipeline.depth(k, rerank), mode, mask)
             if rerank:  # the cross-encoder's work, off the event loop
                 best = await self._run(pipeline.finish, query, hits, k, rerank, fusion)
             else:
                 best = pipeline.finish(query, hits, k)
-            results = [{"id": h.id, "score": float(h.score)} for h in best]
+            results = [self._with_fields(engine, h.id, float(h.score), fields) for h in best]
             self.results_cache.put(key, results)
             return {"results": results, "cached": False}
         finally:
             self._release(engine)
+
+    async def write(self, op: str, payload: list) -> dict:
+        """op "upsert" (documents) or "delete" (ids) on the index being served (`LiveIndex`):
+        searchable and durable when this returns. A reload replays the update log, so a write
+        waits for one in progress and then goes to the index it loaded."""
+
+        def work() -> dict:
+            with self._reload_lock:
+                index = self._engine.index
+                if not hasattr(index, op):
+                    raise ServiceError("invalid_request", "this service's index takes no writes")
+                try:
+                    out = getattr(index, op)(payload)
+                except IndexBusy as e:
+                    raise ServiceError("index_busy", str(e)) from None
+                except UserError as e:
+                    raise ServiceError("invalid_request", str(e)) from None
+                self.metrics.gauges.set(doc_count(index))
+                return {**out, "documents": doc_count(index)}
+
+        return await self._run(work)
 
     async def embed(self, texts: list[str], tower: str = "query") -> np.ndarray:
         """(len(texts), dim): query texts go through the cache and the batcher, documents in one call."""
@@ -394,3 +394,12 @@ class SearchService:
             return np.asarray(await self._run(engine.embedder.encode_docs, texts))
         finally:
             self._release(engine)
+
+    async def rerank(self, query: str, texts: list[str]) -> np.ndarray:
+        """The cross-encoder's raw score of (query, text) for each text, in order; `query` and
+        `texts` already validated. Scored in a worker thread, as /search's reranking is."""
+        if self.reranker is None:
+            raise ServiceError(
+                "rerank_unavailable", "rerank needs a cross-encoder: start the server with --rerank MODEL"
+            )
+        return np.asarray(await self._run(self.reranker.score, query, texts), np.float32)
