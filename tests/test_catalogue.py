@@ -245,3 +245,51 @@ def test_csv_columns_are_stored_with_their_types(tiny_run, tmp_path):
     assert index.fields("x1") == want
     assert index.fields("x2") == {"title": "case", "text": "a case", "price": 3, "in_stock": False, "zip": None}
     assert {index.ids[r] for r in np.flatnonzero(index.filter_mask({"price": {"gt": 5}}))} == {"x1"}
+
+
+class LengthScorer:
+    """A stand-in cross-encoder: longer texts score higher (what it reads is what matters here)."""
+
+    name = "length"
+
+    def __init__(self):
+        self.read: list[str] = []
+
+    def score(self, query: str, docs: list[str]) -> np.ndarray:
+        self.read.extend(docs)
+        return np.array([len(d) for d in docs], np.float32)
+
+
+def test_rerank_sees_only_the_documents_the_filter_passes(shop):
+    from deepseek_tf.index.live import LiveIndex
+    from deepseek_tf.serve.app import create_app
+    from deepseek_tf.serve.service import SearchService, ServiceOptions
+
+    scorer = LengthScorer()
+    service = SearchService(LiveIndex.open(shop), scorer, ServiceOptions(max_wait_ms=1, rerank_depth=20))
+    spec, predicate = FILTERS[1]  # phones and cases
+    with TestClient(create_app(service)) as c:
+        r = c.post("/search", json={"query": "phone case", "k": 3, "mode": "hybrid", "rerank": True, "filter": spec})
+    assert r.status_code == 200, r.text
+    texts = {rec["_id"]: f"{rec['title']} {rec['text']}" for rec in records()}
+    passing = selected(predicate)
+    assert scorer.read and set(scorer.read) <= {texts[i] for i in passing}
+    want = sorted(passing, key=lambda i: -len(texts[i]))[:3]
+    assert [h["id"] for h in r.json()["results"]] == want
+
+
+def test_search_command_filters_and_prints_titles(shop, tiny_run, catalogue, capsys):
+    from deepseek_tf.index.search import main
+
+    args = ["--model", str(tiny_run / "model"), "--corpus", str(catalogue), "--index", str(shop)]
+    args += ["--query", "phone", "--top-k", "20", "--filter", '{"brand": "apple", "in_stock": true}']
+    assert main([*args, "--json"]) == 0
+    hits = json.loads(capsys.readouterr().out)[0]["hits"]
+    assert {h["id"] for h in hits} == selected(lambda r: r["brand"] == "apple" and r["in_stock"])
+    assert all(h["fields"]["brand"] == "apple" for h in hits)
+    assert main(args) == 0
+    shown = capsys.readouterr().out
+    assert "iphone 15 pro case" in shown and " by apple" not in shown  # titles, not the joined text
+    with pytest.raises(SystemExit) as e:  # argparse's usage error: one line, exit 2
+        main([*args[:-2], "--filter", "[1]"])
+    assert e.value.code == 2 and "--filter: invalid JSON object value" in capsys.readouterr().err

@@ -247,6 +247,9 @@ def json_object(text: str) -> dict:
     return value
 
 
+json_object.__name__ = "JSON object"  # argparse names the type in its error: "invalid JSON object value"
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = command_parser(
         "search",
