@@ -11,6 +11,33 @@ _os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 _os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 
+def _warn_if_onednn_off() -> None:
+    """TensorFlow reads TF_ENABLE_ONEDNN_OPTS once, when it loads: imported before deepseek_tf on a
+    CPU where it leaves oneDNN off, it runs everything up to twice as slow. Said once, with the fix."""
+    import sys as _sys
+
+    if "tensorflow" not in _sys.modules or _os.environ.get("TF_ENABLE_ONEDNN_OPTS") == "0":
+        return  # not loaded yet (the setting above applies), or turned off on purpose
+    try:
+        # TensorFlow has no public call that says whether its oneDNN kernels are on
+        from tensorflow.python.util import _pywrap_util_port
+    except ImportError:
+        return
+    if not _pywrap_util_port.IsMklEnabled():
+        import warnings
+
+        warnings.warn(
+            "tensorflow was imported before deepseek_tf with its oneDNN kernels off: encoding and training "
+            "run up to 2x slower. Import deepseek_tf first, or set TF_ENABLE_ONEDNN_OPTS=1 before tensorflow "
+            "loads (TF_ENABLE_ONEDNN_OPTS=0 silences this).",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+
+
+_warn_if_onednn_off()
+
+
 def load_tensorflow() -> None:
     """Imports TensorFlow with its C++ start-up lines (absl, oneDNN, CUDA stubs) hidden: they
     ignore TF_CPP_MIN_LOG_LEVEL, and a CLI's one-line error must be the only thing on stderr.

@@ -208,6 +208,7 @@ def encode_shards(plan: Plan) -> tuple[int, float]:
     bar = is_terminal() and plan.verbose
     shards = written = done_docs = 0
     encode_s, t_start = 0.0, time.perf_counter()
+    plan.say(f"encoding with {plan.model} ({getattr(plan.embedder, 'engine', 'unknown engine')})")
     for i, docs, record in shard_stream(plan):
         shards = i + 1
         done_docs += len(docs)

@@ -14,11 +14,24 @@ from deepseek_tf.models.loading import load_exported_saved_model, weights_finger
 from deepseek_tf.models.packed import pack_inputs, packed_encode, packed_signature, supports_packing
 
 
+def onednn_enabled() -> bool:
+    """Whether TensorFlow runs its oneDNN kernels (decided once, when TensorFlow loads)."""
+    # TensorFlow has no public call that says so; this module is what tf.sysconfig-style checks use
+    from tensorflow.python.util import _pywrap_util_port
+
+    return bool(_pywrap_util_port.IsMklEnabled())
+
+
 class Embedder:
     """Base: subclasses implement `_encode(texts, tower)` for one batch of raw strings."""
 
     name = "embedder"
     fingerprint = ""
+
+    @property
+    def engine(self) -> str:
+        """What runs the model, in words (commands print it: which engine and precision)."""
+        return f"TensorFlow, oneDNN {'on' if onednn_enabled() else 'off'}"
 
     def _encode(self, texts: list[str], tower: str) -> np.ndarray:
         raise NotImplementedError
@@ -98,6 +111,11 @@ class KerasEmbedder(Embedder):
                 for k, enc in towers.items()
             }
 
+    @property
+    def engine(self) -> str:
+        packing = "packed batches" if self._packed else "padded batches"
+        return f"Keras float32, {packing}, {super().engine}"
+
     def _encode(self, texts: list[str], tower: str) -> np.ndarray:
         if len(texts) > 1 and self._packed:
             tokens = self._tokenize[tower](tf.constant(texts))
@@ -117,6 +135,10 @@ class SavedModelEmbedder(Embedder):
         for sig in ("encode_query", "encode_doc"):
             if not hasattr(self.loaded, sig):
                 raise UserError(f"{path}: SavedModel has no '{sig}' endpoint (not a deepseek_tf export?)")
+
+    @property
+    def engine(self) -> str:
+        return f"SavedModel float32, {super().engine}"
 
     def _encode(self, texts: list[str], tower: str) -> np.ndarray:
         fn = self.loaded.encode_query if tower == "query" else self.loaded.encode_doc

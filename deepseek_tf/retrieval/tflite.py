@@ -110,6 +110,9 @@ class TFLiteRunner:
         return np.array(self.interpreter.get_tensor(self.output), np.float32)  # (N, D), a copy
 
 
+QUANT_NAMES = {"none": "float32", "float16": "float16", "dynamic": "dynamic int8", "int8": "int8"}
+
+
 class TFLiteEmbedder(Embedder):
     """Runs exported `.tflite` towers on raw strings.
 
@@ -137,6 +140,10 @@ class TFLiteEmbedder(Embedder):
             if files["doc"] == files["query"]
             else TFLiteRunner(blobs["doc"], num_threads, files["doc"])
         )
+
+    @property
+    def engine(self) -> str:
+        return f"TFLite {QUANT_NAMES.get(self.meta.get('quantization', 'none'), 'float32')}"
 
     def _encode(self, texts: list[str], tower: str) -> np.ndarray:
         return self.runners[tower](texts)

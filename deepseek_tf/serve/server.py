@@ -166,8 +166,8 @@ def run_server(
         actual = sock.getsockname()[1]
         d = service.describe()
         print(  # the operator's console: the full path
-            f"serving {service.path} ({d['documents']} documents, {d['backend']}, model {d['model']}) "
-            f"on http://{host}:{actual}",
+            f"serving {service.path} ({d['documents']} documents, {d['backend']}, model {d['model']} "
+            f"on {service.engine}) on http://{host}:{actual}",
             file=sys.stderr,
             flush=True,
         )

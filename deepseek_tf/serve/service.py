@@ -220,6 +220,11 @@ class SearchService:
             del old
             return self.describe()
 
+    @property
+    def engine(self) -> str:
+        """What runs the query encoder (engine and precision), for the operator's console."""
+        return str(getattr(self._engine.embedder, "engine", "unknown engine"))
+
     def describe(self) -> dict:
         engine = self._engine
         m = engine.index.manifest
