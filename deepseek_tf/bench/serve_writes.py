@@ -138,6 +138,7 @@ def bench_writes(
         "rows": [],
     }
     flags = ["--no-cache"]
+    Path(args.work_dir).mkdir(parents=True, exist_ok=True)
     for j, per_request in enumerate(sizes):
         with tempfile.TemporaryDirectory(prefix="writes_", dir=args.work_dir) as tmp:
             copy = Path(tmp) / index.name

@@ -36,10 +36,23 @@ PARAMS = {
     "faiss-ivfpq": {"nlist": None, "nprobe": 16, "pq_m": None, "pq_bits": 8, "refine": 4},
 }
 IN_MEMORY_BYTES = 1 << 30
-# Filtered dense search scores the passing rows exactly when they are at most this many, or this
-# share of the index (bench: deepseek_tf.bench.filtered); above, faiss filters inside its search.
-GATHER_ROWS, GATHER_SHARE = 20_000, 0.02
+# Filtered dense search: how each backend runs it (`filtered_plan`), measured on 1M clustered
+# 384-d vectors by deepseek_tf.bench.filtered (bench/filtered.md). A faiss backend scores the
+# passing rows exactly when they are at most GATHER_ROWS (that few cost less to gather than a
+# widened ANN search costs to walk) or at most GATHER_SHARE of the index (below it HNSW needs a
+# beam past MAX_EF to find 0.95 of the true top 10); above, faiss filters inside its search. The exact
+# backend gathers the passing rows up to SCAN_SHARE of the index (gathering costs about 2 µs a
+# row, a scan of every row about 0.26 µs) and scans every row, the others masked out, above it.
+GATHER_ROWS, GATHER_SHARE, SCAN_SHARE = 2_000, 0.01, 0.1
 MAX_EF = 4096  # the widest HNSW beam a filtered search asks for
+# A filtered HNSW beam of efSearch nodes holds about efSearch·share passing ones: recall@10 reached
+# 0.96 with some 20-25 of them (1%: efSearch 2000; 2%: 1000), so the beam is widened to hold
+# BEAM_PASSING, and never narrower than ef_search / sqrt(share) (which 5% and above need).
+BEAM_PASSING = 24
+# Filtered IVF probes cells holding about PROBE_PASSING passing rows (recall@10 0.96 from 0.5% to
+# 2% with 800, against 0.86-0.93 at nprobe / sqrt(share)), and refines a candidate list widened
+# by 1 / sqrt(share), as the passing top 10 sit further down the PQ ranking.
+PROBE_PASSING = 800
 FAISS_FILE = "dense.faiss"
 
 
@@ -200,17 +213,21 @@ class DenseSearcher:
         faiss = faiss_module()
         bits = np.packbits(mask, bitorder="little")  # bit i of the bitmap is row i
         selector = faiss.IDSelectorBitmap(len(mask), faiss.swig_ptr(bits))
-        share = max(float(mask.mean()), 1e-9)
+        passing = int(mask.sum())
+        share = max(passing / len(mask), 1e-9)
         if self.backend == "faiss-hnsw":
             params = faiss.SearchParametersHNSW()
             # the graph walk meets passing rows at the filter's rate: widen the beam to match
-            params.efSearch = int(min(max(self.params["ef_search"], k) / share**0.5, MAX_EF))
+            ef = max(max(self.params["ef_search"], k) / share**0.5, BEAM_PASSING / share)
+            params.efSearch = int(min(ef, MAX_EF))
             params.sel = selector
             return self.index.search(queries, k, params=params)
         params = faiss.SearchParametersIVF()
-        params.nprobe = int(min(self.params["nprobe"] / share**0.5, self.params["nlist"]))
+        per_cell = len(mask) / self.params["nlist"]  # rows in a cell, on average
+        nprobe = max(self.params["nprobe"] / share**0.5, PROBE_PASSING / (per_cell * share))
+        params.nprobe = int(min(nprobe, self.params["nlist"]))
         params.sel = selector
-        depth = min(k * self.params["refine"], int(mask.sum()))
+        depth = int(min(k * self.params["refine"] / share**0.5, passing))
         _, cand = self.index.search(queries, depth, params=params)
         scores, found = self._refine(queries, cand, k)
         return scores, np.where(np.isfinite(scores), found, -1)
@@ -219,10 +236,12 @@ class DenseSearcher:
 def filtered_plan(backend: str, passing: int, n: int) -> str:
     """How a filtered dense search runs: "gather" (score the passing rows exactly, gathered),
     "scan" (the exact backend over every row, the rest masked out) or "faiss" (the ANN index with
-    the mask as ID selector)."""
+    the mask as ID selector). The thresholds: GATHER_ROWS, GATHER_SHARE, SCAN_SHARE."""
+    if backend == "exact":
+        return "gather" if passing <= SCAN_SHARE * n else "scan"
     if passing <= GATHER_ROWS or passing <= GATHER_SHARE * n:
         return "gather"
-    return "scan" if backend == "exact" else "faiss"
+    return "faiss"
 
 
 def masked_topk(
