@@ -300,7 +300,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m deepseek_tf.bench.filtered", description=__doc__.split("\n\n")[0])
     p.add_argument("--n", type=int, default=1_000_000, help="vectors (default: 1,000,000)")
     p.add_argument("--dim", type=int, default=384, help="dimension (default: 384)")
-    p.add_argument("--centres", type=int, default=4096, help="clusters of the corpus (default: 4096)")
+    p.add_argument(
+        "--centres",
+        type=int,
+        default=4096,
+        help="clusters of the corpus (default: 4096; keep n / centres near 244 for a smaller run like the 1M one)",
+    )
     p.add_argument(
         "--queries", type=int, default=300, help=f"reported queries (default: 300; at most {QUERY_POOL - TUNE_QUERIES})"
     )

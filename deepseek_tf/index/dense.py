@@ -36,18 +36,21 @@ PARAMS = {
     "faiss-ivfpq": {"nlist": None, "nprobe": 16, "pq_m": None, "pq_bits": 8, "refine": 4},
 }
 IN_MEMORY_BYTES = 1 << 30
-# Filtered dense search: how each backend runs it (`filtered_plan`), measured on 1M clustered
-# 384-d vectors by deepseek_tf.bench.filtered (bench/filtered.md). A faiss backend scores the
-# passing rows exactly when they are at most GATHER_ROWS (that few cost less to gather than a
-# widened ANN search costs to walk) or at most GATHER_SHARE of the index (below it HNSW needs a
-# beam past MAX_EF to find 0.95 of the true top 10); above, faiss filters inside its search. The exact
-# backend gathers the passing rows up to SCAN_SHARE of the index (gathering costs about 2 µs a
-# row, a scan of every row about 0.26 µs) and scans every row, the others masked out, above it.
-GATHER_ROWS, GATHER_SHARE, SCAN_SHARE = 2_000, 0.01, 0.1
+# Filtered dense search: how each backend runs it (`filtered_plan`), chosen by the plans measured
+# side by side on 1M clustered 384-d vectors (`python -m deepseek_tf.bench.filtered --tune`,
+# bench/filtered_tune.md). A faiss backend scores the passing rows exactly when they are at most
+# GATHER_ROWS (on 100K vectors 1,000 were gathered in 0.25 ms, where HNSW took 8 ms; 2,000 took
+# 8 ms, HNSW 4 ms) or at most GATHER_SHARE of the index (on 1M: at 0.5% gathering took 9 ms, HNSW
+# 27 ms; at 1%, 17 against 15 ms; at 2%, 40 against 8 ms; and under 24 / MAX_EF, about 0.6%, the
+# beam below could not be wide enough); above, faiss filters inside its search. The exact backend
+# gathers the passing rows up to SCAN_SHARE of the index and above it scores every row, the others
+# masked out: a gathered row costs 6-8 times a scanned one (10%: 151 ms against 242 ms; 20%: 296
+# ms against 243 ms).
+GATHER_ROWS, GATHER_SHARE, SCAN_SHARE = 1_000, 0.01, 0.1
 MAX_EF = 4096  # the widest HNSW beam a filtered search asks for
 # A filtered HNSW beam of efSearch nodes holds about efSearch·share passing ones: recall@10 reached
-# 0.96 with some 20-25 of them (1%: efSearch 2000; 2%: 1000), so the beam is widened to hold
-# BEAM_PASSING, and never narrower than ef_search / sqrt(share) (which 5% and above need).
+# 0.96 with some 20-25 of them (0.5%: efSearch 4000; 1%: 2000; 2%: 1000), so the beam is widened to
+# hold BEAM_PASSING, and never narrower than ef_search / sqrt(share) (which 5% and above need).
 BEAM_PASSING = 24
 # Filtered IVF probes cells holding about PROBE_PASSING passing rows (recall@10 0.96 from 0.5% to
 # 2% with 800, against 0.86-0.93 at nprobe / sqrt(share)), and refines a candidate list widened
