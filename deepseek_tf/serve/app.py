@@ -41,7 +41,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from deepseek_tf.errors import UserError
 from deepseek_tf.serve import compat
 from deepseek_tf.serve.auth import bearer_matches
-from deepseek_tf.serve.bodies import Strict, body_doc, check_text, has_body, parse, read_json
+from deepseek_tf.serve.bodies import Strict, body_doc, check_text, check_texts, has_body, parse, read_json
 from deepseek_tf.serve.documents import add_document_routes
 from deepseek_tf.serve.limits import Limits
 from deepseek_tf.serve.metrics import CONTENT_TYPE
@@ -232,17 +232,7 @@ def create_app(
     @app.post("/embed", openapi_extra=body_doc(EmbedBody))
     async def embed(request: Request):
         body = parse(EmbedBody, await read_json(request, limits))
-        if not 1 <= len(body.texts) <= limits.max_embed_texts:
-            raise ServiceError(
-                "invalid_request", f"texts: between 1 and {limits.max_embed_texts} texts, not {len(body.texts)}"
-            )
-        texts = [check_text(t, limits.max_text_chars, f"texts.{i}") for i, t in enumerate(body.texts)]
-        total = sum(map(len, texts))
-        if total > limits.max_embed_chars:  # the model's work grows with the characters it reads
-            raise ServiceError(
-                "invalid_request",
-                f"texts: {total} characters in all, over the {limits.max_embed_chars} one request may hold",
-            )
+        texts = check_texts(body.texts, limits, "texts")
         vectors, took = await guarded(service.embed(texts, body.tower))
         return JSONResponse(
             {"embeddings": vectors.tolist(), "dim": int(vectors.shape[-1]), "tower": body.tower, "took_ms": took}
@@ -257,7 +247,7 @@ def create_app(
         caches = {"embedding": service.embedding_cache, "results": service.results_cache}
         return Response(service.metrics.render(caches), media_type=CONTENT_TYPE)
 
-    compat.add_compat_routes(app, service, limits, guarded, read_json, parse, check_text)  # OpenAI's, TEI's APIs
+    compat.add_compat_routes(app, service, limits, guarded)  # OpenAI's, TEI's APIs
 
     def authorize(request: Request) -> None:
         if api_key is not None and not bearer_matches(request.headers.get("authorization"), api_key):

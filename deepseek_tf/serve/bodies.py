@@ -15,7 +15,7 @@ from deepseek_tf.data.beir import normalize_text
 from deepseek_tf.serve.errors import ServiceError
 from deepseek_tf.serve.limits import Limits
 
-__all__ = ["Strict", "body_doc", "check_text", "has_body", "json_depth", "parse", "read_json"]
+__all__ = ["Strict", "body_doc", "check_text", "check_texts", "has_body", "json_depth", "parse", "read_json"]
 
 
 class Strict(BaseModel):
@@ -139,3 +139,17 @@ def body_doc(model: type[Strict]) -> dict:
     # the bodies are read by read_json, not by FastAPI: /docs learns their shape from here
     schema = model.model_json_schema()
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
+def check_texts(texts: list[str], limits: Limits, name: str) -> list[str]:
+    """/embed's limits on a list of texts: how many, the characters of each and of all together."""
+    if not 1 <= len(texts) <= limits.max_embed_texts:
+        raise ServiceError("invalid_request", f"{name}: between 1 and {limits.max_embed_texts} texts, not {len(texts)}")
+    texts = [check_text(t, limits.max_text_chars, f"{name}.{i}") for i, t in enumerate(texts)]
+    total = sum(map(len, texts))
+    if total > limits.max_embed_chars:  # the model's work grows with the characters it reads
+        raise ServiceError(
+            "invalid_request",
+            f"{name}: {total} characters in all, over the {limits.max_embed_chars} one request may hold",
+        )
+    return texts

