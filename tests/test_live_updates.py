@@ -239,3 +239,21 @@ def test_index_update_and_compact_from_the_command_line(shop, tmp_path):
     writer.upsert([{"_id": "n2", "title": "after the compaction"}])
     restarted = LiveIndex.open(shop)
     assert "n2" in restarted and "n1" in restarted and restarted.seq == 3
+
+
+def test_update_reads_a_corpus_as_the_build_does_with_chosen_fields(tiny_run, tmp_path):
+    """`index --update` on an index that stores only some fields: the model reads title + text as a
+    build would (not the title twice), and only the chosen fields are kept."""
+    from deepseek_tf.index import build_index
+    from deepseek_tf.index.compact import update_index
+    from deepseek_tf.index.live import LiveIndex
+
+    corpus, new = tmp_path / "base.jsonl", tmp_path / "new.jsonl"
+    corpus.write_text("".join(json.dumps(r) + "\n" for r in records()))
+    new.write_text(json.dumps(NEW) + "\n")
+    build_index(str(tiny_run / "model"), corpus, tmp_path / "idx", verbose=False, fields=["title", "brand"])
+    update_index(tmp_path / "idx", new, verbose=False)
+    index = LiveIndex.open(tmp_path / "idx")
+    assert index.text("n1") == "zorblax quantum phone zorblax phone"
+    assert index.fields("n1") == {"title": "zorblax quantum phone", "brand": "acme"}
+    assert index.fields("p0") == {"title": "iphone 15 pro case", "brand": "apple"}

@@ -141,12 +141,14 @@ def iter_records(
             dropped.add("duplicate doc ids", doc_id)
             continue
         seen.add(doc_id)
-        stored = {"title": title, "text": body, **extra} if keep != set() else {}
-        if not title:
-            stored.pop("title", None)
-        if keep is not None:
-            stored = {k: v for k, v in stored.items() if k in keep}
-        yield doc_id, text, stored
+        yield doc_id, text, stored_fields(title, body, extra, keep)
+
+
+def stored_fields(title: str, text: str, extra: dict, keep: set[str] | None = None) -> dict:
+    """A record's stored fields from its normalised title and text and its other keys: `title`
+    (when not empty), `text` and the rest, or only the names in KEEP (None: all)."""
+    stored = {"title": title, "text": text, **extra} if title else {"text": text, **extra}
+    return stored if keep is None else {k: v for k, v in stored.items() if k in keep}
 
 
 def iter_documents(

@@ -56,7 +56,7 @@ class BuiltIndex:
         self.path, self.manifest, self.ids = Path(path), manifest, ids
         self.vectors, self._dense, self._bm25, self._store = vectors, dense, bm25, store
         self.columns = columns or Columns(len(ids), {})
-        self._rows = {d: r for r, d in enumerate(ids)}
+        self.rows = {d: r for r, d in enumerate(ids)}  # id -> row
         self._embedder = None
         self._lock = threading.Lock()
 
@@ -78,7 +78,7 @@ class BuiltIndex:
 
     def text(self, doc_id: str) -> str:
         """The document's text (title and text joined); KeyError for an id not in the index."""
-        return self._store.get(self._rows[doc_id])[1]
+        return self._store.get(self.rows[doc_id])[1]
 
     def analyze(self, texts: list[str]) -> list[list[str]]:
         """The BM25 terms of each text, by the analyzer the index was built with."""
@@ -90,7 +90,7 @@ class BuiltIndex:
 
     def fields(self, doc_id: str) -> dict:
         """The document's stored fields (`index --fields`); KeyError for an id not in the index."""
-        return self._store.fields(self._rows[doc_id])
+        return self._store.fields(self.rows[doc_id])
 
     def filter_mask(self, spec: dict) -> np.ndarray:
         """(n,) bool: the rows a filter (`index.filters`) selects; FilterError names what is wrong."""

@@ -36,14 +36,11 @@ def update_index(path: str | Path, corpus: str | Path, batch_size: int = 64, ver
     per log entry; {"upserted": n, "seq": last log position, "documents": count}."""
     say = stderr_sayer(verbose)
     index = LiveIndex.open(path)
-    chosen = index.manifest.get("stored_fields", "all")
     dropped = Dropped()
     done, started = 0, time.perf_counter()
-    records = iter_records(corpus, dropped, fields=None if chosen == "all" else chosen)
-    for chunk in chunked(records, max(batch_size, 1)):
-        docs = [{**fields, "_id": doc_id, "text": fields.get("text", text)} for doc_id, text, fields in chunk]
-        index.upsert(docs, batch_size)
-        done += len(docs)
+    for chunk in chunked(iter_records(corpus, dropped, fields=index.stored_selection), max(batch_size, 1)):
+        index.upsert_rows(chunk, batch_size)
+        done += len(chunk)
         say(f"{done} documents written ({done / max(time.perf_counter() - started, 1e-9):.0f}/s)")
     for line in describe_dropped(dropped):
         say(f"warning: {corpus}: {line}")

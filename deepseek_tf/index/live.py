@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from deepseek_tf.data.beir import join_title, normalize_text
+from deepseek_tf.data.corpus import stored_fields
 from deepseek_tf.errors import UserError
 from deepseek_tf.index.built import BuiltIndex, load_built_index
 from deepseek_tf.index.filters import Columns, evaluate
@@ -73,7 +74,7 @@ class LiveIndex:
 
     def __init__(self, base: BuiltIndex):
         self.base, self.path, self.manifest = base, base.path, base.manifest
-        self._row = {d: r for r, d in enumerate(base.ids)}
+        self._row = base.rows  # id -> base row, the base's own map
         self._write = threading.Lock()
         self._log_length: int | None = None
         self._stats = None  # base BM25 statistics, read on first use
@@ -223,11 +224,13 @@ class LiveIndex:
         if not text:
             raise UserError(f"{where}: no text (title and text are empty)")
         extra = {k: v for k, v in doc.items() if k not in ("_id", "id", "title", "text")}
-        stored = {"title": title, "text": body, **extra} if title else {"text": body, **extra}
+        return str(doc_id), text, stored_fields(title, body, extra, self.stored_selection)
+
+    @property
+    def stored_selection(self) -> set[str] | None:
+        """The fields this index stores (`index --fields`; None: all)."""
         chosen = self.manifest.get("stored_fields", "all")
-        if chosen != "all":
-            stored = {k: v for k, v in stored.items() if k in chosen}
-        return str(doc_id), text, stored
+        return None if chosen == "all" else set(chosen)
 
     def _apply(self, d: Delta, entries: list[dict]) -> Delta:
         """The snapshot after ENTRIES (log entries, in order); the arrays are rebuilt once."""
@@ -264,7 +267,11 @@ class LiveIndex:
         BM25) and durable (fsynced) when this returns. {"upserted": n, "seq": log position}."""
         if not docs:
             raise UserError("documents: give at least one")
-        rows = [self._stored(doc, f"documents.{i}") for i, doc in enumerate(docs)]
+        return self.upsert_rows([self._stored(doc, f"documents.{i}") for i, doc in enumerate(docs)], batch_size)
+
+    def upsert_rows(self, rows: list[tuple[str, str, dict]], batch_size: int = 64) -> dict:
+        """`upsert` of rows already read as `data.corpus.iter_records` reads a corpus: (id, the
+        text the model reads, stored fields)."""
         ids = [r[0] for r in rows]
         if len(set(ids)) != len(ids):
             raise UserError(f"documents: id {next(i for i in ids if ids.count(i) > 1)!r} appears twice")
