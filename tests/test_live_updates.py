@@ -226,6 +226,12 @@ def test_index_update_and_compact_from_the_command_line(shop, tmp_path):
     before = [[d for d, _ in h] for h in live.search_dense(q, 8)]
     writer = LiveIndex.open(shop)  # a server that loaded the index before the compaction
 
+    mine = shop.with_name(shop.name + ".compact.tmp")
+    mine.mkdir()
+    (mine / "notes.txt").write_text("the user's")
+    assert main(["--compact", str(shop), "--quiet"]) != 0  # refused: not a compaction's leftovers
+    assert (mine / "notes.txt").read_text() == "the user's"
+    shutil.rmtree(mine)
     assert main(["--compact", str(shop), "--quiet"]) == 0
     compacted = LiveIndex.open(shop)
     assert compacted.delta.docs == {} and not compacted.delta.hidden and not log_path(shop).exists()

@@ -25,7 +25,7 @@ from deepseek_tf.files import write_json
 from deepseek_tf.index.corpus import chunked, iter_records
 from deepseek_tf.index.finish import MANIFEST, finish, stderr_sayer
 from deepseek_tf.index.live import LiveIndex
-from deepseek_tf.index.shards import read_rows, write_docs, write_vectors
+from deepseek_tf.index.shards import SHARD_DIR, read_rows, write_docs, write_vectors
 from deepseek_tf.index.updates import write_lock
 
 RENAME_EXCHANGE = 2  # linux/fs.h
@@ -77,7 +77,9 @@ def compact_index(path: str | Path, verbose: bool = True) -> dict:
             say(f"{path}: no writes since it was built; nothing to compact")
             return m
         tmp = path.with_name(path.name + ".compact.tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
+        if tmp.exists() and not (tmp / SHARD_DIR).is_dir() and not (tmp / MANIFEST).is_file():
+            raise UserError(f"{tmp}: exists and is not a compaction's leftovers; move it, then compact again")
+        shutil.rmtree(tmp, ignore_errors=True)  # a killed compaction's half-built index
         settings = {k: m[k] for k in ("model", "model_fingerprint", "corpus_sha256", "shard_size")}
         settings["stored_fields"] = m.get("stored_fields", "all")
         shard, row = 0, 0
