@@ -4,6 +4,10 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+# Each load of a Keras model under the default engine converts it to OpenVINO (seconds); the suite
+# loads dozens, in process and in CLI subprocesses, so it runs Keras. test_openvino_engine.py
+# tests the default engine (with the variable removed) and its wiring into the commands.
+os.environ["DEEPSEEK_TF_ENGINE"] = "keras"
 sys.path.insert(0, str(Path(__file__).parent))
 
 import pytest  # noqa: E402

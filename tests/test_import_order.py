@@ -44,5 +44,31 @@ def test_tensorflow_first_with_onednn_off_is_said_once(opt_out):
 def test_embedders_name_their_engine(tiny_run):
     from deepseek_tf.retrieval.artifacts import load_embedder
 
-    engine = load_embedder(str(tiny_run / "model")).engine
+    engine = load_embedder(str(tiny_run / "model"), engine="keras").engine
     assert engine.startswith("Keras float32") and "oneDNN on" in engine
+
+
+def test_tensorflow_first_with_onednn_off_still_encodes_on_fast_kernels(tiny_run):
+    """The default engine does not run on TensorFlow's kernels: with TensorFlow loaded first and
+    oneDNN off, a Keras model still encodes on OpenVINO's JIT kernels (not its reference ones)."""
+    code = (
+        "import tensorflow\nimport deepseek_tf\n"
+        "from deepseek_tf.retrieval.artifacts import load_embedder\n"
+        f"e = load_embedder({str(tiny_run / 'model')!r})\n"
+        "print('engine', e.engine)\n"
+        "print('kernels', e._padded['doc'].kernels())\n"  # noqa: SLF001 (no public view of the kernels)
+        f"{PROBE}"
+    )
+    base = {k: v for k, v in os.environ.items() if k != "DEEPSEEK_TF_ENGINE"}
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={**base, "TF_CPP_MIN_LOG_LEVEL": "3", "TF_ENABLE_ONEDNN_OPTS": "0"},
+    )
+    assert done.returncode == 0, done.stderr
+    assert "onednn False" in done.stdout
+    assert "engine OpenVINO" in done.stdout, done.stdout
+    kernels = eval(done.stdout.split("kernels ", 1)[1].splitlines()[0])
+    matmuls = [v for k, v in kernels.items() if k in ("FullyConnected", "MatMul")]
+    assert matmuls and all("ref" not in v for v in matmuls), kernels

@@ -395,7 +395,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="smoke run: 64 texts, 1 training step of 8, small search")
     args = p.parse_args(argv)
     if args.threads is None:  # imported after parsing: TensorFlow loads with it, and --help should not wait
-        from deepseek_tf.retrieval.tflite import default_threads
+        from deepseek_tf.retrieval.engines import default_threads
 
         args.threads = default_threads()
     return args

@@ -13,6 +13,7 @@ from deepseek_tf.errors import UserError, cli_entry, refuse_aliasing
 from deepseek_tf.evaluate.report import evaluate, format_table, plot_recall_curves
 from deepseek_tf.evaluate.significance import compare_reports, format_comparisons
 from deepseek_tf.files import write_json
+from deepseek_tf.retrieval.engines import add_engine_argument, configure
 from deepseek_tf.text.analyzer import ANALYZERS
 
 
@@ -91,6 +92,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "from the same scoring pass",
     )
     p.add_argument("--batch-size", type=number(int, 1), default=64, help="encoding batch size (default: 64)")
+    add_engine_argument(p)
     p.add_argument("--rrf-k", type=number(int, 0), default=60, help="reciprocal-rank fusion constant (default: 60)")
     p.add_argument(
         "--analyzer",
@@ -150,6 +152,7 @@ def compare_main(base_spec: str, other_spec: str) -> int:
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    configure(engine=args.engine)
     if args.compare:
         return compare_main(*args.compare)
     if not args.dataset:

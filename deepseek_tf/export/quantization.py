@@ -13,7 +13,8 @@ from deepseek_tf.errors import UserError
 from deepseek_tf.export.tflite import QUANT_MODES, TOLERANCES, calibration_texts
 from deepseek_tf.export.towers import PreparedExport
 from deepseek_tf.files import write_text
-from deepseek_tf.retrieval.tflite import TFLiteEmbedder, default_threads
+from deepseek_tf.retrieval.engines import default_threads
+from deepseek_tf.retrieval.tflite import TFLiteEmbedder
 
 FILE_LABELS = {"none": "float32", "float16": "float16", "dynamic": "dynamic-int8", "int8": "int8"}
 

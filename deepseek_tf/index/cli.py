@@ -8,6 +8,7 @@ from deepseek_tf.console import command_parser, number
 from deepseek_tf.data.beir import MAX_LINE_BYTES
 from deepseek_tf.errors import UserError, cli_entry
 from deepseek_tf.index.dense import BACKENDS, PARAMS
+from deepseek_tf.retrieval.engines import add_engine_argument, configure
 from deepseek_tf.text.analyzer import ANALYZERS
 
 RUNNERS = ("DirectRunner", "DataflowRunner", "FlinkRunner", "SparkRunner", "PortableRunner")
@@ -91,6 +92,7 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
         "--spark_master_url --environment_type; DirectRunner --direct_num_workers",
     )
     p.add_argument("--quiet", action="store_true", help="no progress or summary on stderr")
+    add_engine_argument(p)
     args = p.parse_args(ours)
     if args.update and args.compact:
         raise UserError("--update and --compact: one at a time")
@@ -127,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     import sys
 
     args, beam_args = parse_args(sys.argv[1:] if argv is None else argv)
+    configure(engine=args.engine)
     if args.update or args.compact:
         from deepseek_tf.index.compact import compact_index, update_index
 

@@ -3,6 +3,7 @@ MODEL: a trained `model/` directory, an exported SavedModel directory, a `.tflit
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from deepseek_tf.errors import UserError
@@ -10,6 +11,8 @@ from deepseek_tf.models import preset_model
 from deepseek_tf.models.backbones import PRESETS
 from deepseek_tf.models.loading import load_trained, refuse_unfinished, weights_fingerprint
 from deepseek_tf.retrieval.embedders import Embedder, KerasEmbedder, SavedModelEmbedder
+from deepseek_tf.retrieval.engines import current_engine
+from deepseek_tf.retrieval.openvino import openvino_embedder
 from deepseek_tf.retrieval.tflite import TFLiteEmbedder, read_meta
 
 
@@ -20,13 +23,18 @@ def _not_a_retriever(spec: str) -> UserError:
     )
 
 
-def load_embedder(spec: str) -> Embedder:
+def load_embedder(spec: str, engine: str | None = None, say: Callable[[str], None] | None = None) -> Embedder:
+    """The embedder for MODEL `spec`. A Keras model (preset or trained dir) runs on `engine`
+    (`retrieval.openvino.ENGINES`; None: the one `openvino.configure` chose, "auto" unless told);
+    `say` hears why "auto" fell back to Keras."""
     path = Path(spec)
+    engine = engine or current_engine()
     if spec in PRESETS:
         model, tokenizer, config = preset_model(spec)
-        return KerasEmbedder(
+        keras = KerasEmbedder(
             model, tokenizer, config.model.query_max_length, config.model.doc_max_length, name=spec, fingerprint=spec
         )
+        return openvino_embedder(keras, engine, say)
     refuse_unfinished(path)
     if path.suffix == ".tflite":
         if not path.is_file():
@@ -38,7 +46,7 @@ def load_embedder(spec: str) -> Embedder:
         model, tokenizer, config = load_trained(path)
         if config.model.kind == "cross_encoder":
             raise _not_a_retriever(spec)
-        return KerasEmbedder(
+        keras = KerasEmbedder(
             model,
             tokenizer,
             config.model.query_max_length,
@@ -46,6 +54,7 @@ def load_embedder(spec: str) -> Embedder:
             name=path.parent.name or path.name,
             fingerprint=weights_fingerprint(path),
         )
+        return openvino_embedder(keras, engine, say)
     if (path / "saved_model.pb").is_file():
         return SavedModelEmbedder(path)
     raise UserError(

@@ -6,6 +6,7 @@ import argparse
 
 from deepseek_tf.console import command_parser, number
 from deepseek_tf.errors import UserError, cli_entry
+from deepseek_tf.retrieval.engines import add_engine_argument, configure
 from deepseek_tf.text.analyzer import ANALYZERS
 
 
@@ -44,12 +45,14 @@ def mine_parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="negatives per pair taken first from the query's judged non-relevant documents (default: 0)",
     )
     p.add_argument("--output", required=True, help="pairs TSV to write")
+    add_engine_argument(p)
     return p.parse_args(argv)
 
 
 @cli_entry
 def mine_main(argv: list[str] | None = None) -> int:
     args = mine_parse_args(argv)
+    configure(engine=args.engine)
     if args.top_k < 1 or args.skip_top < 0:
         raise UserError("--top-k must be >= 1 and --skip-top >= 0")
     from deepseek_tf.data import load_beir

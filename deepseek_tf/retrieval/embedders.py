@@ -91,12 +91,12 @@ class KerasEmbedder(Embedder):
             )
             for k, enc in towers.items()
         }
+        self._tokenize = {
+            k: tf.function(lambda t, k=k: tokenizer.tower(t, self.max_length[k], k), input_signature=text_spec)
+            for k in towers
+        }
         self._packed = {}
         if packing and all(supports_packing(enc) for enc in towers.values()):
-            self._tokenize = {
-                k: tf.function(lambda t, k=k: tokenizer.tower(t, self.max_length[k], k), input_signature=text_spec)
-                for k in towers
-            }
             self._packed = {
                 k: tf.function(lambda p, b, enc=enc: packed_encode(enc, p, b), input_signature=packed_signature())
                 for k, enc in towers.items()
@@ -110,6 +110,15 @@ class KerasEmbedder(Embedder):
                 k: tf.function(lambda x, enc=enc: enc(x, training=False), input_signature=[token_spec])
                 for k, enc in towers.items()
             }
+
+    @property
+    def packing(self) -> bool:
+        """Whether batches of several texts run packed (see the class docstring)."""
+        return bool(self._packed)
+
+    def tokenized(self, texts: list[str], tower: str) -> dict[str, np.ndarray]:
+        """The tower's padded model inputs for `texts` (token_ids, padding_mask, segment_ids), (batch, width)."""
+        return {k: v.numpy() for k, v in self._tokenize[tower](tf.constant(texts)).items()}
 
     @property
     def engine(self) -> str:

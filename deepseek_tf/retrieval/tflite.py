@@ -22,6 +22,7 @@ import numpy as np
 
 from deepseek_tf.errors import UserError
 from deepseek_tf.retrieval.embedders import Embedder
+from deepseek_tf.retrieval.engines import default_threads
 
 TOWERS = ("query", "doc")
 
@@ -50,14 +51,6 @@ def native_stderr_silenced():
         os.dup2(saved, 2)
         os.close(saved)
         os.close(devnull)
-
-
-def default_threads() -> int:
-    """The CPUs this process may run on (a container's or taskset's share, not the host's count)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # no sched_getaffinity (macOS)
-        return os.cpu_count() or 1
 
 
 def _interpreter(model_content: bytes, num_threads: int | None = None, source: str | Path = "TFLite model"):

@@ -9,6 +9,7 @@ import sys
 from deepseek_tf.console import command_parser
 from deepseek_tf.errors import UserError, cli_entry
 from deepseek_tf.export.serving import DEFAULT_RERANK_RUNTIME, RERANK_RUNTIMES
+from deepseek_tf.retrieval.engines import add_engine_argument
 from deepseek_tf.serve.auth import API_KEY_ENV, load_api_key
 from deepseek_tf.serve.limits import ConnectionLimits, Limits, is_loopback
 
@@ -137,6 +138,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=1,
         help="threads one TensorFlow op may use (default: 1, as concurrent calls keep the cores busy; 0 = all cores)",
     )
+    add_engine_argument(p)
     p.add_argument(
         "--drain-timeout", type=float, default=30.0, help="seconds SIGTERM waits for in-flight requests (default: 30)"
     )
@@ -231,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     from deepseek_tf.serve.service import SearchService, ServiceOptions
 
     bind(args.host, args.port).close()  # a busy port fails now, before a model loads for seconds
-    configure_threads(args.threads, args.intra_op_threads)
+    configure_threads(args.threads, args.intra_op_threads, args.engine)
     options = ServiceOptions(
         batching=not args.no_batching,
         max_batch=args.max_batch,

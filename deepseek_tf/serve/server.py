@@ -40,7 +40,7 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def configure_threads(threads: int = 0, intra_op_threads: int = 1) -> None:
+def configure_threads(threads: int = 0, intra_op_threads: int = 1, engine: str | None = None) -> None:
     """TensorFlow's thread pools for serving: `threads` model calls (and independent ops) at once
     (0: one per core), each op on `intra_op_threads` (0: all cores).
 
@@ -49,8 +49,13 @@ def configure_threads(threads: int = 0, intra_op_threads: int = 1) -> None:
     across cores costs more in hand-offs than it saves (all-MiniLM-L6-v2 on 2 cores: one query
     5.7 ms with 1, 7.8 ms with 2; unbatched service at concurrency 32: 265 vs 190 QPS).
     TensorFlow fixes them when it first runs: in a process where it already has (a test, a host
-    application) the pools it has stay, and the log says so."""
+    application) the pools it has stay, and the log says so. OpenVINO towers (`engine`) get the
+    same split: `threads` calls at once, `intra_op_threads` threads each."""
     import tensorflow as tf
+
+    from deepseek_tf.retrieval.engines import configure, default_threads
+
+    configure(engine=engine, streams=threads or default_threads(), threads=intra_op_threads or None)
 
     threading = tf.config.threading
     wanted = [

@@ -1,0 +1,107 @@
+"""The OpenVINO engine that encodes for Keras models: same vectors as Keras, chosen by default,
+refused or fallen back from as `--engine` says, and wired into the commands that encode."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import run_cli
+
+pytest.importorskip("openvino")
+
+TEXTS = [
+    "supersonic flow over a flat plate",
+    "boundary layer",
+    "heat transfer to a cylinder at high mach number with a long tail of words " * 4,
+    "轻便笔记本",
+    "x",
+]
+
+
+def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a = a / np.linalg.norm(a, axis=1, keepdims=True)
+    b = b / np.linalg.norm(b, axis=1, keepdims=True)
+    return (a * b).sum(axis=1)
+
+
+@pytest.fixture(scope="module")
+def embedders(tiny_run):
+    from deepseek_tf.retrieval.artifacts import load_embedder
+
+    model = str(tiny_run / "model")
+    return load_embedder(model, engine="keras"), load_embedder(model, engine="auto")
+
+
+def test_default_engine_is_openvino_and_matches_keras(embedders):
+    keras, ov = embedders
+    assert keras.engine.startswith("Keras float32")
+    assert ov.engine.startswith("OpenVINO "), ov.engine
+    for tower in ("query", "doc"):
+        # one text per call (padded graph) and a batch of uneven texts (packed graph)
+        single = np.concatenate([ov.encode([t], tower) for t in TEXTS])
+        batch = ov.encode(TEXTS, tower, batch_size=len(TEXTS))
+        want = keras.encode(TEXTS, tower, batch_size=len(TEXTS))
+        assert single.shape == want.shape == batch.shape
+        assert cosines(single, want).min() >= 0.999
+        assert cosines(batch, want).min() >= 0.999
+
+
+def test_packed_batches_run_the_packed_graph(embedders):
+    _, ov = embedders
+    ov.encode(TEXTS, "query", batch_size=len(TEXTS))
+    assert "query" in ov._packed  # noqa: SLF001 (which graph ran is not public)
+
+
+def test_kernels_are_jit_not_reference(embedders):
+    _, ov = embedders
+    kernels = ov._padded["doc"].kernels()  # noqa: SLF001
+    matmuls = {k: v for k, v in kernels.items() if k in ("FullyConnected", "MatMul")}
+    assert matmuls, kernels
+    assert all("ref" not in v for v in matmuls.values()), matmuls
+
+
+def test_a_tower_that_differs_from_keras_is_refused(embedders, monkeypatch):
+    """The probe check compares against Keras: a broken conversion must not serve."""
+    from deepseek_tf.errors import UserError
+    from deepseek_tf.retrieval import openvino
+
+    keras, _ = embedders
+    real = openvino.Compiled.__call__
+    monkeypatch.setattr(openvino.Compiled, "__call__", lambda self, feeds: -real(self, feeds))
+    with pytest.raises(UserError, match="differs from Keras"):
+        openvino.OpenVINOEmbedder(keras)
+    assert openvino.openvino_embedder(keras, "auto") is keras  # auto falls back
+
+
+def test_engine_keras_and_missing_openvino(embedders, monkeypatch):
+    from deepseek_tf.errors import UserError
+    from deepseek_tf.retrieval import openvino
+
+    keras, _ = embedders
+    assert openvino.openvino_embedder(keras, "keras") is keras
+    monkeypatch.setattr(openvino, "available", lambda: False)
+    assert openvino.openvino_embedder(keras, "auto") is keras
+    with pytest.raises(UserError, match="not installed"):
+        openvino.openvino_embedder(keras, "openvino")
+
+
+@pytest.mark.parametrize(
+    "flag, env, says",
+    [
+        ([], None, "OpenVINO"),  # the default, with nothing set
+        ([], "keras", "Keras float32"),
+        (["--engine", "auto"], "keras", "OpenVINO"),  # the flag wins over the variable
+    ],
+)
+def test_index_encodes_with_the_chosen_engine_and_says_so(tiny_run, tiny_beir, tmp_path, monkeypatch, flag, env, says):
+    monkeypatch.delenv("DEEPSEEK_TF_ENGINE")
+    if env:
+        monkeypatch.setenv("DEEPSEEK_TF_ENGINE", env)
+    done = run_cli(
+        "deepseek_tf.cli",
+        "index",
+        *("--model", str(tiny_run / "model"), "--corpus", str(tiny_beir / "corpus.jsonl")),
+        *("--output", str(tmp_path / "idx"), *flag),
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"({says}" in done.stderr, done.stderr
