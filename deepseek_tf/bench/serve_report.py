@@ -149,6 +149,18 @@ def render_serve_markdown(results: dict) -> str:
             f"{', '.join(updated['sections']) or 'nothing'}. The line above describes the rest.",
             "",
         ]
+    e = results.get("engines")
+    if e:
+        out += [
+            "## Query encoder engines (QBQTC index)",
+            "",
+            f"Index: `{e['index']}`, batching on, cache off, distinct queries; one server per engine "
+            "(`serve --engine keras` beside the default). The engine each server reported at start: "
+            + "; ".join(f"{s['config']}: {s.get('said') or 'not reported'}" for s in e["sections"])
+            + ".",
+            "",
+        ]
+        out += _load_table(e["sections"]) + [""]
     q = results.get("qbqtc")
     if q:
         main = results.get("client", "httpx")

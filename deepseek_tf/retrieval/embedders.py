@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -41,20 +42,23 @@ class Embedder:
         if not texts:
             return np.zeros((0, 0), np.float32)
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        out: np.ndarray | None = None
-        batches = range(0, len(order), batch_size)
+        batches = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+        done = zip(batches, self._encode_all([[texts[i] for i in idx] for idx in batches], tower))
         if progress:  # a bar on a terminal, plain lines in a log
             from deepseek_tf.console import progress as shown
 
             label = {"query": "queries", "doc": "docs"}.get(tower, tower)
-            batches = shown(batches, f"encoding {label}", unit="batch", leave=False)
-        for start in batches:
-            idx = order[start : start + batch_size]
-            vecs = self._encode([texts[i] for i in idx], tower)
+            done = shown(done, f"encoding {label}", unit="batch", leave=False, total=len(batches))
+        out: np.ndarray | None = None
+        for idx, vecs in done:
             if out is None:
                 out = np.zeros((len(texts), vecs.shape[-1]), np.float32)
             out[idx] = vecs
         return out
+
+    def _encode_all(self, batches: list[list[str]], tower: str) -> Iterator[np.ndarray]:
+        """Every batch's vectors, in order; an engine that runs several calls at once overrides it."""
+        return (self._encode(batch, tower) for batch in batches)
 
     def encode_queries(self, texts: list[str], batch_size: int = 64, progress: bool = False) -> np.ndarray:
         return self.encode(texts, "query", batch_size, progress)

@@ -22,14 +22,21 @@ PRECISIONS = {"auto": None, "bf16": "bf16", "f32": "f32"}  # None: the CPU plugi
 
 @dataclass(frozen=True)
 class Settings:
-    """How compiled towers use the cores: `streams` model calls at once, `threads` per call.
+    """How compiled towers use the cores: `streams` model calls at once, `threads` each.
 
-    `serve` runs one call per core (`--threads`, `--intra-op-threads`); a command encoding one
-    batch at a time gives it every core."""
+    By default one call per core with one thread each: a command encoding a corpus runs that many
+    batches at once, and `serve` that many micro-batches (`--threads`, `--intra-op-threads`). On 2
+    cores this encoded more Cranfield documents and QBQTC queries per second than one call on
+    both cores (docs/results.md, Encode peers)."""
 
-    streams: int = 1
-    threads: int | None = None  # None: every core this process may use, split across the streams
+    streams: int | None = None  # None: one per core this process may use
+    threads: int | None = None  # per call; None: the cores divided among the streams
     precision: str = "auto"
+
+    def layout(self) -> tuple[int, int]:
+        """(calls at once, threads per call)."""
+        streams = self.streams or default_threads()
+        return streams, self.threads or max(1, default_threads() // streams)
 
 
 _settings = Settings()

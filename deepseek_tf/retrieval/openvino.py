@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import queue
 import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import tensorflow as tf
@@ -24,7 +26,7 @@ import tensorflow as tf
 from deepseek_tf.errors import UserError
 from deepseek_tf.models.packed import PACKED_KEYS, pack_inputs, packed_encode, supports_packing
 from deepseek_tf.retrieval.embedders import Embedder, KerasEmbedder
-from deepseek_tf.retrieval.engines import PRECISIONS, Settings, current_settings, default_threads
+from deepseek_tf.retrieval.engines import PRECISIONS, Settings, current_settings
 
 MIN_COSINE = 0.99  # per probe text, OpenVINO vs Keras; bfloat16 MiniLM gives >= 0.9999
 PROBES = [
@@ -95,8 +97,8 @@ class Compiled:
     def __init__(self, model, settings: Settings, precision: str | None):
         import openvino as ov
 
-        streams = max(1, settings.streams)
-        threads = settings.threads * streams if settings.threads else max(default_threads(), streams)
+        streams, per_call = settings.layout()
+        threads = streams * per_call
         config = {"INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": streams}
         config["PERFORMANCE_HINT"] = "LATENCY" if streams == 1 else "THROUGHPUT"
         if precision:
@@ -181,7 +183,8 @@ class OpenVINOEmbedder(Embedder):
         runs = self._padded["query"]
         packing = "packed batches" if self._can_pack else "padded batches"
         per_call = runs.threads // runs.streams
-        calls = f"{runs.streams} calls at once, {per_call} threads each" if runs.streams > 1 else f"{per_call} threads"
+        threads = f"{per_call} thread{'s' if per_call > 1 else ''}"
+        calls = f"{runs.streams} calls at once, {threads} each" if runs.streams > 1 else threads
         return f"OpenVINO {runs.precision}, {calls}, {packing}"
 
     def _packed_tower(self, tower: str) -> Compiled:
@@ -195,6 +198,16 @@ class OpenVINOEmbedder(Embedder):
                     graph = _packed_graph(self._encoders[tower])
                     self._packed[tower] = Compiled(graph, self.settings, precision)
             return self._packed[tower]
+
+    def _encode_all(self, batches: list[list[str]], tower: str) -> Iterator[np.ndarray]:
+        """With several streams, that many batches run at once (OpenVINO releases the GIL while
+        it computes); results come back in order."""
+        streams = self._padded[tower].streams
+        if streams == 1 or len(batches) == 1:
+            yield from super()._encode_all(batches, tower)
+            return
+        with ThreadPoolExecutor(streams, thread_name_prefix="openvino") as pool:
+            yield from pool.map(lambda batch: self._encode(batch, tower), batches)
 
     def _encode(self, texts: list[str], tower: str) -> np.ndarray:
         tokens = self._tokens(texts, tower)

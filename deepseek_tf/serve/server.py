@@ -55,7 +55,7 @@ def configure_threads(threads: int = 0, intra_op_threads: int = 1, engine: str |
 
     from deepseek_tf.retrieval.engines import configure, default_threads
 
-    configure(engine=engine, streams=threads or default_threads(), threads=intra_op_threads or None)
+    configure(engine=engine, streams=threads or default_threads(), threads=intra_op_threads or default_threads())
 
     threading = tf.config.threading
     wanted = [
