@@ -49,6 +49,12 @@ def _serve(argv: list[str]) -> int:
     return main(argv)
 
 
+def _ask(argv: list[str]) -> int:
+    from deepseek_tf.answer.cli import main
+
+    return main(argv)
+
+
 def _bench(argv: list[str]) -> int:
     from deepseek_tf.bench.bench import main
 
@@ -70,6 +76,7 @@ COMMANDS: dict[str, tuple[str, Callable[[list[str]], int]]] = {
     "mine": ("hard negatives from BM25 or a model into a pairs file", _mine),
     "index": ("build a sharded, resumable index of a large corpus (exact or faiss ANN, plus BM25)", _index),
     "serve": ("HTTP search service over a built index (micro-batching, cache, hybrid, rerank)", _serve),
+    "ask": ("an answer with numbered sources from an index and an OpenAI-compatible generator", _ask),
     "bench": ("side-by-side benchmarks against sentence-transformers", _bench),
     "bench-ann": ("exact TensorFlow search against faiss on random vectors", _bench_ann),
 }

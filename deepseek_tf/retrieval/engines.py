@@ -16,7 +16,7 @@ ENGINES = {
     "keras": "the Keras model in TensorFlow",
 }
 DEFAULT_ENGINE = "auto"
-ENGINE_ENV = "DEEPSEEK_TF_ENGINE"  # the process's engine when no --engine is given (e.g. a test session)
+ENGINE_ENV = "DEEPSEEK_TF_ENGINE"  # the process's engine when no --engine is given (e.g. a test run)
 PRECISIONS = {"auto": None, "bf16": "bf16", "f32": "f32"}  # None: the CPU plugin's own choice
 
 

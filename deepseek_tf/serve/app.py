@@ -17,8 +17,12 @@ each kind of bad input gets its own status and code:
   415 unsupported_media_type  Content-Type is not application/json
   422 invalid_request         wrong field, type or value (the message names the field)
   500 internal_error          a failure inside the service
+  501 answer_unavailable      POST /answer on a server started without --generator-url
+  502 generator_failed        /answer's generator is unreachable, refused, or answered no chat completion
   503 shutting_down           the service is stopping
   503 overloaded              --max-connections reached with every connection busy (`serve.protocol`)
+  503 generator_busy          --generator-concurrency answers in progress, none done within --generator-timeout
+  504 generator_timeout       /answer's generator took over --generator-timeout
 
 An answer sent before the request's body was read to its end says `Connection: close` and the
 connection is closed after it; any other answer leaves the connection usable for the next request.
@@ -40,6 +44,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from deepseek_tf.errors import UserError
 from deepseek_tf.serve import compat
+from deepseek_tf.serve.answer_routes import add_answer_routes
 from deepseek_tf.serve.auth import bearer_matches
 from deepseek_tf.serve.bodies import Strict, body_doc, check_text, check_texts, has_body, parse, read_json
 from deepseek_tf.serve.documents import add_document_routes
@@ -61,6 +66,7 @@ ENDPOINTS = (
     "/docs",
     "/openapi.json",
     "/documents",
+    "/answer",
     *compat.PATHS,
 )
 # the code of an error that Starlette raises (routing) rather than the service
@@ -177,6 +183,8 @@ def create_app(
         if on_startup is not None:
             await on_startup()
         yield
+        if service.answerer is not None:  # its connections to the generator
+            await service.answerer.aclose()
         if on_shutdown is not None:
             await asyncio.get_running_loop().run_in_executor(None, on_shutdown)
 
@@ -245,9 +253,12 @@ def create_app(
     @app.api_route("/metrics", methods=["GET", "HEAD"])
     async def metrics():
         caches = {"embedding": service.embedding_cache, "results": service.results_cache}
+        if service.answerer is not None:
+            caches["answers"] = service.answer_cache
         return Response(service.metrics.render(caches), media_type=CONTENT_TYPE)
 
     compat.add_compat_routes(app, service, limits, guarded)  # OpenAI's, TEI's APIs
+    add_answer_routes(app, service, limits, guarded)  # answers with sources, through a generator
 
     def authorize(request: Request) -> None:
         if api_key is not None and not bearer_matches(request.headers.get("authorization"), api_key):

@@ -6,6 +6,8 @@ import argparse
 import os
 import sys
 
+from deepseek_tf.answer.flags import add_generator_arguments, generator_settings
+from deepseek_tf.answer.prompt import load_template
 from deepseek_tf.console import command_parser
 from deepseek_tf.errors import UserError, cli_entry
 from deepseek_tf.export.serving import DEFAULT_RERANK_RUNTIME, RERANK_RUNTIMES
@@ -21,12 +23,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "serve",
         "HTTP search service over an index built by `deepseek-tf index` (its manifest names the model): "
         "POST /search, POST /embed, GET /health, GET /metrics (Prometheus), POST /admin/reload; "
-        "OpenAI's POST /v1/embeddings and GET /v1/models, text-embeddings-inference's POST /rerank. "
+        "OpenAI's POST /v1/embeddings and GET /v1/models, text-embeddings-inference's POST /rerank; "
+        "with --generator-url, POST /answer (answers with numbered sources from an OpenAI-compatible "
+        "chat-completions server). "
         "SIGHUP re-reads --index; SIGTERM finishes in-flight requests, then exits.",
         [
             "deepseek-tf serve --index runs/cranfield_built --port 8000",
             "deepseek-tf serve --index runs/qbqtc_built --rerank runs/cross_encoder_minilm/model --max-batch 32",
             'curl -s localhost:8000/search -H \'Content-Type: application/json\' -d \'{"query": "heat transfer", "k": 5, "mode": "hybrid"}\'',  # noqa: E501 (a command to copy whole)
+            "deepseek-tf serve --index runs/cranfield_built --generator-url http://127.0.0.1:8080 --generator-model m",
+            'curl -s localhost:8000/answer -H \'Content-Type: application/json\' -d \'{"question": "what causes flutter?", "k": 5}\'',  # noqa: E501 (a command to copy whole)
         ],
     )
     p.add_argument("--index", required=True, help="built index directory (deepseek-tf index --output DIR)")
@@ -159,6 +165,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="the directory under which /admin/reload may load indexes (default: the one holding --index)",
     )
     p.add_argument("--access-log", action="store_true", help="log every request (off: it costs throughput)")
+    add_generator_arguments(p, required=False, concurrency=True)
     return p.parse_args(argv)
 
 
@@ -217,6 +224,8 @@ def check_exposure(host: str, admin: bool, api_key: str | None) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     check_args(args)
+    generator = generator_settings(args)  # None: no /answer
+    template = load_template(args.prompt_template) if generator is not None else None
     api_key = load_api_key(args.api_key_file)
     check_exposure(args.host, not args.no_admin, api_key)
     if args.index_root is not None and not os.path.isdir(args.index_root):
@@ -250,6 +259,10 @@ def main(argv: list[str] | None = None) -> int:
 
         rerank = serving_reranker(rerank, args.rerank_runtime, say=lambda line: print(line, file=sys.stderr))
     service = SearchService.open(args.index, rerank, options)
+    if generator is not None:
+        from deepseek_tf.answer.flow import Answerer
+
+        service.answerer = Answerer(generator, template, on_call=service.metrics.observe_generator)
     limits = Limits(
         max_k=args.max_k,
         max_query_chars=args.max_query_chars,

@@ -21,9 +21,13 @@ ERRORS = {
     "invalid_request": 422,
     "client_closed_request": 499,  # the client hung up before its request was read: nobody to answer
     "internal_error": 500,
+    "answer_unavailable": 501,  # POST /answer on a server started without --generator-url
+    "generator_failed": 502,  # the generator is unreachable, refused, or answered no chat completion
     "shutting_down": 503,
     "index_busy": 503,  # another process holds the index's writer lock (a compaction)
     "overloaded": 503,
+    "generator_busy": 503,  # --generator-concurrency answers in progress, none done within --generator-timeout
+    "generator_timeout": 504,
 }
 
 

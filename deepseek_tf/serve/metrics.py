@@ -1,6 +1,6 @@
 """Prometheus text exposition (format 0.0.4) of the service's counters and histograms, kept
 in-process: request counts by endpoint and status, request latency, model batch sizes, cache
-hits and misses."""
+hits and misses, answers and the generator's calls."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ from collections.abc import Iterable
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+# a generator's answer takes seconds to minutes (a streamed one is timed to its last event)
+GENERATOR_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 
 Labels = tuple[tuple[str, str], ...]
 
@@ -107,6 +109,14 @@ class ServiceMetrics:
         self.reloads = Counter("deepseek_index_reloads_total", "Index reloads by outcome.")
         self.gauges = Counter("deepseek_index_documents", "Documents in the index being served.", kind="gauge")
         self.in_flight = Counter("deepseek_requests_in_flight", "Requests being answered.", kind="gauge")
+        self.answers = Counter("deepseek_answers_total", "POST /answer answers by outcome (generated, cached, failed).")
+        self.generator_seconds = Histogram(
+            "deepseek_generator_call_seconds", "One call to the generator, failed ones too.", GENERATOR_BUCKETS
+        )
+        self.generator_errors = Counter(
+            "deepseek_generator_errors_total",
+            "Failed calls to the generator by reason (timeout, unreachable, status, bad_response, busy).",
+        )
 
     def observe_request(self, endpoint: str, status: int, seconds: float) -> None:
         self.requests.inc(endpoint=endpoint, status=str(status))
@@ -118,6 +128,13 @@ class ServiceMetrics:
 
     def observe_search_batch(self, size: int, seconds: float) -> None:
         self.search_batch_size.observe(size)
+
+    def observe_generator(self, outcome: str, seconds: float) -> None:
+        """One call to the generator: `outcome` "ok" or why it failed (`answer.generator.Generator`)."""
+        if outcome != "busy":  # a request that found no free turn made no call: its wait is no latency
+            self.generator_seconds.observe(seconds)
+        if outcome != "ok":
+            self.generator_errors.inc(reason=outcome)
 
     def render(self, caches: dict | None = None) -> str:
         for name, cache in (caches or {}).items():
@@ -134,5 +151,8 @@ class ServiceMetrics:
             self.reloads,
             self.gauges,
             self.in_flight,
+            self.answers,
+            self.generator_seconds,
+            self.generator_errors,
         ]
         return "\n".join(line for m in parts for line in m.render()) + "\n"

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from deepseek_tf.answer.prompt import Passage, index_passages
 from deepseek_tf.errors import UserError
 from deepseek_tf.index.updates import IndexBusy
 from deepseek_tf.retrieval.pipeline import MODES, SearchPipeline
@@ -70,6 +71,8 @@ class SearchService:
         self.reranker = reranker
         self.embedding_cache = LRUCache(self.options.cache_size)
         self.results_cache = LRUCache(self.options.cache_size)
+        self.answer_cache = LRUCache(self.options.cache_size)
+        self.answerer = None  # what POST /answer asks (`answer.Answerer`): `serve --generator-url`
         self._loader = loader
         # Called (in a worker thread) once a replaced index is no longer used by any request and
         # its references are dropped: the server collects it there and freezes the heap again.
@@ -364,6 +367,16 @@ class SearchService:
             results = [self._with_fields(engine, h.id, float(h.score), fields) for h in best]
             self.results_cache.put(key, results)
             return {"results": results, "cached": False}
+        finally:
+            self._release(engine)
+
+    async def passages(self, query: str, k: int, mode: str = "dense", rerank: bool = False) -> list[Passage]:
+        """/answer's retrieval: /search's best k for QUERY (through its cache), best first, with
+        the text the index holds and the stored title."""
+        ids = [r["id"] for r in (await self.search(query, k, mode, rerank, fields=[]))["results"]]
+        engine = self._acquire()
+        try:
+            return await self._run(index_passages, engine.index, ids)
         finally:
             self._release(engine)
 
