@@ -136,13 +136,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--threads",
         type=int,
         default=0,
-        help="TensorFlow inter-op threads: model calls that run at once (default: one per core)",
+        help="model calls that run at once (TensorFlow inter-op threads, OpenVINO streams; default: one per core)",
     )
     p.add_argument(
         "--intra-op-threads",
         type=int,
         default=1,
-        help="threads one TensorFlow op may use (default: 1, as concurrent calls keep the cores busy; 0 = all cores)",
+        help="threads per TensorFlow op or OpenVINO call (default: 1: concurrent calls keep the cores busy; 0 = all)",
     )
     add_engine_argument(p)
     p.add_argument(
