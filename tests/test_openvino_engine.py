@@ -127,3 +127,10 @@ def test_serve_runs_the_query_encoder_on_openvino_one_call_per_thread(tiny_run, 
                 assert [h["score"] for h in got] == pytest.approx([h["score"] for h in keras["hits"]], abs=1e-2)
     finally:
         service.close()
+
+
+def test_layer_norms_convert_to_single_kernels(embedders):
+    """The traced layer normalization is the form OpenVINO fuses: one MVN kernel each."""
+    _, ov = embedders
+    kernels = ov._padded["doc"].kernels()  # noqa: SLF001
+    assert "MVN" in kernels, kernels
