@@ -16,7 +16,7 @@ EXPORT_MODEL ?= $(if $(wildcard $(MODEL)/model.keras),$(MODEL),all-MiniLM-L6-v2)
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-browser lint test test-quick docs smoke train evaluate export-savedmodel export-tflite bench bench-serve page-screenshot clean
+.PHONY: help install install-browser lint test test-quick docs smoke train evaluate export-savedmodel export-tflite bench bench-encode bench-multimodal bench-serve page-screenshot clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -91,7 +91,19 @@ bench: $(BIN)/activate  ## benchmarks vs sentence-transformers and faiss -> benc
 	@# torch first, pinned: the CPU wheel from this machine's disk (a bare `torch` pulls GBs of CUDA)
 	$(PYTHON) -m pip install -q torch==2.13.0
 	$(PYTHON) -m pip install -q -e ".[bench]"
-	$(PYTHON) -m deepseek_tf.bench --dataset $(DATA) --output-dir bench $(BENCH_ARGS)
+	$(PYTHON) -m deepseek_tf.bench --dataset $(DATA) --peers-qbqtc $(QBQTC) --output-dir bench $(BENCH_ARGS)
+
+# The encode-peers section of `make bench` alone: every sentence-transformers runtime (PyTorch, ONNX
+# Runtime, OpenVINO, their int8 exports) beside ours on the same 512 Cranfield texts, with cosine to
+# float32 and nDCG@10 on Cranfield test and QBQTC dev (about 30 min on 2 cores)
+bench-encode: $(BIN)/activate  ## encode speed and quality vs every sentence-transformers runtime -> bench/encode/results.{md,json}
+	$(PYTHON) -m pip install -q torch==2.13.0
+	$(PYTHON) -m pip install -q -e ".[bench]"
+	$(PYTHON) -m deepseek_tf.bench --dataset $(DATA) --peers-qbqtc $(QBQTC) --output-dir bench/encode --readme "" \
+		--docs 64 --train-steps 0 --rerank-queries 0 $(BENCH_ARGS)
+
+bench-multimodal: $(BIN)/activate  ## fused text+image vs text-only on a generated catalogue -> runs/catalogue/results.json
+	$(PYTHON) -m deepseek_tf.bench.catalogue --output-dir runs/catalogue
 
 # The QBQTC BEIR directory; SERVE_INDEX= serves an index built before (else one is built and cached).
 QBQTC       ?= ../shared/data/qbqtc

@@ -127,6 +127,23 @@ class ModelConfig:
         "so a sentence-transformers checkpoint starts out ranking like its bi-encoder",
         choices=("dense", "cosine"),
     )
+    doc_inputs: tuple[str, ...] = setting(
+        ("text",),
+        "what the document tower reads: `[text]`, or `[text, image]` to fuse each document's "
+        "precomputed image vector (corpus.jsonl field `image_embedding`) with its text; queries stay text",
+        choices=("text", "image"),
+    )
+    image_dim: int = setting(
+        512, "length of every document's `image_embedding` vector (model.doc_inputs with image)", range=">= 1"
+    )
+    fusion: str = setting(
+        "concat",
+        "how the document tower joins text t and image i (both to the embedding size d): `concat` = "
+        "Dense_d([t; i]); `sum` = t + Dense_d(i); `gated` = t + σ(Dense_d([t; p]))·p with p = Dense_d(i), "
+        "so the gate can shut out an uninformative image. A document without an image reads a learned "
+        "placeholder vector",
+        choices=("concat", "sum", "gated"),
+    )
 
 
 @dataclass(frozen=True)
@@ -381,6 +398,10 @@ def _check_rule(value: Any, f: dataclasses.Field, key: str, source: str, written
     if value is None:
         return
     rule, choices = f.metadata.get("range"), f.metadata.get("choices")
+    if isinstance(value, tuple):  # a list key: the rule holds for every item
+        for item in value:
+            _check_rule(item, f, key, source, written)
+        return
     if rule and not in_range(value, rule):
         shown = rule if rule[0] in "<>" else f"in {rule}"
         raise ConfigError(f"{source}: '{key}' must be {shown}, got {written!r}")
@@ -402,6 +423,12 @@ def _check_type(value: Any, tp: Any, key: str, source: str) -> Any:
             return None
         (inner,) = [a for a in args if a is not type(None)]
         return _check_type(value, inner, key, source)
+    if origin is tuple:  # a list of strings in YAML (`[text, image]`)
+        if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+            raise ConfigError(f"{source}: '{key}' must be a list of strings, got {value!r}")
+        if len(set(value)) != len(value):
+            raise ConfigError(f"{source}: '{key}' names an item twice: {value!r}")
+        return tuple(value)
     if tp is float and isinstance(value, str):
         try:  # YAML 1.1 reads `1e-4` (no dot) as a string
             value = float(value)
@@ -525,7 +552,11 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
 
 
 def config_to_dict(config: Config) -> dict:
-    return dataclasses.asdict(config)
+    """The config as plain YAML/JSON values (list keys as lists)."""
+    return {
+        section: {k: list(v) if isinstance(v, tuple) else v for k, v in keys.items()}
+        for section, keys in dataclasses.asdict(config).items()
+    }
 
 
 def save_config(config: Config, path: str | Path) -> None:
@@ -554,11 +585,14 @@ def config_and_workdir(args: argparse.Namespace, suffix: str = "") -> tuple[Conf
 
 # ---------------------------------------------------------------------------- reference
 def _type_name(tp: Any) -> str:
+    if typing.get_origin(tp) is tuple:
+        return "list of str"
     args = [a for a in typing.get_args(tp) if a is not type(None)]
     return f"{args[0].__name__} or null" if args else tp.__name__
 
 
 def _yaml_value(value: Any) -> str:
+    value = list(value) if isinstance(value, tuple) else value
     return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
 
 

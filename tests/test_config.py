@@ -158,8 +158,9 @@ def test_every_default_satisfies_its_own_rule():
         assert not (f.metadata["range"] and f.metadata["choices"]), key
         if f.metadata["range"] and f.default is not None:
             assert in_range(f.default, f.metadata["range"]), key
-        if f.metadata["choices"]:
-            assert f.default in f.metadata["choices"], key
+        if f.metadata["choices"]:  # a list key's choices hold for each item
+            items = f.default if isinstance(f.default, tuple) else (f.default,)
+            assert all(item in f.metadata["choices"] for item in items), key
 
 
 @pytest.mark.parametrize(

@@ -13,6 +13,7 @@ from deepseek_tf.errors import UserError
 from deepseek_tf.files import write_text
 
 PAIR_COLUMNS = ("query", "doc_content")
+IMAGE_FIELD = "image_embedding"  # a corpus record's precomputed image vector (a list of numbers)
 OPTIONAL_COLUMNS = ("neg_doc", "label")
 
 
@@ -145,12 +146,6 @@ def jsonl_records(path: Path, max_line_bytes: int = MAX_LINE_BYTES) -> Iterator[
         yield row.pop("_id"), title, text, {k: v for k, v in row.items() if k not in ("title", "text")}
 
 
-def jsonl_documents(path: Path, max_line_bytes: int = MAX_LINE_BYTES) -> Iterator[tuple[str, str, str]]:
-    """(doc id, title, text) of a BEIR corpus.jsonl (`jsonl_records` without the other keys)."""
-    for doc_id, title, text, _ in jsonl_records(path, max_line_bytes):
-        yield doc_id, title, text
-
-
 class Dropped(dict):
     """{what: count} of dropped input, plus `examples` {what: first few ids}: a count alone does
     not say which records to fix."""
@@ -177,15 +172,16 @@ def describe_dropped(dropped: dict[str, int]) -> list[str]:
 
 
 def read_corpus(path: Path) -> tuple[dict[str, dict[str, str]], dict[str, int]]:
-    """corpus.jsonl -> ({doc id: {"title", "text"}}, dropped counts).
+    """corpus.jsonl -> ({doc id: {"title", "text"[, "image_embedding"]}}, dropped counts).
 
-    The first of duplicate ids wins; documents with neither title nor text are dropped.
+    The first of duplicate ids wins; documents with neither title nor text are dropped. A record's
+    `image_embedding` is kept as read; `data.images.image_inputs` checks it against the model.
     """
     if not path.is_file():
         raise UserError(f"missing file: {path}")
     corpus: dict[str, dict[str, str]] = {}
     dropped = Dropped()
-    for doc_id, title, text in jsonl_documents(path):
+    for doc_id, title, text, other in jsonl_records(path):
         if not doc_id.strip():
             dropped.add("docs without an id")
             continue
@@ -197,6 +193,8 @@ def read_corpus(path: Path) -> tuple[dict[str, dict[str, str]], dict[str, int]]:
             dropped.add("empty docs")
             continue
         corpus[doc_id] = {"title": title, "text": text}
+        if IMAGE_FIELD in other:
+            corpus[doc_id][IMAGE_FIELD] = other[IMAGE_FIELD]
     return corpus, dropped
 
 

@@ -20,12 +20,14 @@ from deepseek_tf.errors import UserError
 @dataclass
 class Pairs:
     """Training pairs; `negs` (hard negatives: one text per pair, or a list of k texts per
-    pair) and `labels` (graded 0-4) are optional."""
+    pair), `labels` (graded 0-4) and `doc_ids` (the corpus ids of `docs`, for pairs from BEIR
+    judgments) are optional."""
 
     queries: list[str]
     docs: list[str]
     negs: list[str] | None = None
     labels: list[int] | None = None
+    doc_ids: list[str] | None = None
 
     def __len__(self) -> int:
         return len(self.queries)
@@ -102,16 +104,17 @@ def read_pairs(path: str | Path, verbose: bool = True) -> Pairs:
 
 def pairs_from_beir(ds: BeirDataset, min_label: int = 1, use_title: bool = True) -> Pairs:
     """(query, relevant doc) pairs from qrels, graded label kept; order is deterministic."""
-    queries, docs, labels = [], [], []
+    queries, docs, labels, doc_ids = [], [], [], []
     for qid in sorted(ds.qrels):
         for did, grade in sorted(ds.qrels[qid].items()):
             if grade >= min_label:
                 queries.append(ds.queries[qid])
                 docs.append(ds.doc_text(did, use_title))
                 labels.append(grade)
+                doc_ids.append(did)
     if not queries:
         raise UserError(f"no judgments with relevance >= {min_label} to train on")
-    return Pairs(queries, docs, None, labels)
+    return Pairs(queries, docs, None, labels, doc_ids)
 
 
 # ---------------------------------------------------------------------------- tf.data
@@ -128,11 +131,14 @@ def pair_dataset(
     teacher: np.ndarray | None = None,
     pad_multiple: int = 1,
     labels: bool = False,
+    images: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tf.data.Dataset:
     """Batches of {"query": ids, "doc": ids[, "neg": ids][, "teacher": (batch, k)]}
     for dual-encoder training (plus "label": (batch,) graded labels with `labels`); `teacher` a
     teacher's margins per pair and hard negative (see `distill.teacher_margins`); ids are padded
-    to a multiple of `pad_multiple` (XLA: `Tokenizer.widen`)."""
+    to a multiple of `pad_multiple` (XLA: `Tokenizer.widen`). `images`: each pair's document
+    image vector (N, image_dim) and mask (N,) (`images.image_inputs`), carried in the doc ids as
+    "image" and "image_mask"."""
     columns = {"query": pairs.queries, "doc": pairs.docs}
     if pairs.negs is not None:
         columns["neg"] = pairs.negs  # (N,) or (N, k)
@@ -140,6 +146,8 @@ def pair_dataset(
         if pairs.labels is None:
             raise UserError("train.label_weighting needs graded labels (a `label` column or BEIR qrels)")
         columns["label"] = np.asarray(pairs.labels, np.float32)  # (N,)
+    if images is not None:
+        columns["doc_image"], columns["doc_image_mask"] = images  # (N, image_dim), (N,)
     if teacher is not None:
         columns["teacher"] = np.asarray(teacher, np.float32).reshape(len(pairs), -1)  # (N, k)
     ds = tf.data.Dataset.from_tensor_slices(columns)
@@ -157,9 +165,14 @@ def pair_dataset(
         return {name: tf.reshape(t, tf.concat([tf.shape(texts), tf.shape(t)[1:]], 0)) for name, t in flat.items()}
 
     def tokenize(batch):
-        return {
-            k: ids(v, lengths[k], "query" if k == "query" else "doc") if k in lengths else v for k, v in batch.items()
+        out = {
+            k: ids(v, lengths[k], "query" if k == "query" else "doc") if k in lengths else v
+            for k, v in batch.items()
+            if k not in ("doc_image", "doc_image_mask")
         }
+        if images is not None:
+            out["doc"] = {**out["doc"], "image": batch["doc_image"], "image_mask": batch["doc_image_mask"]}
+        return out
 
     return ds.map(tokenize, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from deepseek_tf.data import BeirDataset, describe_dropped, load_beir, load_run, write_run
+from deepseek_tf.data import BeirDataset, describe_dropped, doc_images, load_beir, load_run, write_run
 from deepseek_tf.errors import UserError
 from deepseek_tf.evaluate.metrics import CURVE_MAX_K, Run, recall_curve, trec_metrics
 from deepseek_tf.evaluate.significance import METRIC_KEYS, add_comparisons
@@ -57,7 +57,8 @@ def dense_run(
     doc_ids = list(ds.corpus)
     texts = [ds.doc_text(d, use_title) for d in doc_ids]
     start = time.perf_counter()
-    doc_vecs = embedder.encode_docs(texts, batch_size, progress=progress)
+    images = doc_images(ds.corpus, doc_ids, embedder.image_dim)
+    doc_vecs = embedder.encode_docs(texts, batch_size, progress=progress, images=images)
     encode_s = time.perf_counter() - start
     pipeline = SearchPipeline(encode_queries=embedder.encode_queries, dense=exact_dense(doc_vecs, doc_ids))
     run, latencies = {}, {}

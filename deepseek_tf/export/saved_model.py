@@ -18,6 +18,7 @@ import tensorflow as tf
 
 from deepseek_tf.errors import UserError
 from deepseek_tf.export.publish import check_not_model, check_output_dir, publish, removed_on_failure
+from deepseek_tf.models.fusion import IMAGE_KEYS
 
 # Texts the export checks itself on: varied lengths, punctuation, numbers, CJK.
 CHECK_TEXTS = [
@@ -44,7 +45,9 @@ HELD_TEXTS = CHECK_TEXTS + LONG_TEXTS
 
 def build_archive(model, tokenizer, query_max_length: int, doc_max_length: int):
     """An ExportArchive whose endpoints tokenize raw strings and call the towers (attention
-    masks switched to additive biases, see `additive_attention_masks`)."""
+    masks switched to additive biases, see `additive_attention_masks`). A model whose document
+    tower fuses images takes them beside the text: encode_doc(text, image_embedding (N, image_dim)
+    float32, image_mask (N,) float32: 1 where the document has an image), score likewise."""
     import keras
 
     from deepseek_tf.models.encoder import additive_attention_masks
@@ -58,20 +61,42 @@ def build_archive(model, tokenizer, query_max_length: int, doc_max_length: int):
     def query_fn(text):
         return model.query_encoder(tokenizer.tower(text, query_max_length, "query"), training=False)
 
-    def doc_fn(text):
-        return model.doc_tower(tokenizer.tower(text, doc_max_length, "doc"), training=False)
+    image_specs = []
+    if model.doc_fusion is not None:
+        image_specs = [
+            tf.TensorSpec([None, model.doc_fusion.image_dim], tf.float32, name="image_embedding"),
+            tf.TensorSpec([None], tf.float32, name="image_mask"),
+        ]
 
-    def score_fn(query, doc):
-        return tf.reduce_sum(query_fn(query) * doc_fn(doc), axis=-1)  # (N,)
+    def doc_fn(text, *image):
+        ids = tokenizer.tower(text, doc_max_length, "doc")
+        return model.encode_doc(ids | dict(zip(IMAGE_KEYS, image)), training=False)  # (N, D)
+
+    def score_fn(query, doc, *image):
+        return tf.reduce_sum(query_fn(query) * doc_fn(doc, *image), axis=-1)  # (N,)
 
     archive.add_endpoint("encode_query", query_fn, input_signature=[spec])
-    archive.add_endpoint("encode_doc", doc_fn, input_signature=[spec])
+    archive.add_endpoint("encode_doc", doc_fn, input_signature=[spec, *image_specs])
     archive.add_endpoint(
         "score",
         score_fn,
-        input_signature=[tf.TensorSpec([None], tf.string, name="query"), tf.TensorSpec([None], tf.string, name="doc")],
+        input_signature=[
+            tf.TensorSpec([None], tf.string, name="query"),
+            tf.TensorSpec([None], tf.string, name="doc"),
+            *image_specs,
+        ],
     )
     return archive
+
+
+def held_images(image_dim: int | None) -> tuple[np.ndarray, np.ndarray] | None:
+    """Seeded image vectors for HELD_TEXTS, the last two missing (the placeholder's path)."""
+    if image_dim is None:
+        return None
+    vectors = np.random.default_rng(0).standard_normal((len(HELD_TEXTS), image_dim)).astype(np.float32)
+    mask = np.ones(len(HELD_TEXTS), np.float32)
+    mask[-2:] = 0.0
+    return vectors, mask
 
 
 def max_abs_diff(a: np.ndarray, b: np.ndarray) -> float:
@@ -146,9 +171,11 @@ def export_saved_model(
         build_archive(model, tokenizer, m.query_max_length, m.doc_max_length).write_out(str(tmp), verbose=False)
         loaded = tf.saved_model.load(str(tmp))
         checks = {}
+        images = held_images(reference.image_dim)  # None for text-only documents
         for tower, fn in (("query", loaded.encode_query), ("doc", loaded.encode_doc)):
-            want = reference.encode(HELD_TEXTS, tower)
-            got = fn(tf.constant(HELD_TEXTS)).numpy()
+            extra = images if tower == "doc" and images is not None else ()
+            want = reference.encode(HELD_TEXTS, tower, images=extra or None)
+            got = fn(tf.constant(HELD_TEXTS), *map(tf.constant, extra)).numpy()
             checks[f"{tower}_max_abs_diff"] = max_abs_diff(want, got)
         if not max(checks.values()) <= tolerance:
             raise UserError(

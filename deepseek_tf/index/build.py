@@ -107,6 +107,8 @@ def plan_build(
         "--output", [output], {"--corpus": [corpus], **({"--model": [model]} if Path(model).exists() else {})}
     )
     embedder = load_embedder(model)
+    if embedder.image_dim is not None:  # refused before anything is written
+        raise UserError(f"--model {model}: its document tower reads image vectors, which index does not read yet")
     settings = {
         "model": model_spec(model),
         "model_fingerprint": embedder.fingerprint,

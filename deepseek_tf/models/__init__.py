@@ -11,6 +11,7 @@ from deepseek_tf.models.backbones import build_backbone, pretrained_tokenizer
 from deepseek_tf.models.cross_encoder import build_cross_encoder
 from deepseek_tf.models.dual_encoder import DualEncoder
 from deepseek_tf.models.encoder import Encoder
+from deepseek_tf.models.fusion import build_fusion
 
 
 def build_encoder(config: Config, vocab_size: int, name: str) -> Encoder:
@@ -28,6 +29,9 @@ def build_dual_encoder(config: Config, vocab_size: int) -> keras.Model:
     t = config.train
     query = build_encoder(config, vocab_size, "query_encoder")
     doc = None if config.model.shared_towers else build_encoder(config, vocab_size, "doc_encoder")
+    m = config.model
+    # the document tower's image fusion reads the text embedding's size
+    fusion = build_fusion(m, m.projection_dim or query.backbone.hidden_dim) if "image" in m.doc_inputs else None
     return DualEncoder(
         query,
         doc,
@@ -37,6 +41,7 @@ def build_dual_encoder(config: Config, vocab_size: int) -> keras.Model:
         mask_duplicates=t.mask_duplicates,
         gather_across_replicas=t.gather_across_replicas,
         distill_weight=t.distill_weight,
+        doc_fusion=fusion,
         name="dual_encoder",
     )
 

@@ -8,6 +8,7 @@ import keras
 import tensorflow as tf
 
 from deepseek_tf.models import losses
+from deepseek_tf.models.fusion import IMAGE_KEYS
 
 # Constructor options of removed experiments (train.symmetric, train.learn_temperature,
 # train.label_smoothing), stored at their off values in older saved models.
@@ -51,13 +52,22 @@ def text_keys(ids: dict) -> tf.Tensor:
     """One int64 identity per tokenized text: Σ_t id_t·c_t (mod 2⁶⁴) with fixed random c_t.
 
     Equal keys mean the model sees the same input, whatever the batch padding (pad id 0
-    adds nothing). Used to mask duplicate positives; a collision has odds ~2⁻⁶⁴.
+    adds nothing). Used to mask duplicate positives; a collision has odds ~2⁻⁶⁴. Documents that
+    carry an image vector add Σ_j bits(i_j)·c'_j: the same title with another image is another
+    product, a negative and not a duplicate.
     """
     token_ids = tf.where(tf.cast(ids["padding_mask"], tf.bool), ids["token_ids"], 0)  # (B, T)
     coefs = tf.random.stateless_uniform([_KEY_LENGTH], seed=[20, 26], minval=None, maxval=None, dtype=tf.int64)[
         : tf.shape(token_ids)[1]
     ]  # (T,)
-    return tf.reduce_sum(tf.cast(token_ids, tf.int64) * coefs[None, :], axis=1)  # (B,)
+    keys = tf.reduce_sum(tf.cast(token_ids, tf.int64) * coefs[None, :], axis=1)  # (B,)
+    if "image" not in ids:
+        return keys
+    bits = tf.cast(tf.bitcast(tf.cast(ids["image"], tf.float32), tf.int32), tf.int64)  # (B, image_dim)
+    image_coefs = tf.random.stateless_uniform(
+        tf.shape(bits)[1:], seed=[20, 27], minval=None, maxval=None, dtype=tf.int64
+    )  # (image_dim,)
+    return keys + tf.reduce_sum(bits * image_coefs[None, :], axis=1)  # (B,)
 
 
 @keras.saving.register_keras_serializable(package="deepseek_tf")
@@ -78,6 +88,9 @@ class DualEncoder(keras.Model):
     Distillation: loss "margin_mse" trains on a teacher's score margins alone (inputs carry
     "teacher": (batch, k), one margin per hard negative; see `losses.margin_mse`);
     `distill_weight` w > 0 adds w · margin_mse to the loss named.
+
+    Images: with `doc_fusion` (a `fusion.ImageFusion`) the document tower's text embedding is
+    fused with "image" (batch, image_dim) and "image_mask" (batch,) carried in the doc inputs.
     """
 
     def __init__(
@@ -90,6 +103,7 @@ class DualEncoder(keras.Model):
         mask_duplicates: bool = True,
         gather_across_replicas: bool = True,
         distill_weight: float = 0.0,
+        doc_fusion=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -101,6 +115,7 @@ class DualEncoder(keras.Model):
         self.mask_duplicates = mask_duplicates
         self.gather_across_replicas = gather_across_replicas
         self.distill_weight = distill_weight
+        self.doc_fusion = doc_fusion
         self.accumulation_steps = 1
 
     @property
@@ -110,10 +125,17 @@ class DualEncoder(keras.Model):
     def call(self, inputs, training=None):
         out = {"query": self.query_encoder(inputs["query"], training=training)}
         if "doc" in inputs:
-            out["doc"] = self.doc_tower(inputs["doc"], training=training)
+            out["doc"] = self.encode_doc(inputs["doc"], training=training)
         if "neg" in inputs:
             out["neg"] = self.doc_tower(flat_negatives(inputs["neg"]), training=training)  # (B·k, dim)
         return out
+
+    def encode_doc(self, ids: dict, training=None):
+        """The document tower: text embedding (batch, dim), fused with ids["image"] under `doc_fusion`."""
+        if self.doc_fusion is None:
+            return self.doc_tower(ids, training=training)
+        text = self.doc_tower({k: v for k, v in ids.items() if k not in IMAGE_KEYS}, training=training)
+        return self.doc_fusion(text, ids["image"], ids["image_mask"], training=training)
 
     # ------------------------------------------------------------------ loss
     def _infonce(self, x, q, d, neg) -> tf.Tensor:
@@ -273,7 +295,9 @@ class DualEncoder(keras.Model):
             "mask_duplicates": self.mask_duplicates,
             "gather_across_replicas": self.gather_across_replicas,
             "distill_weight": self.distill_weight,
-        }
+        } | (  # text-only models keep the config they always had
+            {} if self.doc_fusion is None else {"doc_fusion": keras.saving.serialize_keras_object(self.doc_fusion)}
+        )
 
     @classmethod
     def from_config(cls, config):
@@ -283,6 +307,8 @@ class DualEncoder(keras.Model):
         config["query_encoder"] = keras.saving.deserialize_keras_object(config["query_encoder"])
         if config.get("doc_encoder") is not None:
             config["doc_encoder"] = keras.saving.deserialize_keras_object(config["doc_encoder"])
+        if config.get("doc_fusion") is not None:
+            config["doc_fusion"] = keras.saving.deserialize_keras_object(config["doc_fusion"])
         return cls(**config)
 
 

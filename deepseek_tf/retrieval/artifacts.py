@@ -54,6 +54,8 @@ def load_embedder(spec: str, engine: str | None = None, say: Callable[[str], Non
             name=path.parent.name or path.name,
             fingerprint=weights_fingerprint(path),
         )
+        if keras.image_dim is not None:  # the image fusion runs in Keras, after the text tower
+            return keras
         return openvino_embedder(keras, engine, say)
     if (path / "saved_model.pb").is_file():
         return SavedModelEmbedder(path)

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import numpy as np
 import tensorflow as tf
 
 from deepseek_tf.errors import UserError
-from deepseek_tf.models.loading import load_exported_saved_model, weights_fingerprint
+from deepseek_tf.models.loading import EXPORT_META, load_exported_saved_model, weights_fingerprint
 from deepseek_tf.models.packed import pack_inputs, packed_encode, packed_signature, supports_packing
 
 
@@ -28,6 +29,7 @@ class Embedder:
 
     name = "embedder"
     fingerprint = ""
+    image_dim: int | None = None  # the length of the image vectors its document tower reads, if any
 
     @property
     def engine(self) -> str:
@@ -37,13 +39,26 @@ class Embedder:
     def _encode(self, texts: list[str], tower: str) -> np.ndarray:
         raise NotImplementedError
 
-    def encode(self, texts: list[str], tower: str = "doc", batch_size: int = 64, progress: bool = False) -> np.ndarray:
-        """Encodes in length-sorted batches (padding stays small); rows keep the input order."""
+    def encode(
+        self,
+        texts: list[str],
+        tower: str = "doc",
+        batch_size: int = 64,
+        progress: bool = False,
+        images: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> np.ndarray:
+        """Encodes in length-sorted batches (padding stays small); rows keep the input order.
+        `images` (documents of an embedder with `image_dim`): (N, image_dim) vectors, (N,) mask."""
         if not texts:
             return np.zeros((0, 0), np.float32)
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         batches = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
-        done = zip(batches, self._encode_all([[texts[i] for i in idx] for idx in batches], tower))
+        text_batches = [[texts[i] for i in idx] for idx in batches]
+        if images is None:
+            encoded = self._encode_all(text_batches, tower)
+        else:
+            encoded = (self._encode_fused(b, tuple(a[idx] for a in images)) for b, idx in zip(text_batches, batches))
+        done = zip(batches, encoded)
         if progress:  # a bar on a terminal, plain lines in a log
             from deepseek_tf.console import progress as shown
 
@@ -63,8 +78,26 @@ class Embedder:
     def encode_queries(self, texts: list[str], batch_size: int = 64, progress: bool = False) -> np.ndarray:
         return self.encode(texts, "query", batch_size, progress)
 
-    def encode_docs(self, texts: list[str], batch_size: int = 64, progress: bool = False) -> np.ndarray:
-        return self.encode(texts, "doc", batch_size, progress)
+    def encode_docs(
+        self,
+        texts: list[str],
+        batch_size: int = 64,
+        progress: bool = False,
+        images: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> np.ndarray:
+        """Document vectors. An embedder with `image_dim` takes `images` ((N, image_dim) vectors, (N,)
+        mask) and encodes each text with its image (`_encode_fused`); one without refuses them."""
+        if images is not None and self.image_dim is None:
+            raise UserError(f"{self.name}: this model's document tower reads text only, not image vectors")
+        if images is None and self.image_dim is not None:
+            raise UserError(
+                f"{self.name}: this model's document tower reads image vectors too; this command gives it text only"
+            )
+        return self.encode(texts, "doc", batch_size, progress, images)
+
+    def _encode_fused(self, texts: list[str], images: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+        """One batch of documents with their image vectors and mask (an embedder with `image_dim`)."""
+        raise NotImplementedError
 
 
 class KerasEmbedder(Embedder):
@@ -84,6 +117,8 @@ class KerasEmbedder(Embedder):
         packing: bool = True,
     ):
         self.model, self.tokenizer, self.name, self.fingerprint = model, tokenizer, name, fingerprint
+        fusion = getattr(model, "doc_fusion", None)
+        self.image_dim = None if fusion is None else fusion.image_dim
         self.max_length = {"query": query_max_length, "doc": doc_max_length}
         towers = {"query": model.query_encoder, "doc": model.doc_tower}
         text_spec = [tf.TensorSpec([None], tf.string)]
@@ -129,6 +164,10 @@ class KerasEmbedder(Embedder):
         packing = "packed batches" if self._packed else "padded batches"
         return f"Keras float32, {packing}, {super().engine}"
 
+    def _encode_fused(self, texts: list[str], images: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+        """The model's `encode_doc` in two steps: the text tower as for text alone, then its image fusion."""
+        return self.model.doc_fusion(self._encode(texts, "doc"), *images).numpy()  # (batch, dim)
+
     def _encode(self, texts: list[str], tower: str) -> np.ndarray:
         if len(texts) > 1 and self._packed:
             tokens = self._tokenize[tower](tf.constant(texts))
@@ -148,6 +187,9 @@ class SavedModelEmbedder(Embedder):
         for sig in ("encode_query", "encode_doc"):
             if not hasattr(self.loaded, sig):
                 raise UserError(f"{path}: SavedModel has no '{sig}' endpoint (not a deepseek_tf export?)")
+        model_config = json.loads((Path(path) / EXPORT_META).read_text(encoding="utf-8")).get("model_config", {})
+        if "image" in model_config.get("doc_inputs", ()):  # encode_doc(text, image_embedding, image_mask)
+            self.image_dim = int(model_config["image_dim"])
 
     @property
     def engine(self) -> str:
@@ -156,3 +198,7 @@ class SavedModelEmbedder(Embedder):
     def _encode(self, texts: list[str], tower: str) -> np.ndarray:
         fn = self.loaded.encode_query if tower == "query" else self.loaded.encode_doc
         return np.asarray(fn(tf.constant(texts)))
+
+    def _encode_fused(self, texts: list[str], images: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+        vectors, mask = images
+        return np.asarray(self.loaded.encode_doc(tf.constant(texts), tf.constant(vectors), tf.constant(mask)))

@@ -111,6 +111,23 @@ def check_dual_config(config: Config) -> None:
             f"train.loss {t.loss!r} is a cross-encoder loss; a dual encoder takes {', '.join(DUAL_LOSSES)}"
         )
     distill.check_distillation(config)
+    check_image_inputs(config)
+
+
+def check_image_inputs(config: Config) -> None:
+    """model.doc_inputs with image: what reads the corpus's image vectors so far."""
+    m, d = config.model, config.data
+    if "image" not in m.doc_inputs:
+        return
+    if "text" not in m.doc_inputs:
+        raise ConfigError("model.doc_inputs: the document tower reads text, with or without image: [text, image]")
+    if d.pairs:
+        raise ConfigError("model.doc_inputs with image needs data.dataset: pairs files carry no image vectors")
+    if d.mine_negatives or d.teacher:
+        raise ConfigError(
+            "model.doc_inputs with image trains on in-batch negatives; data.mine_negatives and data.teacher "
+            "are for text-only documents"
+        )
 
 
 # ---------------------------------------------------------------------------- training
@@ -136,6 +153,9 @@ def train_dual_encoder(
     # Bad data is found before the workdir gets anything: a failed start leaves no config.yaml
     # that looks like the start of a run.
     pairs, train_ds, dev = load_training_data(config)
+    images = None
+    if "image" in config.model.doc_inputs:  # each pair's document image vector, checked once
+        images = data_lib.image_inputs(train_ds.corpus, pairs.doc_ids, config.model.image_dim)
     workdir.mkdir(parents=True, exist_ok=True)
     save_config(config, workdir / "config.yaml")
     tokenizer = prepare_tokenizer(config, pairs, workdir)
@@ -149,6 +169,8 @@ def train_dual_encoder(
         "query": tokenizer(tf.constant(pairs.queries[:2]), config.model.query_max_length),
         "doc": tokenizer(tf.constant(pairs.docs[:2]), config.model.doc_max_length),
     }
+    if images is not None:
+        sample["doc"] |= {"image": tf.constant(images[0][:2]), "image_mask": tf.constant(images[1][:2])}
     run = Training(
         config,
         workdir,
@@ -188,6 +210,7 @@ def train_dual_encoder(
                 teacher=teacher,
                 pad_multiple=run.pad_multiple,
                 labels=with_labels,
+                images=images,
             )
             .repeat()
             .skip(done)
