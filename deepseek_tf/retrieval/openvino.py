@@ -264,9 +264,9 @@ def openvino_embedder(keras: KerasEmbedder, engine: str, say=None) -> Embedder:
     try:
         return OpenVINOEmbedder(keras)
     except Exception as e:  # conversion or compilation of a graph OpenVINO does not support
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         if engine == "openvino":
-            raise UserError(f"--engine openvino: {str(e).strip().splitlines()[0] if str(e).strip() else e}") from None
+            raise UserError(f"--engine openvino: {first}") from None
         if say is not None:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             say(f"warning: OpenVINO cannot run {keras.name} ({first}); encoding with Keras")
         return keras
