@@ -66,15 +66,42 @@ def test_trains_reloads_and_evaluates(multimodal_run, tiny_catalogue, tmp_path):
 
     with pytest.raises(UserError, match="reads image vectors too; this command gives it text only"):
         load_embedder(str(multimodal_run / "model")).encode_docs(["a red dress"])
-    export = ["--model", str(multimodal_run / "model"), "--format", "tflite", "--output", str(tmp_path / "t")]
+
+
+# int8: a 16-wide model calibrated on a dozen texts keeps cosine 0.92, so the bound is lowered;
+# what it checks is that calibration feeds the document tower the corpus's image vectors.
+@pytest.mark.parametrize("quantize,bound", [("none", None), ("int8", 0.8)])
+def test_tflite_doc_tower_takes_images(multimodal_run, tiny_catalogue, tmp_path, quantize, bound):
+    """PREFIX.doc.tflite has inputs text, image_embedding, image_mask and matches Keras on the
+    corpus, images and placeholders alike."""
+    from deepseek_tf.data import load_beir
+    from deepseek_tf.export.tflite import TOLERANCES, compare
+    from deepseek_tf.retrieval.artifacts import load_embedder
+
+    export = ["--model", str(multimodal_run / "model"), "--format", "tflite", "--quantize", quantize]
+    export += ["--output", str(tmp_path / "t"), "--dataset", str(tiny_catalogue[0])]
+    export += ["--tolerance", str(bound)] if bound else []
     result = run_cli_here("deepseek_tf.export", *export)
-    assert result.returncode != 0 and "TFLite export takes text-only models" in result.stderr
-    assert not list(tmp_path.glob("t*"))
-    corpus = str(tiny_catalogue[0] / "corpus.jsonl")
-    index = ["index", "--model", str(multimodal_run / "model"), "--corpus", corpus, "--output", str(tmp_path / "i")]
-    result = run_cli_here("deepseek_tf.cli", *index)
-    assert result.returncode != 0 and "index does not read yet" in result.stderr
-    assert not (tmp_path / "i").exists()  # nothing half-built
+    assert result.returncode == 0, result.stderr
+    tflite, keras_embedder = (
+        load_embedder(str(tmp_path / "t.query.tflite")),
+        load_embedder(str(multimodal_run / "model")),
+    )
+    assert tflite.image_dim == 8
+    ds = load_beir(tiny_catalogue[0], "test")
+    doc_ids = sorted(ds.corpus)
+    texts, images = [ds.doc_text(d) for d in doc_ids], image_inputs(ds.corpus, doc_ids, 8, warn=False)
+    assert 0 < images[1].sum() < len(doc_ids)  # both paths: images and the placeholder
+    want, got = keras_embedder.encode_docs(texts, images=images), tflite.encode_docs(texts, images=images)
+    check, bound = TOLERANCES[quantize] if bound is None else ("min_cosine", bound)
+    figures = compare(want, got)
+    assert figures[check] <= bound if check == "max_abs_diff" else figures[check] >= bound
+    # the image reaches the file: another image, another vector
+    other = (np.roll(images[0], 1, axis=0), np.ones_like(images[1]))
+    moved = compare(got, tflite.encode_docs(texts, images=other))
+    assert moved["min_cosine"] < 0.99
+    with pytest.raises(UserError, match="reads image vectors too"):
+        tflite.encode_docs(texts)
 
 
 def test_saved_model_export_takes_images(multimodal_run, tiny_catalogue, tmp_path):

@@ -12,7 +12,8 @@ never in a training pair, so a model cannot have learnt its colour from its titl
 `python -m deepseek_tf.bench.catalogue --output-dir DIR` writes the catalogue (DIR/data, and
 DIR/data_zeroed with every image vector zeroed), trains configs/products_multimodal.yaml fused
 and text-only (model.doc_inputs [text]) the same way, and prints Recall@10 on the test queries:
-fused, its exported SavedModel, text-only, and the fused model with the images zeroed.
+fused, its exported SavedModel and TFLite float32 files (with each one's minimum cosine to the
+Keras document vectors over the catalogue), text-only, and the fused model with the images zeroed.
 """
 
 from __future__ import annotations
@@ -106,6 +107,20 @@ def zeroed(corpus: list[dict]) -> list[dict]:
     ]
 
 
+def min_cosine_to_keras(model: Path, exported: Path, corpus: list[dict]) -> float:
+    """min over the catalogue's documents of cos(Keras vector, exported vector), images included."""
+    from deepseek_tf.data import image_inputs
+    from deepseek_tf.export.tflite import compare
+    from deepseek_tf.retrieval.artifacts import load_embedder
+
+    keras_embedder, other = load_embedder(str(model)), load_embedder(str(exported))
+    texts = [f"{r['title']} {r['text']}" for r in corpus]
+    images = image_inputs({r["_id"]: r for r in corpus}, [r["_id"] for r in corpus], other.image_dim, warn=False)
+    return compare(keras_embedder.encode_docs(texts, images=images), other.encode_docs(texts, images=images))[
+        "min_cosine"
+    ]
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m deepseek_tf.bench.catalogue",
@@ -124,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     from deepseek_tf.config import load_config
     from deepseek_tf.evaluate.report import evaluate
     from deepseek_tf.export.saved_model import export_saved_model
+    from deepseek_tf.export.towers import export_tflite
     from deepseek_tf.train import train
 
     args = parse_args(argv)
@@ -138,11 +154,16 @@ def main(argv: list[str] | None = None) -> int:
     for name, overrides in runs.items():
         config = load_config(args.config, [f"data.dataset={data}", *overrides])
         train(config, out / name, verbose=0 if args.quiet else 1)
-    # the exported SavedModel's encode_doc(text, image_embedding, image_mask), checked against Keras on export
+    # encode_doc(text, image_embedding, image_mask) exported, each checked against Keras on export
     export_saved_model(out / "fused" / "model", out / "fused_saved_model", overwrite=True)
+    export_tflite(out / "fused" / "model", out / "fused_tflite" / "fused", overwrite=True)
+    exports = {
+        "fused, exported SavedModel": out / "fused_saved_model",
+        "fused, exported TFLite float32": out / "fused_tflite" / "fused.query.tflite",
+    }
     rows = {
         "fused": (out / "fused" / "model", data),
-        "fused, exported SavedModel": (out / "fused_saved_model", data),
+        **{name: (path, data) for name, path in exports.items()},
         "text-only": (out / "text-only" / "model", data),
         "fused, image zeroed": (out / "fused" / "model", data_zeroed),
     }
@@ -150,9 +171,12 @@ def main(argv: list[str] | None = None) -> int:
     for name, (model, dataset) in rows.items():
         figures = evaluate(str(model), str(dataset), "test", top_k=100, verbose=False)["dense"]
         results[name] = {k: figures[k] for k in ("recall@10", "ndcg@10", "queries")}
-    print("| system | Recall@10 | nDCG@10 | queries |\n|---|---|---|---|")
+    for name, path in exports.items():
+        results[name]["min_cosine_to_keras"] = min_cosine_to_keras(out / "fused" / "model", path, corpus)
+    print("| system | Recall@10 | nDCG@10 | queries | min cosine to Keras |\n|---|---|---|---|---|")
     for name, r in results.items():
-        print(f"| {name} | {r['recall@10']:.3f} | {r['ndcg@10']:.3f} | {r['queries']} |")
+        cosine = f"{r['min_cosine_to_keras']:.6f}" if "min_cosine_to_keras" in r else ""
+        print(f"| {name} | {r['recall@10']:.3f} | {r['ndcg@10']:.3f} | {r['queries']} | {cosine} |")
     write_json(out / "results.json", {"seed": args.seed, "config": args.config, "rows": results}, indent=2)
     return 0
 

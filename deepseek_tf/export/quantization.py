@@ -78,6 +78,11 @@ def quantization_report(
     prepared = PreparedExport(model)
     exported, failed = {}, {}
     try:
+        if prepared.reference.image_dim is not None:  # its latency and cosine rows time text alone
+            raise UserError(
+                f"--report measures text-only towers and {model}'s document tower reads image vectors: export it "
+                "with --quantize MODE and score the files with `evaluate --model PREFIX.query.tflite`"
+            )
         for mode in progress(modes, "exporting", unit="mode"):
             try:
                 exported[mode] = prepared.write(f"{output}-{FILE_LABELS[mode]}", mode, calibration)

@@ -25,8 +25,11 @@ import numpy as np
 import tensorflow as tf
 
 from deepseek_tf.config import QUANT_MODES
+from deepseek_tf.data.beir import IMAGE_FIELD
+from deepseek_tf.data.images import image_inputs
 from deepseek_tf.errors import UserError
 from deepseek_tf.export.publish import write_files
+from deepseek_tf.export.saved_model import held_images
 from deepseek_tf.retrieval.embedders import Embedder
 from deepseek_tf.retrieval.tflite import (
     TOWERS,
@@ -53,9 +56,9 @@ def convert(
 ) -> bytes:
     """One SavedModel endpoint -> .tflite bytes.
 
-    int8 is full-integer post-training quantization (weights and activations, calibrated
-    on `calibration` samples, each {input name: text}) with float32 output and string input: the tokenizer ops have
-    no integer kernels, so the converter keeps them (and any op without an int8 kernel)
+    int8 is full-integer post-training quantization (weights and activations, calibrated on
+    `calibration` samples, each {input name: one input's value}) with float32 output and string
+    input: the tokenizer ops have no integer kernels, so the converter keeps them (and any op without an int8 kernel)
     in float instead of demanding TFLITE_BUILTINS_INT8 everywhere.
     """
     import tensorflow_text as tft
@@ -72,7 +75,7 @@ def convert(
         if not calibration:
             raise UserError("--quantize int8 needs calibration texts (--dataset DIR)")
         converter.representative_dataset = lambda: (
-            {name: tf.constant([text]) for name, text in sample.items()} for sample in calibration
+            {name: tf.constant([value]) for name, value in sample.items()} for sample in calibration
         )
         # The calibrator runs the float model, tokenizer included, so it needs the kernels too.
         converter.target_spec._experimental_custom_op_registerers = tft.tflite_registrar.SELECT_TFTEXT_OPS
@@ -99,13 +102,20 @@ def compare(want: np.ndarray, got: np.ndarray) -> dict[str, float]:
 
 
 def verify(
-    runner: TFLiteRunner, want: np.ndarray, texts: list[str], quantize: str, tolerance: float | None = None
+    runner: TFLiteRunner,
+    want: np.ndarray,
+    texts: list[str],
+    quantize: str,
+    tolerance: float | None = None,
+    images: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> dict:
-    """Runs `texts` as one batch and one at a time; all rows must agree with `want` (Keras)."""
-    got = runner(texts)  # (N, D)
+    """Runs `texts` (with `images`, for a fused document tower) as one batch and one at a time;
+    all rows must agree with `want` (Keras)."""
+    got = runner(texts, images)  # (N, D)
     if not np.all(np.isfinite(got)):
         return {"passed": False, "reason": "non-finite outputs", **compare(want, np.nan_to_num(got))}
-    single = np.concatenate([runner([t]) for t in texts])  # batch of 1: checks the dynamic batch too
+    one = lambda i: None if images is None else tuple(a[i : i + 1] for a in images)
+    single = np.concatenate([runner([t], one(i)) for i, t in enumerate(texts)])  # batch of 1: the dynamic batch
     figures = compare(want, got)
     alone = compare(want, single)
     check, bound = TOLERANCES[quantize]
@@ -122,8 +132,9 @@ def verify(
     }
 
 
-def calibration_texts(dataset: str | Path | None, n: int = CALIBRATION_TEXTS) -> dict[str, list[str]] | None:
-    """A fixed sample of queries and documents from a BEIR dir (seeded, so exports repeat)."""
+def calibration_texts(dataset: str | Path | None, n: int = CALIBRATION_TEXTS) -> dict[str, list] | None:
+    """A fixed sample of queries and documents from a BEIR dir (seeded, so exports repeat), with
+    the sampled documents' `image_embedding` values (None where absent) under "doc_images"."""
     if dataset is None:
         return None
     from deepseek_tf.data.beir import normalize_text, read_jsonl
@@ -135,8 +146,32 @@ def calibration_texts(dataset: str | Path | None, n: int = CALIBRATION_TEXTS) ->
     docs = [normalize_text(f"{r.get('title') or ''} {r.get('text') or ''}") for r in rows]
     queries = [normalize_text(r.get("text")) for r in read_jsonl(directory / "queries.jsonl")]
     rng = np.random.default_rng(0)
-    pick = lambda xs: [xs[i] for i in rng.permutation(len(xs))[:n] if xs[i]]
-    return {"query": pick(queries), "doc": pick(docs)}
+    picked = lambda xs: [i for i in rng.permutation(len(xs))[:n] if xs[i]]
+    doc_rows = picked(docs)
+    return {
+        "query": [queries[i] for i in picked(queries)],
+        "doc": [docs[i] for i in doc_rows],
+        "doc_images": [rows[i].get(IMAGE_FIELD) for i in doc_rows],
+    }
+
+
+def calibration_images(calibration: dict[str, list], image_dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """The sampled documents' image vectors and mask, checked like any corpus's."""
+    values = calibration.get("doc_images") or [None] * len(calibration["doc"])
+    corpus = {f"calibration document {i}": {IMAGE_FIELD: v} for i, v in enumerate(values)}
+    return image_inputs(corpus, list(corpus), image_dim, warn=False)
+
+
+def calibration_samples(
+    calibration: dict[str, list] | None, tower: str, image_dim: int | None
+) -> list[dict[str, object]]:
+    """The converter's representative samples for TOWER: {"text"} or, for a fused document
+    tower, {"text", "image_embedding", "image_mask"} per document."""
+    texts = (calibration or {}).get(tower, [])
+    if tower == "query" or image_dim is None or not texts:
+        return [{"text": t} for t in texts]
+    vectors, mask = calibration_images(calibration, image_dim)
+    return [{"text": t, "image_embedding": v, "image_mask": m} for t, v, m in zip(texts, vectors, mask)]
 
 
 def write_tflite(
@@ -156,10 +191,11 @@ def write_tflite(
     blobs, checks = {}, {}
     for tower in TOWERS:
         start = time.perf_counter()
-        samples = [{"text": t} for t in (calibration or {}).get(tower, [])]
+        samples = calibration_samples(calibration, tower, reference.image_dim)
         blobs[tower] = convert(saved_model, f"encode_{tower}", quantize, samples)
-        want = reference.encode(check_texts, tower)
-        checks[tower] = verify(TFLiteRunner(blobs[tower]), want, check_texts, quantize, tolerance)
+        images = held_images(reference.image_dim) if tower == "doc" else None  # None for text-only documents
+        want = reference.encode(check_texts, tower, images=images)
+        checks[tower] = verify(TFLiteRunner(blobs[tower]), want, check_texts, quantize, tolerance, images)
         checks[tower]["convert_s"] = round(time.perf_counter() - start, 2)
         if not checks[tower]["passed"]:
             c = checks[tower]

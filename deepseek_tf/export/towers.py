@@ -28,10 +28,6 @@ class PreparedExport:
 
     def __init__(self, spec: str | Path, loaded: tuple | None = None):
         self.model, self.tokenizer, self.config = loaded or load_for_export(spec)
-        if "image" in self.config.model.doc_inputs:  # a .doc.tflite would drop the image input
-            raise UserError(
-                f"--model {spec}: its document tower reads image vectors; TFLite export takes text-only models"
-            )
         if self.config.model.kind != "dual_encoder":
             # export_tflite sends cross-encoders elsewhere; only the tower report lands here
             raise UserError(

@@ -79,12 +79,24 @@ def _interpreter(model_content: bytes, num_threads: int | None = None, source: s
         raise UserError(f"{source}: not a valid TFLite file (corrupt or truncated? {first})") from None
 
 
+# A fused document tower's inputs beside the text: encode_doc(text, image_embedding, image_mask).
+IMAGE_INPUTS = ("image_embedding", "image_mask")
+
+
 class TFLiteRunner:
-    """One interpreter with a string[N] input; re-allocates only when the batch size changes."""
+    """One interpreter with a string[N] input; re-allocates only when the batch size changes.
+
+    A document tower that fuses images has three inputs, text string[N], image_embedding
+    float32[N, image_dim] and image_mask float32[N]; it runs through its signature runner and
+    `image_dim` says the vectors' length (None for a text-only tower)."""
 
     def __init__(self, model_content: bytes, num_threads: int | None = None, source: str | Path = "TFLite model"):
         self.interpreter = _interpreter(model_content, num_threads, source)
         inputs, outputs = self.interpreter.get_input_details(), self.interpreter.get_output_details()
+        self.image_dim, self.signature = None, None
+        if len(inputs) == 3 and len(outputs) == 1:
+            self._image_signature(inputs)
+            return
         if len(inputs) != 1 or inputs[0]["dtype"] not in (np.bytes_, np.object_) or len(outputs) != 1:
             raise UserError("not a deepseek_tf TFLite tower (expected one string input, one output)")
         if list(inputs[0]["shape_signature"]) != [-1]:
@@ -92,13 +104,35 @@ class TFLiteRunner:
         self.input, self.output = inputs[0]["index"], outputs[0]["index"]
         self.batch = -1
 
-    def __call__(self, texts: list[str]) -> np.ndarray:
+    def _image_signature(self, inputs: list[dict]) -> None:
+        signatures = self.interpreter.get_signature_list()
+        want = sorted(("text", *IMAGE_INPUTS))
+        name = next((k for k, v in signatures.items() if sorted(v["inputs"]) == want), None)
+        if name is None:
+            raise UserError("not a deepseek_tf TFLite tower (expected inputs text, image_embedding, image_mask)")
+        self.signature = self.interpreter.get_signature_runner(name)  # resizes its inputs per call
+        shape = self.signature.get_input_details()["image_embedding"]["shape_signature"]
+        self.image_dim = int(shape[-1])
+
+    def __call__(self, texts: list[str], images: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+        if (images is None) != (self.signature is None):
+            raise UserError(
+                "this TFLite document tower reads image vectors too"
+                if images is None
+                else "this TFLite tower reads text only, not image vectors"
+            )
+        encoded = np.array([t.encode("utf-8") for t in texts], dtype=object)
+        if self.signature is not None:
+            vectors, mask = (np.asarray(a, np.float32) for a in images)
+            with native_stderr_silenced():  # the signature runner re-allocates when N changes
+                out = self.signature(text=encoded, image_embedding=vectors, image_mask=mask)
+            return np.array(next(iter(out.values())), np.float32)  # (N, D), a copy
         if len(texts) != self.batch:  # the batch dimension is dynamic (shape_signature [-1])
             with native_stderr_silenced():  # delegates are (re)applied here
                 self.interpreter.resize_tensor_input(self.input, [len(texts)])
                 self.interpreter.allocate_tensors()
             self.batch = len(texts)
-        self.interpreter.set_tensor(self.input, np.array([t.encode("utf-8") for t in texts], dtype=object))
+        self.interpreter.set_tensor(self.input, encoded)
         self.interpreter.invoke()
         return np.array(self.interpreter.get_tensor(self.output), np.float32)  # (N, D), a copy
 
@@ -133,6 +167,7 @@ class TFLiteEmbedder(Embedder):
             if files["doc"] == files["query"]
             else TFLiteRunner(blobs["doc"], num_threads, files["doc"])
         )
+        self.image_dim = self.runners["doc"].image_dim
 
     @property
     def engine(self) -> str:
@@ -140,6 +175,9 @@ class TFLiteEmbedder(Embedder):
 
     def _encode(self, texts: list[str], tower: str) -> np.ndarray:
         return self.runners[tower](texts)
+
+    def _encode_fused(self, texts: list[str], images: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+        return self.runners["doc"](texts, images)
 
 
 def read_meta(path: Path) -> dict:
