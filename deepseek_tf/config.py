@@ -134,8 +134,25 @@ class ModelConfig:
         choices=("text", "image"),
     )
     image_dim: int = setting(
-        512, "length of every document's `image_embedding` vector (model.doc_inputs with image)", range=">= 1"
+        512,
+        "length of every document's image vector (model.doc_inputs with image): the corpus's "
+        "`image_embedding` vectors, or the output width of model.image_backbone",
+        range=">= 1",
     )
+    image_backbone: str = setting(
+        "none",
+        "`none`: documents carry precomputed vectors (`image_embedding`); a keras.applications "
+        "backbone name: documents carry image files (corpus.jsonl field `image`, a path relative to "
+        "the corpus), decoded and resized in tf.data and encoded by this frozen backbone, which the "
+        "trained model keeps",
+        choices=("none", "mobilenet_v3_small", "mobilenet_v3_large", "efficientnet_b0", "resnet50"),
+    )
+    image_weights: str | None = setting(
+        None,
+        "model.image_backbone's weights: a local file (the keras.applications `..._notop.h5` file, or "
+        "one written by `save_weights`); nothing is downloaded",
+    )
+    image_size: int = setting(224, "model.image_backbone: images are resized to image_size × image_size", range=">= 32")
     fusion: str = setting(
         "concat",
         "how the document tower joins text t and image i (both to the embedding size d): `concat` = "

@@ -14,6 +14,7 @@ from deepseek_tf.files import write_text
 
 PAIR_COLUMNS = ("query", "doc_content")
 IMAGE_FIELD = "image_embedding"  # a corpus record's precomputed image vector (a list of numbers)
+IMAGE_FILE_FIELD = "image"  # a corpus record's image file: a path, relative to the corpus file's directory
 OPTIONAL_COLUMNS = ("neg_doc", "label")
 
 
@@ -195,7 +196,17 @@ def read_corpus(path: Path) -> tuple[dict[str, dict[str, str]], dict[str, int]]:
         corpus[doc_id] = {"title": title, "text": text}
         if IMAGE_FIELD in other:
             corpus[doc_id][IMAGE_FIELD] = other[IMAGE_FIELD]
+        if IMAGE_FILE_FIELD in other:
+            corpus[doc_id][IMAGE_FILE_FIELD] = resolve_image_path(other[IMAGE_FILE_FIELD], path.parent)
     return corpus, dropped
+
+
+def resolve_image_path(value: object, root: Path) -> object:
+    """An `image` field as an absolute path (relative ones are under ROOT, the corpus file's
+    directory); anything but a non-empty string is kept for `data.images` to refuse."""
+    if isinstance(value, str) and value.strip():
+        return str(root / value) if not Path(value).is_absolute() else value
+    return value
 
 
 def _read_lines(path: Path, what: str) -> list[str]:

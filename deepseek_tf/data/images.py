@@ -13,6 +13,7 @@ import sys
 import numpy as np
 
 from deepseek_tf.data.beir import IMAGE_FIELD
+from deepseek_tf.data.image_files import ImageReader, image_file_inputs
 from deepseek_tf.errors import UserError
 
 
@@ -28,6 +29,11 @@ def _vector(doc_id: str, value: object, dim: int) -> np.ndarray:
     return np.asarray(value, np.float32)
 
 
+def missing_images(missing: int, total: int) -> str:
+    """The one line that counts documents without an image vector (commands prefix "warning: ")."""
+    return f"{missing} of {total} documents have no '{IMAGE_FIELD}'; the learned placeholder stands in for their image"
+
+
 def image_inputs(
     corpus: dict[str, dict], doc_ids: list[str], dim: int, warn: bool = True
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -41,11 +47,7 @@ def image_inputs(
             rows[doc_id] = None if value is None else _vector(doc_id, value, dim)
     missing = sum(v is None for v in rows.values())
     if missing and warn:
-        print(
-            f"warning: {missing} of {len(rows)} documents have no '{IMAGE_FIELD}'; the learned placeholder "
-            "stands in for their image",
-            file=sys.stderr,
-        )
+        print(f"warning: {missing_images(missing, len(rows))}", file=sys.stderr)
     zero = np.zeros(dim, np.float32)
     vectors = np.stack([zero if rows[d] is None else rows[d] for d in doc_ids]) if doc_ids else np.zeros((0, dim))
     mask = np.asarray([rows[d] is not None for d in doc_ids], np.float32)  # (N,)
@@ -53,7 +55,18 @@ def image_inputs(
 
 
 def doc_images(
-    corpus: dict[str, dict], doc_ids: list[str], dim: int | None, warn: bool = True
+    corpus: dict[str, dict],
+    doc_ids: list[str],
+    dim: int | None,
+    warn: bool = True,
+    reader: ImageReader | None = None,
+    progress: bool = False,
 ) -> tuple[np.ndarray, np.ndarray] | None:
-    """`image_inputs` for an embedder whose document tower reads images (`dim`), else None."""
-    return None if dim is None else image_inputs(corpus, doc_ids, dim, warn)
+    """(vectors, mask) for an embedder whose document tower reads images (`dim`), else None: the
+    documents' image files through READER, the model's image backbone, or without one their
+    precomputed `image_embedding` vectors."""
+    if dim is None:
+        return None
+    if reader is not None:
+        return image_file_inputs(corpus, doc_ids, reader, warn, progress)
+    return image_inputs(corpus, doc_ids, dim, warn)

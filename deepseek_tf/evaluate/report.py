@@ -57,7 +57,7 @@ def dense_run(
     doc_ids = list(ds.corpus)
     texts = [ds.doc_text(d, use_title) for d in doc_ids]
     start = time.perf_counter()
-    images = doc_images(ds.corpus, doc_ids, embedder.image_dim)
+    images = doc_images(ds.corpus, doc_ids, embedder.image_dim, reader=embedder.image_reader, progress=progress)
     doc_vecs = embedder.encode_docs(texts, batch_size, progress=progress, images=images)
     encode_s = time.perf_counter() - start
     pipeline = SearchPipeline(encode_queries=embedder.encode_queries, dense=exact_dense(doc_vecs, doc_ids))

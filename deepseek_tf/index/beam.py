@@ -6,7 +6,11 @@ pipeline encodes them:
     shard numbers -> Reshuffle -> (shard, row, text) -> BatchElements -> EncodeDoFn -> GroupByKey(shard)
     -> WriteShardDoFn (the shard's .npy and record, the same format as the local build)
 
-and the driver finishes the index (BM25, dense backend, manifest) as the local build does. The
+and the driver finishes the index (BM25, dense backend, manifest) as the local build does. For a
+model whose document tower reads image vectors the driver also writes each pending shard's vectors
+and mask beside its docs file (`shards/.NNNNN.images.tmp`, a float32 (count, image_dim + 1) array:
+the vector, then the mask) for the workers to read with the texts, and removes it once the shard is
+written; a killed run's leftovers go the way of every other temporary file. The
 embedder is loaded once per worker in `EncodeDoFn.setup` from the same MODEL spec (a preset, a
 trained model dir, an exported SavedModel), and refused if its fingerprint differs from the
 driver's. On a distributed runner --output and a path MODEL must be the same shared directory on
@@ -25,9 +29,10 @@ import numpy as np
 from deepseek_tf.data import describe_dropped
 from deepseek_tf.data.beir import MAX_LINE_BYTES
 from deepseek_tf.errors import UserError
-from deepseek_tf.index.build import plan_build, shard_stream, start_build
+from deepseek_tf.files import atomic_write
+from deepseek_tf.index.build import plan_build, shard_images, shard_stream, start_build
 from deepseek_tf.index.finish import finish
-from deepseek_tf.index.shards import read_docs, verify_shard, write_docs, write_vectors
+from deepseek_tf.index.shards import SHARD_DIR, read_docs, save_npy, verify_shard, write_docs, write_vectors
 
 _root = logging.getLogger()
 _level = _root.level
@@ -41,10 +46,24 @@ finally:
     _root.setLevel(_level)
 
 
+def images_path(output: str | Path, shard: int) -> Path:
+    """Where the driver leaves a shard's image vectors and mask for the workers (temporary)."""
+    return Path(output) / SHARD_DIR / f".{shard:05d}.images.tmp"
+
+
+def write_images(output: Path, shard: int, images: tuple[np.ndarray, np.ndarray]) -> None:
+    vectors, mask = images
+    rows = np.concatenate([vectors, mask[:, None]], axis=1).astype(np.float32)  # (count, image_dim + 1)
+    atomic_write(images_path(output, shard), lambda p: save_npy(p, rows))
+
+
 def shard_texts(shard: int, output: str):
-    """(shard, row within the shard, text) for every document of a shard's docs file."""
+    """(shard, row within the shard, text, image row or None) for every document of a shard's docs
+    file; an image row is the document's image vector followed by its mask."""
+    path = images_path(output, shard)
+    images = np.load(path) if path.is_file() else None
     for row, (_, text) in enumerate(read_docs(Path(output), shard)):
-        yield shard, row, text
+        yield shard, row, text, None if images is None else images[row]
 
 
 class EncodeDoFn(beam.DoFn):
@@ -65,8 +84,12 @@ class EncodeDoFn(beam.DoFn):
             )
 
     def process(self, batch):
-        vectors = self.embedder.encode_docs([t for _, _, t in batch], batch_size=len(batch))  # (batch, dim)
-        for (shard, row, _), vec in zip(batch, vectors):
+        images = None
+        if self.embedder.image_dim is not None:
+            rows = np.stack([e[3] for e in batch])  # (batch, image_dim + 1)
+            images = (rows[:, :-1], rows[:, -1])
+        vectors = self.embedder.encode_docs([e[2] for e in batch], batch_size=len(batch), images=images)
+        for (shard, row, *_), vec in zip(batch, vectors):  # vectors: (batch, dim)
             yield shard, (row, vec)
 
 
@@ -154,16 +177,23 @@ def build_index_beam(
     for i, docs, record in shard_stream(plan):
         shards = i + 1
         if record is None:
+            docs, images = shard_images(plan, docs)
             write_docs(plan.output, i, docs)
+            if images is not None:
+                write_images(plan.output, i, images)
             pending.append(i)
     if shards == 0:
         raise UserError(f"{plan.corpus}: no documents")
     for line in describe_dropped(plan.dropped):
         plan.say(f"warning: {plan.corpus}: {line}")
     t0 = time.perf_counter()
-    if pending:
-        plan.say(f"encoding {len(pending)} of {shards} shards on {runner}")
-        run_encode(plan.model, plan.output, pending, plan.settings, batch_size, runner, pipeline_args or [])
+    try:
+        if pending:
+            plan.say(f"encoding {len(pending)} of {shards} shards on {runner}")
+            run_encode(plan.model, plan.output, pending, plan.settings, batch_size, runner, pipeline_args or [])
+    finally:
+        for i in pending:
+            images_path(plan.output, i).unlink(missing_ok=True)
     encode_s = time.perf_counter() - t0
     for i in pending:
         if verify_shard(plan.output, i, plan.settings) is None:

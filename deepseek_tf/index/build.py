@@ -8,7 +8,9 @@
 
 The corpus is streamed: one shard's texts are in memory at a time. A shard's texts are encoded
 sorted by length, `batch_size` at a time, so its vectors depend only on its texts and a resumed
-build writes the same bytes as an uninterrupted one.
+build writes the same bytes as an uninterrupted one. A model whose document tower reads image
+vectors gets each record's `image_embedding` with its text (`index.doc_images`): every vector is
+checked before anything is written, and the vector is not stored unless `--fields` names it.
 """
 
 from __future__ import annotations
@@ -24,9 +26,11 @@ from pathlib import Path
 from deepseek_tf.console import format_eta, is_terminal
 from deepseek_tf.data import describe_dropped
 from deepseek_tf.data.beir import MAX_LINE_BYTES, Dropped, file_sha256
+from deepseek_tf.data.images import missing_images
 from deepseek_tf.errors import UserError, refuse_aliasing
 from deepseek_tf.index.corpus import check_corpus, chunked, iter_records, scan_corpus
 from deepseek_tf.index.dense import check_backend
+from deepseek_tf.index.doc_images import read_selection, scan_images, split_images
 from deepseek_tf.index.finish import FORMAT, MANIFEST, finish, model_spec, stderr_sayer
 from deepseek_tf.index.shards import SHARD_DIR, remove_stale, verify_shard, write_docs, write_vectors
 from deepseek_tf.text.analyzer import ANALYZERS
@@ -58,6 +62,7 @@ class Plan:
     records: int = 0  # records in the corpus: the progress total
     fields: tuple[str, ...] | None = None  # stored fields (None: every key or column)
     filterable: tuple[str, ...] = ()  # stored fields that requests may filter on
+    image_dim: int | None = None  # the length of the image vectors the model's document tower reads, if any
 
 
 def check_args(backend: str, analyzer: str, shard_size: int, batch_size: int, backend_params: dict) -> None:
@@ -94,7 +99,8 @@ def plan_build(
     fields: Sequence[str] | None = None,
     filterable: Sequence[str] = (),
 ) -> Plan:
-    """Checks every argument before anything is written, loads the embedder, hashes the corpus."""
+    """Checks every argument before anything is written, loads the embedder, hashes the corpus;
+    for a model that reads image vectors, checks every record's vector and counts those missing."""
     from deepseek_tf.retrieval.artifacts import load_embedder
 
     check_args(backend, analyzer, shard_size, batch_size, backend_params)
@@ -107,8 +113,13 @@ def plan_build(
         "--output", [output], {"--corpus": [corpus], **({"--model": [model]} if Path(model).exists() else {})}
     )
     embedder = load_embedder(model)
-    if embedder.image_dim is not None:  # refused before anything is written
-        raise UserError(f"--model {model}: its document tower reads image vectors, which index does not read yet")
+    say = stderr_sayer(verbose)
+    if getattr(embedder, "image_reader", None) is not None:  # its images would silently be placeholders
+        raise UserError(f"--model {model}: its document tower reads image files, which index does not read yet")
+    if embedder.image_dim is not None:
+        missing, total = scan_images(corpus, embedder.image_dim, max_line_bytes)  # a bad vector stops it now
+        if missing:  # one line for the whole build, not one per shard
+            say(f"warning: {corpus}: {missing_images(missing, total)}")
     settings = {
         "model": model_spec(model),
         "model_fingerprint": embedder.fingerprint,
@@ -127,12 +138,13 @@ def plan_build(
         dict(backend_params),
         embedder,
         settings,
-        stderr_sayer(verbose),
+        say,
         verbose,
         max_line_bytes=max_line_bytes,
         records=records,
         fields=fields,
         filterable=filterable,
+        image_dim=embedder.image_dim,
     )
 
 
@@ -197,10 +209,18 @@ def finished_manifest(plan: Plan) -> dict | None:
 
 def shard_stream(plan: Plan):
     """(shard number, docs, record or None) over the corpus, shard by shard; verified shards come
-    with their record and are not to be encoded again."""
-    records = iter_records(plan.corpus, plan.dropped, plan.max_line_bytes, plan.fields)
+    with their record and are not to be encoded again. For a model that reads images the docs'
+    fields hold each record's image vector too (`shard_images` takes it out)."""
+    records = iter_records(plan.corpus, plan.dropped, plan.max_line_bytes, read_selection(plan.fields, plan.image_dim))
     for i, docs in enumerate(chunked(records, plan.shard_size)):
         yield i, docs, verify_shard(plan.output, i, plan.settings)
+
+
+def shard_images(plan: Plan, docs: list[tuple]) -> tuple[list[tuple], tuple | None]:
+    """(the docs to store, (image vectors, mask) or None for a text-only model)."""
+    if plan.image_dim is None:
+        return docs, None
+    return split_images(docs, plan.image_dim, plan.fields)
 
 
 def encode_shards(plan: Plan) -> tuple[int, float]:
@@ -218,8 +238,10 @@ def encode_shards(plan: Plan) -> tuple[int, float]:
             plan.say(f"shard {i:05d}: finished before ({record['count']} documents), skipped")
             continue
         t0 = time.perf_counter()
+        docs, images = shard_images(plan, docs)
         write_docs(plan.output, i, docs)
-        vectors = plan.embedder.encode_docs([d[1] for d in docs], plan.batch_size, progress=bar)  # (docs, dim)
+        texts = [d[1] for d in docs]
+        vectors = plan.embedder.encode_docs(texts, plan.batch_size, progress=bar, images=images)  # (docs, dim)
         write_vectors(plan.output, i, vectors, plan.settings)
         took = time.perf_counter() - t0
         encode_s += took

@@ -20,9 +20,11 @@ import numpy as np
 
 from deepseek_tf.data import describe_dropped
 from deepseek_tf.data.beir import Dropped
+from deepseek_tf.data.images import missing_images
 from deepseek_tf.errors import UserError
 from deepseek_tf.files import write_json
 from deepseek_tf.index.corpus import chunked, iter_records
+from deepseek_tf.index.doc_images import read_selection, scan_images
 from deepseek_tf.index.finish import MANIFEST, finish, stderr_sayer
 from deepseek_tf.index.live import LiveIndex
 from deepseek_tf.index.shards import SHARD_DIR, read_rows, write_docs, write_vectors
@@ -32,13 +34,21 @@ RENAME_EXCHANGE = 2  # linux/fs.h
 
 
 def update_index(path: str | Path, corpus: str | Path, batch_size: int = 64, verbose: bool = True) -> dict:
-    """Upserts every document of CORPUS into the index at PATH (encoded with its model), `batch_size`
-    per log entry; {"upserted": n, "seq": last log position, "documents": count}."""
+    """Upserts every document of CORPUS into the index at PATH (encoded with its model, with each
+    record's image vector when the model reads one), `batch_size` per log entry; {"upserted": n,
+    "seq": last log position, "documents": count}. Every image vector is checked before the
+    first write: a bad one changes nothing."""
     say = stderr_sayer(verbose)
     index = LiveIndex.open(path)
+    dim = index.image_dim
+    if dim is not None:
+        missing, total = scan_images(corpus, dim)
+        if missing:  # one line for the whole update, not one per log entry
+            say(f"warning: {corpus}: {missing_images(missing, total)}")
     dropped = Dropped()
     done, started = 0, time.perf_counter()
-    for chunk in chunked(iter_records(corpus, dropped, fields=index.stored_selection), max(batch_size, 1)):
+    records = iter_records(corpus, dropped, fields=read_selection(index.stored_selection, dim))
+    for chunk in chunked(records, max(batch_size, 1)):
         index.upsert_rows(chunk, batch_size)
         done += len(chunk)
         say(f"{done} documents written ({done / max(time.perf_counter() - started, 1e-9):.0f}/s)")

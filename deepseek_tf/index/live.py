@@ -7,6 +7,11 @@ base rows they replace or delete, hidden. A search reads one delta snapshot: the
 with its hidden rows left out, the delta scored exactly, the two merged by score. Opening the
 index replays its log, so a restart (or a reload) serves every acknowledged write.
 
+When the index's model reads image vectors with the text (`model.doc_inputs: [text, image]`),
+each written document's `image_embedding` is checked and encoded with it (`index.doc_images`: not
+stored unless `index --fields` named it); a document without one reads the model's placeholder and
+is counted in the answer's `without_image`. A bad vector refuses the whole write, before the log.
+
 BM25 over the delta uses the collection statistics of base and delta together (document count,
 document frequencies) and the base's average document length; `deepseek-tf index --compact`
 folds the delta into a new base, where every statistic is exact again.
@@ -24,8 +29,10 @@ import numpy as np
 
 from deepseek_tf.data.beir import join_title, normalize_text
 from deepseek_tf.data.corpus import stored_fields
+from deepseek_tf.data.images import image_inputs
 from deepseek_tf.errors import UserError
 from deepseek_tf.index.built import BuiltIndex, load_built_index
+from deepseek_tf.index.doc_images import read_selection, split_images
 from deepseek_tf.index.filters import Columns, evaluate
 from deepseek_tf.index.updates import append, decode_vector, encode_vector, log_size, read_log, write_lock
 
@@ -120,6 +127,11 @@ class LiveIndex:
 
     def embedder(self):
         return self.base.embedder()
+
+    @property
+    def image_dim(self) -> int | None:
+        """The length of the image vectors the model's document tower reads (None: text only)."""
+        return getattr(self.embedder(), "image_dim", None)  # any object with encode_docs serves as embedder
 
     def __contains__(self, doc_id: str) -> bool:
         d = self._delta
@@ -224,7 +236,15 @@ class LiveIndex:
         if not text:
             raise UserError(f"{where}: no text (title and text are empty)")
         extra = {k: v for k, v in doc.items() if k not in ("_id", "id", "title", "text")}
-        return str(doc_id), text, stored_fields(title, body, extra, self.stored_selection)
+        dim = self.image_dim
+        keep = read_selection(self.stored_selection, dim)
+        fields = stored_fields(title, body, extra, None if keep is None else set(keep))
+        if dim is not None:  # checked here too, so that the error names the request's item
+            try:
+                image_inputs({str(doc_id): fields}, [str(doc_id)], dim, warn=False)
+            except UserError as e:
+                raise UserError(f"{where}: {e}") from None
+        return str(doc_id), text, fields
 
     @property
     def stored_selection(self) -> set[str] | None:
@@ -264,21 +284,30 @@ class LiveIndex:
 
     def upsert(self, docs: list[dict], batch_size: int = 64) -> dict:
         """Adds or replaces DOCS ({"_id", "title", "text", other fields}); searchable (dense and
-        BM25) and durable (fsynced) when this returns. {"upserted": n, "seq": log position}."""
+        BM25) and durable (fsynced) when this returns. {"upserted": n, "seq": log position}, and
+        `without_image` (documents that had no image vector) for a model that reads images."""
         if not docs:
             raise UserError("documents: give at least one")
         return self.upsert_rows([self._stored(doc, f"documents.{i}") for i, doc in enumerate(docs)], batch_size)
 
     def upsert_rows(self, rows: list[tuple[str, str, dict]], batch_size: int = 64) -> dict:
         """`upsert` of rows already read as `data.corpus.iter_records` reads a corpus: (id, the
-        text the model reads, stored fields)."""
+        text the model reads, stored fields; for a model that reads images, read with
+        `doc_images.read_selection`, so that the fields hold the image vector)."""
         ids = [r[0] for r in rows]
         if len(set(ids)) != len(ids):
             raise UserError(f"documents: id {next(i for i in ids if ids.count(i) > 1)!r} appears twice")
+        images, dim = None, self.image_dim
+        if dim is not None:
+            rows, images = split_images(rows, dim, self.stored_selection)
         Columns.from_values(self.columns.types, [r[2] for r in rows])  # a filter field of the wrong type
-        vectors = np.asarray(self.embedder().encode_docs([r[1] for r in rows], batch_size), np.float32)
+        texts = [r[1] for r in rows]
+        vectors = np.asarray(self.embedder().encode_docs(texts, batch_size, images=images), np.float32)
         upsert = [{"id": i, "text": t, "fields": f, "vector": encode_vector(v)} for (i, t, f), v in zip(rows, vectors)]
-        return {"upserted": len(upsert), "seq": self._commit({"upsert": upsert})}
+        out = {"upserted": len(upsert), "seq": self._commit({"upsert": upsert})}
+        if images is not None:
+            out["without_image"] = int(len(rows) - images[1].sum())
+        return out
 
     def delete(self, ids: list[str]) -> dict:
         """Removes the documents; {"deleted": [ids that were there], "seq"}: hidden from every search

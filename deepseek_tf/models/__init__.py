@@ -12,6 +12,7 @@ from deepseek_tf.models.cross_encoder import build_cross_encoder
 from deepseek_tf.models.dual_encoder import DualEncoder
 from deepseek_tf.models.encoder import Encoder
 from deepseek_tf.models.fusion import build_fusion
+from deepseek_tf.models.images import build_image_encoder
 
 
 def build_encoder(config: Config, vocab_size: int, name: str) -> Encoder:
@@ -32,6 +33,7 @@ def build_dual_encoder(config: Config, vocab_size: int) -> keras.Model:
     m = config.model
     # the document tower's image fusion reads the text embedding's size
     fusion = build_fusion(m, m.projection_dim or query.backbone.hidden_dim) if "image" in m.doc_inputs else None
+    files = fusion is not None and m.image_backbone != "none"  # image files, not precomputed vectors
     return DualEncoder(
         query,
         doc,
@@ -42,6 +44,7 @@ def build_dual_encoder(config: Config, vocab_size: int) -> keras.Model:
         gather_across_replicas=t.gather_across_replicas,
         distill_weight=t.distill_weight,
         doc_fusion=fusion,
+        image_encoder=build_image_encoder(m) if files else None,
         name="dual_encoder",
     )
 

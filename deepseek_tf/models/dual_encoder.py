@@ -90,7 +90,8 @@ class DualEncoder(keras.Model):
     `distill_weight` w > 0 adds w · margin_mse to the loss named.
 
     Images: with `doc_fusion` (a `fusion.ImageFusion`) the document tower's text embedding is
-    fused with "image" (batch, image_dim) and "image_mask" (batch,) carried in the doc inputs.
+    fused with "image" (batch, image_dim) and "image_mask" (batch,) carried in the doc inputs;
+    with `image_encoder` (`images.build_image_encoder`) those vectors come from image files.
     """
 
     def __init__(
@@ -104,6 +105,7 @@ class DualEncoder(keras.Model):
         gather_across_replicas: bool = True,
         distill_weight: float = 0.0,
         doc_fusion=None,
+        image_encoder=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -116,6 +118,9 @@ class DualEncoder(keras.Model):
         self.gather_across_replicas = gather_across_replicas
         self.distill_weight = distill_weight
         self.doc_fusion = doc_fusion
+        # frozen, and not called in training: image vectors are computed from files before batching
+        # (`data.image_files`); the model keeps it so that what it reads travels with its weights
+        self.image_encoder = image_encoder
         self.accumulation_steps = 1
 
     @property
@@ -283,20 +288,28 @@ class DualEncoder(keras.Model):
         return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 
     def get_config(self):
-        return {
-            "name": self.name,
-            "query_encoder": keras.saving.serialize_keras_object(self.query_encoder),
-            "doc_encoder": (
-                keras.saving.serialize_keras_object(self.doc_encoder) if self.doc_encoder is not None else None
-            ),
-            "loss": self.loss_name,
-            "temperature": self.temperature,
-            "margin": self.margin,
-            "mask_duplicates": self.mask_duplicates,
-            "gather_across_replicas": self.gather_across_replicas,
-            "distill_weight": self.distill_weight,
-        } | (  # text-only models keep the config they always had
-            {} if self.doc_fusion is None else {"doc_fusion": keras.saving.serialize_keras_object(self.doc_fusion)}
+        return (
+            {
+                "name": self.name,
+                "query_encoder": keras.saving.serialize_keras_object(self.query_encoder),
+                "doc_encoder": (
+                    keras.saving.serialize_keras_object(self.doc_encoder) if self.doc_encoder is not None else None
+                ),
+                "loss": self.loss_name,
+                "temperature": self.temperature,
+                "margin": self.margin,
+                "mask_duplicates": self.mask_duplicates,
+                "gather_across_replicas": self.gather_across_replicas,
+                "distill_weight": self.distill_weight,
+            }
+            | (  # text-only models keep the config they always had
+                {} if self.doc_fusion is None else {"doc_fusion": keras.saving.serialize_keras_object(self.doc_fusion)}
+            )
+            | (
+                {}
+                if self.image_encoder is None
+                else {"image_encoder": keras.saving.serialize_keras_object(self.image_encoder)}
+            )
         )
 
     @classmethod
@@ -307,8 +320,9 @@ class DualEncoder(keras.Model):
         config["query_encoder"] = keras.saving.deserialize_keras_object(config["query_encoder"])
         if config.get("doc_encoder") is not None:
             config["doc_encoder"] = keras.saving.deserialize_keras_object(config["doc_encoder"])
-        if config.get("doc_fusion") is not None:
-            config["doc_fusion"] = keras.saving.deserialize_keras_object(config["doc_fusion"])
+        for key in ("doc_fusion", "image_encoder"):
+            if config.get(key) is not None:
+                config[key] = keras.saving.deserialize_keras_object(config[key])
         return cls(**config)
 
 

@@ -11,7 +11,9 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from deepseek_tf.data.image_files import ImageReader
 from deepseek_tf.errors import UserError
+from deepseek_tf.models.images import image_reader
 from deepseek_tf.models.loading import EXPORT_META, load_exported_saved_model, weights_fingerprint
 from deepseek_tf.models.packed import pack_inputs, packed_encode, packed_signature, supports_packing
 
@@ -30,6 +32,7 @@ class Embedder:
     name = "embedder"
     fingerprint = ""
     image_dim: int | None = None  # the length of the image vectors its document tower reads, if any
+    image_reader: ImageReader | None = None  # image files -> those vectors, for a model with an image backbone
 
     @property
     def engine(self) -> str:
@@ -119,6 +122,7 @@ class KerasEmbedder(Embedder):
         self.model, self.tokenizer, self.name, self.fingerprint = model, tokenizer, name, fingerprint
         fusion = getattr(model, "doc_fusion", None)
         self.image_dim = None if fusion is None else fusion.image_dim
+        self.image_reader = image_reader(getattr(model, "image_encoder", None))
         self.max_length = {"query": query_max_length, "doc": doc_max_length}
         towers = {"query": model.query_encoder, "doc": model.doc_tower}
         text_spec = [tf.TensorSpec([None], tf.string)]

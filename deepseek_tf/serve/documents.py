@@ -6,6 +6,11 @@
 Both answer once the write is in the index's update log (fsynced) and visible to every search:
 `{"upserted": n | "deleted": [id], "seq": log position, "documents": count}`. They are admin
 endpoints: off with `--no-admin`, and with an API key they need `Authorization: Bearer KEY`.
+
+When the index's model reads image vectors, a document may carry `"image_embedding": [floats]`
+(the model's image_dim of them); one without it reads the model's placeholder, counted in the
+answer's `without_image`. A bad vector (wrong length, not numbers, an infinity) refuses the whole
+request with `invalid_request`, naming `documents.{i}`, the id and the field; nothing is written.
 """
 
 from __future__ import annotations

@@ -409,6 +409,8 @@ class SearchService:
         try:
             if tower == "query":
                 return np.stack(await asyncio.gather(*(self.query_vector(engine, t) for t in texts)))
+            if getattr(engine.embedder, "image_dim", None) is not None:  # it needs an image vector per text
+                raise ServiceError("invalid_request", "tower doc: this index's model reads documents with images")
             return np.asarray(await self._run(engine.embedder.encode_docs, texts))
         finally:
             self._release(engine)

@@ -24,7 +24,7 @@ def dev_ndcg(embedder, config: Config, dev: data_lib.BeirDataset) -> float:
     doc_ids = list(dev.corpus)
     texts = [dev.doc_text(x, config.data.use_title) for x in doc_ids]
     # the dev corpus's missing images are not counted again after every epoch
-    images = data_lib.doc_images(dev.corpus, doc_ids, embedder.image_dim, warn=False)
+    images = data_lib.doc_images(dev.corpus, doc_ids, embedder.image_dim, warn=False, reader=embedder.image_reader)
     docs = embedder.encode_docs(texts, config.eval.batch_size, images=images)
     qids = sorted(q for q in dev.qrels if q in dev.queries)
     scores = embedder.encode_queries([dev.queries[q] for q in qids], config.eval.batch_size) @ docs.T

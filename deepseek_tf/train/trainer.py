@@ -118,16 +118,32 @@ def check_image_inputs(config: Config) -> None:
     """model.doc_inputs with image: what reads the corpus's image vectors so far."""
     m, d = config.model, config.data
     if "image" not in m.doc_inputs:
+        if m.image_backbone != "none":
+            raise ConfigError("model.image_backbone encodes image files for model.doc_inputs [text, image]")
         return
     if "text" not in m.doc_inputs:
         raise ConfigError("model.doc_inputs: the document tower reads text, with or without image: [text, image]")
     if d.pairs:
         raise ConfigError("model.doc_inputs with image needs data.dataset: pairs files carry no image vectors")
+    if m.image_backbone != "none" and not m.image_weights:
+        raise ConfigError(f"model.image_backbone {m.image_backbone} needs model.image_weights: a local weights file")
     if d.mine_negatives or d.teacher:
         raise ConfigError(
             "model.doc_inputs with image trains on in-batch negatives; data.mine_negatives and data.teacher "
             "are for text-only documents"
         )
+
+
+def training_images(config: Config, corpus: dict, doc_ids: list[str], verbose: int) -> tuple:
+    """(vectors, mask) of the training pairs' documents: their `image_embedding` vectors, or
+    their image files through model.image_backbone (frozen, so each file is encoded once here)."""
+    m = config.model
+    reader = None
+    if m.image_backbone != "none":
+        from deepseek_tf.models.images import build_image_encoder, image_reader
+
+        reader = image_reader(build_image_encoder(m))
+    return data_lib.doc_images(corpus, doc_ids, m.image_dim, reader=reader, progress=bool(verbose))
 
 
 # ---------------------------------------------------------------------------- training
@@ -154,8 +170,8 @@ def train_dual_encoder(
     # that looks like the start of a run.
     pairs, train_ds, dev = load_training_data(config)
     images = None
-    if "image" in config.model.doc_inputs:  # each pair's document image vector, checked once
-        images = data_lib.image_inputs(train_ds.corpus, pairs.doc_ids, config.model.image_dim)
+    if "image" in config.model.doc_inputs:  # each pair's document image vector, checked (and encoded) once
+        images = training_images(config, train_ds.corpus, pairs.doc_ids, verbose)
     workdir.mkdir(parents=True, exist_ok=True)
     save_config(config, workdir / "config.yaml")
     tokenizer = prepare_tokenizer(config, pairs, workdir)
