@@ -168,3 +168,49 @@ def test_config_choices_are_the_tables():
     choices = {f.name: f.metadata["choices"] for f in dataclasses.fields(ModelConfig)}
     assert set(choices["image_backbone"]) == {"none", *IMAGE_BACKBONES}
     assert set(choices["fusion"]) == set(FUSIONS)
+
+
+def test_index_reads_image_files(run, shop, tmp_path):
+    """index encodes each document with its image file (paths relative to the corpus); the index's
+    vectors equal encode_docs with the same images; a bad field stops it before anything is written;
+    index --update reads files; a request naming a file is refused."""
+    import json
+
+    from deepseek_tf.index.built import load_built_index
+    from deepseek_tf.index.compact import update_index
+    from deepseek_tf.index.live import LiveIndex
+    from deepseek_tf.retrieval.artifacts import load_embedder
+
+    data, _, corpus = shop
+    model = str(run / "model")
+    cmd = ["index", "--model", model, "--corpus", str(data / "corpus.jsonl"), "--output", str(tmp_path / "i")]
+    result = run_cli_here("deepseek_tf.cli", *cmd)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count("documents have no image file") == 1  # one line for the whole build
+    embedder = load_embedder(model)
+    ds = load_beir(data, "test")
+    doc_ids = sorted(ds.corpus)
+    want = embedder.encode_docs(
+        [ds.doc_text(d) for d in doc_ids], images=doc_images(ds.corpus, doc_ids, 576, reader=embedder.image_reader)
+    )
+    built = load_built_index(tmp_path / "i")
+    got = np.stack([built.vectors[built.ids.index(d)] for d in doc_ids])
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    assert built.fields(doc_ids[2])["image"] == corpus[2]["image"]  # the path is stored as written
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"_id": "z1", "title": "hat", "image": ["x.png"]}) + "\n", encoding="utf-8")
+    cmd = ["index", "--model", model, "--corpus", str(bad), "--output", str(tmp_path / "j")]
+    result = run_cli_here("deepseek_tf.cli", *cmd)
+    assert result.returncode != 0 and "document 'z1': 'image' must be an image file's path" in result.stderr
+    assert not (tmp_path / "j").exists()
+
+    new = data / "new.jsonl"  # beside the images, so the relative path resolves there
+    new.write_text(json.dumps({"_id": "n1", "title": "red hat", "image": corpus[3]["image"]}) + "\n", "utf-8")
+    update_index(tmp_path / "i", new, verbose=False)
+    index = LiveIndex.open(tmp_path / "i")
+    image = doc_images({"n1": {"image": str(data / corpus[3]["image"])}}, ["n1"], 576, reader=embedder.image_reader)
+    expected = embedder.encode_docs(["red hat"], images=image)
+    np.testing.assert_allclose(index.delta.docs["n1"][2], expected[0], atol=1e-5)
+    with pytest.raises(UserError, match="documents.0: this index's model reads image files"):
+        index.upsert([{"_id": "n2", "title": "hat", "image": "/etc/passwd"}])

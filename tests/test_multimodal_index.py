@@ -176,20 +176,6 @@ def test_a_resumed_build_is_refused_before_it_touches_the_shards(built, model, r
     assert {p.name: p.read_bytes() for p in (out / "shards").iterdir()} == before
 
 
-def test_a_model_that_reads_image_files_is_refused_before_anything_is_written(embedder, records, tmp_path, monkeypatch):
-    """Image files go through the model's own image backbone, which index does not run: refused,
-    rather than every document silently given the placeholder."""
-    import deepseek_tf.retrieval.artifacts as artifacts
-    from deepseek_tf.index import build_index
-
-    monkeypatch.setattr(embedder, "image_reader", object(), raising=False)
-    monkeypatch.setattr(artifacts, "load_embedder", lambda model: embedder)
-    corpus = write_corpus(tmp_path / "corpus.jsonl", records)
-    with pytest.raises(UserError, match="reads image files, which index does not read yet"):
-        build_index("some/model", corpus, tmp_path / "index", verbose=False)
-    assert not (tmp_path / "index").exists()
-
-
 @pytest.fixture
 def live_copy(built, tmp_path) -> Path:
     return Path(shutil.copytree(built[0], tmp_path / "index"))

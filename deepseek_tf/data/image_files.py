@@ -68,13 +68,14 @@ def image_paths(corpus: dict[str, dict], doc_ids: list[str]) -> tuple[dict[str, 
     return found, missing, absent
 
 
-def missing_files(missing: dict[str, str], absent: list[str], total: int) -> str:
-    """The one line that counts documents whose image the placeholder stands in for."""
-    parts = ([f"{len(missing)} name a missing file, e.g. {next(iter(missing.values()))}"] if missing else []) + (
-        [f"{len(absent)} have no '{IMAGE_FILE_FIELD}'"] if absent else []
+def missing_files(missing: int, absent: int, total: int, example: str = "") -> str:
+    """The one line that counts documents whose image the placeholder stands in for: MISSING name
+    a file that is not there (EXAMPLE, one of them), ABSENT have no `image` field."""
+    parts = ([f"{missing} name a missing file, e.g. {example}"] if missing else []) + (
+        [f"{absent} have no '{IMAGE_FILE_FIELD}'"] if absent else []
     )
     return (
-        f"{len(missing) + len(absent)} of {total} documents have no image file ({'; '.join(parts)}); "
+        f"{missing + absent} of {total} documents have no image file ({'; '.join(parts)}); "
         "the learned placeholder stands in for their image"
     )
 
@@ -96,7 +97,8 @@ def image_file_inputs(
     document's image file through READER, mask 0 and a zero row where it has none."""
     found, missing, absent = image_paths(corpus, doc_ids)
     if (missing or absent) and warn:
-        print(f"warning: {missing_files(missing, absent, len(found) + len(missing) + len(absent))}", file=sys.stderr)
+        total, example = len(found) + len(missing) + len(absent), next(iter(missing.values()), "")
+        print(f"warning: {missing_files(len(missing), len(absent), total, example)}", file=sys.stderr)
     rows: dict[str, np.ndarray] = {}
     if found:
         batches = pixel_batches(list(found.values()), reader.size, reader.batch_size)

@@ -26,11 +26,10 @@ from pathlib import Path
 from deepseek_tf.console import format_eta, is_terminal
 from deepseek_tf.data import describe_dropped
 from deepseek_tf.data.beir import MAX_LINE_BYTES, Dropped, file_sha256
-from deepseek_tf.data.images import missing_images
 from deepseek_tf.errors import UserError, refuse_aliasing
 from deepseek_tf.index.corpus import check_corpus, chunked, iter_records, scan_corpus
 from deepseek_tf.index.dense import check_backend
-from deepseek_tf.index.doc_images import read_selection, scan_images, split_images
+from deepseek_tf.index.doc_images import DocImages, doc_images, read_selection, scan_images, split_images
 from deepseek_tf.index.finish import FORMAT, MANIFEST, finish, model_spec, stderr_sayer
 from deepseek_tf.index.shards import SHARD_DIR, remove_stale, verify_shard, write_docs, write_vectors
 from deepseek_tf.text.analyzer import ANALYZERS
@@ -62,7 +61,7 @@ class Plan:
     records: int = 0  # records in the corpus: the progress total
     fields: tuple[str, ...] | None = None  # stored fields (None: every key or column)
     filterable: tuple[str, ...] = ()  # stored fields that requests may filter on
-    image_dim: int | None = None  # the length of the image vectors the model's document tower reads, if any
+    images: DocImages | None = None  # what the model's document tower reads beside the text, if anything
 
 
 def check_args(backend: str, analyzer: str, shard_size: int, batch_size: int, backend_params: dict) -> None:
@@ -114,12 +113,11 @@ def plan_build(
     )
     embedder = load_embedder(model)
     say = stderr_sayer(verbose)
-    if getattr(embedder, "image_reader", None) is not None:  # its images would silently be placeholders
-        raise UserError(f"--model {model}: its document tower reads image files, which index does not read yet")
-    if embedder.image_dim is not None:
-        missing, total = scan_images(corpus, embedder.image_dim, max_line_bytes)  # a bad vector stops it now
-        if missing:  # one line for the whole build, not one per shard
-            say(f"warning: {corpus}: {missing_images(missing, total)}")
+    images = doc_images(embedder, corpus)
+    if images is not None:
+        warning = scan_images(corpus, images, max_line_bytes)  # a bad vector or field stops it now
+        if warning:  # one line for the whole build, not one per shard
+            say(f"warning: {corpus}: {warning}")
     settings = {
         "model": model_spec(model),
         "model_fingerprint": embedder.fingerprint,
@@ -144,7 +142,7 @@ def plan_build(
         records=records,
         fields=fields,
         filterable=filterable,
-        image_dim=embedder.image_dim,
+        images=images,
     )
 
 
@@ -211,16 +209,16 @@ def shard_stream(plan: Plan):
     """(shard number, docs, record or None) over the corpus, shard by shard; verified shards come
     with their record and are not to be encoded again. For a model that reads images the docs'
     fields hold each record's image vector too (`shard_images` takes it out)."""
-    records = iter_records(plan.corpus, plan.dropped, plan.max_line_bytes, read_selection(plan.fields, plan.image_dim))
+    records = iter_records(plan.corpus, plan.dropped, plan.max_line_bytes, read_selection(plan.fields, plan.images))
     for i, docs in enumerate(chunked(records, plan.shard_size)):
         yield i, docs, verify_shard(plan.output, i, plan.settings)
 
 
 def shard_images(plan: Plan, docs: list[tuple]) -> tuple[list[tuple], tuple | None]:
     """(the docs to store, (image vectors, mask) or None for a text-only model)."""
-    if plan.image_dim is None:
+    if plan.images is None:
         return docs, None
-    return split_images(docs, plan.image_dim, plan.fields)
+    return split_images(docs, plan.images, plan.fields)
 
 
 def encode_shards(plan: Plan) -> tuple[int, float]:

@@ -20,11 +20,10 @@ import numpy as np
 
 from deepseek_tf.data import describe_dropped
 from deepseek_tf.data.beir import Dropped
-from deepseek_tf.data.images import missing_images
 from deepseek_tf.errors import UserError
 from deepseek_tf.files import write_json
 from deepseek_tf.index.corpus import chunked, iter_records
-from deepseek_tf.index.doc_images import read_selection, scan_images
+from deepseek_tf.index.doc_images import doc_images, read_selection, scan_images
 from deepseek_tf.index.finish import MANIFEST, finish, stderr_sayer
 from deepseek_tf.index.live import LiveIndex
 from deepseek_tf.index.shards import SHARD_DIR, read_rows, write_docs, write_vectors
@@ -40,16 +39,16 @@ def update_index(path: str | Path, corpus: str | Path, batch_size: int = 64, ver
     first write: a bad one changes nothing."""
     say = stderr_sayer(verbose)
     index = LiveIndex.open(path)
-    dim = index.image_dim
-    if dim is not None:
-        missing, total = scan_images(corpus, dim)
-        if missing:  # one line for the whole update, not one per log entry
-            say(f"warning: {corpus}: {missing_images(missing, total)}")
+    images = doc_images(index.embedder(), corpus)
+    if images is not None:
+        warning = scan_images(corpus, images)
+        if warning:  # one line for the whole update, not one per log entry
+            say(f"warning: {corpus}: {warning}")
     dropped = Dropped()
     done, started = 0, time.perf_counter()
-    records = iter_records(corpus, dropped, fields=read_selection(index.stored_selection, dim))
+    records = iter_records(corpus, dropped, fields=read_selection(index.stored_selection, images))
     for chunk in chunked(records, max(batch_size, 1)):
-        index.upsert_rows(chunk, batch_size)
+        index.upsert_rows(chunk, batch_size, images)
         done += len(chunk)
         say(f"{done} documents written ({done / max(time.perf_counter() - started, 1e-9):.0f}/s)")
     for line in describe_dropped(dropped):

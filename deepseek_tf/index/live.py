@@ -27,12 +27,11 @@ from pathlib import Path
 
 import numpy as np
 
-from deepseek_tf.data.beir import join_title, normalize_text
+from deepseek_tf.data.beir import IMAGE_FILE_FIELD, join_title, normalize_text
 from deepseek_tf.data.corpus import stored_fields
-from deepseek_tf.data.images import image_inputs
 from deepseek_tf.errors import UserError
 from deepseek_tf.index.built import BuiltIndex, load_built_index
-from deepseek_tf.index.doc_images import read_selection, split_images
+from deepseek_tf.index.doc_images import DocImages, doc_images, read_selection, split_images
 from deepseek_tf.index.filters import Columns, evaluate
 from deepseek_tf.index.updates import append, decode_vector, encode_vector, log_size, read_log, write_lock
 
@@ -236,12 +235,18 @@ class LiveIndex:
         if not text:
             raise UserError(f"{where}: no text (title and text are empty)")
         extra = {k: v for k, v in doc.items() if k not in ("_id", "id", "title", "text")}
-        dim = self.image_dim
-        keep = read_selection(self.stored_selection, dim)
+        images = doc_images(self.embedder())
+        keep = read_selection(self.stored_selection, images)
         fields = stored_fields(title, body, extra, None if keep is None else set(keep))
-        if dim is not None:  # checked here too, so that the error names the request's item
+        if images is not None and images.reader is not None and fields.get(IMAGE_FILE_FIELD) is not None:
+            # a request naming files on the server's disk: the CLI, which reads the user's own files, adds them
+            raise UserError(
+                f"{where}: this index's model reads image files, which requests do not carry; "
+                "add the documents with `deepseek-tf index --update DIR --corpus FILE`"
+            )
+        if images is not None and images.reader is None:  # checked here too, so that the error names the item
             try:
-                image_inputs({str(doc_id): fields}, [str(doc_id)], dim, warn=False)
+                images.inputs([(str(doc_id), text, fields)])
             except UserError as e:
                 raise UserError(f"{where}: {e}") from None
         return str(doc_id), text, fields
@@ -290,16 +295,20 @@ class LiveIndex:
             raise UserError("documents: give at least one")
         return self.upsert_rows([self._stored(doc, f"documents.{i}") for i, doc in enumerate(docs)], batch_size)
 
-    def upsert_rows(self, rows: list[tuple[str, str, dict]], batch_size: int = 64) -> dict:
+    def upsert_rows(
+        self, rows: list[tuple[str, str, dict]], batch_size: int = 64, images: DocImages | None = None
+    ) -> dict:
         """`upsert` of rows already read as `data.corpus.iter_records` reads a corpus: (id, the
         text the model reads, stored fields; for a model that reads images, read with
-        `doc_images.read_selection`, so that the fields hold the image vector)."""
+        `doc_images.read_selection`, so that the fields hold the image vector or file). IMAGES says
+        where a corpus's relative image paths start (default: the model's, from here)."""
         ids = [r[0] for r in rows]
         if len(set(ids)) != len(ids):
             raise UserError(f"documents: id {next(i for i in ids if ids.count(i) > 1)!r} appears twice")
-        images, dim = None, self.image_dim
-        if dim is not None:
-            rows, images = split_images(rows, dim, self.stored_selection)
+        doc = images or doc_images(self.embedder())
+        images = None
+        if doc is not None:
+            rows, images = split_images(rows, doc, self.stored_selection)
         Columns.from_values(self.columns.types, [r[2] for r in rows])  # a filter field of the wrong type
         texts = [r[1] for r in rows]
         vectors = np.asarray(self.embedder().encode_docs(texts, batch_size, images=images), np.float32)
