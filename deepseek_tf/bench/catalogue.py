@@ -9,11 +9,14 @@ each combination's products are judged for the training queries (wordings "{colo
 "{type} in {colour}"), the other half for the test queries ("a {colour} {type}"): a test product was
 never in a training pair, so a model cannot have learnt its colour from its title.
 
-`python -m deepseek_tf.bench.catalogue --output-dir DIR` writes the catalogue (DIR/data, and
-DIR/data_zeroed with every image vector zeroed), trains configs/products_multimodal.yaml fused
-and text-only (model.doc_inputs [text]) the same way, and prints Recall@10 on the test queries:
+`python -m deepseek_tf.bench.catalogue --output-dir DIR` writes the catalogue (DIR/data,
+DIR/data_zeroed with every image vector zeroed, and DIR/data_files with a PNG file per product in
+place of its vector: `catalogue_files`), trains configs/products_multimodal.yaml fused, text-only
+(model.doc_inputs [text]) and fused on the image files the same way, and prints Recall@10 on the
+test queries:
 fused, its exported SavedModel and TFLite float32 files (with each one's minimum cosine to the
-Keras document vectors over the catalogue), text-only, and the fused model with the images zeroed.
+Keras document vectors over the catalogue), text-only, the fused model with the images zeroed, and
+the model that reads the image files.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from deepseek_tf.bench.catalogue_files import backbone_weights, colours, with_image_files
 from deepseek_tf.files import write_json
 
 COLOURS = ("red", "blue", "green", "black", "white", "yellow", "pink", "grey")
@@ -34,6 +38,12 @@ STYLES = ("classic", "modern", "slim", "casual", "vintage", "soft")
 TRAIN_WORDINGS = ("{colour} {type}", "{type} in {colour}")
 TEST_WORDING = "a {colour} {type}"
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "products_multimodal.yaml"
+FILE_IMAGE_SIZE = 64  # the image-file run's backbone input side
+FILE_OVERRIDES = (
+    "model.image_backbone=mobilenet_v3_small",
+    f"model.image_size={FILE_IMAGE_SIZE}",
+    "model.image_dim=576",
+)
 
 
 def catalogue(
@@ -150,10 +160,16 @@ def main(argv: list[str] | None = None) -> int:
     print(f"catalogue: {len(corpus)} products, {len(queries)} queries -> {data}, {data_zeroed}", file=sys.stderr)
     if args.write_only:
         return 0
-    runs = {"fused": [], "text-only": ["model.doc_inputs=[text]"]}
+    files, pixels = with_image_files(corpus, colours(qrels), out / "data_files")
+    data_files = write_beir(out / "data_files", files, queries, qrels)
+    weights = backbone_weights(out / "mobilenet_v3_small.weights.h5", pixels, FILE_IMAGE_SIZE)
+    runs = {
+        "fused": [f"data.dataset={data}"],
+        "text-only": [f"data.dataset={data}", "model.doc_inputs=[text]"],
+        "fused-files": [f"data.dataset={data_files}", f"model.image_weights={weights}", *FILE_OVERRIDES],
+    }
     for name, overrides in runs.items():
-        config = load_config(args.config, [f"data.dataset={data}", *overrides])
-        train(config, out / name, verbose=0 if args.quiet else 1)
+        train(load_config(args.config, overrides), out / name, verbose=0 if args.quiet else 1)
     # encode_doc(text, image_embedding, image_mask) exported, each checked against Keras on export
     export_saved_model(out / "fused" / "model", out / "fused_saved_model", overwrite=True)
     export_tflite(out / "fused" / "model", out / "fused_tflite" / "fused", overwrite=True)
@@ -166,6 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         **{name: (path, data) for name, path in exports.items()},
         "text-only": (out / "text-only" / "model", data),
         "fused, image zeroed": (out / "fused" / "model", data_zeroed),
+        "fused, image files through MobileNetV3Small": (out / "fused-files" / "model", data_files),
     }
     results = {}
     for name, (model, dataset) in rows.items():
