@@ -20,14 +20,16 @@ from deepseek_tf.errors import UserError
 @dataclass
 class Pairs:
     """Training pairs; `negs` (hard negatives: one text per pair, or a list of k texts per
-    pair), `labels` (graded 0-4) and `doc_ids` (the corpus ids of `docs`, for pairs from BEIR
-    judgments) are optional."""
+    pair), `labels` (graded 0-4), `doc_ids` (the corpus ids of `docs`, for pairs from BEIR
+    judgments) and `neg_ids` (the corpus ids of `negs`, shaped like them, for mined negatives)
+    are optional."""
 
     queries: list[str]
     docs: list[str]
     negs: list[str] | None = None
     labels: list[int] | None = None
     doc_ids: list[str] | None = None
+    neg_ids: list | None = None  # (N,) ids or (N, k) lists of ids, like `negs`
 
     def __len__(self) -> int:
         return len(self.queries)
@@ -118,6 +120,10 @@ def pairs_from_beir(ds: BeirDataset, min_label: int = 1, use_title: bool = True)
 
 
 # ---------------------------------------------------------------------------- tf.data
+# not tokenized: they join the "doc" / "neg" ids as "image" and "image_mask"
+_IMAGE_COLUMNS = ("doc_image", "doc_image_mask", "neg_image", "neg_image_mask")
+
+
 def pair_dataset(
     pairs: Pairs,
     tokenizer,
@@ -132,13 +138,15 @@ def pair_dataset(
     pad_multiple: int = 1,
     labels: bool = False,
     images: tuple[np.ndarray, np.ndarray] | None = None,
+    neg_images: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tf.data.Dataset:
     """Batches of {"query": ids, "doc": ids[, "neg": ids][, "teacher": (batch, k)]}
     for dual-encoder training (plus "label": (batch,) graded labels with `labels`); `teacher` a
     teacher's margins per pair and hard negative (see `distill.teacher_margins`); ids are padded
     to a multiple of `pad_multiple` (XLA: `Tokenizer.widen`). `images`: each pair's document
     image vector (N, image_dim) and mask (N,) (`images.image_inputs`), carried in the doc ids as
-    "image" and "image_mask"."""
+    "image" and "image_mask"; `neg_images` likewise for each hard negative's own document,
+    (N, image_dim) and (N,) or (N, k, image_dim) and (N, k) like `pairs.negs`, in the neg ids."""
     columns = {"query": pairs.queries, "doc": pairs.docs}
     if pairs.negs is not None:
         columns["neg"] = pairs.negs  # (N,) or (N, k)
@@ -148,6 +156,10 @@ def pair_dataset(
         columns["label"] = np.asarray(pairs.labels, np.float32)  # (N,)
     if images is not None:
         columns["doc_image"], columns["doc_image_mask"] = images  # (N, image_dim), (N,)
+    if neg_images is not None:
+        if pairs.negs is None:
+            raise ValueError("neg_images without hard negatives (pairs.negs)")
+        columns["neg_image"], columns["neg_image_mask"] = neg_images  # (N[, k], image_dim), (N[, k])
     if teacher is not None:
         columns["teacher"] = np.asarray(teacher, np.float32).reshape(len(pairs), -1)  # (N, k)
     ds = tf.data.Dataset.from_tensor_slices(columns)
@@ -168,10 +180,15 @@ def pair_dataset(
         out = {
             k: ids(v, lengths[k], "query" if k == "query" else "doc") if k in lengths else v
             for k, v in batch.items()
-            if k not in ("doc_image", "doc_image_mask")
+            if k not in _IMAGE_COLUMNS
         }
-        if images is not None:
-            out["doc"] = {**out["doc"], "image": batch["doc_image"], "image_mask": batch["doc_image_mask"]}
+        for tower in ("doc", "neg"):
+            if f"{tower}_image" in batch:
+                out[tower] = {
+                    **out[tower],
+                    "image": batch[f"{tower}_image"],
+                    "image_mask": batch[f"{tower}_image_mask"],
+                }
         return out
 
     return ds.map(tokenize, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)

@@ -90,7 +90,8 @@ class DualEncoder(keras.Model):
     `distill_weight` w > 0 adds w · margin_mse to the loss named.
 
     Images: with `doc_fusion` (a `fusion.ImageFusion`) the document tower's text embedding is
-    fused with "image" (batch, image_dim) and "image_mask" (batch,) carried in the doc inputs;
+    fused with "image" (batch, image_dim) and "image_mask" (batch,) carried in the doc inputs (and
+    hard negatives with theirs, (batch, k, image_dim) and (batch, k), in the neg inputs);
     with `image_encoder` (`images.build_image_encoder`) those vectors come from image files.
     """
 
@@ -131,8 +132,8 @@ class DualEncoder(keras.Model):
         out = {"query": self.query_encoder(inputs["query"], training=training)}
         if "doc" in inputs:
             out["doc"] = self.encode_doc(inputs["doc"], training=training)
-        if "neg" in inputs:
-            out["neg"] = self.doc_tower(flat_negatives(inputs["neg"]), training=training)  # (B·k, dim)
+        if "neg" in inputs:  # hard negatives are documents: fused with their own images like "doc"
+            out["neg"] = self.encode_doc(flat_negatives(inputs["neg"]), training=training)  # (B·k, dim)
         return out
 
     def encode_doc(self, ids: dict, training=None):
@@ -327,10 +328,11 @@ class DualEncoder(keras.Model):
 
 
 def flat_negatives(ids: dict) -> dict:
-    """k hard negatives per pair come as (batch, k, length) ids: -> (batch·k, length), pair-major."""
+    """k hard negatives per pair come as (batch, k, length) ids: -> (batch·k, length), pair-major;
+    their "image" (batch, k, image_dim) -> (batch·k, image_dim), "image_mask" (batch, k) -> (batch·k,)."""
     if ids["token_ids"].shape.rank != 3:
         return ids
-    return {name: tf.reshape(t, [-1, tf.shape(t)[-1]]) for name, t in ids.items()}
+    return {name: tf.reshape(t, [-1, tf.shape(t)[-1]] if t.shape.rank == 3 else [-1]) for name, t in ids.items()}
 
 
 def _add_grads(a, b):

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from deepseek_tf.data import BeirDataset, Pairs, describe_dropped
+from deepseek_tf.data import BeirDataset, Pairs, describe_dropped, doc_images
 from deepseek_tf.errors import UserError, refuse_aliasing
 from deepseek_tf.files import atomic_write
 from deepseek_tf.text.analyzer import Analyzer
@@ -53,11 +53,22 @@ def score_matrix_bm25(
 
 
 def score_matrix_dense(
-    embedder, ds: BeirDataset, qids: list[str], doc_ids: list[str], use_title: bool = True, batch_size: int = 64
+    embedder,
+    ds: BeirDataset,
+    qids: list[str],
+    doc_ids: list[str],
+    use_title: bool = True,
+    batch_size: int = 64,
+    images: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> np.ndarray:
-    """Dot products of the embedder's query and document vectors: (queries, docs)."""
+    """Dot products of the embedder's query and document vectors: (queries, docs). A document
+    tower that reads images encodes each document with its own: `images` ((docs, image_dim)
+    vectors, (docs,) mask in `doc_ids` order) where the caller has them, else read from the corpus."""
+    if images is None:
+        images = doc_images(ds.corpus, doc_ids, embedder.image_dim, reader=embedder.image_reader, progress=True)
+    texts = [ds.doc_text(d, use_title) for d in doc_ids]
     # minutes for a large corpus: a bar on a terminal, plain lines in a log (console.progress)
-    docs = embedder.encode_docs([ds.doc_text(d, use_title) for d in doc_ids], batch_size, progress=True)
+    docs = embedder.encode_docs(texts, batch_size, progress=True, images=images)  # (docs, dim)
     queries = embedder.encode_queries([ds.queries[q] for q in qids], batch_size, progress=True)
     return queries @ docs.T
 
@@ -90,6 +101,7 @@ def mine_negatives(
     rng = random.Random(seed)
     column = {d: j for j, d in enumerate(doc_ids)}
     queries, docs, negs, labels, ids = [], [], [], [], []
+    pos_ids, neg_ids = [], []
     fallbacks = 0
     for row, qid in enumerate(qids):
         grades = ds.qrels.get(qid, {})
@@ -123,9 +135,11 @@ def mine_negatives(
             negs.append(texts[0] if per_pair == 1 else texts)
             labels.append(int(grades[pos]))
             ids.append((qid, pos, chosen[0] if per_pair == 1 else tuple(chosen)))
+            pos_ids.append(pos)
+            neg_ids.append(chosen[0] if per_pair == 1 else list(chosen))
     if not queries:
         raise UserError(f"mining: no judgments with relevance >= {min_label}")
-    return MinedPairs(Pairs(queries, docs, negs, labels), ids, fallbacks)
+    return MinedPairs(Pairs(queries, docs, negs, labels, pos_ids, neg_ids), ids, fallbacks)
 
 
 def mine(
@@ -141,10 +155,12 @@ def mine(
     per_pair: int = 1,
     judged: int = 0,
     analyzer: str = "default",
+    images: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> MinedPairs:
     """Mines negatives for every judged query of `ds`; `embedder` (or the MODEL spec in
     `source`) scores densely, `source="bm25"` uses BM25 with `analyzer`; `judged`: see
-    `mine_negatives`."""
+    `mine_negatives`. `images`: the corpus documents' image vectors and mask in `ds.corpus`
+    order, for an embedder whose document tower reads images (`score_matrix_dense`)."""
     qids = sorted(q for q in ds.qrels if q in ds.queries)
     doc_ids = list(ds.corpus)
     for line in describe_dropped(ds.dropped):  # e.g. judgments naming documents the corpus lacks
@@ -156,7 +172,7 @@ def mine(
     if embedder is None:
         scores = score_matrix_bm25(ds, qids, doc_ids, use_title, analyzer)
     else:
-        scores = score_matrix_dense(embedder, ds, qids, doc_ids, use_title)
+        scores = score_matrix_dense(embedder, ds, qids, doc_ids, use_title, images=images)
     mined = mine_negatives(
         ds, scores, qids, doc_ids, top_k, skip_top, margin, min_label, seed, use_title, per_pair, judged
     )

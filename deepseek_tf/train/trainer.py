@@ -29,6 +29,7 @@ from deepseek_tf.train.compute import (
     precision_policy,
 )
 from deepseek_tf.train.loop import Training
+from deepseek_tf.train.pair_images import Images, TrainingImages, training_images
 
 
 def load_training_data(
@@ -54,9 +55,12 @@ def load_training_data(
     return data_lib.pairs_from_beir(ds, d.min_label, d.use_title), ds, dev
 
 
-def mined_pairs(ds: data_lib.BeirDataset, config: Config, source: str, embedder=None) -> data_lib.Pairs:
+def mined_pairs(
+    ds: data_lib.BeirDataset, config: Config, source: str, embedder=None, images: Images | None = None
+) -> data_lib.Pairs:
     """The judged pairs of `ds` with `data.hard_negatives` mined negatives each, from `source`
-    (bm25, or a MODEL when `embedder` is not given)."""
+    (bm25, or a MODEL when `embedder` is not given); `images`: the corpus's image vectors, for an
+    `embedder` whose document tower reads them (else a MODEL reads them from the corpus itself)."""
     from deepseek_tf.retrieval.mining import mine
 
     d, seed = config.data, config.train.seed
@@ -77,6 +81,7 @@ def mined_pairs(ds: data_lib.BeirDataset, config: Config, source: str, embedder=
         per_pair=d.hard_negatives,
         judged=d.judged_negatives,
         analyzer=d.analyzer,
+        images=images,
     ).pairs
 
 
@@ -115,7 +120,8 @@ def check_dual_config(config: Config) -> None:
 
 
 def check_image_inputs(config: Config) -> None:
-    """model.doc_inputs with image: what reads the corpus's image vectors so far."""
+    """model.doc_inputs with image: the settings that go with it. Mined negatives and distillation
+    work as for text (a text-only teacher's margins are still margins); pairs files do not."""
     m, d = config.model, config.data
     if "image" not in m.doc_inputs:
         if m.image_backbone != "none":
@@ -127,23 +133,6 @@ def check_image_inputs(config: Config) -> None:
         raise ConfigError("model.doc_inputs with image needs data.dataset: pairs files carry no image vectors")
     if m.image_backbone != "none" and not m.image_weights:
         raise ConfigError(f"model.image_backbone {m.image_backbone} needs model.image_weights: a local weights file")
-    if d.mine_negatives or d.teacher:
-        raise ConfigError(
-            "model.doc_inputs with image trains on in-batch negatives; data.mine_negatives and data.teacher "
-            "are for text-only documents"
-        )
-
-
-def training_images(config: Config, corpus: dict, doc_ids: list[str], verbose: int) -> tuple:
-    """(vectors, mask) of the training pairs' documents: their `image_embedding` vectors, or
-    their image files through model.image_backbone (frozen, so each file is encoded once here)."""
-    m = config.model
-    reader = None
-    if m.image_backbone != "none":
-        from deepseek_tf.models.images import build_image_encoder, image_reader
-
-        reader = image_reader(build_image_encoder(m))
-    return data_lib.doc_images(corpus, doc_ids, m.image_dim, reader=reader, progress=bool(verbose))
 
 
 # ---------------------------------------------------------------------------- training
@@ -170,8 +159,8 @@ def train_dual_encoder(
     # that looks like the start of a run.
     pairs, train_ds, dev = load_training_data(config)
     images = None
-    if "image" in config.model.doc_inputs:  # each pair's document image vector, checked (and encoded) once
-        images = training_images(config, train_ds.corpus, pairs.doc_ids, verbose)
+    if "image" in config.model.doc_inputs:  # each document's image vector, checked (and encoded) once
+        images = training_images(config, train_ds.corpus, pairs, verbose)
     workdir.mkdir(parents=True, exist_ok=True)
     save_config(config, workdir / "config.yaml")
     tokenizer = prepare_tokenizer(config, pairs, workdir)
@@ -186,7 +175,8 @@ def train_dual_encoder(
         "doc": tokenizer(tf.constant(pairs.docs[:2]), config.model.doc_max_length),
     }
     if images is not None:
-        sample["doc"] |= {"image": tf.constant(images[0][:2]), "image_mask": tf.constant(images[1][:2])}
+        vectors, mask = images.of(pairs.doc_ids[:2])
+        sample["doc"] |= {"image": tf.constant(vectors), "image_mask": tf.constant(mask)}
     run = Training(
         config,
         workdir,
@@ -199,7 +189,8 @@ def train_dual_encoder(
     )
     model = run.model
     if not run.resumed and d.mine_negatives and d.negatives_from == "self":
-        pairs = _mine_with_model(model, tokenizer, config, train_ds)
+        pairs = _mine_with_model(model, tokenizer, config, train_ds, images)
+    doc_images, neg_images = images.of_pairs(pairs) if images is not None else (None, None)
     teacher = (
         distill.load_teacher_margins(d.teacher, pairs, Path(shared_dir or workdir), verbose) if d.teacher else None
     )
@@ -226,7 +217,8 @@ def train_dual_encoder(
                 teacher=teacher,
                 pad_multiple=run.pad_multiple,
                 labels=with_labels,
-                images=images,
+                images=doc_images,
+                neg_images=neg_images,
             )
             .repeat()
             .skip(done)
@@ -235,11 +227,15 @@ def train_dual_encoder(
     return run.fit_and_save(stream, dev_metric, verbose)
 
 
-def _mine_with_model(model, tokenizer: Tokenizer, config: Config, train_ds) -> data_lib.Pairs:
-    """data.negatives_from=self: negatives from the model about to be trained (its start point)."""
+def _mine_with_model(
+    model, tokenizer: Tokenizer, config: Config, train_ds, images: TrainingImages | None
+) -> data_lib.Pairs:
+    """data.negatives_from=self: negatives from the model about to be trained (its start point),
+    a fused one encoding each document with the image vector training reads for it."""
     from deepseek_tf.retrieval.embedders import KerasEmbedder
 
     if train_ds is None:
         raise ConfigError("data.mine_negatives needs data.dataset (a BEIR directory)")
     embedder = KerasEmbedder(model, tokenizer, config.model.query_max_length, config.model.doc_max_length, "self")
-    return mined_pairs(train_ds, config, "self", embedder)
+    corpus_images = None if images is None else images.of(list(train_ds.corpus))
+    return mined_pairs(train_ds, config, "self", embedder, corpus_images)
