@@ -9,9 +9,10 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import ROOT, run_cli
+from conftest import ROOT, run_cli, run_cli_here
 
 from deepseek_tf.config import load_config
+from deepseek_tf.errors import UserError
 from deepseek_tf.train import train
 from deepseek_tf.train.optim import WarmupExponentialDecay
 
@@ -63,9 +64,46 @@ def test_resume_continues_optimizer_schedule_and_data(tiny_beir, tmp_path):
         np.testing.assert_allclose(a, b, atol=1e-5)
 
 
-def test_resume_mid_epoch_from_step_checkpoint(tiny_beir, tmp_path):
-    base = ["train.epochs=2", "train.steps_per_epoch=3", "train.checkpoint_every=1"]
-    straight = train(_config(tiny_beir, *base), tmp_path / "a", verbose=0)
+def test_resume_with_self_mined_negatives_keeps_them(tiny_beir, tmp_path):
+    """Negatives mined from the model's start point are mined once and kept in the workdir: a
+    resumed run trains on them (not on none, nor on negatives from its trained weights) and lands
+    on the uninterrupted run's weights; a run that lacks them is refused, not trained otherwise."""
+    mined = ["data.mine_negatives=true", "data.negatives_from=self", "data.mine_top_k=10"]
+    straight = train(_config(tiny_beir, "train.epochs=2", *mined), tmp_path / "straight", verbose=0)
+    train(_config(tiny_beir, "train.epochs=1", *mined), tmp_path / "resumed", verbose=0)
+    saved = json.loads((tmp_path / "resumed" / "self_negatives.json").read_text(encoding="utf-8"))
+    assert saved["negs"] and saved["neg_ids"]
+    resumed = train(_config(tiny_beir, "train.epochs=2", *mined), tmp_path / "resumed", verbose=0)
+    np.testing.assert_allclose(resumed["loss"], straight["loss"], rtol=1e-5)
+    for a, b in zip(_weights(tmp_path / "straight"), _weights(tmp_path / "resumed")):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    (tmp_path / "resumed" / "self_negatives.json").unlink()
+    with pytest.raises(UserError, match="self_negatives.json"):
+        train(_config(tiny_beir, "train.epochs=3", *mined), tmp_path / "resumed", verbose=0)
+
+
+STEP_CHECKPOINTS = ["model.dropout=0.0", "train.epochs=2", "train.steps_per_epoch=3", "train.checkpoint_every=1"]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tiny_beir, tmp_path_factory):
+    """straight(recipe): the uninterrupted run of `recipe` with STEP_CHECKPOINTS (2 epochs of 3
+    steps, a checkpoint after every step), trained once: (its history, its model's weights)."""
+    runs = {}
+
+    def straight(recipe: str):
+        if recipe not in runs:
+            workdir = tmp_path_factory.mktemp("straight")
+            config = load_config(ROOT / "configs" / recipe, [f"data.dataset={tiny_beir}", *STEP_CHECKPOINTS])
+            runs[recipe] = train(config, workdir, verbose=0), _weights(workdir)
+        return runs[recipe]
+
+    return straight
+
+
+def test_resume_mid_epoch_from_step_checkpoint(tiny_beir, tmp_path, uninterrupted):
+    base = STEP_CHECKPOINTS[1:]
+    straight, weights = uninterrupted("tiny.yaml")  # _config(tiny_beir, *base): the same run
     train(_config(tiny_beir, *base[1:], "train.epochs=1"), tmp_path / "b", verbose=0)
     # drop the epoch-end checkpoint so the newest one is mid-way: step 2 of 3
     state = tf.train.get_checkpoint_state(str(tmp_path / "b" / "checkpoints"))
@@ -75,7 +113,7 @@ def test_resume_mid_epoch_from_step_checkpoint(tiny_beir, tmp_path):
     )
     resumed = train(_config(tiny_beir, *base), tmp_path / "b", verbose=0)
     assert resumed["steps"] == straight["steps"] == [6]
-    for a, b in zip(_weights(tmp_path / "a"), _weights(tmp_path / "b")):
+    for a, b in zip(weights, _weights(tmp_path / "b"), strict=True):
         np.testing.assert_allclose(a, b, atol=1e-5)
 
 
@@ -84,22 +122,15 @@ class _Killed(Exception):
 
 
 @pytest.mark.parametrize("recipe", ["tiny.yaml", "cross_encoder_tiny.yaml"])  # one skeleton, both kinds
-def test_a_run_killed_mid_epoch_resumes_to_the_uninterrupted_weights(tiny_beir, tmp_path, monkeypatch, recipe):
+def test_a_run_killed_mid_epoch_resumes_to_the_uninterrupted_weights(
+    tiny_beir, tmp_path, monkeypatch, uninterrupted, recipe
+):
     """A run dies after step 4's checkpoint (mid-way through epoch 2); the same command again
     continues from there on the batches not yet seen and ends on the uninterrupted weights."""
     from deepseek_tf.train.callbacks import Checkpointer
 
-    config = load_config(
-        ROOT / "configs" / recipe,
-        [
-            f"data.dataset={tiny_beir}",
-            "model.dropout=0.0",
-            "train.epochs=2",
-            "train.steps_per_epoch=3",
-            "train.checkpoint_every=1",
-        ],
-    )
-    straight = train(config, tmp_path / "a", verbose=0)
+    config = load_config(ROOT / "configs" / recipe, [f"data.dataset={tiny_beir}", *STEP_CHECKPOINTS])
+    straight, weights = uninterrupted(recipe)
     save = Checkpointer.on_train_batch_end
 
     def dies_after_step_4(self, batch, logs=None):
@@ -113,7 +144,7 @@ def test_a_run_killed_mid_epoch_resumes_to_the_uninterrupted_weights(tiny_beir, 
     monkeypatch.undo()
     resumed = train(config, tmp_path / "b", verbose=0)
     assert resumed["steps"] == straight["steps"] == [6]
-    for a, b in zip(_weights(tmp_path / "a"), _weights(tmp_path / "b")):
+    for a, b in zip(weights, _weights(tmp_path / "b"), strict=True):
         np.testing.assert_allclose(a, b, atol=1e-5)
 
 
@@ -235,7 +266,7 @@ def test_mining_cli_writes_pairs_the_trainer_reads(tiny_beir, tmp_path):
     from deepseek_tf.data import read_pairs
 
     out = tmp_path / "mined.tsv"
-    proc = run_cli(
+    proc = run_cli_here(
         "deepseek_tf.cli", "mine", "--dataset", str(tiny_beir), "--top-k", "10", "--skip-top", "1", "--output", str(out)
     )
     assert proc.returncode == 0, proc.stderr
