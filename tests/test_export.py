@@ -164,7 +164,7 @@ def test_failed_check_writes_nothing(exported, tmp_path, monkeypatch):
     reference = exported["reference"]
     encode = reference.encode
     # A reference off by 0.01 everywhere: the float32 file differs from it by 0.01 > 1e-4.
-    monkeypatch.setattr(reference, "encode", lambda texts, tower: encode(texts, tower) + 0.01)
+    monkeypatch.setattr(reference, "encode", lambda texts, tower, **kw: encode(texts, tower, **kw) + 0.01)
     with pytest.raises(
         UserError,
         match=r"export check failed: query tower \(none\) max_abs_diff 0.01, "

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from deepseek_tf.config.schema import RETIRED, Config, iter_settings
 
+from deepseek_tf.config.schema import RETIRED, Config, iter_settings
 from deepseek_tf.errors import ConfigError
 
 _BOUND = re.compile(r"^(>=|>|<=|<)\s*(\S+)$")

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
 from deepseek_tf.config.schema import Config, iter_settings
 
 

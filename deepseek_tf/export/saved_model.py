@@ -2,8 +2,10 @@
 
 The SavedModel carries the tokenizer in its graph (tensorflow-text), so its
 signatures take raw strings: encode_query(text) / encode_doc(text) -> (N, D) float32,
-score(query, doc) -> (N,) float32. `--format tflite` writes one raw-string file per tower
-(`export/tflite.py`). Every export is checked against the Keras model on held texts
+score(query, doc) -> (N,) float32. A model that reads documents' image files through an image
+backbone also gets encode_image(pixels (N, size, size, 3) float32 RGB in [0, 255]) -> (N, image_dim),
+so the export turns files into the vectors encode_doc takes. `--format tflite` writes one
+raw-string file per tower (`export/tflite.py`). Every export is checked against the Keras model on held texts
 and nothing is written when outputs drift past the tolerance. `--report` exports every
 TFLite quantization mode and measures size, latency, nDCG@10 and cosine to float32.
 """
@@ -16,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from deepseek_tf.data.image_files import ImageReader
 from deepseek_tf.errors import UserError
 from deepseek_tf.export.publish import check_not_model, check_output_dir, publish, removed_on_failure
 from deepseek_tf.models.fusion import IMAGE_KEYS
@@ -47,7 +50,8 @@ def build_archive(model, tokenizer, query_max_length: int, doc_max_length: int):
     """An ExportArchive whose endpoints tokenize raw strings and call the towers (attention
     masks switched to additive biases, see `additive_attention_masks`). A model whose document
     tower fuses images takes them beside the text: encode_doc(text, image_embedding (N, image_dim)
-    float32, image_mask (N,) float32: 1 where the document has an image), score likewise."""
+    float32, image_mask (N,) float32: 1 where the document has an image), score likewise; with an
+    image backbone (`model.image_encoder`), encode_image(pixels) gives those image vectors."""
     import keras
 
     from deepseek_tf.models.encoder import additive_attention_masks
@@ -86,17 +90,57 @@ def build_archive(model, tokenizer, query_max_length: int, doc_max_length: int):
             *image_specs,
         ],
     )
+    encoder = getattr(model, "image_encoder", None)
+    if encoder is not None:
+        size = int(encoder.input_shape[1])
+        archive.add_endpoint(
+            "encode_image",
+            lambda pixels: encoder(pixels, training=False),  # (N, image_dim)
+            input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32, name="pixels")],
+        )
     return archive
 
 
-def held_images(image_dim: int | None) -> tuple[np.ndarray, np.ndarray] | None:
-    """Seeded image vectors for HELD_TEXTS, the last two missing (the placeholder's path)."""
+def held_images(image_dim: int | None, reader: ImageReader | None = None) -> tuple[np.ndarray, np.ndarray] | None:
+    """Seeded image vectors for HELD_TEXTS, the last two missing (the placeholder's path). With an
+    image backbone (READER) they are its vectors of `held_pixels`: the document
+    tower of such a model only ever reads those, and an int8 file calibrated on them would be
+    checked out of its range on Gaussian ones."""
     if image_dim is None:
         return None
-    vectors = np.random.default_rng(0).standard_normal((len(HELD_TEXTS), image_dim)).astype(np.float32)
+    if reader is None:
+        vectors = np.random.default_rng(0).standard_normal((len(HELD_TEXTS), image_dim)).astype(np.float32)
+    else:
+        pixels = held_pixels(reader.size)
+        vectors = np.resize(reader.encode(pixels), (len(HELD_TEXTS), image_dim)).astype(np.float32)
     mask = np.ones(len(HELD_TEXTS), np.float32)
     mask[-2:] = 0.0
     return vectors, mask
+
+
+def held_pixels(size: int) -> np.ndarray:
+    """Seeded images an image endpoint is checked on, (12, size, size, 3) float32 RGB in [0, 255]:
+    noise, flat colours, ramps, black and white. Noise alone keeps every activation in one
+    range; flat and graded images reach the ones a photo's plain regions and edges reach."""
+    rng = np.random.default_rng(0)
+    ramp = np.linspace(0.0, 255.0, size)
+    images = [
+        *rng.uniform(0, 255, (4, size, size, 3)),
+        *(np.broadcast_to(rgb, (size, size, 3)) for rgb in rng.uniform(0, 255, (4, 3))),
+        np.stack(np.broadcast_arrays(ramp[:, None], ramp[None, :], 255.0 - ramp[:, None]), -1),
+        np.stack(np.broadcast_arrays(ramp[None, :], 128.0, ramp[:, None]), -1),
+        np.zeros((size, size, 3)),
+        np.full((size, size, 3), 255.0),
+    ]
+    return np.stack(images).astype(np.float32)
+
+
+def unit(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to length 1 (a zero row stays zero). Image vectors are compared so: the fusion
+    L2-normalises them, and a backbone's raw outputs (in the hundreds or thousands for some
+    weights) would make one absolute tolerance mean different things for different backbones."""
+    x = np.asarray(x, np.float64)
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
 def max_abs_diff(a: np.ndarray, b: np.ndarray) -> float:
@@ -135,7 +179,9 @@ def reference_embedder(model, tokenizer, config):
 
 def base_meta(tokenizer, config, reference) -> dict:
     m = config.model
+    reader = reference.image_reader  # pixels' side length, for whoever decodes image files for the export
     return {
+        **({"image_size": reader.size, "image_dim": reader.dim} if reader is not None else {}),
         "embedding_dim": int(reference.encode(["x"], "query").shape[-1]),
         "query_max_length": m.query_max_length,
         "doc_max_length": m.doc_max_length,
@@ -171,16 +217,21 @@ def export_saved_model(
         build_archive(model, tokenizer, m.query_max_length, m.doc_max_length).write_out(str(tmp), verbose=False)
         loaded = tf.saved_model.load(str(tmp))
         checks = {}
-        images = held_images(reference.image_dim)  # None for text-only documents
+        images = held_images(reference.image_dim, reference.image_reader)  # None for text-only documents
         for tower, fn in (("query", loaded.encode_query), ("doc", loaded.encode_doc)):
             extra = images if tower == "doc" and images is not None else ()
             want = reference.encode(HELD_TEXTS, tower, images=extra or None)
             got = fn(tf.constant(HELD_TEXTS), *map(tf.constant, extra)).numpy()
             checks[f"{tower}_max_abs_diff"] = max_abs_diff(want, got)
+        if reference.image_reader is not None:
+            pixels = held_pixels(reference.image_reader.size)
+            got = loaded.encode_image(tf.constant(pixels)).numpy()
+            checks["image_max_abs_diff"] = max_abs_diff(unit(reference.image_reader.encode(pixels)), unit(got))
         if not max(checks.values()) <= tolerance:
+            worst = next(k for k, v in checks.items() if not v <= tolerance).removesuffix("_max_abs_diff")
             raise UserError(
                 f"export check failed: SavedModel differs from Keras by {max(checks.values()):.2e} "
-                f"> tolerance {tolerance:.0e}; nothing written"
+                f"> tolerance {tolerance:.0e} (encode_{worst}); nothing written"
             )
     return publish(
         tmp,

@@ -12,6 +12,7 @@ runtime whose interpreter cannot take these kernels.
 
 A conversion that merely succeeds proves nothing (a wrongly frozen graph gives -inf), so
 every file is run on held texts and compared with the Keras model before it is written.
+A model with an image backbone gets a third file, `PREFIX.image.tflite` (`export.image_tower`).
 """
 
 from __future__ import annotations
@@ -25,13 +26,15 @@ import numpy as np
 import tensorflow as tf
 
 from deepseek_tf.config import QUANT_MODES
-from deepseek_tf.data.beir import IMAGE_FIELD
-from deepseek_tf.data.images import image_inputs
+from deepseek_tf.data.beir import IMAGE_FIELD, IMAGE_FILE_FIELD, resolve_image_path
+from deepseek_tf.data.image_files import ImageReader
+from deepseek_tf.data.images import doc_images
 from deepseek_tf.errors import UserError
 from deepseek_tf.export.publish import write_files
 from deepseek_tf.export.saved_model import held_images
 from deepseek_tf.retrieval.embedders import Embedder
 from deepseek_tf.retrieval.tflite import (
+    IMAGE_TOWER,
     TOWERS,
     TFLiteRunner,
     TFLiteScorer,
@@ -112,10 +115,18 @@ def verify(
     """Runs `texts` (with `images`, for a fused document tower) as one batch and one at a time;
     all rows must agree with `want` (Keras)."""
     got = runner(texts, images)  # (N, D)
-    if not np.all(np.isfinite(got)):
-        return {"passed": False, "reason": "non-finite outputs", **compare(want, np.nan_to_num(got))}
     one = lambda i: None if images is None else tuple(a[i : i + 1] for a in images)
     single = np.concatenate([runner([t], one(i)) for i, t in enumerate(texts)])  # batch of 1: the dynamic batch
+    return agreement(want, got, single, quantize, tolerance)
+
+
+def agreement(
+    want: np.ndarray, got: np.ndarray, single: np.ndarray, quantize: str, tolerance: float | None = None
+) -> dict:
+    """Whether a file's outputs, run as one batch (`got`) and one row at a time (`single`), agree
+    with `want` (Keras) by `quantize`'s check in TOLERANCES (or `tolerance`)."""
+    if not (np.all(np.isfinite(got)) and np.all(np.isfinite(single))):
+        return {"passed": False, "reason": "non-finite outputs", **compare(want, np.nan_to_num(got))}
     figures = compare(want, got)
     alone = compare(want, single)
     check, bound = TOLERANCES[quantize]
@@ -132,9 +143,20 @@ def verify(
     }
 
 
+def check_failed(part: str, quantize: str, c: dict) -> UserError:
+    """The one line for a file that failed its check (`agreement`'s figures in `c`)."""
+    sign = "<=" if c.get("check") == "max_abs_diff" else ">="
+    return UserError(
+        f"export check failed: {part} ({quantize}) {c.get('check', c.get('reason'))} "
+        f"{c.get('worst', float('nan')):.4g}, needs {sign} {c.get('bound', 0):.4g}; nothing written"
+    )
+
+
 def calibration_texts(dataset: str | Path | None, n: int = CALIBRATION_TEXTS) -> dict[str, list] | None:
     """A fixed sample of queries and documents from a BEIR dir (seeded, so exports repeat), with
-    the sampled documents' `image_embedding` values (None where absent) under "doc_images"."""
+    the sampled documents' `image_embedding` values (None where absent) under "doc_images" and
+    their `image` files under "doc_image_files"; "image_files": up to N (document id, path) pairs
+    of documents whose image file exists, to calibrate an image backbone on."""
     if dataset is None:
         return None
     from deepseek_tf.data.beir import normalize_text, read_jsonl
@@ -148,29 +170,37 @@ def calibration_texts(dataset: str | Path | None, n: int = CALIBRATION_TEXTS) ->
     rng = np.random.default_rng(0)
     picked = lambda xs: [i for i in rng.permutation(len(xs))[:n] if xs[i]]
     doc_rows = picked(docs)
+    image_file = lambda r: resolve_image_path(r.get(IMAGE_FILE_FIELD), directory)
+    on_disk = [i for i, r in enumerate(rows) if isinstance(image_file(r), str) and Path(image_file(r)).is_file()]
     return {
         "query": [queries[i] for i in picked(queries)],
         "doc": [docs[i] for i in doc_rows],
         "doc_images": [rows[i].get(IMAGE_FIELD) for i in doc_rows],
+        "doc_image_files": [image_file(rows[i]) for i in doc_rows],
+        "image_files": [(str(rows[i].get("_id")), image_file(rows[i])) for i in sorted(rng.permutation(on_disk)[:n])],
     }
 
 
-def calibration_images(calibration: dict[str, list], image_dim: int) -> tuple[np.ndarray, np.ndarray]:
-    """The sampled documents' image vectors and mask, checked like any corpus's."""
-    values = calibration.get("doc_images") or [None] * len(calibration["doc"])
-    corpus = {f"calibration document {i}": {IMAGE_FIELD: v} for i, v in enumerate(values)}
-    return image_inputs(corpus, list(corpus), image_dim, warn=False)
+def calibration_images(
+    calibration: dict[str, list], image_dim: int, reader: ImageReader | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The sampled documents' image vectors and mask, checked like any corpus's: their image files
+    through READER (a model with an image backbone), else their `image_embedding` vectors."""
+    field, key = (IMAGE_FIELD, "doc_images") if reader is None else (IMAGE_FILE_FIELD, "doc_image_files")
+    values = calibration.get(key) or [None] * len(calibration["doc"])
+    corpus = {f"calibration document {i}": {field: v} for i, v in enumerate(values)}
+    return doc_images(corpus, list(corpus), image_dim, warn=False, reader=reader)
 
 
 def calibration_samples(
-    calibration: dict[str, list] | None, tower: str, image_dim: int | None
+    calibration: dict[str, list] | None, tower: str, image_dim: int | None, reader: ImageReader | None = None
 ) -> list[dict[str, object]]:
     """The converter's representative samples for TOWER: {"text"} or, for a fused document
     tower, {"text", "image_embedding", "image_mask"} per document."""
     texts = (calibration or {}).get(tower, [])
     if tower == "query" or image_dim is None or not texts:
         return [{"text": t} for t in texts]
-    vectors, mask = calibration_images(calibration, image_dim)
+    vectors, mask = calibration_images(calibration, image_dim, reader)
     return [{"text": t, "image_embedding": v, "image_mask": m} for t, v, m in zip(texts, vectors, mask)]
 
 
@@ -183,28 +213,27 @@ def write_tflite(
     base_meta: dict,
     calibration: dict[str, list[str]] | None = None,
     tolerance: float | None = None,
+    image: tuple[bytes, dict] | None = None,
 ) -> dict:
-    """Converts both towers, verifies them, then writes files + metadata (all or nothing)."""
-    paths = tower_paths(output)
+    """Converts both towers, verifies them, then writes files + metadata (all or nothing).
+    `image`: a verified image tower's (.tflite bytes, check), written beside them."""
+    paths = tower_paths(output, image=image is not None)
     if quantize == "int8" and not calibration:
         raise UserError("--quantize int8 needs --dataset DIR (texts to calibrate activations on)")
     blobs, checks = {}, {}
     for tower in TOWERS:
         start = time.perf_counter()
-        samples = calibration_samples(calibration, tower, reference.image_dim)
+        samples = calibration_samples(calibration, tower, reference.image_dim, reference.image_reader)
         blobs[tower] = convert(saved_model, f"encode_{tower}", quantize, samples)
-        images = held_images(reference.image_dim) if tower == "doc" else None  # None for text-only documents
+        # None for text-only documents
+        images = held_images(reference.image_dim, reference.image_reader) if tower == "doc" else None
         want = reference.encode(check_texts, tower, images=images)
         checks[tower] = verify(TFLiteRunner(blobs[tower]), want, check_texts, quantize, tolerance, images)
         checks[tower]["convert_s"] = round(time.perf_counter() - start, 2)
         if not checks[tower]["passed"]:
-            c = checks[tower]
-            sign = "<=" if c.get("check") == "max_abs_diff" else ">="
-            what = c.get("check", c.get("reason"))
-            raise UserError(
-                f"export check failed: {tower} tower ({quantize}) {what} {c.get('worst', float('nan')):.4g}, "
-                f"needs {sign} {c.get('bound', 0):.4g}; nothing written"
-            )
+            raise check_failed(f"{tower} tower", quantize, checks[tower])
+    if image is not None:
+        blobs[IMAGE_TOWER], checks[IMAGE_TOWER] = image
     names = {t: p.name for t, p in paths.items()}
     written: list[tuple[Path, bytes]] = []
     for tower, path in paths.items():
@@ -215,12 +244,13 @@ def write_tflite(
             "tower": tower,
             "quantization": quantize,
             "tower_files": names,
-            "max_length": base_meta[f"{tower}_max_length"],
+            "max_length": base_meta.get(f"{tower}_max_length"),  # None for the image tower
             "size_bytes": len(blobs[tower]),
             "checks": checks,
             "checks_passed": True,
             "check_texts": len(check_texts),
             "calibration_texts": len((calibration or {}).get(tower, [])),
+            **({"check_images": checks[IMAGE_TOWER]["images"]} if image is not None else {}),
             "runtime": "tensorflow.lite InterpreterWithCustomOps + tensorflow_text SELECT_TFTEXT_OPS",
         }
         written += [(path, blobs[tower]), (meta_path(path), json.dumps(meta, indent=2).encode())]

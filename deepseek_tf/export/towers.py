@@ -1,4 +1,5 @@
-"""`export_tflite`: a dual encoder's towers (or a cross-encoder) as verified raw-string `.tflite` files."""
+"""`export_tflite`: a dual encoder's towers (or a cross-encoder) as verified raw-string `.tflite` files;
+a model with an image backbone gets its image tower beside them (`export.image_tower`)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import tempfile
 from pathlib import Path
 
 from deepseek_tf.errors import UserError
+from deepseek_tf.export.image_tower import check_calibration_images, convert_image_tower
 from deepseek_tf.export.publish import check_not_model, check_output_files, removed_on_failure
 from deepseek_tf.export.saved_model import (
     HELD_TEXTS,
@@ -47,8 +49,20 @@ class PreparedExport:
             )
 
     def write(self, output: str | Path, quantize: str, calibration=None, tolerance: float | None = None) -> dict:
+        reader = self.reference.image_reader
+        image = (
+            None if reader is None else convert_image_tower(self.saved_model, reader, quantize, calibration, tolerance)
+        )
         return write_tflite(
-            self.saved_model, self.reference, output, quantize, HELD_TEXTS, self.base_meta, calibration, tolerance
+            self.saved_model,
+            self.reference,
+            output,
+            quantize,
+            HELD_TEXTS,
+            self.base_meta,
+            calibration,
+            tolerance,
+            image,
         )
 
     def close(self) -> None:
@@ -63,7 +77,8 @@ def export_tflite(
     tolerance: float | None = None,
     overwrite: bool = False,
 ) -> dict:
-    """Writes PREFIX.query.tflite / PREFIX.doc.tflite (+ .json metadata) after verifying them.
+    """Writes PREFIX.query.tflite / PREFIX.doc.tflite (+ PREFIX.image.tflite for a model with an
+    image backbone; .json metadata beside each) after verifying them.
 
     Existing files are replaced only when they are a previous export (their .json beside them)
     or with `overwrite`."""
@@ -71,11 +86,14 @@ def export_tflite(
         raise UserError(f"--quantize must be one of {', '.join(QUANT_MODES)}, got {quantize!r}")
     if quantize == "int8" and dataset is None:
         raise UserError("--quantize int8 needs --dataset DIR (texts to calibrate activations on)")
-    check_not_model(model, [cross_path(output), *tower_paths(output).values()])
+    check_not_model(model, [cross_path(output), *tower_paths(output, image=True).values()])
     calibration = calibration_texts(dataset) if quantize == "int8" else None
     loaded = load_for_export(model)
     cross = loaded[2].model.kind == "cross_encoder"
-    check_output_files([cross_path(output)] if cross else list(tower_paths(output).values()), overwrite)
+    image = getattr(loaded[0], "image_encoder", None) is not None
+    check_output_files([cross_path(output)] if cross else list(tower_paths(output, image).values()), overwrite)
+    if image:
+        check_calibration_images(quantize, calibration)
     if cross:
         source = weights_fingerprint(Path(model)) if Path(str(model)).is_dir() else None
         return _export_cross_tflite(*loaded, output, quantize, calibration, tolerance, source)

@@ -33,6 +33,7 @@ class Embedder:
     fingerprint = ""
     image_dim: int | None = None  # the length of the image vectors its document tower reads, if any
     image_reader: ImageReader | None = None  # image files -> those vectors, for a model with an image backbone
+    image_backbone: str | None = None  # an export's model.image_backbone ("none" or None: it reads no image files)
 
     @property
     def engine(self) -> str:
@@ -52,6 +53,8 @@ class Embedder:
     ) -> np.ndarray:
         """Encodes in length-sorted batches (padding stays small); rows keep the input order.
         `images` (documents of an embedder with `image_dim`): (N, image_dim) vectors, (N,) mask."""
+        if tower == "doc":
+            self.refuse_without_image_reader()
         if not texts:
             return np.zeros((0, 0), np.float32)
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
@@ -73,6 +76,17 @@ class Embedder:
                 out = np.zeros((len(texts), vecs.shape[-1]), np.float32)
             out[idx] = vecs
         return out
+
+    def refuse_without_image_reader(self) -> None:
+        """A model trained on image files whose export cannot read them (one made before exports
+        carried the backbone) would read `image_embedding`, which such corpora lack: every document
+        would get the placeholder in place of its image, and retrieval would quietly get worse."""
+        if self.image_backbone not in (None, "none") and self.image_reader is None:
+            raise UserError(
+                f"{self.name}: this model reads documents' image files through its {self.image_backbone} "
+                "backbone, which this export does not carry (no encode_image endpoint or PREFIX.image.tflite); "
+                "export the trained model again"
+            )
 
     def _encode_all(self, batches: list[list[str]], tower: str) -> Iterator[np.ndarray]:
         """Every batch's vectors, in order; an engine that runs several calls at once overrides it."""
@@ -183,7 +197,8 @@ class KerasEmbedder(Embedder):
 
 
 class SavedModelEmbedder(Embedder):
-    """An exported SavedModel with `encode_query` / `encode_doc` string signatures."""
+    """An exported SavedModel with `encode_query` / `encode_doc` string signatures; a model with
+    an image backbone has `encode_image(pixels)` too, which is its `image_reader`."""
 
     def __init__(self, path: Path):
         self.name, self.loaded = path.name, load_exported_saved_model(Path(path))
@@ -191,9 +206,17 @@ class SavedModelEmbedder(Embedder):
         for sig in ("encode_query", "encode_doc"):
             if not hasattr(self.loaded, sig):
                 raise UserError(f"{path}: SavedModel has no '{sig}' endpoint (not a deepseek_tf export?)")
-        model_config = json.loads((Path(path) / EXPORT_META).read_text(encoding="utf-8")).get("model_config", {})
+        meta = json.loads((Path(path) / EXPORT_META).read_text(encoding="utf-8"))
+        model_config = meta.get("model_config", {})
         if "image" in model_config.get("doc_inputs", ()):  # encode_doc(text, image_embedding, image_mask)
             self.image_dim = int(model_config["image_dim"])
+        self.image_backbone = model_config.get("image_backbone")
+        if hasattr(self.loaded, "encode_image") and self.image_dim is not None:
+            encode = self.loaded.encode_image
+            size = int(meta.get("image_size", model_config.get("image_size", 0)))
+            self.image_reader = ImageReader(
+                lambda pixels: encode(tf.constant(np.asarray(pixels, np.float32))).numpy(), size, self.image_dim
+            )
 
     @property
     def engine(self) -> str:

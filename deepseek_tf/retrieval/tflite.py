@@ -20,18 +20,21 @@ from pathlib import Path
 
 import numpy as np
 
+from deepseek_tf.data.image_files import ImageReader
 from deepseek_tf.errors import UserError
 from deepseek_tf.retrieval.embedders import Embedder
 from deepseek_tf.retrieval.engines import default_threads
 
 TOWERS = ("query", "doc")
+IMAGE_TOWER = "image"  # a model with an image backbone: pixels -> image vectors, beside the towers
 
 
-def tower_paths(output: str | Path) -> dict[str, Path]:
-    """`export/minilm` or `export/minilm.tflite` -> {"query": export/minilm.query.tflite, ...}."""
+def tower_paths(output: str | Path, image: bool = False) -> dict[str, Path]:
+    """`export/minilm` or `export/minilm.tflite` -> {"query": export/minilm.query.tflite, ...};
+    with `image`, "image": export/minilm.image.tflite as well."""
     output = Path(output)
     prefix = output.with_suffix("") if output.suffix == ".tflite" else output
-    return {t: prefix.with_name(f"{prefix.name}.{t}.tflite") for t in TOWERS}
+    return {t: prefix.with_name(f"{prefix.name}.{t}.tflite") for t in (*TOWERS, *[IMAGE_TOWER] * image)}
 
 
 def meta_path(tflite_path: str | Path) -> Path:
@@ -137,6 +140,35 @@ class TFLiteRunner:
         return np.array(self.interpreter.get_tensor(self.output), np.float32)  # (N, D), a copy
 
 
+class TFLiteImageRunner:
+    """An image backbone's file: pixels float32[N, size, size, 3] (RGB in [0, 255]) -> (N, dim)
+    float32; re-allocates only when the batch size changes. Builtin ops only (no tokenizer)."""
+
+    def __init__(self, model_content: bytes, num_threads: int | None = None, source: str | Path = "TFLite model"):
+        self.interpreter = _interpreter(model_content, num_threads, source)
+        inputs, outputs = self.interpreter.get_input_details(), self.interpreter.get_output_details()
+        shape = [int(d) for d in inputs[0]["shape_signature"]] if len(inputs) == 1 else []
+        if len(shape) != 4 or shape[0] != -1 or shape[3] != 3 or shape[1] != shape[2] or len(outputs) != 1:
+            raise UserError(f"{source}: not a deepseek_tf TFLite image tower (expected pixels [-1, size, size, 3])")
+        self.size, self.dim = shape[1], int(outputs[0]["shape_signature"][-1])
+        self.input, self.output = inputs[0]["index"], outputs[0]["index"]
+        self.batch = -1
+
+    def __call__(self, pixels) -> np.ndarray:
+        pixels = np.asarray(pixels, np.float32)
+        if len(pixels) != self.batch:
+            with native_stderr_silenced():  # delegates are (re)applied here
+                self.interpreter.resize_tensor_input(self.input, [len(pixels), self.size, self.size, 3])
+                self.interpreter.allocate_tensors()
+            self.batch = len(pixels)
+        self.interpreter.set_tensor(self.input, pixels)
+        self.interpreter.invoke()
+        return np.array(self.interpreter.get_tensor(self.output), np.float32)  # (N, dim), a copy
+
+    def reader(self) -> ImageReader:
+        return ImageReader(self, self.size, self.dim)
+
+
 QUANT_NAMES = {"none": "float32", "float16": "float16", "dynamic": "dynamic int8", "int8": "int8"}
 
 
@@ -145,7 +177,8 @@ class TFLiteEmbedder(Embedder):
 
     `path` is either tower's file; the metadata JSON beside it names the other tower's
     file, so `PREFIX.query.tflite` alone loads the pair. A file without metadata serves
-    both towers.
+    both towers. A model with an image backbone has a third file, `PREFIX.image.tflite`, named
+    there too: it is the embedder's `image_reader`.
     """
 
     def __init__(self, path: str | Path, num_threads: int | None = None):
@@ -155,12 +188,12 @@ class TFLiteEmbedder(Embedder):
         self.name = path.name
         self.meta = read_meta(path)
         files = {t: path.with_name(n) for t, n in self.meta.get("tower_files", {}).items()}
-        files = {t: files.get(t, path) for t in TOWERS}
+        files = {t: files.get(t, path) for t in TOWERS} | {t: f for t, f in files.items() if t == IMAGE_TOWER}
         missing = [str(f) for f in files.values() if not f.is_file()]
         if missing:
             raise UserError(f"{path}: its metadata names {missing[0]}, which is missing")
         blobs = {t: f.read_bytes() for t, f in files.items()}
-        self.fingerprint = _blob_hash(blobs["query"] + blobs["doc"])
+        self.fingerprint = _blob_hash(b"".join(blobs.values()))  # query, doc (, image): text-only hashes as before
         self.runners = {"query": TFLiteRunner(blobs["query"], num_threads, files["query"])}
         self.runners["doc"] = (
             self.runners["query"]
@@ -168,6 +201,9 @@ class TFLiteEmbedder(Embedder):
             else TFLiteRunner(blobs["doc"], num_threads, files["doc"])
         )
         self.image_dim = self.runners["doc"].image_dim
+        self.image_backbone = self.meta.get("model_config", {}).get("image_backbone")
+        if IMAGE_TOWER in blobs:
+            self.image_reader = TFLiteImageRunner(blobs[IMAGE_TOWER], num_threads, files[IMAGE_TOWER]).reader()
 
     @property
     def engine(self) -> str:
