@@ -34,7 +34,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--output",
         required=True,
         help="directory (saved_model) or path prefix (tflite: PREFIX.query.tflite + PREFIX.doc.tflite "
-        "for a dual encoder, PREFIX.tflite for a cross-encoder; .json metadata beside each)",
+        "for a dual encoder, + PREFIX.image.tflite when it reads image files, PREFIX.tflite for a "
+        "cross-encoder; .json metadata beside each)",
     )
     p.add_argument(
         "--tolerance",
