@@ -26,8 +26,9 @@ from deepseek_tf.data.beir import Dropped, file_sha256, normalize_text
 from deepseek_tf.errors import UserError, cli_entry
 from deepseek_tf.index.build import build_index
 from deepseek_tf.index.built import load_built_index
-from deepseek_tf.index.corpus import check_corpus, iter_documents
+from deepseek_tf.index.corpus import check_corpus, iter_records
 from deepseek_tf.index.dense import BACKENDS, check_backend
+from deepseek_tf.index.doc_images import doc_images
 from deepseek_tf.index.finish import MANIFEST
 from deepseek_tf.index.shards import SHARD_DIR
 from deepseek_tf.retrieval.pipeline import MODES, SearchPipeline, exact_dense, fusion_weights
@@ -110,7 +111,9 @@ def in_memory(
     """The pipeline over CORPUS held in memory: encoded now and searched exactly (modes dense and
     hybrid), BM25-indexed now (modes bm25 and hybrid); texts by id for a reranker."""
     dropped = Dropped()
-    docs = list(iter_documents(corpus, dropped))
+    images = doc_images(embedder, corpus)
+    rows = list(iter_records(corpus, dropped, fields=() if images is None else (images.field,)))
+    docs = [(r[0], r[1]) for r in rows]
     if verbose:
         for line in describe_dropped(dropped):
             print(f"warning: {corpus}: {line}", file=sys.stderr)
@@ -125,7 +128,14 @@ def in_memory(
     if mode == "bm25":
         return pipeline  # no model work for a lexical search
     start = time.perf_counter()
-    vectors = embedder.encode_docs([t for _, t in docs], batch_size, progress=verbose and sys.stderr.isatty())
+    inputs = None
+    if images is not None:  # each document's image, checked; those without one counted in one line
+        inputs = images.inputs(rows)
+        missing, absent, example = images.missing(rows)
+        if verbose and missing + absent:
+            print(f"warning: {corpus}: {images.warning(missing, absent, len(rows), example)}", file=sys.stderr)
+    progress = verbose and sys.stderr.isatty()
+    vectors = embedder.encode_docs([t for _, t in docs], batch_size, progress=progress, images=inputs)
     took = time.perf_counter() - start
     if verbose:
         print(
