@@ -187,25 +187,39 @@ def serve_argv(index: Path, flags: list[str], threads: int) -> list[str]:
     return ["-m", "deepseek_tf.cli", "serve", "--index", str(index), "--port", "0", "--threads", str(threads), *flags]
 
 
+def search_bodies(queries: list[str], args, stream: str, seed: int):
+    """Row i's /search bodies: `args.requests` queries, each row's own (`unique`: none repeated
+    across rows; `zipf`: popular queries repeat, as a cache sees them)."""
+    if stream == "unique":
+        return lambda i: [
+            {"query": q, "k": 10} for q in unique_stream(queries, args.requests, seed, (i + 1) * args.requests)
+        ]
+    return lambda i: [{"query": q, "k": 10} for q in zipf_stream(queries, args.requests, 1.1, seed, i + 1)]
+
+
+def served_rows(argv: list[str], bodies_for, concurrencies: list[int], args, httpx_at: tuple[int, ...] = ()):
+    """(load rows, /health, the server's log lines) of one server started with ARGV."""
+    server = Server(argv)
+    try:
+        rows = load_rows(server, bodies_for, concurrencies, args, httpx_at)
+        health = __import__("httpx").get(server.url + "/health", timeout=30).json()
+    finally:
+        server.stop()
+    return rows, health, server.lines
+
+
 def bench_qbqtc(args, queries: list[str], concurrencies: list[int]) -> dict:
     index = qbqtc_index(args)
-    sections = []
+    sections, health = [], {}
     for name, flags, stream in CONFIGS:
         log(f"QBQTC index, {name}, {stream} queries")
-        server = Server(serve_argv(index, flags, args.threads))
-        try:
-            if stream == "unique":
-                bodies_for = lambda i: [
-                    {"query": q, "k": 10} for q in unique_stream(queries, args.requests, 0, (i + 1) * args.requests)
-                ]  # noqa: E731
-            else:
-                bodies_for = lambda i: [
-                    {"query": q, "k": 10} for q in zipf_stream(queries, args.requests, 1.1, 0, i + 1)
-                ]  # noqa: E731
-            rows = load_rows(server, bodies_for, concurrencies, args, httpx_at=(32,) if stream == "unique" else ())
-            health = __import__("httpx").get(server.url + "/health", timeout=30).json()
-        finally:
-            server.stop()
+        rows, health, _ = served_rows(
+            serve_argv(index, flags, args.threads),
+            search_bodies(queries, args, stream, 0),
+            concurrencies,
+            args,
+            httpx_at=(32,) if stream == "unique" else (),
+        )
         sections.append({"config": name, "flags": flags, "stream": stream, "rows": rows})
     return {
         "index": str(index),
@@ -222,16 +236,12 @@ def bench_engines(args, queries: list[str], concurrencies: list[int]) -> dict:
     sections = []
     for name, engine in ENGINE_ROWS:
         log(f"QBQTC index, query encoder on {name}")
-        server = Server(serve_argv(index, ["--no-cache", "--engine", engine], args.threads))
-        try:
-            bodies_for = lambda i: [
-                {"query": q, "k": 10} for q in unique_stream(queries, args.requests, 3, (i + 1) * args.requests)
-            ]  # noqa: E731
-            rows = load_rows(server, bodies_for, concurrencies, args)
-        finally:
-            server.stop()
-        said = next((m[1] for m in map(re.compile(r" on (.+)\) on http://").search, server.lines) if m), None)
-        sections.append({"config": name, "flags": ["--engine", engine], "stream": "unique", "rows": rows, "said": said})
+        flags = ["--no-cache", "--engine", engine]
+        rows, _, lines = served_rows(
+            serve_argv(index, flags, args.threads), search_bodies(queries, args, "unique", 3), concurrencies, args
+        )
+        said = next((m[1] for m in map(re.compile(r" on (.+)\) on http://").search, lines) if m), None)
+        sections.append({"config": name, "flags": flags, "stream": "unique", "rows": rows, "said": said})
     return {"index": str(index), "sections": sections}
 
 
@@ -252,26 +262,9 @@ def bench_ann(args, queries: list[str], concurrencies: list[int]) -> dict:
         ("batching on, cache off", ["--no-cache"]),
     ):
         log(f"synthetic {args.ann_n}-vector index, {name}")
-        server = Server(
-            [
-                "-m",
-                "deepseek_tf.bench.synthetic",
-                "--ann",
-                str(path),
-                "--model",
-                args.model,
-                "--threads",
-                str(args.threads),
-                *flags,
-            ]
-        )
-        try:
-            bodies_for = lambda i: [
-                {"query": q, "k": 10} for q in unique_stream(queries, args.requests, 1, (i + 1) * args.requests)
-            ]  # noqa: E731
-            rows = load_rows(server, bodies_for, concurrencies, args)
-        finally:
-            server.stop()
+        argv = ["-m", "deepseek_tf.bench.synthetic", "--ann", str(path), "--model", args.model]
+        argv += ["--threads", str(args.threads), *flags]
+        rows, _, _ = served_rows(argv, search_bodies(queries, args, "unique", 1), concurrencies, args)
         sections.append({"config": name, "flags": flags, "stream": "unique", "rows": rows})
     return {
         "n": args.ann_n,
