@@ -35,14 +35,11 @@ class Fx:
 
 
 @pytest.fixture(scope="module")
-def fx(tiny_beir, tiny_run, tmp_path_factory) -> Fx:
-    from deepseek_tf.export.saved_model import export_saved_model
+def fx(tiny_beir, tiny_run, tiny_saved_model, tmp_path_factory) -> Fx:
     from deepseek_tf.export.towers import export_tflite
 
-    out = tmp_path_factory.mktemp("exports")
-    export_saved_model(tiny_run / "model", out / "sm")
-    result = export_tflite(tiny_run / "model", out / "tiny")
-    return Fx(tiny_beir, tiny_run, out / "sm", Path(result["paths"]["query"]))
+    result = export_tflite(tiny_run / "model", tmp_path_factory.mktemp("exports") / "tiny")
+    return Fx(tiny_beir, tiny_run, tiny_saved_model, Path(result["paths"]["query"]))
 
 
 # ---------------------------------------------------------------------------- input builders
@@ -461,7 +458,7 @@ def _snapshot(root: Path) -> dict[str, str]:
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_bad_input_fails_in_one_line_and_leaves_everything_as_it_was(case: Case, fx: Fx, tmp_path: Path):
     argv, names = case.build(fx, tmp_path)
-    shared = {p: _snapshot(p) for p in (fx.run, fx.saved_model.parent)}
+    shared = {p: _snapshot(p) for p in (fx.run, fx.saved_model, fx.tflite.parent)}
     before = _snapshot(tmp_path)
     result = run_cli_here("deepseek_tf.cli", *argv)
     lines = result.stderr.strip().splitlines()

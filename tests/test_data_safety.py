@@ -49,21 +49,14 @@ class Fx:
 
 
 @pytest.fixture(scope="module")
-def fx(tiny_beir, tiny_run, tmp_path_factory) -> Fx:
-    from deepseek_tf.config import load_config
-    from deepseek_tf.export.saved_model import export_saved_model
+def fx(tiny_beir, tiny_run, tiny_saved_model, tiny_ce_run, tmp_path_factory) -> Fx:
     from deepseek_tf.export.towers import export_tflite
     from deepseek_tf.index import build_index
-    from deepseek_tf.train import train
 
     out = tmp_path_factory.mktemp("safety")
-    export_saved_model(tiny_run / "model", out / "sm")
-    train(
-        load_config(ROOT / "configs" / "cross_encoder_tiny.yaml", [f"data.dataset={tiny_beir}"]), out / "ce", verbose=0
-    )
-    ce_tflite = Path(export_tflite(out / "ce" / "model", out / "ce")["paths"]["score"])
+    ce_tflite = Path(export_tflite(tiny_ce_run / "model", out / "ce")["paths"]["score"])
     build_index(str(tiny_run / "model"), tiny_beir / "corpus.jsonl", out / "idx", shard_size=5, verbose=False)
-    return Fx(tiny_beir, tiny_run, out / "sm", out / "ce" / "model", ce_tflite, out / "idx")
+    return Fx(tiny_beir, tiny_run, tiny_saved_model, tiny_ce_run / "model", ce_tflite, out / "idx")
 
 
 def run(argv: list[str], fsize: int | None = None) -> subprocess.CompletedProcess:
@@ -539,7 +532,7 @@ CASES = [
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_nothing_lost(case: Case, fx: Fx, tmp_path: Path):
     argv, names = case.build(fx, tmp_path)
-    shared = {p: _snapshot(p) for p in (fx.run, fx.beir, fx.index, fx.ce.parent)}
+    shared = {p: _snapshot(p) for p in (fx.run, fx.beir, fx.index, fx.ce.parent, fx.saved_model)}
     mine = lambda: {k: v for k, v in _snapshot(tmp_path).items() if k.split("/")[0] not in case.ignore}
     before = mine()
     result = run(argv, case.fsize)

@@ -146,10 +146,9 @@ def test_distill_weight_adds_margin_mse_to_the_named_loss(tiny_beir):
 
 
 @pytest.fixture(scope="module")
-def teacher(tiny_beir, tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("teacher")
-    train(load_config(TINY_CE, [f"data.dataset={tiny_beir}"]), workdir, verbose=0)
-    return workdir / "model"
+def teacher(tiny_ce_run):
+    """configs/cross_encoder_tiny.yaml trained on tiny_beir (the session's, shared read-only)."""
+    return tiny_ce_run / "model"
 
 
 @pytest.mark.parametrize(

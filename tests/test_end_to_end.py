@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import ROOT, run_cli
+from conftest import ROOT, run_cli, run_cli_here
 
 from deepseek_tf.models.loading import load_trained
 from deepseek_tf.retrieval.artifacts import load_embedder
@@ -27,13 +27,11 @@ def test_train_writes_the_run_layout(tiny_run):
     assert len(history["loss"]) == 2 and all(np.isfinite(history["loss"]))
 
 
-def test_saved_model_reload_matches_keras(tiny_run, tmp_path):
-    from deepseek_tf.export.saved_model import CHECK_TEXTS, export_saved_model
+def test_saved_model_reload_matches_keras(tiny_run, tiny_saved_model):
+    from deepseek_tf.export.saved_model import CHECK_TEXTS
 
-    model_dir = tiny_run / "model"
-    keras_emb = load_embedder(str(model_dir))
-    export_saved_model(model_dir, tmp_path / "sm")
-    loaded = tf.saved_model.load(str(tmp_path / "sm"))
+    keras_emb = load_embedder(str(tiny_run / "model"))
+    loaded = tf.saved_model.load(str(tiny_saved_model))  # export_saved_model(tiny_run/model), conftest
     texts = CHECK_TEXTS + ["a much longer document about waterproof camping tents " * 5]
     q = loaded.encode_query(tf.constant(texts)).numpy()
     d = loaded.encode_doc(tf.constant(texts)).numpy()
@@ -43,7 +41,7 @@ def test_saved_model_reload_matches_keras(tiny_run, tmp_path):
     # score(query, doc) is the dot product of the two towers' embeddings, row by row
     s = loaded.score(tf.constant(texts[:3]), tf.constant(texts[3:6])).numpy()
     np.testing.assert_allclose(s, np.sum(q[:3] * d[3:6], axis=-1), atol=1e-5)
-    meta = json.loads((tmp_path / "sm" / "deepseek_export.json").read_text())
+    meta = json.loads((tiny_saved_model / "deepseek_export.json").read_text())
     assert meta["checks_passed"] and meta["embedding_dim"] == 32
 
 
@@ -58,43 +56,22 @@ def test_keras_model_save_load_same_outputs(tiny_run):
 
 
 def test_cli_train_evaluate_export(tiny_beir, tmp_path):
+    """The three commands in turn, as `python -m` runs them, in this process (TensorFlow loaded
+    once). A train command in a fresh process, to a log file, is test_console's."""
     work = tmp_path / "run"
-    proc = run_cli(
-        "deepseek_tf.train",
-        "--config",
-        "configs/tiny.yaml",
-        "--set",
-        f"data.dataset={tiny_beir}",
-        "--set",
-        "train.epochs=1",
-        "--workdir",
-        str(work),
-        "--quiet",
-    )
+    train = ["--config", str(ROOT / "configs/tiny.yaml"), "--set", f"data.dataset={tiny_beir}"]
+    train += ["--set", "train.epochs=1"]
+    proc = run_cli_here("deepseek_tf.train", *train, "--workdir", str(work), "--quiet")
     assert proc.returncode == 0, proc.stderr
-    proc = run_cli(
-        "deepseek_tf.evaluate",
-        "--model",
-        str(work / "model"),
-        "--dataset",
-        str(tiny_beir),
-        "--output",
-        str(tmp_path / "r.json"),
-    )
+    evaluate = ["--model", str(work / "model"), "--dataset", str(tiny_beir), "--output", str(tmp_path / "r.json")]
+    proc = run_cli_here("deepseek_tf.evaluate", *evaluate)
     assert proc.returncode == 0, proc.stderr
     report = json.loads((tmp_path / "r.json").read_text())
     dense = report["dense"]
     assert dense["queries"] == 6 and 0.0 <= dense["ndcg@10"] <= 1.0
     assert dense["recall@100"] == 1.0  # 24 documents: every relevant one is in the top 100
-    proc = run_cli(
-        "deepseek_tf.export",
-        "--model",
-        str(work / "model"),
-        "--format",
-        "saved_model",
-        "--output",
-        str(tmp_path / "sm"),
-    )
+    export = ["--model", str(work / "model"), "--format", "saved_model", "--output", str(tmp_path / "sm")]
+    proc = run_cli_here("deepseek_tf.export", *export)
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "sm" / "saved_model.pb").is_file()
 

@@ -2,7 +2,7 @@ import json
 import types
 
 import pytest
-from conftest import ROOT, run_cli
+from conftest import ROOT, run_cli, run_cli_here
 
 from deepseek_tf.errors import UserError
 from deepseek_tf.evaluate import report as evaluate_module
@@ -15,19 +15,8 @@ SPEC_KEYS = METRIC_KEYS + ("queries", "latency_ms_p50", "latency_ms_p95", "docs_
 
 def test_cli_dense_bm25_hybrid_rows_json_and_plot(tiny_run, tiny_beir, tmp_path):
     out, png = tmp_path / "r.json", tmp_path / "r.png"
-    proc = run_cli(
-        "deepseek_tf.evaluate",
-        "--model",
-        str(tiny_run / "model"),
-        "--dataset",
-        str(tiny_beir),
-        "--baseline",
-        "bm25",
-        "--output",
-        str(out),
-        "--plot",
-        str(png),
-    )
+    args = ["--model", str(tiny_run / "model"), "--dataset", str(tiny_beir), "--baseline", "bm25"]
+    proc = run_cli_here("deepseek_tf.evaluate", *args, "--output", str(out), "--plot", str(png))
     assert proc.returncode == 0, proc.stderr
     rows = [line.split("|")[1].strip() for line in proc.stdout.splitlines() if line.startswith("| ")]
     assert rows == ["system", "dense", "bm25", "hybrid"]

@@ -151,13 +151,32 @@ def reranker_run(tiny_sp_bert, chinese_beir, tmp_path_factory) -> Path:
     return workdir
 
 
-def test_pair_ids_carry_the_e5_prefixes_and_the_pieces_of_each_half():
+@pytest.fixture(scope="module")
+def served_int8(reranker_run, tmp_path_factory) -> tuple[Path, str, list[str]]:
+    """`serve --rerank RUN/model` on a copy of the trained run: its dynamic-int8 TFLite export,
+    made once (in a child process) for the serving test and the export checks alike.
+    (the model dir, the file serving_reranker returned, what it said)"""
+    from deepseek_tf.export.serving import serving_reranker
+
+    model = tmp_path_factory.mktemp("served") / "run" / "model"
+    shutil.copytree(reranker_run / "model", model)
+    said: list[str] = []
+    return model, serving_reranker(str(model), say=said.append), said
+
+
+@pytest.fixture(scope="module")
+def e5_tokenizer():
+    """e5's SentencePiece tokenizer with its prefixes (read once: building it takes seconds)."""
+    from deepseek_tf.text.sentencepiece import SentencePieceTokenizer
+
+    return SentencePieceTokenizer.from_dir(_e5_dir()).set_prefixes("query: ", "passage: ")
+
+
+def test_pair_ids_carry_the_e5_prefixes_and_the_pieces_of_each_half(e5_tokenizer):
     """`<s> query: Q </s> passage: T </s>`: each half's ids are exactly the tower tokenizer's."""
     import tensorflow as tf
 
-    from deepseek_tf.text.sentencepiece import SentencePieceTokenizer
-
-    tok = SentencePieceTokenizer.from_dir(_e5_dir()).set_prefixes("query: ", "passage: ")
+    tok = e5_tokenizer
     q, d = "iphone 15 手机壳", "透明防摔 手机壳"
     pair = tok.pairs(tf.constant([q]), tf.constant([d]), 64)
     q_ids = tok.tower(tf.constant([q]), 64, "query")["token_ids"][0].numpy().tolist()  # <s> query: q </s>
@@ -169,14 +188,13 @@ def test_pair_ids_carry_the_e5_prefixes_and_the_pieces_of_each_half():
     assert tok.cls_id == ids[0] == 0 and ids.count(tok.sep_id) == 2
 
 
-def test_lite_tokenizer_gives_the_same_pairs():
+def test_lite_tokenizer_gives_the_same_pairs(e5_tokenizer):
     """The exported graph's tokenizer (ops with TFLite kernels) builds the same pair ids."""
     import tensorflow as tf
 
-    from deepseek_tf.text.sentencepiece import SentencePieceTokenizer
     from deepseek_tf.text.sentencepiece_lite import for_tflite
 
-    tok = SentencePieceTokenizer.from_dir(_e5_dir()).set_prefixes("query: ", "passage: ")
+    tok = e5_tokenizer
     lite = for_tflite(tok)
     queries = ["轻便笔记本", "summer dress", "", "iphone 15 手机壳 ", "Café naïve"]
     docs = ["华为手机壳 硅胶", "", "游戏笔记本 高性能 " * 20, "夏季连衣裙", "北京天气预报 一周"]
@@ -201,8 +219,9 @@ def test_freeze_embeddings_keeps_the_table_and_trains_the_rest(reranker_run, tin
     assert not np.allclose(query_kernel, initial)
 
 
-def test_reranker_scores_alike_in_keras_savedmodel_and_tflite(reranker_run, tmp_path):
-    """Both exports carry the SentencePiece tokenizer and the prefixes: raw text in, Keras's scores out."""
+def test_reranker_scores_alike_in_keras_savedmodel_and_tflite(reranker_run, served_int8, tmp_path):
+    """Both exports carry the SentencePiece tokenizer and the prefixes: raw text in, Keras's scores out.
+    The dynamic-int8 export checked here is the one serving made of the same model's bytes."""
     from deepseek_tf.export.cross import export_cross_encoder
     from deepseek_tf.export.towers import export_tflite
     from deepseek_tf.models.loading import load_trained
@@ -213,7 +232,6 @@ def test_reranker_scores_alike_in_keras_savedmodel_and_tflite(reranker_run, tmp_
     assert (tokenizer.query_prefix, tokenizer.doc_prefix) == ("query: ", "passage: ")
     export_cross_encoder(model, tokenizer, config, tmp_path / "sm")
     export_tflite(str(model_dir), tmp_path / "ce", "none")
-    export_tflite(str(model_dir), tmp_path / "ce8", "dynamic")
     queries = ["轻便笔记本", "iphone 15 手机壳", "summer dress", "", "迪士尼"]
     docs = ["轻便笔记本电脑 14寸 学生", "华为手机壳 硅胶", "夏季连衣裙 碎花 雪纺", "北京天气预报", ""]
     want = Reranker.load(str(model_dir)).score_pairs(queries, docs)
@@ -221,7 +239,9 @@ def test_reranker_scores_alike_in_keras_savedmodel_and_tflite(reranker_run, tmp_
     for path, bound in ((tmp_path / "sm", 1e-5), (tmp_path / "ce.tflite", 1e-4)):
         got = Reranker.load(str(path)).score_pairs(queries, docs)
         assert np.max(np.abs(got - want)) <= bound, path
-    meta = json.loads((tmp_path / "ce8.json").read_text())
+    served, int8, _ = served_int8
+    assert (served / "model.keras").read_bytes() == (model_dir / "model.keras").read_bytes()
+    meta = json.loads(Path(int8).with_suffix(".json").read_text())
     check = meta["checks"]["score"]
     assert meta["quantization"] == "dynamic" and check["passed"] and check["spearman"] > 0.9
 
@@ -281,7 +301,7 @@ def test_mining_with_a_model_reports_progress_in_a_log(tiny_run, tiny_beir, caps
     assert "encoding docs" in err and "encoding queries" in err, err
 
 
-def test_serve_reranks_a_trained_dir_through_its_int8_export(reranker_run, tmp_path, monkeypatch, capsys):
+def test_serve_reranks_a_trained_dir_through_its_int8_export(served_int8, tmp_path, monkeypatch, capsys):
     """serve --rerank RUN/model: exported once to RUN/tflite/rerank_int8.tflite, reused while the
     model's bytes stay the same, exported again when they change; the service loads that file."""
     from deepseek_tf.errors import UserError
@@ -290,25 +310,25 @@ def test_serve_reranks_a_trained_dir_through_its_int8_export(reranker_run, tmp_p
     from deepseek_tf.serve import service as service_lib
     from deepseek_tf.serve.cli import main
 
-    model = tmp_path / "run" / "model"
-    shutil.copytree(reranker_run / "model", model)
-    said: list[str] = []
-    got = serving_reranker(str(model), say=said.append)
-    target = int8_path(model)
-    assert got == str(target) == str(tmp_path / "run" / "tflite" / "rerank_int8.tflite")
-    assert said[0].startswith("exporting") and json.loads(target.with_suffix(".json").read_text())["checks_passed"]
+    served, got, said = served_int8  # the first call, on a run without an export
+    assert got == str(int8_path(served)) == str(served.parent / "tflite" / "rerank_int8.tflite")
+    assert said[0].startswith("exporting") and json.loads(Path(got).with_suffix(".json").read_text())["checks_passed"]
     scores = Reranker.load(got).score_pairs(["轻便笔记本", "summer dress"], ["轻便笔记本电脑 14寸 学生", "华为手机壳"])
     assert np.all(np.isfinite(scores))
 
+    shutil.copytree(served.parent, tmp_path / "run")  # the run and its export: changed below
+    model, target = tmp_path / "run" / "model", int8_path(tmp_path / "run" / "model")
+    assert target == tmp_path / "run" / "tflite" / "rerank_int8.tflite"
     made = target.stat().st_mtime_ns
-    said.clear()
-    assert serving_reranker(str(model), say=said.append) == got and target.stat().st_mtime_ns == made
-    assert not any(line.startswith("exporting") for line in said)  # reused
+    said = []
+    assert serving_reranker(str(model), say=said.append) == str(target) and target.stat().st_mtime_ns == made
+    assert said and not any(line.startswith("exporting") for line in said)  # reused
 
     with (model / "config.yaml").open("a") as f:  # other bytes: another model, its export is stale
         f.write("# changed\n")
     said.clear()
-    assert serving_reranker(str(model), say=said.append) == got and said[0].startswith("exporting")
+    assert serving_reranker(str(model), say=said.append) == str(target) and said[0].startswith("exporting")
+    assert target.stat().st_mtime_ns != made
     assert serving_reranker(str(model), runtime="keras") == str(model)
 
     opened = []

@@ -11,10 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import run_cli_here
-from test_multimodal import CONFIG, TINY
+from conftest import reuse_embedders, run_cli_here
 
-from deepseek_tf.bench.catalogue import catalogue, write_beir
 from deepseek_tf.data.corpus import iter_documents
 from deepseek_tf.data.images import image_inputs
 from deepseek_tf.errors import UserError
@@ -34,24 +32,17 @@ def write_corpus(path: Path, records: list[dict]) -> Path:
 
 
 @pytest.fixture(scope="module")
-def records() -> list[dict]:
-    """18 products, 3 of them without an image vector."""
-    corpus, _, _ = catalogue(seed=1, types=3, colours=3, per_combo=2, image_dim=DIM, missing=0.25)
+def records(image_vector_shop) -> list[dict]:
+    """18 products, 3 of them without an image vector (read-only)."""
+    corpus = image_vector_shop[1]
     assert 0 < sum("image_embedding" not in r for r in corpus) < len(corpus)
     return corpus
 
 
 @pytest.fixture(scope="module")
-def model(records, tmp_path_factory) -> str:
+def model(image_vector_run) -> str:
     """A multimodal dual encoder trained for one step (only its wiring matters here)."""
-    from deepseek_tf.config import load_config
-    from deepseek_tf.train import train
-
-    base = tmp_path_factory.mktemp("mm_index")
-    _, queries, qrels = catalogue(seed=1, types=3, colours=3, per_combo=2, image_dim=DIM, missing=0.25)
-    data = write_beir(base / "data", records, queries, qrels)
-    train(load_config(CONFIG, [f"data.dataset={data}", *TINY, "train.steps_per_epoch=1"]), base / "run", verbose=0)
-    return str(base / "run" / "model")
+    return str(image_vector_run / "model")
 
 
 @pytest.fixture(scope="module")
@@ -59,6 +50,15 @@ def embedder(model):
     from deepseek_tf.retrieval.artifacts import load_embedder
 
     return load_embedder(model)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def loaded_once(model, embedder):
+    """What loads MODEL in this module (index, LiveIndex, the service, Beam) gets `embedder`,
+    loaded once above: the tests here are about images, not loading."""
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        reuse_embedders(monkeypatch, {model: embedder})
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -146,19 +146,30 @@ def test_stored_only_when_fields_names_it(model, records, tmp_path):
     }
 
 
-@pytest.mark.parametrize("value, said", BAD)
-def test_bad_vector_in_the_last_shard_stops_the_build_before_it_writes(model, records, tmp_path, value, said):
-    bad = [dict(r) for r in records]
-    bad[-1]["image_embedding"] = value  # shard 5 of 6: found by the scan before shard 0 is encoded
-    corpus = write_corpus(tmp_path / "corpus.jsonl", bad)
-    out = tmp_path / "index"
-    args = ["index", "--model", model, "--corpus", str(corpus), "--output", str(out), "--shard-size", "3"]
-    result = run_cli_here("deepseek_tf.cli", *args)
-    assert result.returncode != 0
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and "Traceback" not in result.stderr, result.stderr
-    assert f"'{bad[-1]['_id']}'" in errors[0] and "'image_embedding'" in errors[0] and said in errors[0]
-    assert not out.exists()  # nothing half-built
+def test_bad_vector_in_the_last_shard_stops_the_build_before_it_writes(model, records, tmp_path):
+    """Each bad vector, in shard 5 of 6, is found by the scan before shard 0 is encoded: one line
+    naming the document and the field (the `index` command's error line, for the first), nothing
+    half-built."""
+    from deepseek_tf.index import build_index
+
+    for n, (value, said) in enumerate(BAD):
+        bad = [dict(r) for r in records]
+        bad[-1]["image_embedding"] = value
+        corpus, out = write_corpus(tmp_path / f"corpus{n}.jsonl", bad), tmp_path / f"index{n}"
+        if n == 0:
+            args = ["index", "--model", model, "--corpus", str(corpus), "--output", str(out), "--shard-size", "3"]
+            result = run_cli_here("deepseek_tf.cli", *args)
+            assert result.returncode != 0
+            errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+            assert len(errors) == 1 and "Traceback" not in result.stderr, result.stderr
+            message = errors[0]
+        else:
+            with pytest.raises(UserError) as e:
+                build_index(model, corpus, out, shard_size=3, verbose=False)
+            message = str(e.value)
+            assert "\n" not in message
+        assert f"'{bad[-1]['_id']}'" in message and "'image_embedding'" in message and said in message
+        assert not out.exists()  # nothing half-built
 
 
 def test_a_resumed_build_is_refused_before_it_touches_the_shards(built, model, records, tmp_path):

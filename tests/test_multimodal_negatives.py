@@ -7,8 +7,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import ROOT
-from test_multimodal import CONFIG, TINY  # configs/products_multimodal.yaml at 8-d images, 4 pairs a batch
+from conftest import MULTIMODAL_CONFIG as CONFIG
+from conftest import MULTIMODAL_TINY as TINY  # products_multimodal.yaml: 8-d images, 4 pairs a batch, 1 step
+from conftest import ROOT, image_file_settings
 
 from deepseek_tf.bench.catalogue import catalogue, write_beir
 from deepseek_tf.config import load_config
@@ -127,40 +128,51 @@ def _check_negatives(seen: list[dict], docs: dict[str, tuple], mined) -> list[tu
     return rows
 
 
-def test_mined_negatives_reach_the_model_with_their_own_images(shop, tmp_path, monkeypatch):
-    """bm25 negatives, two a pair, trained with GradCache micro-batches: every negative in every
+@pytest.fixture(scope="module")
+def self_mined(shop, tmp_path_factory) -> dict:
+    """A fused model trained on SHOP with the negatives it mines itself (data.negatives_from self,
+    two a pair) in GradCache micro-batches, watched: {"config", "history", "seen": every batch that
+    reached DualEncoder.call with negatives, "tokenizer", "given": the images each mining pass was
+    given, "mined": the pairs mined, "model": its model dir}."""
+    from deepseek_tf.retrieval import mining
+    from deepseek_tf.train import train, trainer
+
+    given, mined = [], []
+    workdir = tmp_path_factory.mktemp("self_mined")
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        score = mining.score_matrix_dense
+        spy = lambda *a, **k: given.append(k.get("images")) or score(*a, **k)
+        monkeypatch.setattr(mining, "score_matrix_dense", spy)
+        keep = trainer.mined_pairs
+        monkeypatch.setattr(trainer, "mined_pairs", lambda *a, **k: mined.append(keep(*a, **k)) or mined[-1])
+        seen, tok = _spy_on_negatives(monkeypatch), _spy_on_tokenizer(monkeypatch)
+        config = _config(shop, "data.negatives_from=self", "train.accumulation_steps=2", "train.steps_per_epoch=2")
+        history = train(config, workdir, verbose=0)
+    return {
+        "config": config,
+        "history": history,
+        "seen": seen,
+        "tokenizer": tok["tokenizer"],
+        "given": given,
+        "mined": mined,
+        "model": workdir / "model",
+    }
+
+
+def test_mined_negatives_reach_the_model_with_their_own_images(self_mined, shop):
+    """Mined negatives, two a pair, trained with GradCache micro-batches: every negative in every
     batch the model sees is the text and image (or placeholder mask) of one document, and
     together they are the negatives mined for that row's pair."""
-    from deepseek_tf.retrieval.mining import mine
-    from deepseek_tf.train import train
-
-    seen, tok = _spy_on_negatives(monkeypatch), _spy_on_tokenizer(monkeypatch)
-    config = _config(shop, "train.batch_size=4", "train.accumulation_steps=2")
-    history = train(config, tmp_path / "run", verbose=0)
+    config, history, seen, mined = (self_mined[k] for k in ("config", "history", "seen", "mined"))
     assert history["steps"] == [config.train.steps_per_epoch] and np.all(np.isfinite(history["loss"]))
-
-    d = config.data
-    ds = load_beir(shop, "train")
-    mined = mine(
-        ds,
-        "bm25",
-        d.mine_top_k,
-        d.mine_skip_top,
-        d.mine_margin,
-        d.min_label,
-        config.train.seed,
-        d.use_title,
-        per_pair=d.hard_negatives,
-        judged=d.judged_negatives,
-        analyzer=d.analyzer,
-    )
     # steps x 2 micro-batches x 2 passes, each micro-batch 2 pairs with 2 negatives: (2, 2, length)
     steps = config.train.steps_per_epoch
     assert len(seen) == 4 * steps and all(
         b["neg"].shape[:2] == (2, 2) and b["neg_image"].shape == (2, 2, 8) for b in seen
     )
-    docs = _documents(shop, config, tok["tokenizer"])
-    rows = _check_negatives(seen, docs, [(pos, negs) for _, pos, negs in mined.pair_ids])
+    docs = _documents(shop, config, self_mined["tokenizer"])
+    assert len(mined) == 1
+    rows = _check_negatives(seen, docs, zip(mined[0].doc_ids, mined[0].neg_ids))
     other_image = sum(n[1] != pos[1] for pos, negs in rows for n in negs)
     placeholder = sum(n[2] == 0.0 for _, negs in rows for n in negs)
     same_text = sum(n[0] == pos[0] and n[1] != pos[1] for pos, negs in rows for n in negs)
@@ -262,41 +274,23 @@ def test_a_fused_model_mines_with_the_corpus_images(shop):
     assert np.abs(read - zeroed).max() > 1e-3
 
 
-def test_self_mining_encodes_the_corpus_with_its_images(shop, tmp_path, monkeypatch):
+def test_self_mining_encodes_the_corpus_with_its_images(self_mined, shop):
     """data.negatives_from self on a fused model: mining gets every corpus document's image (read
-    once, before the workdir), and the negatives reach the model with their own images."""
-    from deepseek_tf.retrieval import mining
-    from deepseek_tf.train import train, trainer
-
-    given, mined = [], []
-    score = mining.score_matrix_dense
-    monkeypatch.setattr(mining, "score_matrix_dense", lambda *a, **k: given.append(k.get("images")) or score(*a, **k))
-    keep = trainer.mined_pairs
-    monkeypatch.setattr(trainer, "mined_pairs", lambda *a, **k: mined.append(keep(*a, **k)) or mined[-1])
-    seen, tok = _spy_on_negatives(monkeypatch), _spy_on_tokenizer(monkeypatch)
-    config = _config(shop, "data.negatives_from=self", "train.steps_per_epoch=1")
-    history = train(config, tmp_path / "run", verbose=0)
-    assert np.all(np.isfinite(history["loss"]))
-
+    once, before the workdir); the negatives reach the model with their own images (above)."""
     ds = load_beir(shop, "train")
     want = doc_images(ds.corpus, list(ds.corpus), 8, warn=False)
+    given = self_mined["given"]
     assert len(given) == 1 and given[0] is not None
     np.testing.assert_array_equal(given[0][0], want[0])
     np.testing.assert_array_equal(given[0][1], want[1])
-    assert len(seen) == 1
-    docs = _documents(shop, config, tok["tokenizer"])
-    _check_negatives(seen, docs, zip(mined[0].doc_ids, mined[0].neg_ids))
 
 
-def test_negatives_from_a_fused_model_and_a_text_only_teacher(shop, tmp_path, monkeypatch):
+def test_negatives_from_a_fused_model_and_a_text_only_teacher(shop, self_mined, tmp_path, monkeypatch):
     """A fused student distils a text-only cross-encoder's margins over negatives that another
-    fused model mined (it reads the corpus's images itself)."""
+    fused model (self_mined's) mined: it reads the corpus's images itself."""
     from deepseek_tf.retrieval import mining
     from deepseek_tf.retrieval.rerank import Reranker
     from deepseek_tf.train import train
-
-    miner = tmp_path / "miner"
-    train(load_config(CONFIG, [f"data.dataset={shop}", *TINY]), miner, verbose=0)  # in-batch negatives only
 
     fused_docs = []
     encode = mining.score_matrix_dense
@@ -314,7 +308,9 @@ def test_negatives_from_a_fused_model_and_a_text_only_teacher(shop, tmp_path, mo
         return tf.cast(tf.strings.length(d), tf.float32)
 
     monkeypatch.setattr(Reranker, "load", classmethod(lambda cls, spec: Reranker(by_length, "len")))
-    config = _config(shop, f"data.negatives_from={miner / 'model'}", f"data.teacher={teacher}", "train.loss=margin_mse")
+    config = _config(
+        shop, f"data.negatives_from={self_mined['model']}", f"data.teacher={teacher}", "train.loss=margin_mse"
+    )
     history = train(config, tmp_path / "student", verbose=0)
     assert fused_docs == [8] and np.all(np.isfinite(history["loss"])) and history["loss"][-1] > 0
     assert (tmp_path / "student" / "teacher_scores.npz").is_file()
@@ -332,31 +328,13 @@ def test_pairs_files_stay_refused(shop, tmp_path):
     assert not (tmp_path / "run").exists()
 
 
-def test_image_files_are_encoded_once_for_self_mining_and_training(tmp_path, monkeypatch):
+def test_image_files_are_encoded_once_for_self_mining_and_training(image_file_shop, tmp_path, monkeypatch):
     """With model.image_backbone, mining with the model itself and training read the same image
     vectors: the backbone encodes each corpus file once, before the workdir."""
-    import keras
-
     from deepseek_tf.data import images as images_lib
     from deepseek_tf.train import train
 
-    corpus, queries, qrels = catalogue(seed=2, types=2, colours=3, per_combo=2, image_dim=8)
-    data = tmp_path / "data"
-    (data / "images").mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    for i, record in enumerate(corpus):
-        del record["image_embedding"]
-        if i > 0:  # record 0 has no image
-            record["image"] = f"images/{record['_id']}.png"  # relative to corpus.jsonl
-            pixels = rng.integers(0, 256, (12, 12, 3), dtype=np.uint8)
-            tf.io.write_file(str(data / record["image"]), tf.io.encode_png(pixels))
-    write_beir(data, corpus, queries, qrels)
-    encoder = keras.applications.MobileNetV3Small(
-        include_top=False, weights=None, input_shape=(32, 32, 3), pooling="avg", include_preprocessing=True
-    )
-    weights = tmp_path / "mobilenet_v3_small.weights.h5"
-    encoder.save_weights(str(weights))
-
+    data, weights, corpus = image_file_shop
     read = []
     file_inputs = images_lib.image_file_inputs
 
@@ -365,15 +343,7 @@ def test_image_files_are_encoded_once_for_self_mining_and_training(tmp_path, mon
         return file_inputs(corpus, doc_ids, *args, **kwargs)
 
     monkeypatch.setattr(images_lib, "image_file_inputs", counted)
-    files = [
-        "model.image_backbone=mobilenet_v3_small",
-        f"model.image_weights={weights}",
-        "model.image_size=32",
-        "model.image_dim=576",
-    ]
-    config = load_config(
-        CONFIG, [f"data.dataset={data}", *TINY, *MINED, *files, "data.negatives_from=self", "train.steps_per_epoch=1"]
-    )
-    history = train(config, tmp_path / "run", verbose=0)
+    overrides = [f"data.dataset={data}", *TINY, *MINED, *image_file_settings(weights), "data.negatives_from=self"]
+    history = train(load_config(CONFIG, overrides), tmp_path / "run", verbose=0)
     assert np.all(np.isfinite(history["loss"]))
     assert read == [[r["_id"] for r in corpus]]  # one pass over the corpus, in its order

@@ -22,12 +22,9 @@ QUERIES = ["summer dress", "lightweight laptop battery", "手机壳 防摔", "co
 
 
 @pytest.fixture(scope="module")
-def built(tiny_run, tiny_beir, tmp_path_factory):
-    from deepseek_tf.index import build_index
-
-    out = tmp_path_factory.mktemp("served") / "index"
-    build_index(str(tiny_run / "model"), tiny_beir / "corpus.jsonl", out, verbose=False)
-    return out
+def built(tiny_index):
+    """tiny_beir's corpus indexed by the tiny model (conftest: built once, shared with test_answer)."""
+    return tiny_index
 
 
 @pytest.fixture(scope="module")
