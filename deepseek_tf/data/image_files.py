@@ -12,12 +12,15 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import tensorflow as tf
 
 from deepseek_tf.data.beir import IMAGE_FILE_FIELD
 from deepseek_tf.errors import UserError
+
+if TYPE_CHECKING:
+    import tensorflow as tf
 
 IMAGE_FORMATS = "JPEG, PNG, GIF or BMP"  # what tf.io.decode_image reads
 
@@ -35,6 +38,8 @@ class ImageReader:
 
 def load_image(path: tf.Tensor, size: int) -> tf.Tensor:
     """One file -> (size, size, 3) float32 RGB in [0, 255] (bilinear resize, aspect not kept)."""
+    import tensorflow as tf  # here, not at import: commands that read no image start without TensorFlow
+
     pixels = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
     pixels = tf.image.resize(tf.cast(pixels, tf.float32), [size, size])
     return tf.ensure_shape(pixels, [size, size, 3])
@@ -42,6 +47,8 @@ def load_image(path: tf.Tensor, size: int) -> tf.Tensor:
 
 def pixel_batches(paths: list[str], size: int, batch_size: int) -> tf.data.Dataset:
     """Batches of decoded, resized images in PATHS' order; files are read and decoded in parallel."""
+    import tensorflow as tf
+
     return (
         tf.data.Dataset.from_tensor_slices(tf.constant(paths, tf.string))
         .map(lambda p: load_image(p, size), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
@@ -82,6 +89,8 @@ def missing_files(missing: int, absent: int, total: int, example: str = "") -> s
 
 def first_undecodable(found: dict[str, str], size: int) -> tuple[str, str] | None:
     """(doc id, path) of the first file that does not decode, or None."""
+    import tensorflow as tf
+
     for doc_id, path in found.items():
         try:
             load_image(tf.constant(path), size)
@@ -95,6 +104,8 @@ def image_file_inputs(
 ) -> tuple[np.ndarray, np.ndarray]:
     """(vectors (N, reader.dim) float32, mask (N,) float32) of `doc_ids` (repeats allowed): each
     document's image file through READER, mask 0 and a zero row where it has none."""
+    import tensorflow as tf
+
     found, missing, absent = image_paths(corpus, doc_ids)
     if (missing or absent) and warn:
         total, example = len(found) + len(missing) + len(absent), next(iter(missing.values()), "")
