@@ -152,3 +152,23 @@ def test_index_reads_image_files(image_file_run, image_file_shop, image_file_emb
     np.testing.assert_allclose(index.delta.docs["n1"][2], expected[0], atol=1e-5)
     with pytest.raises(UserError, match="documents.0: this index's model reads image files"):
         index.upsert([{"_id": "n2", "title": "hat", "image": "/etc/passwd"}])
+
+
+def test_dev_images_are_read_once_a_run(image_file_shop, tmp_path, monkeypatch):
+    """The backbone is frozen, so the dev documents' files go through it once, not every epoch."""
+    from deepseek_tf.train import callbacks, train
+
+    calls = []
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return dev_images(*args, **kwargs)
+
+    dev_images = callbacks.dev_images
+    monkeypatch.setattr(callbacks, "dev_images", counted)
+    data, weights, _ = image_file_shop
+    overrides = [f"data.dataset={data}", *MULTIMODAL_TINY, *image_file_settings(weights)]
+    overrides += ["train.epochs=2", "data.dev_fraction=0.3", "train.batch_size=2"]
+    history = train(load_config(MULTIMODAL_CONFIG, overrides), tmp_path / "run", verbose=0)
+    assert len(history["dev_ndcg@10"]) == 2  # evaluated after each epoch
+    assert len(calls) == 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import keras
@@ -17,20 +18,40 @@ from deepseek_tf.console import PlainProgress, every_for, format_eta, is_termina
 from deepseek_tf.files import write_json
 
 
-def dev_ndcg(embedder, config: Config, dev: data_lib.BeirDataset) -> float:
-    """nDCG@10 (trec_eval) of exact dot-product search over the dev corpus."""
+def dev_ndcg(embedder, config: Config, dev: data_lib.BeirDataset, images=None) -> float:
+    """nDCG@10 (trec_eval) of exact dot-product search over the dev corpus; IMAGES: the dev
+    documents' (vectors, mask) for a fused document tower (`dev_images`)."""
     from deepseek_tf.evaluate.report import trec_metrics
 
     doc_ids = list(dev.corpus)
     texts = [dev.doc_text(x, config.data.use_title) for x in doc_ids]
-    # the dev corpus's missing images are not counted again after every epoch
-    images = data_lib.doc_images(dev.corpus, doc_ids, embedder.image_dim, warn=False, reader=embedder.image_reader)
     docs = embedder.encode_docs(texts, config.eval.batch_size, images=images)
     qids = sorted(q for q in dev.qrels if q in dev.queries)
     scores = embedder.encode_queries([dev.queries[q] for q in qids], config.eval.batch_size) @ docs.T
     top = np.argsort(-scores, axis=1, kind="stable")[:, :100]
     run = {q: {doc_ids[j]: float(scores[i, j]) for j in top[i]} for i, q in enumerate(qids)}
     return trec_metrics(dev.qrels, run)[0]["ndcg@10"]
+
+
+def dev_images(embedder, dev: data_lib.BeirDataset):
+    """The dev documents' (vectors, mask) for a fused document tower, else None. The image backbone
+    is frozen, so these are read once per run, not after every epoch; missing images were counted
+    in the training data's warning already."""
+    return data_lib.doc_images(
+        dev.corpus, list(dev.corpus), embedder.image_dim, warn=False, reader=embedder.image_reader
+    )
+
+
+def dev_metric(embedder, config: Config, dev: data_lib.BeirDataset) -> Callable[[], float]:
+    """`dev_ndcg` of EMBEDDER's model as it is when called, its dev images read at the first call."""
+    images: list = []
+
+    def metric() -> float:
+        if not images:
+            images.append(dev_images(embedder, dev))
+        return dev_ndcg(embedder, config, dev, images[0])
+
+    return metric
 
 
 class Checkpointer(keras.callbacks.Callback):

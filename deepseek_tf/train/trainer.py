@@ -27,7 +27,7 @@ from deepseek_tf.models.dual_encoder import reads_labels
 from deepseek_tf.text.tokenizer import Tokenizer
 from deepseek_tf.train import distill
 from deepseek_tf.train.artifacts import prepare_tokenizer
-from deepseek_tf.train.callbacks import dev_ndcg
+from deepseek_tf.train.callbacks import dev_metric
 from deepseek_tf.train.compute import (
     make_strategy,
     precision_policy,
@@ -200,12 +200,12 @@ def train_dual_encoder(
     teacher = (
         distill.load_teacher_margins(d.teacher, pairs, Path(shared_dir or workdir), verbose) if d.teacher else None
     )
-    dev_metric = None
+    dev_score = None
     if dev is not None:
         from deepseek_tf.retrieval.embedders import KerasEmbedder
 
         embedder = KerasEmbedder(model, tokenizer, config.model.query_max_length, config.model.doc_max_length, "dev")
-        dev_metric = lambda: dev_ndcg(embedder, config, dev)  # noqa: E731
+        dev_score = dev_metric(embedder, config, dev)
     # label_weighting requires labels (pair_dataset says so when they are missing); contrastive
     # uses them when the data has them
     with_labels = reads_labels(t.loss, t.label_weighting) and (t.label_weighting or pairs.labels is not None)
@@ -230,7 +230,7 @@ def train_dual_encoder(
             .skip(done)
         )
 
-    return run.fit_and_save(stream, dev_metric, verbose)
+    return run.fit_and_save(stream, dev_score, verbose)
 
 
 SELF_NEGATIVES = "self_negatives.json"  # in the workdir: the pairs mined from the model's start point
