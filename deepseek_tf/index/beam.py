@@ -26,12 +26,10 @@ from pathlib import Path
 
 import numpy as np
 
-from deepseek_tf.data import describe_dropped
 from deepseek_tf.data.beir import MAX_LINE_BYTES
 from deepseek_tf.errors import UserError
 from deepseek_tf.files import atomic_write
-from deepseek_tf.index.build import plan_build, shard_images, shard_stream, start_build
-from deepseek_tf.index.finish import finish
+from deepseek_tf.index.build import finish_plan, plan_build, shard_images, shard_stream, start_build
 from deepseek_tf.index.shards import SHARD_DIR, read_docs, save_npy, verify_shard, write_docs, write_vectors
 
 _root = logging.getLogger()
@@ -184,8 +182,6 @@ def build_index_beam(
             pending.append(i)
     if shards == 0:
         raise UserError(f"{plan.corpus}: no documents")
-    for line in describe_dropped(plan.dropped):
-        plan.say(f"warning: {plan.corpus}: {line}")
     t0 = time.perf_counter()
     try:
         if pending:
@@ -198,19 +194,4 @@ def build_index_beam(
     for i in pending:
         if verify_shard(plan.output, i, plan.settings) is None:
             raise UserError(f"the Beam pipeline finished without writing shard {i:05d}; run the build again")
-    return finish(
-        plan.output,
-        plan.settings,
-        shards,
-        plan.embedder,
-        backend,
-        analyzer,
-        plan.backend_params,
-        plan.corpus,
-        plan.dropped,
-        plan.started,
-        encode_s,
-        plan.say,
-        runner=runner,
-        filterable=plan.filterable,
-    )
+    return finish_plan(plan, shards, encode_s, runner=runner)

@@ -307,6 +307,12 @@ def build_index(
     if done is not None:
         return done
     shards, encode_s = encode_shards(plan)
+    return finish_plan(plan, shards, encode_s)
+
+
+def finish_plan(plan: Plan, shards: int, encode_s: float, runner: str = "local") -> dict:
+    """After PLAN's SHARDS are encoded (by RUNNER, in ENCODE_S seconds): the dropped corpus lines
+    told, the search structures built and the manifest written; returns the manifest."""
     for line in describe_dropped(plan.dropped):
         plan.say(f"warning: {plan.corpus}: {line}")
     return finish(
@@ -322,5 +328,6 @@ def build_index(
         plan.started,
         encode_s,
         plan.say,
+        runner=runner,
         filterable=plan.filterable,
     )
