@@ -5,10 +5,8 @@ query encoder, micro-batchers) until it finishes; `reload` loads a new index com
 swaps one reference, so in-flight requests finish on the old index and later ones see the new
 one. An engine that was swapped out closes its batchers once its last request is done.
 
-With batching on, dense requests go through the engine's micro-batcher: one worker gathers
-concurrent requests, encodes the queries not in the cache in one `encode_queries` call and
-searches all of them in one `search_dense` call at the deepest k asked for (each request keeps
-its own top k), so the model and the search run once per batch instead of once per request.
+With batching on, dense requests go through the engine's micro-batcher (`engine.py`), so the
+model and the search run once per batch of concurrent requests instead of once per request.
 
 A request's ranking is the one query flow's (`retrieval/pipeline.py`, as `search` and `evaluate`
 run it): this service only fetches the first-stage hits its own way (dense through the batcher
@@ -24,7 +22,6 @@ import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -32,32 +29,22 @@ import numpy as np
 from deepseek_tf.answer.prompt import Passage, index_passages
 from deepseek_tf.errors import UserError
 from deepseek_tf.index.updates import IndexBusy
-from deepseek_tf.retrieval.pipeline import MODES, SearchPipeline
-from deepseek_tf.serve.batcher import BatcherClosed, MicroBatcher
+from deepseek_tf.retrieval.pipeline import MODES
+from deepseek_tf.serve.batcher import BatcherClosed
 from deepseek_tf.serve.cache import MISSING, LRUCache
-from deepseek_tf.serve.engine import Engine, doc_count, index_fingerprint
+from deepseek_tf.serve.engine import Engine, doc_count, make_engine
 from deepseek_tf.serve.errors import ERRORS, ServiceError, error_body, public_name
 from deepseek_tf.serve.metrics import ServiceMetrics
+from deepseek_tf.serve.options import ServiceOptions
 
 __all__ = ["ERRORS", "SearchService", "ServiceError", "ServiceOptions", "error_body", "public_name"]
 TOWERS = ("query", "doc")
 log = logging.getLogger("deepseek_tf.serve")
 
 
-@dataclass(frozen=True)
-class ServiceOptions:
-    batching: bool = True  # off: each request calls the query encoder on its own
-    max_batch: int = 16  # two batch workers run two batches side by side, each on one core
-    max_wait_ms: float = 2.0
-    cache_size: int = 10000  # entries in each LRU cache (query embeddings, results); 0 turns both off
-    rerank_depth: int = 100  # candidates rescored per query when a request asks for rerank
-    hybrid_depth: int = 100  # depth of the dense and BM25 runs that reciprocal-rank fusion merges
-    rrf_k: int = 60
-    workers: int = 8  # threads for search, BM25, reranking and (without batching) the encoder
-    batch_workers: int = 2  # micro-batch workers: one batch is gathered while another is in the model
-
-
 class SearchService:
+    """Search, embed, rerank and write requests over the one index it serves now, which `reload` swaps."""
+
     def __init__(
         self,
         index,
@@ -111,59 +98,9 @@ class SearchService:
         self._models = {e.fingerprint: e.embedder for e in engines if e.embedder is not None}
 
     def _make_engine(self, index) -> Engine:
-        fingerprint = index_fingerprint(index)
-        embedder = self._models.get(fingerprint) if fingerprint else None  # a model loaded already
-        if embedder is None:
-            embedder = index.embedder()
-            # The first call traces the encoder graph: do it now, not in the first request.
-            vec = np.asarray(embedder.encode_queries(["warm-up"]))
-            dim = index.manifest.get("dim")
-            if dim is not None and vec.shape[-1] != int(dim):
-                raise UserError(f"{index.path}: the model gives {vec.shape[-1]}-d vectors, the index holds {dim}-d")
-        # Searching once before the engine serves anything fails a broken index here, not in a request.
-        index.search_dense(np.asarray(embedder.encode_queries(["warm-up"])), 1)
-        index.search_bm25(["warm-up"], 1)
-        batcher = None
-        if self.options.batching:
-            batcher = MicroBatcher(
-                lambda items: self._dense_batch(index, embedder, items),
-                self.options.max_batch,
-                self.options.max_wait_ms,
-                name="dense",
-                dedupe=False,
-                workers=self.options.batch_workers,
-            )
-        pipeline = SearchPipeline.over_index(
-            index,
-            embedder,
-            reranker=self.reranker,
-            rerank_depth=self.options.rerank_depth,
-            hybrid_depth=self.options.hybrid_depth,
-            rrf_k=self.options.rrf_k,
-        )
-        self._generation += 1
-        return Engine(index, embedder, batcher, self._generation, fingerprint or f"embedder-{id(embedder)}", pipeline)
-
-    def _dense_batch(self, index, embedder, items: list[tuple[str, np.ndarray | None, int | None]]) -> list:
-        """A batch of (query, its vector or None, k or None) -> (vector, top-k hits or None) each: the
-        queries without a vector encoded in one call, those with a k searched in one call."""
-        todo = list(dict.fromkeys(t for t, v, _ in items if v is None))  # a repeated query is encoded once
-        encoded = {}
-        if todo:
-            start = time.perf_counter()
-            rows = np.asarray(embedder.encode_queries(todo, batch_size=len(todo)))
-            # copies: a cached row must not keep its whole batch's array alive
-            encoded = {t: row.copy() for t, row in zip(todo, rows)}
-            self.metrics.observe_batch(len(todo), time.perf_counter() - start)
-        vectors = [encoded[t] if v is None else v for t, v, _ in items]
-        hits: list = [None] * len(items)
-        wanted = [i for i, (_, _, k) in enumerate(items) if k is not None]
-        if wanted:
-            found = index.search_dense(np.stack([vectors[i] for i in wanted]), max(items[i][2] for i in wanted))
-            self.metrics.observe_search_batch(len(wanted), 0.0)
-            for i, h in zip(wanted, found):
-                hits[i] = h[: items[i][2]]
-        return list(zip(vectors, hits))
+        engine = make_engine(index, self._generation + 1, self.options, self.metrics, self.reranker, self._models)
+        self._generation = engine.generation
+        return engine
 
     def _acquire(self) -> Engine:
         with self._lock:
@@ -229,6 +166,7 @@ class SearchService:
         return str(getattr(self._engine.embedder, "engine", "unknown engine"))
 
     def describe(self) -> dict:
+        """What the index being served is (names, counts, settings): GET /health and a reload's answer."""
         engine = self._engine
         m = engine.index.manifest
         return {
@@ -269,6 +207,7 @@ class SearchService:
             raise ServiceError("shutting_down", "the service is shutting down") from None
 
     async def query_vector(self, engine: Engine, text: str) -> np.ndarray:
+        """TEXT's query vector under ENGINE's model: from the cache, else encoded (batched when batching is on)."""
         key = (engine.fingerprint, text)
         vec = self.embedding_cache.get(key)
         if vec is not MISSING:
@@ -310,6 +249,12 @@ class SearchService:
             dense, bm25 = await asyncio.gather(self._dense(engine, query, n, mask), self._bm25(engine, query, n, mask))
         return engine.pipeline.first_stage(mode, depth, dense, bm25)
 
+    def _need_reranker(self) -> None:
+        if self.reranker is None:
+            raise ServiceError(
+                "rerank_unavailable", "rerank needs a cross-encoder: start the server with --rerank MODEL"
+            )
+
     @staticmethod
     def _mask(engine: Engine, spec: dict | None):
         if not spec:
@@ -343,10 +288,8 @@ class SearchService:
         `fields`: the stored fields each result carries (None: all; []: none)."""
         if mode not in MODES:
             raise ServiceError("invalid_request", f"mode must be one of {', '.join(MODES)}")
-        if rerank and self.reranker is None:
-            raise ServiceError(
-                "rerank_unavailable", "rerank needs a cross-encoder: start the server with --rerank MODEL"
-            )
+        if rerank:
+            self._need_reranker()
         if fusion is not None and not (rerank and 0.0 <= fusion <= 1.0):
             raise ServiceError("invalid_request", "rerank_fusion: a number in [0, 1], with rerank true")
         engine = self._acquire()
@@ -418,8 +361,5 @@ class SearchService:
     async def rerank(self, query: str, texts: list[str]) -> np.ndarray:
         """The cross-encoder's raw score of (query, text) for each text, in order; `query` and
         `texts` already validated. Scored in a worker thread, as /search's reranking is."""
-        if self.reranker is None:
-            raise ServiceError(
-                "rerank_unavailable", "rerank needs a cross-encoder: start the server with --rerank MODEL"
-            )
+        self._need_reranker()
         return np.asarray(await self._run(self.reranker.score, query, texts), np.float32)
