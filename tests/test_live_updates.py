@@ -241,6 +241,10 @@ def test_index_update_and_compact_from_the_command_line(shop, tmp_path):
     acme = compacted.filter_mask({"brand": "acme"})
     assert {compacted.ids[r] for r in np.flatnonzero(acme.base)} == {"n1"}
     assert not list(shop.parent.glob("*.compact*"))  # the old index is gone, nothing half-written left
+    # the writer, like a server, answers from the files it loaded: its first text read comes after the swap
+    assert {d: (writer.text(d), writer.fields(d)) for d in writer.ids} == {
+        d: (compacted.text(d), compacted.fields(d)) for d in compacted.ids
+    }
 
     writer.upsert([{"_id": "n2", "title": "after the compaction"}])
     restarted = LiveIndex.open(shop)

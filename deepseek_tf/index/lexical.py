@@ -116,25 +116,29 @@ def write_offsets(output: Path, counts: list[int]) -> tuple[list[str], np.ndarra
 
 class TextStore:
     """text(row) from the shards' docs files by offset; one file descriptor per shard, read with
-    os.pread, so concurrent readers (a service's threads) need no lock."""
+    os.pread, so concurrent readers (a service's threads) need no lock.
+
+    Every shard's file is opened here, when the index loads: `index --compact` swaps in a new
+    directory whose docs files sit at the same paths, and a server keeps answering from the files it
+    loaded (their offsets) until it reloads."""
 
     def __init__(self, output: Path, counts: list[int], offsets: np.ndarray):
         self.output, self.offsets = Path(output), offsets
         self.starts = np.cumsum([0] + list(counts))
         self._fds: dict[int, int] = {}
         self._lock = threading.Lock()
-
-    def _fd(self, shard: int) -> int:
-        with self._lock:
-            if shard not in self._fds:
+        try:
+            for shard in range(len(counts)):
                 self._fds[shard] = os.open(shard_paths(self.output, shard)["docs"], os.O_RDONLY)
-            return self._fds[shard]
+        except OSError as e:
+            self.close()
+            raise UserError(f"{e.filename}: unreadable document text ({e.strerror}); build the index again") from None
 
     def line(self, row: int) -> list:
         """[id, text] or [id, text, stored fields] of ROW."""
         shard = int(np.searchsorted(self.starts, row, side="right") - 1)
         start, length = self.offsets[row]
-        return json.loads(os.pread(self._fd(shard), int(length), int(start)))
+        return json.loads(os.pread(self._fds[shard], int(length), int(start)))
 
     def get(self, row: int) -> tuple[str, str]:
         line = self.line(row)
