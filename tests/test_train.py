@@ -72,7 +72,7 @@ def test_resume_with_self_mined_negatives_keeps_them(tiny_beir, tmp_path):
     straight = train(_config(tiny_beir, "train.epochs=2", *mined), tmp_path / "straight", verbose=0)
     train(_config(tiny_beir, "train.epochs=1", *mined), tmp_path / "resumed", verbose=0)
     saved = json.loads((tmp_path / "resumed" / "self_negatives.json").read_text(encoding="utf-8"))
-    assert saved["negs"] and saved["neg_ids"]
+    assert saved["pairs"]["negs"] and saved["pairs"]["neg_ids"]
     resumed = train(_config(tiny_beir, "train.epochs=2", *mined), tmp_path / "resumed", verbose=0)
     np.testing.assert_allclose(resumed["loss"], straight["loss"], rtol=1e-5)
     for a, b in zip(_weights(tmp_path / "straight"), _weights(tmp_path / "resumed")):

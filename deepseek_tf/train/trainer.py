@@ -8,10 +8,7 @@ in the (seeded) data stream all continue where they stopped.
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import keras
@@ -21,7 +18,6 @@ from deepseek_tf import data as data_lib
 from deepseek_tf.config import Config, save_config
 from deepseek_tf.data.splits import limit_corpus, split_train_dev
 from deepseek_tf.errors import ConfigError, UserError
-from deepseek_tf.files import write_json
 from deepseek_tf.models.dual_encoder import LOSSES as DUAL_LOSSES
 from deepseek_tf.models.dual_encoder import reads_labels
 from deepseek_tf.text.tokenizer import Tokenizer
@@ -34,6 +30,7 @@ from deepseek_tf.train.compute import (
 )
 from deepseek_tf.train.loop import Training
 from deepseek_tf.train.pair_images import Images, TrainingImages, training_images
+from deepseek_tf.train.self_negatives import check_saved_pairs, mining_inputs, self_mined_pairs
 
 
 def load_training_data(
@@ -165,6 +162,10 @@ def train_dual_encoder(
     images = None
     if "image" in config.model.doc_inputs:  # each document's image vector, checked (and encoded) once
         images = training_images(config, train_ds.corpus, pairs, verbose)
+    mined_from = None
+    if d.mine_negatives and d.negatives_from == "self":
+        mined_from = mining_inputs(config)
+        check_saved_pairs(workdir, mined_from)
     workdir.mkdir(parents=True, exist_ok=True)
     save_config(config, workdir / "config.yaml")
     tokenizer = prepare_tokenizer(config, pairs, workdir)
@@ -194,7 +195,7 @@ def train_dual_encoder(
     model = run.model
     if d.mine_negatives and d.negatives_from == "self":
         pairs = self_mined_pairs(
-            run.resumed, workdir, lambda: _mine_with_model(model, tokenizer, config, train_ds, images)
+            workdir, mined_from, lambda: _mine_with_model(model, tokenizer, config, train_ds, images)
         )
     doc_images, neg_images = images.of_pairs(pairs) if images is not None else (None, None)
     teacher = (
@@ -231,26 +232,6 @@ def train_dual_encoder(
         )
 
     return run.fit_and_save(stream, dev_score, verbose)
-
-
-SELF_NEGATIVES = "self_negatives.json"  # in the workdir: the pairs mined from the model's start point
-
-
-def self_mined_pairs(resumed: bool, workdir: Path, mine: Callable[[], data_lib.Pairs]) -> data_lib.Pairs:
-    """data.negatives_from=self: the pairs `mine` finds with the model's start point, mined once and
-    kept in WORKDIR, so a resumed run trains on the same negatives (its weights have moved on, and
-    its data stream continues where the first run's stopped)."""
-    path = workdir / SELF_NEGATIVES
-    if path.is_file():
-        return data_lib.Pairs(**json.loads(path.read_text(encoding="utf-8")))
-    if resumed:
-        raise UserError(
-            f"{path}: missing, so the negatives this run mined from its start point are lost; "
-            "train again in an empty --workdir"
-        )
-    pairs = mine()
-    write_json(path, dataclasses.asdict(pairs))
-    return pairs
 
 
 def _mine_with_model(
