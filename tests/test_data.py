@@ -39,6 +39,11 @@ def test_beir_errors(tiny_beir, tmp_path):
     (bad / "corpus.jsonl").write_text('{"_id": "d1", "text": "x"}\n{oops\n')
     with pytest.raises(UserError, match=r"corpus\.jsonl:2: invalid JSON"):
         load_beir(bad)
+    # stored as fields, these would be written back out as JSON no parser reads
+    for value, named in (("NaN", "NaN"), ("-Infinity", "-Infinity"), ("1e400", "out of a float's range")):
+        (bad / "corpus.jsonl").write_text(f'{{"_id": "d1", "text": "x"}}\n{{"_id": "d2", "price": {value}}}\n')
+        with pytest.raises(UserError, match=rf"corpus\.jsonl:2: invalid JSON \(.*{named}"):
+            load_beir(bad)
 
 
 def test_read_pairs_cleans_and_counts(tmp_path, capsys):

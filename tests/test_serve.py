@@ -67,6 +67,7 @@ BAD = [
     ("malformed JSON", "POST", "/search", b'{"query": "heat', JSON, 400, "invalid_json"),
     ("not UTF-8", "POST", "/search", b'{"query": "\xff\xfe"}', JSON, 400, "invalid_json"),
     ("NaN in JSON", "POST", "/search", b'{"query": "heat", "k": NaN}', JSON, 400, "invalid_json"),
+    ("a number out of range", "POST", "/search", b'{"query": "heat", "k": 1e400}', JSON, 400, "invalid_json"),
     ("empty body", "POST", "/search", b"", JSON, 400, "invalid_json"),
     ("body is a list", "POST", "/search", [GOOD], JSON, 422, "invalid_request"),
     ("body is null", "POST", "/search", b"null", JSON, 422, "invalid_request"),

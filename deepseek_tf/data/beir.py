@@ -99,6 +99,24 @@ def iter_jsonl(path: Path, id_key: str = "_id", max_line_bytes: int = MAX_LINE_B
         yield row
 
 
+def no_constants(name: str):
+    """json's `parse_constant`: NaN, Infinity and -Infinity are not JSON, and no field may hold them."""
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def finite_number(text: str) -> float:
+    """json's `parse_float`: a number too large for a float (1e400) would be read as infinity."""
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise ValueError(f"{text[:20]} is out of a float's range")
+    return value
+
+
+def loads_strict(text: str | bytes, **kwargs):
+    """json.loads that refuses NaN, infinities and numbers out of a float's range (ValueError)."""
+    return json.loads(text, parse_constant=no_constants, parse_float=finite_number, **kwargs)
+
+
 def iter_jsonl_numbered(
     path: Path, id_key: str = "_id", max_line_bytes: int = MAX_LINE_BYTES
 ) -> Iterator[tuple[int, dict]]:
@@ -109,9 +127,9 @@ def iter_jsonl_numbered(
         if not line.strip():
             continue
         try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise UserError(f"{path}:{lineno}: invalid JSON ({e.msg})") from None
+            row = loads_strict(line)
+        except ValueError as e:
+            raise UserError(f"{path}:{lineno}: invalid JSON ({getattr(e, 'msg', e)})") from None
         if not isinstance(row, dict) or id_key not in row:
             raise UserError(f"{path}:{lineno}: record has no '{id_key}' field")
         value = row[id_key]

@@ -11,7 +11,7 @@ from fastapi import Request
 from pydantic import BaseModel, ConfigDict, ValidationError
 from starlette.requests import ClientDisconnect
 
-from deepseek_tf.data.beir import normalize_text
+from deepseek_tf.data.beir import loads_strict, normalize_text
 from deepseek_tf.serve.errors import ServiceError
 from deepseek_tf.serve.limits import Limits
 
@@ -21,10 +21,6 @@ __all__ = ["Strict", "body_doc", "check_text", "check_texts", "has_body", "json_
 class Strict(BaseModel):
     # strict: "10" is not an int and 1 is not a bool; forbid: a misspelt field is an error, not ignored
     model_config = ConfigDict(extra="forbid", strict=True)
-
-
-def _no_constants(name: str):
-    raise ValueError(f"{name} is not valid JSON")
 
 
 class _DuplicateKey(ValueError):
@@ -103,7 +99,7 @@ async def read_json(request: Request, limits: Limits) -> dict:
     if json_depth(body, limits.max_json_depth) > limits.max_json_depth:
         raise ServiceError("invalid_json", f"body nests arrays or objects more than {limits.max_json_depth} deep")
     try:
-        data = json.loads(body.decode("utf-8"), parse_constant=_no_constants, object_pairs_hook=_unique_keys)
+        data = loads_strict(body.decode("utf-8"), object_pairs_hook=_unique_keys)
     except UnicodeDecodeError:
         raise ServiceError("invalid_json", "body is not UTF-8") from None
     except ValueError as e:
