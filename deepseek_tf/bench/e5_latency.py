@@ -275,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cache", required=True)
     p.add_argument("--output", required=True)
     args = p.parse_args(argv)
-    from deepseek_tf.bench.bench import set_threads
+    from deepseek_tf.bench.machine import set_threads
 
     set_threads(args.threads)
     texts = json.loads(Path(args.texts).read_text(encoding="utf-8"))

@@ -224,7 +224,7 @@ def parse_args(argv: list[str] | None):
 
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
-    from deepseek_tf.bench.serve import Server, serve_argv
+    from deepseek_tf.bench.serve_process import Server, serve_argv
 
     args = parse_args(argv)
     width, _, height = args.window.partition("x")

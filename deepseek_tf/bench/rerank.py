@@ -13,12 +13,14 @@ same pairs (the tokenizers must agree on pair ids and truncation for them to mat
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 from deepseek_tf.bench.peers import PRESET, peer_checkpoint
 from deepseek_tf.bench.report import rerank_row
+from deepseek_tf.bench.variants import tflite_systems
 from deepseek_tf.errors import UserError
 
 
@@ -119,20 +121,15 @@ def bench_reranking(
         ("sentence-transformers CrossEncoder (PyTorch fp32)", "peer", st),
         ("deepseek_tf Keras (graph)", "keras", ours(keras_rr)),
     ]
-    failed = []
-    for quantize, kind, label in (
-        ("none", "tflite_fp32", "deepseek_tf TFLite float32"),
-        ("dynamic", "tflite_dynamic", "deepseek_tf TFLite dynamic int8"),
-    ):
-        try:
-            log(f"  converting the cross-encoder to TFLite ({quantize}) ...")
-            path = workdir / f"cross-{quantize}.tflite"
-            export_tflite(workdir / "model", path, quantize)
-            rr = Reranker(TFLiteScorer(path, num_threads=threads), label, batch_size=batch_size)
-        except (ImportError, UserError) as e:
-            failed.append({"system": label, "kind": kind, "measured": False, "note": f"not measured: {e}"})
-            continue
-        systems.append((label, kind, ours(rr)))
+
+    def tflite(quantize: str, system: str) -> Callable:
+        log(f"  converting the cross-encoder to TFLite ({quantize}) ...")
+        path = workdir / f"cross-{quantize}.tflite"
+        export_tflite(workdir / "model", path, quantize)
+        return ours(Reranker(TFLiteScorer(path, num_threads=threads), system, batch_size=batch_size))
+
+    converted, failed = tflite_systems(tflite)
+    systems += converted
 
     first_q, first_docs = queries[0]
     for _, _, fn in systems:  # untimed: tracing, interpreter allocation, PyTorch's first call

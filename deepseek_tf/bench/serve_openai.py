@@ -71,7 +71,7 @@ def bench_openai(
     args, queries: list[str], concurrencies: list[int], command: str, start_server, log: Callable[[str], None]
 ) -> dict:
     """Rows per server and concurrency, with the COMMAND that measured them. `start_server(argv,
-    env=, stdout=)`: a started server with `url`, `cpu_seconds()` and `stop()` (`bench.serve.Server`)."""
+    env=, stdout=)`: a started server with `url`, `cpu_seconds()` and `stop()` (`bench.serve_process.Server`)."""
     from deepseek_tf.bench.report import cpu_model, system_load
 
     index = small_e5_index(Path(args.data), Path(args.work_dir), log)

@@ -118,7 +118,7 @@ def bench_writes(
     log: Callable[[str], None],
 ) -> dict:
     """One row per documents-per-request setting. `start_server(argv)`: a started server with `url`,
-    `cpu_seconds()` and `stop()` (`bench.serve.Server`); `serve_argv(index, flags, threads)`."""
+    `cpu_seconds()` and `stop()` (`bench.serve_process.Server`); `serve_argv(index, flags, threads)`."""
     import httpx
 
     from deepseek_tf.bench.report import cpu_model, system_load
