@@ -168,6 +168,9 @@ def test_bad_vector_in_the_last_shard_stops_the_build_before_it_writes(model, re
                 build_index(model, corpus, out, shard_size=3, verbose=False)
             message = str(e.value)
             assert "\n" not in message
+        if "nan" in said:  # NaN is not JSON: the corpus reader refuses its line, before the scan
+            assert f"{corpus.name}:{len(bad)}: invalid JSON" in message and not out.exists()
+            continue
         assert f"'{bad[-1]['_id']}'" in message and "'image_embedding'" in message and said in message
         assert not out.exists()  # nothing half-built
 
@@ -248,10 +251,11 @@ def test_post_documents_takes_image_vectors(live_copy, embedder):
             assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_request"
             message = r.json()["error"]["message"]
             assert message.startswith("documents.1: ") and "'h2'" in message and "'image_embedding'" in message
-            # 1e999 is valid JSON that reads as infinity
+            # 1e999 reads as infinity: the body is refused before any field is
             body = '{"documents": [{"_id": "h3", "title": "x", "image_embedding": [1e999, 0, 0, 0, 0, 0, 0, 0]}]}'
             r = client.post("/documents", content=body, headers={"content-type": "application/json"})
-            assert r.status_code == 422 and "holds inf at position 0" in r.json()["error"]["message"]
+            assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_json"
+            assert "1e999 is out of a float's range" in r.json()["error"]["message"]
             assert log_size(live_copy) == size
             hits = client.post("/search", json={"query": "wool hat", "k": 20}).json()["results"]
             assert "h1" in {h["id"] for h in hits} and not {"h2", "h3"} & {h["id"] for h in hits}

@@ -32,6 +32,7 @@ from deepseek_tf.index.dense import check_backend
 from deepseek_tf.index.doc_images import DocImages, doc_images, read_selection, scan_images, split_images
 from deepseek_tf.index.finish import FORMAT, MANIFEST, finish, model_spec, stderr_sayer
 from deepseek_tf.index.shards import SHARD_DIR, remove_stale, verify_shard, write_docs, write_vectors
+from deepseek_tf.index.updates import read_log
 from deepseek_tf.text.analyzer import ANALYZERS
 
 # Test hook: SIGKILL the build after this many shards were written in this run (a crash at the
@@ -174,7 +175,8 @@ def finished_manifest(plan: Plan) -> dict | None:
     A finished index of another model, corpus or shard size is refused before anything is touched:
     none of its shards could be reused, and removing its manifest would stop it serving. With only
     another backend, analyzer or backend parameters the shards are reused and the manifest removed,
-    as the build is about to change what it describes."""
+    as the build is about to change what it describes; unless the index took writes since it was
+    built (`refuse_written`), then it is refused too."""
     path = plan.output / MANIFEST
     if not path.is_file():
         return None
@@ -201,8 +203,20 @@ def finished_manifest(plan: Plan) -> dict | None:
         from deepseek_tf.index.built import load_built_index
 
         return load_built_index(plan.output).manifest  # refuses a damaged one
+    refuse_written(plan.output, manifest, plan.corpus)
     path.unlink()
     return None
+
+
+def refuse_written(output: Path, manifest: dict, corpus: Path) -> None:
+    """Refuses to rebuild an index that took writes (`index --update`, a server's, or a compaction
+    of them): its documents are no longer the corpus's, and the shards a rebuild reads are."""
+    if manifest.get("update_seq") or read_log(output)[0]:
+        raise UserError(
+            f"--output {output}: holds writes made since it was built from {corpus} (index --update or a "
+            "server's, compacted or not), which a rebuild from the corpus would lose; nothing changed: "
+            "build into a new --output"
+        )
 
 
 def shard_stream(plan: Plan):

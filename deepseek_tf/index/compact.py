@@ -33,28 +33,32 @@ RENAME_EXCHANGE = 2  # linux/fs.h
 
 
 def update_index(path: str | Path, corpus: str | Path, batch_size: int = 64, verbose: bool = True) -> dict:
-    """Upserts every document of CORPUS into the index at PATH (encoded with its model, with each
-    record's image vector when the model reads one), `batch_size` per log entry; {"upserted": n,
-    "seq": last log position, "documents": count}. Every image vector is checked before the
-    first write: a bad one changes nothing."""
+    """Upserts every document of CORPUS into the index at PATH (encoded with its model, `batch_size`
+    at a time, with each record's image vector or file when the model reads one) as one log entry;
+    {"upserted": n, "seq": its log position, "documents": count}. Every record is checked and
+    encoded before that one write: a bad one (a filter field's type, an image that does not
+    decode) changes nothing. The encoded documents are held until then, as the index's delta
+    holds them once written."""
     say = stderr_sayer(verbose)
     index = LiveIndex.open(path)
     images = doc_images(index.embedder(), corpus)
     if images is not None:
         warning = scan_images(corpus, images)
-        if warning:  # one line for the whole update, not one per log entry
+        if warning:  # one line for the whole update, not one per chunk
             say(f"warning: {corpus}: {warning}")
     dropped = Dropped()
-    done, started = 0, time.perf_counter()
+    upsert: list[dict] = []
+    started = time.perf_counter()
     records = iter_records(corpus, dropped, fields=read_selection(index.stored_selection, images))
     for chunk in chunked(records, max(batch_size, 1)):
-        index.upsert_rows(chunk, batch_size, images)
-        done += len(chunk)
-        say(f"{done} documents written ({done / max(time.perf_counter() - started, 1e-9):.0f}/s)")
+        upsert += index.encode_rows(chunk, batch_size, images)[0]
+        say(f"{len(upsert)} documents encoded ({len(upsert) / max(time.perf_counter() - started, 1e-9):.0f}/s)")
     for line in describe_dropped(dropped):
         say(f"warning: {corpus}: {line}")
-    if not done:
+    if not upsert:
         raise UserError(f"{corpus}: no documents")
+    index.commit_upserts(upsert)
+    done = len(upsert)
     say(f"{path}: {done} documents upserted (log position {index.seq}); a server serving it loads them on SIGHUP")
     return {"upserted": done, "seq": index.seq, "documents": index.count}
 
@@ -79,6 +83,11 @@ def compact_index(path: str | Path, verbose: bool = True) -> dict:
     path = Path(path)
     say = stderr_sayer(verbose)
     started = time.perf_counter()
+    # checked before the lock, whose file would otherwise be left in a directory that is no index
+    if not path.is_dir():
+        raise UserError(f"--compact {path}: no such directory")
+    if not (path / MANIFEST).is_file():
+        raise UserError(f"--compact {path}: no {MANIFEST} (not an index, or not finished building); nothing changed")
     with write_lock(path, what="compaction"):
         index = LiveIndex.open(path)
         m, delta = index.manifest, index.delta

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import bisect
 import json
+import math
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -52,6 +53,20 @@ def value_type(value: object) -> str | None:
     if isinstance(value, str) or (isinstance(value, list) and all(isinstance(v, str) for v in value)):
         return "keyword"
     return "?"
+
+
+def refuse_non_finite(rows: Iterable[tuple]) -> None:
+    """Refuses a stored number (a field's value, or one in its list) that is NaN or infinite, naming
+    the document and the field: JSON has no such number, so no answer holding it could be sent.
+    ROWS: (id, text, stored fields) as a corpus is read."""
+    for row in rows:
+        for name, value in (row[2] if len(row) > 2 else {}).items():
+            values = value if isinstance(value, list) else [value]
+            if any(isinstance(v, float) and not math.isfinite(v) for v in values):
+                raise UserError(
+                    f"document {row[0]!r}: {name}: {json.dumps(value)[:40]} is not a finite number; "
+                    "give a number or leave it out"
+                )
 
 
 def infer_type(name: str, values: Iterable[tuple[str, object]]) -> str:
@@ -88,15 +103,22 @@ class Columns:
         return {name: kind for name, (kind, _) in self.columns.items()}
 
     @classmethod
-    def from_values(cls, types: dict[str, str], rows: list[dict]) -> Columns:
-        """Columns of ROWS' stored fields (each a dict) with the given types; a value of another
-        type is a UserError naming the field."""
+    def from_values(cls, types: dict[str, str], rows: list[dict], ids: list[str] | None = None) -> Columns:
+        """Columns of ROWS' stored fields (each a dict; IDS: their documents' ids) with the given
+        types; a value of another type, or a number that is NaN or infinite (no range or equality
+        means anything on it, and JSON has none), is a UserError naming the document and the field."""
         n, columns = len(rows), {}
         for name, kind in types.items():
             values = [r.get(name) for r in rows]
-            for v in values:
-                if value_type(v) not in (None, kind):
-                    raise UserError(f"{name}: {json.dumps(v)[:40]} is not a {kind}, as this index's {name} is")
+            for row, v in enumerate(values):
+                kind_of = value_type(v)
+                if kind_of in (None, kind) and not (kind_of == "number" and not math.isfinite(v)):
+                    continue
+                where = f"document {ids[row]!r}: " if ids is not None else ""
+                shown = json.dumps(v)[:40]
+                if kind_of == kind:
+                    raise UserError(f"{where}{name}: {shown} is not a finite number; give a number or leave it out")
+                raise UserError(f"{where}{name}: {shown} is not a {kind}, as this index's {name} is")
             if kind == "number":
                 data = np.array([np.nan if v is None else v for v in values], np.float64)
             elif kind == "bool":

@@ -231,7 +231,7 @@ def write_filter_columns(
         return list(names), {}
     types = {f: infer_type(f, zip(ids, (r[f] for r in rows))) for f in filterable}
     say("filter fields: " + ", ".join(f"{f} ({t})" for f, t in types.items()))
-    return list(names), Columns.from_values(types, rows).save(output)
+    return list(names), Columns.from_values(types, rows, ids).save(output)
 
 
 def stderr_sayer(verbose: bool):

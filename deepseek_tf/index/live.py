@@ -32,7 +32,7 @@ from deepseek_tf.data.corpus import stored_fields
 from deepseek_tf.errors import UserError
 from deepseek_tf.index.built import BuiltIndex, load_built_index
 from deepseek_tf.index.doc_images import DocImages, doc_images, read_selection, split_images
-from deepseek_tf.index.filters import Columns, evaluate
+from deepseek_tf.index.filters import Columns, evaluate, refuse_non_finite
 from deepseek_tf.index.updates import append, decode_vector, encode_vector, log_size, read_log, write_lock
 
 Hits = list[tuple[str, float]]
@@ -70,7 +70,7 @@ class Delta:
             for term, tf in terms.items():
                 postings.setdefault(term, []).append((row, tf))
         lengths = np.array([sum(v[3].values()) for v in values], np.float64)
-        columns = Columns.from_values(types, [v[1] for v in values])
+        columns = Columns.from_values(types, [v[1] for v in values], ids)
         return replace(self, ids=ids, vectors=vectors, columns=columns, postings=postings, lengths=lengths)
 
 
@@ -302,6 +302,13 @@ class LiveIndex:
         text the model reads, stored fields; for a model that reads images, read with
         `doc_images.read_selection`, so that the fields hold the image vector or file). IMAGES says
         where a corpus's relative image paths start (default: the model's, from here)."""
+        return self.commit_upserts(*self.encode_rows(rows, batch_size, images))
+
+    def encode_rows(
+        self, rows: list[tuple[str, str, dict]], batch_size: int = 64, images: DocImages | None = None
+    ) -> tuple[list[dict], int | None]:
+        """(the log's upsert items for ROWS, as `upsert_rows` takes them; how many had no image, or
+        None for a text-only model): every row checked and encoded, nothing written. Ids must be distinct."""
         ids = [r[0] for r in rows]
         if len(set(ids)) != len(ids):
             raise UserError(f"documents: id {next(i for i in ids if ids.count(i) > 1)!r} appears twice")
@@ -309,13 +316,18 @@ class LiveIndex:
         images = None
         if doc is not None:
             rows, images = split_images(rows, doc, self.stored_selection)
-        Columns.from_values(self.columns.types, [r[2] for r in rows])  # a filter field of the wrong type
+        refuse_non_finite(rows)
+        Columns.from_values(self.columns.types, [r[2] for r in rows], ids)  # a filter field of the wrong type
         texts = [r[1] for r in rows]
         vectors = np.asarray(self.embedder().encode_docs(texts, batch_size, images=images), np.float32)
         upsert = [{"id": i, "text": t, "fields": f, "vector": encode_vector(v)} for (i, t, f), v in zip(rows, vectors)]
+        return upsert, None if images is None else int(len(rows) - images[1].sum())
+
+    def commit_upserts(self, upsert: list[dict], without_image: int | None = None) -> dict:
+        """Writes UPSERT (`encode_rows`'s items, distinct ids) as one log entry: all or nothing."""
         out = {"upserted": len(upsert), "seq": self._commit({"upsert": upsert})}
-        if images is not None:
-            out["without_image"] = int(len(rows) - images[1].sum())
+        if without_image is not None:
+            out["without_image"] = without_image
         return out
 
     def delete(self, ids: list[str]) -> dict:

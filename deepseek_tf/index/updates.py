@@ -64,7 +64,9 @@ def write_lock(index_dir: str | Path, timeout_s: float = LOCK_TIMEOUT_S, what: s
     """The index's writer lock, held for the block; a UserError when another process keeps it
     longer than `timeout_s` (0: do not wait)."""
     directory = Path(index_dir) / UPDATES_DIR
-    directory.mkdir(parents=True, exist_ok=True)
+    if not Path(index_dir).is_dir():  # creating it would leave a tree that holds no index
+        raise UserError(f"{index_dir}: no such index directory; nothing written")
+    directory.mkdir(exist_ok=True)
     fd = os.open(directory / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         deadline = time.monotonic() + timeout_s

@@ -9,8 +9,9 @@ endpoints: off with `--no-admin`, and with an API key they need `Authorization: 
 
 When the index's model reads image vectors, a document may carry `"image_embedding": [floats]`
 (the model's image_dim of them); one without it reads the model's placeholder, counted in the
-answer's `without_image`. A bad vector (wrong length, not numbers, an infinity) refuses the whole
-request with `invalid_request`, naming `documents.{i}`, the id and the field; nothing is written.
+answer's `without_image`. A bad vector (wrong length, not numbers) refuses the whole request with
+`invalid_request`, naming `documents.{i}`, the id and the field; nothing is written (a number out of
+a float's range is refused with the body, as `invalid_json`).
 """
 
 from __future__ import annotations
