@@ -211,3 +211,36 @@ def reuse_embedders(monkeypatch, loaded: dict) -> None:
 
 
 # --- end of the multimodal block
+
+
+# --- bad input and data safety (test_bad_input*.py, test_data_safety_*.py): exports and an index of
+# the tiny models, each made once a session (read-only: a row copies what it changes)
+
+pytest.register_assert_rewrite("data_safety_rows")  # check_nothing_lost: pytest's assertion messages
+
+
+@pytest.fixture(scope="session")
+def tiny_tflite(tiny_run, tmp_path_factory) -> Path:
+    """tiny_run's model exported once as TFLite towers: the query tower's PREFIX.query.tflite."""
+    from deepseek_tf.export.towers import export_tflite
+
+    result = export_tflite(tiny_run / "model", tmp_path_factory.mktemp("exports") / "tiny")
+    return Path(result["paths"]["query"])
+
+
+@pytest.fixture(scope="session")
+def tiny_ce_tflite(tiny_ce_run, tmp_path_factory) -> Path:
+    """tiny_ce_run's cross-encoder exported once as TFLite: its PREFIX.tflite."""
+    from deepseek_tf.export.towers import export_tflite
+
+    return Path(export_tflite(tiny_ce_run / "model", tmp_path_factory.mktemp("ce_tflite") / "ce")["paths"]["score"])
+
+
+@pytest.fixture(scope="session")
+def tiny_sharded_index(tiny_run, tiny_beir, tmp_path_factory) -> Path:
+    """Like tiny_index, built with --shard-size 5: a finished exact index of 24 documents in 5 shards."""
+    from deepseek_tf.index import build_index
+
+    out = tmp_path_factory.mktemp("safety") / "idx"
+    build_index(str(tiny_run / "model"), tiny_beir / "corpus.jsonl", out, shard_size=5, verbose=False)
+    return out

@@ -34,7 +34,7 @@ def _corpus(tiny_beir) -> tuple[list[str], list[str]]:
     return [r["_id"] for r in rows], [f"{r['title']} {r['text']}" for r in rows]
 
 
-def _tree(root: Path) -> dict[str, str]:
+def file_digests(root: Path) -> dict[str, str]:
     """sha256 of every file; the manifest without its `build` timings."""
     out = {}
     for p in sorted(root.rglob("*")):
@@ -107,7 +107,7 @@ def test_killed_build_resumes_to_the_same_bytes(tiny_run, tiny_beir, tmp_path):
     finished = [(tmp_path / "a" / "shards" / f"0000{i}.npy").stat().st_mtime_ns for i in range(3)]
     build_index(str(tiny_run / "model"), tiny_beir / "corpus.jsonl", tmp_path / "a", shard_size=2, verbose=False)
     build_index(str(tiny_run / "model"), tiny_beir / "corpus.jsonl", tmp_path / "b", shard_size=2, verbose=False)
-    resumed, whole = _tree(tmp_path / "a"), _tree(tmp_path / "b")
+    resumed, whole = file_digests(tmp_path / "a"), file_digests(tmp_path / "b")
     assert len(whole) == 12 * 3 + 3 + len(list((tmp_path / "b" / "bm25").iterdir()))
     assert resumed == whole
     assert [(tmp_path / "a" / "shards" / f"0000{i}.npy").stat().st_mtime_ns for i in range(3)] == finished  # kept
