@@ -73,3 +73,15 @@ def test_bm25s_debug_lines_stay_quiet():
 
     BM25Index().index(["a", "b"], ["wing flow", "heat transfer"])
     assert not logging.getLogger("bm25s").isEnabledFor(logging.DEBUG)
+
+
+def test_tied_scores_are_cut_in_the_one_order_and_every_k_is_a_prefix():
+    """Documents tied at the k-th score are chosen by id (ranking.ranking), not by bm25s's pick, so
+    `search`, the server and `evaluate` agree at every depth."""
+    ids = [f"d{i:02d}" for i in range(20)] + ["long", "other"]
+    texts = ["red dress"] * 20 + ["red dress with long sleeves", "blue shirt"]
+    index = BM25Index().index(ids, texts)
+    full = index.search(["dress"], 22)[0]
+    assert [d for d, _ in full] == [f"d{i:02d}" for i in range(19, -1, -1)] + ["long"]
+    for k in range(1, 22):
+        assert index.search(["dress"], k)[0] == full[:k]

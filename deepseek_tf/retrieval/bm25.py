@@ -19,7 +19,7 @@ import time
 import numpy as np
 
 from deepseek_tf.errors import UserError
-from deepseek_tf.retrieval.ranking import ranked
+from deepseek_tf.retrieval.ranking import ranked, ranking
 from deepseek_tf.text.analyzer import Analyzer
 
 METHODS = ("lucene", "robertson", "atire", "bm25l", "bm25+")
@@ -77,7 +77,8 @@ class BM25Index:
         bm25s pads a short result list with score-0 documents in arbitrary order; keeping them
         would rank non-matching documents (and give them reciprocal-rank credit in fusion).
         """
-        k = min(k, len(self.ids) if mask is None else int(mask.sum()))
+        limit = len(self.ids) if mask is None else int(mask.sum())
+        k = min(k, limit)
         if k < 1:
             return [[] for _ in queries]
         weights = None if mask is None else mask.astype(np.float32)  # bm25s multiplies each score by it
@@ -86,11 +87,20 @@ class BM25Index:
         live = [i for i, t in enumerate(tokens) if t]  # all-stop-word queries match nothing
         if not live:
             return out
-        docs, scores = self._bm25.retrieve(
-            [tokens[i] for i in live], k=k, show_progress=False, n_threads=1, weight_mask=weights
-        )
+        # bm25s keeps any of the documents tied at the k-th score: fetch until no tie reaches the cut,
+        # so that the one order (ranking.ranking: score, then id) picks them, and every k is a prefix
+        depth = min(limit, k + 1)  # one past the cut: does a tie run across it?
+        while True:
+            docs, scores = self._bm25.retrieve(
+                [tokens[i] for i in live], k=depth, show_progress=False, n_threads=1, weight_mask=weights
+            )  # (queries, depth) each
+            tied = (scores[:, k - 1] > 0) & (scores[:, -1] == scores[:, k - 1])
+            if depth >= limit or not tied.any():
+                break
+            depth = min(limit, 2 * depth)
         for row, i in enumerate(live):
-            out[i] = [(self.ids[j], float(s)) for j, s in zip(docs[row], scores[row]) if s > 0]
+            found = {self.ids[j]: float(s) for j, s in zip(docs[row], scores[row]) if s > 0}
+            out[i] = ranking(found, k)
         return out
 
 
