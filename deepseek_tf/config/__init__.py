@@ -2,7 +2,8 @@
 
 Loading is strict: an unknown key, a value of the wrong type, outside its range or not among
 its choices is a `ConfigError` naming the dotted key and the file (exit code 2 on the CLI).
-`--set section.key=value` overrides are parsed as YAML scalars and checked the same way.
+`--set section.key=value` overrides are read by the key's declared type (a string key takes the
+text as written; numbers are decimal) and checked the same way.
 Each key's default, description and rule live in one place, its `setting(...)` in `schema`;
 the load-time checks (`loading`) and docs/configuration.md (`reference`, `make docs`) are both
 derived from them.

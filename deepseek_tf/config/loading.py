@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import re
 import types
 import typing
@@ -21,6 +22,11 @@ from deepseek_tf.errors import ConfigError
 
 _BOUND = re.compile(r"^(>=|>|<=|<)\s*(\S+)$")
 _INTERVAL = re.compile(r"^([\[(])\s*([^,\s]+)\s*,\s*([^\]\)\s]+)\s*([\])])$")
+# Numbers as written in decimal: no YAML 1.1 octal (`010`), hex, sexagesimal (`1:30`) or `1_0`.
+_INT = re.compile(r"[+-]?[0-9]+")
+_FLOAT = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
+_NON_FINITE = re.compile(r"[+-]?\.?(nan|inf|infinity)", re.IGNORECASE)  # parsed only to be refused
+_NULL = ("", "~", "null", "Null", "NULL")  # YAML's spellings of null: unsets an `or null` key
 
 
 def in_range(value: float, rule: str) -> bool:
@@ -77,11 +83,8 @@ def _check_type(value: Any, tp: Any, key: str, source: str) -> Any:
         if len(set(value)) != len(value):
             raise ConfigError(f"{source}: '{key}' names an item twice: {value!r}")
         return tuple(value)
-    if tp is float and isinstance(value, str):
-        try:  # YAML 1.1 reads `1e-4` (no dot) as a string
-            value = float(value)
-        except ValueError:
-            pass
+    if tp is float and isinstance(value, str):  # YAML 1.1 reads `1e-4` (no dot) as a string
+        value = _number(value, float)
     ok = {
         bool: isinstance(value, bool),
         int: isinstance(value, int) and not isinstance(value, bool),
@@ -90,7 +93,14 @@ def _check_type(value: Any, tp: Any, key: str, source: str) -> Any:
     }[tp]
     if not ok:
         raise ConfigError(f"{source}: '{key}' must be {tp.__name__}, got {value!r}")
-    return float(value) if tp is float else value
+    if tp is float:
+        try:
+            value = float(value)
+        except OverflowError:  # an int past float's range
+            value = math.inf if value > 0 else -math.inf
+        if not math.isfinite(value):
+            raise ConfigError(f"{source}: '{key}' must be a finite number, got {value!r}")
+    return value
 
 
 def _build(cls: type, raw: Any, prefix: str, source: str) -> Any:
@@ -122,6 +132,65 @@ def _build(cls: type, raw: Any, prefix: str, source: str) -> Any:
     return cls(**kwargs)
 
 
+def _number(text: str, tp: type) -> Any:
+    """`text` as a decimal int (or, for a float key, an int or a float); else `text` unchanged,
+    for the type check to refuse naming it."""
+    number = text.strip()
+    if _INT.fullmatch(number):
+        try:
+            return int(number, 10)  # an int for a float key too: a range message shows `-1` as written
+        except ValueError:  # past Python's 4300-digit limit: a float key reads it as a float
+            pass
+    if tp is float and _FLOAT.fullmatch(number):
+        return float(number)
+    if tp is float and _NON_FINITE.fullmatch(number):
+        return float(number.replace(".", ""))
+    return text
+
+
+def _override_type(parts: list[str]) -> Any:
+    """The declared type of the key `parts` names, or None (a section, an unknown or retired key)."""
+    cls: Any = Config
+    for i, part in enumerate(parts):
+        fields = {f.name for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else set()
+        if part not in fields:
+            return None
+        cls = typing.get_type_hints(cls)[part]
+        if i == len(parts) - 1:
+            return None if dataclasses.is_dataclass(cls) else cls
+    return None
+
+
+def _parse_override(text: str, tp: Any) -> Any:
+    """A `--set` value as written, read by its key's type `tp`: a string key takes the text itself
+    (a whole-text 'quoted' or "quoted" string is unquoted, the way to write '' or 'null'), a number
+    key decimal digits only, a bool key true or false; an `or null` key is unset by null, ~ or
+    nothing. List keys (and keys that are not settings) are read as YAML: `[text, image]`.
+    A value that is not of the type is kept as text, for `_check_type` to refuse naming it."""
+    optional = typing.get_origin(tp) in (typing.Union, types.UnionType)
+    if optional:
+        (tp,) = [a for a in typing.get_args(tp) if a is not type(None)]
+    if not text.strip() or (optional and text.strip() in _NULL):
+        return None  # for a key that is not optional, "must be <type>, got None"
+    if tp is str:
+        quoted = text.strip()
+        if len(quoted) >= 2 and quoted[0] == quoted[-1] and quoted[0] in "'\"":
+            try:
+                unquoted = yaml.safe_load(quoted)
+            except yaml.YAMLError:
+                return text
+            return unquoted if isinstance(unquoted, str) else text
+        return text
+    if tp in (int, float):
+        return _number(text, tp)
+    if tp is bool:
+        return {"true": True, "false": False}.get(text.strip().lower(), text)
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
 def _apply_override(raw: dict, override: str) -> None:
     if "=" not in override:
         raise ConfigError(f"--set: expected key.sub=value, got '{override}'")
@@ -132,10 +201,7 @@ def _apply_override(raw: dict, override: str) -> None:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
             raise ConfigError(f"--set: '{dotted}' does not name a config key")
-    try:
-        node[parts[-1]] = yaml.safe_load(text) if text.strip() else None
-    except yaml.YAMLError:
-        node[parts[-1]] = text
+    node[parts[-1]] = _parse_override(text, _override_type(parts))
 
 
 def config_from_dict(raw: dict, source: str = "<dict>") -> Config:

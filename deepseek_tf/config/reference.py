@@ -32,7 +32,10 @@ def reference_markdown() -> str:
         "<!-- Generated from the dataclasses in deepseek_tf/config/schema.py by `make docs`; do not edit by hand. -->",
         "",
         "A config is a YAML file of the sections below (`python -m deepseek_tf.train --config FILE`); "
-        "`--set section.key=value` overrides one key. Every key is optional. Loading is strict: an "
+        "`--set section.key=value` overrides one key with the value as written, read by the key's type: "
+        "a str key takes the text itself (`#` and `: ` included; a whole-text `'quoted'` string is "
+        "unquoted), numbers are decimal, a bool is `true` or `false`, a list is `[a, b]`. "
+        "Every key is optional. Loading is strict: an "
         "unknown key, a value of the wrong type, outside its range or not among its choices stops "
         "the command with one line naming the key and the file, before anything is written. "
         "`null` turns off a key whose type says `or null`.",
