@@ -25,6 +25,14 @@ def _weights(text: str) -> list[float]:
         raise argparse.ArgumentTypeError(f"expected W or W1,W2,... (numbers in [0, 1]), got {text!r}") from None
 
 
+def _fraction(text: str) -> float:
+    """--dev-fraction: a number strictly between 0 and 1 (what evaluate accepts)."""
+    value = number(float, None)(text)
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1), got {text!r}")
+    return value
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = command_parser(
         "evaluate",
@@ -52,7 +60,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--split", default="test", help="qrels split (default: test)")
     p.add_argument(
         "--dev-fraction",
-        type=number(float, 0, 1, low_open=True),
+        type=_fraction,
         metavar="F",
         help="score only the queries of --split that "
         "training with data.dev_fraction F held out (with --split train: a dev set that both stages "
@@ -170,9 +178,16 @@ def main(argv: list[str] | None = None) -> int:
     }
     dataset = Path(args.dataset)
     inputs["--dataset"] = [f for f in dataset.rglob("*") if f.is_file()] if dataset.is_dir() else [dataset]
+    outputs: dict[str, list[Path]] = {}  # written so far: no two outputs may share a path either
     for flag in ("output", "plot", "save_runs"):
         if getattr(args, flag):
-            refuse_aliasing(f"--{flag.replace('_', '-')}", [getattr(args, flag)], inputs)
+            name, target = f"--{flag.replace('_', '-')}", getattr(args, flag)
+            refuse_aliasing(name, [target], inputs)
+            try:
+                refuse_aliasing(name, [target], outputs)
+            except UserError as e:
+                raise UserError(str(e).replace("overwrite an input", "overwrite another output")) from None
+            outputs[name] = [Path(target)]
     if args.dev_seed is not None and args.dev_fraction is None:
         raise UserError("--dev-seed needs --dev-fraction (the dev split it seeds)")
     seed = DataConfig.dev_seed if args.dev_seed is None else args.dev_seed  # training's default split

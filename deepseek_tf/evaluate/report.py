@@ -25,6 +25,54 @@ from deepseek_tf.files import atomic_write
 COST_KEYS = ("latency_ms_p50", "latency_ms_p95", "docs_per_s", "peak_rss_mb")
 
 
+def system_names(
+    model: str | None,
+    baseline: str | None,
+    first_run: str | Path | None,
+    rerank: str | None = None,
+    rerank_fusion: float | Sequence[float] | None = None,
+    rerank_stage: str | None = None,
+) -> list[str]:
+    """The systems `evaluate` will score with these options (so the run files --save-runs will write)."""
+    from deepseek_tf.retrieval.pipeline import fusion_weights
+
+    names = [n for n, given in (("dense", model), ("bm25", baseline), ("run", first_run)) if given]
+    names += ["hybrid"] if model and baseline else []
+    if rerank:
+        first = rerank_stage or ("run" if first_run else "dense" if model else "bm25")
+        weights = fusion_weights(rerank_fusion)
+        fused = ["+rerank+fusion"] if len(weights) == 1 else [f"+rerank+fusion@{w:g}" for w in weights]
+        names += [first + suffix for suffix in ["+rerank", *fused]]
+    return names
+
+
+def _is_our_run(path: Path, tag: str) -> bool:
+    """A TREC run file `write_run` wrote for system `tag`: every line `qid Q0 docid rank score tag`."""
+    if path.is_symlink() or not path.is_file():
+        return False
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return False
+    fields = [line.split() for line in lines if line.strip()]
+    return bool(lines) and all(len(f) == 6 and f[1] == "Q0" and f[5] == tag for f in fields)
+
+
+def check_run_files(runs_dir: str | Path, names: Sequence[str]) -> None:
+    """Before anything is written: RUNS_DIR/<name>.trec may be (re)written only where it is absent
+    or a run file of ours for that system (no command rewrites a file it did not create)."""
+    runs_dir = Path(runs_dir)
+    if runs_dir.exists() and not runs_dir.is_dir():
+        raise UserError(f"--save-runs {runs_dir}: not a directory; nothing evaluated")
+    for name in names:
+        path = runs_dir / f"{name}.trec"
+        if (path.exists() or path.is_symlink()) and not _is_our_run(path, name):
+            raise UserError(
+                f"--save-runs {runs_dir}: {path} exists and is not a run file evaluate wrote for "
+                f"system {name!r}; nothing written (choose another --save-runs directory)"
+            )
+
+
 def drop_identical_ids(run: Run) -> Run:
     """BEIR's convention (ignore_identical_ids): a retrieved doc whose id equals the query id is dropped."""
     return {q: {d: s for d, s in docs.items() if d != q} for q, docs in run.items()}
@@ -182,6 +230,8 @@ def evaluate(
             raise UserError(f"--rerank-stage {rerank_stage} needs --rerank and {options}; nothing evaluated")
     if dev is not None and not 0.0 < dev[0] < 1.0:
         raise UserError(f"--dev-fraction must be in (0, 1), got {dev[0]:g}")
+    if runs_dir is not None:
+        check_run_files(runs_dir, system_names(model, baseline, first_run, rerank, rerank_fusion, rerank_stage))
     ds = load_beir(dataset, split, unknown_ids="drop")
     if dev is not None:
         from deepseek_tf.data.splits import split_dev
@@ -245,6 +295,7 @@ def evaluate(
             results[name + suffix] = score(name + suffix, run, stats, {"model": model, "reranker": rerank})
     add_comparisons(results)
     if runs_dir is not None:
+        check_run_files(runs_dir, list(runs))  # again: minutes have passed, and these are the names scored
         Path(runs_dir).mkdir(parents=True, exist_ok=True)
         for name, run in runs.items():
             write_run(run, Path(runs_dir) / f"{name}.trec", tag=name)
