@@ -20,12 +20,37 @@ def check_config(config: Config) -> None:
         check_dual_config(config)
 
 
+# `train` / `data` settings a run with checkpoints may be resumed with: they extend or continue
+# it (or only say how it runs), not what its checkpoints were trained on. Any other change is
+# refused, so that config.yaml keeps describing the model beside it.
+RESUMABLE = {
+    "train.epochs": "more epochs continue the step count, schedule and data stream (tests/test_train_resume.py)",
+    "train.patience": "early stopping reads best/best.json as it stands: a patience continues or ends the run",
+    "train.checkpoint_every": "how often a checkpoint is written, not what is trained",
+    "train.jit_compile": "XLA or not compiles the same step ('auto' is decided per machine anyway)",
+}
+
+
+def _nonempty(path: Path) -> bool:
+    return path.is_dir() and any(path.iterdir())
+
+
+def _run_kind(soup: int | None, members: bool) -> str:
+    if soup is None:
+        return "a soup (members/)" if members else "a single run (checkpoints/)"
+    return f"a soup of {soup}" if soup > 1 else "a single run"
+
+
 def check_workdir(config: Config, workdir: str | Path) -> None:
-    """Before anything is written: `workdir` must be (or become) a directory, and a workdir with
-    checkpoints must have been trained with the same `model` section. Restoring checkpoints of
-    another architecture fails deep in TensorFlow with a shape error, and by then config.yaml
-    would already be overwritten so that it no longer matches the checkpoints beside it."""
+    """Before anything is written: `workdir` must be (or become) a directory, and a trained one
+    (checkpoints/, or a soup's members/) takes only the run it was trained as: the same kind
+    (single run, or a soup of as many members) and the same `model`, `data` and `train` sections
+    but for RESUMABLE. Restoring checkpoints of another architecture fails deep in TensorFlow with
+    a shape error; other settings would resume the checkpoints, train nothing new and overwrite
+    config.yaml (and model/) so that they no longer match the checkpoints beside them."""
     import yaml
+
+    from deepseek_tf.train.soup import member_configs, member_dir
 
     workdir = Path(workdir)
     for path in (workdir, *workdir.parents):
@@ -33,22 +58,47 @@ def check_workdir(config: Config, workdir: str | Path) -> None:
             if not path.is_dir():
                 raise UserError(f"--workdir {workdir}: {path} is a file, not a directory")
             break
-    saved, checkpoints = workdir / "config.yaml", workdir / "checkpoints"
-    if not saved.is_file() or not checkpoints.is_dir() or not any(checkpoints.iterdir()):
+    single, members = _nonempty(workdir / "checkpoints"), _nonempty(workdir / "members")
+    if not single and not members:
         return
-    try:
-        old = (yaml.safe_load(saved.read_text(encoding="utf-8")) or {}).get("model") or {}
-    except (yaml.YAMLError, UnicodeDecodeError, AttributeError) as e:
-        raise UserError(f"{saved}: cannot read the config the checkpoints were trained with ({e})") from None
-    new = config_to_dict(config)["model"]
-    # Keys only one side knows (a field added since) are left out: their defaults cannot conflict.
-    changed = [k for k in new if k in old and old[k] != new[k]]
-    if changed:
-        shown = ", ".join(f"model.{k} ({old[k]!r} -> {new[k]!r})" for k in changed[:5])
+    saved, soup = workdir / "config.yaml", config.train.soup
+    old: dict = {}
+    if saved.is_file():
+        try:
+            old = yaml.safe_load(saved.read_text(encoding="utf-8")) or {}
+            old = {s: v if isinstance(v := old.get(s), dict) else {} for s in ("model", "data", "train")}
+        except (yaml.YAMLError, UnicodeDecodeError, AttributeError) as e:
+            raise UserError(f"{saved}: cannot read the config the checkpoints were trained with ({e})") from None
+    held = old.get("train", {}).get("soup")
+    held = held if isinstance(held, int) and not isinstance(held, bool) else None
+    if (held is not None and held != soup) or (held is None and (soup > 1) != members):
         raise ConfigError(
-            f"--workdir {workdir} holds checkpoints trained with another model config: {shown}; "
+            f"--workdir {workdir} holds {_run_kind(held, members)}; train.soup={soup} would train "
+            f"{_run_kind(soup, soup > 1)} over it; nothing written (use a new --workdir"
+            + (f", or train.soup={held})" if held is not None else ")")
+        )
+    new = config_to_dict(config)
+    # check_saved_pairs compares the data section of a self-mining run itself, naming the file
+    self_mined = config.model.kind != "cross_encoder" and config.data.mine_negatives
+    self_mined = self_mined and config.data.negatives_from == "self"
+    sections = ("model", "train") if self_mined else ("model", "data", "train")
+    # Keys only one side knows (a field added since) are left out: their defaults cannot conflict.
+    changed = [
+        (f"{s}.{k}", old[s][k], v)
+        for s in sections
+        for k, v in new[s].items()
+        if k in old.get(s, {}) and old[s][k] != v and f"{s}.{k}" not in RESUMABLE
+    ]
+    if changed:
+        shown = ", ".join(f"{k} ({a!r} -> {b!r})" for k, a, b in changed[:5])
+        kinds = "/".join(dict.fromkeys(k.split(".")[0] for k, _, _ in changed))
+        raise ConfigError(
+            f"--workdir {workdir} holds checkpoints trained with another {kinds} config: {shown}; "
             f"nothing written (use a new --workdir, or the config it was trained with)"
         )
+    if soup > 1:  # each member's checkpoints too, before the soup rewrites its config.yaml
+        for member in member_configs(config):
+            check_workdir(member, member_dir(workdir, member.train.seed))
 
 
 def train(config: Config, workdir: str | Path, verbose: int = 1, shared_dir: str | Path | None = None) -> dict:

@@ -35,6 +35,11 @@ def member_configs(config: Config) -> list[Config]:
     return [dataclasses.replace(config, train=dataclasses.replace(t, seed=t.seed + i, soup=1)) for i in range(t.soup)]
 
 
+def member_dir(workdir: str | Path, seed: int) -> Path:
+    """Where the member trained with `seed` lives: WORKDIR/members/seed<S>/."""
+    return Path(workdir) / "members" / f"seed{seed}"
+
+
 def average_weights(weights: list[list[np.ndarray]]) -> list[np.ndarray]:
     """Element-wise mean of N models' weight lists (same architecture, same order)."""
     if not weights:
@@ -75,7 +80,7 @@ def train_soup(
     members, loaded = [], []
     for i, member in enumerate(member_configs(config)):
         seed = member.train.seed
-        mdir = workdir / "members" / f"seed{seed}"
+        mdir = member_dir(workdir, seed)
         if verbose:
             print(f"soup member {i + 1}/{config.train.soup} (seed {seed}) -> {mdir}", file=sys.stderr)
         history = train_member(member, mdir, verbose, shared_dir=workdir)  # a finished member resumes at its end
