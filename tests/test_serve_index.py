@@ -116,7 +116,7 @@ def test_the_command_serves_reloads_on_sighup_and_drains_on_sigterm(built):
         first = httpx.post(url + "/search", json={"query": "summer dress", "k": 3}, timeout=60).json()
         assert first["results"][0]["id"].startswith("dress-")
         assert httpx.get(url + "/health", timeout=60).json()["generation"] == 1
-        proc.send_signal(signal.SIGHUP)  # re-reads --index; the same answers after the swap
+        proc.send_signal(signal.SIGHUP)  # re-reads the index being served; the same answers after the swap
         for _ in range(600):
             if httpx.get(url + "/health", timeout=60).json()["generation"] == 2:
                 break

@@ -26,7 +26,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "OpenAI's POST /v1/embeddings and GET /v1/models, text-embeddings-inference's POST /rerank; "
         "with --generator-url, POST /answer (answers with numbered sources from an OpenAI-compatible "
         "chat-completions server). "
-        "SIGHUP re-reads --index; SIGTERM finishes in-flight requests, then exits.",
+        "SIGHUP re-reads the index being served; SIGTERM finishes in-flight requests, then exits.",
         [
             "deepseek-tf serve --index runs/cranfield_built --port 8000",
             "deepseek-tf serve --index runs/qbqtc_built --rerank runs/cross_encoder_minilm/model --max-batch 32",
