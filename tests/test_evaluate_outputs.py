@@ -1,7 +1,7 @@
 """`evaluate`'s outputs (--output, --plot, --save-runs DIR): checked before anything is evaluated.
 
 No two outputs may share a path (the report lost under the plot, a run file replaced by the
-report), --save-runs never rewrites a file it did not write (only its own earlier run files),
+report), and none rewrites a file it did not write (only its own earlier reports, plots and run files),
 and --dev-fraction is refused by the parser unless strictly between 0 and 1. A refusal is one
 `error:` line, a non-zero exit, and nothing written.
 """
@@ -84,6 +84,29 @@ def test_save_runs_checks_the_dense_run_before_encoding(tiny_beir, tiny_run, tmp
     )
     _refused(proc, "dense.trec")
     assert _files(runs) == {"dense.trec": b"precious\n"}
+
+
+def test_output_and_plot_replace_only_what_evaluate_wrote(tiny_beir, tmp_path):
+    """--output and --plot over a file of the user's are refused; over the report and plot an
+    earlier run wrote, they are replaced."""
+    report, plot = tmp_path / "report.json", tmp_path / "curves.png"
+    args = ["--dataset", str(tiny_beir), "--baseline", "bm25", "--output", str(report), "--plot", str(plot)]
+    for foreign in ('{"budget": 12}\n', '{"bm25": {"owner": "me"}}\n'):
+        report.write_text(foreign)
+        _refused(run_cli_here(EVALUATE, *args), "--output", "not a report evaluate wrote")
+        assert _files(tmp_path) == {"report.json": foreign.encode()}
+    report.unlink()
+    for _ in range(2):  # the second run replaces the first one's report and plot
+        proc = run_cli_here(EVALUATE, *args)
+        assert proc.returncode == 0, proc.stderr
+    assert "bm25" in json.loads(report.read_text())
+    ours = plot.read_bytes()
+    from PIL import Image
+
+    Image.new("RGB", (4, 4)).save(plot)  # a PNG, but not one evaluate wrote
+    theirs = plot.read_bytes()
+    _refused(run_cli_here(EVALUATE, *args), "--plot", "not a plot evaluate wrote")
+    assert plot.read_bytes() == theirs and ours != theirs
 
 
 @pytest.mark.parametrize("fraction", ["1", "0", "1.5"])

@@ -10,7 +10,7 @@ from pathlib import Path
 from deepseek_tf.config import DataConfig
 from deepseek_tf.console import command_parser, number
 from deepseek_tf.errors import UserError, cli_entry, refuse_aliasing
-from deepseek_tf.evaluate.report import evaluate, format_table, plot_recall_curves
+from deepseek_tf.evaluate.report import evaluate, format_table, plot_recall_curves, written_by_evaluate
 from deepseek_tf.evaluate.significance import compare_reports, format_comparisons
 from deepseek_tf.files import write_json
 from deepseek_tf.retrieval.engines import add_engine_argument, configure
@@ -188,6 +188,16 @@ def main(argv: list[str] | None = None) -> int:
             except UserError as e:
                 raise UserError(str(e).replace("overwrite an input", "overwrite another output")) from None
             outputs[name] = [Path(target)]
+    for flag, kind in (("output", "report"), ("plot", "plot")):  # after the aliasing checks: they say more
+        target = getattr(args, flag)
+        if (
+            target
+            and (Path(target).exists() or Path(target).is_symlink())
+            and not written_by_evaluate(Path(target), kind)
+        ):
+            raise UserError(
+                f"--{flag} {target}: exists and is not a {kind} evaluate wrote; nothing evaluated (choose another path)"
+            )
     if args.dev_seed is not None and args.dev_fraction is None:
         raise UserError("--dev-seed needs --dev-fraction (the dev split it seeds)")
     seed = DataConfig.dev_seed if args.dev_seed is None else args.dev_seed  # training's default split

@@ -8,6 +8,7 @@ dense queries, hybrid fusion and reranking run through the one query flow that `
 
 from __future__ import annotations
 
+import json
 import resource
 import sys
 import time
@@ -342,5 +343,32 @@ def plot_recall_curves(results: dict[str, dict], path: str | Path, title: str = 
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(loc="lower right")
     fig.tight_layout()
-    atomic_write(Path(path), lambda tmp: fig.savefig(tmp, format="png"))
+    atomic_write(Path(path), lambda tmp: fig.savefig(tmp, format="png", metadata={"Software": PLOT_SOFTWARE}))
     plt.close(fig)
+
+
+PLOT_SOFTWARE = "deepseek_tf evaluate"  # a plot's PNG Software text: names the plots this command wrote
+
+
+def written_by_evaluate(path: Path, kind: str) -> bool:
+    """Whether PATH is a file `evaluate` wrote as KIND ("report": an --output JSON whose every
+    system holds figures; "plot": a --plot PNG that says PLOT_SOFTWARE), so that it may be replaced."""
+    if not path.is_file() or path.is_symlink():
+        return False
+    if kind == "plot":
+        from PIL import Image  # matplotlib's own dependency
+
+        try:
+            with Image.open(path) as image:
+                return image.format == "PNG" and image.info.get("Software") == PLOT_SOFTWARE
+        except (OSError, ValueError):
+            return False
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return (
+        isinstance(report, dict)
+        and bool(report)
+        and all(isinstance(r, dict) and "ndcg@10" in r for r in report.values())
+    )
