@@ -35,16 +35,26 @@ def system_names(
     rerank_stage: str | None = None,
 ) -> list[str]:
     """The systems `evaluate` will score with these options (so the run files --save-runs will write)."""
-    from deepseek_tf.retrieval.pipeline import fusion_weights
+    from deepseek_tf.retrieval.rerank import rerank_suffixes
 
     names = [n for n, given in (("dense", model), ("bm25", baseline), ("run", first_run)) if given]
     names += ["hybrid"] if model and baseline else []
     if rerank:
-        first = rerank_stage or ("run" if first_run else "dense" if model else "bm25")
-        weights = fusion_weights(rerank_fusion)
-        fused = ["+rerank+fusion"] if len(weights) == 1 else [f"+rerank+fusion@{w:g}" for w in weights]
-        names += [first + suffix for suffix in ["+rerank", *fused]]
+        first = first_stage_name(model, first_run, rerank_stage)
+        names += [first + suffix for suffix in rerank_suffixes(rerank_fusion)]
     return names
+
+
+def first_stage_name(model: str | None, first_run: str | Path | None, rerank_stage: str | None) -> str:
+    """The system --rerank reorders: --rerank-stage bm25, else a --run, else --rerank-stage hybrid,
+    else the dense model's, else BM25's."""
+    if rerank_stage == "bm25":
+        return "bm25"
+    if first_run is not None:
+        return "run"
+    if rerank_stage == "hybrid":
+        return "hybrid"
+    return "dense" if model is not None else "bm25"
 
 
 def _is_our_run(path: Path, tag: str) -> bool:
@@ -258,36 +268,35 @@ def evaluate(
         runs[name] = drop_identical_ids(run) if ignore_identical_ids else run
         return _score(name, ds.qrels, runs[name], stats, {**common, **extra})
 
-    bm25 = first = None  # first: (name, (run, stats)) of the stage --rerank reorders
+    bm25 = None
+    stages = {}  # name -> (run, stats) of each system --rerank may reorder
     if baseline == "bm25":  # first, so its peak RSS is not the dense model's
         from deepseek_tf.retrieval.bm25 import bm25_run
 
         bm25 = bm25_run(ds, top_k, **(bm25_args or {}))
         bm25_config = bm25[1].pop("bm25")
         results["bm25"] = score("bm25", bm25[0], dict(bm25[1]), {"bm25": bm25_config})
-        first = ("bm25", bm25)
+        stages["bm25"] = bm25
     if model is not None:
         from deepseek_tf.retrieval.artifacts import load_embedder
 
         embedder = load_embedder(model)
         dense = dense_run(embedder, ds, top_k, batch_size, progress=verbose)
         results = {"dense": score("dense", dense[0], dict(dense[1]), {"model": model}), **results}
-        first = ("dense", dense)
+        stages["dense"] = dense
         if bm25 is not None:
             hybrid = hybrid_run(dense, bm25, top_k, rrf_k)
             results["hybrid"] = score("hybrid", hybrid[0], dict(hybrid[1]), {"model": model})
-            if rerank_stage == "hybrid":
-                first = ("hybrid", hybrid)
+            stages["hybrid"] = hybrid
     if first_run is not None:  # another system's results: no latency or indexing figures to report
         given = (load_run(first_run, ds, top_k), {"latency_ms": {}})
         results = {"run": score("run", given[0], dict(given[1]), {"run": str(first_run)}), **results}
-        first = ("run", given)
-    if rerank_stage == "bm25":
-        first = ("bm25", bm25)
+        stages["run"] = given
     if rerank is not None:  # cross-encoder over the first stage's top-k (BM25's when it is the only one)
         from deepseek_tf.retrieval.rerank import rerank_system
 
-        name, (first_stage, first_stats) = first
+        name = first_stage_name(model, first_run, rerank_stage)
+        first_stage, first_stats = stages[name]
         # a query with no document judged relevant is left out of every mean: not worth its pairs
         first_stage = {q: r for q, r in first_stage.items() if max(ds.qrels.get(q, {}).values(), default=0) >= 1}
         for suffix, run, stats in rerank_system(

@@ -180,10 +180,16 @@ def rerank_system(
         "rerank_depth": top_k,
     }
     systems = [("+rerank", run, {**common, "latency_ms": latencies})]
-    for w in weights:
-        name = "+rerank+fusion" if len(weights) == 1 else f"+rerank+fusion@{w:g}"
+    for w, name in zip(weights, rerank_suffixes(fusion)[1:]):
         systems.append((name, fuse(first_stage, run, w), {**common, "rerank_fusion": w, "latency_ms": dict(latencies)}))
     return systems
+
+
+def rerank_suffixes(fusion: float | Sequence[float] | None = None) -> list[str]:
+    """The name suffixes of `rerank_system`'s rows: "+rerank", then "+rerank+fusion" for one
+    weight or "+rerank+fusion@w" for each of several."""
+    weights = fusion_weights(fusion)
+    return ["+rerank", *("+rerank+fusion" if len(weights) == 1 else f"+rerank+fusion@{w:g}" for w in weights)]
 
 
 def check_reranker_spec(spec: str, fusion: float | Sequence[float] | None = None, name: str = "--rerank") -> None:

@@ -193,7 +193,7 @@ def train_dual_encoder(
         configure=lambda model: setattr(model, "accumulation_steps", t.accumulation_steps),
     )
     model = run.model
-    if d.mine_negatives and d.negatives_from == "self":
+    if mined_from is not None:
         pairs = self_mined_pairs(
             workdir, mined_from, lambda: _mine_with_model(model, tokenizer, config, train_ds, images)
         )
